@@ -1,0 +1,503 @@
+//! Configuration: one TOML file with a section per role, then `DANDELION_*`
+//! environment variables, then command-line flags.
+//!
+//! This module owns the file layer and the shape of the settings; the binaries
+//! apply the environment and flag layers on top (clap reads both), so every
+//! override is visible in `--help`. A file with a syntax error or an unknown key is
+//! refused with the file, line and key named: a typo that silently falls back to a
+//! default is the worst kind of configuration bug on a fleet.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Deserializer};
+
+/// The name looked for in the working directory when no `--config` is given.
+pub const DEFAULT_FILE_NAME: &str = "dandelion.toml";
+
+/// System-wide location looked for after the working directory.
+pub const SYSTEM_FILE: &str = "/etc/dandelion/dandelion.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where keys, tokens, the embedded store, logs and (on a box) files live.
+    pub data_dir: PathBuf,
+    /// `embedded` (a redb file in the data directory) or a `redis://` URL.
+    pub store: String,
+    /// Prefix of every key on a shared Redis.
+    pub store_prefix: String,
+    /// `info`, `debug`, … or per-module directives like `dandelion=debug,warn`.
+    pub log_level: String,
+    /// Whether to also write the daily-rotated `dandelion.log` in the data directory.
+    pub log_file: bool,
+    pub entrance: EntranceConfig,
+    #[serde(rename = "box")]
+    pub boxnode: BoxConfig,
+    pub publisher: PublisherConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("dandelion-data"),
+            store: "embedded".into(),
+            store_prefix: String::new(),
+            log_level: "info".into(),
+            log_file: true,
+            entrance: EntranceConfig::default(),
+            boxnode: BoxConfig::default(),
+            publisher: PublisherConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EntranceConfig {
+    pub listen: SocketAddr,
+    /// The URL others reach this entrance at, when it differs from `listen`
+    /// (a proxy, NAT, TLS terminator).
+    pub public_url: Option<String>,
+    /// Silence after which a box is dropped (the original's 120 s).
+    #[serde(deserialize_with = "duration")]
+    pub expire_box_time: Duration,
+    /// The interval boxes are told to send heartbeats at.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// Other entrances of the same network, handed to boxes and publishers.
+    pub peers: Vec<String>,
+    /// Boxes returned by a `SEARCH` that does not ask for a count.
+    pub search_count: u32,
+    /// Public keys (hex) of the publishers allowed to search and to publish.
+    pub publisher_keys: Vec<String>,
+    /// Accept the original 2017 boxes and publishers, which cannot authenticate.
+    pub legacy_peers: bool,
+    /// A GeoLite2-City compatible database for locating boxes.
+    pub geoip_db: Option<PathBuf>,
+    /// A GeoLite2-ASN compatible database for `ORG`.
+    pub asn_db: Option<PathBuf>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Share of boxes going silent within one expiry period that makes the entrance
+    /// suspect its own network and stop expiring.
+    pub self_preservation_threshold: f64,
+}
+
+impl Default for EntranceConfig {
+    fn default() -> Self {
+        EntranceConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            public_url: None,
+            expire_box_time: Duration::from_secs(120),
+            heartbeat_interval: Duration::from_secs(5),
+            peers: Vec::new(),
+            search_count: 20,
+            publisher_keys: Vec::new(),
+            legacy_peers: false,
+            geoip_db: None,
+            asn_db: None,
+            trusted_proxies: Vec::new(),
+            self_preservation_threshold: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoxConfig {
+    pub listen: SocketAddr,
+    /// The URL viewers and publishers reach this box at.
+    pub public_url: Option<String>,
+    /// Entrances to register with; more are learned from their replies.
+    pub entrances: Vec<String>,
+    /// The network's join token, or a file holding it.
+    pub join_token: Option<String>,
+    pub join_token_file: Option<PathBuf>,
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// Upload cap across all viewers, in bytes per second (`"2 MB"`); none if absent.
+    pub upload_cap: Option<ByteSize>,
+    /// Concurrent downloads served at most.
+    pub max_downloads: u32,
+    /// Disk space the box may use for stored files; none if absent.
+    pub storage_quota: Option<ByteSize>,
+    pub max_file_size: ByteSize,
+    /// Longest TTL granted; the original's "0 = forever" maps to this.
+    #[serde(deserialize_with = "duration")]
+    pub max_ttl: Duration,
+    /// Public keys (hex) of publishers trusted besides those the entrances name.
+    pub publisher_keys: Vec<String>,
+}
+
+impl Default for BoxConfig {
+    fn default() -> Self {
+        BoxConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7071)),
+            public_url: None,
+            entrances: Vec::new(),
+            join_token: None,
+            join_token_file: None,
+            heartbeat_interval: Duration::from_secs(5),
+            upload_cap: None,
+            max_downloads: 256,
+            storage_quota: None,
+            max_file_size: ByteSize::gib(4),
+            max_ttl: Duration::from_secs(24 * 3600),
+            publisher_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublisherConfig {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub entrances: Vec<String>,
+    /// How often every entrance is asked for boxes (the original's 10 s).
+    #[serde(deserialize_with = "duration")]
+    pub search_interval: Duration,
+    /// How many boxes to ask for (the original's 20).
+    pub search_count: u32,
+    /// Boxes each file is placed on unless the push says otherwise.
+    pub replicas: u32,
+    /// TTL of a push that names none (the original's 60 s).
+    #[serde(deserialize_with = "duration")]
+    pub default_ttl: Duration,
+    pub max_file_size: ByteSize,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7072)),
+            public_url: None,
+            entrances: Vec::new(),
+            search_interval: Duration::from_secs(10),
+            search_count: 20,
+            replicas: 1,
+            default_ttl: Duration::from_secs(60),
+            max_file_size: ByteSize::gib(4),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}, line {line}, column {column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl Config {
+    /// Parses a config file's text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_column(text, s.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads `path`, or with none the first of `./dandelion.toml` and
+    /// `/etc/dandelion/dandelion.toml` that exists, or the defaults. Returns the
+    /// file actually used, for the start-up log.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let candidates: Vec<PathBuf> = match path {
+            Some(p) => vec![p.to_owned()],
+            None => vec![PathBuf::from(DEFAULT_FILE_NAME), PathBuf::from(SYSTEM_FILE)],
+        };
+        for candidate in candidates {
+            match fs::read_to_string(&candidate) {
+                Ok(text) => return Ok((Config::parse(&text, &candidate)?, Some(candidate))),
+                Err(e) if e.kind() == ErrorKind::NotFound && path.is_none() => continue,
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: candidate,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok((Config::default(), None))
+    }
+
+    /// Checks what serde cannot: ranges and relations between settings. Called
+    /// after the file is read and again after overrides are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if self.store_prefix.contains(['{', '}']) {
+            return invalid(
+                "store_prefix",
+                "must not contain `{` or `}` (they mark Redis Cluster hash tags)",
+            );
+        }
+        let e = &self.entrance;
+        if e.expire_box_time.is_zero() {
+            return invalid("entrance.expire_box_time", "must be longer than zero");
+        }
+        if e.heartbeat_interval.is_zero() || e.heartbeat_interval >= e.expire_box_time {
+            return invalid(
+                "entrance.heartbeat_interval",
+                "must be longer than zero and shorter than entrance.expire_box_time",
+            );
+        }
+        if !(0.0..=1.0).contains(&e.self_preservation_threshold) {
+            return invalid(
+                "entrance.self_preservation_threshold",
+                "must be between 0 and 1",
+            );
+        }
+        if self.boxnode.heartbeat_interval.is_zero() {
+            return invalid("box.heartbeat_interval", "must be longer than zero");
+        }
+        if self.boxnode.max_downloads == 0 {
+            return invalid("box.max_downloads", "must be at least 1");
+        }
+        if self.publisher.search_interval.is_zero() {
+            return invalid("publisher.search_interval", "must be longer than zero");
+        }
+        if self.publisher.replicas == 0 {
+            return invalid("publisher.replicas", "must be at least 1");
+        }
+        if self.publisher.default_ttl.is_zero() {
+            return invalid("publisher.default_ttl", "must be longer than zero");
+        }
+        Ok(())
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A duration as whole seconds (`120`) or in words (`"2m"`, `"500ms"`).
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `"90"`, `"90s"`, `"2m"`, `"1h 30m"`: shared by the config file and flags.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!(
+            "`{}` is not a duration like 30s or 2m: {e}",
+            text.escape_debug()
+        )
+    })
+}
+
+/// Data directory errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot create data directory {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is not writable: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Creates the data directory if needed and proves it is writable, so that a bad
+/// path fails at start-up with its name rather than later inside some write.
+pub fn prepare_data_dir(path: &Path) -> Result<(), DataDirError> {
+    fs::create_dir_all(path).map_err(|source| DataDirError::Create {
+        path: path.to_owned(),
+        source,
+    })?;
+    let probe = path.join(format!(".write-test-{}", std::process::id()));
+    let result = fs::write(&probe, b"ok");
+    let _ = fs::remove_file(&probe);
+    result.map_err(|source| DataDirError::NotWritable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/dandelion/dandelion.toml"))
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.entrance.expire_box_time, Duration::from_secs(120));
+        assert_eq!(c.boxnode.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.publisher.search_interval, Duration::from_secs(10));
+        assert_eq!(c.publisher.search_count, 20);
+        assert_eq!(c.publisher.default_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn sections_durations_and_sizes_parse() {
+        let c = parse(
+            r#"
+data_dir = "/var/lib/dandelion"
+store = "redis://127.0.0.1:6379/0"
+
+[entrance]
+expire_box_time = "2m"
+peers = ["ws://10.0.0.2:7070/dandelion/ws"]
+
+[box]
+upload_cap = "2 MiB"
+storage_quota = 1000000
+heartbeat_interval = 3
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/dandelion"));
+        assert_eq!(c.entrance.expire_box_time, Duration::from_secs(120));
+        assert_eq!(c.boxnode.upload_cap, Some(ByteSize::mib(2)));
+        assert_eq!(c.boxnode.storage_quota, Some(ByteSize::b(1_000_000)));
+        assert_eq!(c.boxnode.heartbeat_interval, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("store = \"embedded\"\n\n[entrance]\nexpire_box_tme = 30\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config file /etc/dandelion/dandelion.toml, line 4, column 1: unknown field `expire_box_tme`, expected one of \
+             `listen`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
+             `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = parse("data_dir = \"/srv\"\nstore = embedded\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("config file /etc/dandelion/dandelion.toml, line 2, column 9: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_are_refused() {
+        let err = parse("[box]\nheartbeat_interval = \"soon\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config file /etc/dandelion/dandelion.toml, line 2, column 22: `soon` is not a duration like 30s or 2m: \
+             expected number at 0"
+        );
+        let err = parse("[publisher]\nreplicas = 0\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid setting `publisher.replicas`: must be at least 1"
+        );
+        let err = parse("store_prefix = \"{x}\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid setting `store_prefix`: must not contain `{` or `}` (they mark Redis Cluster hash tags)"
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_matches_the_defaults() {
+        let example = include_str!("../../dandelion.example.toml");
+        let parsed = parse(example).unwrap();
+        let expected = Config {
+            data_dir: PathBuf::from("/var/lib/dandelion"),
+            ..Config::default()
+        };
+        assert_eq!(parsed, expected, "the example documents the real defaults");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_but_missing_default_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let err = Config::load(Some(&missing)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read config file {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+    }
+
+    #[test]
+    fn data_dir_that_cannot_be_created_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        fs::write(&file, "x").unwrap();
+        let bad = file.join("data");
+        let err = prepare_data_dir(&bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot create data directory {}: Not a directory (os error 20)",
+                bad.display()
+            )
+        );
+        prepare_data_dir(&dir.path().join("fresh/nested")).unwrap();
+    }
+
+    #[test]
+    fn durations_in_words_or_seconds() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("-3").is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! A WebSocket connection that speaks [`Message`]s instead of raw frames.
+//!
+//! Both sides of every session — box and publisher clients, entrance and box
+//! servers — go through this wrapper, so handlers never see JSON strings. It also
+//! keeps the protocol's one policy about misbehaving peers: a bad message is
+//! reported to the caller (who answers it with an error), and a peer that keeps
+//! sending garbage is cut off rather than allowed to occupy the daemon.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::{
+    CloseFrame, WebSocketConfig, frame::coding::CloseCode,
+};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::protocol::{Message, ProtocolError};
+
+/// Consecutive malformed messages after which a peer is disconnected.
+pub const MAX_CONSECUTIVE_ERRORS: u32 = 5;
+
+/// Largest text message accepted. Control messages are small; a `SEARCH` reply with
+/// a few hundred boxes is the largest legitimate one.
+pub const MAX_TEXT_MESSAGE: usize = 4 << 20;
+
+/// Largest binary message (one file frame) accepted: the chunked transfer keeps
+/// frames well under this, and one-frame originals rarely exceed it.
+pub const MAX_BINARY_MESSAGE: usize = 64 << 20;
+
+/// How long a client waits for the TCP + WebSocket handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits shared by both sides, so neither sends what the other would drop.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_BINARY_MESSAGE))
+        .max_frame_size(Some(MAX_BINARY_MESSAGE))
+}
+
+/// What a peer sent.
+// One value per received frame, moved straight to its handler: boxing the message
+// would only add an allocation per frame.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Message(Message),
+    /// A binary frame: file data, decoded by [`crate::frame`].
+    Binary(Bytes),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The peer sent a message that does not decode; answer it and go on.
+    #[error("bad message: {0}")]
+    BadMessage(#[from] ProtocolError),
+    #[error("peer sent {0} malformed messages in a row; disconnecting")]
+    TooManyErrors(u32),
+    #[error("text message of {0} bytes is over the {MAX_TEXT_MESSAGE}-byte limit")]
+    TooLarge(usize),
+    #[error("cannot connect to {url}: {cause}")]
+    Connect { url: String, cause: String },
+    #[error("`{0}` is not a ws://, wss://, http:// or https:// URL")]
+    BadUrl(String),
+    #[error("WebSocket error: {0}")]
+    Ws(#[from] tungstenite::Error),
+}
+
+impl ConnectionError {
+    /// Errors after which the connection is unusable.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, ConnectionError::BadMessage(_))
+    }
+}
+
+/// A typed message connection over any byte stream.
+#[derive(Debug)]
+pub struct Connection<S> {
+    ws: WebSocketStream<S>,
+    strikes: u32,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(ws: WebSocketStream<S>) -> Self {
+        Connection { ws, strikes: 0 }
+    }
+
+    /// The next message. `Ok(None)` is a clean close by the peer.
+    pub async fn recv(&mut self) -> Result<Option<Incoming>, ConnectionError> {
+        loop {
+            let Some(frame) = self.ws.next().await else {
+                return Ok(None);
+            };
+            let decoded = match frame {
+                Ok(WsMessage::Text(text)) if text.len() > MAX_TEXT_MESSAGE => {
+                    Err(ConnectionError::TooLarge(text.len()))
+                }
+                Ok(WsMessage::Text(text)) => Message::decode(&text)
+                    .map(|m| Some(Incoming::Message(m)))
+                    .map_err(ConnectionError::from),
+                Ok(WsMessage::Binary(bytes)) => Ok(Some(Incoming::Binary(bytes))),
+                Ok(WsMessage::Close(_)) => Ok(None),
+                // tungstenite answers pings itself.
+                Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    Ok(None)
+                }
+                Err(e) => Err(ConnectionError::Ws(e)),
+            };
+            return match decoded {
+                Err(ConnectionError::BadMessage(e)) => {
+                    self.strikes += 1;
+                    if self.strikes >= MAX_CONSECUTIVE_ERRORS {
+                        self.close_with(CloseCode::Policy, "too many malformed messages")
+                            .await;
+                        Err(ConnectionError::TooManyErrors(self.strikes))
+                    } else {
+                        Err(ConnectionError::BadMessage(e))
+                    }
+                }
+                other => {
+                    if matches!(other, Ok(Some(_))) {
+                        self.strikes = 0;
+                    }
+                    other
+                }
+            };
+        }
+    }
+
+    pub async fn send(&mut self, message: &Message) -> Result<(), ConnectionError> {
+        self.ws.send(WsMessage::text(message.encode())).await?;
+        Ok(())
+    }
+
+    /// Sends one binary frame (a file frame).
+    pub async fn send_binary(&mut self, frame: Bytes) -> Result<(), ConnectionError> {
+        self.ws.send(WsMessage::Binary(frame)).await?;
+        Ok(())
+    }
+
+    /// Closes with a reason the peer can log. Errors are ignored: the peer may
+    /// already be gone, and there is nothing left to do about it.
+    pub async fn close_with(&mut self, code: CloseCode, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.chars().take(120).collect::<String>().into(),
+        };
+        let _ = self.ws.close(Some(frame)).await;
+    }
+
+    pub async fn close(&mut self) {
+        self.close_with(CloseCode::Normal, "bye").await;
+    }
+
+    pub fn into_inner(self) -> WebSocketStream<S> {
+        self.ws
+    }
+}
+
+/// A client connection to a daemon.
+pub type ClientConnection = Connection<MaybeTlsStream<TcpStream>>;
+
+/// Turns the URL forms found in messages into a WebSocket URL: the original wrote
+/// `http(s)://` for WebSocket endpoints, and we accept `ws(s)://` too.
+pub fn websocket_url(url: &str) -> Result<String, ConnectionError> {
+    let url = url.trim();
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| ConnectionError::BadUrl(url.escape_debug().to_string()))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        _ => return Err(ConnectionError::BadUrl(url.escape_debug().to_string())),
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(ConnectionError::BadUrl(url.escape_debug().to_string()));
+    }
+    Ok(format!("{scheme}://{rest}"))
+}
+
+/// Opens a WebSocket to `url` with extra handshake headers (credentials), within
+/// [`CONNECT_TIMEOUT`].
+pub async fn connect(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<ClientConnection, ConnectionError> {
+    let ws_url = websocket_url(url)?;
+    let fail = |cause: String| ConnectionError::Connect {
+        url: url.to_owned(),
+        cause,
+    };
+    let mut request = ws_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| fail(e.to_string()))?;
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        let value = HeaderValue::from_str(value).map_err(|e| fail(e.to_string()))?;
+        request.headers_mut().insert(name, value);
+    }
+    let handshake = tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true);
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        Err(_) => Err(fail(format!(
+            "no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                .filter(|b| !b.is_empty());
+            Err(fail(match body {
+                Some(body) => format!("refused with {status}: {body}"),
+                None => format!("refused with {status}"),
+            }))
+        }
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Ok(Ok((ws, _response))) => Ok(Connection::new(ws)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::ids::NodeId;
+    use crate::protocol::{Goodbye, Header};
+
+    fn goodbye() -> Message {
+        Message::Goodbye(Goodbye {
+            header: Header::new(NodeId::parse("box-f4090467bdc047eb9c35080fa9ed6291").unwrap()),
+            reason: Some("test".into()),
+        })
+    }
+
+    async fn pair() -> (ClientConnection, Connection<TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            Connection::new(
+                tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config()))
+                    .await
+                    .unwrap(),
+            )
+        });
+        let client = connect(&format!("http://{addr}/dandelion/ws/"), &[("x-test", "1")])
+            .await
+            .unwrap();
+        (client, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn typed_messages_and_binary_frames_cross_a_real_socket() {
+        let (mut client, mut server) = pair().await;
+        client.send(&goodbye()).await.unwrap();
+        client
+            .send_binary(Bytes::from_static(b"<Dandelion>{}</Dandelion>"))
+            .await
+            .unwrap();
+        assert_eq!(
+            server.recv().await.unwrap(),
+            Some(Incoming::Message(goodbye()))
+        );
+        assert_eq!(
+            server.recv().await.unwrap(),
+            Some(Incoming::Binary(Bytes::from_static(
+                b"<Dandelion>{}</Dandelion>"
+            )))
+        );
+        client.close().await;
+        assert_eq!(
+            server.recv().await.unwrap(),
+            None,
+            "a clean close is Ok(None)"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_is_reported_then_the_peer_is_cut_off() {
+        let (client, mut server) = pair().await;
+        let mut raw = client.into_inner();
+        for _ in 0..MAX_CONSECUTIVE_ERRORS {
+            raw.send(WsMessage::text("not json")).await.unwrap();
+        }
+        for _ in 1..MAX_CONSECUTIVE_ERRORS {
+            let err = server.recv().await.unwrap_err();
+            assert!(!err.is_fatal(), "{err}");
+            assert_eq!(
+                err.to_string(),
+                "bad message: not valid JSON: expected ident at line 1 column 2"
+            );
+        }
+        let err = server.recv().await.unwrap_err();
+        assert!(err.is_fatal());
+        assert_eq!(
+            err.to_string(),
+            "peer sent 5 malformed messages in a row; disconnecting"
+        );
+        // The client sees the policy close with its reason.
+        let mut reason = None;
+        while let Some(Ok(m)) = raw.next().await {
+            if let WsMessage::Close(frame) = m {
+                reason = frame.map(|f| f.reason.to_string());
+                break;
+            }
+        }
+        assert_eq!(reason.as_deref(), Some("too many malformed messages"));
+    }
+
+    #[test]
+    fn urls_in_the_originals_forms_are_accepted() {
+        assert_eq!(
+            websocket_url("http://127.0.0.1:7070/dandelion/ws/").unwrap(),
+            "ws://127.0.0.1:7070/dandelion/ws/"
+        );
+        assert_eq!(websocket_url("https://h:1/x").unwrap(), "wss://h:1/x");
+        assert_eq!(websocket_url("wss://h/x").unwrap(), "wss://h/x");
+        for bad in ["ftp://h/x", "127.0.0.1:7070", "http:///x", ""] {
+            assert!(websocket_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_handshake_says_why() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            let body = "join token missing";
+            let reply = format!(
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            tcp.write_all(reply.as_bytes()).await.unwrap();
+        });
+        let err = connect(&format!("ws://{addr}/dandelion/ws"), &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot connect to ws://{addr}/dandelion/ws: refused with 401 Unauthorized: join token missing"
+            )
+        );
+    }
+}
