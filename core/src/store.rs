@@ -18,10 +18,14 @@ use async_trait::async_trait;
 pub mod embedded;
 mod error;
 pub mod keys;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use keys::Keys;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 /// The result of every store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -165,8 +169,16 @@ pub async fn open_store(spec: &str, data_dir: &Path, prefix: &str) -> Result<Arc
     )))
 }
 
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str, prefix: &str) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(RedisStore::connect(url, prefix).await?))
+}
+
+#[cfg(not(feature = "redis"))]
 async fn open_redis(_url: &str, _prefix: &str) -> Result<Arc<dyn Store>> {
     Err(StoreError::Config(
-        "the Redis backend is not written yet; use --store embedded".to_owned(),
+        "this build of Dandelion has no Redis support (built without the `redis` \
+         feature); use --store embedded, or a build with Redis support"
+            .to_owned(),
     ))
 }
