@@ -1,0 +1,577 @@
+//! The Redis backend, for operators who run several entrances or publishers on one
+//! shared namespace.
+//!
+//! Ordinary commands share one reconnecting multiplexed connection
+//! (`ConnectionManager`) with a response timeout, so a dead server turns into errors
+//! instead of hung daemons. Blocking commands (`BLMOVE`, `BLPOP`) must not run on it:
+//! a multiplexed connection answers in order, so one blocked command would stall
+//! every other command behind it, and the response timeout would cut it short. They
+//! run on dedicated connections without a response timeout, kept in a small idle
+//! pool.
+//!
+//! Every key gets the configured prefix in front of it (`staging:{box-1}:EXPIRE_FILES`).
+//! The prefix may not contain braces: the hash tag of a key must stay the daemon's
+//! `{ID}`, which is the first `{…}` of the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
+
+use super::{Order, Result, Store, StoreError};
+
+/// The whole start-up check (connect, PING) must fit in this: a daemon pointed at a
+/// wrong address has to say so, not hang.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// One TCP connect (+ handshake) attempt.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest answer time of a non-blocking command. The client's default, 500 ms, is
+/// short for a `SCAN` of a large key space on a loaded server.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Extra time given to a blocking command beyond its own timeout before we decide
+/// the server is gone.
+const BLOCKING_GRACE: Duration = Duration::from_secs(5);
+/// Idle dedicated connections kept for blocking commands.
+const MAX_IDLE_BLOCKING: usize = 4;
+
+/// Atomic range-and-remove for expiry sweeps; a script runs without interleaving, so
+/// two sweepers never pop the same member. Sent with `EVAL` (not `Script`) so that the
+/// client's `script` feature is not needed.
+const ZPOP_BY_SCORE: &str = r"
+local popped = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+for i = 1, #popped, 2 do
+  redis.call('ZREM', KEYS[1], popped[i])
+end
+return popped
+";
+
+/// A store on a Redis server. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The URL with its password masked, for messages.
+    url: String,
+    prefix: String,
+    client: Client,
+    manager: ConnectionManager,
+    /// Dedicated connections for blocking commands, not in use right now. A std
+    /// mutex: it is held only to push or pop, never across an `.await`.
+    idle_blocking: Mutex<Vec<MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.url)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis server at `url` and checks it answers `PING`, within a
+    /// few seconds. Every key is prefixed with `prefix` (may be empty; no braces).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        if prefix.contains(['{', '}']) {
+            return Err(StoreError::Config(format!(
+                "the Redis key prefix {prefix:?} contains a brace; braces are reserved for \
+                 the {{ID}} hash tag of every key"
+            )));
+        }
+        let shown = redact_url(url);
+        let unreachable = |cause: String| StoreError::Unreachable {
+            url: shown.clone(),
+            cause,
+        };
+        let client = Client::open(url).map_err(|e| unreachable(format!("invalid URL: {e}")))?;
+
+        let started = async {
+            // The first dedicated connection doubles as the reachability probe.
+            let mut probe = client
+                .get_multiplexed_async_connection_with_config(&blocking_config())
+                .await?;
+            redis::cmd("PING").query_async::<String>(&mut probe).await?;
+            let manager = ConnectionManager::new_with_config(
+                client.clone(),
+                ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT)),
+            )
+            .await?;
+            Ok::<_, RedisError>((probe, manager))
+        };
+        let (probe, manager) = match tokio::time::timeout(STARTUP_TIMEOUT, started).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "timed out: no answer to PING within {} s",
+                    STARTUP_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                url: shown,
+                prefix: prefix.to_owned(),
+                client,
+                manager,
+                idle_blocking: Mutex::new(vec![probe]),
+            }),
+        })
+    }
+
+    /// The key as stored in Redis.
+    fn k(&self, key: &str) -> String {
+        format!("{}{key}", self.inner.prefix)
+    }
+
+    fn error(&self, e: RedisError, op: &str, key: &str) -> StoreError {
+        if e.code() == Some("WRONGTYPE") {
+            StoreError::WrongType {
+                key: key.to_owned(),
+            }
+        } else {
+            StoreError::Redis {
+                context: format!("{op} {key:?} on {}", self.inner.url),
+                source: e,
+            }
+        }
+    }
+
+    /// Runs a non-blocking command on the shared connection.
+    async fn run<T: FromRedisValue>(&self, cmd: &Cmd, op: &str, key: &str) -> Result<T> {
+        let mut conn = self.inner.manager.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e, op, key))
+    }
+
+    /// Runs a blocking command on a dedicated connection. A connection whose command
+    /// failed, timed out or was cancelled is dropped, never reused: it may still have
+    /// a blocked command pending on the server.
+    async fn run_blocking<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        timeout: Duration,
+        op: &str,
+        key: &str,
+    ) -> Result<T> {
+        let idle = self.idle().pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => self
+                .inner
+                .client
+                .get_multiplexed_async_connection_with_config(&blocking_config())
+                .await
+                .map_err(|e| self.error(e, op, key))?,
+        };
+        let result = if timeout.is_zero() {
+            cmd.query_async(&mut conn).await
+        } else {
+            tokio::time::timeout(timeout + BLOCKING_GRACE, cmd.query_async(&mut conn))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the server did not end the blocking command in time",
+                    )))
+                })
+        };
+        match result {
+            Ok(value) => {
+                let mut idle = self.idle();
+                if idle.len() < MAX_IDLE_BLOCKING {
+                    idle.push(conn);
+                }
+                Ok(value)
+            }
+            Err(e) => Err(self.error(e, op, key)),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<MultiplexedConnection>> {
+        // The vector is valid whatever a panicking holder did to it.
+        self.inner
+            .idle_blocking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn blocking_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(None)
+}
+
+/// `redis://user:secret@host/` → `redis://user:***@host/`: URLs end up in logs.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://{userinfo}@{host}{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A score as Redis parses it; Rust's `Display` is exact (shortest round-trip form).
+fn score_arg(score: f64) -> Result<String> {
+    if score.is_nan() {
+        Err(StoreError::InvalidScore)
+    } else if score == f64::INFINITY {
+        Ok("+inf".to_owned())
+    } else if score == f64::NEG_INFINITY {
+        Ok("-inf".to_owned())
+    } else {
+        Ok(format!("{score}"))
+    }
+}
+
+/// Seconds for a blocking command; `0` blocks forever in Redis, so a tiny non-zero
+/// timeout must not round down to it.
+fn block_seconds(timeout: Duration) -> String {
+    if timeout.is_zero() {
+        "0".to_owned()
+    } else {
+        format!("{:.3}", timeout.as_secs_f64().max(0.001))
+    }
+}
+
+/// Escapes the glob characters of `SCAN MATCH`, so a prefix matches literally.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn limit_arg(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn hset(&self, key: &str, fields: &[(&str, &str)]) -> Result<u64> {
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.k(key));
+        for (field, value) in fields {
+            cmd.arg(*field).arg(*value);
+        }
+        self.run(&cmd, "HSET", key).await
+    }
+
+    async fn hget(&self, key: &str, field: &str) -> Result<Option<String>> {
+        let cmd = redis::cmd("HGET").arg(self.k(key)).arg(field).take();
+        self.run(&cmd, "HGET", key).await
+    }
+
+    async fn hgetall(&self, key: &str) -> Result<BTreeMap<String, String>> {
+        let cmd = redis::cmd("HGETALL").arg(self.k(key)).take();
+        self.run(&cmd, "HGETALL", key).await
+    }
+
+    async fn hdel(&self, key: &str, fields: &[&str]) -> Result<u64> {
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        let cmd = redis::cmd("HDEL").arg(self.k(key)).arg(fields).take();
+        self.run(&cmd, "HDEL", key).await
+    }
+
+    async fn zadd(&self, key: &str, member: &str, score: f64) -> Result<bool> {
+        let cmd = redis::cmd("ZADD")
+            .arg(self.k(key))
+            .arg(score_arg(score)?)
+            .arg(member)
+            .take();
+        Ok(self.run::<i64>(&cmd, "ZADD", key).await? == 1)
+    }
+
+    async fn zscore(&self, key: &str, member: &str) -> Result<Option<f64>> {
+        let cmd = redis::cmd("ZSCORE").arg(self.k(key)).arg(member).take();
+        self.run(&cmd, "ZSCORE", key).await
+    }
+
+    async fn zrem(&self, key: &str, members: &[&str]) -> Result<u64> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let cmd = redis::cmd("ZREM").arg(self.k(key)).arg(members).take();
+        self.run(&cmd, "ZREM", key).await
+    }
+
+    async fn zrange_by_score(
+        &self,
+        key: &str,
+        min: f64,
+        max: f64,
+        order: Order,
+        limit: Option<usize>,
+    ) -> Result<Vec<(String, f64)>> {
+        let (min, max) = (score_arg(min)?, score_arg(max)?);
+        let mut cmd = match order {
+            Order::Asc => redis::cmd("ZRANGEBYSCORE")
+                .arg(self.k(key))
+                .arg(min)
+                .arg(max)
+                .take(),
+            Order::Desc => redis::cmd("ZREVRANGEBYSCORE")
+                .arg(self.k(key))
+                .arg(max)
+                .arg(min)
+                .take(),
+        };
+        let cmd = cmd
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit_arg(limit))
+            .take();
+        self.run(&cmd, "ZRANGEBYSCORE", key).await
+    }
+
+    async fn zpop_by_score(
+        &self,
+        key: &str,
+        max: f64,
+        limit: Option<usize>,
+    ) -> Result<Vec<(String, f64)>> {
+        if limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let cmd = redis::cmd("EVAL")
+            .arg(ZPOP_BY_SCORE)
+            .arg(1)
+            .arg(self.k(key))
+            .arg(score_arg(max)?)
+            .arg(limit_arg(limit))
+            .take();
+        self.run(&cmd, "ZPOPBYSCORE", key).await
+    }
+
+    async fn zrem_range_by_score(&self, key: &str, min: f64, max: f64) -> Result<u64> {
+        let cmd = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(self.k(key))
+            .arg(score_arg(min)?)
+            .arg(score_arg(max)?)
+            .take();
+        self.run(&cmd, "ZREMRANGEBYSCORE", key).await
+    }
+
+    async fn zcard(&self, key: &str) -> Result<u64> {
+        let cmd = redis::cmd("ZCARD").arg(self.k(key)).take();
+        self.run(&cmd, "ZCARD", key).await
+    }
+
+    async fn rpush(&self, key: &str, values: &[&str]) -> Result<u64> {
+        if values.is_empty() {
+            return self.llen(key).await;
+        }
+        let cmd = redis::cmd("RPUSH").arg(self.k(key)).arg(values).take();
+        self.run(&cmd, "RPUSH", key).await
+    }
+
+    async fn lpush(&self, key: &str, values: &[&str]) -> Result<u64> {
+        if values.is_empty() {
+            return self.llen(key).await;
+        }
+        let cmd = redis::cmd("LPUSH").arg(self.k(key)).arg(values).take();
+        self.run(&cmd, "LPUSH", key).await
+    }
+
+    async fn lpop(&self, key: &str) -> Result<Option<String>> {
+        let cmd = redis::cmd("LPOP").arg(self.k(key)).take();
+        self.run(&cmd, "LPOP", key).await
+    }
+
+    async fn rpop(&self, key: &str) -> Result<Option<String>> {
+        let cmd = redis::cmd("RPOP").arg(self.k(key)).take();
+        self.run(&cmd, "RPOP", key).await
+    }
+
+    async fn lrange(&self, key: &str, start: i64, stop: i64) -> Result<Vec<String>> {
+        let cmd = redis::cmd("LRANGE")
+            .arg(self.k(key))
+            .arg(start)
+            .arg(stop)
+            .take();
+        self.run(&cmd, "LRANGE", key).await
+    }
+
+    async fn llen(&self, key: &str) -> Result<u64> {
+        let cmd = redis::cmd("LLEN").arg(self.k(key)).take();
+        self.run(&cmd, "LLEN", key).await
+    }
+
+    async fn lrem(&self, key: &str, count: i64, value: &str) -> Result<u64> {
+        let cmd = redis::cmd("LREM")
+            .arg(self.k(key))
+            .arg(count)
+            .arg(value)
+            .take();
+        self.run(&cmd, "LREM", key).await
+    }
+
+    async fn lmove(&self, src: &str, dst: &str) -> Result<Option<String>> {
+        let cmd = redis::cmd("LMOVE")
+            .arg(self.k(src))
+            .arg(self.k(dst))
+            .arg("LEFT")
+            .arg("RIGHT")
+            .take();
+        self.run(&cmd, "LMOVE", src).await
+    }
+
+    async fn blmove(&self, src: &str, dst: &str, timeout: Duration) -> Result<Option<String>> {
+        let cmd = redis::cmd("BLMOVE")
+            .arg(self.k(src))
+            .arg(self.k(dst))
+            .arg("LEFT")
+            .arg("RIGHT")
+            .arg(block_seconds(timeout))
+            .take();
+        self.run_blocking(&cmd, timeout, "BLMOVE", src).await
+    }
+
+    async fn blpop(&self, key: &str, timeout: Duration) -> Result<Option<String>> {
+        let cmd = redis::cmd("BLPOP")
+            .arg(self.k(key))
+            .arg(block_seconds(timeout))
+            .take();
+        let popped: Option<(String, String)> =
+            self.run_blocking(&cmd, timeout, "BLPOP", key).await?;
+        Ok(popped.map(|(_, value)| value))
+    }
+
+    async fn sadd(&self, key: &str, members: &[&str]) -> Result<u64> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let cmd = redis::cmd("SADD").arg(self.k(key)).arg(members).take();
+        self.run(&cmd, "SADD", key).await
+    }
+
+    async fn srem(&self, key: &str, members: &[&str]) -> Result<u64> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let cmd = redis::cmd("SREM").arg(self.k(key)).arg(members).take();
+        self.run(&cmd, "SREM", key).await
+    }
+
+    async fn smembers(&self, key: &str) -> Result<BTreeSet<String>> {
+        let cmd = redis::cmd("SMEMBERS").arg(self.k(key)).take();
+        self.run(&cmd, "SMEMBERS", key).await
+    }
+
+    async fn sismember(&self, key: &str, member: &str) -> Result<bool> {
+        let cmd = redis::cmd("SISMEMBER").arg(self.k(key)).arg(member).take();
+        self.run(&cmd, "SISMEMBER", key).await
+    }
+
+    async fn scard(&self, key: &str) -> Result<u64> {
+        let cmd = redis::cmd("SCARD").arg(self.k(key)).take();
+        self.run(&cmd, "SCARD", key).await
+    }
+
+    async fn del(&self, keys: &[&str]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("DEL");
+        for key in keys {
+            cmd.arg(self.k(key));
+        }
+        self.run(&cmd, "DEL", &keys.join(" ")).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let cmd = redis::cmd("EXISTS").arg(self.k(key)).take();
+        Ok(self.run::<u64>(&cmd, "EXISTS", key).await? > 0)
+    }
+
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let pattern = format!("{}*", glob_escape(&self.k(prefix)));
+        // SCAN may return a key more than once: collect into a set.
+        let mut keys = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .take();
+            let (next, batch): (u64, Vec<String>) = self.run(&cmd, "SCAN", prefix).await?;
+            keys.extend(
+                batch
+                    .iter()
+                    .filter_map(|k| k.strip_prefix(self.inner.prefix.as_str()))
+                    .map(str::to_owned),
+            );
+            if next == 0 {
+                return Ok(keys.into_iter().collect());
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{block_seconds, glob_escape, redact_url, score_arg};
+    use std::time::Duration;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact_url("redis://user:hunter2@h:6379/0"),
+            "redis://user:***@h:6379/0"
+        );
+        assert_eq!(redact_url("rediss://:pw@h/"), "rediss://:***@h/");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("redis://u@h"), "redis://u@h");
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape(r"a*b?[c]\d"), r"a\*b\?\[c\]\\d");
+    }
+
+    #[test]
+    fn scores_and_timeouts_are_formatted_for_redis() {
+        assert_eq!(score_arg(f64::INFINITY).ok().as_deref(), Some("+inf"));
+        assert_eq!(score_arg(f64::NEG_INFINITY).ok().as_deref(), Some("-inf"));
+        assert_eq!(score_arg(1.5).ok().as_deref(), Some("1.5"));
+        assert!(score_arg(f64::NAN).is_err());
+        assert_eq!(block_seconds(Duration::ZERO), "0");
+        assert_eq!(block_seconds(Duration::from_micros(1)), "0.001");
+        assert_eq!(block_seconds(Duration::from_millis(1500)), "1.500");
+    }
+}

@@ -1,0 +1,157 @@
+//! What only the embedded backend promises: concurrent writes share commits (group
+//! commit), and every acknowledged write survives `kill -9` of the process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dandelion_core::store::{EmbeddedStore, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_grouped_into_few_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+    let before = store.write_stats();
+    let writes = (0..200).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .hset(&format!("{{b}}:k{i}"), &[("n", &i.to_string())])
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(writes).await {
+        assert_eq!(result.unwrap(), 1);
+    }
+    let after = store.write_stats();
+    let (commits, ops) = (after.commits - before.commits, after.ops - before.ops);
+    eprintln!("200 concurrent writes: {commits} commits");
+    assert_eq!(ops, 200);
+    assert!(
+        commits <= 20,
+        "200 concurrent writes took {commits} commits"
+    );
+    // And every one of them is readable.
+    assert_eq!(store.scan_prefix("{b}:k").await.unwrap().len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_does_not_fail_or_taint_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+    store.sadd("{b}:set", &["m"]).await.unwrap();
+    // Many writes in flight at once, every other one of the wrong type.
+    let writes = (0..100).map(|i| {
+        let store = store.clone();
+        async move {
+            if i % 2 == 0 {
+                store.rpush("{b}:set", &["x"]).await.map(|_| ())
+            } else {
+                store.rpush("{b}:list", &[&i.to_string()]).await.map(|_| ())
+            }
+        }
+    });
+    let results = futures_util::future::join_all(writes).await;
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result.is_ok(), i % 2 == 1, "write {i}: {result:?}");
+    }
+    assert_eq!(store.llen("{b}:list").await.unwrap(), 50);
+    assert_eq!(store.scard("{b}:set").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn data_survives_close_and_reopen_and_cache_size_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let store = EmbeddedStore::open_with_cache(&path, 1024 * 1024).unwrap();
+        store.rpush("{p}:q", &["a", "b"]).await.unwrap();
+        store.zadd("{p}:z", "m", 2.5).await.unwrap();
+    }
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&path).unwrap());
+    assert_eq!(store.lrange("{p}:q", 0, -1).await.unwrap(), ["a", "b"]);
+    assert_eq!(store.zscore("{p}:z", "m").await.unwrap(), Some(2.5));
+}
+
+const CHILD_ENV: &str = "DANDELION_STORE_CRASH_CHILD";
+
+/// Child role: write keys from several tasks for ever, printing one line per
+/// acknowledged write, until the parent kills the process.
+async fn crash_child(path: &str) {
+    let store = EmbeddedStore::open(std::path::Path::new(path)).unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let key = format!("{{c}}:t{task}:{i}");
+                store.hset(&key, &[("v", "1")]).await.unwrap();
+                println!("ACK {key}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        return crash_child(&path).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.redb");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "acknowledged_writes_survive_kill_9",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Only complete lines count: the kill may cut the last one short.
+    let mut next_ack = || {
+        let mut line = String::new();
+        match out.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(
+                line.strip_suffix('\n')
+                    .and_then(|l| l.strip_prefix("ACK "))
+                    .map(str::to_owned),
+            ),
+        }
+    };
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Kill it mid-stream, once it has acknowledged a good number of writes.
+    while acked.len() < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "the child acknowledged only {}",
+            acked.len()
+        );
+        let line = next_ack().expect("the child ended early");
+        acked.extend(line);
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Acknowledgements already in the pipe count too.
+    while let Some(line) = next_ack() {
+        acked.extend(line);
+    }
+    eprintln!("killed the child after {} acknowledged writes", acked.len());
+    let store = EmbeddedStore::open(&path).unwrap();
+    for key in &acked {
+        assert!(
+            store.exists(key).await.unwrap(),
+            "acknowledged {key} was lost"
+        );
+    }
+}

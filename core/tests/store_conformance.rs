@@ -1,0 +1,763 @@
+//! One behaviour, two backends: every test here runs against the embedded store (in a
+//! temporary directory) and against a real `redis-server` started for the test, with a
+//! per-test key prefix. Domain code tested on one backend can then trust the other.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
+
+use dandelion_core::store::{EmbeddedStore, Order, RedisStore, Store, StoreError};
+use dandelion_testkit::redis::RedisServer;
+
+/// Whatever must live as long as the store: its directory, or its server.
+type Keep = Box<dyn std::any::Any + Send>;
+
+async fn embedded() -> (Arc<dyn Store>, Keep) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+    (Arc::new(store), Box::new(dir))
+}
+
+async fn redis(prefix: &str) -> (Arc<dyn Store>, Keep) {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), prefix).await.unwrap();
+    (Arc::new(store), Box::new(server))
+}
+
+/// Generates `embedded::<test>` and `redis::<test>` for each test function.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _keep) = super::embedded().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let prefix = concat!("test-", stringify!($name), ":");
+                    let (store, _keep) = super::redis(prefix).await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    hashes,
+    sorted_sets,
+    sorted_set_ties_limits_and_infinities,
+    zpop_by_score_pops_lowest_first,
+    nan_scores_are_refused,
+    lists,
+    lrange_indices,
+    lrem_count_sign,
+    lmove_moves_left_to_right,
+    sets,
+    keys_del_exists_scan,
+    wrong_type_changes_nothing,
+    blpop_wakes_when_another_task_pushes,
+    blmove_wakes_when_another_task_pushes,
+    blocking_pops_time_out_with_none,
+    lmove_delivers_each_item_once_to_concurrent_consumers,
+    zpop_by_score_pops_each_member_once_under_concurrent_sweepers,
+);
+
+fn assert_wrong_type<T: std::fmt::Debug>(result: Result<T, StoreError>, key: &str) {
+    match result {
+        Err(StoreError::WrongType { key: k }) => assert_eq!(k, key),
+        other => panic!("expected WRONGTYPE on {key}, got {other:?}"),
+    }
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn scored(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
+    pairs.iter().map(|(m, s)| ((*m).to_owned(), *s)).collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn hashes(s: Arc<dyn Store>) {
+    let k = "{d}:EXCHANGE:box-1";
+    assert_eq!(s.hset(k, &[("a", "1"), ("b", "2")]).await.unwrap(), 2);
+    assert_eq!(s.hset(k, &[("b", "3"), ("c", "4")]).await.unwrap(), 1);
+    assert_eq!(s.hget(k, "b").await.unwrap().as_deref(), Some("3"));
+    assert_eq!(s.hget(k, "zz").await.unwrap(), None);
+    assert_eq!(s.hget("{d}:nope", "a").await.unwrap(), None);
+    assert_eq!(
+        s.hgetall(k).await.unwrap(),
+        map(&[("a", "1"), ("b", "3"), ("c", "4")])
+    );
+    assert_eq!(s.hgetall("{d}:nope").await.unwrap(), BTreeMap::new());
+    assert_eq!(s.hset(k, &[]).await.unwrap(), 0);
+    assert_eq!(s.hdel(k, &["a", "zz"]).await.unwrap(), 1);
+    assert_eq!(s.hdel("{d}:nope", &["a"]).await.unwrap(), 0);
+    // UTF-8 and separators in fields and values are data, not syntax.
+    assert_eq!(s.hset(k, &[("é:{x}", "ü ✓")]).await.unwrap(), 1);
+    assert_eq!(s.hget(k, "é:{x}").await.unwrap().as_deref(), Some("ü ✓"));
+    assert_eq!(s.hdel(k, &["b", "c", "é:{x}"]).await.unwrap(), 3);
+    assert!(!s.exists(k).await.unwrap(), "an emptied hash must vanish");
+    assert_eq!(s.scan_prefix("{d}:").await.unwrap(), Vec::<String>::new());
+}
+
+async fn sorted_sets(s: Arc<dyn Store>) {
+    let k = "{p}:BOX_RANKING";
+    assert!(s.zadd(k, "b", 2.0).await.unwrap());
+    assert!(s.zadd(k, "a", 1.0).await.unwrap());
+    assert!(s.zadd(k, "c", 3.5).await.unwrap());
+    assert!(!s.zadd(k, "a", 4.0).await.unwrap(), "an update is not new");
+    assert_eq!(s.zscore(k, "a").await.unwrap(), Some(4.0));
+    assert_eq!(s.zscore(k, "zz").await.unwrap(), None);
+    assert_eq!(s.zscore("{p}:nope", "a").await.unwrap(), None);
+    assert_eq!(s.zcard(k).await.unwrap(), 3);
+    assert_eq!(s.zcard("{p}:nope").await.unwrap(), 0);
+    let all = s
+        .zrange_by_score(k, f64::NEG_INFINITY, f64::INFINITY, Order::Asc, None)
+        .await
+        .unwrap();
+    assert_eq!(all, scored(&[("b", 2.0), ("c", 3.5), ("a", 4.0)]));
+    // Bounds are inclusive.
+    let mid = s
+        .zrange_by_score(k, 2.0, 3.5, Order::Desc, None)
+        .await
+        .unwrap();
+    assert_eq!(mid, scored(&[("c", 3.5), ("b", 2.0)]));
+    assert_eq!(
+        s.zrange_by_score(k, 5.0, 1.0, Order::Asc, None)
+            .await
+            .unwrap(),
+        vec![],
+        "min > max is an empty range"
+    );
+    assert_eq!(s.zrem(k, &["b", "zz"]).await.unwrap(), 1);
+    assert_eq!(s.zrem_range_by_score(k, 3.0, 3.9).await.unwrap(), 1);
+    assert_eq!(s.zscore(k, "a").await.unwrap(), Some(4.0));
+    assert_eq!(s.zrem_range_by_score(k, 0.0, 1.0).await.unwrap(), 0);
+    assert_eq!(s.zrem(k, &["a"]).await.unwrap(), 1);
+    assert!(
+        !s.exists(k).await.unwrap(),
+        "an emptied sorted set must vanish"
+    );
+    assert_eq!(
+        s.zrem_range_by_score("{p}:nope", 0.0, 1.0).await.unwrap(),
+        0
+    );
+}
+
+async fn sorted_set_ties_limits_and_infinities(s: Arc<dyn Store>) {
+    let k = "{b}:EXPIRE_FILES";
+    for (m, score) in [
+        ("m2", 1.0),
+        ("m1", 1.0),
+        ("m3", 1.0),
+        ("neg", -7.25),
+        ("big", 1e300),
+        ("ninf", f64::NEG_INFINITY),
+        ("inf", f64::INFINITY),
+        ("tiny", 5e-324),
+    ] {
+        s.zadd(k, m, score).await.unwrap();
+    }
+    let asc = s
+        .zrange_by_score(k, f64::NEG_INFINITY, f64::INFINITY, Order::Asc, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        asc,
+        scored(&[
+            ("ninf", f64::NEG_INFINITY),
+            ("neg", -7.25),
+            ("tiny", 5e-324),
+            ("m1", 1.0),
+            ("m2", 1.0),
+            ("m3", 1.0),
+            ("big", 1e300),
+            ("inf", f64::INFINITY),
+        ])
+    );
+    let desc = s
+        .zrange_by_score(k, 1.0, 1.0, Order::Desc, None)
+        .await
+        .unwrap();
+    assert_eq!(desc, scored(&[("m3", 1.0), ("m2", 1.0), ("m1", 1.0)]));
+    let limited = s
+        .zrange_by_score(k, 0.0, f64::INFINITY, Order::Asc, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(limited, scored(&[("tiny", 5e-324), ("m1", 1.0)]));
+    let limited = s
+        .zrange_by_score(k, f64::NEG_INFINITY, 1.0, Order::Desc, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(limited, scored(&[("m3", 1.0), ("m2", 1.0)]));
+    assert_eq!(
+        s.zrange_by_score(k, 0.0, 1.0, Order::Asc, Some(0))
+            .await
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(s.zscore(k, "big").await.unwrap(), Some(1e300));
+    assert_eq!(s.zscore(k, "tiny").await.unwrap(), Some(5e-324));
+}
+
+async fn zpop_by_score_pops_lowest_first(s: Arc<dyn Store>) {
+    let k = "{b}:EXPIRE_FILES";
+    for (m, score) in [("c", 30.0), ("a", 10.0), ("b", 10.0), ("d", 40.0)] {
+        s.zadd(k, m, score).await.unwrap();
+    }
+    assert_eq!(
+        s.zpop_by_score(k, 30.0, Some(2)).await.unwrap(),
+        scored(&[("a", 10.0), ("b", 10.0)])
+    );
+    assert_eq!(
+        s.zpop_by_score(k, 30.0, None).await.unwrap(),
+        scored(&[("c", 30.0)])
+    );
+    assert_eq!(s.zpop_by_score(k, 30.0, None).await.unwrap(), vec![]);
+    assert_eq!(s.zpop_by_score(k, 100.0, Some(0)).await.unwrap(), vec![]);
+    assert_eq!(s.zcard(k).await.unwrap(), 1);
+    assert_eq!(
+        s.zpop_by_score(k, f64::INFINITY, None).await.unwrap(),
+        scored(&[("d", 40.0)])
+    );
+    assert!(
+        !s.exists(k).await.unwrap(),
+        "an emptied sorted set must vanish"
+    );
+    assert_eq!(
+        s.zpop_by_score("{b}:nope", 1.0, None).await.unwrap(),
+        vec![]
+    );
+}
+
+async fn nan_scores_are_refused(s: Arc<dyn Store>) {
+    let k = "{p}:BOX_RANKING";
+    s.zadd(k, "a", 1.0).await.unwrap();
+    let nan = f64::NAN;
+    assert!(matches!(
+        s.zadd(k, "a", nan).await,
+        Err(StoreError::InvalidScore)
+    ));
+    assert!(matches!(
+        s.zadd(k, "new", nan).await,
+        Err(StoreError::InvalidScore)
+    ));
+    assert!(matches!(
+        s.zrange_by_score(k, nan, 1.0, Order::Asc, None).await,
+        Err(StoreError::InvalidScore)
+    ));
+    assert!(matches!(
+        s.zpop_by_score(k, nan, None).await,
+        Err(StoreError::InvalidScore)
+    ));
+    assert!(matches!(
+        s.zrem_range_by_score(k, 0.0, nan).await,
+        Err(StoreError::InvalidScore)
+    ));
+    assert_eq!(s.zscore(k, "a").await.unwrap(), Some(1.0));
+    assert_eq!(s.zcard(k).await.unwrap(), 1);
+}
+
+async fn lists(s: Arc<dyn Store>) {
+    let k = "{p}:FILE:FILES_SENDING_QUEUE";
+    assert_eq!(s.rpush(k, &["b", "c"]).await.unwrap(), 2);
+    assert_eq!(s.lpush(k, &["a", "z"]).await.unwrap(), 4);
+    // LPUSH pushes one by one: the last argument ends up first.
+    assert_eq!(
+        s.lrange(k, 0, -1).await.unwrap(),
+        strings(&["z", "a", "b", "c"])
+    );
+    assert_eq!(s.llen(k).await.unwrap(), 4);
+    assert_eq!(s.rpush(k, &[]).await.unwrap(), 4);
+    assert_eq!(s.lpop(k).await.unwrap().as_deref(), Some("z"));
+    assert_eq!(s.rpop(k).await.unwrap().as_deref(), Some("c"));
+    assert_eq!(s.lrange(k, 0, -1).await.unwrap(), strings(&["a", "b"]));
+    assert_eq!(s.lpop(k).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(s.lpop(k).await.unwrap().as_deref(), Some("b"));
+    assert_eq!(s.lpop(k).await.unwrap(), None);
+    assert_eq!(s.rpop(k).await.unwrap(), None);
+    assert!(!s.exists(k).await.unwrap(), "an emptied list must vanish");
+    assert_eq!(s.llen(k).await.unwrap(), 0);
+    // A list emptied and refilled starts afresh.
+    assert_eq!(s.lpush(k, &["x"]).await.unwrap(), 1);
+    assert_eq!(s.rpush(k, &["y"]).await.unwrap(), 2);
+    assert_eq!(s.lrange(k, 0, -1).await.unwrap(), strings(&["x", "y"]));
+}
+
+async fn lrange_indices(s: Arc<dyn Store>) {
+    let k = "{p}:list";
+    s.rpush(k, &["0", "1", "2", "3", "4"]).await.unwrap();
+    assert_eq!(s.lrange(k, 1, 3).await.unwrap(), strings(&["1", "2", "3"]));
+    assert_eq!(s.lrange(k, -2, -1).await.unwrap(), strings(&["3", "4"]));
+    assert_eq!(s.lrange(k, -100, 1).await.unwrap(), strings(&["0", "1"]));
+    assert_eq!(s.lrange(k, 3, 100).await.unwrap(), strings(&["3", "4"]));
+    assert_eq!(s.lrange(k, 4, 2).await.unwrap(), strings(&[]));
+    assert_eq!(s.lrange(k, 5, 10).await.unwrap(), strings(&[]));
+    assert_eq!(s.lrange(k, -1, -2).await.unwrap(), strings(&[]));
+    assert_eq!(s.lrange(k, 0, 0).await.unwrap(), strings(&["0"]));
+    assert_eq!(s.lrange("{p}:nope", 0, -1).await.unwrap(), strings(&[]));
+}
+
+async fn lrem_count_sign(s: Arc<dyn Store>) {
+    let k = "{p}:FILE:FILES_IN_FLIGHT";
+    s.rpush(k, &["x", "a", "x", "b", "x", "c", "x"])
+        .await
+        .unwrap();
+    assert_eq!(s.lrem(k, 2, "x").await.unwrap(), 2);
+    assert_eq!(
+        s.lrange(k, 0, -1).await.unwrap(),
+        strings(&["a", "b", "x", "c", "x"])
+    );
+    assert_eq!(s.lrem(k, -1, "x").await.unwrap(), 1);
+    assert_eq!(
+        s.lrange(k, 0, -1).await.unwrap(),
+        strings(&["a", "b", "x", "c"])
+    );
+    assert_eq!(s.lrem(k, 0, "zz").await.unwrap(), 0);
+    s.rpush(k, &["x"]).await.unwrap();
+    assert_eq!(s.lrem(k, 0, "x").await.unwrap(), 2);
+    assert_eq!(s.lrange(k, 0, -1).await.unwrap(), strings(&["a", "b", "c"]));
+    assert_eq!(s.llen(k).await.unwrap(), 3);
+    // Index access still works across the holes LREM leaves.
+    assert_eq!(s.lrange(k, 1, 1).await.unwrap(), strings(&["b"]));
+    assert_eq!(s.lrem(k, -5, "b").await.unwrap(), 1);
+    assert_eq!(s.lrem(k, 1, "a").await.unwrap(), 1);
+    assert_eq!(s.lrem(k, 1, "c").await.unwrap(), 1);
+    assert!(!s.exists(k).await.unwrap(), "an emptied list must vanish");
+    assert_eq!(s.lrem("{p}:nope", 0, "a").await.unwrap(), 0);
+}
+
+async fn lmove_moves_left_to_right(s: Arc<dyn Store>) {
+    let (q, f) = ("{p}:FILE:FILES_SENDING_QUEUE", "{p}:FILE:FILES_IN_FLIGHT");
+    s.rpush(q, &["1", "2"]).await.unwrap();
+    s.rpush(f, &["0"]).await.unwrap();
+    assert_eq!(s.lmove(q, f).await.unwrap().as_deref(), Some("1"));
+    assert_eq!(s.lrange(q, 0, -1).await.unwrap(), strings(&["2"]));
+    assert_eq!(s.lrange(f, 0, -1).await.unwrap(), strings(&["0", "1"]));
+    assert_eq!(s.lmove(q, f).await.unwrap().as_deref(), Some("2"));
+    assert!(!s.exists(q).await.unwrap(), "an emptied list must vanish");
+    assert_eq!(s.lmove(q, f).await.unwrap(), None);
+    // Same list: a rotation.
+    assert_eq!(s.lmove(f, f).await.unwrap().as_deref(), Some("0"));
+    assert_eq!(s.lrange(f, 0, -1).await.unwrap(), strings(&["1", "2", "0"]));
+    // An empty source answers nil whatever the destination holds.
+    s.sadd("{p}:set", &["m"]).await.unwrap();
+    assert_eq!(s.lmove(q, "{p}:set").await.unwrap(), None);
+}
+
+async fn sets(s: Arc<dyn Store>) {
+    let k = "{e}:BOX_SET";
+    assert_eq!(s.sadd(k, &["b", "a", "b"]).await.unwrap(), 2);
+    assert_eq!(s.sadd(k, &["a", "c"]).await.unwrap(), 1);
+    assert_eq!(s.scard(k).await.unwrap(), 3);
+    assert!(s.sismember(k, "c").await.unwrap());
+    assert!(!s.sismember(k, "zz").await.unwrap());
+    assert!(!s.sismember("{e}:nope", "a").await.unwrap());
+    assert_eq!(
+        s.smembers(k).await.unwrap(),
+        ["a", "b", "c"]
+            .map(String::from)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(s.srem(k, &["a", "zz"]).await.unwrap(), 1);
+    assert_eq!(s.srem(k, &["b", "c"]).await.unwrap(), 2);
+    assert!(!s.exists(k).await.unwrap(), "an emptied set must vanish");
+    assert_eq!(s.smembers(k).await.unwrap(), BTreeSet::new());
+    assert_eq!(s.scard(k).await.unwrap(), 0);
+}
+
+async fn keys_del_exists_scan(s: Arc<dyn Store>) {
+    s.hset("{a}:h", &[("f", "v")]).await.unwrap();
+    s.sadd("{a}:s", &["m"]).await.unwrap();
+    s.zadd("{a}:z", "m", 1.0).await.unwrap();
+    s.rpush("{a}:l", &["v"]).await.unwrap();
+    s.rpush("{b}:l", &["v"]).await.unwrap();
+    // Glob characters in a prefix are literal.
+    s.sadd("{a*}:x", &["m"]).await.unwrap();
+    s.sadd("{a?}:x", &["m"]).await.unwrap();
+    s.sadd("{a[b]}:x", &["m"]).await.unwrap();
+    assert_eq!(
+        s.scan_prefix("{a}:").await.unwrap(),
+        strings(&["{a}:h", "{a}:l", "{a}:s", "{a}:z"])
+    );
+    assert_eq!(s.scan_prefix("{a*}").await.unwrap(), strings(&["{a*}:x"]));
+    assert_eq!(s.scan_prefix("{a[").await.unwrap(), strings(&["{a[b]}:x"]));
+    assert_eq!(s.scan_prefix("{zz").await.unwrap(), strings(&[]));
+    assert_eq!(s.scan_prefix("").await.unwrap().len(), 8);
+    for k in ["{a}:h", "{a}:s", "{a}:z", "{a}:l"] {
+        assert!(s.exists(k).await.unwrap(), "{k}");
+    }
+    assert!(!s.exists("{a}:nope").await.unwrap());
+    assert_eq!(
+        s.del(&["{a}:h", "{a}:s", "{a}:z", "{a}:l", "{a}:nope", "{a}:h"])
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(s.del(&[]).await.unwrap(), 0);
+    for k in ["{a}:h", "{a}:s", "{a}:z", "{a}:l"] {
+        assert!(!s.exists(k).await.unwrap(), "{k}");
+    }
+    assert_eq!(s.scan_prefix("{a}:").await.unwrap(), strings(&[]));
+    // A deleted key can be reused as another type.
+    s.zadd("{a}:h", "m", 1.0).await.unwrap();
+    assert_eq!(s.zcard("{a}:h").await.unwrap(), 1);
+    assert_eq!(s.lrange("{b}:l", 0, -1).await.unwrap(), strings(&["v"]));
+}
+
+async fn wrong_type_changes_nothing(s: Arc<dyn Store>) {
+    let (h, st, z, l) = ("{w}:h", "{w}:s", "{w}:z", "{w}:l");
+    s.hset(h, &[("f", "v")]).await.unwrap();
+    s.sadd(st, &["m"]).await.unwrap();
+    s.zadd(z, "m", 1.0).await.unwrap();
+    s.rpush(l, &["v"]).await.unwrap();
+    let short = Duration::from_millis(50);
+
+    // Every kind of write and read against every other type.
+    for key in [st, z, l] {
+        assert_wrong_type(s.hset(key, &[("f", "x")]).await, key);
+        assert_wrong_type(s.hget(key, "f").await, key);
+        assert_wrong_type(s.hgetall(key).await, key);
+        assert_wrong_type(s.hdel(key, &["m"]).await, key);
+    }
+    for key in [h, st, l] {
+        assert_wrong_type(s.zadd(key, "m", 2.0).await, key);
+        assert_wrong_type(s.zscore(key, "m").await, key);
+        assert_wrong_type(s.zrem(key, &["m"]).await, key);
+        assert_wrong_type(s.zcard(key).await, key);
+        assert_wrong_type(
+            s.zrange_by_score(key, 0.0, 9.0, Order::Asc, None).await,
+            key,
+        );
+        assert_wrong_type(s.zpop_by_score(key, 9.0, None).await, key);
+        assert_wrong_type(s.zrem_range_by_score(key, 0.0, 9.0).await, key);
+    }
+    for key in [h, st, z] {
+        assert_wrong_type(s.rpush(key, &["x"]).await, key);
+        assert_wrong_type(s.lpush(key, &["x"]).await, key);
+        assert_wrong_type(s.lpop(key).await, key);
+        assert_wrong_type(s.rpop(key).await, key);
+        assert_wrong_type(s.lrange(key, 0, -1).await, key);
+        assert_wrong_type(s.llen(key).await, key);
+        assert_wrong_type(s.lrem(key, 0, "v").await, key);
+        assert_wrong_type(s.lmove(key, l).await, key);
+        assert_wrong_type(s.blpop(key, short).await, key);
+        assert_wrong_type(s.blmove(key, l, short).await, key);
+    }
+    for key in [h, z, l] {
+        assert_wrong_type(s.sadd(key, &["x"]).await, key);
+        assert_wrong_type(s.srem(key, &["m"]).await, key);
+        assert_wrong_type(s.smembers(key).await, key);
+        assert_wrong_type(s.sismember(key, "m").await, key);
+        assert_wrong_type(s.scard(key).await, key);
+    }
+    // A destination of the wrong type: the source keeps its value.
+    assert!(matches!(
+        s.lmove(l, h).await,
+        Err(StoreError::WrongType { .. })
+    ));
+
+    assert_eq!(s.hgetall(h).await.unwrap(), map(&[("f", "v")]));
+    assert_eq!(s.smembers(st).await.unwrap().len(), 1);
+    assert_eq!(
+        s.zrange_by_score(z, 0.0, 9.0, Order::Asc, None)
+            .await
+            .unwrap(),
+        scored(&[("m", 1.0)])
+    );
+    assert_eq!(s.lrange(l, 0, -1).await.unwrap(), strings(&["v"]));
+}
+
+/// Runs `pop` in a task, pushes from here, and expects the task to get the value
+/// long before its own timeout. The push must be delivered whether or not the task
+/// is already blocked when it happens; the pause only makes "already blocked", the
+/// interesting case, the likely one.
+async fn check_wakes<F, Fut>(s: Arc<dyn Store>, key: &str, pop: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = Result<Option<String>, StoreError>> + Send + 'static,
+{
+    let started = Instant::now();
+    let waiter = tokio::spawn(pop(Arc::clone(&s)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the pop returned before anything was pushed"
+    );
+    s.rpush(key, &["hello"]).await.unwrap();
+    let popped = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the blocked pop was not woken by the push")
+        .unwrap()
+        .unwrap();
+    assert_eq!(popped.as_deref(), Some("hello"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+async fn blpop_wakes_when_another_task_pushes(s: Arc<dyn Store>) {
+    let key = "{b}:queue";
+    check_wakes(Arc::clone(&s), key, |s| async move {
+        s.blpop("{b}:queue", Duration::from_secs(30)).await
+    })
+    .await;
+    assert!(!s.exists(key).await.unwrap());
+    // Duration::ZERO waits for ever, as in Redis.
+    check_wakes(Arc::clone(&s), key, |s| async move {
+        s.blpop("{b}:queue", Duration::ZERO).await
+    })
+    .await;
+}
+
+async fn blmove_wakes_when_another_task_pushes(s: Arc<dyn Store>) {
+    let (q, f) = ("{p}:FILE:FILES_SENDING_QUEUE", "{p}:FILE:FILES_IN_FLIGHT");
+    check_wakes(Arc::clone(&s), q, |s| async move {
+        s.blmove(
+            "{p}:FILE:FILES_SENDING_QUEUE",
+            "{p}:FILE:FILES_IN_FLIGHT",
+            Duration::from_secs(30),
+        )
+        .await
+    })
+    .await;
+    assert_eq!(s.lrange(f, 0, -1).await.unwrap(), strings(&["hello"]));
+    assert!(!s.exists(q).await.unwrap());
+}
+
+async fn blocking_pops_time_out_with_none(s: Arc<dyn Store>) {
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    assert_eq!(s.blpop("{b}:empty", timeout).await.unwrap(), None);
+    assert_eq!(
+        s.blmove("{b}:empty", "{b}:dst", timeout).await.unwrap(),
+        None
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= 2 * timeout - Duration::from_millis(20),
+        "{elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(!s.exists("{b}:dst").await.unwrap());
+    // The store still works for ordinary commands after blocking ones.
+    s.rpush("{b}:empty", &["x"]).await.unwrap();
+    assert_eq!(
+        s.blpop("{b}:empty", timeout).await.unwrap().as_deref(),
+        Some("x")
+    );
+}
+
+async fn lmove_delivers_each_item_once_to_concurrent_consumers(s: Arc<dyn Store>) {
+    const ITEMS: usize = 300;
+    let (q, f) = ("{p}:FILE:FILES_SENDING_QUEUE", "{p}:FILE:FILES_IN_FLIGHT");
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut consumers = Vec::new();
+    for c in 0..4 {
+        let (s, delivered) = (Arc::clone(&s), Arc::clone(&delivered));
+        consumers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while delivered.load(AtomicOrdering::SeqCst) < ITEMS && Instant::now() < deadline {
+                // Half the consumers block, half poll.
+                let moved = if c % 2 == 0 {
+                    s.blmove(q, f, Duration::from_millis(200)).await.unwrap()
+                } else {
+                    s.lmove(q, f).await.unwrap()
+                };
+                if let Some(item) = moved {
+                    // Acknowledge: the item leaves the in-flight list.
+                    assert_eq!(s.lrem(f, 1, &item).await.unwrap(), 1);
+                    delivered.fetch_add(1, AtomicOrdering::SeqCst);
+                    got.push(item);
+                } else if c % 2 == 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            got
+        }));
+    }
+    // Produce while the consumers run, in small batches.
+    let items: Vec<String> = (0..ITEMS).map(|i| format!("file-{i:04}")).collect();
+    for chunk in items.chunks(7) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        s.rpush(q, &chunk).await.unwrap();
+    }
+    let mut all = Vec::new();
+    for consumer in consumers {
+        all.extend(consumer.await.unwrap());
+    }
+    assert_eq!(all.len(), ITEMS, "each item delivered exactly once");
+    let unique: BTreeSet<String> = all.into_iter().collect();
+    assert_eq!(unique, items.into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(s.llen(q).await.unwrap(), 0);
+    assert_eq!(s.llen(f).await.unwrap(), 0);
+}
+
+async fn zpop_by_score_pops_each_member_once_under_concurrent_sweepers(s: Arc<dyn Store>) {
+    const MEMBERS: usize = 400;
+    let k = "{b}:EXPIRE_FILES";
+    for i in 0..MEMBERS {
+        s.zadd(k, &format!("f{i}"), (i % 37) as f64).await.unwrap();
+    }
+    let mut sweepers = Vec::new();
+    for _ in 0..4 {
+        let s = Arc::clone(&s);
+        sweepers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let popped = s.zpop_by_score(k, 100.0, Some(5)).await.unwrap();
+                if popped.is_empty() {
+                    return got;
+                }
+                // Each batch is ascending.
+                assert!(popped.windows(2).all(|w| w[0].1 <= w[1].1), "{popped:?}");
+                got.extend(popped.into_iter().map(|(m, _)| m));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for sweeper in sweepers {
+        all.extend(sweeper.await.unwrap());
+    }
+    assert_eq!(all.len(), MEMBERS, "each member popped exactly once");
+    assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), MEMBERS);
+    assert!(!s.exists(k).await.unwrap());
+}
+
+// --- Redis only ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_prefixes_isolate_namespaces_on_one_server() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&server.url(), "staging:")
+        .await
+        .unwrap();
+    let b = RedisStore::connect(&server.url(), "prod:").await.unwrap();
+    let none = RedisStore::connect(&server.url(), "").await.unwrap();
+    a.hset("{e}:OWN_INFO", &[("v", "a")]).await.unwrap();
+    b.hset("{e}:OWN_INFO", &[("v", "b")]).await.unwrap();
+    a.rpush("{e}:q", &["only-a"]).await.unwrap();
+    assert_eq!(
+        a.hget("{e}:OWN_INFO", "v").await.unwrap().as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        b.hget("{e}:OWN_INFO", "v").await.unwrap().as_deref(),
+        Some("b")
+    );
+    assert_eq!(b.lpop("{e}:q").await.unwrap(), None);
+    assert_eq!(
+        a.scan_prefix("").await.unwrap(),
+        strings(&["{e}:OWN_INFO", "{e}:q"])
+    );
+    assert_eq!(
+        b.scan_prefix("{e}").await.unwrap(),
+        strings(&["{e}:OWN_INFO"])
+    );
+    // The real key names, as an operator with redis-cli sees them.
+    assert_eq!(
+        none.scan_prefix("").await.unwrap(),
+        strings(&["prod:{e}:OWN_INFO", "staging:{e}:OWN_INFO", "staging:{e}:q"])
+    );
+    assert_eq!(b.del(&["{e}:OWN_INFO", "{e}:q"]).await.unwrap(), 1);
+    assert!(a.exists("{e}:OWN_INFO").await.unwrap());
+}
+
+#[tokio::test]
+async fn redis_prefix_with_braces_is_refused() {
+    for prefix in ["a{b:", "x}"] {
+        let err = RedisStore::connect("redis://127.0.0.1:1/", prefix)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn redis_unreachable_port_fails_fast_with_url_and_cause() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("redis://operator:s3cret@127.0.0.1:{port}/0");
+    let started = Instant::now();
+    let err = RedisStore::connect(&url, "").await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let message = err.to_string();
+    let expected =
+        format!("cannot reach the Redis store at redis://operator:***@127.0.0.1:{port}/0: ");
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(
+        message.to_lowercase().contains("connection refused"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+}
+
+#[tokio::test]
+async fn redis_silent_server_fails_within_seconds_saying_it_timed_out() {
+    // Accepts connections (the kernel does, via the backlog) and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "redis://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    let started = Instant::now();
+    let err = RedisStore::connect(&url, "").await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("cannot reach the Redis store at {url}: ")),
+        "{message}"
+    );
+    assert!(message.contains("timed out"), "{message}");
+    drop(listener);
+}
+
+// --- open_store ---
+
+#[tokio::test]
+async fn open_store_accepts_embedded_and_redis_and_explains_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    for spec in ["embedded", ""] {
+        let store = dandelion_core::store::open_store(spec, dir.path(), "")
+            .await
+            .unwrap();
+        store.sadd("{x}:s", &["m"]).await.unwrap();
+        drop(store);
+        assert!(dir.path().join("dandelion.redb").exists());
+    }
+    let server = RedisServer::start();
+    let store = dandelion_core::store::open_store(&server.url(), dir.path(), "p:")
+        .await
+        .unwrap();
+    store.sadd("{x}:s", &["m"]).await.unwrap();
+    assert!(store.sismember("{x}:s", "m").await.unwrap());
+
+    let err = dandelion_core::store::open_store("postgres://db", dir.path(), "")
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    assert!(
+        message.contains("embedded") && message.contains("redis://"),
+        "{message}"
+    );
+}
