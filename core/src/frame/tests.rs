@@ -169,6 +169,16 @@ fn extra_headers_keep_their_order() {
 }
 
 #[test]
+fn extra_header_numbers_survive_reencoding_exactly() {
+    // Found by the fuzzer: without serde_json's float_roundtrip, this number came back as
+    // 1.8446744073709446e73 after encode + decode.
+    let big = format!("18446744073709{}551616", "4".repeat(54));
+    let frame = decode(&format!(r#"{{"FILE_PATH":"/x","N":{big},"F":0.1}}"#), b"").unwrap();
+    let again = Frame::decode(frame.encode(), &Limits::default()).unwrap();
+    assert_eq!(again, frame);
+}
+
+#[test]
 fn continue_frame_decodes_and_ignores_unknown_keys() {
     let frame = decode(r#"{"TRANSFER":"9","OFFSET":4096,"NOTE":"x"}"#, b"xyz").unwrap();
     assert_eq!(
