@@ -189,10 +189,10 @@ impl Default for PublisherConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path}, line {line}, column {column}: {message}")]
     Parse {
@@ -236,10 +236,10 @@ impl Config {
             match fs::read_to_string(&candidate) {
                 Ok(text) => return Ok((Config::parse(&text, &candidate)?, Some(candidate))),
                 Err(e) if e.kind() == ErrorKind::NotFound && path.is_none() => continue,
-                Err(source) => {
+                Err(cause) => {
                     return Err(ConfigError::Read {
                         path: candidate,
-                        source,
+                        cause,
                     });
                 }
             }
@@ -338,31 +338,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Data directory errors.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}: {cause}")]
     Create {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("data directory {path} is not writable: {source}")]
+    #[error("data directory {path} is not writable: {cause}")]
     NotWritable {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 /// Creates the data directory if needed and proves it is writable, so that a bad
 /// path fails at start-up with its name rather than later inside some write.
 pub fn prepare_data_dir(path: &Path) -> Result<(), DataDirError> {
-    fs::create_dir_all(path).map_err(|source| DataDirError::Create {
+    fs::create_dir_all(path).map_err(|cause| DataDirError::Create {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let probe = path.join(format!(".write-test-{}", std::process::id()));
     let result = fs::write(&probe, b"ok");
     let _ = fs::remove_file(&probe);
-    result.map_err(|source| DataDirError::NotWritable {
+    result.map_err(|cause| DataDirError::NotWritable {
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 

@@ -14,15 +14,15 @@ pub const SECRET_MODE: u32 = 0o600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}: {cause}")]
     Create {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} is empty or not valid UTF-8; move it away to create a new one")]
     Garbled { path: PathBuf },
@@ -48,13 +48,13 @@ pub fn load_or_create(
 ) -> Result<(String, bool), SecretError> {
     match read_secret(path) {
         Ok(value) => return Ok((value, false)),
-        Err(SecretError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(SecretError::Read { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let value = make()?;
-    let create_err = |source| SecretError::Create {
+    let create_err = |cause| SecretError::Create {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let written = (|| {
@@ -89,9 +89,9 @@ pub fn load_or_create(
 }
 
 fn read_secret(path: &Path) -> Result<String, SecretError> {
-    let raw = fs::read(path).map_err(|source| SecretError::Read {
+    let raw = fs::read(path).map_err(|cause| SecretError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     tighten_mode(path);
     let text = String::from_utf8(raw).map_err(|_| SecretError::Garbled {

@@ -146,6 +146,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>>;
 }
 
+/// `redis://user:secret@host/` → `redis://user:***@host/`: URLs end up in logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://{userinfo}@{host}{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// The file name of the embedded store inside the data directory.
 pub const EMBEDDED_FILE_NAME: &str = "dandelion.redb";
 

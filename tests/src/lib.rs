@@ -1,6 +1,38 @@
 //! Test harness for Dandelion's end-to-end tests.
 //!
 //! It starts real things — processes, a real `redis-server` — on loopback and waits on
-//! conditions with deadlines instead of sleeping.
+//! conditions with deadlines instead of sleeping. Nothing here depends on
+//! `dandelion-core`, so core's own tests can use it without a dependency cycle.
 
+pub mod process;
 pub mod redis;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago on 127.0.0.1. Another process may take it
+/// before the caller binds it, so callers that can retry should.
+pub fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("cannot bind a free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| format!("cannot read the bound port: {e}"))
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes, then panics naming
+/// `what`. The short pause between polls only spaces out the checks; the deadline,
+/// not a sleep, decides when the test gives up.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

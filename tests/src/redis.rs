@@ -6,7 +6,7 @@
 //! under test, nor on a Redis client.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ impl RedisServer {
 
     fn try_start() -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
-        let port = free_port()?;
+        let port = crate::free_port()?;
         let log = dir.path().join("redis.log");
         let spawned = Command::new("redis-server")
             .arg("--port")
@@ -107,15 +107,6 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| format!("cannot bind a free port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|addr| addr.port())
-        .map_err(|e| format!("cannot read the bound port: {e}"))
 }
 
 /// Whether a Redis server answers `+PONG` on `port`.

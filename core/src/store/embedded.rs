@@ -355,9 +355,9 @@ fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<()> {
 /// The error every write of a failed batch receives (errors are not `Clone`).
 fn duplicate(error: &StoreError) -> StoreError {
     match error {
-        StoreError::Embedded { context, source } => StoreError::Embedded {
+        StoreError::Embedded { context, cause } => StoreError::Embedded {
             context: context.clone(),
-            source: Arc::clone(source),
+            cause: Arc::clone(cause),
         },
         StoreError::Corrupt { key, detail } => StoreError::Corrupt {
             key: key.clone(),
@@ -375,20 +375,20 @@ fn duplicate(error: &StoreError) -> StoreError {
 fn embedded_error(context: impl Into<String>, e: impl Into<redb::Error>) -> StoreError {
     StoreError::Embedded {
         context: context.into(),
-        source: Arc::new(e.into()),
+        cause: Arc::new(e.into()),
     }
 }
 
 /// Prefixes the operation and key to a backend error's context.
 fn with_context(e: StoreError, op: &str, key: impl std::fmt::Debug) -> StoreError {
     match e {
-        StoreError::Embedded { context, source } => StoreError::Embedded {
+        StoreError::Embedded { context, cause } => StoreError::Embedded {
             context: if context.is_empty() {
                 format!("{op} {key:?}")
             } else {
                 format!("{op} {key:?}: {context}")
             },
-            source,
+            cause,
         },
         other => other,
     }

@@ -26,26 +26,24 @@ pub enum StoreError {
 
     /// The embedded database failed (disk full, I/O error, file locked...).
     ///
-    /// The source is behind an `Arc` because one failed commit must be reported to
+    /// The cause is behind an `Arc` because one failed commit must be reported to
     /// every operation of its batch, and `redb::Error` is not `Clone`.
-    #[error("embedded store: {context}: {source}")]
+    #[error("embedded store: {context}: {cause}")]
     Embedded {
         /// What was being done, and on which key.
         context: String,
         /// The error redb reported.
-        #[source]
-        source: Arc<redb::Error>,
+        cause: Arc<redb::Error>,
     },
 
     /// The Redis server answered with an error, or the connection failed mid-way.
     #[cfg(feature = "redis")]
-    #[error("Redis store: {context}: {source}")]
+    #[error("Redis store: {context}: {cause}")]
     Redis {
         /// The command, and the key it was about.
         context: String,
         /// The error the redis client reported.
-        #[source]
-        source: redis::RedisError,
+        cause: redis::RedisError,
     },
 
     /// The Redis store could not be reached at start-up.

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
 
-use super::{Order, Result, Store, StoreError};
+use super::{Order, Result, Store, StoreError, redact_url};
 
 /// The whole start-up check (connect, PING) must fit in this: a daemon pointed at a
 /// wrong address has to say so, not hang.
@@ -140,7 +140,7 @@ impl RedisStore {
         } else {
             StoreError::Redis {
                 context: format!("{op} {key:?} on {}", self.inner.url),
-                source: e,
+                cause: e,
             }
         }
     }
@@ -210,26 +210,6 @@ fn blocking_config() -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
         .set_response_timeout(None)
-}
-
-/// `redis://user:secret@host/` → `redis://user:***@host/`: URLs end up in logs.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://{userinfo}@{host}{path}")
-            }
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// A score as Redis parses it; Rust's `Display` is exact (shortest round-trip form).
@@ -545,7 +525,8 @@ impl Store for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{block_seconds, glob_escape, redact_url, score_arg};
+    use super::{block_seconds, glob_escape, score_arg};
+    use crate::store::redact_url;
     use std::time::Duration;
 
     #[test]

@@ -1,0 +1,216 @@
+//! The `dandelion` command line: global settings every command shares, and one
+//! subcommand per role or client verb.
+//!
+//! Settings are layered: the config file, then `DANDELION_*` environment
+//! variables, then these flags. clap reads the last two (each flag names its
+//! variable in `--help`), and [`Global::apply`] lays them over the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use dandelion_core::config::{self, Config};
+use dandelion_core::ids::Role;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dandelion",
+    version,
+    about = "Dandelion: a delivery network for live streams and files, built from idle household upload bandwidth",
+    long_about = "Dandelion: a delivery network for live streams and files, built from idle household upload bandwidth.\n\n\
+        An entrance keeps the registry of boxes; boxes, on household devices, keep files for their TTL and serve \
+        them to viewers; a publisher takes files from users, places them on the best boxes and redirects viewers \
+        there. This one binary runs each role, a whole local network (`up`), and the client commands that talk \
+        to running daemons.",
+    after_help = "Settings come from the config file (--config, else ./dandelion.toml, else \
+        /etc/dandelion/dandelion.toml), then DANDELION_* environment variables, then flags. \
+        See dandelion.example.toml for every setting."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file (TOML, a section per role).
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "DANDELION_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    /// Where keys, tokens, the embedded store, logs and stored files live.
+    #[arg(long, global = true, env = "DANDELION_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `embedded` (default: a file in the data directory) or a redis:// URL shared by several daemons.
+    #[arg(long, global = true, env = "DANDELION_STORE", value_name = "SPEC")]
+    pub store: Option<String>,
+    /// Prefix of every key on a shared Redis.
+    #[arg(
+        long,
+        global = true,
+        env = "DANDELION_STORE_PREFIX",
+        value_name = "PREFIX"
+    )]
+    pub store_prefix: Option<String>,
+    /// Log level or directives, e.g. `debug` or `dandelion_core=debug,info`.
+    #[arg(long, global = true, env = "DANDELION_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a whole local network: one entrance, N boxes and one publisher, on the embedded store.
+    Up(UpArgs),
+    /// Run the entrance: the registry boxes announce themselves to and publishers search.
+    Entrance(RoleArgs),
+    /// Run a box: receive files from trusted publishers, keep them for their TTL, serve them to viewers.
+    Box(RoleArgs),
+    /// Run a publisher: take files from users, place them on the best boxes, redirect viewers to them.
+    Publisher(RoleArgs),
+    /// Push files or directories to a publisher, with progress.
+    Push(PushArgs),
+    /// Show which boxes hold a file, their URLs and the TTL left.
+    Where(WhereArgs),
+    /// List the entrance's boxes as a table.
+    Boxes(BoxesArgs),
+    /// Evict a box from the entrance at once and refuse its heartbeats for a while.
+    Evict(EvictArgs),
+    /// Check the configuration, data directory, identity and store, then exit.
+    Check(CheckArgs),
+    /// Print a role's ID and public key (creating its key pair on first use).
+    Id(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    /// Address to listen on (default: the role's section of the config, else 0.0.0.0:7070/7071/7072).
+    #[arg(long, env = "DANDELION_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Entrance URL to talk to (boxes and publishers); repeat for several.
+    #[arg(
+        long = "entrance",
+        env = "DANDELION_ENTRANCES",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub entrances: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Number of boxes to start.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub boxes: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Files or directories to push.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Publisher URL (default: the local network started by `dandelion up`).
+    #[arg(long, env = "DANDELION_PUBLISHER", value_name = "URL")]
+    pub to: Option<String>,
+    /// Name to publish a single file under (default: its file name).
+    #[arg(long = "as", value_name = "NAME")]
+    pub name: Option<String>,
+    /// How long boxes keep the file, e.g. 60s or 2h.
+    #[arg(long, value_parser = config::parse_duration, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
+    /// Boxes to place each file on.
+    #[arg(long, value_name = "K")]
+    pub replicas: Option<u32>,
+    /// Keep pushing what appears or changes in the directories (a live encoder's output).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WhereArgs {
+    /// The published name.
+    pub name: String,
+    /// Publisher URL (default: the local network started by `dandelion up`).
+    #[arg(long, env = "DANDELION_PUBLISHER", value_name = "URL")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BoxesArgs {
+    /// Only boxes in this state (active, stale, unreachable, evicted, legacy).
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
+    /// Only boxes in this country (ISO code).
+    #[arg(long, value_name = "CODE")]
+    pub country: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Entrance URL (default: the local network started by `dandelion up`).
+    #[arg(long, env = "DANDELION_ENTRANCE", value_name = "URL")]
+    pub entrance: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvictArgs {
+    /// The box to evict.
+    #[arg(value_name = "BOX-ID")]
+    pub box_id: String,
+    /// Why; the box and the event log are told.
+    #[arg(long, required = true)]
+    pub reason: String,
+    /// Entrance URL (default: the local network started by `dandelion up`).
+    #[arg(long, env = "DANDELION_ENTRANCE", value_name = "URL")]
+    pub entrance: Option<String>,
+    /// Admin token (default: read from the entrance's data directory).
+    #[arg(
+        long,
+        env = "DANDELION_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The role whose identity to load (all three when absent).
+    #[arg(long, value_parser = parse_role, value_name = "ROLE")]
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// entrance, box or publisher.
+    #[arg(value_parser = parse_role, value_name = "ROLE")]
+    pub role: Role,
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
+        .map_err(|e: dandelion_core::ids::IdError| e.to_string())
+}
+
+impl Global {
+    /// Lays the environment and flag layer over the file's settings.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.store {
+            config.store = v.clone();
+        }
+        if let Some(v) = &self.store_prefix {
+            config.store_prefix = v.clone();
+        }
+        if let Some(v) = &self.log_level {
+            config.log_level = v.clone();
+        }
+    }
+}

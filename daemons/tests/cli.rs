@@ -1,0 +1,292 @@
+//! The `dandelion` binary as an operator meets it: `--help`, start-up checks, and
+//! the exact error messages for bad configuration, data directories and stores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use dandelion_testkit::process::run;
+use dandelion_testkit::redis::RedisServer;
+
+fn dandelion(data_dir: &Path) -> Command {
+    // Run where no ./dandelion.toml can be picked up by accident: the nearest
+    // existing ancestor of the data directory, which is inside the test's tempdir.
+    let cwd = data_dir.ancestors().find(|p| p.is_dir()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dandelion"));
+    cmd.current_dir(cwd)
+        .env_remove("DANDELION_CONFIG")
+        .env_remove("DANDELION_STORE")
+        .env("DANDELION_DATA_DIR", data_dir)
+        .env("DANDELION_LOG_LEVEL", "warn");
+    cmd
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_describes_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dandelion(&dir.path().join("d")).arg("--help"));
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for cmd in [
+        "up",
+        "entrance",
+        "box",
+        "publisher",
+        "push",
+        "where",
+        "boxes",
+        "evict",
+        "check",
+        "id",
+    ] {
+        assert!(
+            help.contains(&format!("\n  {cmd} ")),
+            "`{cmd}` missing from --help:\n{help}"
+        );
+    }
+    assert!(help.contains("[env: DANDELION_DATA_DIR="), "{help}");
+    let push = stdout(&run(
+        dandelion(&dir.path().join("d")).args(["push", "--help"])
+    ));
+    for flag in ["--to", "--as", "--ttl", "--replicas", "--watch"] {
+        assert!(push.contains(flag), "push --help lacks {flag}:\n{push}");
+    }
+}
+
+#[test]
+fn check_creates_the_identity_once_and_logs_to_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = run(dandelion(&data).arg("check"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("config file:    none found, using the defaults"),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "store:          embedded, {}",
+        data.join("dandelion.redb").display()
+    )));
+    let box_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("box ID:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(box_id.starts_with("box-") && box_id.len() == 36, "{box_id}");
+    let mode = std::fs::metadata(data.join("box.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let again = run(dandelion(&data).arg("id").arg("box"));
+    assert!(
+        stdout(&again).contains(&format!("id:         {box_id}")),
+        "the ID survives a restart"
+    );
+
+    let log = std::fs::read_to_string(data.join("dandelion.log")).unwrap_or_default();
+    assert!(log.is_empty(), "at warn level nothing is logged: {log}");
+    let out = run(dandelion(&data)
+        .env("DANDELION_LOG_LEVEL", "info")
+        .arg("check"));
+    assert!(out.status.success());
+    let log = std::fs::read_to_string(data.join("dandelion.log")).unwrap();
+    assert!(log.contains("configuration checked"), "{log}");
+}
+
+#[test]
+fn flags_override_the_environment_which_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_dir = dir.path().join("from-file");
+    let env_dir = dir.path().join("from-env");
+    let flag_dir = dir.path().join("from-flag");
+    let config = dir.path().join("dandelion.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", file_dir.display().to_string()),
+    )
+    .unwrap();
+    let mut cmd = dandelion(&env_dir);
+    cmd.env_remove("DANDELION_DATA_DIR")
+        .arg("--config")
+        .arg(&config)
+        .args(["id", "entrance"]);
+    assert!(run(&mut cmd).status.success());
+    assert!(file_dir.join("entrance.key").exists());
+    assert!(
+        run(dandelion(&env_dir)
+            .arg("--config")
+            .arg(&config)
+            .args(["id", "entrance"]))
+        .status
+        .success()
+    );
+    assert!(env_dir.join("entrance.key").exists());
+    let out = run(dandelion(&env_dir)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&flag_dir)
+        .args(["id", "box"]));
+    assert!(out.status.success());
+    assert!(flag_dir.join("box.key").exists() && !env_dir.join("box.key").exists());
+}
+
+#[test]
+fn unknown_config_key_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dandelion.toml");
+    std::fs::write(
+        &config,
+        "log_level = \"info\"\n[box]\nupload_cap = \"1 MiB\"\nmax_dowloads = 3\n",
+    )
+    .unwrap();
+    let out = run(dandelion(&dir.path().join("d"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: config file {}, line 4, column 1: unknown field `max_dowloads`, expected one of `listen`, \
+             `public_url`, `entrances`, `join_token`, `join_token_file`, `heartbeat_interval`, `upload_cap`, \
+             `max_downloads`, `storage_quota`, `max_file_size`, `max_ttl`, `publisher_keys`\n",
+            config.display()
+        )
+    );
+    assert!(
+        !dir.path().join("d").exists(),
+        "a refused config changes nothing"
+    );
+}
+
+#[test]
+fn config_syntax_error_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dandelion.toml");
+    std::fs::write(&config, "[entrance]\nlisten = 0.0.0.0:7070\n").unwrap();
+    let out = run(dandelion(&dir.path().join("d"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "error: config file {}, line 2, column ",
+            config.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn unusable_data_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "").unwrap();
+    let data = file.join("data");
+    let out = run(dandelion(&data).arg("check"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: cannot create data directory {}: Not a directory (os error 20)\n",
+            data.display()
+        )
+    );
+}
+
+#[test]
+fn unreachable_redis_fails_fast_with_url_and_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let started = Instant::now();
+    let out = run(dandelion(&dir.path().join("d")).args([
+        "--store",
+        &format!("redis://127.0.0.1:{port}/0"),
+        "check",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "error: cannot reach the Redis store at redis://127.0.0.1:{port}/0: "
+        )),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+
+    // A server that accepts and never answers must not hang start-up either.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    let out = run(dandelion(&dir.path().join("d")).args([
+        "--store",
+        &format!("redis://127.0.0.1:{port}/"),
+        "check",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: cannot reach the Redis store at redis://127.0.0.1:{port}/: "
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_against_a_real_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dandelion(&dir.path().join("d")).args([
+        "--store",
+        &redis.url(),
+        "--store-prefix",
+        "t1:",
+        "check",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("store:          {} (answering)", redis.url())));
+}
+
+#[test]
+fn commands_of_later_milestones_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dandelion(&dir.path().join("d")).arg("entrance"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: `dandelion entrance` is not available in this build yet; see README.md for what is\n"
+    );
+}
