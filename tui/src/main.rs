@@ -26,13 +26,28 @@ struct Cli {
     #[arg(value_name = "URL")]
     urls: Vec<String>,
     /// Admin token for the daemons.
-    #[arg(long, env = "DANDELION_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "DANDELION_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     token: Option<String>,
     /// File holding the admin token (e.g. a daemon's data-dir/admin.token).
-    #[arg(long, env = "DANDELION_ADMIN_TOKEN_FILE", value_name = "FILE", conflicts_with = "token")]
+    #[arg(
+        long,
+        env = "DANDELION_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
     token_file: Option<PathBuf>,
     /// Colour theme: `dark`, `light`, or a path to a theme TOML file.
-    #[arg(long, env = "DANDELION_THEME", default_value = "dark", value_name = "THEME")]
+    #[arg(
+        long,
+        env = "DANDELION_THEME",
+        default_value = "dark",
+        value_name = "THEME"
+    )]
     theme: String,
     /// Where the console writes its own log (never to the terminal it draws on).
     #[arg(long, env = "DANDELION_CONSOLE_LOG", value_name = "FILE")]
@@ -41,6 +56,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let _cli = Cli::parse();
-    eprintln!("error: the console screens are not available in this build yet; see README.md for what is");
+    eprintln!(
+        "error: the console screens are not available in this build yet; see README.md for what is"
+    );
     ExitCode::FAILURE
 }
