@@ -46,6 +46,27 @@ impl Nonce {
     }
 }
 
+/// Where a verifier hands out nonces: `GET` answers a [`Challenge`].
+pub const NONCE_PATH: &str = "/dandelion/nonce";
+
+/// Handshake headers carrying a [`Proof`] on the WebSocket upgrade request, so a
+/// bad proof is refused with 401/403 before any WebSocket exists.
+pub mod header {
+    pub const ID: &str = "x-dandelion-id";
+    pub const PUBLIC_KEY: &str = "x-dandelion-key";
+    pub const NONCE: &str = "x-dandelion-nonce";
+    pub const SIGNATURE: &str = "x-dandelion-signature";
+}
+
+/// The answer to `GET /dandelion/nonce`: who is asking for the proof, and the nonce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    #[serde(rename = "ID")]
+    pub id: NodeId,
+    #[serde(rename = "NONCE")]
+    pub nonce: Nonce,
+}
+
 /// What a peer sends to prove it holds the key behind its ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
@@ -59,8 +80,48 @@ pub struct Proof {
     pub signature: String,
 }
 
+impl Proof {
+    /// The proof as upgrade-request headers.
+    pub fn headers(&self) -> [(&'static str, &str); 4] {
+        [
+            (header::ID, &self.id),
+            (header::PUBLIC_KEY, &self.public_key),
+            (header::NONCE, &self.nonce),
+            (header::SIGNATURE, &self.signature),
+        ]
+    }
+
+    /// Reads a proof from request headers. `Ok(None)` when none of them is
+    /// present (an unauthenticated peer, such as the original's clients).
+    pub fn from_headers<'a>(
+        get: impl Fn(&'static str) -> Option<&'a str>,
+    ) -> Result<Option<Proof>, AuthError> {
+        let fields = [
+            header::ID,
+            header::PUBLIC_KEY,
+            header::NONCE,
+            header::SIGNATURE,
+        ]
+        .map(get);
+        match fields {
+            [None, None, None, None] => Ok(None),
+            [Some(id), Some(public_key), Some(nonce), Some(signature)] => Ok(Some(Proof {
+                id: id.to_owned(),
+                public_key: public_key.to_owned(),
+                nonce: nonce.to_owned(),
+                signature: signature.to_owned(),
+            })),
+            _ => Err(AuthError::IncompleteProof),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    #[error(
+        "the handshake carries only part of a proof (x-dandelion-id, -key, -nonce and -signature go together)"
+    )]
+    IncompleteProof,
     #[error("the nonce is not 64 hex digits")]
     MalformedNonce,
     #[error("unknown or expired nonce; ask for a new one")]
@@ -85,6 +146,7 @@ impl AuthError {
     /// A short stable label for metrics (`refused_total{reason=…}`).
     pub fn reason_code(&self) -> &'static str {
         match self {
+            AuthError::IncompleteProof => "incomplete_proof",
             AuthError::MalformedNonce => "malformed_nonce",
             AuthError::UnknownNonce => "unknown_nonce",
             AuthError::ReplayedNonce => "replayed_nonce",

@@ -20,6 +20,10 @@ use tokio_tungstenite::tungstenite::protocol::{
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::auth::{Challenge, NONCE_PATH};
+use crate::http::{HttpClient, origin_of};
+use crate::identity::Identity;
+use crate::ids::NodeId;
 use crate::protocol::{Message, ProtocolError};
 
 /// Consecutive malformed messages after which a peer is disconnected.
@@ -227,12 +231,51 @@ pub async fn connect(
     }
 }
 
+/// Opens a WebSocket to a daemon, proving `identity`'s ID: fetches a nonce from
+/// the daemon, signs it, and presents the proof (and `bearer`, a join or admin
+/// token, when given) on the upgrade request. Returns the connection and the
+/// daemon's ID as it introduced itself.
+pub async fn connect_as(
+    url: &str,
+    identity: &Identity,
+    bearer: Option<&str>,
+    http: &HttpClient,
+) -> Result<(ClientConnection, NodeId), ConnectionError> {
+    let fail = |cause: String| ConnectionError::Connect {
+        url: url.to_owned(),
+        cause,
+    };
+    let origin =
+        origin_of(url).ok_or_else(|| ConnectionError::BadUrl(url.escape_debug().to_string()))?;
+    let response = http
+        .get(&format!("{origin}{NONCE_PATH}"), &[])
+        .await
+        .map_err(|e| fail(format!("fetching a handshake nonce: {e}")))?;
+    if !response.status.is_success() {
+        return Err(fail(format!(
+            "fetching a handshake nonce: {}: {}",
+            response.status,
+            response.text().trim()
+        )));
+    }
+    let challenge: Challenge = response
+        .json()
+        .map_err(|e| fail(format!("the handshake nonce does not decode: {e}")))?;
+    let proof = identity.prove(&challenge.id, &challenge.nonce);
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
+    let mut headers: Vec<(&str, &str)> = proof.headers().to_vec();
+    if let Some(value) = &authorization {
+        headers.push(("authorization", value));
+    }
+    let connection = connect(url, &headers).await?;
+    Ok((connection, challenge.id))
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::ids::NodeId;
     use crate::protocol::{Goodbye, Header};
 
     fn goodbye() -> Message {

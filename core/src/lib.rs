@@ -6,7 +6,8 @@
 //! - [`ids`], [`identity`], [`secrets`] and [`auth`]: who a daemon is, its key pair
 //!   and tokens on disk, and the nonce-signing proof that opens every session;
 //! - [`protocol`] and [`connection`]: typed wire messages and a WebSocket wrapper
-//!   that yields them; [`frame`]: the binary file frames and the transfer state
+//!   that yields them, and [`http`], a small client for daemons' HTTP APIs;
+//!   [`frame`]: the binary file frames and the transfer state
 //!   machine that reassembles them with bounded memory;
 //! - [`store`]: the Redis-like store every daemon keeps its state in, embedded
 //!   (redb) or on a shared Redis, with the original's key names;
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod frame;
+pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod logging;

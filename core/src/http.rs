@@ -1,0 +1,197 @@
+//! A small HTTP/1.1 client for talking to daemons: handshake nonces, the admin
+//! API, reachability checks and the client commands.
+//!
+//! It wraps hyper's pooled client with what every caller needs and hyper leaves
+//! out: a deadline on the whole exchange and a cap on the body read, so a slow or
+//! hostile peer cannot hold a task or its memory.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Default deadline for a whole request, connect to last body byte.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default cap on a response body.
+pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("`{0}` is not an http:// URL")]
+    BadUrl(String),
+    #[error("{url}: {cause}")]
+    Failed { url: String, cause: String },
+    #[error("{url}: no answer within {secs}s")]
+    Timeout { url: String, secs: u64 },
+}
+
+/// A response with its whole body read.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// Cheap to clone; clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    body_limit: usize,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient::new(DEFAULT_TIMEOUT)
+    }
+}
+
+impl HttpClient {
+    pub fn new(timeout: Duration) -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout));
+        connector.set_nodelay(true);
+        HttpClient {
+            inner: Client::builder(TokioExecutor::new()).build(connector),
+            timeout,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    pub fn with_body_limit(mut self, limit: usize) -> HttpClient {
+        self.body_limit = limit;
+        self
+    }
+
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Response, HttpError> {
+        self.request(Method::GET, url, headers, Bytes::new()).await
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, HttpError> {
+        let fail = |cause: String| HttpError::Failed {
+            url: url.to_owned(),
+            cause,
+        };
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| HttpError::BadUrl(url.escape_debug().to_string()))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(HttpError::BadUrl(url.escape_debug().to_string()));
+        }
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| fail(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| fail(error_chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, self.body_limit)
+                .collect()
+                .await
+                .map_err(|e| fail(format!("reading the body: {e}")))?
+                .to_bytes();
+            Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout {
+                url: url.to_owned(),
+                secs: self.timeout.as_secs(),
+            })?
+    }
+}
+
+/// hyper's errors say "client error (Connect)" and keep the useful part in their
+/// sources; an operator needs "Connection refused".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// `ws://host:port/path` or `http://host:port/path` → `http://host:port`: the HTTP
+/// origin of a daemon whose WebSocket URL is known.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "http" => "http",
+        "wss" | "https" => "https",
+        _ => return None,
+    };
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    Some(format!("{scheme}://{authority}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin_of("ws://127.0.0.1:7070/dandelion/ws").as_deref(),
+            Some("http://127.0.0.1:7070")
+        );
+        assert_eq!(
+            origin_of("https://h/dandelion/ws/").as_deref(),
+            Some("https://h")
+        );
+        assert_eq!(origin_of("ftp://h/x"), None);
+        assert_eq!(origin_of("http:///x"), None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let err = HttpClient::default()
+            .get(&url, &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{url}: ")) && err.contains("Connection refused"),
+            "{err}"
+        );
+    }
+}

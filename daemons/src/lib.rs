@@ -1,0 +1,14 @@
+//! The daemons behind the `dandelion` binary, as a library.
+//!
+//! Each role is a function that takes a bound listener, its configuration and a
+//! [`Shutdown`](shutdown::Shutdown), and runs until shutdown — so `main` stays
+//! thin and tests run the very same code in-process on `127.0.0.1:0`. What every
+//! role shares lives here too: the HTTP skeleton ([`server`]), the WebSocket
+//! upgrade ([`ws`]), the handshake that checks a peer's proof of identity
+//! ([`handshake`]), metrics ([`metrics`]) and two-phase shutdown ([`shutdown`]).
+
+pub mod handshake;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod ws;

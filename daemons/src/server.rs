@@ -1,0 +1,152 @@
+//! What every daemon's HTTP side shares: start-up (data directory, identity,
+//! admin token, store), the routes every role answers (`/`, `/metrics`, the
+//! handshake nonce), admin-token checks, and serving with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dandelion_core::auth::{Challenge, NONCE_PATH, NonceBook};
+use dandelion_core::config::{self, Config};
+use dandelion_core::identity::Identity;
+use dandelion_core::ids::Role;
+use dandelion_core::protocol::PROTOCOL_VERSION;
+use dandelion_core::secrets;
+use dandelion_core::store::{self, Store};
+use tokio::net::TcpListener;
+
+use crate::handshake::{Refusal, RefusalLog, bearer, token_matches};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// State every role holds; roles wrap it in their own shared state.
+#[derive(Debug)]
+pub struct Common {
+    pub identity: Identity,
+    pub store: Arc<dyn Store>,
+    pub nonces: NonceBook,
+    pub metrics: Metrics,
+    pub refusals: RefusalLog,
+    pub admin_token: String,
+    pub data_dir: PathBuf,
+    pub shutdown: Shutdown,
+    pub started: Instant,
+}
+
+/// The admin token file in a data directory.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+impl Common {
+    /// The start-up path shared by every role. Fails with the offending path,
+    /// URL or setting named.
+    pub async fn open(config: &Config, role: Role, shutdown: Shutdown) -> anyhow::Result<Common> {
+        config::prepare_data_dir(&config.data_dir)?;
+        let identity = Identity::load_or_create(&config.data_dir, role)?;
+        let token_path = admin_token_path(&config.data_dir);
+        let (admin_token, created) =
+            secrets::load_or_create(&token_path, || secrets::random_hex(32))?;
+        if created {
+            tracing::info!(path = %token_path.display(), "created the admin token");
+        }
+        let store =
+            store::open_store(&config.store, &config.data_dir, &config.store_prefix).await?;
+        Ok(Common {
+            identity,
+            store,
+            nonces: NonceBook::default(),
+            metrics: Metrics::new(),
+            refusals: RefusalLog::default(),
+            admin_token,
+            data_dir: config.data_dir.clone(),
+            shutdown,
+            started: Instant::now(),
+        })
+    }
+
+    /// Checks the admin bearer token of a request.
+    pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        match bearer(headers) {
+            None => Err(Refusal::unauthorized(
+                "admin_token_missing",
+                "this needs the admin token (Authorization: Bearer …)",
+            )),
+            Some(t) if token_matches(t, &self.admin_token) => Ok(()),
+            Some(_) => Err(Refusal::forbidden("admin_token_wrong", "wrong admin token")),
+        }
+    }
+}
+
+/// Routes every role answers: `GET /` (who am I, as the original's index page),
+/// `/metrics`, and the handshake nonce.
+pub fn common_routes<S: Clone + Send + Sync + 'static>(common: Arc<Common>) -> Router<S> {
+    Router::new()
+        .route("/", get(index))
+        .route("/dandelion/", get(index))
+        .route("/metrics", get(metrics))
+        .route(NONCE_PATH, get(nonce))
+        .with_state(common)
+}
+
+async fn index(State(common): State<Arc<Common>>) -> String {
+    format!(
+        "HI {}\n{} {} ({PROTOCOL_VERSION}), up {}s\n",
+        common.identity.id(),
+        common.identity.role(),
+        env!("CARGO_PKG_VERSION"),
+        common.started.elapsed().as_secs()
+    )
+}
+
+async fn metrics(State(common): State<Arc<Common>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        common.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn nonce(State(common): State<Arc<Common>>) -> Response {
+    match common.nonces.issue() {
+        Ok(nonce) => axum::Json(Challenge {
+            id: common.identity.id().clone(),
+            nonce,
+        })
+        .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Binds `addr`, naming it in the error.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Serves `router` until shutdown, passing each connection's peer address to
+/// handlers (`ConnectInfo<SocketAddr>`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let token = shutdown.token();
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await })
+    .await
+}
