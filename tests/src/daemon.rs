@@ -1,0 +1,200 @@
+//! Real `dandelion` daemons as child processes, each with its own data directory,
+//! config file, port and log, for end-to-end tests.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::{Running, binary};
+use crate::{free_port, wait_for};
+
+/// How long a daemon may take to start listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Builds a daemon's config and starts it.
+#[derive(Debug, Clone)]
+pub struct DaemonBuilder {
+    role: String,
+    data_dir: PathBuf,
+    top_level: Vec<String>,
+    section: Vec<String>,
+    env: Vec<(String, String)>,
+    port: Option<u16>,
+}
+
+impl DaemonBuilder {
+    /// `role` is `entrance`, `box` or `publisher`; `data_dir` is created if needed.
+    pub fn new(role: &str, data_dir: &Path) -> DaemonBuilder {
+        DaemonBuilder {
+            role: role.to_owned(),
+            data_dir: data_dir.to_owned(),
+            top_level: Vec::new(),
+            section: Vec::new(),
+            env: Vec::new(),
+            port: None,
+        }
+    }
+
+    /// A `key = value` line (TOML) at the top level of the config file.
+    pub fn top(mut self, line: impl Into<String>) -> Self {
+        self.top_level.push(line.into());
+        self
+    }
+
+    /// A `key = value` line (TOML) in the role's section.
+    pub fn set(mut self, line: impl Into<String>) -> Self {
+        self.section.push(line.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Listen on this port instead of a free one (to restart on the same address).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    pub fn spawn(self) -> Daemon {
+        fs::create_dir_all(&self.data_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", self.data_dir.display()));
+        let port = match self.port {
+            Some(p) => p,
+            None => free_port().unwrap_or_else(|e| panic!("{e}")),
+        };
+        let config_path = self.data_dir.join("dandelion.toml");
+        let mut text = format!("data_dir = {:?}\nlog_level = \"debug\"\n", self.data_dir.display().to_string());
+        for line in &self.top_level {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str(&format!("\n[{}]\nlisten = \"127.0.0.1:{port}\"\n", self.role));
+        for line in &self.section {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::write(&config_path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
+        let log_path = self.data_dir.join(format!("{}.stderr", self.role));
+        let log = fs::File::create(&log_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
+        let mut command = Command::new(binary("dandelion"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg(&self.role)
+            .current_dir(&self.data_dir)
+            .env_remove("DANDELION_CONFIG")
+            .env_remove("DANDELION_DATA_DIR")
+            .env_remove("DANDELION_STORE")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let process = Running::spawn(&mut command);
+        let mut daemon = Daemon {
+            builder: self,
+            port,
+            process: Some(process),
+            log_path,
+        };
+        daemon.wait_listening();
+        daemon
+    }
+}
+
+/// A running daemon; killed when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    builder: DaemonBuilder,
+    port: u16,
+    process: Option<Running>,
+    log_path: PathBuf,
+}
+
+impl Daemon {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.builder.data_dir
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Running::id)
+    }
+
+    /// What the daemon wrote to stderr so far; for assertion messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn wait_listening(&mut self) {
+        let addr = self.addr();
+        let log_path = self.log_path.clone();
+        let process = self.process.as_mut();
+        let mut exited = None;
+        let mut process = process;
+        wait_for(&format!("{} to listen on {addr}", self.builder.role), START_TIMEOUT, || {
+            if let Some(p) = process.as_mut()
+                && let Ok(Some(status)) = p.child().try_wait()
+            {
+                exited = Some(status);
+                return Some(());
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
+        });
+        if let Some(status) = exited {
+            panic!(
+                "{} exited during start-up ({status}):\n{}",
+                self.builder.role,
+                fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+    }
+
+    /// `kill -9`: no chance to clean up, as after a power cut.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.child().kill();
+            let _ = p.child().wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (killing it after `timeout`). Returns
+    /// whether it exited successfully in time.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut p) = self.process.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(p.id().to_string()).status();
+        let mut status = None;
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(s)) = p.child().try_wait() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        status.is_some_and(|s| s.success())
+    }
+
+    /// Starts the daemon again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let again = self.builder.clone().port(self.port).spawn();
+        *self = again;
+    }
+}
