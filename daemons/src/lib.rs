@@ -9,6 +9,7 @@
 
 pub mod handshake;
 pub mod metrics;
+pub mod publisher;
 pub mod server;
 pub mod shutdown;
 pub mod ws;

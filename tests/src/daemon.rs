@@ -61,25 +61,34 @@ impl DaemonBuilder {
     }
 
     pub fn spawn(self) -> Daemon {
-        fs::create_dir_all(&self.data_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", self.data_dir.display()));
+        fs::create_dir_all(&self.data_dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", self.data_dir.display()));
         let port = match self.port {
             Some(p) => p,
             None => free_port().unwrap_or_else(|e| panic!("{e}")),
         };
         let config_path = self.data_dir.join("dandelion.toml");
-        let mut text = format!("data_dir = {:?}\nlog_level = \"debug\"\n", self.data_dir.display().to_string());
+        let mut text = format!(
+            "data_dir = {:?}\nlog_level = \"debug\"\n",
+            self.data_dir.display().to_string()
+        );
         for line in &self.top_level {
             text.push_str(line);
             text.push('\n');
         }
-        text.push_str(&format!("\n[{}]\nlisten = \"127.0.0.1:{port}\"\n", self.role));
+        text.push_str(&format!(
+            "\n[{}]\nlisten = \"127.0.0.1:{port}\"\n",
+            self.role
+        ));
         for line in &self.section {
             text.push_str(line);
             text.push('\n');
         }
-        fs::write(&config_path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
+        fs::write(&config_path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
         let log_path = self.data_dir.join(format!("{}.stderr", self.role));
-        let log = fs::File::create(&log_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
+        let log = fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
         let mut command = Command::new(binary("dandelion"));
         command
             .arg("--config")
@@ -148,15 +157,21 @@ impl Daemon {
         let process = self.process.as_mut();
         let mut exited = None;
         let mut process = process;
-        wait_for(&format!("{} to listen on {addr}", self.builder.role), START_TIMEOUT, || {
-            if let Some(p) = process.as_mut()
-                && let Ok(Some(status)) = p.child().try_wait()
-            {
-                exited = Some(status);
-                return Some(());
-            }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
-        });
+        wait_for(
+            &format!("{} to listen on {addr}", self.builder.role),
+            START_TIMEOUT,
+            || {
+                if let Some(p) = process.as_mut()
+                    && let Ok(Some(status)) = p.child().try_wait()
+                {
+                    exited = Some(status);
+                    return Some(());
+                }
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
         if let Some(status) = exited {
             panic!(
                 "{} exited during start-up ({status}):\n{}",
@@ -177,8 +192,13 @@ impl Daemon {
     /// SIGTERM, then waits for a clean exit (killing it after `timeout`). Returns
     /// whether it exited successfully in time.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
-        let Some(mut p) = self.process.take() else { return false };
-        let _ = Command::new("kill").arg("-TERM").arg(p.id().to_string()).status();
+        let Some(mut p) = self.process.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(p.id().to_string())
+            .status();
         let mut status = None;
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {

@@ -1,0 +1,343 @@
+//! Which boxes get a file: a plain scoring function over what the entrances said
+//! about each box and what this publisher measured itself, and a randomised choice
+//! among the best.
+//!
+//! Every factor is normalised to 0..=1 so that weights read as shares; a factor the
+//! publisher knows nothing about scores a neutral 0.5 rather than 0, so a new box
+//! gets a fair first chance. The choice is "power of two choices": draw two of the
+//! good boxes at random and keep the better one. Always taking the single best box
+//! would send every segment of a live stream to the same household.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::fmt;
+
+use dandelion_core::ids::NodeId;
+
+/// Nearness halves at this distance.
+const NEAR_KM: f64 = 500.0;
+/// Spare upload and throughput reach 0.5 at this many bytes per second.
+const RATE_SCALE: f64 = 1_048_576.0;
+/// Free storage reaches 0.5 at this many bytes.
+const STORAGE_SCALE: f64 = 1_073_741_824.0;
+/// Boxes scoring within this share of the best are "good" for the random draw.
+const GOOD_ENOUGH: f64 = 0.8;
+
+/// What the publisher knows about a box when it ranks it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: NodeId,
+    /// Whether the entrance says the box takes new placements (active and
+    /// verified, or legacy when the publisher opted in).
+    pub eligible: bool,
+    /// Distance to the audience, when both locations are known.
+    pub distance_km: Option<f64>,
+    pub upload_cap: Option<u64>,
+    pub upload_rate: Option<u64>,
+    /// The smaller of the box's free disk and the quota left to this publisher.
+    pub storage_free: Option<u64>,
+    /// Transfers to this box that this publisher saw succeed and fail recently.
+    pub successes: u32,
+    pub failures: u32,
+    /// Throughput this publisher measured to the box, bytes per second.
+    pub throughput: Option<f64>,
+}
+
+/// How much each factor counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    pub nearness: f64,
+    pub spare_upload: f64,
+    pub storage: f64,
+    pub reliability: f64,
+    pub throughput: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            nearness: 0.30,
+            spare_upload: 0.25,
+            storage: 0.10,
+            reliability: 0.25,
+            throughput: 0.10,
+        }
+    }
+}
+
+/// Each factor of a score, kept so a placement can say why a box won.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Factors {
+    pub nearness: f64,
+    pub spare_upload: f64,
+    pub storage: f64,
+    pub reliability: f64,
+    pub throughput: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub id: NodeId,
+    pub score: f64,
+    pub factors: Factors,
+}
+
+fn saturate(value: f64, scale: f64) -> f64 {
+    if value <= 0.0 {
+        0.0
+    } else {
+        value / (value + scale)
+    }
+}
+
+/// Scores one box; `None` when it may not take new placements.
+pub fn score(c: &Candidate, w: &Weights) -> Option<Ranked> {
+    if !c.eligible {
+        return None;
+    }
+    let nearness = c
+        .distance_km
+        .map_or(0.5, |d| 1.0 / (1.0 + d.max(0.0) / NEAR_KM));
+    let spare_upload = match (c.upload_cap, c.upload_rate) {
+        (Some(cap), rate) if cap > 0 => {
+            saturate(cap.saturating_sub(rate.unwrap_or(0)) as f64, RATE_SCALE)
+        }
+        _ => 0.5,
+    };
+    let storage = c
+        .storage_free
+        .map_or(0.5, |free| saturate(free as f64, STORAGE_SCALE));
+    // Laplace's rule: one failure of a new box is not a verdict.
+    let reliability =
+        (f64::from(c.successes) + 1.0) / (f64::from(c.successes) + f64::from(c.failures) + 2.0);
+    let throughput = c.throughput.map_or(0.5, |t| saturate(t, RATE_SCALE));
+    let factors = Factors {
+        nearness,
+        spare_upload,
+        storage,
+        reliability,
+        throughput,
+    };
+    let total = w.nearness + w.spare_upload + w.storage + w.reliability + w.throughput;
+    let weighted = w.nearness * nearness
+        + w.spare_upload * spare_upload
+        + w.storage * storage
+        + w.reliability * reliability
+        + w.throughput * throughput;
+    let score = if total > 0.0 { weighted / total } else { 0.0 };
+    Some(Ranked {
+        id: c.id.clone(),
+        score,
+        factors,
+    })
+}
+
+/// Every eligible box, best first (ties broken by ID so the order is stable).
+pub fn rank(candidates: &[Candidate], w: &Weights) -> Vec<Ranked> {
+    let mut ranked: Vec<Ranked> = candidates.iter().filter_map(|c| score(c, w)).collect();
+    ranked.sort_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    ranked
+}
+
+/// Why a box was chosen: its score and the one it beat in the draw, or the next
+/// best when there was no draw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub chosen: Ranked,
+    pub runner_up: Option<Ranked>,
+    /// How many boxes were good enough to be drawn from.
+    pub pool: usize,
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.chosen;
+        write!(
+            f,
+            "{} scored {:.2} (near {:.2}, spare upload {:.2}, storage {:.2}, reliability {:.2}, throughput {:.2})",
+            c.id,
+            c.score,
+            c.factors.nearness,
+            c.factors.spare_upload,
+            c.factors.storage,
+            c.factors.reliability,
+            c.factors.throughput
+        )?;
+        match &self.runner_up {
+            Some(r) => write!(f, "; next was {} at {:.2}", r.id, r.score)?,
+            None => write!(f, "; no other box was eligible")?,
+        }
+        write!(f, "; drawn from the {} best", self.pool)
+    }
+}
+
+/// Picks `k` distinct boxes from `ranked` (best first), skipping `exclude` (boxes
+/// that already hold the file or just failed it). `pick(n)` returns a random index
+/// below `n`; it is a parameter so tests are deterministic.
+pub fn choose(
+    ranked: &[Ranked],
+    k: usize,
+    exclude: &HashSet<NodeId>,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Vec<Choice> {
+    let mut left: Vec<&Ranked> = ranked.iter().filter(|r| !exclude.contains(&r.id)).collect();
+    let mut chosen = Vec::new();
+    while chosen.len() < k && !left.is_empty() {
+        let best = left.first().map_or(0.0, |r| r.score);
+        let pool = left
+            .iter()
+            .take_while(|r| r.score >= best * GOOD_ENOUGH)
+            .count()
+            .max(1);
+        let (winner, runner_up) = if pool >= 2 {
+            let a = pick(pool) % pool;
+            let mut b = pick(pool - 1) % (pool - 1);
+            if b >= a {
+                b += 1;
+            }
+            // The ranking is sorted, so the lower index is the better box.
+            (a.min(b), Some(a.max(b)))
+        } else {
+            (0, (left.len() > 1).then_some(1))
+        };
+        let runner_up = runner_up.and_then(|i| left.get(i)).map(|r| (*r).clone());
+        let won = left.remove(winner);
+        chosen.push(Choice {
+            chosen: won.clone(),
+            runner_up,
+            pool,
+        });
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId::parse(&format!("box-{:032x}", n)).unwrap()
+    }
+
+    fn candidate(n: u8) -> Candidate {
+        Candidate {
+            id: id(n),
+            eligible: true,
+            distance_km: None,
+            upload_cap: None,
+            upload_rate: None,
+            storage_free: None,
+            successes: 0,
+            failures: 0,
+            throughput: None,
+        }
+    }
+
+    #[test]
+    fn unknown_factors_are_neutral_and_ineligible_boxes_drop_out() {
+        let w = Weights::default();
+        let r = score(&candidate(1), &w).unwrap();
+        assert!((r.score - 0.5).abs() < 1e-9, "{r:?}");
+        let mut stale = candidate(2);
+        stale.eligible = false;
+        assert_eq!(score(&stale, &w), None);
+    }
+
+    #[test]
+    fn nearer_freer_and_more_reliable_boxes_rank_higher() {
+        let w = Weights::default();
+        let mut near = candidate(1);
+        near.distance_km = Some(10.0);
+        let mut far = candidate(2);
+        far.distance_km = Some(9000.0);
+        assert!(score(&near, &w).unwrap().score > score(&far, &w).unwrap().score);
+
+        let mut busy = candidate(3);
+        busy.upload_cap = Some(2_000_000);
+        busy.upload_rate = Some(1_990_000);
+        let mut idle = candidate(4);
+        idle.upload_cap = Some(2_000_000);
+        idle.upload_rate = Some(0);
+        assert!(score(&idle, &w).unwrap().score > score(&busy, &w).unwrap().score);
+
+        let mut flaky = candidate(5);
+        flaky.successes = 1;
+        flaky.failures = 5;
+        let mut solid = candidate(6);
+        solid.successes = 20;
+        assert!(score(&solid, &w).unwrap().score > score(&flaky, &w).unwrap().score);
+
+        let ranked = rank(&[far.clone(), near.clone(), flaky, solid], &w);
+        assert_eq!(ranked[0].id, id(1), "{ranked:?}");
+    }
+
+    #[test]
+    fn the_draw_spreads_files_over_the_good_boxes_and_never_picks_a_poor_one() {
+        let w = Weights::default();
+        let mut cands: Vec<Candidate> = (1..=4).map(candidate).collect();
+        let mut poor = candidate(9);
+        poor.successes = 0;
+        poor.failures = 50;
+        poor.distance_km = Some(15000.0);
+        cands.push(poor);
+        let ranked = rank(&cands, &w);
+        let mut seed = 7u64;
+        let mut pick = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..400 {
+            let c = choose(&ranked, 1, &HashSet::new(), &mut pick);
+            *counts.entry(c[0].chosen.id.clone()).or_insert(0) += 1;
+        }
+        assert!(
+            !counts.contains_key(&id(9)),
+            "the poor box must not be drawn: {counts:?}"
+        );
+        assert!(
+            counts.len() >= 3,
+            "files spread over the equal boxes: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn replicas_are_distinct_and_exclusions_hold() {
+        let w = Weights::default();
+        let ranked = rank(&(1..=5).map(candidate).collect::<Vec<_>>(), &w);
+        let exclude: HashSet<NodeId> = [id(1), id(2)].into();
+        let mut i = 0;
+        let mut pick = |n: usize| {
+            i += 1;
+            i % n
+        };
+        let chosen = choose(&ranked, 3, &exclude, &mut pick);
+        let ids: HashSet<NodeId> = chosen.iter().map(|c| c.chosen.id.clone()).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids.is_disjoint(&exclude));
+        assert_eq!(
+            choose(&ranked, 9, &exclude, &mut pick).len(),
+            3,
+            "no more boxes than there are"
+        );
+    }
+
+    #[test]
+    fn a_choice_explains_itself() {
+        let w = Weights::default();
+        let mut a = candidate(1);
+        a.distance_km = Some(0.0);
+        let ranked = rank(&[a, candidate(2)], &w);
+        let choice = &choose(&ranked, 1, &HashSet::new(), &mut |_| 0)[0];
+        let text = choice.to_string();
+        assert!(text.starts_with(&format!("{} scored", id(1))), "{text}");
+        assert!(text.contains(&format!("next was {}", id(2))), "{text}");
+    }
+}
