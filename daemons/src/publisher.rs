@@ -2,4 +2,5 @@
 //! viewers there. Its decisions are plain functions ([`ranking`]); the daemon
 //! around them arrives with the publisher milestone.
 
+pub mod queue;
 pub mod ranking;
