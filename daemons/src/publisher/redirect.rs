@@ -1,0 +1,95 @@
+//! Where to send a viewer: the box holding the file that is alive, near the
+//! viewer and least loaded.
+//!
+//! Nearness comes first but in coarse steps, so that two boxes in the same metro
+//! area are told apart by load rather than by a few kilometres; a box that just
+//! failed to serve is skipped until it recovers, and when no box qualifies the
+//! publisher serves the bytes itself (the origin of last resort).
+
+use std::cmp::Ordering;
+
+use dandelion_core::ids::NodeId;
+
+/// Distances within one step count as equally near.
+const DISTANCE_STEP_KM: f64 = 250.0;
+
+/// A box known to hold a copy of the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holder {
+    pub box_id: NodeId,
+    /// The file's URL on that box.
+    pub url: String,
+    /// Whether the entrance lists the box as active.
+    pub live: bool,
+    /// Whether the box failed to serve recently and has not recovered yet.
+    pub failing: bool,
+    /// Distance to the viewer, when both locations are known.
+    pub distance_km: Option<f64>,
+    /// Upload in use as a share of the box's cap (0 when unknown).
+    pub load: f64,
+    /// When the box will delete the copy (Unix seconds).
+    pub expires_at: u64,
+}
+
+fn distance_step(h: &Holder) -> u64 {
+    // Unknown distance sorts after every known one.
+    h.distance_km
+        .map_or(u64::MAX, |d| (d.max(0.0) / DISTANCE_STEP_KM) as u64)
+}
+
+/// The box to redirect to, if any may serve the file now.
+pub fn best_holder(holders: &[Holder], now: u64) -> Option<&Holder> {
+    holders
+        .iter()
+        .filter(|h| h.live && !h.failing && h.expires_at > now)
+        .min_by(|a, b| {
+            distance_step(a)
+                .cmp(&distance_step(b))
+                .then(a.load.partial_cmp(&b.load).unwrap_or(Ordering::Equal))
+                .then_with(|| a.box_id.cmp(&b.box_id))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(n: u8, distance_km: Option<f64>, load: f64) -> Holder {
+        Holder {
+            box_id: NodeId::parse(&format!("box-{n:032x}")).unwrap(),
+            url: format!("http://127.0.0.{n}:7071/f"),
+            live: true,
+            failing: false,
+            distance_km,
+            load,
+            expires_at: 1_000,
+        }
+    }
+
+    #[test]
+    fn nearest_step_first_then_least_loaded() {
+        let far = holder(1, Some(5000.0), 0.0);
+        let near_busy = holder(2, Some(10.0), 0.9);
+        let near_idle = holder(3, Some(60.0), 0.1);
+        let all = [far, near_busy, near_idle.clone()];
+        assert_eq!(best_holder(&all, 0), Some(&near_idle));
+    }
+
+    #[test]
+    fn dead_failing_and_expired_copies_are_skipped() {
+        let mut dead = holder(1, Some(1.0), 0.0);
+        dead.live = false;
+        let mut failing = holder(2, Some(1.0), 0.0);
+        failing.failing = true;
+        let mut expired = holder(3, Some(1.0), 0.0);
+        expired.expires_at = 10;
+        let unknown = holder(4, None, 0.5);
+        let all = [dead, failing, expired, unknown.clone()];
+        assert_eq!(best_holder(&all, 10), Some(&unknown));
+        assert_eq!(
+            best_holder(&all[..3], 10),
+            None,
+            "nobody qualifies: serve from the origin"
+        );
+    }
+}
