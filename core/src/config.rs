@@ -169,7 +169,18 @@ pub struct PublisherConfig {
     /// TTL of a push that names none (the original's 60 s).
     #[serde(deserialize_with = "duration")]
     pub default_ttl: Duration,
+    /// Longest TTL a push may ask for.
+    #[serde(deserialize_with = "duration")]
+    pub max_ttl: Duration,
     pub max_file_size: ByteSize,
+    /// Transfers to boxes in flight at once.
+    pub max_transfers: usize,
+    /// Failed transfers after which a file is reported failed.
+    pub max_attempts: u32,
+    /// Where the audience is (`"latitude,longitude"`), to prefer boxes near it.
+    pub audience_location: Option<String>,
+    /// Also place files on unverified boxes of the original's kind.
+    pub unverified_boxes: bool,
 }
 
 impl Default for PublisherConfig {
@@ -182,7 +193,12 @@ impl Default for PublisherConfig {
             search_count: 20,
             replicas: 1,
             default_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(24 * 3600),
             max_file_size: ByteSize::gib(4),
+            max_transfers: 8,
+            max_attempts: 5,
+            audience_location: None,
+            unverified_boxes: false,
         }
     }
 }
@@ -293,8 +309,16 @@ impl Config {
         if self.publisher.replicas == 0 {
             return invalid("publisher.replicas", "must be at least 1");
         }
-        if self.publisher.default_ttl.is_zero() {
-            return invalid("publisher.default_ttl", "must be longer than zero");
+        if self.publisher.default_ttl.is_zero()
+            || self.publisher.default_ttl > self.publisher.max_ttl
+        {
+            return invalid(
+                "publisher.default_ttl",
+                "must be longer than zero and at most publisher.max_ttl",
+            );
+        }
+        if self.publisher.max_transfers == 0 {
+            return invalid("publisher.max_transfers", "must be at least 1");
         }
         Ok(())
     }

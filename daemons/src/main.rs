@@ -10,6 +10,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use dandelion_core::config::Config;
+use dandelion_core::logging;
+use dandelion_daemons::shutdown::{self, Shutdown};
+use dandelion_daemons::{publisher, server};
 
 use cli::{Cli, Command};
 
@@ -35,6 +38,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
+        Command::Publisher(args) => {
+            if let Some(listen) = args.listen {
+                config.publisher.listen = listen;
+            }
+            if !args.entrances.is_empty() {
+                config.publisher.entrances = args.entrances;
+            }
+            let _log = logging::init(
+                &config.log_level,
+                config.log_file.then_some(config.data_dir.as_path()),
+            )?;
+            runtime.block_on(async {
+                let listener = server::bind(config.publisher.listen).await?;
+                let shutdown = Shutdown::new();
+                let trigger = shutdown.clone();
+                tokio::spawn(async move {
+                    shutdown::signal().await;
+                    trigger.trigger();
+                });
+                publisher::run(listener, &config, shutdown).await
+            })
+        }
         other => {
             let name = match other {
                 Command::Up(_) => "up",

@@ -1,7 +1,270 @@
 //! The publisher: takes files from users, places them on the best boxes and sends
-//! viewers there. Its decisions are plain functions ([`ranking`]); the daemon
-//! around them arrives with the publisher milestone.
+//! viewers there.
+//!
+//! Decisions are plain functions and data — [`ranking`], [`redirect`],
+//! [`directory`] — and the daemon around them is a handful of tasks sharing one
+//! [`Publisher`]: the search loop ([`search`]), the senders ([`sender`]) that take
+//! jobs off the reliable [`queue`] and stream them over publish sessions
+//! ([`link`]), and the HTTP API for users and viewers ([`api`]). Everything a
+//! restart must not lose — jobs, placements, the last-known boxes — is in the
+//! store ([`jobs`]); the bytes of each accepted file are kept in the data
+//! directory until its TTL has run out, for re-placement and as the origin of
+//! last resort.
 
+pub mod api;
+pub mod directory;
+pub mod jobs;
+pub mod link;
 pub mod queue;
 pub mod ranking;
 pub mod redirect;
+pub mod search;
+pub mod sender;
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use dandelion_core::config::{Config, PublisherConfig};
+use dandelion_core::http::HttpClient;
+use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::protocol::{Exchange, Message};
+use dandelion_core::store::keys::Keys;
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify, RwLock};
+
+use crate::server::{self, Common};
+use crate::shutdown::{GRACE_PERIOD, Shutdown};
+use directory::Directory;
+use jobs::Records;
+use link::Link;
+use queue::Queue;
+use ranking::Weights;
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PublisherMetrics {
+    /// Bytes the publisher served itself because no box held the file yet: the
+    /// number Dandelion exists to keep small.
+    pub origin_bytes: Counter,
+    pub redirects: Counter,
+    pub placements: Counter,
+    pub transfer_failures: Counter,
+    pub accepted: Counter,
+}
+
+/// Everything the publisher's tasks share.
+#[derive(Debug)]
+pub struct Publisher {
+    pub common: Arc<Common>,
+    pub config: PublisherConfig,
+    pub keys: Keys,
+    pub queue: Queue,
+    pub records: Records,
+    // An async RwLock: the senders read it while ranking, the search loop writes
+    // once per interval; neither holds it across network I/O.
+    pub directory: RwLock<Directory>,
+    // Held while a link is opened so two senders never open two sessions to one box.
+    pub links: Mutex<HashMap<NodeId, Link>>,
+    pub http: HttpClient,
+    /// Where the audience is, for ranking boxes by nearness.
+    pub audience: Option<(f64, f64)>,
+    pub weights: Weights,
+    pub origin_dir: PathBuf,
+    pub metrics: PublisherMetrics,
+    /// Signalled after every search round, so senders can wait for the first.
+    pub searched: Notify,
+    entrances: std::sync::RwLock<Vec<String>>,
+    draws: AtomicU64,
+}
+
+impl Publisher {
+    /// Entrance URLs: configured plus learned from replies.
+    pub fn entrance_urls(&self) -> Vec<String> {
+        self.entrances
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn learn_entrances(&self, urls: &[String]) {
+        let mut known = self.entrances.write().unwrap_or_else(|p| p.into_inner());
+        for url in urls {
+            if !known.contains(url) && dandelion_core::connection::websocket_url(url).is_ok() {
+                tracing::info!(entrance = %url, "learned an entrance");
+                known.push(url.clone());
+            }
+        }
+    }
+
+    /// A random index below `n` for the ranking draw. std's `RandomState` is
+    /// randomly keyed per process, which is all a load-spreading draw needs.
+    pub fn draw(&self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let count = self.draws.fetch_add(1, Ordering::Relaxed);
+        let r = std::hash::RandomState::new().hash_one(count);
+        (r % n as u64) as usize
+    }
+
+    /// The open publish session to a box, opening one if needed.
+    pub async fn link(&self, box_id: &NodeId) -> Result<Link, String> {
+        let mut links = self.links.lock().await;
+        if let Some(link) = links.get(box_id).filter(|l| !l.is_closed()) {
+            return Ok(link.clone());
+        }
+        let url = {
+            let dir = self.directory.read().await;
+            dir.get(box_id)
+                .and_then(|b| b.exchange.connect_ws.clone())
+                .ok_or_else(|| format!("box {box_id} advertises no CONNECT_WS"))?
+        };
+        let (link, task) =
+            link::open(box_id.clone(), &url, &self.common.identity, &self.http).await?;
+        self.common.shutdown.spawn(task);
+        links.insert(box_id.clone(), link.clone());
+        Ok(link)
+    }
+
+    /// The publisher's copy of a name's bytes.
+    pub fn origin_path(&self, name: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        self.origin_dir
+            .join(format!("{:x}", Sha256::digest(name.as_bytes())))
+    }
+
+    async fn load_known_boxes(&self) -> anyhow::Result<usize> {
+        let prefix = self.keys.search("");
+        let keys = self.common.store.scan_prefix(&prefix).await?;
+        let mut boxes = Vec::new();
+        for key in keys {
+            if let Some(json) = self.common.store.hget(&key, "EXCHANGE").await?
+                && let Ok(Message::Exchange(exchange)) = Message::decode(&json)
+            {
+                boxes.push(exchange);
+            }
+        }
+        let count = boxes.len();
+        self.directory.write().await.update(boxes, now_secs());
+        Ok(count)
+    }
+}
+
+fn parse_location(text: &str) -> anyhow::Result<(f64, f64)> {
+    let geo = dandelion_core::protocol::GeoIp {
+        loc: Some(text.to_owned()),
+        ..Default::default()
+    };
+    geo.lat_lon().with_context(|| {
+        format!("publisher.audience_location `{text}` is not \"latitude,longitude\"")
+    })
+}
+
+/// Runs the publisher on `listener` until `shutdown`.
+pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let common = Arc::new(Common::open(config, Role::Publisher, shutdown.clone()).await?);
+    let pc = config.publisher.clone();
+    let keys = Keys::new(common.identity.id().as_str());
+    let origin_dir = config.data_dir.join("origin");
+    std::fs::create_dir_all(&origin_dir)
+        .with_context(|| format!("cannot create {}", origin_dir.display()))?;
+    let audience = pc
+        .audience_location
+        .as_deref()
+        .map(parse_location)
+        .transpose()?;
+    let mut directory = Directory::default();
+    directory.allow_legacy = pc.unverified_boxes;
+    let publisher = Arc::new(Publisher {
+        queue: Queue::new(common.store.clone(), &keys),
+        records: Records::new(common.store.clone(), &keys),
+        directory: RwLock::new(directory),
+        links: Mutex::new(HashMap::new()),
+        http: HttpClient::default(),
+        audience,
+        weights: Weights::default(),
+        origin_dir,
+        metrics: PublisherMetrics::default(),
+        searched: Notify::new(),
+        entrances: std::sync::RwLock::new(pc.entrances.clone()),
+        draws: AtomicU64::new(0),
+        config: pc,
+        keys,
+        common: common.clone(),
+    });
+    register_metrics(&publisher);
+    let recovered = publisher.queue.recover().await?;
+    if recovered > 0 {
+        tracing::info!(
+            jobs = recovered,
+            "re-queued jobs that were in flight when the publisher stopped"
+        );
+    }
+    let known = publisher.load_known_boxes().await?;
+    tracing::info!(
+        id = %common.identity.id(),
+        listen = %listener.local_addr()?,
+        known_boxes = known,
+        admin_token = %server::admin_token_path(&config.data_dir).display(),
+        "publisher started"
+    );
+    shutdown.spawn(search::run(publisher.clone()));
+    for worker in 0..publisher.config.max_transfers.max(1) {
+        shutdown.spawn(sender::run(publisher.clone(), worker));
+    }
+    shutdown.spawn(sender::sweep(publisher.clone()));
+    let router = api::router(publisher.clone()).merge(server::common_routes(common.clone()));
+    server::serve(listener, router, shutdown.clone()).await?;
+    shutdown.trigger();
+    if !shutdown.drain(GRACE_PERIOD).await {
+        tracing::warn!("some tasks did not finish within the grace period");
+    }
+    tracing::info!("publisher stopped");
+    Ok(())
+}
+
+fn register_metrics(p: &Arc<Publisher>) {
+    let m = &p.common.metrics;
+    m.register(
+        "origin_bytes",
+        "Bytes the publisher served itself (no box held the file yet)",
+        p.metrics.origin_bytes.clone(),
+    );
+    m.register(
+        "redirects",
+        "Viewers redirected to a box",
+        p.metrics.redirects.clone(),
+    );
+    m.register(
+        "placements",
+        "Copies confirmed stored by a box",
+        p.metrics.placements.clone(),
+    );
+    m.register(
+        "transfer_failures",
+        "Transfers to a box that failed or were refused",
+        p.metrics.transfer_failures.clone(),
+    );
+    m.register(
+        "accepted",
+        "Files accepted from users",
+        p.metrics.accepted.clone(),
+    );
+}
+
+/// Used by the API and `where`: a box's exchange, if known.
+pub async fn known_exchange(p: &Publisher, id: &NodeId) -> Option<Exchange> {
+    p.directory.read().await.get(id).map(|b| b.exchange.clone())
+}

@@ -1,0 +1,363 @@
+//! The publisher's HTTP side: users push files (`PUT /api/files/{name}`) and ask
+//! where they are; viewers ask for a name (`GET /{name}`) and are redirected to a
+//! box holding it, or served by the publisher itself while no box does.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dandelion_core::config::parse_duration;
+use dandelion_core::ids::NodeId;
+use dandelion_core::paths;
+use futures_util::StreamExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use super::jobs::{Job, JobState};
+use super::redirect::{Holder, best_holder};
+use super::{Publisher, now_secs};
+
+/// Most copies of one file a push may ask for.
+pub const MAX_REPLICAS: u32 = 16;
+
+pub fn router(p: Arc<Publisher>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/files", get(list))
+        .route("/api/files/{*name}", get(status).put(push))
+        .route("/{*name}", get(view))
+        .with_state(p)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+/// A published name: a relative path with the same rules a box applies to it.
+pub fn check_name(name: &str) -> Result<String, String> {
+    if name.starts_with('/') {
+        return Err(format!(
+            "name `{}` is absolute; give a relative name like live/seg1.ts",
+            name.escape_debug()
+        ));
+    }
+    paths::relative_path(name)
+        .map_err(|e| format!("name `{}` is refused: {e}", name.escape_debug()))
+}
+
+async fn healthz(State(p): State<Arc<Publisher>>) -> Response {
+    let boxes = p.directory.read().await.len();
+    axum::Json(json!({ "status": "ok", "role": "publisher", "known_boxes": boxes })).into_response()
+}
+
+async fn push(
+    State(p): State<Arc<Publisher>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    if let Err(refusal) = p.common.require_admin(request.headers()) {
+        return refusal.into_response();
+    }
+    let name = match check_name(&name) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let ttl = match query.get("ttl").map(|t| parse_duration(t)) {
+        None => p.config.default_ttl,
+        Some(Ok(d)) if d >= Duration::from_secs(1) && d <= p.config.max_ttl => d,
+        Some(Ok(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("ttl must be between 1s and {}s", p.config.max_ttl.as_secs()),
+            );
+        }
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("ttl: {e}")),
+    };
+    let replicas = match query.get("replicas").map(|r| r.parse::<u32>()) {
+        None => p.config.replicas,
+        Some(Ok(r)) if (1..=MAX_REPLICAS).contains(&r) => r,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("replicas must be a number from 1 to {MAX_REPLICAS}"),
+            );
+        }
+    };
+    let (size, sha256) = match receive(&p, &name, request.into_body()).await {
+        Ok(done) => done,
+        Err(response) => return response,
+    };
+    let job = Job {
+        name: name.clone(),
+        size,
+        sha256: sha256.clone(),
+        ttl: ttl.as_secs(),
+        replicas,
+        accepted_at: now_secs(),
+        state: JobState::Queued,
+        attempts: 0,
+        failures: Vec::new(),
+    };
+    // Durable before acknowledged: bytes fsynced and renamed, job recorded, queued.
+    let recorded = async {
+        p.records.put_job(&job).await?;
+        p.records.update_placements(&name, Vec::clear).await?;
+        p.queue.push(&name).await
+    };
+    if let Err(e) = recorded.await {
+        tracing::error!(file = %name, "cannot queue an accepted file: {e}");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot queue the file: {e}"),
+        );
+    }
+    p.metrics.accepted.inc();
+    tracing::info!(file = %name, size, ttl = job.ttl, replicas, "accepted");
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "name": name, "size": size, "sha256": sha256, "state": "queued", "ttl": job.ttl, "replicas": replicas })),
+    )
+        .into_response()
+}
+
+/// Streams the request body into the publisher's copy: a temporary file, hashed
+/// on the way, fsynced and renamed into place. Nothing is left behind on failure.
+async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String), Response> {
+    let max = p.config.max_file_size.as_u64();
+    let final_path = p.origin_path(name);
+    let tmp = final_path.with_extension(format!("partial-{}", p.draw(usize::MAX)));
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot store the upload: {e}"),
+            )
+        })?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload was cut off: {e}"),
+                )
+            })?;
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the file is over the {max}-byte limit"),
+                ));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot store the upload: {e}"),
+                )
+            })?;
+        }
+        file.sync_all().await.map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot store the upload: {e}"),
+            )
+        })?;
+        tokio::fs::rename(&tmp, &final_path).await.map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot store the upload: {e}"),
+            )
+        })?;
+        Ok((size, format!("{:x}", hasher.finalize())))
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+async fn describe(p: &Publisher, job: &Job) -> serde_json::Value {
+    let placements = p.records.placements(&job.name).await.unwrap_or_default();
+    let now = now_secs();
+    json!({
+        "name": job.name,
+        "size": job.size,
+        "sha256": job.sha256,
+        "state": job.state,
+        "ttl_left": job.ttl_left(now),
+        "replicas": job.replicas,
+        "attempts": job.attempts,
+        "failures": job.failures,
+        "placements": placements.iter().map(|pl| json!({
+            "box": pl.box_id,
+            "url": pl.url,
+            "ttl_left": pl.expires_at.saturating_sub(now),
+            "why": pl.trace,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn status(State(p): State<Arc<Publisher>>, Path(name): Path<String>) -> Response {
+    match p.records.job(&name).await {
+        Ok(Some(job)) => axum::Json(describe(&p, &job).await).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no file named `{}`", name.escape_debug()),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn list(State(p): State<Arc<Publisher>>) -> Response {
+    match p.records.jobs().await {
+        Ok(jobs) => {
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                out.push(describe(&p, job).await);
+            }
+            axum::Json(out).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// CORS for browser players: they check it on every response of a redirect chain.
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(
+            "Content-Length, Content-Range, Accept-Ranges, ETag, Location, Repr-Digest",
+        ),
+    );
+}
+
+fn repr_digest(sha256_hex: &str) -> Option<HeaderValue> {
+    let bytes = hex_decode(sha256_hex)?;
+    HeaderValue::from_str(&format!(
+        "sha-256=:{}:",
+        data_encoding::BASE64.encode(&bytes)
+    ))
+    .ok()
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.as_bytes())
+        .ok()
+}
+
+fn is_playlist(name: &str) -> bool {
+    name.rsplit('.')
+        .next()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("m3u8"))
+}
+
+async fn view(
+    State(p): State<Arc<Publisher>>,
+    Path(name): Path<String>,
+    ConnectInfo(_viewer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let job = match p.records.job(&name).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            let mut r = error(
+                StatusCode::NOT_FOUND,
+                format!("no file named `{}`", name.escape_debug()),
+            );
+            cors(r.headers_mut());
+            return r;
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let now = now_secs();
+    if !is_playlist(&name) {
+        let placements = p.records.placements(&name).await.unwrap_or_default();
+        let holders: Vec<Holder> = {
+            let dir = p.directory.read().await;
+            placements
+                .iter()
+                .filter_map(|pl| {
+                    let id: NodeId = pl.box_id.parse().ok()?;
+                    let sys = dir.get(&id).and_then(|b| b.exchange.system_info.clone());
+                    let load = sys
+                        .and_then(|s| {
+                            Some(
+                                (s.upload_rate? as f64) / (s.upload_cap.filter(|c| *c > 0)? as f64),
+                            )
+                        })
+                        .unwrap_or(0.0);
+                    Some(Holder {
+                        live: dir.is_live(&id, now),
+                        failing: false,
+                        box_id: id,
+                        url: pl.url.clone(),
+                        distance_km: None,
+                        load,
+                        expires_at: pl.expires_at,
+                    })
+                })
+                .collect()
+        };
+        if let Some(best) = best_holder(&holders, now)
+            && let Ok(location) = HeaderValue::from_str(&best.url)
+        {
+            p.metrics.redirects.inc();
+            let mut r = StatusCode::FOUND.into_response();
+            let h = r.headers_mut();
+            h.insert(header::LOCATION, location);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            if let Some(digest) = repr_digest(&job.sha256) {
+                h.insert("repr-digest", digest);
+            }
+            cors(h);
+            return r;
+        }
+    }
+    // No box holds it (yet), or it is a playlist: the origin of last resort.
+    let path = p.origin_path(&name);
+    let mut response = match ServeFile::new(&path).oneshot(request).await {
+        Ok(r) => r.map(Body::new),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    if response.status().is_success() {
+        let sent = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        p.metrics.origin_bytes.inc_by(sent);
+        let h = response.headers_mut();
+        if is_playlist(&name) {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/vnd.apple.mpegurl"),
+            );
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if let Some(digest) = repr_digest(&job.sha256) {
+            h.insert("repr-digest", digest);
+        }
+    }
+    cors(response.headers_mut());
+    response
+}

@@ -1,0 +1,252 @@
+//! A publish session with one box: open it (proving the publisher's ID), then
+//! stream files over it one at a time and wait for the box's verdict on each.
+//!
+//! Each link is a task that owns its WebSocket; senders talk to it through a
+//! channel, so one slow box never holds up transfers to another. A link that
+//! breaks answers its pending request with the reason and ends; the pool opens a
+//! new one on the next use.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dandelion_core::connection::{ClientConnection, Incoming, connect_as};
+use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
+use dandelion_core::http::HttpClient;
+use dandelion_core::identity::Identity;
+use dandelion_core::ids::NodeId;
+use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
+use serde_json::{Map, Value};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+
+/// Bytes per frame, unless the box asks for less.
+pub const DEFAULT_CHUNK: usize = 256 * 1024;
+
+/// How long a box may take to answer after the last byte, beyond the time the
+/// bytes themselves need at a pessimistic rate.
+const VERDICT_GRACE: Duration = Duration::from_secs(30);
+/// The pessimistic rate for the transfer deadline: 64 KiB/s.
+const SLOWEST_RATE: u64 = 64 * 1024;
+
+/// A file to send.
+#[derive(Debug)]
+pub struct SendFile {
+    /// The published name; the box gets it as `FILE_PATH` with a leading `/`.
+    pub name: String,
+    /// The publisher's own copy of the bytes.
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub ttl: u64,
+}
+
+/// A file and where its verdict goes.
+#[derive(Debug)]
+struct Request {
+    file: SendFile,
+    reply: oneshot::Sender<Result<Stored, String>>,
+}
+
+/// The box's confirmation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub url: String,
+    pub headers: Map<String, Value>,
+    pub seconds: f64,
+}
+
+/// The sending side of a link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub box_id: NodeId,
+    tx: mpsc::Sender<Request>,
+}
+
+impl Link {
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Sends a file and waits for the box's verdict.
+    pub async fn send(&self, file: SendFile) -> Result<Stored, String> {
+        let (reply, verdict) = oneshot::channel();
+        self.tx
+            .send(Request { file, reply })
+            .await
+            .map_err(|_| "the connection to the box is closed".to_owned())?;
+        verdict
+            .await
+            .unwrap_or_else(|_| Err("the connection to the box closed mid-transfer".to_owned()))
+    }
+}
+
+/// Opens a publish session; the returned future runs the link until the box
+/// goes away or `stop` resolves.
+pub async fn open(
+    box_id: NodeId,
+    connect_ws: &str,
+    identity: &Identity,
+    http: &HttpClient,
+) -> Result<(Link, impl Future<Output = ()> + Send + 'static), String> {
+    let (mut conn, _verifier) = connect_as(connect_ws, identity, None, http)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.send(&Message::Publish(Publish {
+        header: Header::new(identity.id().clone()),
+        extra: Default::default(),
+    }))
+    .await
+    .map_err(|e| e.to_string())?;
+    let chunk = match conn.recv().await {
+        Ok(Some(Incoming::Message(Message::PublishReply(reply)))) => reply
+            .max_frame
+            .and_then(|m| usize::try_from(m).ok())
+            .map_or(DEFAULT_CHUNK, |m| m.clamp(4096, DEFAULT_CHUNK)),
+        Ok(Some(Incoming::Message(Message::Error(e)))) => {
+            return Err(format!("the box refused: {}", e.error));
+        }
+        Ok(Some(other)) => return Err(format!("unexpected answer to PUBLISH: {other:?}")),
+        Ok(None) => return Err("the box closed the session".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let (tx, rx) = mpsc::channel(1);
+    let link = Link {
+        box_id: box_id.clone(),
+        tx,
+    };
+    Ok((link, run(box_id, conn, rx, chunk)))
+}
+
+async fn run(
+    box_id: NodeId,
+    mut conn: ClientConnection,
+    mut rx: mpsc::Receiver<Request>,
+    chunk: usize,
+) {
+    let mut next_transfer: u64 = 1;
+    while let Some(Request { file, reply }) = rx.recv().await {
+        let transfer = next_transfer;
+        next_transfer += 1;
+        let started = Instant::now();
+        let deadline = VERDICT_GRACE + Duration::from_secs(file.size / SLOWEST_RATE);
+        let result = tokio::time::timeout(deadline, send_one(&mut conn, &file, transfer, chunk))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no verdict from the box within {}s",
+                    deadline.as_secs()
+                ))
+            });
+        let broken = result.as_ref().is_err_and(|e| e.starts_with("connection:"));
+        let result = result.map(|(url, headers)| Stored {
+            url,
+            headers,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        let _ = reply.send(result);
+        if broken {
+            break;
+        }
+    }
+    tracing::debug!(box_id = %box_id, "publish session ended");
+    conn.close().await;
+}
+
+/// Streams one file and waits for its `TRANSFER` verdict. Errors that leave the
+/// connection unusable start with `connection:`.
+async fn send_one(
+    conn: &mut ClientConnection,
+    file: &SendFile,
+    transfer: u64,
+    chunk: usize,
+) -> Result<(String, Map<String, Value>), String> {
+    let mut source = tokio::fs::File::open(&file.path).await.map_err(|e| {
+        format!(
+            "cannot read the publisher's copy {}: {e}",
+            file.path.display()
+        )
+    })?;
+    let mut offset: u64 = 0;
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = read_full(&mut source, &mut buf).await.map_err(|e| {
+            format!(
+                "cannot read the publisher's copy {}: {e}",
+                file.path.display()
+            )
+        })?;
+        let payload = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+        let header = if offset == 0 {
+            FrameHeader::Start(StartHeader {
+                path: format!("/{}", file.name),
+                ttl: Some(file.ttl),
+                chunked: Some(ChunkedStart {
+                    transfer,
+                    size: file.size,
+                    sha256: file.sha256.clone(),
+                }),
+                extra: Map::new(),
+            })
+        } else {
+            FrameHeader::Continue { transfer, offset }
+        };
+        conn.send_binary(Frame { header, payload }.encode())
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
+        offset += n as u64;
+        if n == 0 || offset >= file.size {
+            break;
+        }
+    }
+    if offset != file.size {
+        return Err(format!(
+            "the publisher's copy changed: {offset} bytes read, {} expected",
+            file.size
+        ));
+    }
+    loop {
+        match conn.recv().await {
+            Ok(Some(Incoming::Message(Message::Transfer(result))))
+                if result.transfer == Some(transfer) =>
+            {
+                return match result.outcome {
+                    TransferOutcome::Stored { size, sha256, url }
+                        if size == file.size && sha256 == file.sha256 =>
+                    {
+                        Ok((url, result.headers))
+                    }
+                    TransferOutcome::Stored { size, sha256, .. } => Err(format!(
+                        "the box stored {size} bytes with SHA-256 {sha256}, not what was sent"
+                    )),
+                    TransferOutcome::Refused { reason, code } => {
+                        Err(format!("refused ({code}): {reason}"))
+                    }
+                };
+            }
+            Ok(Some(Incoming::Message(Message::Error(e)))) => {
+                return Err(format!("connection: box error: {}", e.error));
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => return Err("connection: the box closed the session".into()),
+            Err(e) if e.is_fatal() => return Err(format!("connection: {e}")),
+            Err(e) => tracing::debug!("ignoring a bad message from a box: {e}"),
+        }
+    }
+}
+
+/// Fills `buf` unless the file ends first; returns the bytes read.
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let Some(rest) = buf.get_mut(filled..) else {
+            break;
+        };
+        let n = file.read(rest).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}

@@ -1,0 +1,122 @@
+//! Finding boxes: every search interval, ask every known entrance for boxes and
+//! fold the answers into the directory. When every entrance is down the
+//! publisher keeps working on what it last learned, and says so once.
+
+use std::sync::Arc;
+
+use dandelion_core::connection::{Incoming, connect_as};
+use dandelion_core::protocol::{GeoIp, Header, Message, Search, SearchOrder};
+
+use super::{Publisher, now_secs};
+
+/// Boxes no entrance listed for this many search intervals are forgotten.
+const FORGET_AFTER_INTERVALS: u64 = 6;
+
+/// Runs until shutdown.
+pub async fn run(publisher: Arc<Publisher>) {
+    let interval = publisher.config.search_interval;
+    let mut all_down_reported = false;
+    loop {
+        let mut answered = 0;
+        for url in publisher.entrance_urls() {
+            match search_one(&publisher, &url).await {
+                Ok(found) => {
+                    answered += 1;
+                    tracing::debug!(entrance = %url, boxes = found, "search answered");
+                }
+                Err(e) => tracing::warn!(entrance = %url, "search failed: {e}"),
+            }
+        }
+        let now = now_secs();
+        let forgotten = {
+            let mut dir = publisher.directory.write().await;
+            dir.forget_unseen(now, interval.as_secs().max(1) * FORGET_AFTER_INTERVALS)
+        };
+        if !forgotten.is_empty() {
+            tracing::info!(
+                count = forgotten.len(),
+                "forgot boxes no entrance lists any more"
+            );
+        }
+        if answered == 0 && !publisher.entrance_urls().is_empty() {
+            if !all_down_reported {
+                let known = publisher.directory.read().await.len();
+                tracing::warn!(
+                    boxes = known,
+                    "every entrance is unreachable; working on the last-known boxes"
+                );
+                all_down_reported = true;
+            }
+        } else if all_down_reported && answered > 0 {
+            tracing::info!("an entrance answers again");
+            all_down_reported = false;
+        }
+        publisher.searched.notify_waiters();
+        tokio::select! {
+            () = publisher.common.shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn search_one(publisher: &Publisher, url: &str) -> Result<usize, String> {
+    let identity = &publisher.common.identity;
+    let (mut conn, _) = connect_as(url, identity, None, &publisher.http)
+        .await
+        .map_err(|e| e.to_string())?;
+    let geoip = publisher.audience.map(|(lat, lon)| {
+        let mut g = GeoIp::default();
+        g.set_lat_lon(lat, lon);
+        g
+    });
+    let search = Search {
+        header: Header::new(identity.id().clone()),
+        order: Some(if geoip.is_some() {
+            SearchOrder::Nearest
+        } else {
+            SearchOrder::Freshest
+        }),
+        geoip,
+        count: Some(publisher.config.search_count),
+        unverified: Some(publisher.directory.read().await.allow_legacy),
+        extra: Default::default(),
+    };
+    conn.send(&Message::Search(search))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = loop {
+        match conn.recv().await {
+            Ok(Some(Incoming::Message(Message::SearchReply(reply)))) => break reply,
+            Ok(Some(Incoming::Message(Message::Error(e)))) => {
+                return Err(format!("refused: {}", e.error));
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => return Err("the entrance closed the connection".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    conn.close().await;
+    if let Some(urls) = &reply.entrance_urls {
+        publisher.learn_entrances(urls);
+    }
+    let found = reply.boxes.len();
+    for b in &reply.boxes {
+        let key = publisher.keys.search(b.header.id.as_str());
+        let json = Message::Exchange(b.clone()).encode();
+        // The last-known list survives a restart of the publisher.
+        if let Err(e) = publisher
+            .common
+            .store
+            .hset(&key, &[("EXCHANGE", &json)])
+            .await
+        {
+            tracing::warn!("cannot remember box {}: {e}", b.header.id);
+        }
+    }
+    publisher
+        .directory
+        .write()
+        .await
+        .update(reply.boxes, now_secs());
+    Ok(found)
+}

@@ -1,0 +1,291 @@
+//! Sending: workers take jobs off the reliable queue, choose boxes, stream the
+//! file to each in parallel, and record a placement only when the box confirmed
+//! size and SHA-256. A sweep re-places files whose boxes went away and forgets
+//! files whose TTL ran out.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dandelion_core::ids::NodeId;
+use futures_util::future::join_all;
+
+use super::jobs::{Failure, Job, JobState, Placement};
+use super::link::SendFile;
+use super::ranking::{choose, rank};
+use super::{Publisher, now_secs};
+
+/// How long a worker waits on an empty queue before checking for shutdown.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause before a job that could not be placed is tried again.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How often the sweep runs.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// Files with less TTL left than this are not worth re-placing.
+const MIN_TTL_TO_REPLACE: u64 = 3;
+
+enum Next {
+    Done,
+    Retry,
+}
+
+/// One sender worker; runs until shutdown.
+pub async fn run(p: Arc<Publisher>, worker: usize) {
+    // Until the first search round, no box is known and every job would wait.
+    if p.directory.read().await.is_empty() {
+        tokio::select! {
+            () = p.common.shutdown.cancelled() => return,
+            () = p.searched.notified() => {}
+            () = tokio::time::sleep(p.config.search_interval) => {}
+        }
+    }
+    loop {
+        if p.common.shutdown.is_triggered() {
+            return;
+        }
+        let name = match p.queue.take(TAKE_TIMEOUT).await {
+            Ok(Some(name)) => name,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(worker, "cannot read the sending queue: {e}");
+                pause(&p, RETRY_DELAY).await;
+                continue;
+            }
+        };
+        let next = match place(&p, &name).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(worker, file = %name, "cannot place: {e}");
+                Next::Retry
+            }
+        };
+        let result = match next {
+            Next::Done => p.queue.finish(&name).await,
+            Next::Retry => {
+                pause(&p, RETRY_DELAY).await;
+                p.queue.requeue(&name).await
+            }
+        };
+        if let Err(e) = result {
+            // The job stays in flight and comes back at the next start-up.
+            tracing::warn!(worker, file = %name, "cannot update the sending queue: {e}");
+        }
+    }
+}
+
+async fn pause(p: &Publisher, d: Duration) {
+    tokio::select! {
+        () = p.common.shutdown.cancelled() => {}
+        () = tokio::time::sleep(d) => {}
+    }
+}
+
+/// Places what is missing of one job.
+async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
+    let Some(mut job) = p.records.job(name).await.map_err(|e| e.to_string())? else {
+        return Ok(Next::Done);
+    };
+    if job.state != JobState::Queued {
+        return Ok(Next::Done);
+    }
+    let now = now_secs();
+    if job.ttl_left(now) == 0 {
+        job.state = JobState::Failed;
+        job.failures.push(Failure {
+            box_id: None,
+            reason: "the TTL ran out before enough boxes stored the file".into(),
+            at: now,
+        });
+        p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+        return Ok(Next::Done);
+    }
+    let placements = p
+        .records
+        .placements(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (live, exclude) = {
+        let dir = p.directory.read().await;
+        let live = placements.iter().filter(|pl| holds(&dir, pl, now)).count();
+        let exclude: HashSet<NodeId> = placements
+            .iter()
+            .filter_map(|pl| pl.box_id.parse().ok())
+            .collect();
+        (live, exclude)
+    };
+    let missing = (job.replicas as usize).saturating_sub(live);
+    if missing == 0 {
+        job.state = JobState::Placed;
+        p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+        return Ok(Next::Done);
+    }
+    let ranked = {
+        let dir = p.directory.read().await;
+        rank(&dir.candidates(p.audience, now), &p.weights)
+    };
+    let choices = choose(&ranked, missing, &exclude, &mut |n| p.draw(n));
+    if choices.is_empty() {
+        note_failure(&mut job, None, "no eligible box is known yet", now);
+        p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+        return Ok(Next::Retry);
+    }
+    let results = join_all(
+        choices
+            .iter()
+            .map(|choice| send_to(p, &job, choice.chosen.id.clone())),
+    )
+    .await;
+    job.attempts = job.attempts.saturating_add(1);
+    let mut stored = 0;
+    for (choice, result) in choices.iter().zip(results) {
+        let box_id = &choice.chosen.id;
+        match result {
+            Ok(placement) => {
+                stored += 1;
+                p.metrics.placements.inc();
+                let mut placement = placement;
+                placement.trace = choice.to_string();
+                tracing::info!(file = %name, box_id = %box_id, url = %placement.url, "placed");
+                p.records
+                    .update_placements(name, |all| {
+                        all.retain(|pl| pl.box_id != placement.box_id);
+                        all.push(placement);
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Err(reason) => {
+                p.metrics.transfer_failures.inc();
+                tracing::warn!(file = %name, box_id = %box_id, "transfer failed: {reason}");
+                p.directory.write().await.record_failure(box_id, now_secs());
+                note_failure(&mut job, Some(box_id), &reason, now_secs());
+            }
+        }
+    }
+    let box_failures = job.failures.iter().filter(|f| f.box_id.is_some()).count();
+    let next = if live + stored >= job.replicas as usize {
+        job.state = JobState::Placed;
+        Next::Done
+    } else if box_failures >= p.config.max_attempts as usize {
+        job.state = JobState::Failed;
+        tracing::warn!(file = %name, failures = box_failures, "giving up on this file");
+        Next::Done
+    } else {
+        Next::Retry
+    };
+    p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+    Ok(next)
+}
+
+/// Streams the job's bytes to one box; the placement on success.
+async fn send_to(p: &Publisher, job: &Job, box_id: NodeId) -> Result<Placement, String> {
+    let link = p.link(&box_id).await?;
+    let ttl = job.ttl_left(now_secs()).max(1);
+    let stored = link
+        .send(SendFile {
+            name: job.name.clone(),
+            path: p.origin_path(&job.name),
+            size: job.size,
+            sha256: job.sha256.clone(),
+            ttl,
+        })
+        .await?;
+    p.directory
+        .write()
+        .await
+        .record_success(&box_id, job.size, stored.seconds);
+    let now = now_secs();
+    Ok(Placement {
+        box_id: box_id.to_string(),
+        url: stored.url,
+        stored_at: now,
+        expires_at: now + ttl,
+        trace: String::new(),
+        headers: stored.headers.into_iter().collect(),
+    })
+}
+
+fn note_failure(job: &mut Job, box_id: Option<&NodeId>, reason: &str, at: u64) {
+    // Keep the record bounded however long a job keeps failing.
+    const KEEP: usize = 20;
+    if job.failures.len() >= KEEP {
+        job.failures.remove(0);
+    }
+    job.failures.push(Failure {
+        box_id: box_id.map(|b| b.to_string()),
+        reason: reason.to_owned(),
+        at,
+    });
+}
+
+/// Whether a placement still serves viewers.
+fn holds(dir: &super::directory::Directory, pl: &Placement, now: u64) -> bool {
+    pl.expires_at > now
+        && pl
+            .box_id
+            .parse::<NodeId>()
+            .is_ok_and(|id| dir.is_live(&id, now))
+}
+
+/// Re-places files whose boxes went away (newest first: live viewers ask for
+/// the newest segments next) and forgets files whose TTL ran out, bytes included.
+pub async fn sweep(p: Arc<Publisher>) {
+    loop {
+        tokio::select! {
+            () = p.common.shutdown.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+        if let Err(e) = sweep_once(&p).await {
+            tracing::warn!("re-placement sweep failed: {e}");
+        }
+    }
+}
+
+async fn sweep_once(p: &Publisher) -> Result<(), String> {
+    let now = now_secs();
+    let jobs = p.records.jobs().await.map_err(|e| e.to_string())?;
+    let mut to_replace: Vec<(u64, String)> = Vec::new();
+    for job in jobs {
+        if job.expires_at() <= now {
+            p.records
+                .forget(&job.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = tokio::fs::remove_file(p.origin_path(&job.name)).await;
+            continue;
+        }
+        if job.state != JobState::Placed || job.ttl_left(now) < MIN_TTL_TO_REPLACE {
+            continue;
+        }
+        let placements = p
+            .records
+            .placements(&job.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let lost = {
+            let dir = p.directory.read().await;
+            placements.iter().any(|pl| !holds(&dir, pl, now))
+        };
+        if lost {
+            to_replace.push((job.ttl_left(now), job.name.clone()));
+        }
+    }
+    to_replace.sort_by_key(|(ttl_left, _)| std::cmp::Reverse(*ttl_left));
+    for (_, name) in to_replace {
+        let Some(mut job) = p.records.job(&name).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let dir = p.directory.read().await;
+        let kept = p
+            .records
+            .update_placements(&name, |all| all.retain(|pl| holds(&dir, pl, now)))
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(dir);
+        tracing::info!(file = %name, copies_left = kept.len(), "a box holding this file went away; re-placing it");
+        job.state = JobState::Queued;
+        p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+        p.queue.push(&name).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
