@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -29,6 +30,9 @@ pub enum HttpError {
     #[error("{url}: no answer within {secs}s")]
     Timeout { url: String, secs: u64 },
 }
+
+/// Request bodies: whole buffers, or streams for uploads of any size.
+type Body = BoxBody<Bytes, std::io::Error>;
 
 /// A response with its whole body read.
 #[derive(Debug, Clone)]
@@ -51,7 +55,7 @@ impl Response {
 /// Cheap to clone; clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpConnector, Body>,
     timeout: Duration,
     body_limit: usize,
 }
@@ -90,6 +94,41 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Response, HttpError> {
+        let body = Full::new(body).map_err(|never| match never {}).boxed();
+        let exchange = self.exchange(method, url, headers, body);
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout {
+                url: url.to_owned(),
+                secs: self.timeout.as_secs(),
+            })?
+    }
+
+    /// Sends a streamed body (an upload of any size, read as it goes). No overall
+    /// deadline: a large upload takes as long as it takes, and the caller shows
+    /// progress; connecting is still bounded.
+    pub async fn request_stream<S>(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: S,
+    ) -> Result<Response, HttpError>
+    where
+        S: futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    {
+        use futures_util::TryStreamExt;
+        let body = StreamBody::new(body.map_ok(http_body::Frame::data)).boxed();
+        self.exchange(method, url, headers, body).await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Result<Response, HttpError> {
         let fail = |cause: String| HttpError::Failed {
             url: url.to_owned(),
             cause,
@@ -104,33 +143,23 @@ impl HttpClient {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| fail(e.to_string()))?;
-        let exchange = async {
-            let response = self
-                .inner
-                .request(request)
-                .await
-                .map_err(|e| fail(error_chain(&e)))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.body_limit)
-                .collect()
-                .await
-                .map_err(|e| fail(format!("reading the body: {e}")))?
-                .to_bytes();
-            Ok(Response {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(self.timeout, exchange)
+        let request = request.body(body).map_err(|e| fail(e.to_string()))?;
+        let response = self
+            .inner
+            .request(request)
             .await
-            .map_err(|_| HttpError::Timeout {
-                url: url.to_owned(),
-                secs: self.timeout.as_secs(),
-            })?
+            .map_err(|e| fail(error_chain(&e)))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, self.body_limit)
+            .collect()
+            .await
+            .map_err(|e| fail(format!("reading the body: {e}")))?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 }
 

@@ -130,6 +130,14 @@ pub struct PushArgs {
     /// Keep pushing what appears or changes in the directories (a live encoder's output).
     #[arg(long)]
     pub watch: bool,
+    /// The publisher's admin token (default: read from its data directory).
+    #[arg(
+        long,
+        env = "DANDELION_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,8 @@
 //! upgrade ([`ws`]), the handshake that checks a peer's proof of identity
 //! ([`handshake`]), metrics ([`metrics`]) and two-phase shutdown ([`shutdown`]).
 
+pub mod cli;
+pub mod client;
 pub mod handshake;
 pub mod metrics;
 pub mod publisher;

@@ -3,7 +3,6 @@
 //! `dandelion-core` or in the command modules.
 
 mod check;
-mod cli;
 
 use std::process::ExitCode;
 
@@ -12,9 +11,9 @@ use clap::Parser;
 use dandelion_core::config::Config;
 use dandelion_core::logging;
 use dandelion_daemons::shutdown::{self, Shutdown};
-use dandelion_daemons::{publisher, server};
+use dandelion_daemons::{client, publisher, server};
 
-use cli::{Cli, Command};
+use dandelion_daemons::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,6 +37,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
+        Command::Push(args) => runtime.block_on(client::push(&config, &args)),
+        Command::Where(args) => runtime.block_on(client::where_is(&config, &args)),
         Command::Publisher(args) => {
             if let Some(listen) = args.listen {
                 config.publisher.listen = listen;
