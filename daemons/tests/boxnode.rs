@@ -409,6 +409,38 @@ async fn a_chunked_upload_is_stored_byte_exact_and_served_to_players() {
         metrics.contains("dandelion_box_served_requests_total 6"),
         "{metrics}"
     );
+    eventually("the storage gauges", Duration::from_secs(5), || async {
+        let m = http
+            .get(&format!("{}/metrics", b.origin), &[])
+            .await
+            .unwrap()
+            .text();
+        (m.contains("dandelion_box_stored_files 2")
+            && m.contains("dandelion_box_stored_bytes 300008"))
+        .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_publisher_sending_only_garbage_frames_is_cut_off() {
+    let b = start_box(|_| {}).await;
+    let (mut conn, _) = publish(&b.ws, &b.publisher).await;
+    for i in 0..5 {
+        conn.send_binary(Bytes::from_static(b"not a frame"))
+            .await
+            .unwrap();
+        match conn.recv().await.unwrap() {
+            Some(Incoming::Message(Message::Transfer(r))) => {
+                assert_eq!(refused_code(&r), "missing_start_marker", "frame {i}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), conn.recv())
+        .await
+        .unwrap();
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
 }
 
 #[tokio::test]

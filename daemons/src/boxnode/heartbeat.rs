@@ -59,18 +59,25 @@ pub fn start(state: &Arc<BoxState>) {
     }
 }
 
+/// One spelling per entrance: entrances name themselves as the original did
+/// (`http://host:port/dandelion/ws/`) while an operator may configure
+/// `ws://host:port/dandelion/ws`; both must lead to one connection, not two.
+pub fn normalise(url: &str) -> Option<String> {
+    let ws = dandelion_core::connection::websocket_url(url).ok()?;
+    Some(ws.trim_end_matches('/').to_owned())
+}
+
 fn learn(state: &Arc<BoxState>, url: &str) {
-    if dandelion_core::connection::websocket_url(url).is_err() {
+    let Some(url) = normalise(url) else {
         tracing::warn!(
             url,
             "ignoring an entrance URL that is not ws(s):// or http(s)://"
         );
         return;
-    }
-    if state.entrances.add(url) {
+    };
+    if state.entrances.add(&url) {
         tracing::info!(url, "heartbeating to entrance");
         let task_state = state.clone();
-        let url = url.trim().to_owned();
         state
             .common
             .shutdown
@@ -264,6 +271,18 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entrance_urls_in_either_spelling_are_one_entrance() {
+        let a = normalise("http://127.0.0.1:17071/dandelion/ws/");
+        assert_eq!(a.as_deref(), Some("ws://127.0.0.1:17071/dandelion/ws"));
+        assert_eq!(normalise(" ws://127.0.0.1:17071/dandelion/ws "), a);
+        assert_eq!(
+            normalise("https://e.example/dandelion/ws/").as_deref(),
+            Some("wss://e.example/dandelion/ws")
+        );
+        assert_eq!(normalise("ftp://e.example/"), None);
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_cap_and_jitter_stays_near() {

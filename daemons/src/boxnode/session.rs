@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use dandelion_core::connection::{ConnectionError, Incoming};
+use dandelion_core::connection::{ConnectionError, Incoming, MAX_CONSECUTIVE_ERRORS};
 use dandelion_core::frame::{self, Event, Frame, FrameError, FrameHeader, TransferId, Transfers};
 use dandelion_core::ids::Role;
 use dandelion_core::protocol::{
@@ -98,6 +98,8 @@ struct Session {
     /// Temporary files of transfers under way, by transfer (`None`: one-shot frame).
     pending: HashMap<Option<TransferId>, Upload>,
     refused: HashSet<TransferId>,
+    /// Frames refused in a row; a peer that only sends garbage is cut off.
+    strikes: u32,
 }
 
 struct Upload {
@@ -115,6 +117,7 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
         publisher,
         pending: HashMap::new(),
         refused: HashSet::new(),
+        strikes: 0,
     };
     let shutdown = session.state.common.shutdown.clone();
     let mut published = false;
@@ -146,7 +149,22 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
             Ok(Some(Incoming::Binary(_))) if !published => {
                 vec![session.error("publish_first", "send PUBLISH before file frames")]
             }
-            Ok(Some(Incoming::Binary(bytes))) => session.frame(bytes).await,
+            Ok(Some(Incoming::Binary(bytes))) => {
+                let replies = session.frame(bytes).await;
+                if session.strikes >= MAX_CONSECUTIVE_ERRORS {
+                    for reply in &replies {
+                        let _ = conn.send(reply).await;
+                    }
+                    tracing::warn!(publisher = %session.publisher, "disconnecting: {} malformed frames in a row", session.strikes);
+                    conn.close_with(
+                        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy,
+                        "too many malformed frames",
+                    )
+                    .await;
+                    break;
+                }
+                replies
+            }
             Err(ConnectionError::BadMessage(e)) => {
                 vec![session.error(e.reason_code(), &e.to_string())]
             }
@@ -227,14 +245,22 @@ impl Session {
         };
         let frame = match Frame::decode(bytes, &lenient) {
             Ok(frame) => frame,
-            Err(e) => return self.frame_error(e, None),
+            Err(e) => {
+                // Only undecodable frames count as garbage: a refused transfer
+                // (quota, hash) is a legitimate answer, not misbehaviour.
+                self.strikes += 1;
+                return self.frame_error(e, None);
+            }
         };
         let start = match &frame.header {
             FrameHeader::Start(s) => Some((s.chunked.as_ref().map(|c| c.transfer), s.path.clone())),
             FrameHeader::Continue { .. } => None,
         };
         match self.transfers.accept(frame) {
-            Ok(event) => self.event(event).await,
+            Ok(event) => {
+                self.strikes = 0;
+                self.event(event).await
+            }
             Err(e) => self.frame_error(e, start),
         }
     }

@@ -374,6 +374,15 @@ impl Storage {
         files
     }
 
+    /// Files and bytes stored (expired but not yet swept included), for `/metrics`.
+    pub fn counts(&self) -> (u64, u64) {
+        let table = self.table();
+        (
+            u64::try_from(table.files.len()).unwrap_or(u64::MAX),
+            table.total_used,
+        )
+    }
+
     /// Bytes stored in total and by one publisher.
     pub fn used(&self, publisher: Option<&str>) -> u64 {
         let table = self.table();
