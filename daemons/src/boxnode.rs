@@ -6,11 +6,12 @@
 //! [`paths`] (which file names are safe), [`rules`] (TTL, quotas, serving
 //! headers), [`storage`] (files on disk and the expiry index, crash repair),
 //! [`session`] (publisher connections and transfers), [`serve`] (HTTP for
-//! viewers), [`limits`] (upload cap, concurrent downloads), [`traffic`]
+//! viewers, with a [`cache`] of hot small files), [`limits`] (upload cap, concurrent downloads), [`traffic`]
 //! (accounting), [`heartbeat`] (the entrances) and [`api`] (reachability,
 //! admin listing). [`run`] wires them together.
 
 pub mod api;
+pub mod cache;
 pub mod heartbeat;
 pub mod limits;
 pub mod paths;
@@ -52,6 +53,7 @@ pub struct BoxState {
     pub storage: storage::Storage,
     pub limits: limits::Limits,
     pub traffic: traffic::Traffic,
+    pub cache: cache::Cache,
     pub entrances: heartbeat::Entrances,
     stored_files: Gauge,
     stored_bytes: Gauge,
@@ -150,6 +152,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             box_config.max_downloads,
         ),
         traffic: traffic::Traffic::new(&common.metrics),
+        cache: cache::Cache::default(),
         entrances: heartbeat::Entrances::default(),
         stored_files: gauge(
             &common.metrics,

@@ -309,6 +309,13 @@ async fn a_chunked_upload_is_stored_byte_exact_and_served_to_players() {
         .unwrap();
     assert_eq!(head.status, 200);
     assert_eq!(h(&head, "content-length").as_deref(), Some("300000"));
+    // Plain GETs come from the hot-file cache, HEAD and conditionals from
+    // ServeFile: both must carry the same validators, and a repeat the same bytes.
+    assert_eq!(h(&head, "etag"), Some(etag.clone()));
+    assert_eq!(h(&head, "last-modified"), h(&full, "last-modified"));
+    let again = http.get(&url, &[]).await.unwrap();
+    assert_eq!(&again.body[..], &data[..]);
+    assert_eq!(h(&again, "etag"), Some(etag.clone()));
     assert!(head.body.is_empty());
 
     let preflight = http
@@ -397,8 +404,8 @@ async fn a_chunked_upload_is_stored_byte_exact_and_served_to_players() {
         .find(|f| f["path"] == format!("{pid}/live/demo/seg1.ts"))
         .unwrap();
     assert_eq!(seg["size"], 300_000);
-    assert_eq!(seg["requests"], 4);
-    assert_eq!(seg["bytes_served"], 300_000 + 1000);
+    assert_eq!(seg["requests"], 5);
+    assert_eq!(seg["bytes_served"], 2 * 300_000 + 1000);
     assert!(seg["ttl_left"].as_u64().unwrap() > 590);
     let metrics = http
         .get(&format!("{}/metrics", b.origin), &[])
@@ -406,7 +413,7 @@ async fn a_chunked_upload_is_stored_byte_exact_and_served_to_players() {
         .unwrap()
         .text();
     assert!(
-        metrics.contains("dandelion_box_served_requests_total 6"),
+        metrics.contains("dandelion_box_served_requests_total 7"),
         "{metrics}"
     );
     eventually("the storage gauges", Duration::from_secs(5), || async {

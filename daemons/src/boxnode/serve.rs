@@ -16,6 +16,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::BoxState;
+use super::cache::{self, Cache};
 use super::paths;
 use super::rules;
 use super::storage::now_secs;
@@ -59,6 +60,47 @@ pub async fn file(State(state): State<Arc<BoxState>>, request: Request) -> Respo
     };
     state.traffic.request(&member);
     let path = state.storage.root().join(&member);
+    let ttl_left = entry.expires.saturating_sub(now_secs());
+    let cache_control = HeaderValue::from_str(&rules::cache_control(&member, ttl_left)).ok();
+    if method == Method::GET
+        && entry.size <= cache::MAX_CACHED_FILE
+        && !is_conditional_or_range(request.headers())
+    {
+        let cached = match state.cache.get(&member, entry.version) {
+            Some(hit) => Some(hit),
+            None => match Cache::load(path.clone(), entry.version).await {
+                Ok(loaded) => {
+                    state.cache.insert(&member, loaded.clone());
+                    Some(loaded)
+                }
+                // Gone meanwhile (swept, replaced): ServeFile gives the right answer.
+                Err(_) => None,
+            },
+        };
+        if let Some(cached) = cached {
+            let mut response = Response::new(Body::from(cached.body));
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(rules::content_type(&member)),
+            );
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Ok(v) = HeaderValue::from_str(&cached.etag) {
+                h.insert(header::ETAG, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&cached.last_modified) {
+                h.insert(header::LAST_MODIFIED, v);
+            }
+            if let Some(v) = cache_control {
+                h.insert(header::CACHE_CONTROL, v);
+            }
+            let (parts, body) = response.into_parts();
+            return with_cors(
+                Response::from_parts(parts, metered(body, permit, state, member)),
+                false,
+            );
+        }
+    }
     let served = match ServeFile::new(&path)
         .with_buf_chunk_size(CHUNK)
         .ignore_multi_range_requests(true)
@@ -75,13 +117,37 @@ pub async fn file(State(state): State<Arc<BoxState>>, request: Request) -> Respo
             HeaderValue::from_static(rules::content_type(&member)),
         );
     }
-    let ttl_left = entry.expires.saturating_sub(now_secs());
-    if let Ok(v) = HeaderValue::from_str(&rules::cache_control(&member, ttl_left)) {
+    if let Some(v) = cache_control {
         parts.headers.insert(header::CACHE_CONTROL, v);
     }
-    // The body holds the download slot until the last byte went out (or the viewer left).
+    let body = metered(Body::new(body), permit, state, member);
+    with_cors(Response::from_parts(parts, body), false)
+}
+
+/// Requests whose answer depends on more than the file: left to `ServeFile`.
+fn is_conditional_or_range(headers: &axum::http::HeaderMap) -> bool {
+    [
+        header::RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ]
+    .iter()
+    .any(|name| headers.contains_key(name))
+}
+
+/// Passes a response body through the upload cap and the traffic counters. The
+/// body holds the download slot until the last byte went out (or the viewer left).
+fn metered(
+    body: Body,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    state: Arc<BoxState>,
+    member: String,
+) -> Body {
     let limits = state.limits.clone();
-    let stream = Body::new(body).into_data_stream();
+    let stream = body.into_data_stream();
     let body = futures_util::stream::unfold(
         (stream, permit, limits, state, member),
         |(mut stream, permit, limits, state, member)| async move {
@@ -94,7 +160,7 @@ pub async fn file(State(state): State<Arc<BoxState>>, request: Request) -> Respo
             Some((chunk, (stream, permit, limits, state, member)))
         },
     );
-    with_cors(Response::from_parts(parts, Body::from_stream(body)), false)
+    Body::from_stream(body)
 }
 
 /// `/<publisher-id>/<path>` → `<publisher-id>/<path>`, if both parts are valid.

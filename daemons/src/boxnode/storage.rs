@@ -36,6 +36,10 @@ pub struct FileEntry {
     pub size: u64,
     /// Epoch seconds.
     pub expires: u64,
+    /// Changes whenever the file is replaced, so a cached copy can tell it is stale
+    /// even when size and expiry happen to be equal (a playlist re-pushed in the
+    /// same second).
+    pub version: u64,
 }
 
 /// Seconds since the epoch.
@@ -97,7 +101,8 @@ struct Inner {
     // sweep never deletes a file that a push just replaced under the same name.
     // A tokio Mutex, because it is held across store and filesystem awaits.
     landing: tokio::sync::Mutex<()>,
-    next_partial: AtomicU64,
+    /// Numbers temporary files and file versions: unique while the process runs.
+    counter: AtomicU64,
 }
 
 /// A reservation plus temporary file for a transfer under way. Dropping it
@@ -153,7 +158,7 @@ impl Storage {
                 quotas,
                 table: std::sync::Mutex::new(Table::default()),
                 landing: tokio::sync::Mutex::new(()),
-                next_partial: AtomicU64::new(0),
+                counter: AtomicU64::new(0),
             }),
         };
         storage.reconcile().await?;
@@ -205,6 +210,7 @@ impl Storage {
                         FileEntry {
                             size: meta.len(),
                             expires,
+                            version: self.inner.counter.fetch_add(1, Ordering::Relaxed),
                         },
                     );
                 }
@@ -272,7 +278,7 @@ impl Storage {
             *table.reserved.entry(publisher.to_owned()).or_default() += size;
             table.total_reserved += size;
         }
-        let n = self.inner.next_partial.fetch_add(1, Ordering::Relaxed);
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         let temp = self.inner.partial.join(format!("{n}.partial"));
         let mut pending = Pending {
             storage: self.clone(),
@@ -340,9 +346,15 @@ impl Storage {
             let _ = dir.sync_all().await;
         }
         let mut table = self.table();
-        let old = table
-            .files
-            .insert(pending.member.clone(), FileEntry { size, expires });
+        let version = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        let old = table.files.insert(
+            pending.member.clone(),
+            FileEntry {
+                size,
+                expires,
+                version,
+            },
+        );
         let publisher_used = table.used.entry(pending.publisher.clone()).or_default();
         *publisher_used = publisher_used
             .saturating_sub(old.map_or(0, |f| f.size))
