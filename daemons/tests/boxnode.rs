@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use axum::routing::any;
 use bytes::Bytes;
@@ -765,10 +765,16 @@ async fn the_upload_cap_holds_and_downloads_beyond_the_cap_get_503() {
 struct FakeEntrance {
     common: Arc<Common>,
     seen: tokio::sync::mpsc::UnboundedSender<Message>,
+    peers: tokio::sync::mpsc::UnboundedSender<SocketAddr>,
     keys: Vec<String>,
 }
 
-async fn entrance_session(State(e): State<FakeEntrance>, request: Request) -> Response {
+async fn entrance_session(
+    State(e): State<FakeEntrance>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let _ = e.peers.send(peer);
     dandelion_daemons::handshake::verify_proof(
         request.headers(),
         &e.common.nonces,
@@ -820,9 +826,11 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
     );
     let learned = Identity::generate(Role::Publisher).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
     let fake = FakeEntrance {
         common: common.clone(),
         seen: tx,
+        peers: peers_tx,
         keys: vec![learned.public_key_hex()],
     };
     let router = Router::new()
@@ -837,13 +845,15 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
         c.boxnode.entrances = vec![format!("ws://{entrance}/dandelion/ws")];
         c.boxnode.join_token = Some("join-me".into());
         c.boxnode.heartbeat_interval = Duration::from_secs(1);
-        c.boxnode.bind_outgoing = Some("127.0.0.1".parse().unwrap());
+        c.boxnode.bind_outgoing = Some("127.0.0.2".parse().unwrap());
     })
     .await;
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .unwrap()
         .unwrap();
+    // The session left from the configured source address.
+    assert_eq!(peers.recv().await.unwrap().ip().to_string(), "127.0.0.2");
     let Message::Exchange(ex) = first else {
         panic!("expected EXCHANGE, got {first:?}")
     };
