@@ -846,6 +846,7 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
         c.boxnode.join_token = Some("join-me".into());
         c.boxnode.heartbeat_interval = Duration::from_secs(1);
         c.boxnode.bind_outgoing = Some("127.0.0.2".parse().unwrap());
+        c.boxnode.publisher_quota = Some(bytesize::ByteSize::b(5_000_000));
     })
     .await;
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -873,6 +874,10 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
     );
     assert_eq!(info.max_downloads, Some(256));
     assert_eq!(info.storage_used, Some(0));
+    assert_eq!(
+        info.extra.get("PUBLISHER_QUOTA"),
+        Some(&Value::from(5_000_000))
+    );
     assert_eq!(ex.traffic_flow.unwrap().requests, Some(0));
 
     // The key the entrance named now opens a publisher session.

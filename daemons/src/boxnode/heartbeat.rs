@@ -222,6 +222,13 @@ pub fn exchange(state: &BoxState) -> Exchange {
     info.storage_used = Some(state.storage.used(None));
     info.upload_cap = state.limits.upload_cap;
     info.max_downloads = Some(state.limits.max_downloads);
+    // SystemInfo has no field of its own for it yet; publishers read it by name.
+    if let Some(quota) = state.config.publisher_quota {
+        info.extra.insert(
+            "PUBLISHER_QUOTA".to_owned(),
+            serde_json::Value::from(quota.as_u64()),
+        );
+    }
     info.upload_rate = Some(state.traffic.recent_rate());
     let totals = state.traffic.totals();
     Exchange {
