@@ -188,9 +188,16 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     );
     heartbeat::start(&state);
     shutdown.spawn(sweeper(state.clone()));
-    server::serve(listener, routes(state), shutdown.clone())
-        .await
-        .context("serving HTTP")?;
+    // Graceful shutdown waits for responses in flight; a viewer downloading
+    // slowly under the upload cap must not hold the box up past the grace period.
+    let serving = server::serve(listener, routes(state), shutdown.clone());
+    tokio::select! {
+        served = serving => served.context("serving HTTP")?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(GRACE_PERIOD).await;
+        } => tracing::warn!("downloads still open after the grace period were cut off"),
+    }
     if !shutdown.drain(GRACE_PERIOD).await {
         tracing::warn!("some tasks did not finish within the grace period");
     }
@@ -209,6 +216,7 @@ pub fn routes(state: Arc<BoxState>) -> Router {
             "/dandelion/{box_id}/ws/",
             any(session::publisher_ws_with_id),
         )
+        .route("/dandelion/{box_id}/", get(api::hello))
         .route("/dandelion/reachability", get(api::reachability))
         .route("/api/files", get(api::files))
         .route("/healthz", get(api::healthz))

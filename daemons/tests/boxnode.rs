@@ -466,6 +466,11 @@ async fn the_originals_one_frame_transfer_is_accepted_on_the_originals_path() {
             .trim_start_matches("HI ")
             .to_owned()
     };
+    let hi = HttpClient::default()
+        .get(&format!("{}/dandelion/{id}/", b.origin), &[])
+        .await
+        .unwrap();
+    assert_eq!(hi.text(), format!("HI {id}"));
     let url = format!("{}/dandelion/{id}/ws/", b.origin.replace("http", "ws"));
     let (mut conn, _) = publish(&url, &b.publisher).await;
     let fixture = std::fs::read(

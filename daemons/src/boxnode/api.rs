@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dandelion_core::auth::Nonce;
@@ -90,6 +90,17 @@ pub async fn files(State(state): State<Arc<BoxState>>, headers: HeaderMap) -> Re
         requests: totals.requests,
     })
     .into_response()
+}
+
+/// `GET /dandelion/<box-id>/`: the original box answered `HI <box-id>` here, and
+/// its tools used that to check a box was up.
+pub async fn hello(State(state): State<Arc<BoxState>>, Path(box_id): Path<String>) -> Response {
+    let id = state.common.identity.id();
+    if box_id == id.as_str() {
+        format!("HI {id}").into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "this is another box\n").into_response()
+    }
 }
 
 pub async fn healthz() -> &'static str {
