@@ -12,7 +12,8 @@
 //! - [`store`]: the Redis-like store every daemon keeps its state in, embedded
 //!   (redb) or on a shared Redis, with the original's key names;
 //! - [`config`] and [`logging`]: the layered configuration and log set-up every
-//!   binary shares.
+//!   binary shares;
+//! - [`probe`]: the box's reading of its own CPU, memory, disk and network.
 
 pub mod auth;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod logging;
+pub mod probe;
 pub mod protocol;
 pub mod secrets;
 pub mod store;

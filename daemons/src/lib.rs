@@ -7,6 +7,7 @@
 //! upgrade ([`ws`]), the handshake that checks a peer's proof of identity
 //! ([`handshake`]), metrics ([`metrics`]) and two-phase shutdown ([`shutdown`]).
 
+pub mod boxnode;
 pub mod handshake;
 pub mod metrics;
 pub mod publisher;

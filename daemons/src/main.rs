@@ -10,6 +10,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use dandelion_core::config::Config;
+use dandelion_core::logging;
+use dandelion_daemons::shutdown::{self, Shutdown};
+use dandelion_daemons::{boxnode, server};
 
 use cli::{Cli, Command};
 
@@ -35,17 +38,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
+        Command::Box(args) => {
+            if let Some(listen) = args.listen {
+                config.boxnode.listen = listen;
+            }
+            config.boxnode.entrances.extend(args.entrances);
+            // Held until the box returns, so the last log lines reach the file.
+            let _log = logging::init(&config.log_level, Some(&config.data_dir))?;
+            runtime.block_on(async {
+                let listener = server::bind(config.boxnode.listen).await?;
+                let shutdown = Shutdown::new();
+                let trigger = shutdown.clone();
+                tokio::spawn(async move {
+                    shutdown::signal().await;
+                    trigger.trigger();
+                });
+                boxnode::run(listener, &config, shutdown).await
+            })
+        }
         other => {
             let name = match other {
                 Command::Up(_) => "up",
                 Command::Entrance(_) => "entrance",
-                Command::Box(_) => "box",
                 Command::Publisher(_) => "publisher",
                 Command::Push(_) => "push",
                 Command::Where(_) => "where",
                 Command::Boxes(_) => "boxes",
                 Command::Evict(_) => "evict",
-                Command::Check(_) | Command::Id(_) => "check",
+                Command::Check(_) | Command::Id(_) | Command::Box(_) => "check",
             };
             anyhow::bail!(
                 "`dandelion {name}` is not available in this build yet; see README.md for what is"
