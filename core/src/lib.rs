@@ -11,6 +11,8 @@
 //!   machine that reassembles them with bounded memory;
 //! - [`store`]: the Redis-like store every daemon keeps its state in, embedded
 //!   (redb) or on a shared Redis, with the original's key names;
+//! - [`paths`]: which file paths arriving from the network may be stored and
+//!   published;
 //! - [`config`] and [`logging`]: the layered configuration and log set-up every
 //!   binary shares;
 //! - [`probe`]: the box's reading of its own CPU, memory, disk and network.
@@ -23,6 +25,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod logging;
+pub mod paths;
 pub mod probe;
 pub mod protocol;
 pub mod secrets;

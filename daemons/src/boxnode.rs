@@ -3,7 +3,7 @@
 //!
 //! `box` is a Rust keyword, hence the module name; users only ever see "box".
 //! The modules split by concern, with the decisions as plain functions:
-//! [`paths`] (which file names are safe), [`rules`] (TTL, quotas, serving
+//! `dandelion_core::paths` (which file names are safe), [`rules`] (TTL, quotas, serving
 //! headers), [`storage`] (files on disk and the expiry index, crash repair),
 //! [`session`] (publisher connections and transfers), [`serve`] (HTTP for
 //! viewers, with a [`cache`] of hot small files), [`limits`] (upload cap, concurrent downloads), [`traffic`]
@@ -14,7 +14,6 @@ pub mod api;
 pub mod cache;
 pub mod heartbeat;
 pub mod limits;
-pub mod paths;
 pub mod rules;
 pub mod serve;
 pub mod session;

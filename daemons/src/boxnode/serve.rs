@@ -17,9 +17,9 @@ use tower_http::services::ServeFile;
 
 use super::BoxState;
 use super::cache::{self, Cache};
-use super::paths;
 use super::rules;
 use super::storage::now_secs;
+use dandelion_core::paths;
 
 /// Response body chunk size: 64 KiB matches the upload cap's burst, so one chunk
 /// is one wait on the bucket.

@@ -27,8 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use dandelion_core::store::{Order, Store};
 
-use super::paths::{self, PathRefusal};
 use super::rules::{self, QuotaRefusal, Quotas, Usage};
+use dandelion_core::paths::{self, PathRefusal};
 
 /// One live stored file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

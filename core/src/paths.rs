@@ -1,4 +1,5 @@
-//! Which `FILE_PATH`s a box agrees to store, and where.
+//! Which file paths arriving from the network a box agrees to store, and where; the
+//! publisher applies the same text rules to the names users publish under.
 //!
 //! A path arrives from the network and becomes a file name on a household device,
 //! so it is checked twice: as text here (no way out of the publisher's directory,
