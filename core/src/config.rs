@@ -126,12 +126,18 @@ pub struct BoxConfig {
     pub max_downloads: u32,
     /// Disk space the box may use for stored files; none if absent.
     pub storage_quota: Option<ByteSize>,
+    /// Disk space one publisher may use, so one busy publisher cannot crowd out the
+    /// others; none if absent (then only `storage_quota` applies).
+    pub publisher_quota: Option<ByteSize>,
     pub max_file_size: ByteSize,
     /// Longest TTL granted; the original's "0 = forever" maps to this.
     #[serde(deserialize_with = "duration")]
     pub max_ttl: Duration,
     /// Public keys (hex) of publishers trusted besides those the entrances name.
     pub publisher_keys: Vec<String>,
+    /// Source address for connections to entrances, for hosts with several
+    /// addresses (and tests running several boxes on 127.0.0.x); the OS picks when absent.
+    pub bind_outgoing: Option<std::net::IpAddr>,
 }
 
 impl Default for BoxConfig {
@@ -146,9 +152,11 @@ impl Default for BoxConfig {
             upload_cap: None,
             max_downloads: 256,
             storage_quota: None,
+            publisher_quota: None,
             max_file_size: ByteSize::gib(4),
             max_ttl: Duration::from_secs(24 * 3600),
             publisher_keys: Vec::new(),
+            bind_outgoing: None,
         }
     }
 }

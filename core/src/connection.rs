@@ -6,6 +6,7 @@
 //! reported to the caller (who answers it with an error), and a peer that keeps
 //! sending garbage is cut off rather than allowed to occupy the daemon.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -188,11 +189,29 @@ pub fn websocket_url(url: &str) -> Result<String, ConnectionError> {
     Ok(format!("{scheme}://{rest}"))
 }
 
+/// How a client connection is opened, beyond its URL and credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Source address of the TCP connection. A host with several addresses (or
+    /// several boxes on 127.0.0.x in tests) picks which one its peer sees; the OS
+    /// picks when `None`.
+    pub local_addr: Option<IpAddr>,
+}
+
 /// Opens a WebSocket to `url` with extra handshake headers (credentials), within
 /// [`CONNECT_TIMEOUT`].
 pub async fn connect(
     url: &str,
     headers: &[(&str, &str)],
+) -> Result<ClientConnection, ConnectionError> {
+    connect_with(url, headers, &ConnectOptions::default()).await
+}
+
+/// [`connect`] with [`ConnectOptions`].
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    options: &ConnectOptions,
 ) -> Result<ClientConnection, ConnectionError> {
     let ws_url = websocket_url(url)?;
     let fail = |cause: String| ConnectionError::Connect {
@@ -208,7 +227,22 @@ pub async fn connect(
         let value = HeaderValue::from_str(value).map_err(|e| fail(e.to_string()))?;
         request.headers_mut().insert(name, value);
     }
-    let handshake = tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true);
+    let handshake = async {
+        let Some(local) = options.local_addr else {
+            return tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true)
+                .await;
+        };
+        let stream = connect_from(local, request.uri())
+            .await
+            .map_err(tungstenite::Error::Io)?;
+        // This build has no TLS connector, as `connect_async_with_config` has none.
+        tokio_tungstenite::client_async_with_config(
+            request,
+            MaybeTlsStream::Plain(stream),
+            Some(ws_config()),
+        )
+        .await
+    };
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Err(_) => Err(fail(format!(
             "no answer within {}s",
@@ -231,6 +265,35 @@ pub async fn connect(
     }
 }
 
+/// A TCP connection to the URI's host and port from `local` (any port).
+async fn connect_from(local: IpAddr, uri: &tungstenite::http::Uri) -> std::io::Result<TcpStream> {
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("wss") => 443,
+        _ => 80,
+    });
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address");
+    for remote in tokio::net::lookup_host((host, port)).await? {
+        if remote.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if local.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(local, 0))?;
+        match socket.connect(remote).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Opens a WebSocket to a daemon, proving `identity`'s ID: fetches a nonce from
 /// the daemon, signs it, and presents the proof (and `bearer`, a join or admin
 /// token, when given) on the upgrade request. Returns the connection and the
@@ -240,6 +303,18 @@ pub async fn connect_as(
     identity: &Identity,
     bearer: Option<&str>,
     http: &HttpClient,
+) -> Result<(ClientConnection, NodeId), ConnectionError> {
+    connect_as_with(url, identity, bearer, http, &ConnectOptions::default()).await
+}
+
+/// [`connect_as`] with [`ConnectOptions`] for the WebSocket (the nonce is fetched
+/// with `http` as it is).
+pub async fn connect_as_with(
+    url: &str,
+    identity: &Identity,
+    bearer: Option<&str>,
+    http: &HttpClient,
+    options: &ConnectOptions,
 ) -> Result<(ClientConnection, NodeId), ConnectionError> {
     let fail = |cause: String| ConnectionError::Connect {
         url: url.to_owned(),
@@ -267,7 +342,7 @@ pub async fn connect_as(
     if let Some(value) = &authorization {
         headers.push(("authorization", value));
     }
-    let connection = connect(url, &headers).await?;
+    let connection = connect_with(url, &headers, options).await?;
     Ok((connection, challenge.id))
 }
 

@@ -11,8 +11,11 @@
 //!   machine that reassembles them with bounded memory;
 //! - [`store`]: the Redis-like store every daemon keeps its state in, embedded
 //!   (redb) or on a shared Redis, with the original's key names;
+//! - [`paths`]: which file paths arriving from the network may be stored and
+//!   published;
 //! - [`config`] and [`logging`]: the layered configuration and log set-up every
-//!   binary shares.
+//!   binary shares;
+//! - [`probe`]: the box's reading of its own CPU, memory, disk and network.
 
 pub mod auth;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod identity;
 pub mod ids;
 pub mod logging;
 pub mod paths;
+pub mod probe;
 pub mod protocol;
 pub mod secrets;
 pub mod store;

@@ -7,6 +7,7 @@
 //! upgrade ([`ws`]), the handshake that checks a peer's proof of identity
 //! ([`handshake`]), metrics ([`metrics`]) and two-phase shutdown ([`shutdown`]).
 
+pub mod boxnode;
 pub mod cli;
 pub mod client;
 pub mod handshake;

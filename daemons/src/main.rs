@@ -1,19 +1,20 @@
 //! The `dandelion` binary: parses the command line, loads the configuration, sets
 //! up logging and hands over to the command. Everything with logic in it lives in
-//! `dandelion-core` or in the command modules.
+//! `dandelion-core` or in the `dandelion_daemons` library.
 
 mod check;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use dandelion_core::config::Config;
 use dandelion_core::logging;
+use dandelion_daemons::cli::{Cli, Command, RoleArgs};
 use dandelion_daemons::shutdown::{self, Shutdown};
-use dandelion_daemons::{client, publisher, server};
-
-use dandelion_daemons::cli::{Cli, Command};
+use dandelion_daemons::{boxnode, client, publisher, server};
+use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,43 +40,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Id(args) => check::print_id(&config, args.role),
         Command::Push(args) => runtime.block_on(client::push(&config, &args)),
         Command::Where(args) => runtime.block_on(client::where_is(&config, &args)),
+        Command::Box(args) => {
+            apply_role_args(
+                &args,
+                &mut config.boxnode.listen,
+                &mut config.boxnode.entrances,
+            );
+            serve_role(&runtime, &config, config.boxnode.listen, |l, s| {
+                boxnode::run(l, &config, s)
+            })
+        }
         Command::Publisher(args) => {
-            if let Some(listen) = args.listen {
-                config.publisher.listen = listen;
-            }
-            if !args.entrances.is_empty() {
-                config.publisher.entrances = args.entrances;
-            }
-            let _log = logging::init(
-                &config.log_level,
-                config.log_file.then_some(config.data_dir.as_path()),
-            )?;
-            runtime.block_on(async {
-                let listener = server::bind(config.publisher.listen).await?;
-                let shutdown = Shutdown::new();
-                let trigger = shutdown.clone();
-                tokio::spawn(async move {
-                    shutdown::signal().await;
-                    trigger.trigger();
-                });
-                publisher::run(listener, &config, shutdown).await
+            apply_role_args(
+                &args,
+                &mut config.publisher.listen,
+                &mut config.publisher.entrances,
+            );
+            serve_role(&runtime, &config, config.publisher.listen, |l, s| {
+                publisher::run(l, &config, s)
             })
         }
         other => {
             let name = match other {
                 Command::Up(_) => "up",
                 Command::Entrance(_) => "entrance",
-                Command::Box(_) => "box",
-                Command::Publisher(_) => "publisher",
-                Command::Push(_) => "push",
-                Command::Where(_) => "where",
                 Command::Boxes(_) => "boxes",
                 Command::Evict(_) => "evict",
-                Command::Check(_) | Command::Id(_) => "check",
+                _ => "this command",
             };
             anyhow::bail!(
                 "`dandelion {name}` is not available in this build yet; see README.md for what is"
             )
         }
     }
+}
+
+/// Flags of a role command over its config section.
+fn apply_role_args(
+    args: &RoleArgs,
+    listen: &mut std::net::SocketAddr,
+    entrances: &mut Vec<String>,
+) {
+    if let Some(addr) = args.listen {
+        *listen = addr;
+    }
+    entrances.extend(args.entrances.iter().cloned());
+}
+
+/// Runs one role until SIGTERM or SIGINT. Logging is held until the role returns,
+/// so its last lines reach the file.
+fn serve_role<F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    listen: std::net::SocketAddr,
+    role: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let _log = logging::init(
+        &config.log_level,
+        config.log_file.then_some(config.data_dir.as_path()),
+    )?;
+    runtime.block_on(async {
+        let listener = server::bind(listen).await?;
+        let shutdown = Shutdown::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown::signal().await;
+            trigger.trigger();
+        });
+        role(listener, shutdown).await
+    })
 }

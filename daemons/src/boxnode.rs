@@ -1,0 +1,283 @@
+//! The box (`dandelion box`): receives files from trusted publishers, keeps them
+//! for their TTL, serves them to viewers, and tells its entrances what it can give.
+//!
+//! `box` is a Rust keyword, hence the module name; users only ever see "box".
+//! The modules split by concern, with the decisions as plain functions:
+//! `dandelion_core::paths` (which file names are safe), [`rules`] (TTL, quotas, serving
+//! headers), [`storage`] (files on disk and the expiry index, crash repair),
+//! [`session`] (publisher connections and transfers), [`serve`] (HTTP for
+//! viewers, with a [`cache`] of hot small files), [`limits`] (upload cap, concurrent downloads), [`traffic`]
+//! (accounting), [`heartbeat`] (the entrances) and [`api`] (reachability,
+//! admin listing). [`run`] wires them together.
+
+pub mod api;
+pub mod cache;
+pub mod heartbeat;
+pub mod limits;
+pub mod rules;
+pub mod serve;
+pub mod session;
+pub mod storage;
+pub mod traffic;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{any, get};
+use dandelion_core::config::{BoxConfig, Config};
+use dandelion_core::frame;
+use dandelion_core::ids::Role;
+use dandelion_core::probe::Probe;
+use dandelion_core::protocol::{Header, SystemInfo};
+use dandelion_core::store::keys::Keys;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
+
+use crate::server::{self, Common};
+use crate::shutdown::{GRACE_PERIOD, Shutdown};
+
+/// How often expired files are looked for. Serving already answers 404 at the
+/// second a file expires; the sweep only frees the disk.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything the box's tasks share; behind an `Arc`.
+#[derive(Debug)]
+pub struct BoxState {
+    pub common: Arc<Common>,
+    pub config: BoxConfig,
+    pub storage: storage::Storage,
+    pub limits: limits::Limits,
+    pub traffic: traffic::Traffic,
+    pub cache: cache::Cache,
+    pub entrances: heartbeat::Entrances,
+    stored_files: Gauge,
+    stored_bytes: Gauge,
+    sampler: heartbeat::Sampler,
+    configured_keys: HashSet<String>,
+    // An RwLock: read on every publisher handshake, written once per heartbeat reply.
+    learned_keys: RwLock<HashSet<String>>,
+    /// Where viewers reach this box, without a trailing `/`.
+    pub public_base: String,
+    /// Where publishers open sessions: `ws://<public>/dandelion/<box-id>/ws`.
+    pub connect_ws: String,
+    join_token: Option<String>,
+    host: String,
+    port: u16,
+}
+
+impl BoxState {
+    /// Whether a publisher's key is in the configuration or in the latest list an
+    /// entrance sent.
+    pub fn trusts(&self, public_key: &str) -> bool {
+        let key = public_key.to_ascii_lowercase();
+        self.configured_keys.contains(&key)
+            || self
+                .learned_keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key)
+    }
+
+    fn set_learned_keys(&self, keys: Vec<String>) {
+        let keys = keys
+            .into_iter()
+            .map(|k| k.trim().to_ascii_lowercase())
+            .collect();
+        *self.learned_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    /// The header of every message the box sends.
+    pub fn header(&self) -> Header {
+        Header::new(self.common.identity.id().clone()).with_address(self.host.clone(), self.port)
+    }
+
+    fn frame_limits(&self) -> frame::Limits {
+        frame::Limits {
+            max_file_size: self.config.max_file_size.as_u64(),
+            ..frame::Limits::default()
+        }
+    }
+
+    fn sample(&self) -> SystemInfo {
+        self.sampler.sample(self.config.heartbeat_interval / 2)
+    }
+}
+
+/// Runs a box on `listener` until `shutdown`, then says goodbye to its entrances
+/// and waits (bounded) for its tasks.
+pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let common = Arc::new(Common::open(config, Role::Box, shutdown.clone()).await?);
+    let box_config = config.boxnode.clone();
+    let local = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    let public_base = public_base(&box_config, local);
+    let (host, port) = host_port(&public_base).unwrap_or((local.ip().to_string(), local.port()));
+    let connect_ws = format!(
+        "{}/dandelion/{}/ws",
+        public_base
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1),
+        common.identity.id()
+    );
+    let join_token = match (&box_config.join_token, &box_config.join_token_file) {
+        (Some(token), _) => Some(token.trim().to_owned()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read box.join_token_file {}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let storage = storage::Storage::open(
+        &config.data_dir,
+        common.store.clone(),
+        Keys::new(common.identity.id().as_str()).expire_files(),
+        rules::Quotas {
+            storage: box_config.storage_quota.map(|q| q.as_u64()),
+            publisher: box_config.publisher_quota.map(|q| q.as_u64()),
+            disk_available: None,
+        },
+    )
+    .await?;
+    let state = Arc::new(BoxState {
+        limits: limits::Limits::new(
+            box_config.upload_cap.map(|c| c.as_u64()),
+            box_config.max_downloads,
+        ),
+        traffic: traffic::Traffic::new(&common.metrics),
+        cache: cache::Cache::default(),
+        entrances: heartbeat::Entrances::default(),
+        stored_files: gauge(
+            &common.metrics,
+            "box_stored_files",
+            "Files stored on this box",
+        ),
+        stored_bytes: gauge(
+            &common.metrics,
+            "box_stored_bytes",
+            "Bytes of files stored on this box",
+        ),
+        sampler: heartbeat::Sampler::new(Probe::new(&config.data_dir)),
+        configured_keys: box_config
+            .publisher_keys
+            .iter()
+            .map(|k| k.trim().to_ascii_lowercase())
+            .collect(),
+        learned_keys: RwLock::new(HashSet::new()),
+        public_base,
+        connect_ws,
+        join_token,
+        host,
+        port,
+        storage,
+        config: box_config,
+        common: common.clone(),
+    });
+    tracing::info!(
+        id = %common.identity.id(),
+        %local,
+        data_url = %state.public_base,
+        "box listening"
+    );
+    heartbeat::start(&state);
+    shutdown.spawn(sweeper(state.clone()));
+    // Graceful shutdown waits for responses in flight; a viewer downloading
+    // slowly under the upload cap must not hold the box up past the grace period.
+    let serving = server::serve(listener, routes(state), shutdown.clone());
+    tokio::select! {
+        served = serving => served.context("serving HTTP")?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(GRACE_PERIOD).await;
+        } => tracing::warn!("downloads still open after the grace period were cut off"),
+    }
+    if !shutdown.drain(GRACE_PERIOD).await {
+        tracing::warn!("some tasks did not finish within the grace period");
+    }
+    Ok(())
+}
+
+/// Every route of a box. File serving is the fallback, so it can never shadow
+/// `/dandelion/*`, `/api/*`, `/metrics`, `/healthz` or `/`.
+pub fn routes(state: Arc<BoxState>) -> Router {
+    let common = state.common.clone();
+    Router::new()
+        .route("/dandelion/ws", any(session::publisher_ws))
+        .route("/dandelion/ws/", any(session::publisher_ws))
+        .route("/dandelion/{box_id}/ws", any(session::publisher_ws_with_id))
+        .route(
+            "/dandelion/{box_id}/ws/",
+            any(session::publisher_ws_with_id),
+        )
+        .route("/dandelion/{box_id}/", get(api::hello))
+        .route("/dandelion/reachability", get(api::reachability))
+        .route("/api/files", get(api::files))
+        .route("/healthz", get(api::healthz))
+        .fallback(serve::file)
+        .with_state(state)
+        .merge(server::common_routes(common))
+}
+
+fn gauge(metrics: &crate::metrics::Metrics, name: &str, help: &str) -> Gauge {
+    let gauge = Gauge::default();
+    metrics.register(name, help, gauge.clone());
+    gauge
+}
+
+async fn sweeper(state: Arc<BoxState>) {
+    let shutdown = state.common.shutdown.clone();
+    loop {
+        // The gauges follow the sweep's rhythm: a second old at most, and no
+        // bookkeeping on the transfer path.
+        let (files, bytes) = state.storage.counts();
+        state
+            .stored_files
+            .set(i64::try_from(files).unwrap_or(i64::MAX));
+        state
+            .stored_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+        match state.storage.sweep().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(files = n, "expired files deleted");
+                state.traffic.retain(|m| state.storage.get(m).is_some());
+            }
+            Err(e) => tracing::warn!("expiry sweep failed: {e:#}"),
+        }
+    }
+}
+
+/// `box.public_url` without a trailing `/`, else `http://<listen address>`, with
+/// `box.bind_outgoing` standing in for an unspecified (0.0.0.0) address.
+fn public_base(config: &BoxConfig, local: SocketAddr) -> String {
+    if let Some(url) = &config.public_url {
+        return url.trim().trim_end_matches('/').to_owned();
+    }
+    let mut addr = local;
+    if addr.ip().is_unspecified()
+        && let Some(ip) = config.bind_outgoing
+    {
+        addr.set_ip(ip);
+    }
+    format!("http://{addr}")
+}
+
+fn host_port(base: &str) -> Option<(String, u16)> {
+    let uri: axum::http::Uri = base.parse().ok()?;
+    let host = uri.host()?.trim_matches(['[', ']']).to_owned();
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    Some((host, port))
+}

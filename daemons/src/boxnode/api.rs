@@ -1,0 +1,108 @@
+//! The box's small HTTP API besides file serving: the answer to an entrance's
+//! reachability check, the admin listing of stored files, and `/healthz`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dandelion_core::auth::Nonce;
+use dandelion_core::ids::NodeId;
+use serde::Serialize;
+
+use super::BoxState;
+use super::session::url_path;
+use super::storage::now_secs;
+
+/// `GET /dandelion/reachability?nonce=<64 hex>&verifier=<entrance-id>`: an
+/// entrance that reached this URL from outside learns it reached *this* box,
+/// because only this box can sign the nonce for that verifier. Answers the
+/// `dandelion_core::auth::Proof` as JSON.
+pub async fn reachability(
+    State(state): State<Arc<BoxState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let nonce = match query.get("nonce").map(|n| Nonce::parse(n)) {
+        Some(Ok(nonce)) => nonce,
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("nonce: {e}\n")).into_response(),
+        None => return (StatusCode::BAD_REQUEST, "missing `nonce`\n").into_response(),
+    };
+    let verifier = match query.get("verifier").map(|v| NodeId::parse(v)) {
+        Some(Ok(id)) => id,
+        Some(Err(e)) => {
+            return (StatusCode::BAD_REQUEST, format!("verifier: {e}\n")).into_response();
+        }
+        None => return (StatusCode::BAD_REQUEST, "missing `verifier`\n").into_response(),
+    };
+    Json(state.common.identity.prove(&verifier, &nonce)).into_response()
+}
+
+/// One stored file, as the console shows it.
+#[derive(Debug, Serialize)]
+pub struct FileRow {
+    pub path: String,
+    pub url: String,
+    pub size: u64,
+    pub ttl_left: u64,
+    pub bytes_served: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileList {
+    pub files: Vec<FileRow>,
+    pub storage_used: u64,
+    pub storage_quota: Option<u64>,
+    pub bytes_served: u64,
+    pub requests: u64,
+}
+
+/// `GET /api/files` (admin token): every live file with size, TTL left and traffic.
+pub async fn files(State(state): State<Arc<BoxState>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = state.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    let now = now_secs();
+    let files = state
+        .storage
+        .list()
+        .into_iter()
+        .map(|(member, entry)| {
+            let served = state.traffic.of(&member);
+            FileRow {
+                url: format!("{}/{}", state.public_base, url_path(&member)),
+                path: member,
+                size: entry.size,
+                ttl_left: entry.expires.saturating_sub(now),
+                bytes_served: served.bytes,
+                requests: served.requests,
+            }
+        })
+        .collect();
+    let totals = state.traffic.totals();
+    Json(FileList {
+        files,
+        storage_used: state.storage.used(None),
+        storage_quota: state.config.storage_quota.map(|q| q.as_u64()),
+        bytes_served: totals.bytes,
+        requests: totals.requests,
+    })
+    .into_response()
+}
+
+/// `GET /dandelion/<box-id>/`: the original box answered `HI <box-id>` here, and
+/// its tools used that to check a box was up.
+pub async fn hello(State(state): State<Arc<BoxState>>, Path(box_id): Path<String>) -> Response {
+    let id = state.common.identity.id();
+    if box_id == id.as_str() {
+        format!("HI {id}").into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "this is another box\n").into_response()
+    }
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}

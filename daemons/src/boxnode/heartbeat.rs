@@ -1,0 +1,306 @@
+//! The box's heartbeat: one long-lived WebSocket per entrance, an `EXCHANGE`
+//! every heartbeat interval (with jitter, so boxes started together do not beat
+//! together), replies that teach it more entrances and the publishers to trust,
+//! reconnection with exponential backoff, and a `GOODBYE` on shutdown so the
+//! entrance marks the box gone at once.
+//!
+//! Entrances being down never stops the box: serving and storing go on, and each
+//! entrance's task keeps retrying on its own.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dandelion_core::connection::{ConnectOptions, Incoming, connect_as_with};
+use dandelion_core::http::HttpClient;
+use dandelion_core::probe::Probe;
+use dandelion_core::protocol::{Exchange, Goodbye, Message, SystemInfo, TrafficFlow};
+
+use super::BoxState;
+
+/// Longest wait between reconnection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// First wait after a failed connection.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// How long an evicted box waits before it offers itself again: the entrance
+/// refuses it for a while anyway, and hammering it would only be logged.
+pub const EVICTED_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The entrances the box knows, and which of them already have a task.
+#[derive(Debug, Default)]
+pub struct Entrances {
+    // A std Mutex: a handful of URLs, locked briefly.
+    known: Mutex<BTreeSet<String>>,
+}
+
+impl Entrances {
+    /// Adds `url`; true if it was new.
+    fn add(&self, url: &str) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(url.trim().to_owned())
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Starts one task per configured entrance; more start as replies name them.
+pub fn start(state: &Arc<BoxState>) {
+    for url in &state.config.entrances {
+        learn(state, url);
+    }
+}
+
+/// One spelling per entrance: entrances name themselves as the original did
+/// (`http://host:port/dandelion/ws/`) while an operator may configure
+/// `ws://host:port/dandelion/ws`; both must lead to one connection, not two.
+pub fn normalise(url: &str) -> Option<String> {
+    let ws = dandelion_core::connection::websocket_url(url).ok()?;
+    Some(ws.trim_end_matches('/').to_owned())
+}
+
+fn learn(state: &Arc<BoxState>, url: &str) {
+    let Some(url) = normalise(url) else {
+        tracing::warn!(
+            url,
+            "ignoring an entrance URL that is not ws(s):// or http(s)://"
+        );
+        return;
+    };
+    if state.entrances.add(&url) {
+        tracing::info!(url, "heartbeating to entrance");
+        let task_state = state.clone();
+        state
+            .common
+            .shutdown
+            .spawn(async move { entrance_task(task_state, url).await });
+    }
+}
+
+/// A random fraction in `[0, 1)`.
+fn random_unit() -> f64 {
+    let bits = getrandom::u64().unwrap_or(0) >> 11;
+    #[allow(clippy::cast_precision_loss)]
+    let unit = bits as f64 / (1u64 << 53) as f64;
+    unit
+}
+
+/// `base` ± 20 %: enough to spread boxes out, little enough to keep the rhythm.
+pub fn jittered(base: Duration) -> Duration {
+    base.mul_f64(0.8 + 0.4 * random_unit())
+}
+
+/// The next backoff: doubled, capped, and with "full jitter" in its upper half.
+pub fn next_backoff(current: Duration) -> Duration {
+    (current * 2).min(MAX_BACKOFF)
+}
+
+async fn entrance_task(state: Arc<BoxState>, url: String) {
+    let shutdown = state.common.shutdown.clone();
+    let http = HttpClient::default();
+    let options = ConnectOptions {
+        local_addr: state.config.bind_outgoing,
+    };
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let connecting = connect_as_with(
+            &url,
+            &state.common.identity,
+            state.join_token.as_deref(),
+            &http,
+            &options,
+        );
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            c = connecting => c,
+        };
+        let wait = match connected {
+            Ok((conn, _entrance_id)) => {
+                tracing::info!(url, "connected to entrance");
+                backoff = MIN_BACKOFF;
+                match session(&state, &url, conn).await {
+                    End::Shutdown => return,
+                    End::Evicted => EVICTED_BACKOFF,
+                    End::Lost => MIN_BACKOFF,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(url, "cannot reach entrance: {e}");
+                let wait = backoff.mul_f64(0.5 + 0.5 * random_unit());
+                backoff = next_backoff(backoff);
+                wait
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+enum End {
+    Shutdown,
+    Evicted,
+    Lost,
+}
+
+async fn session(
+    state: &Arc<BoxState>,
+    url: &str,
+    mut conn: dandelion_core::connection::ClientConnection,
+) -> End {
+    let shutdown = state.common.shutdown.clone();
+    let mut interval = state.config.heartbeat_interval;
+    // The first heartbeat goes at once, so the entrance knows the box right away.
+    let mut next = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                let bye = Message::Goodbye(Goodbye {
+                    header: state.header(),
+                    reason: Some("shutting down".to_owned()),
+                });
+                let _ = conn.send(&bye).await;
+                conn.close().await;
+                return End::Shutdown;
+            }
+            () = tokio::time::sleep_until(next) => {
+                let exchange = Message::Exchange(exchange(state));
+                if let Err(e) = conn.send(&exchange).await {
+                    tracing::warn!(url, "lost the entrance: {e}");
+                    return End::Lost;
+                }
+                next = tokio::time::Instant::now() + jittered(interval);
+            }
+            incoming = conn.recv() => match incoming {
+                Ok(Some(Incoming::Message(Message::ExchangeReply(reply)))) => {
+                    for learned in &reply.entrance_urls {
+                        learn(state, learned);
+                    }
+                    if let Some(keys) = reply.publisher_keys {
+                        state.set_learned_keys(keys);
+                    }
+                    if let Some(secs) = reply.heartbeat_interval.filter(|s| *s > 0) {
+                        interval = Duration::from_secs(secs.min(3600));
+                    }
+                }
+                Ok(Some(Incoming::Message(Message::Error(e)))) => {
+                    if e.code.as_deref() == Some("evicted") {
+                        tracing::error!(url, "EVICTED by the entrance: {}; retrying in {}s", e.error, EVICTED_BACKOFF.as_secs());
+                        conn.close().await;
+                        return End::Evicted;
+                    }
+                    tracing::warn!(url, code = ?e.code, "entrance refused a heartbeat: {}", e.error);
+                }
+                Ok(Some(other)) => tracing::debug!(url, "ignoring {other:?} from the entrance"),
+                Ok(None) => {
+                    tracing::warn!(url, "the entrance closed the connection");
+                    return End::Lost;
+                }
+                Err(e) if !e.is_fatal() => tracing::warn!(url, "bad message from the entrance: {e}"),
+                Err(e) => {
+                    tracing::warn!(url, "lost the entrance: {e}");
+                    return End::Lost;
+                }
+            }
+        }
+    }
+}
+
+/// One heartbeat's content.
+pub fn exchange(state: &BoxState) -> Exchange {
+    let mut info = state.sample();
+    info.storage_quota = state.config.storage_quota.map(|q| q.as_u64());
+    info.storage_used = Some(state.storage.used(None));
+    info.upload_cap = state.limits.upload_cap;
+    info.max_downloads = Some(state.limits.max_downloads);
+    // SystemInfo has no field of its own for it yet; publishers read it by name.
+    if let Some(quota) = state.config.publisher_quota {
+        info.extra.insert(
+            "PUBLISHER_QUOTA".to_owned(),
+            serde_json::Value::from(quota.as_u64()),
+        );
+    }
+    info.upload_rate = Some(state.traffic.recent_rate());
+    let totals = state.traffic.totals();
+    Exchange {
+        header: state.header(),
+        connect_ws: Some(state.connect_ws.clone()),
+        data_url: Some(state.public_base.clone()),
+        system_info: Some(Box::new(info)),
+        geoip: None,
+        traffic_flow: Some(TrafficFlow {
+            bytes_served: Some(totals.bytes),
+            requests: Some(totals.requests),
+            extra: Default::default(),
+        }),
+        extra: Default::default(),
+    }
+}
+
+/// The system probe, shared by every entrance task: one reading per heartbeat
+/// interval is enough whatever the number of entrances.
+#[derive(Debug)]
+pub struct Sampler {
+    // A std Mutex: sampling reads a few /proc files, well under a millisecond.
+    probe: Mutex<(Probe, Option<(std::time::Instant, SystemInfo)>)>,
+}
+
+impl Sampler {
+    pub fn new(probe: Probe) -> Sampler {
+        Sampler {
+            probe: Mutex::new((probe, None)),
+        }
+    }
+
+    pub fn sample(&self, max_age: Duration) -> SystemInfo {
+        let mut guard = self.probe.lock().unwrap_or_else(|p| p.into_inner());
+        let (probe, last) = &mut *guard;
+        if let Some((at, info)) = last
+            && at.elapsed() < max_age
+        {
+            return info.clone();
+        }
+        let info = probe.sample();
+        *last = Some((std::time::Instant::now(), info.clone()));
+        info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entrance_urls_in_either_spelling_are_one_entrance() {
+        let a = normalise("http://127.0.0.1:17071/dandelion/ws/");
+        assert_eq!(a.as_deref(), Some("ws://127.0.0.1:17071/dandelion/ws"));
+        assert_eq!(normalise(" ws://127.0.0.1:17071/dandelion/ws "), a);
+        assert_eq!(
+            normalise("https://e.example/dandelion/ws/").as_deref(),
+            Some("wss://e.example/dandelion/ws")
+        );
+        assert_eq!(normalise("ftp://e.example/"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap_and_jitter_stays_near() {
+        assert_eq!(next_backoff(Duration::from_secs(1)), Duration::from_secs(2));
+        assert_eq!(next_backoff(Duration::from_secs(50)), MAX_BACKOFF);
+        for _ in 0..100 {
+            let j = jittered(Duration::from_secs(5));
+            assert!(
+                j >= Duration::from_secs(4) && j <= Duration::from_secs(6),
+                "{j:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Publisher sessions: the handshake on `/dandelion/ws` (and the original's
+//! `/dandelion/<box-id>/ws/`), `PUBLISH`, then file frames until the publisher
+//! leaves.
+//!
+//! Everything a session knows (which publisher, its transfers under way) lives in
+//! the session task — the original kept it on a handler shared by all
+//! connections, which mixed publishers up. Transfers go through
+//! `frame::Transfers`, so memory per session is bounded by its limits whatever
+//! the file sizes; bytes go straight to a temporary file.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use dandelion_core::connection::{ConnectionError, Incoming, MAX_CONSECUTIVE_ERRORS};
+use dandelion_core::frame::{self, Event, Frame, FrameError, FrameHeader, TransferId, Transfers};
+use dandelion_core::ids::Role;
+use dandelion_core::protocol::{
+    ErrorReply, Header, Message, PublishReply, TransferOutcome, TransferResult,
+};
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
+
+use super::BoxState;
+use super::rules;
+use super::storage::{Pending, StoreRefusal};
+use crate::handshake::{self, Peer, Refusal};
+use crate::ws::ServerConnection;
+
+/// `/dandelion/ws` and `/dandelion/ws/`.
+pub async fn publisher_ws(
+    State(state): State<Arc<BoxState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    admit(state, addr, request)
+}
+
+/// `/dandelion/<box-id>/ws` and with a trailing slash: the original's path.
+pub async fn publisher_ws_with_id(
+    State(state): State<Arc<BoxState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(box_id): Path<String>,
+    request: Request,
+) -> Response {
+    if box_id != state.common.identity.id().as_str() {
+        return (axum::http::StatusCode::NOT_FOUND, "this is another box\n").into_response();
+    }
+    admit(state, addr, request)
+}
+
+fn admit(state: Arc<BoxState>, addr: SocketAddr, request: Request) -> Response {
+    let common = &state.common;
+    let admitted = (|| {
+        let peer =
+            handshake::verify_proof(request.headers(), &common.nonces, common.identity.id())?
+                .ok_or_else(|| {
+                    Refusal::unauthorized("no_proof", "prove your publisher ID first")
+                })?;
+        handshake::require_role(&peer, Role::Publisher)?;
+        if !state.trusts(&peer.public_key) {
+            return Err(Refusal::forbidden(
+                "untrusted_publisher",
+                format!(
+                    "publisher {} is not trusted by this box (its key is neither configured nor named by an entrance)",
+                    peer.id
+                ),
+            ));
+        }
+        Ok(peer)
+    })();
+    match admitted {
+        Ok(peer) => {
+            let shutdown = common.shutdown.clone();
+            let state = state.clone();
+            crate::ws::upgrade(request, &shutdown, move |conn| async move {
+                let span = tracing::info_span!("publisher", peer = %addr, id = %peer.id);
+                run(state, peer, conn).instrument(span).await;
+            })
+        }
+        Err(refusal) => {
+            common.refusals.record(&common.metrics, addr.ip(), &refusal);
+            refusal.into_response()
+        }
+    }
+}
+
+/// Transfers refused at their start whose later frames are dropped silently; bounded.
+const MAX_REMEMBERED_REFUSALS: usize = 1024;
+
+struct Session {
+    state: Arc<BoxState>,
+    publisher: String,
+    transfers: Transfers,
+    /// Temporary files of transfers under way, by transfer (`None`: one-shot frame).
+    pending: HashMap<Option<TransferId>, Upload>,
+    refused: HashSet<TransferId>,
+    /// Frames refused in a row; a peer that only sends garbage is cut off.
+    strikes: u32,
+}
+
+struct Upload {
+    pending: Pending,
+    path: String,
+    ttl: u64,
+    extra: Map<String, Value>,
+}
+
+async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
+    let publisher = peer.id.to_string();
+    let mut session = Session {
+        transfers: Transfers::new(state.frame_limits()),
+        state,
+        publisher,
+        pending: HashMap::new(),
+        refused: HashSet::new(),
+        strikes: 0,
+    };
+    let shutdown = session.state.common.shutdown.clone();
+    let mut published = false;
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => {
+                conn.close_with(
+                    tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Away,
+                    "box shutting down",
+                ).await;
+                break;
+            }
+            incoming = conn.recv() => incoming,
+        };
+        let replies = match incoming {
+            Ok(None) => break,
+            Ok(Some(Incoming::Message(Message::Publish(_)))) => {
+                published = true;
+                vec![Message::PublishReply(session.publish_reply())]
+            }
+            Ok(Some(Incoming::Message(Message::Goodbye(_)))) => break,
+            Ok(Some(Incoming::Message(other))) => vec![session.error(
+                "unexpected_command",
+                &format!(
+                    "a box takes PUBLISH and file frames, not {}",
+                    other.command()
+                ),
+            )],
+            Ok(Some(Incoming::Binary(_))) if !published => {
+                vec![session.error("publish_first", "send PUBLISH before file frames")]
+            }
+            Ok(Some(Incoming::Binary(bytes))) => {
+                let replies = session.frame(bytes).await;
+                if session.strikes >= MAX_CONSECUTIVE_ERRORS {
+                    for reply in &replies {
+                        let _ = conn.send(reply).await;
+                    }
+                    tracing::warn!(publisher = %session.publisher, "disconnecting: {} malformed frames in a row", session.strikes);
+                    conn.close_with(
+                        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy,
+                        "too many malformed frames",
+                    )
+                    .await;
+                    break;
+                }
+                replies
+            }
+            Err(ConnectionError::BadMessage(e)) => {
+                vec![session.error(e.reason_code(), &e.to_string())]
+            }
+            Err(e) => {
+                tracing::debug!(publisher = %session.publisher, "publisher session ended: {e}");
+                break;
+            }
+        };
+        for reply in replies {
+            if conn.send(&reply).await.is_err() {
+                break;
+            }
+        }
+    }
+    // Dropping the uploads removes their temporary files.
+    session.transfers.abort_all();
+    session.pending.clear();
+    tracing::debug!(publisher = %session.publisher, "publisher session closed");
+}
+
+impl Session {
+    fn header(&self) -> Header {
+        self.state.header()
+    }
+
+    fn publish_reply(&self) -> PublishReply {
+        let limits = self.state.frame_limits();
+        PublishReply {
+            header: self.header(),
+            data_url: Some(format!("{}/{}/", self.state.public_base, self.publisher)),
+            max_file_size: Some(self.state.config.max_file_size.as_u64()),
+            max_frame: u64::try_from(limits.max_chunk_bytes).ok(),
+            quota_free: self.state.storage.quota_free(&self.publisher),
+            extra: Default::default(),
+        }
+    }
+
+    fn error(&self, code: &str, text: &str) -> Message {
+        self.state.common.metrics.refuse(code);
+        Message::Error(ErrorReply {
+            header: self.header(),
+            error: text.to_owned(),
+            code: Some(code.to_owned()),
+            command: None,
+            entrance_urls: None,
+        })
+    }
+
+    fn refusal(
+        &self,
+        transfer: Option<TransferId>,
+        path: &str,
+        code: &str,
+        reason: String,
+        headers: Map<String, Value>,
+    ) -> Message {
+        self.state.common.metrics.refuse(code);
+        tracing::info!(publisher = %self.publisher, path, code, "refused a file: {reason}");
+        Message::Transfer(TransferResult {
+            header: self.header(),
+            transfer,
+            file_path: path.to_owned(),
+            outcome: TransferOutcome::Refused {
+                reason,
+                code: code.to_owned(),
+            },
+            headers,
+        })
+    }
+
+    async fn frame(&mut self, bytes: bytes::Bytes) -> Vec<Message> {
+        // Decoded without the file-size limit so that a too-large start frame is
+        // refused by `accept`, where its transfer id is known: its later frames are
+        // then dropped quietly instead of each drawing an "unknown transfer".
+        let lenient = frame::Limits {
+            max_file_size: u64::MAX,
+            ..self.transfers.limits().clone()
+        };
+        let frame = match Frame::decode(bytes, &lenient) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // Only undecodable frames count as garbage: a refused transfer
+                // (quota, hash) is a legitimate answer, not misbehaviour.
+                self.strikes += 1;
+                return self.frame_error(e, None);
+            }
+        };
+        let start = match &frame.header {
+            FrameHeader::Start(s) => Some((s.chunked.as_ref().map(|c| c.transfer), s.path.clone())),
+            FrameHeader::Continue { .. } => None,
+        };
+        match self.transfers.accept(frame) {
+            Ok(event) => {
+                self.strikes = 0;
+                self.event(event).await
+            }
+            Err(e) => self.frame_error(e, start),
+        }
+    }
+
+    fn frame_error(
+        &mut self,
+        e: FrameError,
+        start: Option<(Option<TransferId>, String)>,
+    ) -> Vec<Message> {
+        if let FrameError::UnknownTransfer { transfer } = e
+            && self.refused.contains(&transfer)
+        {
+            return Vec::new();
+        }
+        let (start_transfer, start_path) = match start {
+            Some((t, p)) => (t, Some(p)),
+            None => (None, None),
+        };
+        let transfer = e.transfer().or(start_transfer);
+        let (path, extra) = match self.pending.remove(&transfer) {
+            Some(upload) if transfer.is_some() => (upload.path, upload.extra),
+            _ => (start_path.unwrap_or_default(), Map::new()),
+        };
+        if let Some(t) = transfer {
+            self.remember_refused(t);
+        }
+        vec![self.refusal(transfer, &path, e.reason_code(), e.to_string(), extra)]
+    }
+
+    fn remember_refused(&mut self, transfer: TransferId) {
+        if self.refused.len() >= MAX_REMEMBERED_REFUSALS {
+            self.refused.clear();
+        }
+        self.refused.insert(transfer);
+    }
+
+    async fn event(&mut self, event: Event) -> Vec<Message> {
+        let key = event.transfer;
+        if let Some(started) = event.started {
+            // A new one-shot frame replaces nothing: the previous one completed at once.
+            let ttl = rules::effective_ttl(started.ttl, self.state.config.max_ttl);
+            match self
+                .state
+                .storage
+                .begin(&self.publisher, &started.path, started.size)
+                .await
+            {
+                Ok(pending) => {
+                    self.pending.insert(
+                        key,
+                        Upload {
+                            pending,
+                            path: started.path,
+                            ttl,
+                            extra: started.extra,
+                        },
+                    );
+                }
+                Err(refusal) => {
+                    if let Some(t) = key {
+                        self.transfers.abort(t);
+                        self.remember_refused(t);
+                    }
+                    return vec![self.refusal(
+                        key,
+                        &started.path,
+                        refusal.code(),
+                        refusal.to_string(),
+                        started.extra,
+                    )];
+                }
+            }
+        }
+        if let Some(chunk) = event.data {
+            let written = match self
+                .pending
+                .get_mut(&key)
+                .and_then(|u| u.pending.file.as_mut())
+            {
+                Some(file) => file
+                    .write_all(&chunk.bytes)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("no open file for this transfer".to_owned()),
+            };
+            if let Err(e) = written {
+                return self.fail(key, StoreRefusal::Io(e));
+            }
+        }
+        let Some(completed) = event.completed else {
+            return Vec::new();
+        };
+        let Some(upload) = self.pending.remove(&key) else {
+            return Vec::new();
+        };
+        let Upload {
+            pending,
+            path,
+            ttl,
+            extra,
+        } = upload;
+        let member = pending.member.clone();
+        match self.state.storage.land(pending, completed.size, ttl).await {
+            Ok(()) => {
+                tracing::debug!(publisher = %self.publisher, path, size = completed.size, "stored");
+                vec![Message::Transfer(TransferResult {
+                    header: self.header(),
+                    transfer: key,
+                    file_path: path,
+                    outcome: TransferOutcome::Stored {
+                        size: completed.size,
+                        sha256: completed.sha256,
+                        url: format!("{}/{}", self.state.public_base, url_path(&member)),
+                    },
+                    headers: extra,
+                })]
+            }
+            Err(refusal) => {
+                vec![self.refusal(key, &path, refusal.code(), refusal.to_string(), extra)]
+            }
+        }
+    }
+
+    fn fail(&mut self, key: Option<TransferId>, refusal: StoreRefusal) -> Vec<Message> {
+        if let Some(t) = key {
+            self.transfers.abort(t);
+            self.remember_refused(t);
+        }
+        let (path, extra) = self
+            .pending
+            .remove(&key)
+            .map(|u| (u.path, u.extra))
+            .unwrap_or_default();
+        vec![self.refusal(key, &path, refusal.code(), refusal.to_string(), extra)]
+    }
+}
+
+/// Percent-encodes what a URL path cannot carry as is; `/` stays a separator.
+pub fn url_path(member: &str) -> String {
+    let mut out = String::with_capacity(member.len());
+    for b in member.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,538 @@
+//! Stored files on disk and their expiry index.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! files/<publisher-id>/<path>     stored files, served at /<publisher-id>/<path>
+//! files/.partial/<n>.partial      transfers under way (same filesystem, so rename is atomic)
+//! ```
+//!
+//! The index is the store's `{ID}:EXPIRE_FILES` sorted set (member
+//! `<publisher-id>/<path>`, score = expiry in epoch seconds). A file lands by
+//! recording its expiry first and renaming the verified temporary file second; it
+//! goes by deleting the file first and the index entry second. So after a crash at
+//! any point there is at worst an index entry without a file, or a file without an
+//! entry — and [`Storage::open`] repairs both at start-up, together with expired
+//! files and leftover temporary files.
+//!
+//! An in-memory table of live files (size, expiry) answers quota checks and
+//! serving without touching the store; it is rebuilt from disk and index at start.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use dandelion_core::store::{Order, Store};
+
+use super::rules::{self, QuotaRefusal, Quotas, Usage};
+use dandelion_core::paths::{self, PathRefusal};
+
+/// One live stored file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileEntry {
+    pub size: u64,
+    /// Epoch seconds.
+    pub expires: u64,
+    /// Changes whenever the file is replaced, so a cached copy can tell it is stale
+    /// even when size and expiry happen to be equal (a playlist re-pushed in the
+    /// same second).
+    pub version: u64,
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Why a push cannot be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreRefusal {
+    #[error(transparent)]
+    Path(#[from] PathRefusal),
+    #[error(transparent)]
+    Quota(#[from] QuotaRefusal),
+    #[error("the box could not write the file: {0}")]
+    Io(String),
+}
+
+impl StoreRefusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreRefusal::Path(p) => p.code(),
+            StoreRefusal::Quota(q) => q.code(),
+            StoreRefusal::Io(_) => "io_error",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    files: HashMap<String, FileEntry>,
+    /// Bytes stored, by publisher.
+    used: HashMap<String, u64>,
+    /// Bytes promised to transfers under way, by publisher.
+    reserved: HashMap<String, u64>,
+    total_used: u64,
+    total_reserved: u64,
+}
+
+/// Cheap-clone handle to the box's stored files.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    partial: PathBuf,
+    store: Arc<dyn Store>,
+    index_key: String,
+    quotas: Quotas,
+    // A std Mutex: held for map updates only, never across an await.
+    table: std::sync::Mutex<Table>,
+    // Serialises "index then file" updates of one box (landing, sweeping), so a
+    // sweep never deletes a file that a push just replaced under the same name.
+    // A tokio Mutex, because it is held across store and filesystem awaits.
+    landing: tokio::sync::Mutex<()>,
+    /// Numbers temporary files and file versions: unique while the process runs.
+    counter: AtomicU64,
+}
+
+/// A reservation plus temporary file for a transfer under way. Dropping it
+/// without [`Storage::land`] removes the temporary file and frees the reservation.
+#[derive(Debug)]
+pub struct Pending {
+    storage: Storage,
+    pub publisher: String,
+    pub rel: String,
+    pub member: String,
+    pub temp: PathBuf,
+    pub file: Option<tokio::fs::File>,
+    reserved: u64,
+    landed: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.landed {
+            // Best effort and synchronous: a temporary file must not outlive its transfer.
+            let _ = std::fs::remove_file(&self.temp);
+        }
+        self.storage.unreserve(&self.publisher, self.reserved);
+    }
+}
+
+impl Storage {
+    /// Opens the storage under `data_dir`, repairing what a crash left behind:
+    /// temporary files, expired files, files without an index entry and entries
+    /// without a file.
+    pub async fn open(
+        data_dir: &Path,
+        store: Arc<dyn Store>,
+        index_key: String,
+        quotas: Quotas,
+    ) -> anyhow::Result<Storage> {
+        let root = data_dir.join("files");
+        let partial = root.join(".partial");
+        if partial.exists() {
+            tokio::fs::remove_dir_all(&partial)
+                .await
+                .with_context(|| format!("cannot clear {}", partial.display()))?;
+        }
+        tokio::fs::create_dir_all(&partial)
+            .await
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let storage = Storage {
+            inner: Arc::new(Inner {
+                root,
+                partial,
+                store,
+                index_key,
+                quotas,
+                table: std::sync::Mutex::new(Table::default()),
+                landing: tokio::sync::Mutex::new(()),
+                counter: AtomicU64::new(0),
+            }),
+        };
+        storage.reconcile().await?;
+        Ok(storage)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn reconcile(&self) -> anyhow::Result<()> {
+        let now = now_secs();
+        let entries = self
+            .inner
+            .store
+            .zrange_by_score(
+                &self.inner.index_key,
+                f64::NEG_INFINITY,
+                f64::INFINITY,
+                Order::Asc,
+                None,
+            )
+            .await
+            .context("cannot read the expiry index")?;
+        let mut live = HashMap::new();
+        let (mut expired, mut missing) = (0u32, 0u32);
+        for (member, score) in entries {
+            let expires = score_secs(score);
+            let path = self.inner.root.join(&member);
+            let file = std::fs::symlink_metadata(&path)
+                .ok()
+                .filter(|m| m.is_file() && paths::relative_path(&member).is_ok());
+            match file {
+                Some(_) if expires <= now => {
+                    remove_file_if_there(&path).await?;
+                    expired += 1;
+                    self.inner
+                        .store
+                        .zrem(&self.inner.index_key, &[&member])
+                        .await?;
+                }
+                Some(meta) => {
+                    live.insert(
+                        member,
+                        FileEntry {
+                            size: meta.len(),
+                            expires,
+                            version: self.inner.counter.fetch_add(1, Ordering::Relaxed),
+                        },
+                    );
+                }
+                None => {
+                    missing += 1;
+                    self.inner
+                        .store
+                        .zrem(&self.inner.index_key, &[&member])
+                        .await?;
+                }
+            }
+        }
+        let root = self.inner.root.clone();
+        let keep: std::collections::HashSet<String> = live.keys().cloned().collect();
+        let orphans = tokio::task::spawn_blocking(move || remove_orphans(&root, &keep))
+            .await
+            .context("orphan sweep task failed")??;
+        if expired + missing + orphans > 0 {
+            tracing::info!(
+                expired,
+                missing,
+                orphans,
+                "repaired stored files against the expiry index"
+            );
+        }
+        let mut table = self.table();
+        for (member, entry) in live {
+            let publisher = publisher_of(&member).to_owned();
+            *table.used.entry(publisher).or_default() += entry.size;
+            table.total_used += entry.size;
+            table.files.insert(member, entry);
+        }
+        Ok(())
+    }
+
+    /// Checks the path and the quotas, reserves the room and creates the
+    /// temporary file for a push of `size` bytes.
+    pub async fn begin(
+        &self,
+        publisher: &str,
+        file_path: &str,
+        size: u64,
+    ) -> Result<Pending, StoreRefusal> {
+        let rel = paths::relative_path(file_path)?;
+        let base = self.inner.root.join(publisher);
+        paths::check_on_disk(&base, &rel)?;
+        let member = format!("{publisher}/{rel}");
+        let disk_available = dandelion_core::probe::disk_space(&self.inner.root).map(|d| d.1);
+        {
+            let mut table = self.table();
+            let usage = Usage {
+                total: table.total_used + table.total_reserved,
+                publisher: table.used.get(publisher).copied().unwrap_or(0)
+                    + table.reserved.get(publisher).copied().unwrap_or(0),
+                replaced: table.files.get(&member).map_or(0, |f| f.size),
+            };
+            rules::check_quota(
+                size,
+                usage,
+                Quotas {
+                    disk_available,
+                    ..self.inner.quotas
+                },
+            )?;
+            *table.reserved.entry(publisher.to_owned()).or_default() += size;
+            table.total_reserved += size;
+        }
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        let temp = self.inner.partial.join(format!("{n}.partial"));
+        let mut pending = Pending {
+            storage: self.clone(),
+            publisher: publisher.to_owned(),
+            rel,
+            member,
+            temp,
+            file: None,
+            reserved: size,
+            landed: false,
+        };
+        let file = tokio::fs::File::create(&pending.temp)
+            .await
+            .map_err(|e| StoreRefusal::Io(format!("creating a temporary file: {e}")))?;
+        pending.file = Some(file);
+        Ok(pending)
+    }
+
+    fn unreserve(&self, publisher: &str, bytes: u64) {
+        let mut table = self.table();
+        if let Some(r) = table.reserved.get_mut(publisher) {
+            *r = r.saturating_sub(bytes);
+            if *r == 0 {
+                table.reserved.remove(publisher);
+            }
+        }
+        table.total_reserved = table.total_reserved.saturating_sub(bytes);
+    }
+
+    /// Moves a verified temporary file into place: fsync, record the expiry, then
+    /// rename over whatever was there (an atomic replace).
+    pub async fn land(
+        &self,
+        mut pending: Pending,
+        size: u64,
+        ttl: u64,
+    ) -> Result<(), StoreRefusal> {
+        let io = |what: &str, e: std::io::Error| StoreRefusal::Io(format!("{what}: {e}"));
+        if let Some(file) = pending.file.take() {
+            file.sync_all().await.map_err(|e| io("fsync", e))?;
+        }
+        let base = self.inner.root.join(&pending.publisher);
+        let _landing = self.inner.landing.lock().await;
+        // Checked again: a directory may have changed since the transfer began.
+        let target = paths::check_on_disk(&base, &pending.rel)?;
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io("creating the directory", e))?;
+        }
+        let expires = now_secs().saturating_add(ttl);
+        self.inner
+            .store
+            .zadd(&self.inner.index_key, &pending.member, secs_score(expires))
+            .await
+            .map_err(|e| StoreRefusal::Io(format!("recording the expiry: {e}")))?;
+        tokio::fs::rename(&pending.temp, &target)
+            .await
+            .map_err(|e| io("moving the file into place", e))?;
+        pending.landed = true;
+        // The rename is durable once the directory is synced.
+        if let Some(parent) = target.parent()
+            && let Ok(dir) = tokio::fs::File::open(parent).await
+        {
+            let _ = dir.sync_all().await;
+        }
+        let mut table = self.table();
+        let version = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        let old = table.files.insert(
+            pending.member.clone(),
+            FileEntry {
+                size,
+                expires,
+                version,
+            },
+        );
+        let publisher_used = table.used.entry(pending.publisher.clone()).or_default();
+        *publisher_used = publisher_used
+            .saturating_sub(old.map_or(0, |f| f.size))
+            .saturating_add(size);
+        table.total_used = table
+            .total_used
+            .saturating_sub(old.map_or(0, |f| f.size))
+            .saturating_add(size);
+        Ok(())
+    }
+
+    /// A live (not expired) file by its member name `<publisher-id>/<path>`.
+    pub fn get(&self, member: &str) -> Option<FileEntry> {
+        let entry = *self.table().files.get(member)?;
+        (entry.expires > now_secs()).then_some(entry)
+    }
+
+    /// Every live file, for the admin listing.
+    pub fn list(&self) -> Vec<(String, FileEntry)> {
+        let now = now_secs();
+        let mut files: Vec<_> = self
+            .table()
+            .files
+            .iter()
+            .filter(|(_, e)| e.expires > now)
+            .map(|(m, e)| (m.clone(), *e))
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files
+    }
+
+    /// Files and bytes stored (expired but not yet swept included), for `/metrics`.
+    pub fn counts(&self) -> (u64, u64) {
+        let table = self.table();
+        (
+            u64::try_from(table.files.len()).unwrap_or(u64::MAX),
+            table.total_used,
+        )
+    }
+
+    /// Bytes stored in total and by one publisher.
+    pub fn used(&self, publisher: Option<&str>) -> u64 {
+        let table = self.table();
+        match publisher {
+            None => table.total_used,
+            Some(p) => table.used.get(p).copied().unwrap_or(0),
+        }
+    }
+
+    /// Free room for one publisher under the quotas (not counting the disk).
+    pub fn quota_free(&self, publisher: &str) -> Option<u64> {
+        let total = self
+            .inner
+            .quotas
+            .storage
+            .map(|q| q.saturating_sub(self.used(None)));
+        let own = self
+            .inner
+            .quotas
+            .publisher
+            .map(|q| q.saturating_sub(self.used(Some(publisher))));
+        match (total, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Deletes every file whose time is up: file first, index entry second.
+    /// Returns how many went.
+    pub async fn sweep(&self) -> anyhow::Result<usize> {
+        let now = now_secs();
+        let due = self
+            .inner
+            .store
+            .zrange_by_score(
+                &self.inner.index_key,
+                f64::NEG_INFINITY,
+                secs_score(now),
+                Order::Asc,
+                Some(1024),
+            )
+            .await
+            .context("cannot read the expiry index")?;
+        let mut removed = 0;
+        for (member, _) in due {
+            let _landing = self.inner.landing.lock().await;
+            // A push may have renewed it since the range was read.
+            let score = self
+                .inner
+                .store
+                .zscore(&self.inner.index_key, &member)
+                .await?;
+            if score.is_none_or(|s| score_secs(s) > now) {
+                continue;
+            }
+            if paths::relative_path(&member).is_ok() {
+                remove_file_if_there(&self.inner.root.join(&member)).await?;
+            }
+            self.inner
+                .store
+                .zrem(&self.inner.index_key, &[&member])
+                .await?;
+            let mut table = self.table();
+            if let Some(old) = table.files.remove(&member) {
+                let publisher = publisher_of(&member).to_owned();
+                if let Some(used) = table.used.get_mut(&publisher) {
+                    *used = used.saturating_sub(old.size);
+                }
+                table.total_used = table.total_used.saturating_sub(old.size);
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+fn publisher_of(member: &str) -> &str {
+    member.split_once('/').map_or(member, |(p, _)| p)
+}
+
+fn secs_score(secs: u64) -> f64 {
+    // Epoch seconds stay far below 2^53, where f64 is exact.
+    #[allow(clippy::cast_precision_loss)]
+    let score = secs as f64;
+    score
+}
+
+fn score_secs(score: f64) -> u64 {
+    if score.is_finite() && score > 0.0 {
+        // Scores are whole epoch seconds written by `secs_score`.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let secs = score as u64;
+        secs
+    } else {
+        0
+    }
+}
+
+async fn remove_file_if_there(path: &Path) -> anyhow::Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", path.display())),
+    }
+}
+
+/// Deletes every file under `root` (except the temporary directory) whose member
+/// name is not in `keep`; returns how many.
+fn remove_orphans(root: &Path, keep: &std::collections::HashSet<String>) -> anyhow::Result<u32> {
+    let mut removed = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let path = entry.path();
+            if dir == root && entry.file_name() == ".partial" {
+                continue;
+            }
+            let file_type = entry
+                .file_type()
+                .with_context(|| format!("cannot inspect {}", path.display()))?;
+            if file_type.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let member = path
+                .strip_prefix(root)
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(str::to_owned);
+            if member.is_none_or(|m| !keep.contains(&m)) {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot delete {}", path.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
