@@ -6,12 +6,13 @@
 //! reported to the caller (who answers it with an error), and a peer that keeps
 //! sending garbage is cut off rather than allowed to occupy the daemon.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::{
@@ -188,11 +189,29 @@ pub fn websocket_url(url: &str) -> Result<String, ConnectionError> {
     Ok(format!("{scheme}://{rest}"))
 }
 
+/// How a client connection is opened, beyond its URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// The local address to connect from. Tests run many simulated peers on one
+    /// machine from distinct loopback addresses (127.0.0.x), which the server
+    /// locates and tells apart like real households.
+    pub local_addr: Option<IpAddr>,
+}
+
 /// Opens a WebSocket to `url` with extra handshake headers (credentials), within
 /// [`CONNECT_TIMEOUT`].
 pub async fn connect(
     url: &str,
     headers: &[(&str, &str)],
+) -> Result<ClientConnection, ConnectionError> {
+    connect_with(url, headers, ConnectOptions::default()).await
+}
+
+/// [`connect`] with [`ConnectOptions`].
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    options: ConnectOptions,
 ) -> Result<ClientConnection, ConnectionError> {
     let ws_url = websocket_url(url)?;
     let fail = |cause: String| ConnectionError::Connect {
@@ -208,7 +227,25 @@ pub async fn connect(
         let value = HeaderValue::from_str(value).map_err(|e| fail(e.to_string()))?;
         request.headers_mut().insert(name, value);
     }
-    let handshake = tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true);
+    let handshake = async {
+        match options.local_addr {
+            None => {
+                tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await
+            }
+            Some(local) => {
+                let tcp = connect_from(local, request.uri())
+                    .await
+                    .map_err(tungstenite::Error::Io)?;
+                // Plain only, as `connect_async` in this build (no TLS feature).
+                tokio_tungstenite::client_async_with_config(
+                    request,
+                    MaybeTlsStream::Plain(tcp),
+                    Some(ws_config()),
+                )
+                .await
+            }
+        }
+    };
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Err(_) => Err(fail(format!(
             "no answer within {}s",
@@ -231,6 +268,35 @@ pub async fn connect(
     }
 }
 
+/// A TCP connection to the URI's host and port, from `local`.
+async fn connect_from(local: IpAddr, uri: &tungstenite::http::Uri) -> std::io::Result<TcpStream> {
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address found");
+    for remote in tokio::net::lookup_host((host, port)).await? {
+        if remote.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if local.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(local, 0))?;
+        match socket.connect(remote).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Opens a WebSocket to a daemon, proving `identity`'s ID: fetches a nonce from
 /// the daemon, signs it, and presents the proof (and `bearer`, a join or admin
 /// token, when given) on the upgrade request. Returns the connection and the
@@ -240,6 +306,17 @@ pub async fn connect_as(
     identity: &Identity,
     bearer: Option<&str>,
     http: &HttpClient,
+) -> Result<(ClientConnection, NodeId), ConnectionError> {
+    connect_as_with(url, identity, bearer, http, ConnectOptions::default()).await
+}
+
+/// [`connect_as`] with [`ConnectOptions`] (the nonce is fetched with `http` as is).
+pub async fn connect_as_with(
+    url: &str,
+    identity: &Identity,
+    bearer: Option<&str>,
+    http: &HttpClient,
+    options: ConnectOptions,
 ) -> Result<(ClientConnection, NodeId), ConnectionError> {
     let fail = |cause: String| ConnectionError::Connect {
         url: url.to_owned(),
@@ -267,7 +344,7 @@ pub async fn connect_as(
     if let Some(value) = &authorization {
         headers.push(("authorization", value));
     }
-    let connection = connect(url, &headers).await?;
+    let connection = connect_with(url, &headers, options).await?;
     Ok((connection, challenge.id))
 }
 

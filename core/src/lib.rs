@@ -11,6 +11,7 @@
 //!   machine that reassembles them with bounded memory;
 //! - [`store`]: the Redis-like store every daemon keeps its state in, embedded
 //!   (redb) or on a shared Redis, with the original's key names;
+//! - [`geo`]: locating peers by address in GeoLite2-compatible databases;
 //! - [`config`] and [`logging`]: the layered configuration and log set-up every
 //!   binary shares.
 
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod frame;
+pub mod geo;
 pub mod http;
 pub mod identity;
 pub mod ids;
