@@ -2,6 +2,7 @@
 //! up logging and hands over to the command. Everything with logic in it lives in
 //! `dandelion-core` or in the command modules.
 
+mod admin;
 mod check;
 mod cli;
 
@@ -12,6 +13,7 @@ use clap::Parser;
 use dandelion_core::config::Config;
 
 use cli::{Cli, Command};
+use dandelion_daemons::shutdown::{Shutdown, signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,6 +24,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `dandelion entrance`: logging held for the daemon's lifetime, SIGTERM/SIGINT
+/// turned into a graceful shutdown.
+async fn entrance(mut config: Config, args: cli::RoleArgs) -> anyhow::Result<()> {
+    if let Some(listen) = args.listen {
+        config.entrance.listen = listen;
+    }
+    if !args.entrances.is_empty() {
+        config.entrance.peers = args.entrances;
+    }
+    dandelion_core::config::prepare_data_dir(&config.data_dir)?;
+    let _log = dandelion_core::logging::init(
+        &config.log_level,
+        config.log_file.then_some(config.data_dir.as_path()),
+    )?;
+    let listener = dandelion_daemons::server::bind(config.entrance.listen).await?;
+    let shutdown = Shutdown::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        signal().await;
+        trigger.trigger();
+    });
+    dandelion_daemons::entrance::run(listener, &config, shutdown).await
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -35,6 +61,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
+        Command::Entrance(args) => runtime.block_on(entrance(config, args)),
+        Command::Boxes(args) => runtime.block_on(admin::boxes(&args)),
+        Command::Evict(args) => runtime.block_on(admin::evict(&args, &config.data_dir)),
         other => {
             let name = match other {
                 Command::Up(_) => "up",
