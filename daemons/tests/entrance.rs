@@ -612,13 +612,37 @@ async fn two_entrances_on_one_redis_namespace_return_the_same_boxes() {
     let a = SimBox::new(2).await;
     let b = SimBox::new(3).await;
     let _ca = a.register(&e1).await;
-    let _cb = b.register(&e2).await;
+    let mut cb = b.register(&e2).await;
     let mut s1 = e1.search_ids().await;
     let mut s2 = e2.search_ids().await;
     s1.sort();
     s2.sort();
     assert_eq!(s1.len(), 2);
     assert_eq!(s1, s2);
+    // An eviction on one entrance reaches a box heartbeating to the other.
+    let token = std::fs::read_to_string(d1.path().join("admin.token")).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+    let ok = HttpClient::default()
+        .request(
+            http::Method::POST,
+            &format!("{}/api/boxes/{}/evict", e1.origin, b.id()),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from_static(br#"{"reason": "misbehaving"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    match b.beat(&mut cb).await {
+        Message::Error(err) => {
+            assert_eq!(err.code.as_deref(), Some("evicted"));
+            assert!(err.error.contains("misbehaving"), "{}", err.error);
+        }
+        other => panic!("expected the eviction notice, got {other:?}"),
+    }
+    assert_eq!(e2.search_ids().await, [a.id().to_string()]);
     e1.stop().await;
     e2.stop().await;
 }
@@ -738,4 +762,92 @@ async fn the_originals_clients_register_and_search_only_with_legacy_peers() {
     assert!(reply["BOX_SET"][legacy_id].is_object(), "{reply}");
     assert_eq!(reply["BOX_SET"][legacy_id]["PORT"], "17270");
     on.stop().await;
+}
+
+#[tokio::test]
+async fn registration_and_expiry_work_on_redis_too() {
+    let redis = dandelion_testkit::redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = Arc::new(Identity::generate(Role::Publisher).unwrap());
+    let mut config = base_config(dir.path(), &publisher);
+    config.store = redis.url();
+    config.entrance.heartbeat_interval = Duration::from_millis(300);
+    config.entrance.expire_box_time = Duration::from_secs(2);
+    let e = start_with(&config, &publisher).await;
+    let boxes = [SimBox::new(2).await, SimBox::new(3).await];
+    let _c0 = boxes[0].register(&e).await;
+    let mut c1 = boxes[1].register(&e).await;
+    let reply = e.search(|_| {}).await;
+    let mut cities: Vec<_> = reply
+        .boxes
+        .iter()
+        .map(|b| b.geoip.as_ref().unwrap().city.clone().unwrap())
+        .collect();
+    cities.sort();
+    assert_eq!(cities, ["Taipei", "Tokyo"]);
+    // The silent box goes stale and expires; the other is kept alive meanwhile.
+    let deadline = Instant::now() + DEADLINE;
+    let mut beats = 0u32;
+    while e.state_of(boxes[0].id()).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the silent box to expire"
+        );
+        boxes[1].beat(&mut c1).await;
+        beats += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(beats > 1);
+    assert_eq!(e.search_ids().await, [boxes[1].id().to_string()]);
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_gets_an_error_reply_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = Arc::new(Identity::generate(Role::Publisher).unwrap());
+    let e = start_with(&base_config(dir.path(), &publisher), &publisher).await;
+    let b = SimBox::new(2).await;
+    let conn = b.register(&e).await;
+    let mut raw = conn.into_inner();
+    raw.send(WsMessage::text("{not json")).await.unwrap();
+    let reply = loop {
+        match raw.next().await {
+            Some(Ok(WsMessage::Text(t))) => {
+                break serde_json::from_str::<serde_json::Value>(&t).unwrap();
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(reply["CODE"], "not_json", "{reply}");
+    assert!(
+        reply["ERROR"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad message: not valid JSON"),
+        "{reply}"
+    );
+    let metrics = HttpClient::default()
+        .get(&format!("{}/metrics", e.origin), &[])
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("dandelion_refused_total{reason=\"not_json\"} 1"),
+        "{metrics}"
+    );
+    // The session survives one bad message: a heartbeat still works.
+    raw.send(WsMessage::text(b.exchange().encode()))
+        .await
+        .unwrap();
+    let reply = loop {
+        match raw.next().await {
+            Some(Ok(WsMessage::Text(t))) => break Message::decode(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(matches!(reply, Message::ExchangeReply(_)), "{reply:?}");
+    e.stop().await;
 }

@@ -63,7 +63,7 @@ pub async fn handle(
     ws::upgrade(request, &tasks, move |conn| async move {
         match admitted {
             Admitted::Box(peer) => box_session(shared, conn, peer, ip).await,
-            Admitted::Publisher(peer) => publisher_session(shared, conn, peer).await,
+            Admitted::Publisher(peer) => publisher_session(shared, conn, peer, ip).await,
             Admitted::Legacy => legacy_session(shared, conn, ip).await,
         }
     })
@@ -353,7 +353,12 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
     tracing::debug!(box_id = %id, "box session ended");
 }
 
-async fn publisher_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer) {
+async fn publisher_session(
+    shared: Arc<Shared>,
+    mut conn: ServerConnection,
+    peer: Peer,
+    ip: IpAddr,
+) {
     let shutdown = shared.common.shutdown.clone();
     loop {
         let incoming = tokio::select! {
@@ -394,7 +399,7 @@ async fn publisher_session(shared: Arc<Shared>, mut conn: ServerConnection, peer
                 None,
             ),
             Err(e) => {
-                if answer_bad(&shared, &mut conn, IpAddr::from([0, 0, 0, 0]), &e).await {
+                if answer_bad(&shared, &mut conn, ip, &e).await {
                     continue;
                 }
                 break;
