@@ -501,8 +501,17 @@ async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) 
             );
         }
     };
+    let count = search.count.unwrap_or(shared.config.search_count) as usize;
+    let origin = search.geoip.as_ref().and_then(|g| g.lat_lon());
+    let order = search.order.unwrap_or(SearchOrder::Freshest);
+    // Members come freshest first (expiry = last heartbeat + a fixed time), so a
+    // freshest-first answer can stop at `count`; only nearest-first needs all.
+    let needs_all = order == SearchOrder::Nearest && origin.is_some();
     let mut candidates = Vec::new();
     for (id, _) in members {
+        if !needs_all && candidates.len() >= count {
+            break;
+        }
         let Ok(Some(info)) = shared.book.load_info(&id).await else {
             continue;
         };
@@ -526,14 +535,7 @@ async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) 
             item: exchange,
         });
     }
-    let count = search.count.unwrap_or(shared.config.search_count) as usize;
-    let origin = search.geoip.as_ref().and_then(|g| g.lat_lon());
-    let boxes = rank(
-        candidates,
-        search.order.unwrap_or(SearchOrder::Freshest),
-        origin,
-        count,
-    );
+    let boxes = rank(candidates, order, origin, count);
     Message::SearchReply(SearchReply {
         header: own_header(shared),
         boxes,

@@ -2,7 +2,7 @@
 //! each round atomically pops what has expired, so entrances sharing a store
 //! never expire the same box twice and nothing scans the whole registry. Before
 //! popping, self-preservation decides whether to hold back (see
-//! `registry::self_preservation`). The same round refreshes the `boxes` gauge.
+//! `registry::self_preservation`). Every few seconds it also recounts the `boxes` gauge.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,10 @@ use crate::shutdown::Shutdown;
 /// Boxes expired per store call, so one round cannot hold the store for long.
 const POP_BATCH: usize = 1000;
 
+/// How often the `boxes` gauge is recounted at most (or every heartbeat interval,
+/// if shorter): it reads every box, so not every round.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
 /// How often the sweep runs: often enough that expiry is punctual to about a
 /// heartbeat, capped at one second.
 fn period(heartbeat: Duration) -> Duration {
@@ -24,6 +28,8 @@ fn period(heartbeat: Duration) -> Duration {
 pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(period(shared.config.heartbeat_interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let gauge_every = GAUGE_EVERY.min(shared.config.heartbeat_interval);
+    let mut counted: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -31,6 +37,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
         }
         if let Err(e) = round(&shared).await {
             tracing::warn!("expiry sweep failed; retrying next round: {e}");
+        }
+        if counted.is_none_or(|t| t.elapsed() >= gauge_every) {
+            counted = Some(tokio::time::Instant::now());
+            if let Err(e) = update_gauge(&shared, now()).await {
+                tracing::warn!("cannot count boxes for the gauge: {e}");
+            }
         }
     }
 }
@@ -71,7 +83,7 @@ async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError>
             }
         }
     }
-    update_gauge(shared, now).await
+    Ok(())
 }
 
 async fn update_gauge(shared: &Shared, now: f64) -> Result<(), dandelion_core::store::StoreError> {
