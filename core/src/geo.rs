@@ -71,8 +71,19 @@ impl GeoDb {
     /// errors (a corrupt record) count as unknown: a location is a nicety, and
     /// a box must not be refused for it.
     pub fn lookup(&self, ip: IpAddr) -> Option<GeoIp> {
-        let result = self.city.lookup(ip).ok()?;
-        let city: geoip2::City<'_> = result.decode().ok()??;
+        let decoded = self
+            .city
+            .lookup(ip)
+            .and_then(|r| r.decode::<geoip2::City<'_>>());
+        let city = match decoded {
+            Ok(city) => city?,
+            Err(e) => {
+                // A record of unexpected shape (a non-MaxMind writer): say so once
+                // per lookup at debug, where an operator chasing "no city" looks.
+                tracing::debug!(%ip, "GeoIP record does not decode as a city: {e}");
+                return None;
+            }
+        };
         let mut geo = GeoIp {
             ip: Some(ip.to_string()),
             country: city.country.iso_code.map(str::to_owned),
@@ -139,6 +150,30 @@ mod tests {
         assert_eq!(geo.region.as_deref(), Some("Taipei City"));
         assert_eq!(geo.loc.as_deref(), Some("25.0330,121.5654"));
         assert!(db.lookup("10.1.1.1".parse().unwrap()).is_none());
+        assert_eq!(geo.org, None, "no ASN database");
+
+        let asn_path = dir.path().join("asn.mmdb");
+        let mut w = mmdb_writer::Writer::new("GeoLite2-ASN");
+        // Typed, so the number is written as uint32 as in MaxMind's files (a
+        // JSON number would be uint64, which the reader refuses for this field).
+        #[derive(serde::Serialize)]
+        struct Asn {
+            autonomous_system_number: u32,
+            autonomous_system_organization: &'static str,
+        }
+        let asn = Asn {
+            autonomous_system_number: 3462,
+            autonomous_system_organization: "Data Communication Business Group",
+        };
+        w.insert("127.0.0.0/24".parse::<ipnet::IpNet>().unwrap(), &asn)
+            .unwrap();
+        std::fs::write(&asn_path, w.to_bytes().unwrap()).unwrap();
+        let db = GeoDb::open(&path, Some(&asn_path)).unwrap();
+        let geo = db.lookup("127.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(
+            geo.org.as_deref(),
+            Some("AS3462 Data Communication Business Group")
+        );
         let err = GeoDb::open(&dir.path().join("missing.mmdb"), None).unwrap_err();
         assert!(
             err.to_string().starts_with("cannot open GeoIP database"),
