@@ -48,6 +48,20 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_BINARY_MESSAGE))
 }
 
+/// Read buffer of a control-only session (see [`control_ws_config`]).
+pub const CONTROL_READ_BUFFER: usize = 4 << 10;
+
+/// For servers holding many sessions that carry only small text messages (an
+/// entrance with thousands of boxes): tungstenite allocates its read buffer per
+/// connection (128 KiB by default), which alone made 5 000 box sessions cost
+/// 700 MiB. Text messages stay bounded by [`MAX_TEXT_MESSAGE`].
+pub fn control_ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(CONTROL_READ_BUFFER)
+        .max_message_size(Some(MAX_TEXT_MESSAGE))
+        .max_frame_size(Some(MAX_TEXT_MESSAGE))
+}
+
 /// What a peer sent.
 // One value per received frame, moved straight to its handler: boxing the message
 // would only add an allocation per frame.

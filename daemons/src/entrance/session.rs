@@ -60,7 +60,8 @@ pub async fn handle(
         }
     };
     let tasks = shared.common.shutdown.clone();
-    ws::upgrade(request, &tasks, move |conn| async move {
+    let config = dandelion_core::connection::control_ws_config();
+    ws::upgrade_with(request, &tasks, config, move |conn| async move {
         match admitted {
             Admitted::Box(peer) => box_session(shared, conn, peer, ip).await,
             Admitted::Publisher(peer) => publisher_session(shared, conn, peer, ip).await,
@@ -171,7 +172,12 @@ async fn answer_bad(
     let code = match e {
         ConnectionError::BadMessage(p) => p.reason_code(),
         ConnectionError::TooLarge(_) => "too_large",
-        _ => "connection",
+        ConnectionError::TooManyErrors(_) => "too_many_errors",
+        // A dropped or broken transport is how sessions end, not a refusal.
+        other => {
+            tracing::debug!(%ip, "session ended: {other}");
+            return false;
+        }
     };
     let refusal = Refusal {
         status: StatusCode::BAD_REQUEST,
