@@ -207,7 +207,7 @@ impl SimBox {
         let addr = listener.local_addr().unwrap();
         if let Some(signer) = signer {
             let app = Router::new()
-                .route("/dandelion/reachability", get(reachability))
+                .route(dandelion_core::auth::REACHABILITY_PATH, get(reachability))
                 .with_state(signer);
             tokio::spawn(async move { axum::serve(listener, app).await });
         }

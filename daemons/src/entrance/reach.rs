@@ -16,8 +16,7 @@ use super::book::now;
 use super::registry::BoxState;
 use crate::shutdown::Shutdown;
 
-/// The path a box answers the check on, below its data URL.
-pub const REACHABILITY_PATH: &str = "/dandelion/reachability";
+pub use dandelion_core::auth::REACHABILITY_PATH;
 
 /// Checks one box. `Ok(())` when it answered with a valid proof for its own key.
 pub async fn check(shared: &Shared, exchange: &Exchange, public_key: &str) -> Result<(), String> {
