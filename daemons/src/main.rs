@@ -1,20 +1,24 @@
 //! The `dandelion` binary: parses the command line, loads the configuration, sets
 //! up logging and hands over to the command. Everything with logic in it lives in
-//! `dandelion-core` or in the command modules.
+//! `dandelion-core` or in the `dandelion_daemons` library.
 
+mod admin;
 mod check;
 mod cli;
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use dandelion_core::config::Config;
+use dandelion_core::config::{self, Config};
 use dandelion_core::logging;
 use dandelion_daemons::shutdown::{self, Shutdown};
-use dandelion_daemons::{boxnode, server};
+use dandelion_daemons::{boxnode, entrance, server};
+use tokio::net::TcpListener;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, RoleArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,38 +42,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
+        Command::Boxes(args) => runtime.block_on(admin::boxes(&args)),
+        Command::Evict(args) => runtime.block_on(admin::evict(&args, &config.data_dir)),
+        Command::Entrance(args) => {
+            // An entrance's --entrance flags name its peers.
+            apply_role_args(
+                &args,
+                &mut config.entrance.listen,
+                &mut config.entrance.peers,
+            );
+            serve_role(&runtime, &config, config.entrance.listen, |l, s| {
+                entrance::run(l, &config, s)
+            })
+        }
         Command::Box(args) => {
-            if let Some(listen) = args.listen {
-                config.boxnode.listen = listen;
-            }
-            config.boxnode.entrances.extend(args.entrances);
-            // Held until the box returns, so the last log lines reach the file.
-            let _log = logging::init(&config.log_level, Some(&config.data_dir))?;
-            runtime.block_on(async {
-                let listener = server::bind(config.boxnode.listen).await?;
-                let shutdown = Shutdown::new();
-                let trigger = shutdown.clone();
-                tokio::spawn(async move {
-                    shutdown::signal().await;
-                    trigger.trigger();
-                });
-                boxnode::run(listener, &config, shutdown).await
+            apply_role_args(
+                &args,
+                &mut config.boxnode.listen,
+                &mut config.boxnode.entrances,
+            );
+            serve_role(&runtime, &config, config.boxnode.listen, |l, s| {
+                boxnode::run(l, &config, s)
             })
         }
         other => {
             let name = match other {
                 Command::Up(_) => "up",
-                Command::Entrance(_) => "entrance",
                 Command::Publisher(_) => "publisher",
                 Command::Push(_) => "push",
                 Command::Where(_) => "where",
-                Command::Boxes(_) => "boxes",
-                Command::Evict(_) => "evict",
-                Command::Check(_) | Command::Id(_) | Command::Box(_) => "check",
+                _ => "this command",
             };
             anyhow::bail!(
                 "`dandelion {name}` is not available in this build yet; see README.md for what is"
             )
         }
     }
+}
+
+/// Flags of a role command over its config section.
+fn apply_role_args(args: &RoleArgs, listen: &mut SocketAddr, urls: &mut Vec<String>) {
+    if let Some(addr) = args.listen {
+        *listen = addr;
+    }
+    urls.extend(args.entrances.iter().cloned());
+}
+
+/// Runs one role until SIGTERM or SIGINT. Logging is held until the role returns,
+/// so its last lines reach the file.
+fn serve_role<F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    listen: SocketAddr,
+    role: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    config::prepare_data_dir(&config.data_dir)?;
+    let _log = logging::init(
+        &config.log_level,
+        config.log_file.then_some(config.data_dir.as_path()),
+    )?;
+    runtime.block_on(async {
+        let listener = server::bind(listen).await?;
+        let shutdown = Shutdown::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown::signal().await;
+            trigger.trigger();
+        });
+        role(listener, shutdown).await
+    })
 }

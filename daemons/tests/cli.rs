@@ -284,10 +284,10 @@ fn check_against_a_real_redis() {
 #[test]
 fn commands_of_later_milestones_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(dandelion(&dir.path().join("d")).arg("entrance"));
+    let out = run(dandelion(&dir.path().join("d")).arg("publisher"));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "error: `dandelion entrance` is not available in this build yet; see README.md for what is\n"
+        "error: `dandelion publisher` is not available in this build yet; see README.md for what is\n"
     );
 }
