@@ -49,6 +49,12 @@ impl Nonce {
 /// Where a verifier hands out nonces: `GET` answers a [`Challenge`].
 pub const NONCE_PATH: &str = "/dandelion/nonce";
 
+/// Below a box's data URL: the entrance's reachability check,
+/// `GET {DATA_URL}/dandelion/reachability?nonce=<64 hex>&verifier=<entrance-id>`,
+/// which the box answers with the JSON of `identity.prove(verifier, nonce)` (a
+/// [`Proof`]). Here so that the box and the entrance share one spelling.
+pub const REACHABILITY_PATH: &str = "/dandelion/reachability";
+
 /// Handshake headers carrying a [`Proof`] on the WebSocket upgrade request, so a
 /// bad proof is refused with 401/403 before any WebSocket exists.
 pub mod header {

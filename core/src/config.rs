@@ -86,6 +86,28 @@ pub struct EntranceConfig {
     /// Share of boxes going silent within one expiry period that makes the entrance
     /// suspect its own network and stop expiring.
     pub self_preservation_threshold: f64,
+    /// Fewer registered boxes than this never trigger self-preservation: one box
+    /// of two going quiet is news about that box, not about the entrance.
+    pub self_preservation_min_boxes: u32,
+    /// The network's join token boxes present, or a file holding it. With
+    /// neither, one is generated into `join.token` in the data directory.
+    pub join_token: Option<String>,
+    pub join_token_file: Option<PathBuf>,
+    /// The key namespace of the registry in the store (`{namespace}:BOX_SET`, …).
+    /// Entrances sharing one Redis set the same value to see the same boxes;
+    /// when absent it is the entrance's own ID.
+    pub namespace: Option<String>,
+    /// Whether to call each box's data URL to prove it is reachable from outside.
+    pub reachability_check: bool,
+    /// How often registered boxes are checked again.
+    #[serde(deserialize_with = "duration")]
+    pub reachability_interval: Duration,
+    /// How long one check may take.
+    #[serde(deserialize_with = "duration")]
+    pub reachability_timeout: Duration,
+    /// How long an evicted box is refused.
+    #[serde(deserialize_with = "duration")]
+    pub ban_time: Duration,
 }
 
 impl Default for EntranceConfig {
@@ -103,6 +125,14 @@ impl Default for EntranceConfig {
             asn_db: None,
             trusted_proxies: Vec::new(),
             self_preservation_threshold: 0.5,
+            self_preservation_min_boxes: 3,
+            join_token: None,
+            join_token_file: None,
+            namespace: None,
+            reachability_check: true,
+            reachability_interval: Duration::from_secs(300),
+            reachability_timeout: Duration::from_secs(3),
+            ban_time: Duration::from_secs(3600),
         }
     }
 }
@@ -305,6 +335,21 @@ impl Config {
                 "must be between 0 and 1",
             );
         }
+        if e.namespace
+            .as_deref()
+            .is_some_and(|n| n.is_empty() || n.contains(['{', '}', ':']))
+        {
+            return invalid(
+                "entrance.namespace",
+                "must not be empty or contain `{`, `}` or `:`",
+            );
+        }
+        if e.reachability_interval.is_zero() || e.reachability_timeout.is_zero() {
+            return invalid(
+                "entrance.reachability_interval",
+                "reachability_interval and reachability_timeout must be longer than zero",
+            );
+        }
         if self.boxnode.heartbeat_interval.is_zero() {
             return invalid("box.heartbeat_interval", "must be longer than zero");
         }
@@ -449,7 +494,9 @@ heartbeat_interval = 3
             err.to_string(),
             "config file /etc/dandelion/dandelion.toml, line 4, column 1: unknown field `expire_box_tme`, expected one of \
              `listen`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
-             `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`"
+             `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`, \
+             `self_preservation_min_boxes`, `join_token`, `join_token_file`, `namespace`, `reachability_check`, \
+             `reachability_interval`, `reachability_timeout`, `ban_time`"
         );
     }
 

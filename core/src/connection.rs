@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::{
@@ -38,6 +38,9 @@ pub const MAX_TEXT_MESSAGE: usize = 4 << 20;
 /// frames well under this, and one-frame originals rarely exceed it.
 pub const MAX_BINARY_MESSAGE: usize = 64 << 20;
 
+/// How long closing waits for the peer to acknowledge.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How long a client waits for the TCP + WebSocket handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +49,20 @@ pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_BINARY_MESSAGE))
         .max_frame_size(Some(MAX_BINARY_MESSAGE))
+}
+
+/// Read buffer of a control-only session (see [`control_ws_config`]).
+pub const CONTROL_READ_BUFFER: usize = 4 << 10;
+
+/// For servers holding many sessions that carry only small text messages (an
+/// entrance with thousands of boxes): tungstenite allocates its read buffer per
+/// connection (128 KiB by default), which alone made 5 000 box sessions cost
+/// 700 MiB. Text messages stay bounded by [`MAX_TEXT_MESSAGE`].
+pub fn control_ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(CONTROL_READ_BUFFER)
+        .max_message_size(Some(MAX_TEXT_MESSAGE))
+        .max_frame_size(Some(MAX_TEXT_MESSAGE))
 }
 
 /// What a peer sent.
@@ -156,7 +173,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             code,
             reason: reason.chars().take(120).collect::<String>().into(),
         };
-        let _ = self.ws.close(Some(frame)).await;
+        // Bounded: when both ends close at once (a whole network stopping in one
+        // process), each could otherwise wait for the other's acknowledgement.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(Some(frame))).await;
     }
 
     pub async fn close(&mut self) {
@@ -189,12 +208,12 @@ pub fn websocket_url(url: &str) -> Result<String, ConnectionError> {
     Ok(format!("{scheme}://{rest}"))
 }
 
-/// How a client connection is opened, beyond its URL and credentials.
+/// How a client connection is opened, beyond its URL.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
-    /// Source address of the TCP connection. A host with several addresses (or
-    /// several boxes on 127.0.0.x in tests) picks which one its peer sees; the OS
-    /// picks when `None`.
+    /// The local address to connect from. Tests run many simulated peers on one
+    /// machine from distinct loopback addresses (127.0.0.x), which the server
+    /// locates and tells apart like real households.
     pub local_addr: Option<IpAddr>,
 }
 
@@ -204,14 +223,14 @@ pub async fn connect(
     url: &str,
     headers: &[(&str, &str)],
 ) -> Result<ClientConnection, ConnectionError> {
-    connect_with(url, headers, &ConnectOptions::default()).await
+    connect_with(url, headers, ConnectOptions::default()).await
 }
 
 /// [`connect`] with [`ConnectOptions`].
 pub async fn connect_with(
     url: &str,
     headers: &[(&str, &str)],
-    options: &ConnectOptions,
+    options: ConnectOptions,
 ) -> Result<ClientConnection, ConnectionError> {
     let ws_url = websocket_url(url)?;
     let fail = |cause: String| ConnectionError::Connect {
@@ -228,20 +247,23 @@ pub async fn connect_with(
         request.headers_mut().insert(name, value);
     }
     let handshake = async {
-        let Some(local) = options.local_addr else {
-            return tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true)
-                .await;
-        };
-        let stream = connect_from(local, request.uri())
-            .await
-            .map_err(tungstenite::Error::Io)?;
-        // This build has no TLS connector, as `connect_async_with_config` has none.
-        tokio_tungstenite::client_async_with_config(
-            request,
-            MaybeTlsStream::Plain(stream),
-            Some(ws_config()),
-        )
-        .await
+        match options.local_addr {
+            None => {
+                tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await
+            }
+            Some(local) => {
+                let tcp = connect_from(local, request.uri())
+                    .await
+                    .map_err(tungstenite::Error::Io)?;
+                // Plain only, as `connect_async` in this build (no TLS feature).
+                tokio_tungstenite::client_async_with_config(
+                    request,
+                    MaybeTlsStream::Plain(tcp),
+                    Some(ws_config()),
+                )
+                .await
+            }
+        }
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Err(_) => Err(fail(format!(
@@ -265,29 +287,29 @@ pub async fn connect_with(
     }
 }
 
-/// A TCP connection to the URI's host and port from `local` (any port).
+/// A TCP connection to the URI's host and port, from `local`.
 async fn connect_from(local: IpAddr, uri: &tungstenite::http::Uri) -> std::io::Result<TcpStream> {
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-        Some("wss") => 443,
-        _ => 80,
-    });
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address found");
     for remote in tokio::net::lookup_host((host, port)).await? {
         if remote.is_ipv4() != local.is_ipv4() {
             continue;
         }
         let socket = if local.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
+            TcpSocket::new_v4()?
         } else {
-            tokio::net::TcpSocket::new_v6()?
+            TcpSocket::new_v6()?
         };
         socket.bind(SocketAddr::new(local, 0))?;
         match socket.connect(remote).await {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                return Ok(stream);
-            }
+            Ok(tcp) => return Ok(tcp),
             Err(e) => last = e,
         }
     }
@@ -304,17 +326,16 @@ pub async fn connect_as(
     bearer: Option<&str>,
     http: &HttpClient,
 ) -> Result<(ClientConnection, NodeId), ConnectionError> {
-    connect_as_with(url, identity, bearer, http, &ConnectOptions::default()).await
+    connect_as_with(url, identity, bearer, http, ConnectOptions::default()).await
 }
 
-/// [`connect_as`] with [`ConnectOptions`] for the WebSocket (the nonce is fetched
-/// with `http` as it is).
+/// [`connect_as`] with [`ConnectOptions`] (the nonce is fetched with `http` as is).
 pub async fn connect_as_with(
     url: &str,
     identity: &Identity,
     bearer: Option<&str>,
     http: &HttpClient,
-    options: &ConnectOptions,
+    options: ConnectOptions,
 ) -> Result<(ClientConnection, NodeId), ConnectionError> {
     let fail = |cause: String| ConnectionError::Connect {
         url: url.to_owned(),

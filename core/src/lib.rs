@@ -13,6 +13,7 @@
 //!   (redb) or on a shared Redis, with the original's key names;
 //! - [`paths`]: which file paths arriving from the network may be stored and
 //!   published;
+//! - [`geo`]: locating peers by address in GeoLite2-compatible databases;
 //! - [`config`] and [`logging`]: the layered configuration and log set-up every
 //!   binary shares;
 //! - [`probe`]: the box's reading of its own CPU, memory, disk and network.

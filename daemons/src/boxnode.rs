@@ -216,7 +216,10 @@ pub fn routes(state: Arc<BoxState>) -> Router {
             any(session::publisher_ws_with_id),
         )
         .route("/dandelion/{box_id}/", get(api::hello))
-        .route("/dandelion/reachability", get(api::reachability))
+        .route(
+            dandelion_core::auth::REACHABILITY_PATH,
+            get(api::reachability),
+        )
         .route("/api/files", get(api::files))
         .route("/healthz", get(api::healthz))
         .fallback(serve::file)

@@ -6,13 +6,16 @@
 //! role shares lives here too: the HTTP skeleton ([`server`]), the WebSocket
 //! upgrade ([`ws`]), the handshake that checks a peer's proof of identity
 //! ([`handshake`]), metrics ([`metrics`]) and two-phase shutdown ([`shutdown`]).
+//! The roles: [`entrance`], [`boxnode`] (the box), [`publisher`].
 
 pub mod boxnode;
 pub mod cli;
 pub mod client;
+pub mod entrance;
 pub mod handshake;
 pub mod metrics;
 pub mod publisher;
 pub mod server;
 pub mod shutdown;
+pub mod up;
 pub mod ws;

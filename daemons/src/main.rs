@@ -2,19 +2,20 @@
 //! up logging and hands over to the command. Everything with logic in it lives in
 //! `dandelion-core` or in the `dandelion_daemons` library.
 
+mod admin;
 mod check;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use dandelion_core::config::Config;
+use dandelion_core::config::{self, Config};
 use dandelion_core::logging;
 use dandelion_daemons::cli::{Cli, Command, RoleArgs};
 use dandelion_daemons::shutdown::{self, Shutdown};
-use dandelion_daemons::{boxnode, client, publisher, server};
-use tokio::net::TcpListener;
+use dandelion_daemons::{boxnode, client, entrance, publisher, server, up};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,16 +39,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
+        Command::Boxes(args) => runtime.block_on(admin::boxes(&args)),
+        Command::Evict(args) => runtime.block_on(admin::evict(&args, &config.data_dir)),
         Command::Push(args) => runtime.block_on(client::push(&config, &args)),
         Command::Where(args) => runtime.block_on(client::where_is(&config, &args)),
+        Command::Entrance(args) => {
+            // An entrance's --entrance flags name its peers.
+            apply_role_args(
+                &args,
+                &mut config.entrance.listen,
+                &mut config.entrance.peers,
+            );
+            serve(&runtime, &config, |s| async {
+                entrance::run(server::bind(config.entrance.listen).await?, &config, s).await
+            })
+        }
         Command::Box(args) => {
             apply_role_args(
                 &args,
                 &mut config.boxnode.listen,
                 &mut config.boxnode.entrances,
             );
-            serve_role(&runtime, &config, config.boxnode.listen, |l, s| {
-                boxnode::run(l, &config, s)
+            serve(&runtime, &config, |s| async {
+                boxnode::run(server::bind(config.boxnode.listen).await?, &config, s).await
             })
         }
         Command::Publisher(args) => {
@@ -56,61 +70,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut config.publisher.listen,
                 &mut config.publisher.entrances,
             );
-            serve_role(&runtime, &config, config.publisher.listen, |l, s| {
-                publisher::run(l, &config, s)
+            serve(&runtime, &config, |s| async {
+                publisher::run(server::bind(config.publisher.listen).await?, &config, s).await
             })
         }
-        other => {
-            let name = match other {
-                Command::Up(_) => "up",
-                Command::Entrance(_) => "entrance",
-                Command::Boxes(_) => "boxes",
-                Command::Evict(_) => "evict",
-                _ => "this command",
-            };
-            anyhow::bail!(
-                "`dandelion {name}` is not available in this build yet; see README.md for what is"
-            )
-        }
+        Command::Up(args) => serve(&runtime, &config, |s| up::run(&config, args.boxes, s)),
     }
 }
 
 /// Flags of a role command over its config section.
-fn apply_role_args(
-    args: &RoleArgs,
-    listen: &mut std::net::SocketAddr,
-    entrances: &mut Vec<String>,
-) {
+fn apply_role_args(args: &RoleArgs, listen: &mut SocketAddr, urls: &mut Vec<String>) {
     if let Some(addr) = args.listen {
         *listen = addr;
     }
-    entrances.extend(args.entrances.iter().cloned());
+    urls.extend(args.entrances.iter().cloned());
 }
 
-/// Runs one role until SIGTERM or SIGINT. Logging is held until the role returns,
-/// so its last lines reach the file.
-fn serve_role<F, Fut>(
+/// Runs daemons until SIGTERM or SIGINT. Logging is held until they return, so
+/// the last lines reach the file.
+fn serve<F, Fut>(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
-    listen: std::net::SocketAddr,
-    role: F,
+    daemons: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(TcpListener, Shutdown) -> Fut,
+    F: FnOnce(Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    config::prepare_data_dir(&config.data_dir)?;
     let _log = logging::init(
         &config.log_level,
         config.log_file.then_some(config.data_dir.as_path()),
     )?;
     runtime.block_on(async {
-        let listener = server::bind(listen).await?;
         let shutdown = Shutdown::new();
         let trigger = shutdown.clone();
         tokio::spawn(async move {
             shutdown::signal().await;
             trigger.trigger();
         });
-        role(listener, shutdown).await
+        daemons(shutdown).await
     })
 }

@@ -131,8 +131,15 @@ impl Publisher {
                 .and_then(|b| b.exchange.connect_ws.clone())
                 .ok_or_else(|| format!("box {box_id} advertises no CONNECT_WS"))?
         };
-        let (link, task) =
-            link::open(box_id.clone(), &url, &self.common.identity, &self.http).await?;
+        let stop = self.common.shutdown.token();
+        let (link, task) = link::open(
+            box_id.clone(),
+            &url,
+            &self.common.identity,
+            &self.http,
+            stop,
+        )
+        .await?;
         self.common.shutdown.spawn(task);
         links.insert(box_id.clone(), link.clone());
         Ok(link)

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::shutdown::Shutdown;
 
@@ -37,7 +38,22 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Answers `101 Switching Protocols` and runs `session` on the upgraded connection,
 /// as a task the daemon's shutdown waits for.
-pub fn upgrade<F, Fut>(mut request: Request, shutdown: &Shutdown, session: F) -> Response
+pub fn upgrade<F, Fut>(request: Request, shutdown: &Shutdown, session: F) -> Response
+where
+    F: FnOnce(ServerConnection) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    upgrade_with(request, shutdown, ws_config(), session)
+}
+
+/// [`upgrade`] with a WebSocket configuration of the role's choosing (an
+/// entrance's thousands of control sessions want small buffers).
+pub fn upgrade_with<F, Fut>(
+    mut request: Request,
+    shutdown: &Shutdown,
+    config: WebSocketConfig,
+    session: F,
+) -> Response
 where
     F: FnOnce(ServerConnection) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -64,7 +80,7 @@ where
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(ws_config()),
+                    Some(config),
                 )
                 .await;
                 session(Connection::new(ws)).await;

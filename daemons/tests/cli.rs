@@ -282,12 +282,16 @@ fn check_against_a_real_redis() {
 }
 
 #[test]
-fn commands_of_later_milestones_say_so() {
+fn a_busy_port_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(dandelion(&dir.path().join("d")).arg("entrance"));
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out =
+        run(dandelion(&dir.path().join("d")).args(["publisher", "--listen", &addr.to_string()]));
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        stderr(&out),
-        "error: `dandelion entrance` is not available in this build yet; see README.md for what is\n"
+    assert!(
+        stderr(&out).starts_with(&format!("error: cannot listen on {addr}: ")),
+        "{}",
+        stderr(&out)
     );
 }

@@ -52,6 +52,18 @@ impl Keys {
         self.key(&format!("EXCHANGE:{box_id}"))
     }
 
+    /// Entrance: its own view of one box (state with time and reason, observed
+    /// address, location, key), `{ID}:BOX_INFO:<box_id>`. Not in the original
+    /// document, which kept no state beyond the last exchange.
+    pub fn box_info(&self, box_id: &str) -> String {
+        self.key(&format!("BOX_INFO:{box_id}"))
+    }
+
+    /// Entrance: evicted boxes by the end of their ban, `{ID}:BANNED`.
+    pub fn banned(&self) -> String {
+        self.key("BANNED")
+    }
+
     /// Entrance: the known entrances, `{ID}:ENTRANCE_URLS`.
     pub fn entrance_urls(&self) -> String {
         self.key("ENTRANCE_URLS")

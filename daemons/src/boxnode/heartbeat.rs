@@ -116,7 +116,7 @@ async fn entrance_task(state: Arc<BoxState>, url: String) {
             &state.common.identity,
             state.join_token.as_deref(),
             &http,
-            &options,
+            options,
         );
         let connected = tokio::select! {
             () = shutdown.cancelled() => return,

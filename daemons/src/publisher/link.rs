@@ -19,6 +19,7 @@ use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
 use serde_json::{Map, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// Bytes per frame, unless the box asks for less.
 pub const DEFAULT_CHUNK: usize = 256 * 1024;
@@ -88,6 +89,7 @@ pub async fn open(
     connect_ws: &str,
     identity: &Identity,
     http: &HttpClient,
+    stop: CancellationToken,
 ) -> Result<(Link, impl Future<Output = ()> + Send + 'static), String> {
     let (mut conn, _verifier) = connect_as(connect_ws, identity, None, http)
         .await
@@ -115,7 +117,7 @@ pub async fn open(
         box_id: box_id.clone(),
         tx,
     };
-    Ok((link, run(box_id, conn, rx, chunk)))
+    Ok((link, run(box_id, conn, rx, chunk, stop)))
 }
 
 async fn run(
@@ -123,9 +125,17 @@ async fn run(
     mut conn: ClientConnection,
     mut rx: mpsc::Receiver<Request>,
     chunk: usize,
+    stop: CancellationToken,
 ) {
     let mut next_transfer: u64 = 1;
-    while let Some(Request { file, reply }) = rx.recv().await {
+    loop {
+        let request = tokio::select! {
+            () = stop.cancelled() => break,
+            request = rx.recv() => request,
+        };
+        let Some(Request { file, reply }) = request else {
+            break;
+        };
         let transfer = next_transfer;
         next_transfer += 1;
         let started = Instant::now();

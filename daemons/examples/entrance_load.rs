@@ -1,0 +1,218 @@
+//! Load tool for the entrance: opens many simulated box sessions (each with its
+//! own key pair, proving its ID and presenting the join token), heartbeats each
+//! every interval with jitter, and reports heartbeats/s held, reply latency
+//! p50/p99 and — given the entrance's PID — its RSS and CPU time.
+//!
+//! ```text
+//! cargo run --release --example entrance_load -- \
+//!     --url ws://127.0.0.1:7070/dandelion/ws --join TOKEN \
+//!     --boxes 20000 --interval 5 --duration 60 [--pid PID] [--sources 8]
+//! ```
+//!
+//! Sessions connect from 127.0.0.2, .3, … (`--sources`) so that tens of
+//! thousands of connections do not run out of ephemeral ports on one address.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use dandelion_core::connection::{ConnectOptions, Incoming, connect_as_with};
+use dandelion_core::http::HttpClient;
+use dandelion_core::identity::Identity;
+use dandelion_core::ids::Role;
+use dandelion_core::protocol::{Exchange, Header, Message};
+use tokio::sync::{Mutex, Semaphore};
+
+#[derive(Debug)]
+struct Args {
+    url: String,
+    join: String,
+    boxes: usize,
+    interval: Duration,
+    duration: Duration,
+    pid: Option<u32>,
+    sources: u8,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        url: "ws://127.0.0.1:7070/dandelion/ws".into(),
+        join: String::new(),
+        boxes: 1000,
+        interval: Duration::from_secs(5),
+        duration: Duration::from_secs(30),
+        pid: None,
+        sources: 8,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--url" => args.url = value,
+            "--join" => args.join = value,
+            "--boxes" => args.boxes = value.parse()?,
+            "--interval" => args.interval = Duration::from_secs_f64(value.parse()?),
+            "--duration" => args.duration = Duration::from_secs_f64(value.parse()?),
+            "--pid" => args.pid = Some(value.parse()?),
+            "--sources" => args.sources = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if args.join.is_empty() {
+        bail!("--join TOKEN is required (the entrance's join.token)");
+    }
+    Ok(args)
+}
+
+/// RSS in bytes and CPU seconds (user + system) of a process, from /proc.
+fn proc_stats(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the `)`.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((rss_kb * 1024, ticks / 100.0))
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted.get(i).copied().unwrap_or(0)) / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Arc::new(parse_args()?);
+    let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let connected = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Handshakes at most this many at a time, as a fleet would trickle in.
+    let gate = Arc::new(Semaphore::new(256));
+    let http = HttpClient::new(Duration::from_secs(30));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..args.boxes {
+        let (args, latencies, connected, failed, errors, measuring, gate, http) = (
+            args.clone(),
+            latencies.clone(),
+            connected.clone(),
+            failed.clone(),
+            errors.clone(),
+            measuring.clone(),
+            gate.clone(),
+            http.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let identity = Identity::generate(Role::Box)?;
+            #[allow(clippy::cast_possible_truncation)]
+            let source =
+                IpAddr::from([127, 0, 0, 2 + (n % usize::from(args.sources.max(1))) as u8]);
+            let options = ConnectOptions {
+                local_addr: Some(source),
+            };
+            let permit = gate.acquire().await?;
+            let conn =
+                connect_as_with(&args.url, &identity, Some(&args.join), &http, options).await;
+            drop(permit);
+            let Ok((mut conn, _)) = conn else {
+                failed.fetch_add(1, Ordering::Relaxed);
+                return anyhow::Ok(());
+            };
+            connected.fetch_add(1, Ordering::Relaxed);
+            let exchange = Message::Exchange(Exchange {
+                header: Header::new(identity.id().clone()),
+                connect_ws: None,
+                data_url: None,
+                system_info: None,
+                geoip: None,
+                traffic_flow: None,
+                extra: Default::default(),
+            });
+            // Spread the first heartbeats over one interval.
+            #[allow(clippy::cast_precision_loss)]
+            let offset = args.interval.mul_f64((n as f64 * 0.618_034).fract());
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(args.interval);
+            loop {
+                tick.tick().await;
+                let sent = Instant::now();
+                if conn.send(&exchange).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                match conn.recv().await {
+                    Ok(Some(Incoming::Message(Message::ExchangeReply(_)))) => {
+                        if measuring.load(Ordering::Relaxed) {
+                            let micros =
+                                u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                            latencies.lock().await.push(micros);
+                        }
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                }
+            }
+        }));
+    }
+    // Let every session connect and settle one interval before measuring.
+    while connected.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < args.boxes as u64 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ramp = started.elapsed();
+    tokio::time::sleep(args.interval).await;
+    let before = args.pid.and_then(proc_stats);
+    measuring.store(true, Ordering::Relaxed);
+    let window = Instant::now();
+    tokio::time::sleep(args.duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = window.elapsed().as_secs_f64();
+    let after = args.pid.and_then(proc_stats);
+    let mut l = latencies.lock().await.clone();
+    l.sort_unstable();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = l.len() as f64 / elapsed;
+    println!(
+        "boxes:        {} connected, {} refused/failed (ramp-up {:.1}s)",
+        connected.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        ramp.as_secs_f64()
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let target = args.boxes as f64 / args.interval.as_secs_f64();
+    println!("heartbeats/s: {rate:.0} held over {elapsed:.0}s (target {target:.0})");
+    println!("reply p50:    {:.2} ms", percentile(&l, 0.50));
+    println!("reply p99:    {:.2} ms", percentile(&l, 0.99));
+    println!("errors:       {}", errors.load(Ordering::Relaxed));
+    if let (Some((_, cpu0)), Some((rss, cpu1))) = (before, after) {
+        println!(
+            "entrance:     RSS {:.0} MiB, CPU {:.0} % of one core",
+            rss as f64 / (1 << 20) as f64,
+            (cpu1 - cpu0) / elapsed * 100.0
+        );
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}

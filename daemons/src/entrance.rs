@@ -1,0 +1,271 @@
+//! The entrance: the registry that boxes announce themselves to and publishers
+//! search (`dandelion entrance`).
+//!
+//! How the parts fit: [`registry`] holds the decisions (states, staleness,
+//! self-preservation, ranking) as plain functions; [`book`] keeps all registry
+//! state in the store, so entrances sharing a namespace agree and a restart loses
+//! nothing; [`session`] admits WebSocket peers and runs their sessions;
+//! [`reach`] dials boxes back to prove they can be reached; [`locate`] finds
+//! where a box is; [`sweep`] expires silent boxes (or holds back when
+//! self-preservation says so); [`api`] is the HTTP side for operators.
+
+pub mod api;
+pub mod book;
+pub mod locate;
+pub mod reach;
+pub mod registry;
+pub mod session;
+pub mod sweep;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{any, get, post, put};
+use dandelion_core::config::{Config, EntranceConfig};
+use dandelion_core::geo::GeoDb;
+use dandelion_core::http::HttpClient;
+use dandelion_core::ids::Role;
+use dandelion_core::secrets;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::server::{self, Common};
+use crate::shutdown::{GRACE_PERIOD, Shutdown};
+use book::Book;
+
+/// The WebSocket path, as the original's (with and without the trailing slash).
+pub const WS_PATH: &str = "/dandelion/ws";
+
+/// The join token file generated into the data directory when none is configured.
+pub fn join_token_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("join.token")
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+/// The entrance's own metrics, registered next to the common ones.
+#[derive(Debug, Default)]
+pub struct EntranceMetrics {
+    pub heartbeats: Counter,
+    pub evictions: Counter,
+    pub expired: Counter,
+    pub boxes: Family<StateLabel, Gauge>,
+}
+
+/// State shared by every task of one entrance; cloned as `Arc<Shared>`.
+#[derive(Debug)]
+pub struct Shared {
+    pub common: Arc<Common>,
+    pub config: EntranceConfig,
+    pub book: Book,
+    pub join_token: String,
+    pub geo: Option<GeoDb>,
+    /// This entrance's URL as handed to boxes and publishers.
+    pub own_url: String,
+    pub metrics: EntranceMetrics,
+    /// Client for reachability checks, with their short timeout.
+    pub reach_http: HttpClient,
+    /// Live sessions of this entrance by box ID, so an eviction reaches the box at
+    /// once. A std Mutex: only inserts and removals, never held across an await.
+    sessions: Mutex<HashMap<String, (u64, mpsc::Sender<String>)>>,
+    next_session: AtomicU64,
+    /// Why expiry is held back, while it is. A std Mutex for the same reason.
+    preservation: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub fn preservation(&self) -> Option<String> {
+        self.preservation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_preservation(&self, reason: Option<String>) -> Option<String> {
+        std::mem::replace(
+            &mut *self.preservation.lock().unwrap_or_else(|p| p.into_inner()),
+            reason,
+        )
+    }
+
+    /// Registers a live box session; returns its number and the eviction receiver.
+    fn attach(&self, box_id: &str) -> (u64, mpsc::Receiver<String>) {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(1);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(box_id.to_owned(), (n, tx));
+        (n, rx)
+    }
+
+    fn detach(&self, box_id: &str, n: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.get(box_id).is_some_and(|(m, _)| *m == n) {
+            sessions.remove(box_id);
+        }
+    }
+
+    /// Tells a box's live session (on this entrance) that it was evicted.
+    pub fn notify_evicted(&self, box_id: &str, reason: &str) {
+        let tx = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(box_id)
+            .map(|(_, tx)| tx.clone());
+        if let Some(tx) = tx {
+            let _ = tx.try_send(reason.to_owned());
+        }
+    }
+
+    /// URLs handed out in `ENTRANCE_URLS`: this one first, then the peers.
+    pub fn entrance_urls(&self) -> Vec<String> {
+        let mut urls = vec![self.own_url.clone()];
+        urls.extend(
+            self.config
+                .peers
+                .iter()
+                .filter(|p| **p != self.own_url)
+                .cloned(),
+        );
+        urls
+    }
+}
+
+fn load_join_token(config: &Config) -> anyhow::Result<String> {
+    let e = &config.entrance;
+    if let Some(token) = e
+        .join_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(token.to_owned());
+    }
+    if let Some(path) = &e.join_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read entrance.join_token_file {}", path.display()))?;
+        let token = token.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "entrance.join_token_file {} is empty",
+            path.display()
+        );
+        return Ok(token.to_owned());
+    }
+    let path = join_token_path(&config.data_dir);
+    let (token, created) = secrets::load_or_create(&path, || secrets::random_hex(32))?;
+    if created {
+        tracing::info!(path = %path.display(), "created the join token; give it to box owners");
+    } else {
+        tracing::info!(path = %path.display(), "using the join token");
+    }
+    Ok(token)
+}
+
+/// Runs the entrance on `listener` until `shutdown` is triggered, then waits
+/// for its sessions and background tasks (bounded by the grace period).
+pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let tasks = shutdown;
+    let common = Arc::new(Common::open(config, Role::Entrance, tasks.clone()).await?);
+    let e = config.entrance.clone();
+    let geo = match &e.geoip_db {
+        Some(path) => Some(GeoDb::open(path, e.asn_db.as_deref())?),
+        None => {
+            tracing::info!(
+                "no entrance.geoip_db: boxes are located by what they report themselves"
+            );
+            None
+        }
+    };
+    if e.legacy_peers {
+        tracing::warn!(
+            "LEGACY PEERS ON: the original 2017 boxes and publishers are admitted without proving \
+             their IDs; their boxes are marked legacy and only handed to publishers that ask for \
+             unverified boxes"
+        );
+    }
+    let local = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    let own_url = e
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{local}{WS_PATH}/"));
+    let namespace = e
+        .namespace
+        .clone()
+        .unwrap_or_else(|| common.identity.id().to_string());
+    let metrics = EntranceMetrics::default();
+    common.metrics.register(
+        "heartbeats",
+        "Heartbeats (EXCHANGE) received",
+        metrics.heartbeats.clone(),
+    );
+    common.metrics.register(
+        "evictions",
+        "Boxes evicted by an operator",
+        metrics.evictions.clone(),
+    );
+    common.metrics.register(
+        "expired",
+        "Boxes expired after going silent",
+        metrics.expired.clone(),
+    );
+    common
+        .metrics
+        .register("boxes", "Boxes known, by state", metrics.boxes.clone());
+    let shared = Arc::new(Shared {
+        book: Book::new(common.store.clone(), &namespace),
+        join_token: load_join_token(config)?,
+        reach_http: HttpClient::new(e.reachability_timeout).with_body_limit(16 << 10),
+        config: e,
+        geo,
+        own_url,
+        metrics,
+        sessions: Mutex::new(HashMap::new()),
+        next_session: AtomicU64::new(0),
+        preservation: Mutex::new(None),
+        common: common.clone(),
+    });
+    tracing::info!(
+        id = %common.identity.id(),
+        url = %shared.own_url,
+        %namespace,
+        store = %dandelion_core::store::redact_url(&config.store),
+        "entrance listening on {local}"
+    );
+    tasks.spawn(sweep::run(shared.clone(), tasks.clone()));
+    if shared.config.reachability_check {
+        tasks.spawn(reach::run_periodic(shared.clone(), tasks.clone()));
+    }
+    let router = Router::new()
+        .route(WS_PATH, any(session::handle))
+        .route("/dandelion/ws/", any(session::handle))
+        .route("/healthz", get(api::healthz))
+        .route("/api/boxes", get(api::list))
+        .route("/api/boxes/{id}/evict", post(api::evict))
+        .route("/api/boxes/{id}/location", put(api::locate))
+        .with_state(shared.clone())
+        .merge(server::common_routes(common));
+    server::serve(listener, router, tasks.clone())
+        .await
+        .context("the entrance's HTTP server failed")?;
+    if !tasks.drain(GRACE_PERIOD).await {
+        tracing::warn!("some sessions did not end within the grace period");
+    }
+    tracing::info!("entrance stopped");
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The entrance's HTTP side for operators: `/healthz` (with self-preservation and
+//! its reason), `GET /api/boxes` (filterable by state and country), and the
+//! admin-token guarded writes: eviction and a box's location override.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::protocol::GeoIp;
+use serde::{Deserialize, Serialize};
+
+use super::Shared;
+use super::book::now;
+use super::registry::{BoxState, Filter};
+
+/// One box as `GET /api/boxes` lists it (and `dandelion boxes` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoxView {
+    pub id: String,
+    pub state: BoxState,
+    /// Why the state last changed.
+    pub reason: String,
+    /// Unix seconds of the last state change.
+    pub since: f64,
+    pub legacy: bool,
+    pub first_seen: f64,
+    pub last_heartbeat: f64,
+    pub expires_at: Option<f64>,
+    pub ban_until: Option<f64>,
+    pub observed_ip: Option<String>,
+    pub geo: GeoIp,
+    pub geo_source: String,
+    pub version: Option<String>,
+    pub data_url: Option<String>,
+    pub connect_ws: Option<String>,
+    /// Bytes per second served recently.
+    pub upload_rate: Option<u64>,
+    pub upload_cap: Option<u64>,
+    /// Bytes of storage free for files: quota minus use, else the disk's free space.
+    pub free_storage: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub id: String,
+    pub boxes: usize,
+    pub self_preservation: bool,
+    pub reason: Option<String>,
+}
+
+fn store_error(e: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the registry is unavailable: {e}\n"),
+    )
+        .into_response()
+}
+
+pub async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let boxes = match shared.book.members().await {
+        Ok(m) => m.len(),
+        Err(e) => return store_error(e),
+    };
+    let reason = shared.preservation();
+    Json(Health {
+        status: if reason.is_some() {
+            "self-preservation"
+        } else {
+            "ok"
+        }
+        .into(),
+        id: shared.common.identity.id().to_string(),
+        boxes,
+        self_preservation: reason.is_some(),
+        reason,
+    })
+    .into_response()
+}
+
+pub async fn list(State(shared): State<Arc<Shared>>, Query(filter): Query<Filter>) -> Response {
+    let listed = match shared.book.list().await {
+        Ok(l) => l,
+        Err(e) => return store_error(e),
+    };
+    let now = now();
+    let mut views = Vec::new();
+    for l in listed {
+        let eff = l.info.effective(now, shared.config.heartbeat_interval);
+        if !filter.matches(eff.state, l.info.legacy, &l.info.geo) {
+            continue;
+        }
+        let system = l.exchange.as_ref().and_then(|x| x.system_info.as_deref());
+        let free_storage = system.and_then(|s| match (s.storage_quota, s.storage_used) {
+            (Some(q), Some(u)) => Some(q.saturating_sub(u)),
+            _ => s.disk_available,
+        });
+        views.push(BoxView {
+            id: l.id,
+            state: eff.state,
+            reason: eff.reason,
+            since: eff.since,
+            legacy: l.info.legacy,
+            first_seen: l.info.first_seen,
+            last_heartbeat: l.info.last_heartbeat,
+            expires_at: l.expires_at,
+            ban_until: l.info.ban_until,
+            observed_ip: l.info.observed_ip,
+            geo: l.info.geo,
+            geo_source: l.info.geo_source,
+            version: l.exchange.as_ref().and_then(|x| x.header.version.clone()),
+            data_url: l.exchange.as_ref().and_then(|x| x.data_url.clone()),
+            connect_ws: l.exchange.as_ref().and_then(|x| x.connect_ws.clone()),
+            upload_rate: system.and_then(|s| s.upload_rate),
+            upload_cap: system.and_then(|s| s.upload_cap),
+            free_storage,
+        });
+    }
+    Json(views).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EvictRequest {
+    pub reason: String,
+}
+
+fn box_id(text: &str) -> Result<NodeId, (StatusCode, String)> {
+    match NodeId::parse(text) {
+        Ok(id) if id.role() == Role::Box => Ok(id),
+        _ => Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{}` is not a box ID (box-<32 hex digits>)\n",
+                text.escape_debug()
+            ),
+        )),
+    }
+}
+
+/// `POST /api/boxes/{id}/evict` with `{"reason": …}`: removes the box at once,
+/// tells its session why, and refuses it for `ban_time`.
+pub async fn evict(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<EvictRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(refusal) = shared.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    let id = match box_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let reason = match body {
+        Ok(Json(r)) if !r.reason.trim().is_empty() => r.reason.trim().to_owned(),
+        Ok(_) => {
+            return (StatusCode::BAD_REQUEST, "the reason must not be empty\n").into_response();
+        }
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"reason\": \"…\"}}: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let now = now();
+    let until = now + shared.config.ban_time.as_secs_f64();
+    let known = match shared.book.evict(id.as_str(), &reason, until, now).await {
+        Ok(k) => k,
+        Err(e) => return store_error(e),
+    };
+    shared.metrics.evictions.inc();
+    let text = super::session::ban_text(&reason, until);
+    shared.notify_evicted(id.as_str(), &text);
+    tracing::warn!(box_id = %id, known, "box evicted by an operator: {reason}");
+    Json(serde_json::json!({
+        "id": id.as_str(),
+        "state": "evicted",
+        "reason": reason,
+        "ban_until": until,
+        "known": known,
+    }))
+    .into_response()
+}
+
+/// `PUT /api/boxes/{id}/location` with a `GEOIP` object: an operator's location
+/// for a box, which wins over the database from then on.
+pub async fn locate(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<GeoIp>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(refusal) = shared.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    let id = match box_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let Ok(Json(geo)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected a GEOIP object (COUNTRY, CITY, REGION, LOC, …)\n",
+        )
+            .into_response();
+    };
+    if geo.loc.is_some() && geo.lat_lon().is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "LOC must be \"latitude,longitude\" in range\n",
+        )
+            .into_response();
+    }
+    match shared.book.set_location(id.as_str(), &geo).await {
+        Ok(true) => Json(geo).into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, format!("no box {id} here\n")).into_response(),
+        Err(e) => store_error(e),
+    }
+}

@@ -1,0 +1,125 @@
+//! The reachability check: a box is only worth handing to publishers if viewers
+//! can reach it. The entrance issues a nonce, calls the box's advertised data URL
+//! (`GET {DATA_URL}/dandelion/reachability?nonce=…&verifier=<entrance-id>`) and
+//! expects the box's signed proof of that nonce (`Identity::prove`), made with the
+//! key the box registered with. Anything else — no answer, an error status,
+//! another ID or key — marks the box `unreachable` with the reason.
+
+use std::sync::Arc;
+
+use dandelion_core::auth::{self, Nonce, Proof};
+use dandelion_core::protocol::Exchange;
+use dandelion_core::secrets;
+
+use super::Shared;
+use super::book::now;
+use super::registry::BoxState;
+use crate::shutdown::Shutdown;
+
+pub use dandelion_core::auth::REACHABILITY_PATH;
+
+/// Checks one box. `Ok(())` when it answered with a valid proof for its own key.
+pub async fn check(shared: &Shared, exchange: &Exchange, public_key: &str) -> Result<(), String> {
+    let data_url = exchange
+        .data_url
+        .as_deref()
+        .ok_or("the box advertises no DATA_URL")?;
+    let nonce = secrets::random_hex(32).map_err(|e| e.to_string())?;
+    let nonce = Nonce::parse(&nonce).map_err(|e| e.to_string())?;
+    let verifier = shared.common.identity.id();
+    let url = format!(
+        "{}{REACHABILITY_PATH}?nonce={}&verifier={verifier}",
+        data_url.trim_end_matches('/'),
+        nonce.as_str()
+    );
+    let response = shared
+        .reach_http
+        .get(&url, &[])
+        .await
+        .map_err(|e| format!("reachability check failed: {e}"))?;
+    if !response.status.is_success() {
+        return Err(format!(
+            "reachability check: {url} answered {}",
+            response.status
+        ));
+    }
+    let proof: Proof = response
+        .json()
+        .map_err(|e| format!("reachability check: the answer is not a proof: {e}"))?;
+    if proof.nonce != nonce.as_str() {
+        return Err("reachability check: the answer is for another nonce".into());
+    }
+    let (id, key) =
+        auth::verify(&proof, verifier, &nonce).map_err(|e| format!("reachability check: {e}"))?;
+    if id != exchange.header.id {
+        return Err(format!(
+            "reachability check: {data_url} is served by {id}, not by this box"
+        ));
+    }
+    if !key.eq_ignore_ascii_case(public_key) {
+        return Err(
+            "reachability check: answered with another key than the box registered with".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks a box and records the outcome as its state.
+pub async fn check_and_record(shared: &Shared, exchange: &Exchange, public_key: &str) {
+    let id = exchange.header.id.as_str();
+    let outcome = check(shared, exchange, public_key).await;
+    let result = match &outcome {
+        Ok(()) => {
+            shared
+                .book
+                .set_state(id, BoxState::Active, "reachability check passed", now())
+                .await
+        }
+        Err(reason) => {
+            tracing::info!(box_id = id, "box unreachable: {reason}");
+            shared
+                .book
+                .set_state(id, BoxState::Unreachable, reason, now())
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(box_id = id, "cannot record the reachability result: {e}");
+    }
+}
+
+/// Re-checks every registered, verified box every `reachability_interval`.
+pub async fn run_periodic(shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(shared.config.reachability_interval);
+    tick.tick().await; // the first tick is immediate; sessions check at registration
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let members = match shared.book.members().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("reachability round skipped: {e}");
+                continue;
+            }
+        };
+        for (id, _) in members {
+            if shutdown.is_triggered() {
+                return;
+            }
+            let (Ok(Some(info)), Ok(Some(exchange))) = (
+                shared.book.load_info(&id).await,
+                shared.book.load_exchange(&id).await,
+            ) else {
+                continue;
+            };
+            if info.legacy || info.state == BoxState::Evicted {
+                continue;
+            }
+            if let Some(key) = &info.public_key {
+                check_and_record(&shared, &exchange, key).await;
+            }
+        }
+    }
+}

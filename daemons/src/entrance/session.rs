@@ -1,0 +1,552 @@
+//! WebSocket peers of the entrance: admission at the handshake, then one task
+//! per session.
+//!
+//! Admission happens on the upgrade request, so a refused peer gets 401/403 with
+//! the reason before any WebSocket exists: a box proves its key-derived ID and
+//! presents the join token and must not be banned; a publisher proves its ID and
+//! must hold one of the configured publisher keys; a peer with no proof at all is
+//! the original 2017 code, admitted only with `legacy_peers`. Inside a session
+//! every message must carry the proven ID, so no box can heartbeat or say goodbye
+//! for another.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dandelion_core::connection::{ConnectionError, Incoming};
+use dandelion_core::ids::Role;
+use dandelion_core::protocol::{
+    ErrorReply, Exchange, ExchangeReply, Header, Message, Search, SearchOrder, SearchReply,
+};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::Shared;
+use super::book::{Heartbeat, now};
+use super::registry::{BoxState, Candidate, rank};
+use super::{locate, reach};
+use crate::handshake::{self, Peer, Refusal};
+use crate::ws::{self, ServerConnection};
+
+/// Who was admitted.
+#[derive(Debug, Clone)]
+enum Admitted {
+    Box(Peer),
+    Publisher(Peer),
+    /// An original 2017 client: one message per connection, no proof.
+    Legacy,
+}
+
+/// `GET /dandelion/ws`: admits the peer, then upgrades.
+pub async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let ip = locate::observed_ip(addr.ip(), request.headers(), &shared.config.trusted_proxies);
+    // Cloned: a borrowed request (its body is not Sync) cannot be held across an await.
+    let headers = request.headers().clone();
+    let admitted = match admit(&shared, &headers).await {
+        Ok(a) => a,
+        Err(refusal) => {
+            shared
+                .common
+                .refusals
+                .record(&shared.common.metrics, ip, &refusal);
+            return refusal.into_response();
+        }
+    };
+    let tasks = shared.common.shutdown.clone();
+    let config = dandelion_core::connection::control_ws_config();
+    ws::upgrade_with(request, &tasks, config, move |conn| async move {
+        match admitted {
+            Admitted::Box(peer) => box_session(shared, conn, peer, ip).await,
+            Admitted::Publisher(peer) => publisher_session(shared, conn, peer, ip).await,
+            Admitted::Legacy => legacy_session(shared, conn, ip).await,
+        }
+    })
+}
+
+async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<Admitted, Refusal> {
+    let common = &shared.common;
+    let Some(peer) = handshake::verify_proof(headers, &common.nonces, common.identity.id())? else {
+        if shared.config.legacy_peers {
+            return Ok(Admitted::Legacy);
+        }
+        return Err(Refusal::unauthorized(
+            "no_proof",
+            "prove your ID first (x-dandelion-id, -key, -nonce and -signature headers); \
+             this entrance does not admit the original unauthenticated clients (legacy_peers is off)",
+        ));
+    };
+    match peer.id.role() {
+        Role::Box => {
+            match handshake::bearer(headers) {
+                Some(t) if handshake::token_matches(t, &shared.join_token) => {}
+                _ => {
+                    return Err(Refusal::forbidden(
+                        "join_token",
+                        "wrong or missing join token",
+                    ));
+                }
+            }
+            let ban = shared
+                .book
+                .ban(peer.id.as_str(), now())
+                .await
+                .map_err(|e| Refusal {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "store",
+                    reason: format!("the registry is unavailable: {e}"),
+                })?;
+            if let Some((until, reason)) = ban {
+                return Err(Refusal::forbidden("evicted", ban_text(&reason, until)));
+            }
+            Ok(Admitted::Box(peer))
+        }
+        Role::Publisher => {
+            let known = shared
+                .config
+                .publisher_keys
+                .iter()
+                .any(|k| k.trim().eq_ignore_ascii_case(&peer.public_key));
+            if known {
+                Ok(Admitted::Publisher(peer))
+            } else {
+                Err(Refusal::forbidden(
+                    "unknown_publisher",
+                    format!(
+                        "publisher {} (key {}) is not one of this entrance's publisher_keys",
+                        peer.id, peer.public_key
+                    ),
+                ))
+            }
+        }
+        Role::Entrance => Err(Refusal::forbidden(
+            "wrong_role",
+            "an entrance may not connect here; expected a box or a publisher",
+        )),
+    }
+}
+
+/// What a banned box is told: why, and until when.
+pub fn ban_text(reason: &str, until: f64) -> String {
+    let left = (until - now()).max(0.0);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative, bounded
+    let until_time = std::time::UNIX_EPOCH + Duration::from_secs(until as u64);
+    format!(
+        "evicted: {reason}; banned until {} ({left:.0}s from now)",
+        humantime::format_rfc3339_seconds(until_time)
+    )
+}
+
+fn own_header(shared: &Shared) -> Header {
+    Header::new(shared.common.identity.id().clone())
+}
+
+fn error_reply(
+    shared: &Shared,
+    code: &str,
+    text: impl Into<String>,
+    command: Option<&str>,
+) -> Message {
+    Message::Error(ErrorReply {
+        header: own_header(shared),
+        error: text.into(),
+        code: Some(code.to_owned()),
+        command: command.map(str::to_owned),
+        entrance_urls: None,
+    })
+}
+
+/// Answers a message that does not decode; `false` when the session must end.
+async fn answer_bad(
+    shared: &Shared,
+    conn: &mut ServerConnection,
+    ip: IpAddr,
+    e: &ConnectionError,
+) -> bool {
+    let code = match e {
+        ConnectionError::BadMessage(p) => p.reason_code(),
+        ConnectionError::TooLarge(_) => "too_large",
+        ConnectionError::TooManyErrors(_) => "too_many_errors",
+        // A dropped or broken transport is how sessions end, not a refusal.
+        other => {
+            tracing::debug!(%ip, "session ended: {other}");
+            return false;
+        }
+    };
+    let refusal = Refusal {
+        status: StatusCode::BAD_REQUEST,
+        code,
+        reason: e.to_string(),
+    };
+    shared
+        .common
+        .refusals
+        .record(&shared.common.metrics, ip, &refusal);
+    if e.is_fatal() {
+        return false;
+    }
+    conn.send(&error_reply(shared, code, e.to_string(), None))
+        .await
+        .is_ok()
+}
+
+/// Stores a heartbeat; returns whether the box was new to the registry.
+async fn register(
+    shared: &Shared,
+    exchange: &Exchange,
+    legacy: bool,
+    public_key: Option<&str>,
+    ip: IpAddr,
+) -> Result<bool, dandelion_core::store::StoreError> {
+    let (geo, geo_source) = locate::resolve(shared.geo.as_ref(), ip, exchange.geoip.as_ref());
+    let now = now();
+    shared.metrics.heartbeats.inc();
+    shared
+        .book
+        .heartbeat(Heartbeat {
+            exchange,
+            legacy,
+            observed_ip: Some(ip.to_string()),
+            public_key,
+            geo,
+            geo_source,
+            expires_at: now + shared.config.expire_box_time.as_secs_f64(),
+            now,
+        })
+        .await
+}
+
+fn exchange_reply(shared: &Shared) -> Message {
+    Message::ExchangeReply(ExchangeReply {
+        header: own_header(shared),
+        entrance_urls: shared.entrance_urls(),
+        publisher_keys: Some(shared.config.publisher_keys.clone()),
+        heartbeat_interval: Some(shared.config.heartbeat_interval.as_secs().max(1)),
+        extra: Default::default(),
+    })
+}
+
+async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer, ip: IpAddr) {
+    let id = peer.id.to_string();
+    let (n, mut evictions) = shared.attach(&id);
+    let shutdown = shared.common.shutdown.clone();
+    let mut checked = false;
+    tracing::debug!(box_id = %id, %ip, "box session opened");
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => {
+                conn.close_with(CloseCode::Away, "entrance shutting down").await;
+                break;
+            }
+            Some(reason) = evictions.recv() => {
+                let _ = conn.send(&error_reply(&shared, "evicted", reason, None)).await;
+                conn.close_with(CloseCode::Policy, "evicted").await;
+                break;
+            }
+            incoming = conn.recv() => incoming,
+        };
+        let message = match incoming {
+            Ok(None) => break,
+            Ok(Some(Incoming::Binary(_))) => {
+                let reply = error_reply(
+                    &shared,
+                    "unexpected_binary",
+                    "the entrance takes no file frames",
+                    None,
+                );
+                if conn.send(&reply).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Ok(Some(Incoming::Message(m))) => m,
+            Err(e) => {
+                if answer_bad(&shared, &mut conn, ip, &e).await {
+                    continue;
+                }
+                break;
+            }
+        };
+        if message.header().id != peer.id {
+            let text = format!(
+                "this session belongs to {}; a message for {} is refused",
+                peer.id,
+                message.header().id
+            );
+            shared.common.refusals.record(
+                &shared.common.metrics,
+                ip,
+                &Refusal::forbidden("id_mismatch", text.clone()),
+            );
+            let _ = conn
+                .send(&error_reply(
+                    &shared,
+                    "id_mismatch",
+                    text,
+                    Some(message.command()),
+                ))
+                .await;
+            conn.close_with(CloseCode::Policy, "ID mismatch").await;
+            break;
+        }
+        match message {
+            Message::Exchange(exchange) => {
+                // A ban made by another entrance on the same store reaches us here.
+                if let Ok(Some((until, reason))) = shared.book.ban(&id, now()).await {
+                    let _ = conn
+                        .send(&error_reply(
+                            &shared,
+                            "evicted",
+                            ban_text(&reason, until),
+                            Some("EXCHANGE"),
+                        ))
+                        .await;
+                    conn.close_with(CloseCode::Policy, "evicted").await;
+                    break;
+                }
+                if let Err(e) =
+                    register(&shared, &exchange, false, Some(&peer.public_key), ip).await
+                {
+                    tracing::warn!(box_id = %id, "cannot record a heartbeat: {e}");
+                    let reply = error_reply(
+                        &shared,
+                        "store",
+                        format!("the registry is unavailable: {e}"),
+                        Some("EXCHANGE"),
+                    );
+                    if conn.send(&reply).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                if !checked && shared.config.reachability_check {
+                    checked = true;
+                    reach::check_and_record(&shared, &exchange, &peer.public_key).await;
+                }
+                if conn.send(&exchange_reply(&shared)).await.is_err() {
+                    break;
+                }
+            }
+            Message::Goodbye(goodbye) => {
+                if let Err(e) = shared.book.remove(&id).await {
+                    tracing::warn!(box_id = %id, "cannot remove a box that said goodbye: {e}");
+                }
+                tracing::info!(box_id = %id, reason = goodbye.reason.as_deref().unwrap_or(""), "box said goodbye");
+                conn.close().await;
+                break;
+            }
+            other => {
+                let command = other.command();
+                let reply = error_reply(
+                    &shared,
+                    "unexpected_command",
+                    format!("a box may not send {command} to an entrance"),
+                    Some(command),
+                );
+                if conn.send(&reply).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    shared.detach(&id, n);
+    tracing::debug!(box_id = %id, "box session ended");
+}
+
+async fn publisher_session(
+    shared: Arc<Shared>,
+    mut conn: ServerConnection,
+    peer: Peer,
+    ip: IpAddr,
+) {
+    let shutdown = shared.common.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => {
+                conn.close_with(CloseCode::Away, "entrance shutting down").await;
+                break;
+            }
+            incoming = conn.recv() => incoming,
+        };
+        let reply = match incoming {
+            Ok(None) => break,
+            Ok(Some(Incoming::Message(Message::Search(search)))) if search.header.id == peer.id => {
+                search_reply(&shared, &search, false).await
+            }
+            Ok(Some(Incoming::Message(Message::Goodbye(_)))) => {
+                conn.close().await;
+                break;
+            }
+            Ok(Some(Incoming::Message(m))) if m.header().id != peer.id => error_reply(
+                &shared,
+                "id_mismatch",
+                format!("this session belongs to {}", peer.id),
+                Some(m.command()),
+            ),
+            Ok(Some(Incoming::Message(m))) => error_reply(
+                &shared,
+                "unexpected_command",
+                format!(
+                    "a publisher may only send SEARCH to an entrance, not {}",
+                    m.command()
+                ),
+                Some(m.command()),
+            ),
+            Ok(Some(Incoming::Binary(_))) => error_reply(
+                &shared,
+                "unexpected_binary",
+                "the entrance takes no file frames",
+                None,
+            ),
+            Err(e) => {
+                if answer_bad(&shared, &mut conn, ip, &e).await {
+                    continue;
+                }
+                break;
+            }
+        };
+        if conn.send(&reply).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The original's clients: one `EXCHANGE` or `SEARCH` per connection, then close.
+async fn legacy_session(shared: Arc<Shared>, mut conn: ServerConnection, ip: IpAddr) {
+    let reply = match conn.recv().await {
+        Ok(Some(Incoming::Message(Message::Exchange(exchange)))) => {
+            legacy_exchange(&shared, &exchange, ip).await
+        }
+        Ok(Some(Incoming::Message(Message::Search(search)))) => {
+            search_reply(&shared, &search, true).await
+        }
+        Ok(Some(Incoming::Message(m))) => error_reply(
+            &shared,
+            "unexpected_command",
+            format!("unexpected {} from an unauthenticated peer", m.command()),
+            Some(m.command()),
+        ),
+        Ok(Some(Incoming::Binary(_))) => error_reply(
+            &shared,
+            "unexpected_binary",
+            "the entrance takes no file frames",
+            None,
+        ),
+        Ok(None) => return,
+        Err(e) => {
+            answer_bad(&shared, &mut conn, ip, &e).await;
+            conn.close().await;
+            return;
+        }
+    };
+    let _ = conn.send(&reply).await;
+    conn.close().await;
+}
+
+async fn legacy_exchange(shared: &Shared, exchange: &Exchange, ip: IpAddr) -> Message {
+    let id = exchange.header.id.as_str();
+    if exchange.header.id.role() != Role::Box {
+        return error_reply(
+            shared,
+            "wrong_role",
+            "only a box sends EXCHANGE",
+            Some("EXCHANGE"),
+        );
+    }
+    // An unauthenticated peer must not take over a box that proved its ID.
+    match shared.book.load_info(id).await {
+        Ok(Some(info)) if !info.legacy => {
+            return error_reply(
+                shared,
+                "id_taken",
+                format!("{id} is registered by a box that proved its ID"),
+                Some("EXCHANGE"),
+            );
+        }
+        _ => {}
+    }
+    if let Ok(Some((until, reason))) = shared.book.ban(id, now()).await {
+        return error_reply(
+            shared,
+            "evicted",
+            ban_text(&reason, until),
+            Some("EXCHANGE"),
+        );
+    }
+    match register(shared, exchange, true, None, ip).await {
+        Ok(_) => exchange_reply(shared),
+        Err(e) => error_reply(
+            shared,
+            "store",
+            format!("the registry is unavailable: {e}"),
+            Some("EXCHANGE"),
+        ),
+    }
+}
+
+/// Live boxes for a publisher, ranked, each exchange carrying the entrance's view
+/// of the box: the location it looked up and the `STATE`.
+async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) -> Message {
+    let now = now();
+    let unverified =
+        shared.config.legacy_peers && (legacy_publisher || search.unverified == Some(true));
+    let members = match shared.book.members().await {
+        Ok(m) => m,
+        Err(e) => {
+            return error_reply(
+                shared,
+                "store",
+                format!("the registry is unavailable: {e}"),
+                Some("SEARCH"),
+            );
+        }
+    };
+    let count = search.count.unwrap_or(shared.config.search_count) as usize;
+    let origin = search.geoip.as_ref().and_then(|g| g.lat_lon());
+    let order = search.order.unwrap_or(SearchOrder::Freshest);
+    // Members come freshest first (expiry = last heartbeat + a fixed time), so a
+    // freshest-first answer can stop at `count`; only nearest-first needs all.
+    let needs_all = order == SearchOrder::Nearest && origin.is_some();
+    let mut candidates = Vec::new();
+    for (id, _) in members {
+        if !needs_all && candidates.len() >= count {
+            break;
+        }
+        let Ok(Some(info)) = shared.book.load_info(&id).await else {
+            continue;
+        };
+        if !info.is_live(now, shared.config.heartbeat_interval, unverified) {
+            continue;
+        }
+        let Ok(Some(mut exchange)) = shared.book.load_exchange(&id).await else {
+            continue;
+        };
+        let loc = info.geo.lat_lon();
+        exchange.geoip = Some(info.geo.clone());
+        exchange
+            .extra
+            .insert("STATE".into(), Value::from(BoxState::Active.as_str()));
+        if info.legacy {
+            exchange.extra.insert("LEGACY".into(), Value::from(true));
+        }
+        candidates.push(Candidate {
+            last_heartbeat: info.last_heartbeat,
+            loc,
+            item: exchange,
+        });
+    }
+    let boxes = rank(candidates, order, origin, count);
+    Message::SearchReply(SearchReply {
+        header: own_header(shared),
+        boxes,
+        entrance_urls: Some(shared.entrance_urls()),
+        undecodable: Vec::new(),
+        extra: Default::default(),
+    })
+}

@@ -1,0 +1,106 @@
+//! The expiry sweep, driven by the time-ordered `BOX_SET` (score = expiry time):
+//! each round atomically pops what has expired, so entrances sharing a store
+//! never expire the same box twice and nothing scans the whole registry. Before
+//! popping, self-preservation decides whether to hold back (see
+//! `registry::self_preservation`). Every few seconds it also recounts the `boxes` gauge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use super::book::now;
+use super::registry::{self, MISSED_HEARTBEATS_FOR_STALE};
+use crate::shutdown::Shutdown;
+
+/// Boxes expired per store call, so one round cannot hold the store for long.
+const POP_BATCH: usize = 1000;
+
+/// How often the `boxes` gauge is recounted at most (or every heartbeat interval,
+/// if shorter): it reads every box, so not every round.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the sweep runs: often enough that expiry is punctual to about a
+/// heartbeat, capped at one second.
+fn period(heartbeat: Duration) -> Duration {
+    (heartbeat / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(period(shared.config.heartbeat_interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let gauge_every = GAUGE_EVERY.min(shared.config.heartbeat_interval);
+    let mut counted: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = round(&shared).await {
+            tracing::warn!("expiry sweep failed; retrying next round: {e}");
+        }
+        if counted.is_none_or(|t| t.elapsed() >= gauge_every) {
+            counted = Some(tokio::time::Instant::now());
+            if let Err(e) = update_gauge(&shared, now()).await {
+                tracing::warn!("cannot count boxes for the gauge: {e}");
+            }
+        }
+    }
+}
+
+async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError> {
+    let now = now();
+    let c = &shared.config;
+    shared.book.pop_ended_bans(now, POP_BATCH).await?;
+    // Boxes silent for more than the stale time are those whose expiry falls
+    // before now + (expiry - stale time); all of them went silent within one
+    // expiry period, or they would have been expired already.
+    let stale_after = c.heartbeat_interval.as_secs_f64() * f64::from(MISSED_HEARTBEATS_FOR_STALE);
+    let by = now + (c.expire_box_time.as_secs_f64() - stale_after).max(0.0);
+    let (total, silent) = shared.book.count_expiring(by).await?;
+    let reason = registry::self_preservation(
+        total,
+        silent,
+        c.self_preservation_threshold,
+        c.self_preservation_min_boxes,
+    );
+    let before = shared.set_preservation(reason.clone());
+    match (&before, &reason) {
+        (None, Some(r)) => tracing::error!("SELF-PRESERVATION ON: {r}"),
+        (Some(_), None) => {
+            tracing::warn!("self-preservation off: heartbeats recovered; expiring again")
+        }
+        _ => {}
+    }
+    if reason.is_none() {
+        loop {
+            let expired = shared.book.pop_expired(now, POP_BATCH).await?;
+            for id in &expired {
+                tracing::info!(box_id = %id, "box expired after {}s of silence", c.expire_box_time.as_secs());
+            }
+            shared.metrics.expired.inc_by(expired.len() as u64);
+            if expired.len() < POP_BATCH {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn update_gauge(shared: &Shared, now: f64) -> Result<(), dandelion_core::store::StoreError> {
+    let listed = shared.book.list().await?;
+    let counts = registry::count_states(listed.iter().map(|l| {
+        l.info
+            .effective(now, shared.config.heartbeat_interval)
+            .state
+    }));
+    for (state, n) in counts {
+        shared
+            .metrics
+            .boxes
+            .get_or_create(&super::StateLabel {
+                state: state.to_owned(),
+            })
+            .set(n);
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! `dandelion up`: a whole Dandelion network on one machine — one entrance, N
+//! boxes and one publisher, each with its own port and data directory under one
+//! base directory, on the embedded store — wired together (publisher key, join
+//! token, entrance URL) and stopped together on Ctrl-C.
+//!
+//! On loopback every box has the same address, so each box gets a demonstration
+//! location through the entrance's operator override (shown as an override),
+//! which gives the geo views something true to show.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dandelion_core::config::Config;
+use dandelion_core::http::HttpClient;
+use dandelion_core::identity::Identity;
+use dandelion_core::ids::Role;
+use dandelion_core::protocol::GeoIp;
+use dandelion_core::secrets;
+use tokio::net::TcpListener;
+
+use crate::client::{LocalNetwork, NETWORK_FILE};
+use crate::server::admin_token_path;
+use crate::shutdown::{GRACE_PERIOD, Shutdown};
+use crate::{boxnode, entrance, publisher};
+
+/// Ports of the local network: entrance, publisher, and the first box's.
+pub const ENTRANCE_PORT: u16 = 7070;
+pub const PUBLISHER_PORT: u16 = 7072;
+pub const FIRST_BOX_PORT: u16 = 7081;
+
+/// Demonstration locations handed to the boxes in turn.
+const PLACES: [(&str, &str, &str, f64, f64); 8] = [
+    ("Taipei", "Taipei City", "TW", 25.0330, 121.5654),
+    ("Tokyo", "Tokyo", "JP", 35.6762, 139.6503),
+    ("Frankfurt am Main", "Hesse", "DE", 50.1109, 8.6821),
+    ("São Paulo", "São Paulo", "BR", -23.5505, -46.6333),
+    ("New York", "New York", "US", 40.7128, -74.0060),
+    ("Sydney", "New South Wales", "AU", -33.8688, 151.2093),
+    ("Nairobi", "Nairobi County", "KE", -1.2921, 36.8219),
+    ("Reykjavík", "Capital Region", "IS", 64.1466, -21.9426),
+];
+
+/// How long the boxes get to register before `up` gives up waiting (it keeps running).
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {what}; is another `dandelion up` running?")
+    })
+}
+
+fn role_config(base: &Config, dir: PathBuf) -> Config {
+    Config {
+        data_dir: dir,
+        store: "embedded".into(),
+        log_file: false,
+        ..base.clone()
+    }
+}
+
+/// Runs the network until `shutdown`.
+pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Result<()> {
+    let root = base.data_dir.clone();
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let entrance_dir = root.join("entrance");
+    let publisher_dir = root.join("publisher");
+    let box_dirs: Vec<PathBuf> = (1..=boxes).map(|i| root.join(format!("box-{i}"))).collect();
+    for dir in [&entrance_dir, &publisher_dir].into_iter().chain(&box_dirs) {
+        dandelion_core::config::prepare_data_dir(dir)?;
+    }
+
+    // Bind everything first: a busy port fails the whole start, before anything runs.
+    let entrance_listener = bind(ENTRANCE_PORT, "entrance").await?;
+    let publisher_listener = bind(PUBLISHER_PORT, "publisher").await?;
+    let mut box_listeners = Vec::new();
+    for i in 0..boxes {
+        box_listeners.push(bind(FIRST_BOX_PORT + i, "box").await?);
+    }
+
+    let publisher_key = Identity::load_or_create(&publisher_dir, Role::Publisher)?.public_key_hex();
+    let (join_token, _) =
+        secrets::load_or_create(&root.join("join.token"), || secrets::random_hex(32))?;
+    let entrance_url = format!("ws://127.0.0.1:{ENTRANCE_PORT}/dandelion/ws");
+
+    let mut entrance_cfg = role_config(base, entrance_dir.clone());
+    entrance_cfg.entrance.listen = entrance_listener.local_addr()?;
+    entrance_cfg.entrance.public_url = Some(entrance_url.clone());
+    entrance_cfg.entrance.publisher_keys = vec![publisher_key.clone()];
+    entrance_cfg.entrance.join_token = Some(join_token.clone());
+
+    let mut publisher_cfg = role_config(base, publisher_dir.clone());
+    publisher_cfg.publisher.listen = publisher_listener.local_addr()?;
+    publisher_cfg.publisher.entrances = vec![entrance_url.clone()];
+    publisher_cfg.publisher.search_interval = Duration::from_secs(2);
+
+    // Made now, not by the entrance, so `place_boxes` can read it straight away.
+    secrets::load_or_create(&admin_token_path(&entrance_dir), || secrets::random_hex(32))?;
+
+    // The roles are not tracked tasks of `shutdown`: each drains the tracker when
+    // it stops, and would otherwise wait for itself.
+    let mut roles = Vec::new();
+    let mut box_urls = Vec::new();
+    roles.push(tokio::spawn({
+        let (cfg, s) = (entrance_cfg.clone(), shutdown.clone());
+        async move { report("entrance", entrance::run(entrance_listener, &cfg, s).await) }
+    }));
+    for (listener, dir) in box_listeners.into_iter().zip(&box_dirs) {
+        let addr = listener.local_addr()?;
+        let mut cfg = role_config(base, dir.clone());
+        cfg.boxnode.listen = addr;
+        cfg.boxnode.public_url = Some(format!("http://{addr}"));
+        cfg.boxnode.entrances = vec![entrance_url.clone()];
+        cfg.boxnode.join_token = Some(join_token.clone());
+        cfg.boxnode.publisher_keys = vec![publisher_key.clone()];
+        cfg.boxnode.heartbeat_interval = Duration::from_secs(2);
+        box_urls.push(format!("http://{addr}"));
+        let s = shutdown.clone();
+        roles.push(tokio::spawn(async move {
+            report("box", boxnode::run(listener, &cfg, s).await)
+        }));
+    }
+    roles.push(tokio::spawn({
+        let (cfg, s) = (publisher_cfg.clone(), shutdown.clone());
+        async move {
+            report(
+                "publisher",
+                publisher::run(publisher_listener, &cfg, s).await,
+            )
+        }
+    }));
+
+    let network = LocalNetwork {
+        entrance: format!("http://127.0.0.1:{ENTRANCE_PORT}"),
+        publisher: format!("http://127.0.0.1:{PUBLISHER_PORT}"),
+        boxes: box_urls.clone(),
+        entrance_dir: entrance_dir.clone(),
+        publisher_dir: publisher_dir.clone(),
+        box_dirs: box_dirs.clone(),
+    };
+    let network_file = root.join(NETWORK_FILE);
+    std::fs::write(&network_file, serde_json::to_vec_pretty(&network)?)
+        .with_context(|| format!("cannot write {}", network_file.display()))?;
+
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        placed = place_boxes(&network, boxes as usize) => match placed {
+            Ok(()) => {}
+            Err(e) => tracing::warn!("could not give the boxes their demonstration locations: {e:#}"),
+        },
+    }
+    if !shutdown.is_triggered() {
+        print_banner(&network, &root);
+        shutdown.cancelled().await;
+    }
+    let _ = std::fs::remove_file(&network_file);
+    // Each role stops within its own grace period; this only waits for them.
+    if tokio::time::timeout(GRACE_PERIOD * 2, futures_util::future::join_all(roles))
+        .await
+        .is_err()
+    {
+        tracing::warn!("some daemons did not stop in time");
+    }
+    Ok(())
+}
+
+fn report(role: &str, result: anyhow::Result<()>) {
+    if let Err(e) = result {
+        tracing::error!("the {role} stopped: {e:#}");
+    }
+}
+
+/// Waits for the boxes to register, then sets their demonstration locations.
+async fn place_boxes(net: &LocalNetwork, count: usize) -> anyhow::Result<()> {
+    let http = HttpClient::default();
+    let token = std::fs::read_to_string(admin_token_path(&net.entrance_dir))
+        .context("cannot read the entrance's admin token")?;
+    let auth = format!("Bearer {}", token.trim());
+    let deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
+    let ids = loop {
+        if let Ok(r) = http.get(&format!("{}/api/boxes", net.entrance), &[]).await
+            && let Ok(list) = r.json::<serde_json::Value>()
+        {
+            let ids: Vec<String> = list
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|b| b["id"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if ids.len() >= count {
+                break ids;
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "only some boxes registered within {}s",
+                REGISTER_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut ids = ids;
+    ids.sort();
+    for (id, (city, region, country, lat, lon)) in ids.iter().zip(PLACES.iter().cycle()) {
+        let mut geo = GeoIp {
+            city: Some((*city).into()),
+            region: Some((*region).into()),
+            country: Some((*country).into()),
+            ..GeoIp::default()
+        };
+        geo.set_lat_lon(*lat, *lon);
+        let body = serde_json::to_vec(&geo)?;
+        let r = http
+            .request(
+                http::Method::PUT,
+                &format!("{}/api/boxes/{id}/location", net.entrance),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.into(),
+            )
+            .await?;
+        if !r.status.is_success() {
+            bail!(
+                "the entrance refused a location for {id}: {} {}",
+                r.status,
+                r.text().trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_banner(net: &LocalNetwork, root: &Path) {
+    println!(
+        "Dandelion is up: one entrance, {} boxes, one publisher (data in {})",
+        net.boxes.len(),
+        root.display()
+    );
+    println!();
+    println!(
+        "  entrance   {}   (boxes: {}/api/boxes)",
+        net.entrance, net.entrance
+    );
+    for (i, b) in net.boxes.iter().enumerate() {
+        println!("  box {:<6} {b}", i + 1);
+    }
+    println!("  publisher  {}", net.publisher);
+    println!();
+    println!(
+        "  admin tokens: {}/admin.token, {}/admin.token",
+        net.entrance_dir.display(),
+        net.publisher_dir.display()
+    );
+    println!("  console:      dandelion-console");
+    println!();
+    println!("Try it:");
+    println!(
+        "  dandelion push ./some-file.ts --data-dir {}",
+        root.display()
+    );
+    println!("  curl -L {}/some-file.ts -o copy.ts", net.publisher);
+    println!("Ctrl-C stops everything.");
+}
