@@ -114,7 +114,12 @@ pub async fn run_periodic(shared: Arc<Shared>, shutdown: Shutdown) {
             ) else {
                 continue;
             };
-            if info.legacy || info.state == BoxState::Evicted {
+            // A silent box is already stale: calling it would only cost up to
+            // `reachability_timeout` of this serial round and say nothing new.
+            let state = info
+                .effective(now(), shared.config.heartbeat_interval)
+                .state;
+            if info.legacy || matches!(state, BoxState::Evicted | BoxState::Stale) {
                 continue;
             }
             if let Some(key) = &info.public_key {

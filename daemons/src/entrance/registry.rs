@@ -81,12 +81,15 @@ pub struct Effective {
 }
 
 impl BoxInfo {
-    /// The state at `now`: a stored `active` becomes `stale` after
-    /// [`MISSED_HEARTBEATS_FOR_STALE`] missed heartbeats.
+    /// The state at `now`: a stored `active` or `unreachable` becomes `stale` after
+    /// [`MISSED_HEARTBEATS_FOR_STALE`] missed heartbeats. An `unreachable` verdict
+    /// describes a box that was heartbeating; once it falls silent (killed, power
+    /// cut) a reachability check made in between must not hide that it is gone.
+    /// Only an eviction wins over silence.
     pub fn effective(&self, now: f64, heartbeat: Duration) -> Effective {
         let stale_after = heartbeat.as_secs_f64() * f64::from(MISSED_HEARTBEATS_FOR_STALE);
         let silent = now - self.last_heartbeat;
-        if self.state == BoxState::Active && silent > stale_after {
+        if matches!(self.state, BoxState::Active | BoxState::Unreachable) && silent > stale_after {
             return Effective {
                 state: BoxState::Stale,
                 since: self.last_heartbeat + stale_after,
@@ -240,12 +243,17 @@ mod tests {
     }
 
     #[test]
-    fn stored_states_win_over_staleness() {
-        for s in [BoxState::Unreachable, BoxState::Evicted] {
-            let b = info(s, 0.0);
-            assert_eq!(b.effective(1e6, HB).state, s);
-            assert!(!b.is_live(1.0, HB, true));
-        }
+    fn eviction_wins_over_staleness_but_unreachable_does_not() {
+        let evicted = info(BoxState::Evicted, 0.0);
+        assert_eq!(evicted.effective(1e6, HB).state, BoxState::Evicted);
+        assert!(!evicted.is_live(1.0, HB, true));
+        let unreachable = info(BoxState::Unreachable, 1000.0);
+        assert_eq!(
+            unreachable.effective(1001.0, HB).state,
+            BoxState::Unreachable
+        );
+        assert!(!unreachable.is_live(1001.0, HB, true));
+        assert_eq!(unreachable.effective(1016.0, HB).state, BoxState::Stale);
     }
 
     #[test]
