@@ -365,9 +365,11 @@ fn a_killed_box_goes_stale_then_expires(backend: Backend) {
     wait_for("the killed box to go stale", SOON, || {
         (net.state(&victim.id)? == "stale").then_some(())
     });
+    // The last heartbeat came at most 1.2 intervals (jitter) before the kill, and
+    // stale needs three missed ones: not before 1.8 intervals after the kill.
     let stale_after = killed.elapsed();
     assert!(
-        stale_after >= 2 * HEARTBEAT,
+        stale_after >= HEARTBEAT.mul_f64(1.5),
         "stale only after missed heartbeats, not after {stale_after:?}"
     );
     assert_eq!(
@@ -380,7 +382,7 @@ fn a_killed_box_goes_stale_then_expires(backend: Backend) {
     });
     let gone_after = killed.elapsed();
     assert!(
-        gone_after >= EXPIRE - HEARTBEAT && gone_after <= EXPIRE + 4 * HEARTBEAT,
+        gone_after >= EXPIRE - 2 * HEARTBEAT && gone_after <= EXPIRE + 4 * HEARTBEAT,
         "expired after {gone_after:?}, expire_box_time is {EXPIRE:?}"
     );
     assert_eq!(net.state(&survivor.id).as_deref(), Some("active"));
@@ -475,7 +477,8 @@ fn an_unreachable_box_is_never_handed_out(backend: Backend) {
             .filter(|v| v.state.as_str() == "unreachable")
     });
     assert!(
-        v.reason.contains(&closed.to_string()) || v.reason.contains("reach"),
+        v.reason.starts_with("reachability check failed")
+            && v.reason.contains(&format!("127.0.0.1:{closed}")),
         "the reason says what failed: {v:?}"
     );
     // Through several heartbeats and reachability rounds it is never handed out.
@@ -551,7 +554,7 @@ fn another_boxs_id_is_refused(backend: Backend) {
     let victim = net.spawn_box("victim", 2);
     net.wait_active(&[&victim.id]);
     let attacker = Identity::generate(Role::Box).unwrap();
-    let refused_before = net.metrics();
+    let refused_before = net.metric("dandelion_refused_total{reason=\"id_mismatch\"}");
     let err = net.rt.block_on(async {
         let challenge: Challenge = net
             .http
@@ -575,12 +578,10 @@ fn another_boxs_id_is_refused(backend: Backend) {
         err.contains(&format!("401 Unauthorized: ID {}", victim.id)),
         "{err}"
     );
-    assert_ne!(net.metrics(), refused_before);
-    assert!(
-        net.metrics()
-            .lines()
-            .any(|l| l.starts_with("dandelion_refused_total") && !l.ends_with(" 0")),
-        "{}",
+    assert_eq!(
+        net.metric("dandelion_refused_total{reason=\"id_mismatch\"}"),
+        refused_before + 1.0,
+        "the refusal is counted by reason:\n{}",
         net.metrics()
     );
     assert_eq!(net.state(&victim.id).as_deref(), Some("active"));
