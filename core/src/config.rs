@@ -168,6 +168,11 @@ pub struct BoxConfig {
     /// Source address for connections to entrances, for hosts with several
     /// addresses (and tests running several boxes on 127.0.0.x); the OS picks when absent.
     pub bind_outgoing: Option<std::net::IpAddr>,
+    /// Bytes uploaded to an entrance to measure the uplink, at start and every
+    /// `uplink_test_interval`; 0 switches the measurement off.
+    pub uplink_test_size: ByteSize,
+    #[serde(deserialize_with = "duration")]
+    pub uplink_test_interval: Duration,
 }
 
 impl Default for BoxConfig {
@@ -187,6 +192,8 @@ impl Default for BoxConfig {
             max_ttl: Duration::from_secs(24 * 3600),
             publisher_keys: Vec::new(),
             bind_outgoing: None,
+            uplink_test_size: ByteSize::mib(1),
+            uplink_test_interval: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -352,6 +359,9 @@ impl Config {
         }
         if self.boxnode.heartbeat_interval.is_zero() {
             return invalid("box.heartbeat_interval", "must be longer than zero");
+        }
+        if self.boxnode.uplink_test_interval.is_zero() {
+            return invalid("box.uplink_test_interval", "must be longer than zero");
         }
         if self.boxnode.max_downloads == 0 {
             return invalid("box.max_downloads", "must be at least 1");

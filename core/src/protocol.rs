@@ -27,6 +27,10 @@ pub use registry::{Exchange, ExchangeReply, Goodbye, Search, SearchOrder, Search
 /// Sent in every message's `VERSION`; peers without one are the original's.
 pub const PROTOCOL_VERSION: &str = "dandelion/1";
 
+/// Where an entrance takes a box's uplink measurement: a bounded upload that it
+/// times and answers with `{"BYTES": n, "SECONDS": s}`.
+pub const UPLINK_PATH: &str = "/dandelion/uplink";
+
 /// The `MESSAGE` of every acceptance.
 pub const ACCEPTED: &str = "ACCEPTED";
 

@@ -67,6 +67,8 @@ pub struct BoxState {
     join_token: Option<String>,
     host: String,
     port: u16,
+    /// The last uplink measurement, bytes per second (0: none yet).
+    pub uplink: std::sync::atomic::AtomicU64,
 }
 
 impl BoxState {
@@ -175,6 +177,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         join_token,
         host,
         port,
+        uplink: std::sync::atomic::AtomicU64::new(0),
         storage,
         config: box_config,
         common: common.clone(),
@@ -186,6 +189,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         "box listening"
     );
     heartbeat::start(&state);
+    shutdown.spawn(heartbeat::measure_uplink(state.clone()));
     shutdown.spawn(sweeper(state.clone()));
     // Graceful shutdown waits for responses in flight; a viewer downloading
     // slowly under the upload cap must not hold the box up past the grace period.

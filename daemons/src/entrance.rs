@@ -255,6 +255,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         .route(WS_PATH, any(session::handle))
         .route("/dandelion/ws/", any(session::handle))
         .route("/healthz", get(api::healthz))
+        .route(dandelion_core::protocol::UPLINK_PATH, post(api::uplink))
         .route("/api/boxes", get(api::list))
         .route("/api/boxes/{id}/evict", post(api::evict))
         .route("/api/boxes/{id}/location", put(api::locate))

@@ -588,6 +588,48 @@ fn another_boxs_id_is_refused(backend: Backend) {
     assert_eq!(net.search_ids(), std::slice::from_ref(&victim.id));
 }
 
+/// A box measures its uplink against the entrance (a bounded, timed upload) and
+/// reports it in its heartbeat, so publishers see it in SEARCH.
+#[test]
+fn a_box_reports_its_measured_uplink() {
+    let net = Net::start(Backend::Embedded);
+    let b = net.spawn_box_to(
+        &net.entrance,
+        "uplink",
+        2,
+        &["uplink_test_size = \"256 KiB\"".to_owned()],
+    );
+    let uplink = wait_for(
+        "the box's uplink in SEARCH",
+        Duration::from_secs(20),
+        || {
+            net.search_at(&net.entrance)
+                .boxes
+                .into_iter()
+                .find(|x| x.header.id.as_str() == b.id)
+                .and_then(|x| x.system_info?.uplink)
+        },
+    );
+    assert!(uplink > 0, "{uplink}");
+    let silent = net.spawn_box_to(
+        &net.entrance,
+        "no-uplink",
+        3,
+        &["uplink_test_size = 0".to_owned()],
+    );
+    net.wait_active(&[&silent.id]);
+    let reported = net
+        .search_at(&net.entrance)
+        .boxes
+        .into_iter()
+        .find(|x| x.header.id.as_str() == silent.id);
+    assert_eq!(
+        reported.and_then(|x| x.system_info?.uplink),
+        None,
+        "switched off, nothing measured"
+    );
+}
+
 /// Each scenario as a test per backend.
 macro_rules! on_backends {
     ($mod:ident, $backend:expr, [$($scenario:ident),* $(,)?]) => {

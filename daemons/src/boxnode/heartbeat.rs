@@ -215,6 +215,75 @@ async fn session(
     }
 }
 
+/// Measures the uplink against the first entrance that answers, at start and
+/// every `uplink_test_interval`, unless `uplink_test_size` is 0.
+pub async fn measure_uplink(state: Arc<BoxState>) {
+    let size = state.config.uplink_test_size.as_u64();
+    if size == 0 {
+        return;
+    }
+    let shutdown = state.common.shutdown.clone();
+    let http = HttpClient::new(Duration::from_secs(60));
+    loop {
+        for url in state.entrances.list() {
+            match uplink_once(&state, &http, &url, size).await {
+                Ok(rate) => {
+                    tracing::info!(entrance = %url, bytes_per_second = rate, "measured the uplink");
+                    state
+                        .uplink
+                        .store(rate, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => tracing::warn!(entrance = %url, "uplink measurement failed: {e}"),
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(state.config.uplink_test_interval) => {}
+        }
+    }
+}
+
+async fn uplink_once(
+    state: &BoxState,
+    http: &HttpClient,
+    url: &str,
+    size: u64,
+) -> Result<u64, String> {
+    let origin = dandelion_core::http::origin_of(url)
+        .ok_or_else(|| format!("`{url}` has no HTTP origin"))?;
+    let token = state.join_token.clone().unwrap_or_default();
+    let auth = format!("Bearer {token}");
+    let body = bytes::Bytes::from(vec![0u8; usize::try_from(size).map_err(|e| e.to_string())?]);
+    let started = std::time::Instant::now();
+    let response = http
+        .request(
+            http::Method::POST,
+            &format!("{origin}{}", dandelion_core::protocol::UPLINK_PATH),
+            &[("authorization", &auth)],
+            body,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let client_seconds = started.elapsed().as_secs_f64();
+    if !response.status.is_success() {
+        return Err(format!("{}: {}", response.status, response.text().trim()));
+    }
+    let answer: serde_json::Value = response.json().map_err(|e| e.to_string())?;
+    let bytes = answer["BYTES"].as_u64().unwrap_or(0);
+    // The entrance's clock starts at the first byte it sees, which leaves out
+    // connection set-up; fall back to ours when its reading is too short to trust.
+    let seconds = answer["SECONDS"]
+        .as_f64()
+        .filter(|s| *s > 0.001)
+        .unwrap_or(client_seconds);
+    if bytes != size || seconds <= 0.0 {
+        return Err(format!("the entrance counted {bytes} of {size} bytes"));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok((bytes as f64 / seconds) as u64)
+}
+
 /// One heartbeat's content.
 pub fn exchange(state: &BoxState) -> Exchange {
     let mut info = state.sample();
@@ -230,6 +299,8 @@ pub fn exchange(state: &BoxState) -> Exchange {
         );
     }
     info.upload_rate = Some(state.traffic.recent_rate());
+    let uplink = state.uplink.load(std::sync::atomic::Ordering::Relaxed);
+    info.uplink = (uplink > 0).then_some(uplink);
     let totals = state.traffic.totals();
     Exchange {
         header: state.header(),

@@ -60,6 +60,51 @@ fn store_error(e: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
+/// Largest uplink measurement an entrance accepts: enough for a meaningful
+/// reading on a household line, small enough that the endpoint cannot be used
+/// to pour arbitrary traffic into the entrance.
+pub const MAX_UPLINK_BYTES: u64 = 16 << 20;
+
+/// `POST /dandelion/uplink` (join token): reads and discards the body, timing it
+/// from the first byte to the last, so a box learns what its uplink can carry.
+pub async fn uplink(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    use futures_util::StreamExt;
+    match crate::handshake::bearer(&headers) {
+        Some(t) if crate::handshake::token_matches(t, &shared.join_token) => {}
+        Some(_) => return (StatusCode::FORBIDDEN, "wrong join token\n").into_response(),
+        None => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "the uplink test needs the join token\n",
+            )
+                .into_response();
+        }
+    }
+    let mut stream = body.into_data_stream();
+    let mut bytes: u64 = 0;
+    let mut first: Option<std::time::Instant> = None;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return (StatusCode::BAD_REQUEST, "the upload was cut off\n").into_response();
+        };
+        first.get_or_insert_with(std::time::Instant::now);
+        bytes += chunk.len() as u64;
+        if bytes > MAX_UPLINK_BYTES {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("at most {MAX_UPLINK_BYTES} bytes\n"),
+            )
+                .into_response();
+        }
+    }
+    let seconds = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    Json(serde_json::json!({ "BYTES": bytes, "SECONDS": seconds })).into_response()
+}
+
 pub async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     let boxes = match shared.book.members().await {
         Ok(m) => m.len(),
