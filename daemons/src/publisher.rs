@@ -152,6 +152,24 @@ impl Publisher {
             .join(format!("{:x}", Sha256::digest(name.as_bytes())))
     }
 
+    /// Queues every `queued` job that is neither waiting nor in flight. The API
+    /// records a job before it queues it, so a crash between the two leaves a job
+    /// that no sender would ever take; a job re-queued by the sweep has the same
+    /// window. Call at start-up, after [`Queue::recover`] and before any sender runs.
+    async fn queue_orphans(&self) -> anyhow::Result<usize> {
+        let (waiting, in_flight) = self.queue.snapshot().await?;
+        let listed: std::collections::HashSet<String> =
+            waiting.into_iter().chain(in_flight).collect();
+        let mut queued = 0;
+        for job in self.records.jobs().await? {
+            if job.state == jobs::JobState::Queued && !listed.contains(&job.name) {
+                self.queue.push(&job.name).await?;
+                queued += 1;
+            }
+        }
+        Ok(queued)
+    }
+
     async fn load_known_boxes(&self) -> anyhow::Result<usize> {
         let prefix = self.keys.search("");
         let keys = self.common.store.scan_prefix(&prefix).await?;
@@ -217,6 +235,13 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         tracing::info!(
             jobs = recovered,
             "re-queued jobs that were in flight when the publisher stopped"
+        );
+    }
+    let orphans = publisher.queue_orphans().await?;
+    if orphans > 0 {
+        tracing::info!(
+            jobs = orphans,
+            "queued jobs that were recorded but never queued before the publisher stopped"
         );
     }
     let known = publisher.load_known_boxes().await?;

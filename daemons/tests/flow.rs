@@ -206,3 +206,159 @@ fn bad_pushes_are_refused_and_queue_nothing() {
         "nothing was queued: {listed}"
     );
 }
+
+fn admin_token(net: &Network) -> String {
+    std::fs::read_to_string(net.publisher.data_dir().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn wait_active_boxes(net: &Network, n: usize) {
+    let boxes_url = format!("{}/api/boxes", net.entrance.origin());
+    wait_for(
+        &format!("{n} active boxes at the entrance"),
+        Duration::from_secs(30),
+        || {
+            let list = net.json(&boxes_url);
+            let active = list
+                .as_array()?
+                .iter()
+                .filter(|b| b["state"] == "active")
+                .count();
+            (active == n).then_some(())
+        },
+    );
+}
+
+/// Fetches `name` through the publisher: a 302 to a box, then the bytes from
+/// that box. Returns the box's URL and the body.
+fn fetch_via_redirect(net: &Network, name: &str) -> Option<(String, Vec<u8>)> {
+    let response = net
+        .rt
+        .block_on(
+            net.http
+                .get(&format!("{}/{name}", net.publisher.origin()), &[]),
+        )
+        .ok()?;
+    if response.status != 302 {
+        return None;
+    }
+    let location = response.headers.get("location")?.to_str().ok()?.to_owned();
+    let fetched = net.rt.block_on(net.http.get(&location, &[])).ok()?;
+    (fetched.status == 200).then(|| (location, fetched.body.to_vec()))
+}
+
+#[test]
+fn a_publisher_killed_in_the_middle_of_100_pushes_loses_no_acknowledged_file() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const FILES: usize = 100;
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start(root.path(), 3);
+    wait_active_boxes(&net, 3);
+    let token = admin_token(&net);
+    let origin = net.publisher.origin();
+    let files: Vec<(String, Vec<u8>)> = (0..FILES)
+        .map(|i| {
+            (
+                format!("crash/seg{i:03}.ts"),
+                content(4_000 + i * 37, i as u64 + 1000),
+            )
+        })
+        .collect();
+
+    // The pusher sends the files one after another, as a client would, and keeps
+    // which ones were acknowledged. A push that finds nobody listening is tried
+    // again for a while (a client retries); one cut off mid-answer is not.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let pusher = {
+        let files = files.clone();
+        let answered = answered.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let http = HttpClient::new(Duration::from_secs(5));
+            let auth = format!("Bearer {token}");
+            let mut acked = Vec::new();
+            let mut refused = Vec::new();
+            let mut retries = 0;
+            for (name, bytes) in &files {
+                let url = format!("{origin}/api/files/{name}?ttl=300s&replicas=2");
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let result = rt.block_on(http.request(
+                        http::Method::PUT,
+                        &url,
+                        &[("authorization", &auth)],
+                        bytes.clone().into(),
+                    ));
+                    match result {
+                        Ok(r) if r.status == 202 => {
+                            acked.push(name.clone());
+                            break;
+                        }
+                        Ok(r) => {
+                            refused.push(format!("{name}: {} {}", r.status, r.text()));
+                            break;
+                        }
+                        // Connection refused while the publisher is down: retry.
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            retries += 1;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+            (acked, refused, retries)
+        })
+    };
+
+    wait_for(
+        "a third of the pushes to be answered",
+        Duration::from_secs(60),
+        || (answered.load(Ordering::SeqCst) >= FILES / 3).then_some(()),
+    );
+    // kill -9 in the middle: pushes are arriving and files are being sent.
+    net.publisher.restart();
+    let (acked, refused, retries) = pusher.join().unwrap();
+    assert!(refused.is_empty(), "pushes refused: {refused:?}");
+    // Otherwise the kill came after the last push and proved nothing.
+    assert!(retries > 0, "no push found the publisher down");
+    assert!(
+        acked.len() >= FILES / 2,
+        "most pushes should be acknowledged, got {}",
+        acked.len()
+    );
+
+    eprintln!(
+        "{} of {FILES} pushes acknowledged, {retries} retried while the publisher was down",
+        acked.len()
+    );
+    let by_name: std::collections::HashMap<&str, &Vec<u8>> =
+        files.iter().map(|(n, b)| (n.as_str(), b)).collect();
+    for name in &acked {
+        let status_url = format!("{}/api/files/{name}", net.publisher.origin());
+        wait_for(
+            &format!("{name} to be placed after the crash"),
+            Duration::from_secs(60),
+            || {
+                let v = net.rt.block_on(net.http.get(&status_url, &[])).ok()?;
+                let v: Value = v.json().ok()?;
+                (v["state"] == "placed").then_some(())
+            },
+        );
+        let (location, body) = fetch_via_redirect(&net, name)
+            .unwrap_or_else(|| panic!("{name} is not served through a redirect"));
+        assert!(
+            net.boxes.iter().any(|b| location.starts_with(&b.origin())),
+            "{location}"
+        );
+        assert!(
+            body == *by_name[name.as_str()],
+            "{name}: the box serves other bytes than were pushed"
+        );
+    }
+}
