@@ -362,3 +362,98 @@ fn a_publisher_killed_in_the_middle_of_100_pushes_loses_no_acknowledged_file() {
         );
     }
 }
+
+#[test]
+fn files_on_a_killed_box_are_placed_again_and_viewers_follow() {
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start(root.path(), 3);
+    wait_active_boxes(&net, 3);
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("moving/seg{i}.ts"),
+                content(50_000 + i * 11, i as u64 + 7),
+            )
+        })
+        .collect();
+    for (name, bytes) in &files {
+        let file = root.path().join(name.replace('/', "-"));
+        std::fs::write(&file, bytes).unwrap();
+        let out = push(
+            &net,
+            &file,
+            &["--as", name, "--replicas", "1", "--ttl", "300s"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let holder_of = |net: &Network, name: &str| -> Option<String> {
+        let v = net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+        (v["state"] == "placed")
+            .then(|| v["placements"][0]["url"].as_str().map(str::to_owned))
+            .flatten()
+    };
+    let before: Vec<String> = files
+        .iter()
+        .map(|(name, _)| {
+            wait_for(
+                &format!("{name} to be placed"),
+                Duration::from_secs(30),
+                || holder_of(&net, name),
+            )
+        })
+        .collect();
+    // Kill the box holding the first file, with whatever else it holds.
+    let victim = net
+        .boxes
+        .iter()
+        .position(|b| before[0].starts_with(&b.origin()))
+        .expect("the first file is on one of the boxes");
+    let victim_origin = net.boxes[victim].origin();
+    let on_victim: Vec<usize> = (0..files.len())
+        .filter(|&i| before[i].starts_with(&victim_origin))
+        .collect();
+    net.boxes[victim].kill9();
+
+    // The entrance expires it (expire_box_time = 10 s); the publisher re-places
+    // what it held and redirects viewers to the new copies.
+    for &i in &on_victim {
+        let (name, bytes) = &files[i];
+        let (location, body) = wait_for(
+            &format!("{name} to be re-placed off the killed box"),
+            Duration::from_secs(45),
+            || {
+                let (location, body) = fetch_via_redirect(&net, name)?;
+                (!location.starts_with(&victim_origin)).then_some((location, body))
+            },
+        );
+        assert!(
+            net.boxes
+                .iter()
+                .enumerate()
+                .any(|(j, b)| j != victim && location.starts_with(&b.origin())),
+            "{location}"
+        );
+        assert!(body == *bytes, "{name}: the new copy has other bytes");
+        let v = net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+        assert_eq!(v["state"], "placed", "{v}");
+        assert!(
+            v["placements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !p["url"].as_str().unwrap().starts_with(&victim_origin)),
+            "{v}"
+        );
+    }
+    // Files on the other boxes stayed where they were.
+    for i in (0..files.len()).filter(|i| !on_victim.contains(i)) {
+        assert_eq!(
+            holder_of(&net, &files[i].0).as_deref(),
+            Some(before[i].as_str())
+        );
+    }
+}
