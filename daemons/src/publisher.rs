@@ -58,6 +58,9 @@ pub struct PublisherMetrics {
     /// Bytes the publisher served itself because no box held the file yet: the
     /// number Dandelion exists to keep small.
     pub origin_bytes: Counter,
+    /// Playlist bytes: always served by the publisher (they change under one
+    /// name), so kept apart from the origin traffic boxes should have carried.
+    pub playlist_bytes: Counter,
     pub redirects: Counter,
     pub placements: Counter,
     pub transfer_failures: Counter,
@@ -271,8 +274,13 @@ fn register_metrics(p: &Arc<Publisher>) {
     let m = &p.common.metrics;
     m.register(
         "origin_bytes",
-        "Bytes the publisher served itself (no box held the file yet)",
+        "Bytes of files (not playlists) the publisher served itself because no box held them yet",
         p.metrics.origin_bytes.clone(),
+    );
+    m.register(
+        "playlist_bytes",
+        "Playlist bytes the publisher served (playlists are never placed on boxes for viewers)",
+        p.metrics.playlist_bytes.clone(),
     );
     m.register(
         "redirects",
