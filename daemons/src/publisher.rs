@@ -77,7 +77,7 @@ pub struct Publisher {
     pub records: Records,
     // An async RwLock: the senders read it while ranking, the search loop writes
     // once per interval; neither holds it across network I/O.
-    pub directory: RwLock<Directory>,
+    pub directory: Arc<RwLock<Directory>>,
     // Held while a link is opened so two senders never open two sessions to one box.
     pub links: Mutex<HashMap<NodeId, Link>>,
     pub http: HttpClient,
@@ -143,7 +143,16 @@ impl Publisher {
             stop,
         )
         .await?;
-        self.common.shutdown.spawn(task);
+        let directory = self.directory.clone();
+        let id = box_id.clone();
+        self.common.shutdown.spawn(async move {
+            if task.await == link::Ended::Lost {
+                // Cooled off like a failed transfer: no new files, and viewers
+                // are sent to other copies while the sweep re-places its files.
+                tracing::info!(box_id = %id, "lost the publish session to a box; passing it over");
+                directory.write().await.record_failure(&id, now_secs());
+            }
+        });
         links.insert(box_id.clone(), link.clone());
         Ok(link)
     }
@@ -218,7 +227,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     let publisher = Arc::new(Publisher {
         queue: Queue::new(common.store.clone(), &keys),
         records: Records::new(common.store.clone(), &keys),
-        directory: RwLock::new(directory),
+        directory: Arc::new(RwLock::new(directory)),
         links: Mutex::new(HashMap::new()),
         http: HttpClient::default(),
         audience,
