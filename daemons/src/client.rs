@@ -156,64 +156,55 @@ fn upload(path: &Path, name: String) -> anyhow::Result<Upload> {
     })
 }
 
-/// `dandelion push`.
-pub async fn push(config: &Config, args: &PushArgs) -> anyhow::Result<()> {
-    if args.watch {
-        bail!("--watch is not available in this build yet; push the files once, or run push again");
-    }
-    if let Some(ttl) = args.ttl
-        && ttl < Duration::from_secs(1)
-    {
-        bail!("--ttl must be at least 1s");
-    }
-    let uploads = plan(&args.paths, args.name.as_deref())?;
-    let (base, token) = publisher_target(config, args.to.as_deref(), args.token.as_deref())?;
-    let http = HttpClient::default();
-    let bars = MultiProgress::new();
-    let total: u64 = uploads.iter().map(|u| u.size).sum();
-    let overall = bars.add(ProgressBar::new(total));
-    overall.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    overall.set_prefix("total");
-    let auth = format!("Bearer {token}");
-    for u in &uploads {
-        let bar = bars.insert_before(&overall, ProgressBar::new(u.size));
-        bar.set_style(
-            ProgressStyle::with_template("{msg:>30!} [{bar:30}] {bytes}/{total_bytes}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar.set_message(u.name.clone());
-        let file = tokio::fs::File::open(&u.path)
-            .await
-            .with_context(|| format!("cannot read {}", u.path.display()))?;
-        let (b, o) = (bar.clone(), overall.clone());
-        let stream = ReaderStream::with_capacity(file, 256 * 1024).inspect(move |chunk| {
-            if let Ok(c) = chunk {
-                b.inc(c.len() as u64);
-                o.inc(c.len() as u64);
-            }
-        });
-        let mut url = format!("{base}/api/files/{}", u.name);
+/// Where to push and how.
+struct Target<'a> {
+    http: HttpClient,
+    base: String,
+    auth: String,
+    args: &'a PushArgs,
+}
+
+impl Target<'_> {
+    fn url(&self, name: &str) -> String {
+        let mut url = format!("{}/api/files/{name}", self.base);
         let mut query = Vec::new();
-        if let Some(ttl) = args.ttl {
+        if let Some(ttl) = self.args.ttl {
             query.push(format!("ttl={}", ttl.as_secs()));
         }
-        if let Some(r) = args.replicas {
+        if let Some(r) = self.args.replicas {
             query.push(format!("replicas={r}"));
         }
         if !query.is_empty() {
             url = format!("{url}?{}", query.join("&"));
         }
-        let response = http
-            .request_stream(Method::PUT, &url, &[("authorization", &auth)], stream)
+        url
+    }
+
+    /// Streams one file to the publisher; `Ok` once it answered `202`.
+    async fn send(
+        &self,
+        u: &Upload,
+        bars: Option<(&ProgressBar, &ProgressBar)>,
+    ) -> anyhow::Result<()> {
+        let file = tokio::fs::File::open(&u.path)
+            .await
+            .with_context(|| format!("cannot read {}", u.path.display()))?;
+        let bars = bars.map(|(b, o)| (b.clone(), o.clone()));
+        let stream = ReaderStream::with_capacity(file, 256 * 1024).inspect(move |chunk| {
+            if let (Ok(c), Some((b, o))) = (chunk, &bars) {
+                b.inc(c.len() as u64);
+                o.inc(c.len() as u64);
+            }
+        });
+        let response = self
+            .http
+            .request_stream(
+                Method::PUT,
+                &self.url(&u.name),
+                &[("authorization", &self.auth)],
+                stream,
+            )
             .await?;
-        bar.finish();
         if response.status != http::StatusCode::ACCEPTED {
             let detail = serde_json::from_slice::<serde_json::Value>(&response.body)
                 .ok()
@@ -226,10 +217,413 @@ pub async fn push(config: &Config, args: &PushArgs) -> anyhow::Result<()> {
                 detail.trim()
             );
         }
+        Ok(())
+    }
+
+    /// The publisher's state for a name (`queued`, `placed`…), if it answers.
+    async fn state(&self, name: &str) -> Option<String> {
+        let r = self
+            .http
+            .get(&format!("{}/api/files/{name}", self.base), &[])
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().ok()?;
+        v.get("state")?.as_str().map(str::to_owned)
+    }
+}
+
+/// `dandelion push`.
+pub async fn push(config: &Config, args: &PushArgs) -> anyhow::Result<()> {
+    if let Some(ttl) = args.ttl
+        && ttl < Duration::from_secs(1)
+    {
+        bail!("--ttl must be at least 1s");
+    }
+    let uploads = plan(&args.paths, args.name.as_deref())?;
+    let (base, token) = publisher_target(config, args.to.as_deref(), args.token.as_deref())?;
+    let target = Target {
+        http: HttpClient::default(),
+        base,
+        auth: format!("Bearer {token}"),
+        args,
+    };
+    if args.watch {
+        if args.name.is_some() {
+            bail!("--as cannot be used with --watch");
+        }
+        return watch::run(&target, &args.paths).await;
+    }
+    let bars = MultiProgress::new();
+    let total: u64 = uploads.iter().map(|u| u.size).sum();
+    let overall = bars.add(ProgressBar::new(total));
+    overall.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    overall.set_prefix("total");
+    for u in &uploads {
+        let bar = bars.insert_before(&overall, ProgressBar::new(u.size));
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>30!} [{bar:30}] {bytes}/{total_bytes}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(u.name.clone());
+        let result = target.send(u, Some((&bar, &overall))).await;
+        bar.finish();
+        result?;
         bars.suspend(|| println!("queued {} ({} bytes)", u.name, u.size));
     }
     overall.finish();
     Ok(())
+}
+
+/// `push --watch`: keeps pushing what appears or changes in directories, such
+/// as a live HLS encoder's output.
+///
+/// Inotify events only wake the loop; each wake-up rescans the directories, so
+/// an event lost or merged by the kernel or the debouncer costs nothing. A file
+/// is pushed once it is finished: its size and modification time unchanged for
+/// [`watch::SETTLE`], or — sooner — once a playlist lists it (an encoder adds a
+/// segment to its playlist only after closing it). Ready files go out oldest
+/// first, the order they were finished. A playlist goes out only after every
+/// segment it lists was accepted, and after waiting (at most
+/// [`watch::PLACE_WAIT`]) until they are placed, so viewers it sends for a
+/// segment are redirected to a box rather than served by the publisher.
+mod watch {
+    use std::collections::{HashMap, HashSet};
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant, SystemTime};
+
+    use anyhow::Context;
+    use notify::RecursiveMode;
+    use notify_debouncer_full::new_debouncer;
+
+    use super::{Target, Upload, walk};
+    use crate::publisher::api::check_name;
+
+    /// How long a file must stay unchanged to count as finished when no
+    /// playlist lists it.
+    pub const SETTLE: Duration = Duration::from_millis(800);
+    /// Longest wait for a playlist's new segments to be placed before the
+    /// playlist goes out anyway (the publisher serves them meanwhile).
+    pub const PLACE_WAIT: Duration = Duration::from_secs(4);
+    /// Rescan at least this often, for files that settle without a new event.
+    const TICK: Duration = Duration::from_millis(200);
+    /// Events closer together than this wake the loop once.
+    const DEBOUNCE: Duration = Duration::from_millis(50);
+
+    /// What a file looked like: size and modification time.
+    type Version = (u64, Option<SystemTime>);
+
+    struct Seen {
+        path: PathBuf,
+        name: String,
+        version: Version,
+        /// When this version was first seen.
+        since: Instant,
+    }
+
+    fn is_playlist(name: &str) -> bool {
+        name.rsplit('.')
+            .next()
+            .is_some_and(|e| e.eq_ignore_ascii_case("m3u8"))
+    }
+
+    /// Temporary files of encoders and editors are never pushed: hidden names,
+    /// `*.tmp`, `*.part`, `*.partial`, `*~`.
+    fn is_temporary(path: &Path) -> bool {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
+            return true;
+        };
+        name.starts_with('.')
+            || name.ends_with('~')
+            || [".tmp", ".part", ".partial", ".swp"]
+                .iter()
+                .any(|s| name.ends_with(s))
+    }
+
+    /// The files a playlist lists that are local and relative: its segments
+    /// (and variant playlists), as paths.
+    fn listed(playlist: &Path) -> Vec<PathBuf> {
+        let Ok(text) = std::fs::read_to_string(playlist) else {
+            return Vec::new();
+        };
+        let dir = playlist.parent().unwrap_or(Path::new(""));
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains("://"))
+            .map(|l| dir.join(l.split(['?', '#']).next().unwrap_or(l)))
+            .collect()
+    }
+
+    /// Every file under the watched directories, with its published name.
+    fn scan(roots: &[(PathBuf, String)]) -> Vec<(PathBuf, String, Version)> {
+        let mut out = Vec::new();
+        for (root, prefix) in roots {
+            let mut files = Vec::new();
+            if walk(root, &mut files).is_err() {
+                continue;
+            }
+            for path in files {
+                if is_temporary(&path) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
+                let name = if prefix.is_empty() {
+                    rel
+                } else {
+                    format!("{prefix}/{rel}")
+                };
+                out.push((path, name, (meta.len(), meta.modified().ok())));
+            }
+        }
+        out
+    }
+
+    pub async fn run(target: &Target<'_>, paths: &[PathBuf]) -> anyhow::Result<()> {
+        let mut roots = Vec::new();
+        for path in paths {
+            let base = path
+                .canonicalize()
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if !base.is_dir() {
+                anyhow::bail!("--watch takes directories; {} is not one", path.display());
+            }
+            let prefix = base
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            roots.push((base, prefix));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |_| {
+            // A full channel already holds a wake-up; nothing is lost.
+            let _ = tx.try_send(());
+        })
+        .context("cannot watch the directories")?;
+        for (root, _) in &roots {
+            debouncer
+                .watch(root, RecursiveMode::Recursive)
+                .with_context(|| format!("cannot watch {}", root.display()))?;
+        }
+        println!(
+            "watching {}; Ctrl-C stops",
+            roots
+                .iter()
+                .map(|(r, _)| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut state = Watch::default();
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            state.round(target, &roots).await;
+            tokio::select! {
+                _ = &mut ctrl_c => return Ok(()),
+                _ = rx.recv() => {}
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Watch {
+        /// The version of each path last accepted by the publisher.
+        pushed: HashMap<PathBuf, Version>,
+        /// Files seen but not pushed in their current version.
+        pending: HashMap<PathBuf, Seen>,
+        /// Names seen placed: no need to ask again.
+        placed: HashSet<String>,
+    }
+
+    impl Watch {
+        async fn round(&mut self, target: &Target<'_>, roots: &[(PathBuf, String)]) {
+            let now = Instant::now();
+            let files = scan(roots);
+            let present: HashSet<&PathBuf> = files.iter().map(|(p, _, _)| p).collect();
+            self.pending.retain(|p, _| present.contains(p));
+            for (path, name, version) in &files {
+                if self.pushed.get(path) == Some(version) {
+                    continue;
+                }
+                match self.pending.get(path) {
+                    Some(seen) if seen.version == *version => {}
+                    _ => {
+                        self.pending.insert(
+                            path.clone(),
+                            Seen {
+                                path: path.clone(),
+                                name: name.clone(),
+                                version: *version,
+                                since: now,
+                            },
+                        );
+                    }
+                }
+            }
+            // Segments some changed playlist lists are finished now.
+            let playlists: Vec<PathBuf> = self
+                .pending
+                .values()
+                .filter(|s| is_playlist(&s.name))
+                .map(|s| s.path.clone())
+                .collect();
+            let listed_now: HashSet<PathBuf> = playlists.iter().flat_map(|p| listed(p)).collect();
+            let mut ready: Vec<&Seen> = self
+                .pending
+                .values()
+                .filter(|s| {
+                    !is_playlist(&s.name)
+                        && (listed_now.contains(&s.path) || now.duration_since(s.since) >= SETTLE)
+                })
+                .collect();
+            ready.sort_by_key(|s| (s.version.1, s.name.clone()));
+            let ready: Vec<(PathBuf, String, Version)> = ready
+                .into_iter()
+                .map(|s| (s.path.clone(), s.name.clone(), s.version))
+                .collect();
+            for (path, name, version) in ready {
+                self.push(target, &path, &name, version).await;
+            }
+            for playlist in playlists {
+                self.push_playlist(target, &playlist).await;
+            }
+        }
+
+        /// Pushes one version of a file; remembers it only once accepted, so a
+        /// failed push is tried again on the next round.
+        async fn push(
+            &mut self,
+            target: &Target<'_>,
+            path: &Path,
+            name: &str,
+            version: Version,
+        ) -> bool {
+            let name = match check_name(name) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("skipping {}: {e}", path.display());
+                    self.pushed.insert(path.to_owned(), version);
+                    self.pending.remove(path);
+                    return false;
+                }
+            };
+            let upload = Upload {
+                path: path.to_owned(),
+                name: name.clone(),
+                size: version.0,
+            };
+            match target.send(&upload, None).await {
+                Ok(()) => {
+                    println!("queued {name} ({} bytes)", version.0);
+                    self.pushed.insert(path.to_owned(), version);
+                    self.pending.remove(path);
+                    self.placed.remove(&name);
+                    true
+                }
+                Err(e) => {
+                    eprintln!("{e:#}; trying again");
+                    false
+                }
+            }
+        }
+
+        async fn push_playlist(&mut self, target: &Target<'_>, playlist: &Path) {
+            let Some(seen) = self.pending.get(playlist) else {
+                return;
+            };
+            let (name, version) = (seen.name.clone(), seen.version);
+            let segments = listed(playlist);
+            let mut names = Vec::new();
+            for segment in &segments {
+                let Some(meta) = std::fs::metadata(segment).ok() else {
+                    // Deleted by the encoder already; its copies live out their TTL.
+                    continue;
+                };
+                let v = (meta.len(), meta.modified().ok());
+                if self.pushed.get(segment) != Some(&v) {
+                    let Some(seg_name) = self.pending.get(segment).map(|s| s.name.clone()) else {
+                        // Listed but outside the watched directories, or unseen yet.
+                        continue;
+                    };
+                    if !self.push(target, segment, &seg_name, v).await {
+                        // A playlist must not list what the publisher does not have.
+                        return;
+                    }
+                }
+                if let Some(n) = self.pending_name(segment, playlist, &name) {
+                    names.push(n);
+                }
+            }
+            let deadline = Instant::now() + PLACE_WAIT;
+            for n in names {
+                while !self.placed.contains(&n) && Instant::now() < deadline {
+                    if target.state(&n).await.as_deref() == Some("placed") {
+                        self.placed.insert(n.clone());
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            self.push(target, playlist, &name, version).await;
+        }
+
+        /// A segment's published name, from the playlist's name and the
+        /// segment's path relative to the playlist.
+        fn pending_name(
+            &self,
+            segment: &Path,
+            playlist: &Path,
+            playlist_name: &str,
+        ) -> Option<String> {
+            let rel = segment.strip_prefix(playlist.parent()?).ok()?;
+            let dir = playlist_name.rsplit_once('/').map_or("", |(d, _)| d);
+            let rel = rel.to_string_lossy();
+            Some(if dir.is_empty() {
+                rel.into_owned()
+            } else {
+                format!("{dir}/{rel}")
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn temporary_files_are_skipped_and_playlists_list_their_local_segments() {
+            assert!(is_temporary(Path::new("/x/index.m3u8.tmp")));
+            assert!(is_temporary(Path::new("/x/.hidden.ts")));
+            assert!(!is_temporary(Path::new("/x/index3.ts")));
+            let dir = tempfile::tempdir().unwrap();
+            let playlist = dir.path().join("index.m3u8");
+            std::fs::write(
+                &playlist,
+                "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nindex3.ts\n#EXTINF:1.0,\nsub/index4.ts?x=1\nhttp://cdn/other.ts\n",
+            )
+            .unwrap();
+            assert_eq!(
+                listed(&playlist),
+                [
+                    dir.path().join("index3.ts"),
+                    dir.path().join("sub/index4.ts")
+                ]
+            );
+        }
+    }
 }
 
 /// `dandelion where`.

@@ -58,6 +58,9 @@ pub struct PublisherMetrics {
     /// Bytes the publisher served itself because no box held the file yet: the
     /// number Dandelion exists to keep small.
     pub origin_bytes: Counter,
+    /// Playlist bytes: always served by the publisher (they change under one
+    /// name), so kept apart from the origin traffic boxes should have carried.
+    pub playlist_bytes: Counter,
     pub redirects: Counter,
     pub placements: Counter,
     pub transfer_failures: Counter,
@@ -74,7 +77,7 @@ pub struct Publisher {
     pub records: Records,
     // An async RwLock: the senders read it while ranking, the search loop writes
     // once per interval; neither holds it across network I/O.
-    pub directory: RwLock<Directory>,
+    pub directory: Arc<RwLock<Directory>>,
     // Held while a link is opened so two senders never open two sessions to one box.
     pub links: Mutex<HashMap<NodeId, Link>>,
     pub http: HttpClient,
@@ -140,7 +143,16 @@ impl Publisher {
             stop,
         )
         .await?;
-        self.common.shutdown.spawn(task);
+        let directory = self.directory.clone();
+        let id = box_id.clone();
+        self.common.shutdown.spawn(async move {
+            if task.await == link::Ended::Lost {
+                // Cooled off like a failed transfer: no new files, and viewers
+                // are sent to other copies while the sweep re-places its files.
+                tracing::info!(box_id = %id, "lost the publish session to a box; passing it over");
+                directory.write().await.record_failure(&id, now_secs());
+            }
+        });
         links.insert(box_id.clone(), link.clone());
         Ok(link)
     }
@@ -150,6 +162,24 @@ impl Publisher {
         use sha2::{Digest, Sha256};
         self.origin_dir
             .join(format!("{:x}", Sha256::digest(name.as_bytes())))
+    }
+
+    /// Queues every `queued` job that is neither waiting nor in flight. The API
+    /// records a job before it queues it, so a crash between the two leaves a job
+    /// that no sender would ever take; a job re-queued by the sweep has the same
+    /// window. Call at start-up, after [`Queue::recover`] and before any sender runs.
+    async fn queue_orphans(&self) -> anyhow::Result<usize> {
+        let (waiting, in_flight) = self.queue.snapshot().await?;
+        let listed: std::collections::HashSet<String> =
+            waiting.into_iter().chain(in_flight).collect();
+        let mut queued = 0;
+        for job in self.records.jobs().await? {
+            if job.state == jobs::JobState::Queued && !listed.contains(&job.name) {
+                self.queue.push(&job.name).await?;
+                queued += 1;
+            }
+        }
+        Ok(queued)
     }
 
     async fn load_known_boxes(&self) -> anyhow::Result<usize> {
@@ -197,7 +227,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     let publisher = Arc::new(Publisher {
         queue: Queue::new(common.store.clone(), &keys),
         records: Records::new(common.store.clone(), &keys),
-        directory: RwLock::new(directory),
+        directory: Arc::new(RwLock::new(directory)),
         links: Mutex::new(HashMap::new()),
         http: HttpClient::default(),
         audience,
@@ -217,6 +247,13 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         tracing::info!(
             jobs = recovered,
             "re-queued jobs that were in flight when the publisher stopped"
+        );
+    }
+    let orphans = publisher.queue_orphans().await?;
+    if orphans > 0 {
+        tracing::info!(
+            jobs = orphans,
+            "queued jobs that were recorded but never queued before the publisher stopped"
         );
     }
     let known = publisher.load_known_boxes().await?;
@@ -246,8 +283,13 @@ fn register_metrics(p: &Arc<Publisher>) {
     let m = &p.common.metrics;
     m.register(
         "origin_bytes",
-        "Bytes the publisher served itself (no box held the file yet)",
+        "Bytes of files (not playlists) the publisher served itself because no box held them yet",
         p.metrics.origin_bytes.clone(),
+    );
+    m.register(
+        "playlist_bytes",
+        "Playlist bytes the publisher served (playlists are never placed on boxes for viewers)",
+        p.metrics.playlist_bytes.clone(),
     );
     m.register(
         "redirects",

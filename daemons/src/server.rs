@@ -143,6 +143,17 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let token = shutdown.token();
+    // Everything a role loads at start (keys, store, recovery) is done and the
+    // listener is bound: under systemd's Type=notify this is what lets
+    // `systemctl start` return and dependent units start. A no-op elsewhere.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot tell systemd the daemon is ready: {e}");
+    }
+    let stopping = shutdown.token();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

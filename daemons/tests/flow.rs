@@ -206,3 +206,314 @@ fn bad_pushes_are_refused_and_queue_nothing() {
         "nothing was queued: {listed}"
     );
 }
+
+fn admin_token(net: &Network) -> String {
+    std::fs::read_to_string(net.publisher.data_dir().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn wait_active_boxes(net: &Network, n: usize) {
+    let boxes_url = format!("{}/api/boxes", net.entrance.origin());
+    wait_for(
+        &format!("{n} active boxes at the entrance"),
+        Duration::from_secs(30),
+        || {
+            let list = net.json(&boxes_url);
+            let active = list
+                .as_array()?
+                .iter()
+                .filter(|b| b["state"] == "active")
+                .count();
+            (active == n).then_some(())
+        },
+    );
+}
+
+/// Where the publisher redirects a viewer asking for `name`, if it redirects.
+fn redirect_location(net: &Network, name: &str) -> Option<String> {
+    let url = format!("{}/{name}", net.publisher.origin());
+    let response = net.rt.block_on(net.http.get(&url, &[])).ok()?;
+    if response.status != 302 {
+        return None;
+    }
+    Some(response.headers.get("location")?.to_str().ok()?.to_owned())
+}
+
+/// Fetches `name` through the publisher: a 302 to a box, then the bytes from
+/// that box. Returns the box's URL and the body.
+fn fetch_via_redirect(net: &Network, name: &str) -> Option<(String, Vec<u8>)> {
+    let location = redirect_location(net, name)?;
+    fetch_from(net, location)
+}
+
+fn fetch_from(net: &Network, location: String) -> Option<(String, Vec<u8>)> {
+    let fetched = net.rt.block_on(net.http.get(&location, &[])).ok()?;
+    (fetched.status == 200).then(|| (location, fetched.body.to_vec()))
+}
+
+#[test]
+fn a_publisher_killed_in_the_middle_of_100_pushes_loses_no_acknowledged_file() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const FILES: usize = 100;
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start(root.path(), 3);
+    wait_active_boxes(&net, 3);
+    let token = admin_token(&net);
+    let origin = net.publisher.origin();
+    let files: Vec<(String, Vec<u8>)> = (0..FILES)
+        .map(|i| {
+            (
+                format!("crash/seg{i:03}.ts"),
+                content(4_000 + i * 37, i as u64 + 1000),
+            )
+        })
+        .collect();
+
+    // The pusher sends the files one after another, as a client would, and keeps
+    // which ones were acknowledged. A push that finds nobody listening is tried
+    // again for a while (a client retries); one cut off mid-answer is not.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let pusher = {
+        let files = files.clone();
+        let answered = answered.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let http = HttpClient::new(Duration::from_secs(5));
+            let auth = format!("Bearer {token}");
+            let mut acked = Vec::new();
+            let mut refused = Vec::new();
+            let mut retries = 0;
+            for (name, bytes) in &files {
+                let url = format!("{origin}/api/files/{name}?ttl=300s&replicas=2");
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let result = rt.block_on(http.request(
+                        http::Method::PUT,
+                        &url,
+                        &[("authorization", &auth)],
+                        bytes.clone().into(),
+                    ));
+                    match result {
+                        Ok(r) if r.status == 202 => {
+                            acked.push(name.clone());
+                            break;
+                        }
+                        Ok(r) => {
+                            refused.push(format!("{name}: {} {}", r.status, r.text()));
+                            break;
+                        }
+                        // Connection refused while the publisher is down: retry.
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            retries += 1;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+            (acked, refused, retries)
+        })
+    };
+
+    wait_for(
+        "a third of the pushes to be answered",
+        Duration::from_secs(60),
+        || (answered.load(Ordering::SeqCst) >= FILES / 3).then_some(()),
+    );
+    // kill -9 in the middle: pushes are arriving and files are being sent.
+    net.publisher.restart();
+    let (acked, refused, retries) = pusher.join().unwrap();
+    assert!(refused.is_empty(), "pushes refused: {refused:?}");
+    // Otherwise the kill came after the last push and proved nothing.
+    assert!(retries > 0, "no push found the publisher down");
+    assert!(
+        acked.len() >= FILES / 2,
+        "most pushes should be acknowledged, got {}",
+        acked.len()
+    );
+
+    eprintln!(
+        "{} of {FILES} pushes acknowledged, {retries} retried while the publisher was down",
+        acked.len()
+    );
+    let by_name: std::collections::HashMap<&str, &Vec<u8>> =
+        files.iter().map(|(n, b)| (n.as_str(), b)).collect();
+    for name in &acked {
+        let status_url = format!("{}/api/files/{name}", net.publisher.origin());
+        wait_for(
+            &format!("{name} to be placed after the crash"),
+            Duration::from_secs(60),
+            || {
+                let v = net.rt.block_on(net.http.get(&status_url, &[])).ok()?;
+                let v: Value = v.json().ok()?;
+                (v["state"] == "placed").then_some(())
+            },
+        );
+        // "Ends up" fetchable: a redirect may briefly lack a live holder while the
+        // restarted publisher re-learns its boxes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let fetched = loop {
+            match fetch_via_redirect(&net, name) {
+                Some(got) => break Some(got),
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                None => break None,
+            }
+        };
+        let (location, body) = fetched.unwrap_or_else(|| {
+            let log = net.publisher.log();
+            let notes: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("lost") || l.contains("ended"))
+                .collect();
+            panic!(
+                "{name} is not served through a redirect: {}\n{}",
+                net.json(&status_url),
+                notes.join("\n")
+            )
+        });
+        assert!(
+            net.boxes.iter().any(|b| location.starts_with(&b.origin())),
+            "{location}"
+        );
+        assert!(
+            body == *by_name[name.as_str()],
+            "{name}: the box serves other bytes than were pushed"
+        );
+    }
+}
+
+/// How the box holding files goes away.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Loss {
+    /// `kill -9`: the kernel resets its connections, so the publisher notices
+    /// at once on its open publish session.
+    Killed,
+    /// SIGSTOP: a hung device or a cut cable — connections stay open and say
+    /// nothing, so only the entrance expiring it (expire_box_time = 10 s) tells.
+    Frozen,
+}
+
+#[test]
+fn files_on_a_killed_box_are_placed_again_and_viewers_follow() {
+    box_goes_away(Loss::Killed);
+}
+
+#[test]
+fn files_on_a_frozen_box_are_placed_again_once_the_entrance_expires_it() {
+    box_goes_away(Loss::Frozen);
+}
+
+fn box_goes_away(loss: Loss) {
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start(root.path(), 3);
+    wait_active_boxes(&net, 3);
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("moving/seg{i}.ts"),
+                content(50_000 + i * 11, i as u64 + 7),
+            )
+        })
+        .collect();
+    for (name, bytes) in &files {
+        let file = root.path().join(name.replace('/', "-"));
+        std::fs::write(&file, bytes).unwrap();
+        let out = push(
+            &net,
+            &file,
+            &["--as", name, "--replicas", "1", "--ttl", "300s"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let holder_of = |net: &Network, name: &str| -> Option<String> {
+        let v = net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+        (v["state"] == "placed")
+            .then(|| v["placements"][0]["url"].as_str().map(str::to_owned))
+            .flatten()
+    };
+    let before: Vec<String> = files
+        .iter()
+        .map(|(name, _)| {
+            wait_for(
+                &format!("{name} to be placed"),
+                Duration::from_secs(30),
+                || holder_of(&net, name),
+            )
+        })
+        .collect();
+    // Kill the box holding the first file, with whatever else it holds.
+    let victim = net
+        .boxes
+        .iter()
+        .position(|b| before[0].starts_with(&b.origin()))
+        .expect("the first file is on one of the boxes");
+    let victim_origin = net.boxes[victim].origin();
+    let on_victim: Vec<usize> = (0..files.len())
+        .filter(|&i| before[i].starts_with(&victim_origin))
+        .collect();
+    match loss {
+        Loss::Killed => net.boxes[victim].kill9(),
+        Loss::Frozen => {
+            let pid = net.boxes[victim].pid().unwrap();
+            let status = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+
+    // The entrance expires it (expire_box_time = 10 s); the publisher re-places
+    // what it held and redirects viewers to the new copies.
+    for &i in &on_victim {
+        let (name, bytes) = &files[i];
+        let (location, body) = wait_for(
+            &format!("{name} to be re-placed off the lost box"),
+            Duration::from_secs(45),
+            || {
+                // Never fetch from the frozen box: the request would hang.
+                let location = redirect_location(&net, name)?;
+                if location.starts_with(&victim_origin) {
+                    return None;
+                }
+                fetch_from(&net, location)
+            },
+        );
+        assert!(
+            net.boxes
+                .iter()
+                .enumerate()
+                .any(|(j, b)| j != victim && location.starts_with(&b.origin())),
+            "{location}"
+        );
+        assert!(body == *bytes, "{name}: the new copy has other bytes");
+        let v = net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+        assert_eq!(v["state"], "placed", "{v}");
+        assert!(
+            v["placements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !p["url"].as_str().unwrap().starts_with(&victim_origin)),
+            "{v}"
+        );
+    }
+    // Files on the other boxes stayed where they were.
+    for i in (0..files.len()).filter(|i| !on_victim.contains(i)) {
+        assert_eq!(
+            holder_of(&net, &files[i].0).as_deref(),
+            Some(before[i].as_str())
+        );
+    }
+}

@@ -345,7 +345,11 @@ async fn view(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        p.metrics.origin_bytes.inc_by(sent);
+        if is_playlist(&name) {
+            p.metrics.playlist_bytes.inc_by(sent);
+        } else {
+            p.metrics.origin_bytes.inc_by(sent);
+        }
         let h = response.headers_mut();
         if is_playlist(&name) {
             h.insert(

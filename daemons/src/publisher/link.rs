@@ -90,7 +90,7 @@ pub async fn open(
     identity: &Identity,
     http: &HttpClient,
     stop: CancellationToken,
-) -> Result<(Link, impl Future<Output = ()> + Send + 'static), String> {
+) -> Result<(Link, impl Future<Output = Ended> + Send + 'static), String> {
     let (mut conn, _verifier) = connect_as(connect_ws, identity, None, http)
         .await
         .map_err(|e| e.to_string())?;
@@ -120,18 +120,41 @@ pub async fn open(
     Ok((link, run(box_id, conn, rx, chunk, stop)))
 }
 
+/// How a publish session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The publisher stopped or dropped the link, or a transfer broke it (the
+    /// sender already counted that failure).
+    Closed,
+    /// The box closed the session or the connection died while idle: the box
+    /// probably went away, and viewers should not be sent to it meanwhile.
+    Lost,
+}
+
 async fn run(
     box_id: NodeId,
     mut conn: ClientConnection,
     mut rx: mpsc::Receiver<Request>,
     chunk: usize,
     stop: CancellationToken,
-) {
+) -> Ended {
     let mut next_transfer: u64 = 1;
+    let mut ended = Ended::Closed;
     loop {
+        // While idle the session is read too, so a box that dies (`kill -9`, a
+        // power cut: the kernel resets the connection) is noticed at once
+        // instead of at the next transfer or when an entrance expires it.
+        // `recv` is cancel-safe: its only wait is the WebSocket stream's `next`.
         let request = tokio::select! {
             () = stop.cancelled() => break,
             request = rx.recv() => request,
+            incoming = conn.recv() => match incoming {
+                Ok(Some(_)) | Err(dandelion_core::connection::ConnectionError::BadMessage(_)) => continue,
+                Ok(None) | Err(_) => {
+                    ended = Ended::Lost;
+                    break;
+                }
+            },
         };
         let Some(Request { file, reply }) = request else {
             break;
@@ -159,8 +182,9 @@ async fn run(
             break;
         }
     }
-    tracing::debug!(box_id = %box_id, "publish session ended");
+    tracing::debug!(box_id = %box_id, ?ended, "publish session ended");
     conn.close().await;
+    ended
 }
 
 /// Streams one file and waits for its `TRANSFER` verdict. Errors that leave the

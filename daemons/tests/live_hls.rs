@@ -1,0 +1,244 @@
+//! A live HLS stream end to end with real processes: ffmpeg encodes into a
+//! directory, `dandelion push --watch` pushes it to a publisher with an entrance
+//! and three boxes, and ffmpeg as the player decodes it through the publisher,
+//! each segment fetched from a box by redirect.
+//!
+//! Needs `ffmpeg` on the PATH (Debian's package; `.ci/run` installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dandelion_core::http::HttpClient;
+use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
+use dandelion_testkit::process::{Running, binary, run};
+use dandelion_testkit::wait_for;
+use serde_json::Value;
+
+const JOIN_TOKEN: &str = "live-test-join-token";
+
+fn publisher_key(dir: &Path) -> String {
+    let out = run(Command::new(binary("dandelion"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["id", "publisher"]));
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("public key:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Sum of a Prometheus counter over all its series in `/metrics` text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The last `time=HH:MM:SS.ss` ffmpeg printed: how much it decoded.
+fn decoded_seconds(log: &str) -> f64 {
+    log.rsplit("time=")
+        .next()
+        .filter(|_| log.contains("time="))
+        .and_then(|t| {
+            let t = t.get(..11)?;
+            let mut parts = t.split(':');
+            let h: f64 = parts.next()?.parse().ok()?;
+            let m: f64 = parts.next()?.parse().ok()?;
+            let s: f64 = parts.next()?.parse().ok()?;
+            Some(h * 3600.0 + m * 60.0 + s)
+        })
+        .unwrap_or(0.0)
+}
+
+fn ffmpeg() -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-nostdin", "-hide_banner", "-y"]);
+    c
+}
+
+#[test]
+fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box() {
+    assert!(
+        Command::new("ffmpeg")
+            .arg("-version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+        "this test needs ffmpeg on the PATH (apt-get install ffmpeg; .ci/run does it)"
+    );
+    let started = Instant::now();
+    let root = tempfile::tempdir().unwrap();
+    let publisher_dir = root.path().join("publisher");
+    let key = publisher_key(&publisher_dir);
+    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .set(format!("publisher_keys = [{key:?}]"))
+        .set("heartbeat_interval = 1")
+        .spawn();
+    let entrance_ws = format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port());
+    let boxes: Vec<Daemon> = (0..3)
+        .map(|i| {
+            DaemonBuilder::new("box", &root.path().join(format!("box-{i}")))
+                .set(format!("entrances = [{entrance_ws:?}]"))
+                .set(format!("join_token = {JOIN_TOKEN:?}"))
+                .set(format!("publisher_keys = [{key:?}]"))
+                .set("heartbeat_interval = 1")
+                .spawn()
+        })
+        .collect();
+    let publisher = DaemonBuilder::new("publisher", &publisher_dir)
+        .set(format!("entrances = [{entrance_ws:?}]"))
+        .set("search_interval = 1")
+        .spawn();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let get = |url: &str| rt.block_on(http.get(url, &[])).ok();
+    wait_for("three active boxes", Duration::from_secs(30), || {
+        let list: Value = get(&format!("{}/api/boxes", entrance.origin()))?
+            .json()
+            .ok()?;
+        let active = list
+            .as_array()?
+            .iter()
+            .filter(|b| b["state"] == "active")
+            .count();
+        (active == 3).then_some(())
+    });
+    wait_for(
+        "the publisher to know three boxes",
+        Duration::from_secs(30),
+        || {
+            let h: Value = get(&format!("{}/healthz", publisher.origin()))?
+                .json()
+                .ok()?;
+            (h["known_boxes"] == 3).then_some(())
+        },
+    );
+
+    // The live encoder: one-second segments, six in the playlist, old ones deleted.
+    let live = root.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let mut encoder = ffmpeg();
+    encoder
+        .args(["-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-re", "-f", "lavfi", "-i", "sine"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args([
+            "-c:a",
+            "aac",
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "6",
+        ])
+        .args(["-hls_flags", "delete_segments"])
+        .arg(live.join("index.m3u8"))
+        .stdout(Stdio::null())
+        .stderr(File::create(root.path().join("encoder.log")).unwrap());
+    let _encoder = Running::spawn(&mut encoder);
+
+    let token = std::fs::read_to_string(publisher_dir.join("admin.token")).unwrap();
+    let mut watcher = Command::new(binary("dandelion"));
+    watcher
+        .arg("push")
+        .arg("--watch")
+        .arg(&live)
+        .args(["--to", &publisher.origin(), "--token", token.trim()])
+        .args(["--replicas", "2", "--ttl", "60s"])
+        .env_remove("DANDELION_CONFIG")
+        .stdout(File::create(root.path().join("watch.out")).unwrap())
+        .stderr(File::create(root.path().join("watch.err")).unwrap());
+    let _watcher = Running::spawn(&mut watcher);
+
+    let playlist_url = format!("{}/live/index.m3u8", publisher.origin());
+    wait_for(
+        "the publisher to serve a playlist listing three segments",
+        Duration::from_secs(20),
+        || {
+            let r = get(&playlist_url)?;
+            (r.status == 200 && r.text().matches(".ts").count() >= 3).then_some(())
+        },
+    );
+
+    // The player: a stock ffmpeg pointed at the publisher.
+    let player_log = root.path().join("player.log");
+    let mut player = ffmpeg();
+    player
+        .args(["-loglevel", "info", "-i", &playlist_url])
+        .args(["-t", "31", "-f", "null", "-"])
+        .stdout(Stdio::null())
+        .stderr(File::create(&player_log).unwrap());
+    let mut player = Running::spawn(&mut player);
+    let status = wait_for("the player to finish", Duration::from_secs(50), || {
+        player.child().try_wait().ok().flatten()
+    });
+    let log = std::fs::read_to_string(&player_log).unwrap();
+    let context = || {
+        format!(
+            "player:\n{}\nwatch:\n{}{}",
+            log.lines().rev().take(30).collect::<Vec<_>>().join("\n"),
+            std::fs::read_to_string(root.path().join("watch.out")).unwrap_or_default(),
+            std::fs::read_to_string(root.path().join("watch.err")).unwrap_or_default()
+        )
+    };
+    assert!(status.success(), "the player failed\n{}", context());
+    let decoded = decoded_seconds(&log);
+    assert!(decoded >= 30.0, "decoded only {decoded} s\n{}", context());
+
+    let segments = log
+        .lines()
+        .filter(|l| l.contains("Opening '") && l.contains(".ts' for reading"))
+        .count();
+    assert!(
+        segments >= 25,
+        "the player fetched {segments} segments\n{}",
+        context()
+    );
+    let metrics = get(&format!("{}/metrics", publisher.origin()))
+        .unwrap()
+        .text();
+    let origin = metric(&metrics, "dandelion_origin_bytes_total");
+    let redirects = metric(&metrics, "dandelion_redirects_total");
+    let served: f64 = boxes
+        .iter()
+        .map(|b| {
+            metric(
+                &get(&format!("{}/metrics", b.origin())).unwrap().text(),
+                "dandelion_box_served_requests_total",
+            )
+        })
+        .sum();
+    eprintln!(
+        "decoded {decoded} s; {segments} segments; {redirects} redirects; boxes served {served} \
+         requests; origin bytes {origin}; {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        origin,
+        0.0,
+        "segments were served by the publisher\n{}",
+        context()
+    );
+    assert!(
+        redirects >= segments as f64,
+        "{redirects} redirects < {segments} segments"
+    );
+    assert!(
+        served >= segments as f64,
+        "boxes served {served} < {segments} segments"
+    );
+}
