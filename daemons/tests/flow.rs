@@ -122,6 +122,24 @@ fn a_pushed_file_lands_on_k_boxes_and_is_fetched_through_a_redirect() {
             (active == 3).then_some(())
         },
     );
+    // The publisher ranks what the entrance listed, every factor shown.
+    let ranking_url = format!("{}/api/ranking", net.publisher.origin());
+    let ranking = wait_for(
+        "the publisher to rank three boxes",
+        Duration::from_secs(30),
+        || {
+            let v = net.json(&ranking_url);
+            (v.as_array()?.len() == 3).then_some(v)
+        },
+    );
+    for row in ranking.as_array().unwrap() {
+        let score = row["score"].as_f64().unwrap();
+        assert!(score > 0.0 && score <= 1.0, "{row}");
+        assert!(
+            row["reliability"].as_f64().is_some() && row["nearness"].as_f64().is_some(),
+            "{row}"
+        );
+    }
 
     let bytes = content(300_000, 42);
     let file = root.path().join("seg1.ts");

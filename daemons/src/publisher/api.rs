@@ -34,6 +34,7 @@ pub fn router(p: Arc<Publisher>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/files", get(list))
+        .route("/api/ranking", get(ranking))
         .route("/api/files/{*name}", get(status).put(push))
         .route("/{*name}", get(view))
         .with_state(p)
@@ -53,6 +54,31 @@ pub fn check_name(name: &str) -> Result<String, String> {
     }
     paths::relative_path(name)
         .map_err(|e| format!("name `{}` is refused: {e}", name.escape_debug()))
+}
+
+/// The boxes as the publisher ranks them now, each factor shown: what the console
+/// and an operator wondering "why that box?" want to see.
+async fn ranking(State(p): State<Arc<Publisher>>) -> Response {
+    let now = now_secs();
+    let ranked = {
+        let dir = p.directory.read().await;
+        super::ranking::rank(&dir.candidates(p.audience, now), &p.weights)
+    };
+    let rows: Vec<serde_json::Value> = ranked
+        .iter()
+        .map(|r| {
+            json!({
+                "box": r.id.as_str(),
+                "score": r.score,
+                "nearness": r.factors.nearness,
+                "spare_upload": r.factors.spare_upload,
+                "storage": r.factors.storage,
+                "reliability": r.factors.reliability,
+                "throughput": r.factors.throughput,
+            })
+        })
+        .collect();
+    axum::Json(rows).into_response()
 }
 
 async fn healthz(State(p): State<Arc<Publisher>>) -> Response {

@@ -37,6 +37,17 @@ pub async fn run(publisher: Arc<Publisher>) {
                 count = forgotten.len(),
                 "forgot boxes no entrance lists any more"
             );
+            let keys: Vec<String> = forgotten
+                .iter()
+                .map(|id| publisher.keys.search(id.as_str()))
+                .collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            if let Err(e) = publisher.common.store.del(&keys).await {
+                tracing::warn!("cannot forget boxes in the store: {e}");
+            }
+        }
+        if let Err(e) = save_ranking(&publisher, now).await {
+            tracing::warn!("cannot save the box ranking: {e}");
         }
         if answered == 0 && !publisher.entrance_urls().is_empty() {
             if !all_down_reported {
@@ -57,6 +68,28 @@ pub async fn run(publisher: Arc<Publisher>) {
             () = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// Keeps `{ID}:BOX_RANKING` (box → score) in step with the directory, so the
+/// ranking is visible to operators in the store as the original's was.
+async fn save_ranking(
+    publisher: &Publisher,
+    now: u64,
+) -> Result<(), dandelion_core::store::StoreError> {
+    let ranked = {
+        let dir = publisher.directory.read().await;
+        super::ranking::rank(&dir.candidates(publisher.audience, now), &publisher.weights)
+    };
+    let key = publisher.keys.box_ranking();
+    publisher.common.store.del(&[&key]).await?;
+    for r in &ranked {
+        publisher
+            .common
+            .store
+            .zadd(&key, r.id.as_str(), r.score)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn search_one(publisher: &Publisher, url: &str) -> Result<usize, String> {
