@@ -217,6 +217,13 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     let origin_dir = config.data_dir.join("origin");
     std::fs::create_dir_all(&origin_dir)
         .with_context(|| format!("cannot create {}", origin_dir.display()))?;
+    let swept = sweep_partial_uploads(&origin_dir);
+    if swept > 0 {
+        tracing::info!(
+            files = swept,
+            "removed uploads a previous run left half-written"
+        );
+    }
     let audience = pc
         .audience_location
         .as_deref()
@@ -279,6 +286,19 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     Ok(())
 }
 
+/// Removes temporary upload files (`<name>.partial-<n>`) left by a crash in the
+/// middle of an upload: they were never acknowledged, so nothing refers to them.
+pub fn sweep_partial_uploads(origin_dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(origin_dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 fn register_metrics(p: &Arc<Publisher>) {
     let m = &p.common.metrics;
     m.register(
@@ -316,4 +336,20 @@ fn register_metrics(p: &Arc<Publisher>) {
 /// Used by the API and `where`: a box's exchange, if known.
 pub async fn known_exchange(p: &Publisher, id: &NodeId) -> Option<Exchange> {
     p.directory.read().await.get(id).map(|b| b.exchange.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn half_written_uploads_are_swept_and_accepted_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ab12"), b"accepted").unwrap();
+        std::fs::write(dir.path().join("ab12.partial-77"), b"half").unwrap();
+        assert_eq!(super::sweep_partial_uploads(dir.path()), 1);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["ab12"]);
+    }
 }
