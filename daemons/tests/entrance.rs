@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,26 +48,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// A GeoLite2-City shaped database mapping 127.0.0.2/3/4 to real cities.
-fn write_geo_db(dir: &Path) -> PathBuf {
-    let mut w = mmdb_writer::Writer::new("GeoLite2-City");
-    for (ip, city, country, lat, lon) in [
-        ("127.0.0.2/32", "Taipei", "TW", 25.0330, 121.5654),
-        ("127.0.0.3/32", "Tokyo", "JP", 35.6762, 139.6503),
-        ("127.0.0.4/32", "London", "GB", 51.5074, -0.1278),
-    ] {
-        let rec = serde_json::json!({
-            "city": {"names": {"en": city}},
-            "country": {"iso_code": country},
-            "location": {"latitude": lat, "longitude": lon}
-        });
-        w.insert(ip.parse::<ipnet::IpNet>().unwrap(), &rec).unwrap();
-    }
-    let path = dir.join("city.mmdb");
-    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
-    path
 }
 
 struct TestEntrance {
@@ -141,7 +121,7 @@ fn base_config(dir: &Path, publisher: &Identity) -> Config {
     c.entrance.publisher_keys = vec![publisher.public_key_hex()];
     c.entrance.heartbeat_interval = Duration::from_secs(1);
     c.entrance.expire_box_time = Duration::from_secs(30);
-    c.entrance.geoip_db = Some(write_geo_db(dir));
+    c.entrance.geoip_db = Some(dandelion_testkit::geo::write_city_db(dir));
     c
 }
 

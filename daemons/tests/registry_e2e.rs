@@ -46,27 +46,6 @@ enum Backend {
 /// The cities the test GeoIP database puts at each box's source address.
 const CITIES: [(u8, &str); 3] = [(2, "Taipei"), (3, "Tokyo"), (4, "London")];
 
-/// A GeoLite2-City shaped database mapping 127.0.0.2/3/4 to real cities, so the
-/// entrance locates boxes by the address they connect from.
-fn write_geo_db(dir: &Path) -> PathBuf {
-    let mut w = mmdb_writer::Writer::new("GeoLite2-City");
-    for (ip, city, country, lat, lon) in [
-        ("127.0.0.2/32", "Taipei", "TW", 25.0330, 121.5654),
-        ("127.0.0.3/32", "Tokyo", "JP", 35.6762, 139.6503),
-        ("127.0.0.4/32", "London", "GB", 51.5074, -0.1278),
-    ] {
-        let rec = serde_json::json!({
-            "city": {"names": {"en": city}},
-            "country": {"iso_code": country},
-            "location": {"latitude": lat, "longitude": lon}
-        });
-        w.insert(ip.parse::<ipnet::IpNet>().unwrap(), &rec).unwrap();
-    }
-    let path = dir.join("city.mmdb");
-    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
-    path
-}
-
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -102,7 +81,7 @@ impl Net {
     fn start_with(backend: Backend, namespace: Option<&str>) -> Net {
         let root = tempfile::tempdir().unwrap();
         let redis = (backend == Backend::Redis).then(RedisServer::start);
-        let geo_db = write_geo_db(root.path());
+        let geo_db = dandelion_testkit::geo::write_city_db(root.path());
         let publisher_dir = root.path().join("publisher");
         std::fs::create_dir_all(&publisher_dir).unwrap();
         let publisher = Identity::load_or_create(&publisher_dir, Role::Publisher).unwrap();

@@ -5,6 +5,7 @@
 //! `dandelion-core`, so core's own tests can use it without a dependency cycle.
 
 pub mod daemon;
+pub mod geo;
 pub mod process;
 pub mod redis;
 
