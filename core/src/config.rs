@@ -226,6 +226,9 @@ pub struct PublisherConfig {
     pub audience_location: Option<String>,
     /// Also place files on unverified boxes of the original's kind.
     pub unverified_boxes: bool,
+    /// A GeoLite2-City compatible database for locating viewers, so each is sent
+    /// to the nearest box holding the file.
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Default for PublisherConfig {
@@ -244,6 +247,7 @@ impl Default for PublisherConfig {
             max_attempts: 5,
             audience_location: None,
             unverified_boxes: false,
+            geoip_db: None,
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct Publisher {
     /// Where the audience is, for ranking boxes by nearness.
     pub audience: Option<(f64, f64)>,
     pub weights: Weights,
+    /// Locates viewers for nearest-box redirects, when configured.
+    pub geo: Option<dandelion_core::geo::GeoDb>,
     pub origin_dir: PathBuf,
     pub metrics: PublisherMetrics,
     /// Signalled after every search round, so senders can wait for the first.
@@ -229,6 +231,13 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         .as_deref()
         .map(parse_location)
         .transpose()?;
+    let geo = match &pc.geoip_db {
+        Some(path) => Some(
+            dandelion_core::geo::GeoDb::open(path, None)
+                .with_context(|| format!("publisher.geoip_db {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut directory = Directory::default();
     directory.allow_legacy = pc.unverified_boxes;
     let publisher = Arc::new(Publisher {
@@ -239,6 +248,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         http: HttpClient::default(),
         audience,
         weights: Weights::default(),
+        geo,
         origin_dir,
         metrics: PublisherMetrics::default(),
         searched: Notify::new(),

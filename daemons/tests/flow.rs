@@ -48,29 +48,46 @@ fn publisher_key(dir: &Path) -> String {
 }
 
 fn start(root: &Path, boxes: usize) -> Network {
+    start_located(root, boxes, false)
+}
+
+/// With `located`, the entrance and the publisher share a GeoIP database that
+/// puts 127.0.0.2/.3/.4 in Taipei, Tokyo and London, and box `i` connects from
+/// 127.0.0.(2 + i), so boxes and viewers have real places.
+fn start_located(root: &Path, boxes: usize, located: bool) -> Network {
     let publisher_dir = root.join("publisher");
     let key = publisher_key(&publisher_dir);
-    let entrance = DaemonBuilder::new("entrance", &root.join("entrance"))
+    let geo_db = located.then(|| dandelion_testkit::geo::write_city_db(root));
+    let mut entrance = DaemonBuilder::new("entrance", &root.join("entrance"))
         .set(format!("join_token = {JOIN_TOKEN:?}"))
         .set(format!("publisher_keys = [{key:?}]"))
         .set("heartbeat_interval = 1")
-        .set("expire_box_time = 10")
-        .spawn();
+        .set("expire_box_time = 10");
+    if let Some(db) = &geo_db {
+        entrance = entrance.set(format!("geoip_db = {:?}", db.display().to_string()));
+    }
+    let entrance = entrance.spawn();
     let entrance_ws = format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port());
     let boxes = (0..boxes)
         .map(|i| {
-            DaemonBuilder::new("box", &root.join(format!("box-{i}")))
+            let mut b = DaemonBuilder::new("box", &root.join(format!("box-{i}")))
                 .set(format!("entrances = [{entrance_ws:?}]"))
                 .set(format!("join_token = {JOIN_TOKEN:?}"))
                 .set(format!("publisher_keys = [{key:?}]"))
-                .set("heartbeat_interval = 1")
-                .spawn()
+                .set("heartbeat_interval = 1");
+            if located {
+                b = b.set(format!("bind_outgoing = \"127.0.0.{}\"", 2 + i));
+            }
+            b.spawn()
         })
         .collect();
-    let publisher = DaemonBuilder::new("publisher", &publisher_dir)
+    let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
         .set(format!("entrances = [{entrance_ws:?}]"))
-        .set("search_interval = 1")
-        .spawn();
+        .set("search_interval = 1");
+    if let Some(db) = &geo_db {
+        publisher = publisher.set(format!("geoip_db = {:?}", db.display().to_string()));
+    }
+    let publisher = publisher.spawn();
     Network {
         entrance,
         boxes,
@@ -533,5 +550,62 @@ fn box_goes_away(loss: Loss) {
             holder_of(&net, &files[i].0).as_deref(),
             Some(before[i].as_str())
         );
+    }
+}
+
+/// Where a viewer at `source` (127.0.0.x) is redirected for `name`: curl can
+/// leave from a chosen loopback address, which the publisher's GeoIP locates.
+fn redirect_from(net: &Network, source: &str, name: &str) -> String {
+    let out = run(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{redirect_url}",
+        "--interface",
+        source,
+        &format!("{}/{name}", net.publisher.origin()),
+    ]));
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn viewers_are_sent_to_the_box_nearest_them() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start_located(root.path(), 3, true);
+    let file = root.path().join("near.ts");
+    std::fs::write(&file, content(50_000, 7)).unwrap();
+    let out = push(&net, &file, &["--replicas", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status_url = format!("{}/api/files/near.ts", net.publisher.origin());
+    wait_for(
+        "the file on all three boxes",
+        Duration::from_secs(30),
+        || {
+            let v = net.json(&status_url);
+            (v["state"] == "placed" && v["placements"].as_array()?.len() == 3).then_some(())
+        },
+    );
+    // Box i left from 127.0.0.(2+i): Taipei, Tokyo, London.
+    for (i, source) in ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().enumerate() {
+        let expected = net.boxes[i].origin();
+        let location = wait_for(
+            &format!("a redirect from {source} to its own city"),
+            Duration::from_secs(15),
+            || {
+                let l = redirect_from(&net, source, "near.ts");
+                l.starts_with(&expected).then_some(l)
+            },
+        );
+        assert!(location.ends_with("/near.ts"), "{location}");
     }
 }

@@ -299,7 +299,7 @@ fn is_playlist(name: &str) -> bool {
 async fn view(
     State(p): State<Arc<Publisher>>,
     Path(name): Path<String>,
-    ConnectInfo(_viewer): ConnectInfo<SocketAddr>,
+    ConnectInfo(viewer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
     let job = match p.records.job(&name).await {
@@ -316,6 +316,11 @@ async fn view(
     };
     let now = now_secs();
     if !is_playlist(&name) {
+        let viewer_at = p
+            .geo
+            .as_ref()
+            .and_then(|g| g.lookup(viewer.ip()))
+            .and_then(|g| g.lat_lon());
         let placements = p.records.placements(&name).await.unwrap_or_default();
         let holders: Vec<Holder> = {
             let dir = p.directory.read().await;
@@ -331,12 +336,15 @@ async fn view(
                             )
                         })
                         .unwrap_or(0.0);
+                    let distance_km = viewer_at
+                        .zip(dir.get(&id).and_then(|b| b.location()))
+                        .map(|(v, b)| dandelion_core::geo::haversine_km(v, b));
                     Some(Holder {
                         live: dir.is_live(&id, now),
                         failing: false,
                         box_id: id,
                         url: pl.url.clone(),
-                        distance_km: None,
+                        distance_km,
                         load,
                         expires_at: pl.expires_at,
                     })
