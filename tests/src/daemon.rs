@@ -115,6 +115,25 @@ impl DaemonBuilder {
     }
 }
 
+/// Whether an HTTP server answers on `addr`. A TCP connection alone is not
+/// enough: the kernel accepts connections as soon as the port is bound, before
+/// the daemon has finished starting (created its tokens, opened its store).
+fn answers_http(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+}
+
 /// A running daemon; killed when dropped.
 #[derive(Debug)]
 pub struct Daemon {
@@ -158,7 +177,7 @@ impl Daemon {
         let mut exited = None;
         let mut process = process;
         wait_for(
-            &format!("{} to listen on {addr}", self.builder.role),
+            &format!("{} to answer HTTP on {addr}", self.builder.role),
             START_TIMEOUT,
             || {
                 if let Some(p) = process.as_mut()
@@ -167,9 +186,7 @@ impl Daemon {
                     exited = Some(status);
                     return Some(());
                 }
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                    .ok()
-                    .map(|_| ())
+                answers_http(addr).then_some(())
             },
         );
         if let Some(status) = exited {
