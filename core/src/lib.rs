@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod frame;
 pub mod geo;
 pub mod http;

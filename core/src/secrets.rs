@@ -30,6 +30,12 @@ pub enum SecretError {
     Random(String),
 }
 
+/// The admin token file in a daemon's data directory: what the console and the
+/// operator commands read when they run on the daemon's machine.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
 /// Random bytes from the operating system, as lower-case hex.
 pub fn random_hex(bytes: usize) -> Result<String, SecretError> {
     let mut buf = vec![0u8; bytes];

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod console;
 pub mod heartbeat;
 pub mod limits;
 pub mod rules;
@@ -69,6 +70,9 @@ pub struct BoxState {
     port: u16,
     /// The last uplink measurement, bytes per second (0: none yet).
     pub uplink: std::sync::atomic::AtomicU64,
+    /// Publishers with a session open, and how many sessions each. A std Mutex:
+    /// touched when a session opens or ends, never across an await.
+    publishers: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
 impl BoxState {
@@ -90,6 +94,29 @@ impl BoxState {
             .map(|k| k.trim().to_ascii_lowercase())
             .collect();
         *self.learned_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    /// Publishers connected now.
+    pub fn publishers(&self) -> Vec<String> {
+        let open = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
+        open.keys().cloned().collect()
+    }
+
+    /// Counts a publisher's session in (`+1`) or out (`-1`) for the console.
+    fn publisher_session(&self, id: &str, opened: bool) {
+        {
+            let mut open = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
+            let n = open.entry(id.to_owned()).or_default();
+            if opened {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(id);
+                }
+            }
+        }
+        self.common.console.touch();
     }
 
     /// The header of every message the box sends.
@@ -178,6 +205,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         host,
         port,
         uplink: std::sync::atomic::AtomicU64::new(0),
+        publishers: std::sync::Mutex::default(),
         storage,
         config: box_config,
         common: common.clone(),
@@ -227,7 +255,11 @@ pub fn routes(state: Arc<BoxState>) -> Router {
         .route("/api/files", get(api::files))
         .route("/healthz", get(api::healthz))
         .fallback(serve::file)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::console::routes(
+            common.clone(),
+            Arc::new(console::Feed(state)),
+        ))
         .merge(server::common_routes(common))
 }
 
@@ -239,7 +271,14 @@ fn gauge(metrics: &crate::metrics::Metrics, name: &str, help: &str) -> Gauge {
 
 async fn sweeper(state: Arc<BoxState>) {
     let shutdown = state.common.shutdown.clone();
+    let mut served = (0, 0);
     loop {
+        // Consoles see traffic move at the sweep's rhythm too.
+        let totals = state.traffic.totals();
+        if (totals.bytes, totals.requests) != served {
+            served = (totals.bytes, totals.requests);
+            state.common.console.touch();
+        }
         // The gauges follow the sweep's rhythm: a second old at most, and no
         // bookkeeping on the transfer path.
         let (files, bytes) = state.storage.counts();
@@ -257,6 +296,12 @@ async fn sweeper(state: Arc<BoxState>) {
             Ok(0) => {}
             Ok(n) => {
                 tracing::debug!(files = n, "expired files deleted");
+                let console = &state.common.console;
+                console.event(
+                    dandelion_core::console::Level::Info,
+                    format!("{n} file(s) expired"),
+                );
+                console.touch();
                 state.traffic.retain(|m| state.storage.get(m).is_some());
             }
             Err(e) => tracing::warn!("expiry sweep failed: {e:#}"),

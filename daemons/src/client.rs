@@ -10,33 +10,13 @@ use dandelion_core::http::HttpClient;
 use futures_util::StreamExt;
 use http::Method;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 
 use crate::cli::{PushArgs, WhereArgs};
 use crate::publisher::api::check_name;
 use crate::server::admin_token_path;
 
-/// What `dandelion up` writes into its data directory so the client commands and
-/// the console find the network without flags.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LocalNetwork {
-    pub entrance: String,
-    pub publisher: String,
-    pub boxes: Vec<String>,
-    pub entrance_dir: PathBuf,
-    pub publisher_dir: PathBuf,
-    pub box_dirs: Vec<PathBuf>,
-}
-
-pub const NETWORK_FILE: &str = "network.json";
-
-impl LocalNetwork {
-    pub fn load(data_dir: &Path) -> Option<LocalNetwork> {
-        let text = std::fs::read_to_string(data_dir.join(NETWORK_FILE)).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-}
+pub use dandelion_core::console::{LocalNetwork, NETWORK_FILE};
 
 /// The publisher URL and admin token to use.
 fn publisher_target(

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod book;
+pub mod console;
 pub mod locate;
 pub mod reach;
 pub mod registry;
@@ -260,6 +261,10 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         .route("/api/boxes/{id}/evict", post(api::evict))
         .route("/api/boxes/{id}/location", put(api::locate))
         .with_state(shared.clone())
+        .merge(crate::console::routes(
+            common.clone(),
+            Arc::new(console::Feed(shared.clone())),
+        ))
         .merge(server::common_routes(common));
     server::serve(listener, router, tasks.clone())
         .await

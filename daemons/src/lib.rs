@@ -5,12 +5,14 @@
 //! thin and tests run the very same code in-process on `127.0.0.1:0`. What every
 //! role shares lives here too: the HTTP skeleton ([`server`]), the WebSocket
 //! upgrade ([`ws`]), the handshake that checks a peer's proof of identity
-//! ([`handshake`]), metrics ([`metrics`]) and two-phase shutdown ([`shutdown`]).
+//! ([`handshake`]), metrics ([`metrics`]), two-phase shutdown ([`shutdown`]) and
+//! the feed every daemon serves to `dandelion-console` ([`console`]).
 //! The roles: [`entrance`], [`boxnode`] (the box), [`publisher`].
 
 pub mod boxnode;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod entrance;
 pub mod handshake;
 pub mod metrics;

@@ -12,6 +12,7 @@
 //! last resort.
 
 pub mod api;
+pub mod console;
 pub mod directory;
 pub mod jobs;
 pub mod link;
@@ -286,7 +287,12 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         shutdown.spawn(sender::run(publisher.clone(), worker));
     }
     shutdown.spawn(sender::sweep(publisher.clone()));
-    let router = api::router(publisher.clone()).merge(server::common_routes(common.clone()));
+    let router = api::router(publisher.clone())
+        .merge(crate::console::routes(
+            common.clone(),
+            Arc::new(console::Feed(publisher.clone())),
+        ))
+        .merge(server::common_routes(common.clone()));
     server::serve(listener, router, shutdown.clone()).await?;
     shutdown.trigger();
     if !shutdown.drain(GRACE_PERIOD).await {

@@ -3,7 +3,7 @@
 //! handshake nonce), admin-token checks, and serving with graceful shutdown.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ use dandelion_core::secrets;
 use dandelion_core::store::{self, Store};
 use tokio::net::TcpListener;
 
+use crate::console::Hub;
 use crate::handshake::{Refusal, RefusalLog, bearer, token_matches};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -38,12 +39,11 @@ pub struct Common {
     pub data_dir: PathBuf,
     pub shutdown: Shutdown,
     pub started: Instant,
+    /// What attached consoles are told.
+    pub console: Hub,
 }
 
-/// The admin token file in a data directory.
-pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
-}
+pub use dandelion_core::secrets::admin_token_path;
 
 impl Common {
     /// The start-up path shared by every role. Fails with the offending path,
@@ -69,6 +69,7 @@ impl Common {
             data_dir: config.data_dir.clone(),
             shutdown,
             started: Instant::now(),
+            console: Hub::default(),
         })
     }
 

@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dandelion_core::auth::Nonce;
+use dandelion_core::console::{BoxNodeView, StoredFile};
 use dandelion_core::ids::NodeId;
-use serde::Serialize;
 
 use super::BoxState;
 use super::session::url_path;
@@ -39,31 +39,17 @@ pub async fn reachability(
     Json(state.common.identity.prove(&verifier, &nonce)).into_response()
 }
 
-/// One stored file, as the console shows it.
-#[derive(Debug, Serialize)]
-pub struct FileRow {
-    pub path: String,
-    pub url: String,
-    pub size: u64,
-    pub ttl_left: u64,
-    pub bytes_served: u64,
-    pub requests: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct FileList {
-    pub files: Vec<FileRow>,
-    pub storage_used: u64,
-    pub storage_quota: Option<u64>,
-    pub bytes_served: u64,
-    pub requests: u64,
-}
-
 /// `GET /api/files` (admin token): every live file with size, TTL left and traffic.
 pub async fn files(State(state): State<Arc<BoxState>>, headers: HeaderMap) -> Response {
     if let Err(refusal) = state.common.require_admin(&headers) {
         return refusal.into_response();
     }
+    Json(view(&state)).into_response()
+}
+
+/// Everything the box knows about itself: its files with TTL left and traffic,
+/// storage, upload, and the publishers connected now.
+pub fn view(state: &BoxState) -> BoxNodeView {
     let now = now_secs();
     let files = state
         .storage
@@ -71,7 +57,7 @@ pub async fn files(State(state): State<Arc<BoxState>>, headers: HeaderMap) -> Re
         .into_iter()
         .map(|(member, entry)| {
             let served = state.traffic.of(&member);
-            FileRow {
+            StoredFile {
                 url: format!("{}/{}", state.public_base, url_path(&member)),
                 path: member,
                 size: entry.size,
@@ -82,14 +68,20 @@ pub async fn files(State(state): State<Arc<BoxState>>, headers: HeaderMap) -> Re
         })
         .collect();
     let totals = state.traffic.totals();
-    Json(FileList {
+    BoxNodeView {
         files,
         storage_used: state.storage.used(None),
         storage_quota: state.config.storage_quota.map(|q| q.as_u64()),
         bytes_served: totals.bytes,
         requests: totals.requests,
-    })
-    .into_response()
+        upload_rate: state.traffic.recent_rate(),
+        upload_cap: state
+            .config
+            .upload_cap
+            .map(|c| c.as_u64())
+            .filter(|c| *c > 0),
+        publishers: state.publishers(),
+    }
 }
 
 /// `GET /dandelion/<box-id>/`: the original box answered `HI <box-id>` here, and

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use dandelion_core::connection::{ConnectionError, Incoming, MAX_CONSECUTIVE_ERRORS};
+use dandelion_core::console::Level;
 use dandelion_core::frame::{self, Event, Frame, FrameError, FrameHeader, TransferId, Transfers};
 use dandelion_core::ids::Role;
 use dandelion_core::protocol::{
@@ -135,6 +136,14 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
         let replies = match incoming {
             Ok(None) => break,
             Ok(Some(Incoming::Message(Message::Publish(_)))) => {
+                if !published {
+                    session.state.publisher_session(&session.publisher, true);
+                    session
+                        .state
+                        .common
+                        .console
+                        .event(Level::Info, format!("{} connected", session.publisher));
+                }
                 published = true;
                 vec![Message::PublishReply(session.publish_reply())]
             }
@@ -178,6 +187,9 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
                 break;
             }
         }
+    }
+    if published {
+        session.state.publisher_session(&session.publisher, false);
     }
     // Dropping the uploads removes their temporary files.
     session.transfers.abort_all();
@@ -223,6 +235,10 @@ impl Session {
     ) -> Message {
         self.state.common.metrics.refuse(code);
         tracing::info!(publisher = %self.publisher, path, code, "refused a file: {reason}");
+        self.state
+            .common
+            .console
+            .event(Level::Warn, format!("refused {path} ({code}): {reason}"));
         Message::Transfer(TransferResult {
             header: self.header(),
             transfer,
@@ -366,6 +382,12 @@ impl Session {
         match self.state.storage.land(pending, completed.size, ttl).await {
             Ok(()) => {
                 tracing::debug!(publisher = %self.publisher, path, size = completed.size, "stored");
+                let console = &self.state.common.console;
+                console.event(
+                    Level::Info,
+                    format!("stored {path} ({} bytes, TTL {ttl}s)", completed.size),
+                );
+                console.touch();
                 vec![Message::Transfer(TransferResult {
                     header: self.header(),
                     transfer: key,

@@ -8,40 +8,16 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use dandelion_core::console::Level;
 use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::GeoIp;
 use serde::{Deserialize, Serialize};
 
 use super::Shared;
-use super::book::now;
-use super::registry::{BoxState, Filter};
+use super::book::{Listed, now};
+use super::registry::Filter;
 
-/// One box as `GET /api/boxes` lists it (and `dandelion boxes` prints it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BoxView {
-    pub id: String,
-    pub state: BoxState,
-    /// Why the state last changed.
-    pub reason: String,
-    /// Unix seconds of the last state change.
-    pub since: f64,
-    pub legacy: bool,
-    pub first_seen: f64,
-    pub last_heartbeat: f64,
-    pub expires_at: Option<f64>,
-    pub ban_until: Option<f64>,
-    pub observed_ip: Option<String>,
-    pub geo: GeoIp,
-    pub geo_source: String,
-    pub version: Option<String>,
-    pub data_url: Option<String>,
-    pub connect_ws: Option<String>,
-    /// Bytes per second served recently.
-    pub upload_rate: Option<u64>,
-    pub upload_cap: Option<u64>,
-    /// Bytes of storage free for files: quota minus use, else the disk's free space.
-    pub free_storage: Option<u64>,
-}
+pub use dandelion_core::console::BoxView;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
@@ -132,39 +108,48 @@ pub async fn list(State(shared): State<Arc<Shared>>, Query(filter): Query<Filter
         Err(e) => return store_error(e),
     };
     let now = now();
-    let mut views = Vec::new();
-    for l in listed {
-        let eff = l.info.effective(now, shared.config.heartbeat_interval);
-        if !filter.matches(eff.state, l.info.legacy, &l.info.geo) {
-            continue;
-        }
-        let system = l.exchange.as_ref().and_then(|x| x.system_info.as_deref());
-        let free_storage = system.and_then(|s| match (s.storage_quota, s.storage_used) {
-            (Some(q), Some(u)) => Some(q.saturating_sub(u)),
-            _ => s.disk_available,
-        });
-        views.push(BoxView {
-            id: l.id,
-            state: eff.state,
-            reason: eff.reason,
-            since: eff.since,
-            legacy: l.info.legacy,
-            first_seen: l.info.first_seen,
-            last_heartbeat: l.info.last_heartbeat,
-            expires_at: l.expires_at,
-            ban_until: l.info.ban_until,
-            observed_ip: l.info.observed_ip,
-            geo: l.info.geo,
-            geo_source: l.info.geo_source,
-            version: l.exchange.as_ref().and_then(|x| x.header.version.clone()),
-            data_url: l.exchange.as_ref().and_then(|x| x.data_url.clone()),
-            connect_ws: l.exchange.as_ref().and_then(|x| x.connect_ws.clone()),
-            upload_rate: system.and_then(|s| s.upload_rate),
-            upload_cap: system.and_then(|s| s.upload_cap),
-            free_storage,
-        });
-    }
+    let views: Vec<BoxView> = listed
+        .into_iter()
+        .map(|l| box_view(l, now, shared.config.heartbeat_interval))
+        .filter(|v| filter.matches(v.state, v.legacy, &v.geo))
+        .collect();
     Json(views).into_response()
+}
+
+/// How a box looks at `now`: its stored record and last exchange, with `stale`
+/// derived from the heartbeat interval.
+pub fn box_view(l: Listed, now: f64, heartbeat: std::time::Duration) -> BoxView {
+    let eff = l.info.effective(now, heartbeat);
+    let system = l.exchange.as_ref().and_then(|x| x.system_info.as_deref());
+    let free_storage = system.and_then(|s| match (s.storage_quota, s.storage_used) {
+        (Some(q), Some(u)) => Some(q.saturating_sub(u)),
+        _ => s.disk_available,
+    });
+    BoxView {
+        id: l.id,
+        state: eff.state,
+        reason: eff.reason,
+        since: eff.since,
+        legacy: l.info.legacy,
+        first_seen: l.info.first_seen,
+        last_heartbeat: l.info.last_heartbeat,
+        expires_at: l.expires_at,
+        ban_until: l.info.ban_until,
+        observed_ip: l.info.observed_ip,
+        version: l.exchange.as_ref().and_then(|x| x.header.version.clone()),
+        data_url: l.exchange.as_ref().and_then(|x| x.data_url.clone()),
+        connect_ws: l.exchange.as_ref().and_then(|x| x.connect_ws.clone()),
+        upload_rate: system.and_then(|s| s.upload_rate),
+        upload_cap: system.and_then(|s| s.upload_cap),
+        bytes_served: l
+            .exchange
+            .as_ref()
+            .and_then(|x| x.traffic_flow.as_ref())
+            .and_then(|t| t.bytes_served),
+        free_storage,
+        geo: l.info.geo,
+        geo_source: l.info.geo_source,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +208,8 @@ pub async fn evict(
     let text = super::session::ban_text(&reason, until);
     shared.notify_evicted(id.as_str(), &text);
     tracing::warn!(box_id = %id, known, "box evicted by an operator: {reason}");
+    let text = format!("{id} evicted by an operator: {reason}");
+    super::console::changed(&shared, id.as_str(), Level::Warn, text).await;
     Json(serde_json::json!({
         "id": id.as_str(),
         "state": "evicted",

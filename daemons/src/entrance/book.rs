@@ -343,6 +343,19 @@ impl Book {
         Ok(popped.len())
     }
 
+    /// One box as [`Book::list`] would give it.
+    pub async fn listed(&self, id: &str) -> Result<Option<Listed>, StoreError> {
+        let Some(info) = self.load_info(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Listed {
+            id: id.to_owned(),
+            info,
+            exchange: self.load_exchange(id).await?,
+            expires_at: self.store.zscore(&self.keys.box_set(), id).await?,
+        }))
+    }
+
     /// Every box the entrance knows: the live set and the evicted.
     pub async fn list(&self) -> Result<Vec<Listed>, StoreError> {
         let mut out = Vec::new();

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use dandelion_core::auth::{self, Nonce, Proof};
+use dandelion_core::console::Level;
 use dandelion_core::protocol::Exchange;
 use dandelion_core::secrets;
 
@@ -83,8 +84,15 @@ pub async fn check_and_record(shared: &Shared, exchange: &Exchange, public_key: 
                 .await
         }
     };
-    if let Err(e) = result {
-        tracing::warn!(box_id = id, "cannot record the reachability result: {e}");
+    match (result, outcome) {
+        (Err(e), _) => {
+            tracing::warn!(box_id = id, "cannot record the reachability result: {e}");
+        }
+        (Ok(()), Ok(())) => super::console::heartbeat(shared, id, false).await,
+        (Ok(()), Err(reason)) => {
+            let text = format!("{id} is unreachable: {reason}");
+            super::console::changed(shared, id, Level::Warn, text).await;
+        }
     }
 }
 

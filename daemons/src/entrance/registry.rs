@@ -16,40 +16,7 @@ use serde::{Deserialize, Serialize};
 /// Heartbeats a box may miss before it is `stale`.
 pub const MISSED_HEARTBEATS_FOR_STALE: u32 = 3;
 
-/// A box's state as the API, the console and `SEARCH` see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BoxState {
-    Active,
-    Stale,
-    Unreachable,
-    Evicted,
-}
-
-impl BoxState {
-    pub const ALL: [BoxState; 4] = [
-        BoxState::Active,
-        BoxState::Stale,
-        BoxState::Unreachable,
-        BoxState::Evicted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BoxState::Active => "active",
-            BoxState::Stale => "stale",
-            BoxState::Unreachable => "unreachable",
-            BoxState::Evicted => "evicted",
-        }
-    }
-
-    /// Parses a stored or user-given state name.
-    pub fn parse(text: &str) -> Option<BoxState> {
-        BoxState::ALL
-            .into_iter()
-            .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
-    }
-}
+pub use dandelion_core::console::BoxState;
 
 /// What the entrance knows about one box, beyond its last exchange.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,28 +54,37 @@ impl BoxInfo {
     /// cut) a reachability check made in between must not hide that it is gone.
     /// Only an eviction wins over silence.
     pub fn effective(&self, now: f64, heartbeat: Duration) -> Effective {
-        let stale_after = heartbeat.as_secs_f64() * f64::from(MISSED_HEARTBEATS_FOR_STALE);
-        let silent = now - self.last_heartbeat;
-        if matches!(self.state, BoxState::Active | BoxState::Unreachable) && silent > stale_after {
-            return Effective {
-                state: BoxState::Stale,
-                since: self.last_heartbeat + stale_after,
-                reason: format!(
-                    "no heartbeat for {silent:.0}s ({MISSED_HEARTBEATS_FOR_STALE} missed)"
-                ),
-            };
-        }
-        Effective {
+        gone_stale(self.state, self.last_heartbeat, now, heartbeat).unwrap_or_else(|| Effective {
             state: self.state,
             since: self.since,
             reason: self.reason.clone(),
-        }
+        })
     }
 
     /// Whether a publisher may be handed this box.
     pub fn is_live(&self, now: f64, heartbeat: Duration, unverified_ok: bool) -> bool {
         self.effective(now, heartbeat).state == BoxState::Active && (!self.legacy || unverified_ok)
     }
+}
+
+/// `stale`, with when and why, if a box in `state` that last heartbeat at
+/// `last_heartbeat` has missed too many heartbeats by `now`; see
+/// [`BoxInfo::effective`]. The console feed applies it to rows it already sent.
+pub fn gone_stale(
+    state: BoxState,
+    last_heartbeat: f64,
+    now: f64,
+    heartbeat: Duration,
+) -> Option<Effective> {
+    let stale_after = heartbeat.as_secs_f64() * f64::from(MISSED_HEARTBEATS_FOR_STALE);
+    let silent = now - last_heartbeat;
+    (matches!(state, BoxState::Active | BoxState::Unreachable) && silent > stale_after).then(|| {
+        Effective {
+            state: BoxState::Stale,
+            since: last_heartbeat + stale_after,
+            reason: format!("no heartbeat for {silent:.0}s ({MISSED_HEARTBEATS_FOR_STALE} missed)"),
+        }
+    })
 }
 
 /// Self-preservation: when at least `threshold` of at least `min_boxes` boxes went

@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dandelion_core::connection::{ConnectionError, Incoming};
+use dandelion_core::console::Level;
 use dandelion_core::ids::Role;
 use dandelion_core::protocol::{
     ErrorReply, Exchange, ExchangeReply, Header, Message, Search, SearchOrder, SearchReply,
@@ -310,9 +311,12 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                     conn.close_with(CloseCode::Policy, "evicted").await;
                     break;
                 }
-                if let Err(e) =
-                    register(&shared, &exchange, false, Some(&peer.public_key), ip).await
-                {
+                let registered =
+                    register(&shared, &exchange, false, Some(&peer.public_key), ip).await;
+                if let Ok(new) = registered {
+                    super::console::heartbeat(&shared, &id, new).await;
+                }
+                if let Err(e) = registered {
                     tracing::warn!(box_id = %id, "cannot record a heartbeat: {e}");
                     let reply = error_reply(
                         &shared,
@@ -338,6 +342,7 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                     tracing::warn!(box_id = %id, "cannot remove a box that said goodbye: {e}");
                 }
                 tracing::info!(box_id = %id, reason = goodbye.reason.as_deref().unwrap_or(""), "box said goodbye");
+                super::console::gone(&shared, &id, Level::Info, "said goodbye");
                 conn.close().await;
                 break;
             }

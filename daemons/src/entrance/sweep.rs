@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dandelion_core::console::Level;
+
 use super::Shared;
 use super::book::now;
 use super::registry::{self, MISSED_HEARTBEATS_FOR_STALE};
@@ -64,10 +66,18 @@ async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError>
         c.self_preservation_min_boxes,
     );
     let before = shared.set_preservation(reason.clone());
+    let console = &shared.common.console;
     match (&before, &reason) {
-        (None, Some(r)) => tracing::error!("SELF-PRESERVATION ON: {r}"),
+        (None, Some(r)) => {
+            tracing::error!("SELF-PRESERVATION ON: {r}");
+            console.event(Level::Error, format!("self-preservation on: {r}"));
+        }
         (Some(_), None) => {
-            tracing::warn!("self-preservation off: heartbeats recovered; expiring again")
+            tracing::warn!("self-preservation off: heartbeats recovered; expiring again");
+            console.event(
+                Level::Warn,
+                "self-preservation off: heartbeats recovered; expiring again",
+            );
         }
         _ => {}
     }
@@ -76,6 +86,8 @@ async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError>
             let expired = shared.book.pop_expired(now, POP_BATCH).await?;
             for id in &expired {
                 tracing::info!(box_id = %id, "box expired after {}s of silence", c.expire_box_time.as_secs());
+                let why = format!("expired after {}s of silence", c.expire_box_time.as_secs());
+                super::console::gone(shared, id, Level::Warn, &why);
             }
             shared.metrics.expired.inc_by(expired.len() as u64);
             if expired.len() < POP_BATCH {

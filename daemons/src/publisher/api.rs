@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dandelion_core::config::parse_duration;
+use dandelion_core::console::{FileView, Level};
 use dandelion_core::ids::NodeId;
 use dandelion_core::paths;
 use futures_util::StreamExt;
@@ -59,26 +60,7 @@ pub fn check_name(name: &str) -> Result<String, String> {
 /// The boxes as the publisher ranks them now, each factor shown: what the console
 /// and an operator wondering "why that box?" want to see.
 async fn ranking(State(p): State<Arc<Publisher>>) -> Response {
-    let now = now_secs();
-    let ranked = {
-        let dir = p.directory.read().await;
-        super::ranking::rank(&dir.candidates(p.audience, now), &p.weights)
-    };
-    let rows: Vec<serde_json::Value> = ranked
-        .iter()
-        .map(|r| {
-            json!({
-                "box": r.id.as_str(),
-                "score": r.score,
-                "nearness": r.factors.nearness,
-                "spare_upload": r.factors.spare_upload,
-                "storage": r.factors.storage,
-                "reliability": r.factors.reliability,
-                "throughput": r.factors.throughput,
-            })
-        })
-        .collect();
-    axum::Json(rows).into_response()
+    axum::Json(super::console::ranking(&p).await).into_response()
 }
 
 async fn healthz(State(p): State<Arc<Publisher>>) -> Response {
@@ -150,6 +132,14 @@ async fn push(
     }
     p.metrics.accepted.inc();
     tracing::info!(file = %name, size, ttl = job.ttl, replicas, "accepted");
+    p.common.console.event(
+        Level::Info,
+        format!(
+            "accepted {name} ({size} bytes, TTL {}s, {replicas} replica(s))",
+            job.ttl
+        ),
+    );
+    p.common.console.touch();
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({ "name": name, "size": size, "sha256": sha256, "state": "queued", "ttl": job.ttl, "replicas": replicas })),
@@ -216,25 +206,9 @@ async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String),
     result
 }
 
-async fn describe(p: &Publisher, job: &Job) -> serde_json::Value {
+async fn describe(p: &Publisher, job: &Job) -> FileView {
     let placements = p.records.placements(&job.name).await.unwrap_or_default();
-    let now = now_secs();
-    json!({
-        "name": job.name,
-        "size": job.size,
-        "sha256": job.sha256,
-        "state": job.state,
-        "ttl_left": job.ttl_left(now),
-        "replicas": job.replicas,
-        "attempts": job.attempts,
-        "failures": job.failures,
-        "placements": placements.iter().map(|pl| json!({
-            "box": pl.box_id,
-            "url": pl.url,
-            "ttl_left": pl.expires_at.saturating_sub(now),
-            "why": pl.trace,
-        })).collect::<Vec<_>>(),
-    })
+    super::console::file_view(job, &placements, now_secs())
 }
 
 async fn status(State(p): State<Arc<Publisher>>, Path(name): Path<String>) -> Response {

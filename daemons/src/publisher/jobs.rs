@@ -25,6 +25,16 @@ pub enum JobState {
     Failed,
 }
 
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Placed => "placed",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
 /// One failed attempt to place a file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {

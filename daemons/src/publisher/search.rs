@@ -63,6 +63,7 @@ pub async fn run(publisher: Arc<Publisher>) {
             all_down_reported = false;
         }
         publisher.searched.notify_waiters();
+        publisher.common.console.touch();
         tokio::select! {
             () = publisher.common.shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}

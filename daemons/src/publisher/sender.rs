@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dandelion_core::console::Level;
 use dandelion_core::ids::NodeId;
 use futures_util::future::join_all;
 
@@ -146,6 +147,9 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
                 let mut placement = placement;
                 placement.trace = choice.to_string();
                 tracing::info!(file = %name, box_id = %box_id, url = %placement.url, "placed");
+                p.common
+                    .console
+                    .event(Level::Info, format!("placed {name} on {box_id}"));
                 p.records
                     .update_placements(name, |all| {
                         all.retain(|pl| pl.box_id != placement.box_id);
@@ -157,6 +161,10 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
             Err(reason) => {
                 p.metrics.transfer_failures.inc();
                 tracing::warn!(file = %name, box_id = %box_id, "transfer failed: {reason}");
+                p.common.console.event(
+                    Level::Warn,
+                    format!("sending {name} to {box_id} failed: {reason}"),
+                );
                 p.directory.write().await.record_failure(box_id, now_secs());
                 note_failure(&mut job, Some(box_id), &reason, now_secs());
             }
@@ -169,11 +177,16 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
     } else if box_failures >= p.config.max_attempts as usize {
         job.state = JobState::Failed;
         tracing::warn!(file = %name, failures = box_failures, "giving up on this file");
+        p.common.console.event(
+            Level::Error,
+            format!("gave up on {name} after {box_failures} failures"),
+        );
         Next::Done
     } else {
         Next::Retry
     };
     p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+    p.common.console.touch();
     Ok(next)
 }
 
@@ -283,6 +296,11 @@ async fn sweep_once(p: &Publisher) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         drop(dir);
         tracing::info!(file = %name, copies_left = kept.len(), "a box holding this file went away; re-placing it");
+        p.common.console.event(
+            Level::Warn,
+            format!("a box holding {name} went away; placing it again"),
+        );
+        p.common.console.touch();
         job.state = JobState::Queued;
         p.records.put_job(&job).await.map_err(|e| e.to_string())?;
         p.queue.push(&name).await.map_err(|e| e.to_string())?;

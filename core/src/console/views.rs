@@ -1,0 +1,191 @@
+//! What each role shows: plain data, shared by the daemons' JSON APIs and the
+//! console feed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::GeoIp;
+
+/// A box's state as the API, the console and `SEARCH` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxState {
+    Active,
+    Stale,
+    Unreachable,
+    Evicted,
+}
+
+impl BoxState {
+    pub const ALL: [BoxState; 4] = [
+        BoxState::Active,
+        BoxState::Stale,
+        BoxState::Unreachable,
+        BoxState::Evicted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoxState::Active => "active",
+            BoxState::Stale => "stale",
+            BoxState::Unreachable => "unreachable",
+            BoxState::Evicted => "evicted",
+        }
+    }
+
+    /// Parses a stored or user-given state name.
+    pub fn parse(text: &str) -> Option<BoxState> {
+        BoxState::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// One box as an entrance lists it (`GET /api/boxes`, `dandelion boxes`, the console).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoxView {
+    pub id: String,
+    pub state: BoxState,
+    /// Why the state last changed.
+    pub reason: String,
+    /// Unix seconds of the last state change.
+    pub since: f64,
+    pub legacy: bool,
+    pub first_seen: f64,
+    pub last_heartbeat: f64,
+    pub expires_at: Option<f64>,
+    pub ban_until: Option<f64>,
+    pub observed_ip: Option<String>,
+    pub geo: GeoIp,
+    /// Where `geo` came from: `override`, `geoip` or `box`.
+    pub geo_source: String,
+    pub version: Option<String>,
+    pub data_url: Option<String>,
+    pub connect_ws: Option<String>,
+    /// Bytes per second served recently.
+    pub upload_rate: Option<u64>,
+    pub upload_cap: Option<u64>,
+    /// Bytes of storage free for files: quota minus use, else the disk's free space.
+    pub free_storage: Option<u64>,
+    /// Bytes served since the box started, from its heartbeat's traffic counters.
+    #[serde(default)]
+    pub bytes_served: Option<u64>,
+}
+
+impl BoxView {
+    /// Upload the box could still give: its cap minus what it serves.
+    pub fn spare_upload(&self) -> Option<u64> {
+        Some(
+            self.upload_cap?
+                .saturating_sub(self.upload_rate.unwrap_or(0)),
+        )
+    }
+
+    /// Where the box is, for maps: (latitude, longitude).
+    pub fn lat_lon(&self) -> Option<(f64, f64)> {
+        self.geo.lat_lon()
+    }
+}
+
+/// The entrance's own condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntranceStatus {
+    /// Why expiry is held back, while it is.
+    pub self_preservation: Option<String>,
+    /// Seconds between a box's heartbeats.
+    pub heartbeat_interval: f64,
+}
+
+/// Everything an entrance knows, as one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntranceView {
+    pub status: EntranceStatus,
+    pub boxes: Vec<BoxView>,
+}
+
+/// A copy of a file a box confirmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacementView {
+    #[serde(rename = "box")]
+    pub box_id: String,
+    pub url: String,
+    pub ttl_left: u64,
+    /// Why this box won, and which came next.
+    pub why: String,
+}
+
+/// One failed attempt to place a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureView {
+    pub box_id: Option<String>,
+    pub reason: String,
+    pub at: u64,
+}
+
+/// One published name, as the publisher reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileView {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// `queued`, `placed` or `failed`.
+    pub state: String,
+    pub ttl_left: u64,
+    pub replicas: u32,
+    pub attempts: u32,
+    pub failures: Vec<FailureView>,
+    pub placements: Vec<PlacementView>,
+}
+
+/// One box in the publisher's ranking, with each factor of its score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankRow {
+    #[serde(rename = "box")]
+    pub box_id: String,
+    pub score: f64,
+    pub nearness: f64,
+    pub spare_upload: f64,
+    pub storage: f64,
+    pub reliability: f64,
+    pub throughput: f64,
+}
+
+/// Everything a publisher knows, as one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublisherView {
+    pub files: Vec<FileView>,
+    pub ranking: Vec<RankRow>,
+    /// Names waiting in the sending queue, in order, then those being sent.
+    pub queue: Vec<String>,
+    pub sending: Vec<String>,
+    pub known_boxes: usize,
+}
+
+/// One file a box holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub path: String,
+    pub url: String,
+    pub size: u64,
+    pub ttl_left: u64,
+    pub bytes_served: u64,
+    pub requests: u64,
+}
+
+/// Everything a box knows about itself (`GET /api/files` on a box, and its
+/// console view).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoxNodeView {
+    pub files: Vec<StoredFile>,
+    pub storage_used: u64,
+    pub storage_quota: Option<u64>,
+    pub bytes_served: u64,
+    pub requests: u64,
+    /// Bytes per second served recently, and the owner's cap.
+    #[serde(default)]
+    pub upload_rate: u64,
+    #[serde(default)]
+    pub upload_cap: Option<u64>,
+    /// Publishers with a session open now.
+    #[serde(default)]
+    pub publishers: Vec<String>,
+}

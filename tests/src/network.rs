@@ -1,0 +1,144 @@
+//! A whole Dandelion network of real processes — an entrance, boxes and a
+//! publisher, each a `dandelion` process with its own port and data directory —
+//! wired the way an operator would: the publisher's key trusted everywhere, one
+//! join token, every box and the publisher pointed at the entrance.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::daemon::{Daemon, DaemonBuilder};
+use crate::process::{binary, run};
+
+pub const JOIN_TOKEN: &str = "testkit-join-token";
+
+/// The running network; every process is killed when it is dropped.
+#[derive(Debug)]
+pub struct Network {
+    pub entrance: Daemon,
+    pub boxes: Vec<Daemon>,
+    pub publisher: Daemon,
+}
+
+/// The publisher key a data directory holds (created if needed), as
+/// `dandelion id publisher` prints it.
+pub fn publisher_key(dir: &Path) -> String {
+    let out = run(Command::new(binary("dandelion"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["id", "publisher"]));
+    assert!(out.status.success(), "dandelion id publisher failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("public key:"))
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|| panic!("no public key in {text:?}"))
+}
+
+/// How to start a [`Network`].
+#[derive(Debug, Clone)]
+pub struct NetworkBuilder {
+    root: PathBuf,
+    boxes: usize,
+    located: bool,
+    heartbeat_secs: u64,
+    expire_secs: u64,
+}
+
+impl NetworkBuilder {
+    /// `boxes` boxes under `root` (entrance/, box-N/, publisher/).
+    pub fn new(root: &Path, boxes: usize) -> NetworkBuilder {
+        NetworkBuilder {
+            root: root.to_owned(),
+            boxes,
+            located: false,
+            heartbeat_secs: 1,
+            expire_secs: 10,
+        }
+    }
+
+    /// The entrance and the publisher share a GeoIP database that puts
+    /// 127.0.0.2/.3/.4 in Taipei, Tokyo and London, and box `i` connects from
+    /// 127.0.0.(2 + i), so boxes and viewers have real places.
+    pub fn located(mut self) -> Self {
+        self.located = true;
+        self
+    }
+
+    /// The entrance's `expire_box_time`, in seconds (default 10).
+    pub fn expire_after(mut self, secs: u64) -> Self {
+        self.expire_secs = secs;
+        self
+    }
+
+    pub fn start(self) -> Network {
+        let root = &self.root;
+        let publisher_dir = root.join("publisher");
+        let key = publisher_key(&publisher_dir);
+        let geo_db = self.located.then(|| crate::geo::write_city_db(root));
+        let hb = self.heartbeat_secs;
+        let mut entrance = DaemonBuilder::new("entrance", &root.join("entrance"))
+            .set(format!("join_token = {JOIN_TOKEN:?}"))
+            .set(format!("publisher_keys = [{key:?}]"))
+            .set(format!("heartbeat_interval = {hb}"))
+            .set(format!("expire_box_time = {}", self.expire_secs));
+        if let Some(db) = &geo_db {
+            entrance = entrance.set(format!("geoip_db = {:?}", db.display().to_string()));
+        }
+        let entrance = entrance.spawn();
+        let entrance_ws = format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port());
+        let boxes = (0..self.boxes)
+            .map(|i| {
+                let mut b = DaemonBuilder::new("box", &root.join(format!("box-{i}")))
+                    .set(format!("entrances = [{entrance_ws:?}]"))
+                    .set(format!("join_token = {JOIN_TOKEN:?}"))
+                    .set(format!("publisher_keys = [{key:?}]"))
+                    .set(format!("heartbeat_interval = {hb}"));
+                if self.located {
+                    b = b.set(format!("bind_outgoing = \"127.0.0.{}\"", 2 + i));
+                }
+                b.spawn()
+            })
+            .collect();
+        let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
+            .set(format!("entrances = [{entrance_ws:?}]"))
+            .set("search_interval = 1");
+        if let Some(db) = &geo_db {
+            publisher = publisher.set(format!("geoip_db = {:?}", db.display().to_string()));
+        }
+        let publisher = publisher.spawn();
+        Network {
+            entrance,
+            boxes,
+            publisher,
+        }
+    }
+}
+
+impl Network {
+    /// Writes the `network.json` that `dandelion up` would, into `dir`, so the
+    /// client commands and the console find this network (and each daemon's
+    /// admin token) with `--data-dir dir`.
+    pub fn write_network_file(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("network.json");
+        let text = serde_json::json!({
+            "entrance": self.entrance.origin(),
+            "publisher": self.publisher.origin(),
+            "boxes": self.boxes.iter().map(Daemon::origin).collect::<Vec<_>>(),
+            "entrance_dir": self.entrance.data_dir(),
+            "publisher_dir": self.publisher.data_dir(),
+            "box_dirs": self.boxes.iter().map(Daemon::data_dir).collect::<Vec<_>>(),
+        });
+        std::fs::write(&path, text.to_string())
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+
+    /// A daemon's admin token.
+    pub fn admin_token(daemon: &Daemon) -> String {
+        let path = daemon.data_dir().join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+}
