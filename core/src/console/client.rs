@@ -53,6 +53,7 @@ pub fn console_url(url: &str) -> Result<String, ConsoleError> {
 #[derive(Debug)]
 pub struct Feed {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    heard: std::time::Instant,
 }
 
 /// Opens a daemon's feed with its admin token (within the connect timeout).
@@ -62,6 +63,7 @@ pub async fn attach(url: &str, token: &str) -> Result<Feed, ConsoleError> {
     let conn = connection::connect(&console_url(url)?, &[("authorization", &auth)]).await?;
     Ok(Feed {
         ws: conn.into_inner(),
+        heard: std::time::Instant::now(),
     })
 }
 
@@ -71,7 +73,10 @@ impl Feed {
         loop {
             let frame = match self.ws.next().await {
                 None => return Ok(None),
-                Some(Ok(frame)) => frame,
+                Some(Ok(frame)) => {
+                    self.heard = std::time::Instant::now();
+                    frame
+                }
                 Some(Err(
                     tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
                 )) => return Ok(None),
@@ -93,6 +98,24 @@ impl Feed {
                 _ => continue,
             }
         }
+    }
+}
+
+impl Feed {
+    /// Asks the daemon for a sign of life; its pong (or any update) counts.
+    /// A daemon that is gone without closing (a frozen machine, a cut cable)
+    /// is only noticed this way.
+    pub async fn ping(&mut self) -> Result<(), ConsoleError> {
+        use futures_util::SinkExt;
+        self.ws
+            .send(WsMessage::Ping(Default::default()))
+            .await
+            .map_err(|e| ConsoleError::Feed(e.to_string()))
+    }
+
+    /// How long since the daemon last sent anything.
+    pub fn silent_for(&self) -> std::time::Duration {
+        self.heard.elapsed()
     }
 }
 

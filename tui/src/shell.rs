@@ -1,0 +1,97 @@
+//! The event loop: key presses, daemon updates, ticks and signals merged in one
+//! `select!`, pending updates drained before each draw, and at most one frame
+//! per [`FRAME`] so a flood of updates cannot starve the keyboard.
+
+use std::time::Duration;
+
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::app::{App, Effect, Input};
+use crate::input::{action, key_of};
+use crate::net;
+use crate::theme::Theme;
+
+/// The shortest time between two frames.
+pub const FRAME: Duration = Duration::from_millis(33);
+/// Updates applied between two draws at most, so input is read in between.
+const DRAIN: usize = 4096;
+
+/// Runs the console on `terminal` until the operator quits or a signal arrives.
+pub async fn run(
+    terminal: &mut ratatui::DefaultTerminal,
+    mut app: App,
+    theme: &Theme,
+    first: Vec<Effect>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Input>(8192);
+    for effect in first {
+        net::spawn(effect, tx.clone());
+    }
+    let mut keys = EventStream::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - FRAME;
+    loop {
+        if dirty && last_draw.elapsed() >= FRAME {
+            terminal.draw(|f| crate::ui::draw(f, &app, theme))?;
+            last_draw = Instant::now();
+            dirty = false;
+        }
+        let next_frame = last_draw + FRAME;
+        let mut effects = Vec::new();
+        tokio::select! {
+            biased;
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            key = keys.next() => match key {
+                Some(Ok(TermEvent::Key(k))) => {
+                    let typing = matches!(
+                        app.mode,
+                        crate::app::Mode::Filter(_) | crate::app::Mode::Command(_) | crate::app::Mode::Confirm { .. }
+                    );
+                    if let Some(a) = key_of(&k).and_then(|k| action(k, typing)) {
+                        effects = app.update(Input::Action(a));
+                        dirty = true;
+                    } else if matches!(app.mode, crate::app::Mode::Help) {
+                        // Any key closes the help.
+                        effects = app.update(Input::Action(crate::input::Action::Back));
+                        dirty = true;
+                    }
+                }
+                Some(Ok(TermEvent::Resize(..))) => dirty = true,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+            input = rx.recv() => {
+                if let Some(input) = input {
+                    effects = app.update(input);
+                    let mut drained = 1;
+                    while drained < DRAIN {
+                        let Ok(more) = rx.try_recv() else { break };
+                        effects.extend(app.update(more));
+                        drained += 1;
+                    }
+                    dirty = true;
+                }
+            }
+            _ = tick.tick() => {
+                app.update(Input::Tick(net::now()));
+                dirty = true;
+            }
+            () = tokio::time::sleep_until(next_frame), if dirty => {}
+        }
+        for effect in effects {
+            if effect == Effect::Quit {
+                return Ok(());
+            }
+            net::spawn(effect, tx.clone());
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Every screen drawn from fixture state at 80×24 and 120×40, compared with its
+//! snapshot; colours are checked where they carry meaning (a box's state).
+
+#![allow(clippy::unwrap_used)]
+
+use dandelion_core::console::BoxState;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+
+use crate::app::{App, Input, Mode, Net};
+use crate::fixtures::{self, NOW};
+use crate::input::Action;
+use crate::theme::Theme;
+
+fn render(app: &App, width: u16, height: u16) -> Buffer {
+    let theme = Theme::load("dark", false).unwrap();
+    let mut t = Terminal::new(TestBackend::new(width, height)).unwrap();
+    t.draw(|f| super::draw(f, app, &theme)).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn text(buffer: &Buffer) -> String {
+    let w = usize::from(buffer.area.width);
+    buffer
+        .content
+        .chunks(w)
+        .map(|row| {
+            let line: String = row.iter().map(|c| c.symbol()).collect();
+            line.trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn act(app: &mut App, actions: &[Action]) {
+    for a in actions {
+        app.update(Input::Action(*a));
+    }
+}
+
+/// Both sizes of one screen.
+fn snap(name: &str, app: &App) {
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), text(&render(app, w, h)));
+    }
+}
+
+#[test]
+fn entrance_boxes() {
+    snap("entrance_boxes", &fixtures::app(false));
+}
+
+#[test]
+fn entrance_boxes_in_self_preservation() {
+    snap("entrance_self_preservation", &fixtures::app(true));
+}
+
+#[test]
+fn entrance_geo() {
+    let mut app = fixtures::app(false);
+    act(&mut app, &[Action::NextView]);
+    snap("entrance_geo", &app);
+}
+
+#[test]
+fn entrance_events() {
+    let mut app = fixtures::app(false);
+    act(&mut app, &[Action::NextView, Action::NextView]);
+    snap("entrance_events", &app);
+}
+
+#[test]
+fn publisher_files() {
+    let mut app = fixtures::app(false);
+    act(&mut app, &[Action::GoTab(1)]);
+    app.update(Input::Uploading {
+        tab: 1,
+        name: "clip.ts".into(),
+        sent: 300_000,
+        size: 1_000_000,
+    });
+    snap("publisher_files", &app);
+}
+
+#[test]
+fn publisher_ranking() {
+    let mut app = fixtures::app(false);
+    act(&mut app, &[Action::GoTab(1), Action::NextView]);
+    snap("publisher_ranking", &app);
+}
+
+#[test]
+fn box_files() {
+    let mut app = fixtures::app(false);
+    act(&mut app, &[Action::GoTab(2)]);
+    snap("box_files", &app);
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = fixtures::app(false);
+    act(&mut app, &[Action::Help]);
+    snap("help", &app);
+}
+
+#[test]
+fn eviction_confirmation() {
+    let mut app = fixtures::app(false);
+    act(
+        &mut app,
+        &[Action::Evict, Action::Char('f'), Action::Char('l')],
+    );
+    assert!(matches!(app.mode, Mode::Confirm { .. }));
+    snap("evict_confirm", &app);
+}
+
+#[test]
+fn file_picker() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("live")).unwrap();
+    std::fs::write(root.path().join("trailer.mp4"), vec![0u8; 1500]).unwrap();
+    let mut app = fixtures::app(false);
+    app.start_dir = root.path().to_owned();
+    act(&mut app, &[Action::GoTab(1), Action::Push, Action::Down]);
+    let screen = text(&render(&app, 80, 24));
+    // The temporary directory's name changes every run; the rest must not.
+    let screen = screen.replace(&root.path().display().to_string(), "/tmp/picked");
+    insta::assert_snapshot!("picker_80x24", screen);
+}
+
+#[test]
+fn a_dead_daemon_says_when_it_reconnects_and_the_rest_still_draws() {
+    let mut app = fixtures::app(false);
+    app.update(Input::Net {
+        tab: 1,
+        net: Net::Down {
+            error: "connection refused".into(),
+            retry_at: NOW + 4.0,
+        },
+    });
+    let screen = text(&render(&app, 120, 40));
+    assert!(screen.contains("✗ reconnecting in 4s"), "{screen}");
+    assert!(screen.contains("Taipei, TW"), "{screen}");
+}
+
+#[test]
+fn box_states_have_their_colours() {
+    let theme = Theme::load("dark", false).unwrap();
+    let app = fixtures::app(false);
+    let buffer = render(&app, 120, 40);
+    for (word, state) in [
+        ("active", BoxState::Active),
+        ("stale", BoxState::Stale),
+        ("unreachable", BoxState::Unreachable),
+        ("evicted", BoxState::Evicted),
+    ] {
+        let expected = theme.box_state(state, false).fg;
+        let found = find(&buffer, word).unwrap_or_else(|| panic!("{word} is not on screen"));
+        assert_eq!(buffer[found].fg, expected.unwrap(), "{word}");
+    }
+    // Without colours the states are still told apart by their words.
+    let plain = Theme::load("dark", true).unwrap();
+    assert_eq!(plain.box_state(BoxState::Stale, false).fg, None);
+}
+
+/// Where `word` starts in the table (below the tab and view bars).
+fn find(buffer: &Buffer, word: &str) -> Option<(u16, u16)> {
+    let w = buffer.area.width;
+    for y in 3..buffer.area.height {
+        let line: String = (0..w).map(|x| buffer[(x, y)].symbol().to_owned()).collect();
+        if let Some(byte) = line.find(&format!(" {word} ")) {
+            let x = line[..byte].chars().count() + 1;
+            return Some((u16::try_from(x).ok()?, y));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_frame_of_ten_thousand_boxes_draws() {
+    let mut app = fixtures::app(false);
+    let mut view = fixtures::entrance_view(false);
+    let template = view.boxes[0].clone();
+    view.boxes = (0..10_000u32)
+        .map(|i| {
+            let mut b = template.clone();
+            b.id = format!("box-{i:032x}");
+            b.geo
+                .set_lat_lon(f64::from(i % 180) - 90.0, f64::from(i % 360) - 180.0);
+            b
+        })
+        .collect();
+    app.update(Input::Net {
+        tab: 0,
+        net: Net::Update(dandelion_core::console::Update::Entrance(view)),
+    });
+    let screen = text(&render(&app, 120, 40));
+    assert!(screen.contains("Boxes 10000"), "{screen}");
+    act(&mut app, &[Action::NextView]);
+    render(&app, 120, 40);
+}
