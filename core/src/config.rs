@@ -229,6 +229,9 @@ pub struct PublisherConfig {
     /// A GeoLite2-City compatible database for locating viewers, so each is sent
     /// to the nearest box holding the file.
     pub geoip_db: Option<PathBuf>,
+    /// Publish sessions kept open to the best-ranked boxes, so a file goes out
+    /// without waiting for a handshake; 0 opens a session only when a file is sent.
+    pub keep_sessions: usize,
 }
 
 impl Default for PublisherConfig {
@@ -248,6 +251,7 @@ impl Default for PublisherConfig {
             audience_location: None,
             unverified_boxes: false,
             geoip_db: None,
+            keep_sessions: 4,
         }
     }
 }

@@ -48,13 +48,18 @@ fn publisher_key(dir: &Path) -> String {
 }
 
 fn start(root: &Path, boxes: usize) -> Network {
-    start_located(root, boxes, false)
+    start_with(root, boxes, false, &[])
+}
+
+fn start_located(root: &Path, boxes: usize, located: bool) -> Network {
+    start_with(root, boxes, located, &[])
 }
 
 /// With `located`, the entrance and the publisher share a GeoIP database that
 /// puts 127.0.0.2/.3/.4 in Taipei, Tokyo and London, and box `i` connects from
-/// 127.0.0.(2 + i), so boxes and viewers have real places.
-fn start_located(root: &Path, boxes: usize, located: bool) -> Network {
+/// 127.0.0.(2 + i), so boxes and viewers have real places. `publisher` lines go
+/// into the publisher's section of its config.
+fn start_with(root: &Path, boxes: usize, located: bool, publisher: &[&str]) -> Network {
     let publisher_dir = root.join("publisher");
     let key = publisher_key(&publisher_dir);
     let geo_db = located.then(|| dandelion_testkit::geo::write_city_db(root));
@@ -81,9 +86,13 @@ fn start_located(root: &Path, boxes: usize, located: bool) -> Network {
             b.spawn()
         })
         .collect();
+    let extra = publisher;
     let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
         .set(format!("entrances = [{entrance_ws:?}]"))
         .set("search_interval = 1");
+    for line in extra {
+        publisher = publisher.set(*line);
+    }
     if let Some(db) = &geo_db {
         publisher = publisher.set(format!("geoip_db = {:?}", db.display().to_string()));
     }
@@ -608,4 +617,74 @@ fn viewers_are_sent_to_the_box_nearest_them() {
         );
         assert!(location.ends_with("/near.ts"), "{location}");
     }
+}
+
+/// The publisher's view of its boxes (`GET /api/boxes`).
+fn publisher_boxes(net: &Network) -> Vec<Value> {
+    let v = net.json(&format!("{}/api/boxes", net.publisher.origin()));
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// The boxes the publisher has a publish session open to, by ID.
+fn open_sessions(net: &Network) -> Vec<String> {
+    publisher_boxes(net)
+        .iter()
+        .filter(|b| b["session"]["state"] == "open")
+        .filter_map(|b| b["box"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Which of the network's boxes a box ID is, by the data URL the publisher knows.
+fn box_index(net: &Network, box_id: &str) -> usize {
+    let row = publisher_boxes(net)
+        .into_iter()
+        .find(|b| b["box"] == box_id)
+        .unwrap_or_else(|| panic!("the publisher does not know {box_id}"));
+    let data_url = row["data_url"].as_str().unwrap().to_owned();
+    net.boxes
+        .iter()
+        .position(|b| data_url.starts_with(&b.origin()))
+        .unwrap_or_else(|| panic!("no box serves {data_url}"))
+}
+
+#[test]
+fn sessions_are_kept_open_to_the_best_boxes_and_move_when_one_dies() {
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start_with(root.path(), 4, false, &["keep_sessions = 2"]);
+    wait_active_boxes(&net, 4);
+    // Nothing is pushed: the sessions are opened ahead of any file.
+    let first = wait_for(
+        "sessions to the two best boxes",
+        Duration::from_secs(30),
+        || {
+            let open = open_sessions(&net);
+            (open.len() == 2).then_some(open)
+        },
+    );
+    let listed = net.json(&format!("{}/api/files", net.publisher.origin()));
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    let victim_id = first[0].clone();
+    let victim = box_index(&net, &victim_id);
+    net.boxes[victim].kill9();
+    let after = wait_for(
+        "the dead box's session to be replaced by one to another box",
+        Duration::from_secs(30),
+        || {
+            let open = open_sessions(&net);
+            (open.len() == 2
+                && !open.contains(&victim_id)
+                && open.iter().any(|b| !first.contains(b)))
+            .then_some(open)
+        },
+    );
+    assert!(
+        after.contains(&first[1]),
+        "the live session stays: {after:?}"
+    );
+    // No more than two are kept: the session count stays at the setting.
+    let row = publisher_boxes(&net)
+        .into_iter()
+        .find(|b| b["box"] == victim_id.as_str())
+        .unwrap();
+    assert!(row["session"].is_null(), "{row}");
 }

@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::jobs::{Job, JobState};
+use super::pool::SessionState;
 use super::redirect::{Holder, best_holder};
 use super::{Publisher, now_secs};
 
@@ -35,6 +36,7 @@ pub fn router(p: Arc<Publisher>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/files", get(list))
         .route("/api/ranking", get(ranking))
+        .route("/api/boxes", get(boxes))
         .route("/api/files/{*name}", get(status).put(push))
         .route("/{*name}", get(view))
         .with_state(p)
@@ -79,6 +81,45 @@ async fn ranking(State(p): State<Arc<Publisher>>) -> Response {
         })
         .collect();
     axum::Json(rows).into_response()
+}
+
+/// Every box the publisher knows, as the publisher sees it: what the entrance
+/// says, whether it is live, and its publish session. What an operator wondering "why is nothing sent to that box?" needs.
+async fn boxes(State(p): State<Arc<Publisher>>) -> Response {
+    let now = now_secs();
+    let sessions: HashMap<NodeId, SessionState> = p.links.sessions(now).into_iter().collect();
+    let dir = p.directory.read().await;
+    let mut rows: Vec<(&NodeId, serde_json::Value)> = dir
+        .iter()
+        .map(|(id, b)| {
+            let session = match sessions.get(id) {
+                Some(SessionState::Open {
+                    opened_at,
+                    in_flight,
+                    idle_secs,
+                }) => json!({
+                    "state": "open",
+                    "opened_at": opened_at,
+                    "in_flight": in_flight,
+                    "idle_secs": idle_secs,
+                }),
+                Some(SessionState::Opening) => json!({ "state": "opening" }),
+                Some(SessionState::Ended) | None => serde_json::Value::Null,
+            };
+            let row = json!({
+                "box": id.as_str(),
+                "state": b.state,
+                "live": dir.is_live(id, now),
+                "data_url": b.exchange.data_url,
+                "session": session,
+                "successes": b.successes,
+                "failures": b.failures,
+            });
+            (id, row)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    axum::Json(rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()).into_response()
 }
 
 async fn healthz(State(p): State<Arc<Publisher>>) -> Response {
