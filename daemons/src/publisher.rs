@@ -5,8 +5,8 @@
 //! [`directory`] — and the daemon around them is a handful of tasks sharing one
 //! [`Publisher`]: the search loop ([`search`]), the senders ([`sender`]) that take
 //! jobs off the reliable [`queue`] and stream them over publish sessions
-//! ([`link`]) that the [`pool`] keeps open to the best boxes, and the HTTP API
-//! for users and viewers ([`api`]). Everything a
+//! ([`link`]) that the [`pool`] keeps open to the best boxes, the serve
+//! [`probe`]s, and the HTTP API for users and viewers ([`api`]). Everything a
 //! restart must not lose — jobs, placements, the last-known boxes — is in the
 //! store ([`jobs`]); the bytes of each accepted file are kept in the data
 //! directory until its TTL has run out, for re-placement and as the origin of
@@ -17,6 +17,7 @@ pub mod directory;
 pub mod jobs;
 pub mod link;
 pub mod pool;
+pub mod probe;
 pub mod queue;
 pub mod ranking;
 pub mod redirect;
@@ -66,6 +67,7 @@ pub struct PublisherMetrics {
     pub placements: Counter,
     pub transfer_failures: Counter,
     pub accepted: Counter,
+    pub probe_failures: Counter,
 }
 
 /// Everything the publisher's tasks share.
@@ -258,6 +260,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     }
     shutdown.spawn(sender::sweep(publisher.clone()));
     shutdown.spawn(pool::keep(publisher.clone()));
+    shutdown.spawn(probe::run(publisher.clone()));
     let router = api::router(publisher.clone()).merge(server::common_routes(common.clone()));
     server::serve(listener, router, shutdown.clone()).await?;
     shutdown.trigger();
@@ -312,6 +315,11 @@ fn register_metrics(p: &Arc<Publisher>) {
         "accepted",
         "Files accepted from users",
         p.metrics.accepted.clone(),
+    );
+    m.register(
+        "serve_probe_failures",
+        "Serve probes of a box that failed (refused, timed out, not 2xx, wrong size)",
+        p.metrics.probe_failures.clone(),
     );
 }
 

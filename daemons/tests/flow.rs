@@ -688,3 +688,165 @@ fn sessions_are_kept_open_to_the_best_boxes_and_move_when_one_dies() {
         .unwrap();
     assert!(row["session"].is_null(), "{row}");
 }
+
+/// What a viewer asking the publisher for `name` gets: the box it was sent to
+/// (`None` when the publisher served the bytes itself) and the bytes, when the
+/// answer was a success.
+fn view(net: &Network, name: &str) -> Option<(Option<String>, Vec<u8>)> {
+    let url = format!("{}/{name}", net.publisher.origin());
+    let response = net.rt.block_on(net.http.get(&url, &[])).ok()?;
+    match response.status.as_u16() {
+        200 => Some((None, response.body.to_vec())),
+        302 => {
+            let location = response.headers.get("location")?.to_str().ok()?.to_owned();
+            let (location, body) = fetch_from(net, location)?;
+            Some((Some(location), body))
+        }
+        _ => None,
+    }
+}
+
+/// Where a box keeps the copy it serves at `url`: `files/` in its data
+/// directory, then the URL's path (`<publisher-id>/<name>`).
+fn copy_on_disk(net: &Network, url: &str) -> std::path::PathBuf {
+    let i = net
+        .boxes
+        .iter()
+        .position(|b| url.starts_with(&b.origin()))
+        .unwrap_or_else(|| panic!("no box serves {url}"));
+    let path = url.strip_prefix(&net.boxes[i].origin()).unwrap();
+    net.boxes[i]
+        .data_dir()
+        .join("files")
+        .join(path.trim_start_matches('/'))
+}
+
+#[test]
+fn a_box_that_fails_to_serve_is_skipped_and_what_it_held_is_placed_again() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start_with(
+        root.path(),
+        3,
+        false,
+        &["serve_probe_interval = 1", "serve_probe_timeout = 1"],
+    );
+    wait_active_boxes(&net, 3);
+    let everywhere = content(80_000, 31);
+    let single = content(60_000, 32);
+    for (name, bytes, replicas) in [
+        ("everywhere.ts", &everywhere, "3"),
+        ("single.ts", &single, "1"),
+    ] {
+        let file = root.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let out = push(&net, &file, &["--replicas", replicas, "--ttl", "300s"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = |name: &str| net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+    let placed = |name: &str, copies: usize| {
+        wait_for(
+            &format!("{name} on {copies} boxes"),
+            Duration::from_secs(30),
+            || {
+                let v = status(name);
+                (v["state"] == "placed" && v["placements"].as_array()?.len() == copies).then_some(v)
+            },
+        )
+    };
+    placed("everywhere.ts", 3);
+    let single_status = placed("single.ts", 1);
+    // The box holding the only copy of single.ts loses both its files from
+    // disk. It keeps its session and heartbeats, and answers 404 for them.
+    let failing_id = single_status["placements"][0]["box"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failing = box_index(&net, &failing_id);
+    let failing_origin = net.boxes[failing].origin();
+    for name in ["everywhere.ts", "single.ts"] {
+        let v = status(name);
+        let url = v["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["box"] == failing_id.as_str())
+            .and_then(|p| p["url"].as_str())
+            .unwrap()
+            .to_owned();
+        let path = copy_on_disk(&net, &url);
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    // While the publisher holds the box as not serving, viewers of both files
+    // get the bytes, never from that box: everywhere.ts from another holder,
+    // single.ts from the origin or a new copy.
+    wait_for(
+        "the publisher to skip the box that fails to serve",
+        Duration::from_secs(30),
+        || {
+            let row = publisher_boxes(&net)
+                .into_iter()
+                .find(|b| b["box"] == failing_id.as_str())?;
+            if row["serving"] != false || !row["probe"]["error"].as_str()?.contains("404") {
+                return None;
+            }
+            let (location, body) = view(&net, "everywhere.ts")?;
+            let location = location?;
+            assert!(
+                !location.starts_with(&failing_origin),
+                "redirected to a box that fails to serve: {row}"
+            );
+            assert!(body == everywhere);
+            let (location, body) = view(&net, "single.ts")?;
+            assert!(
+                location.is_none_or(|l| !l.starts_with(&failing_origin)),
+                "redirected to a box that fails to serve: {row}"
+            );
+            assert!(body == single);
+            Some(())
+        },
+    );
+
+    // Its copies count as lost: both files are placed again (possibly on the
+    // same box, which then stores them anew), and every copy is really there.
+    for (name, bytes, copies) in [("everywhere.ts", &everywhere, 3), ("single.ts", &single, 1)] {
+        wait_for(
+            &format!("{name} placed again on {copies} boxes that hold it"),
+            Duration::from_secs(30),
+            || {
+                let v = status(name);
+                let placements = v["placements"].as_array()?;
+                let all_there = placements.len() == copies
+                    && placements.iter().all(|p| {
+                        p["url"]
+                            .as_str()
+                            .is_some_and(|u| copy_on_disk(&net, u).is_file())
+                    });
+                if v["state"] != "placed" || !all_there {
+                    return None;
+                }
+                let (location, body) = view(&net, name)?;
+                (location.is_some() && body == *bytes).then_some(())
+            },
+        );
+    }
+    wait_for("the box to serve again", Duration::from_secs(30), || {
+        let row = publisher_boxes(&net)
+            .into_iter()
+            .find(|b| b["box"] == failing_id.as_str())?;
+        (row["serving"] == true).then_some(())
+    });
+    let metrics = net
+        .get(&format!("{}/metrics", net.publisher.origin()))
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dandelion_serve_probe_failures_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

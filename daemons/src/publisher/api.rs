@@ -25,7 +25,7 @@ use tower_http::services::ServeFile;
 
 use super::jobs::{Job, JobState};
 use super::pool::SessionState;
-use super::redirect::{Holder, best_holder};
+use super::redirect::{Holder, Serve, best_holder};
 use super::{Publisher, now_secs};
 
 /// Most copies of one file a push may ask for.
@@ -84,7 +84,8 @@ async fn ranking(State(p): State<Arc<Publisher>>) -> Response {
 }
 
 /// Every box the publisher knows, as the publisher sees it: what the entrance
-/// says, whether it is live, and its publish session. What an operator wondering "why is nothing sent to that box?" needs.
+/// says, whether it is live, its publish session, and what the serve probes
+/// found. What an operator wondering "why is nothing sent to that box?" needs.
 async fn boxes(State(p): State<Arc<Publisher>>) -> Response {
     let now = now_secs();
     let sessions: HashMap<NodeId, SessionState> = p.links.sessions(now).into_iter().collect();
@@ -112,6 +113,12 @@ async fn boxes(State(p): State<Arc<Publisher>>) -> Response {
                 "live": dir.is_live(id, now),
                 "data_url": b.exchange.data_url,
                 "session": session,
+                "serving": b.serve.serving(),
+                "probe": {
+                    "probed_at": b.serve.probed_at,
+                    "failures": b.serve.failures,
+                    "error": b.serve.error,
+                },
                 "successes": b.successes,
                 "failures": b.failures,
             });
@@ -380,9 +387,14 @@ async fn view(
                     let distance_km = viewer_at
                         .zip(dir.get(&id).and_then(|b| b.location()))
                         .map(|(v, b)| dandelion_core::geo::haversine_km(v, b));
+                    let serve = match dir.get(&id).map(|b| &b.serve) {
+                        Some(h) if !h.serving() => Serve::Failing,
+                        Some(h) if h.probed_at.is_some() => Serve::Serving,
+                        _ => Serve::Unprobed,
+                    };
                     Some(Holder {
                         live: dir.is_live(&id, now),
-                        failing: false,
+                        serve,
                         box_id: id,
                         url: pl.url.clone(),
                         distance_km,
