@@ -681,7 +681,7 @@ fn sessions_are_kept_open_to_the_best_boxes_and_move_when_one_dies() {
         after.contains(&first[1]),
         "the live session stays: {after:?}"
     );
-    // No more than two are kept: the session count stays at the setting.
+    // The dead box is still listed (until the entrance expires it), with no session.
     let row = publisher_boxes(&net)
         .into_iter()
         .find(|b| b["box"] == victim_id.as_str())
