@@ -229,6 +229,16 @@ pub struct PublisherConfig {
     /// A GeoLite2-City compatible database for locating viewers, so each is sent
     /// to the nearest box holding the file.
     pub geoip_db: Option<PathBuf>,
+    /// Publish sessions kept open to the best-ranked boxes, so a file goes out
+    /// without waiting for a handshake; 0 opens a session only when a file is sent.
+    pub keep_sessions: usize,
+    /// How often each box holding files is asked for one of them, as a viewer
+    /// would, to skip boxes that fail to serve; 0 turns the probes off.
+    #[serde(deserialize_with = "duration")]
+    pub serve_probe_interval: Duration,
+    /// How long one serve probe may take before it counts as failed.
+    #[serde(deserialize_with = "duration")]
+    pub serve_probe_timeout: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -248,6 +258,9 @@ impl Default for PublisherConfig {
             audience_location: None,
             unverified_boxes: false,
             geoip_db: None,
+            keep_sessions: 4,
+            serve_probe_interval: Duration::from_secs(10),
+            serve_probe_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -386,6 +399,9 @@ impl Config {
         }
         if self.publisher.max_transfers == 0 {
             return invalid("publisher.max_transfers", "must be at least 1");
+        }
+        if self.publisher.serve_probe_timeout.is_zero() {
+            return invalid("publisher.serve_probe_timeout", "must be longer than zero");
         }
         Ok(())
     }
@@ -536,6 +552,11 @@ heartbeat_interval = 3
         assert_eq!(
             err.to_string(),
             "invalid setting `publisher.replicas`: must be at least 1"
+        );
+        let err = parse("[publisher]\nserve_probe_timeout = 0\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid setting `publisher.serve_probe_timeout`: must be longer than zero"
         );
         let err = parse("store_prefix = \"{x}\"\n").unwrap_err();
         assert_eq!(

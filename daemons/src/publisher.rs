@@ -5,7 +5,8 @@
 //! [`directory`] — and the daemon around them is a handful of tasks sharing one
 //! [`Publisher`]: the search loop ([`search`]), the senders ([`sender`]) that take
 //! jobs off the reliable [`queue`] and stream them over publish sessions
-//! ([`link`]), and the HTTP API for users and viewers ([`api`]). Everything a
+//! ([`link`]) that the [`pool`] keeps open to the best boxes, the serve
+//! [`probe`]s, and the HTTP API for users and viewers ([`api`]). Everything a
 //! restart must not lose — jobs, placements, the last-known boxes — is in the
 //! store ([`jobs`]); the bytes of each accepted file are kept in the data
 //! directory until its TTL has run out, for re-placement and as the origin of
@@ -16,13 +17,14 @@ pub mod console;
 pub mod directory;
 pub mod jobs;
 pub mod link;
+pub mod pool;
+pub mod probe;
 pub mod queue;
 pub mod ranking;
 pub mod redirect;
 pub mod search;
 pub mod sender;
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use dandelion_core::protocol::{Exchange, Message};
 use dandelion_core::store::keys::Keys;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, Notify, RwLock};
+use tokio::sync::{Notify, RwLock};
 
 use crate::server::{self, Common};
 use crate::shutdown::{GRACE_PERIOD, Shutdown};
@@ -66,6 +68,7 @@ pub struct PublisherMetrics {
     pub placements: Counter,
     pub transfer_failures: Counter,
     pub accepted: Counter,
+    pub probe_failures: Counter,
 }
 
 /// Everything the publisher's tasks share.
@@ -79,8 +82,8 @@ pub struct Publisher {
     // An async RwLock: the senders read it while ranking, the search loop writes
     // once per interval; neither holds it across network I/O.
     pub directory: Arc<RwLock<Directory>>,
-    // Held while a link is opened so two senders never open two sessions to one box.
-    pub links: Mutex<HashMap<NodeId, Link>>,
+    /// The publish sessions, at most one per box.
+    pub links: Arc<pool::Pool>,
     pub http: HttpClient,
     /// Where the audience is, for ranking boxes by nearness.
     pub audience: Option<(f64, f64)>,
@@ -125,39 +128,9 @@ impl Publisher {
         (r % n as u64) as usize
     }
 
-    /// The open publish session to a box, opening one if needed.
+    /// The open publish session to a box, opening one if needed ([`pool::link`]).
     pub async fn link(&self, box_id: &NodeId) -> Result<Link, String> {
-        let mut links = self.links.lock().await;
-        if let Some(link) = links.get(box_id).filter(|l| !l.is_closed()) {
-            return Ok(link.clone());
-        }
-        let url = {
-            let dir = self.directory.read().await;
-            dir.get(box_id)
-                .and_then(|b| b.exchange.connect_ws.clone())
-                .ok_or_else(|| format!("box {box_id} advertises no CONNECT_WS"))?
-        };
-        let stop = self.common.shutdown.token();
-        let (link, task) = link::open(
-            box_id.clone(),
-            &url,
-            &self.common.identity,
-            &self.http,
-            stop,
-        )
-        .await?;
-        let directory = self.directory.clone();
-        let id = box_id.clone();
-        self.common.shutdown.spawn(async move {
-            if task.await == link::Ended::Lost {
-                // Cooled off like a failed transfer: no new files, and viewers
-                // are sent to other copies while the sweep re-places its files.
-                tracing::info!(box_id = %id, "lost the publish session to a box; passing it over");
-                directory.write().await.record_failure(&id, now_secs());
-            }
-        });
-        links.insert(box_id.clone(), link.clone());
-        Ok(link)
+        pool::link(self, box_id).await
     }
 
     /// The publisher's copy of a name's bytes.
@@ -245,7 +218,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         queue: Queue::new(common.store.clone(), &keys),
         records: Records::new(common.store.clone(), &keys),
         directory: Arc::new(RwLock::new(directory)),
-        links: Mutex::new(HashMap::new()),
+        links: Arc::default(),
         http: HttpClient::default(),
         audience,
         weights: Weights::default(),
@@ -287,6 +260,8 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         shutdown.spawn(sender::run(publisher.clone(), worker));
     }
     shutdown.spawn(sender::sweep(publisher.clone()));
+    shutdown.spawn(pool::keep(publisher.clone()));
+    shutdown.spawn(probe::run(publisher.clone()));
     let router = api::router(publisher.clone())
         .merge(crate::console::routes(
             common.clone(),
@@ -346,6 +321,11 @@ fn register_metrics(p: &Arc<Publisher>) {
         "accepted",
         "Files accepted from users",
         p.metrics.accepted.clone(),
+    );
+    m.register(
+        "serve_probe_failures",
+        "Serve probes of a box that failed (refused, timed out, not 2xx, wrong size)",
+        p.metrics.probe_failures.clone(),
     );
 }
 

@@ -48,13 +48,18 @@ fn publisher_key(dir: &Path) -> String {
 }
 
 fn start(root: &Path, boxes: usize) -> Network {
-    start_located(root, boxes, false)
+    start_with(root, boxes, false, &[])
+}
+
+fn start_located(root: &Path, boxes: usize, located: bool) -> Network {
+    start_with(root, boxes, located, &[])
 }
 
 /// With `located`, the entrance and the publisher share a GeoIP database that
 /// puts 127.0.0.2/.3/.4 in Taipei, Tokyo and London, and box `i` connects from
-/// 127.0.0.(2 + i), so boxes and viewers have real places.
-fn start_located(root: &Path, boxes: usize, located: bool) -> Network {
+/// 127.0.0.(2 + i), so boxes and viewers have real places. `publisher` lines go
+/// into the publisher's section of its config.
+fn start_with(root: &Path, boxes: usize, located: bool, publisher: &[&str]) -> Network {
     let publisher_dir = root.join("publisher");
     let key = publisher_key(&publisher_dir);
     let geo_db = located.then(|| dandelion_testkit::geo::write_city_db(root));
@@ -81,9 +86,13 @@ fn start_located(root: &Path, boxes: usize, located: bool) -> Network {
             b.spawn()
         })
         .collect();
+    let extra = publisher;
     let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
         .set(format!("entrances = [{entrance_ws:?}]"))
         .set("search_interval = 1");
+    for line in extra {
+        publisher = publisher.set(*line);
+    }
     if let Some(db) = &geo_db {
         publisher = publisher.set(format!("geoip_db = {:?}", db.display().to_string()));
     }
@@ -608,4 +617,236 @@ fn viewers_are_sent_to_the_box_nearest_them() {
         );
         assert!(location.ends_with("/near.ts"), "{location}");
     }
+}
+
+/// The publisher's view of its boxes (`GET /api/boxes`).
+fn publisher_boxes(net: &Network) -> Vec<Value> {
+    let v = net.json(&format!("{}/api/boxes", net.publisher.origin()));
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// The boxes the publisher has a publish session open to, by ID.
+fn open_sessions(net: &Network) -> Vec<String> {
+    publisher_boxes(net)
+        .iter()
+        .filter(|b| b["session"]["state"] == "open")
+        .filter_map(|b| b["box"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Which of the network's boxes a box ID is, by the data URL the publisher knows.
+fn box_index(net: &Network, box_id: &str) -> usize {
+    let row = publisher_boxes(net)
+        .into_iter()
+        .find(|b| b["box"] == box_id)
+        .unwrap_or_else(|| panic!("the publisher does not know {box_id}"));
+    let data_url = row["data_url"].as_str().unwrap().to_owned();
+    net.boxes
+        .iter()
+        .position(|b| data_url.starts_with(&b.origin()))
+        .unwrap_or_else(|| panic!("no box serves {data_url}"))
+}
+
+#[test]
+fn sessions_are_kept_open_to_the_best_boxes_and_move_when_one_dies() {
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start_with(root.path(), 4, false, &["keep_sessions = 2"]);
+    wait_active_boxes(&net, 4);
+    // Nothing is pushed: the sessions are opened ahead of any file.
+    let first = wait_for(
+        "sessions to the two best boxes",
+        Duration::from_secs(30),
+        || {
+            let open = open_sessions(&net);
+            (open.len() == 2).then_some(open)
+        },
+    );
+    let listed = net.json(&format!("{}/api/files", net.publisher.origin()));
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    let victim_id = first[0].clone();
+    let victim = box_index(&net, &victim_id);
+    net.boxes[victim].kill9();
+    let after = wait_for(
+        "the dead box's session to be replaced by one to another box",
+        Duration::from_secs(30),
+        || {
+            let open = open_sessions(&net);
+            (open.len() == 2
+                && !open.contains(&victim_id)
+                && open.iter().any(|b| !first.contains(b)))
+            .then_some(open)
+        },
+    );
+    assert!(
+        after.contains(&first[1]),
+        "the live session stays: {after:?}"
+    );
+    // The dead box is still listed (until the entrance expires it), with no session.
+    let row = publisher_boxes(&net)
+        .into_iter()
+        .find(|b| b["box"] == victim_id.as_str())
+        .unwrap();
+    assert!(row["session"].is_null(), "{row}");
+}
+
+/// What a viewer asking the publisher for `name` gets: the box it was sent to
+/// (`None` when the publisher served the bytes itself) and the bytes, when the
+/// answer was a success.
+fn view(net: &Network, name: &str) -> Option<(Option<String>, Vec<u8>)> {
+    let url = format!("{}/{name}", net.publisher.origin());
+    let response = net.rt.block_on(net.http.get(&url, &[])).ok()?;
+    match response.status.as_u16() {
+        200 => Some((None, response.body.to_vec())),
+        302 => {
+            let location = response.headers.get("location")?.to_str().ok()?.to_owned();
+            let (location, body) = fetch_from(net, location)?;
+            Some((Some(location), body))
+        }
+        _ => None,
+    }
+}
+
+/// Where a box keeps the copy it serves at `url`: `files/` in its data
+/// directory, then the URL's path (`<publisher-id>/<name>`).
+fn copy_on_disk(net: &Network, url: &str) -> std::path::PathBuf {
+    let i = net
+        .boxes
+        .iter()
+        .position(|b| url.starts_with(&b.origin()))
+        .unwrap_or_else(|| panic!("no box serves {url}"));
+    let path = url.strip_prefix(&net.boxes[i].origin()).unwrap();
+    net.boxes[i]
+        .data_dir()
+        .join("files")
+        .join(path.trim_start_matches('/'))
+}
+
+#[test]
+fn a_box_that_fails_to_serve_is_skipped_and_what_it_held_is_placed_again() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start_with(
+        root.path(),
+        3,
+        false,
+        &["serve_probe_interval = 1", "serve_probe_timeout = 1"],
+    );
+    wait_active_boxes(&net, 3);
+    let everywhere = content(80_000, 31);
+    let single = content(60_000, 32);
+    for (name, bytes, replicas) in [
+        ("everywhere.ts", &everywhere, "3"),
+        ("single.ts", &single, "1"),
+    ] {
+        let file = root.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let out = push(&net, &file, &["--replicas", replicas, "--ttl", "300s"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = |name: &str| net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+    let placed = |name: &str, copies: usize| {
+        wait_for(
+            &format!("{name} on {copies} boxes"),
+            Duration::from_secs(30),
+            || {
+                let v = status(name);
+                (v["state"] == "placed" && v["placements"].as_array()?.len() == copies).then_some(v)
+            },
+        )
+    };
+    placed("everywhere.ts", 3);
+    let single_status = placed("single.ts", 1);
+    // The box holding the only copy of single.ts loses both its files from
+    // disk. It keeps its session and heartbeats, and answers 404 for them.
+    let failing_id = single_status["placements"][0]["box"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failing = box_index(&net, &failing_id);
+    let failing_origin = net.boxes[failing].origin();
+    for name in ["everywhere.ts", "single.ts"] {
+        let v = status(name);
+        let url = v["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["box"] == failing_id.as_str())
+            .and_then(|p| p["url"].as_str())
+            .unwrap()
+            .to_owned();
+        let path = copy_on_disk(&net, &url);
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    // While the publisher holds the box as not serving, viewers of both files
+    // get the bytes, never from that box: everywhere.ts from another holder,
+    // single.ts from the origin or a new copy.
+    wait_for(
+        "the publisher to skip the box that fails to serve",
+        Duration::from_secs(30),
+        || {
+            let row = publisher_boxes(&net)
+                .into_iter()
+                .find(|b| b["box"] == failing_id.as_str())?;
+            if row["serving"] != false || !row["probe"]["error"].as_str()?.contains("404") {
+                return None;
+            }
+            let (location, body) = view(&net, "everywhere.ts")?;
+            let location = location?;
+            assert!(
+                !location.starts_with(&failing_origin),
+                "redirected to a box that fails to serve: {row}"
+            );
+            assert!(body == everywhere);
+            let (location, body) = view(&net, "single.ts")?;
+            assert!(
+                location.is_none_or(|l| !l.starts_with(&failing_origin)),
+                "redirected to a box that fails to serve: {row}"
+            );
+            assert!(body == single);
+            Some(())
+        },
+    );
+
+    // Its copies count as lost: both files are placed again (possibly on the
+    // same box, which then stores them anew), and every copy is really there.
+    for (name, bytes, copies) in [("everywhere.ts", &everywhere, 3), ("single.ts", &single, 1)] {
+        wait_for(
+            &format!("{name} placed again on {copies} boxes that hold it"),
+            Duration::from_secs(30),
+            || {
+                let v = status(name);
+                let placements = v["placements"].as_array()?;
+                let all_there = placements.len() == copies
+                    && placements.iter().all(|p| {
+                        p["url"]
+                            .as_str()
+                            .is_some_and(|u| copy_on_disk(&net, u).is_file())
+                    });
+                if v["state"] != "placed" || !all_there {
+                    return None;
+                }
+                let (location, body) = view(&net, name)?;
+                (location.is_some() && body == *bytes).then_some(())
+            },
+        );
+    }
+    wait_for("the box to serve again", Duration::from_secs(30), || {
+        let row = publisher_boxes(&net)
+            .into_iter()
+            .find(|b| b["box"] == failing_id.as_str())?;
+        (row["serving"] == true).then_some(())
+    });
+    let metrics = net
+        .get(&format!("{}/metrics", net.publisher.origin()))
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dandelion_serve_probe_failures_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }

@@ -25,7 +25,8 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::jobs::{Job, JobState};
-use super::redirect::{Holder, best_holder};
+use super::pool::SessionState;
+use super::redirect::{Holder, Serve, best_holder};
 use super::{Publisher, now_secs};
 
 /// Most copies of one file a push may ask for.
@@ -36,6 +37,7 @@ pub fn router(p: Arc<Publisher>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/files", get(list))
         .route("/api/ranking", get(ranking))
+        .route("/api/boxes", get(boxes))
         .route("/api/files/{*name}", get(status).put(push))
         .route("/{*name}", get(view))
         .with_state(p)
@@ -61,6 +63,52 @@ pub fn check_name(name: &str) -> Result<String, String> {
 /// and an operator wondering "why that box?" want to see.
 async fn ranking(State(p): State<Arc<Publisher>>) -> Response {
     axum::Json(super::console::ranking(&p).await).into_response()
+}
+
+/// Every box the publisher knows, as the publisher sees it: what the entrance
+/// says, whether it is live, its publish session, and what the serve probes
+/// found. What an operator wondering "why is nothing sent to that box?" needs.
+async fn boxes(State(p): State<Arc<Publisher>>) -> Response {
+    let now = now_secs();
+    let sessions: HashMap<NodeId, SessionState> = p.links.sessions(now).into_iter().collect();
+    let dir = p.directory.read().await;
+    let mut rows: Vec<(&NodeId, serde_json::Value)> = dir
+        .iter()
+        .map(|(id, b)| {
+            let session = match sessions.get(id) {
+                Some(SessionState::Open {
+                    opened_at,
+                    in_flight,
+                    idle_secs,
+                }) => json!({
+                    "state": "open",
+                    "opened_at": opened_at,
+                    "in_flight": in_flight,
+                    "idle_secs": idle_secs,
+                }),
+                Some(SessionState::Opening) => json!({ "state": "opening" }),
+                Some(SessionState::Ended) | None => serde_json::Value::Null,
+            };
+            let row = json!({
+                "box": id.as_str(),
+                "state": b.state,
+                "live": dir.is_live(id, now),
+                "data_url": b.exchange.data_url,
+                "session": session,
+                "serving": b.serve.serving(),
+                "probe": {
+                    "probed_at": b.serve.probed_at,
+                    "failures": b.serve.failures,
+                    "error": b.serve.error,
+                },
+                "successes": b.successes,
+                "failures": b.failures,
+            });
+            (id, row)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    axum::Json(rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()).into_response()
 }
 
 async fn healthz(State(p): State<Arc<Publisher>>) -> Response {
@@ -313,9 +361,14 @@ async fn view(
                     let distance_km = viewer_at
                         .zip(dir.get(&id).and_then(|b| b.location()))
                         .map(|(v, b)| dandelion_core::geo::haversine_km(v, b));
+                    let serve = match dir.get(&id).map(|b| &b.serve) {
+                        Some(h) if !h.serving() => Serve::Failing,
+                        Some(h) if h.probed_at.is_some() => Serve::Serving,
+                        _ => Serve::Unprobed,
+                    };
                     Some(Holder {
                         live: dir.is_live(&id, now),
-                        failing: false,
+                        serve,
                         box_id: id,
                         url: pl.url.clone(),
                         distance_km,

@@ -1,6 +1,7 @@
 //! The boxes this publisher knows: what the entrances last said about each, and
-//! what the publisher measured itself (transfers that worked or failed, and how
-//! fast). Plain data, changed by the search loop and the senders.
+//! what the publisher measured itself (transfers that worked or failed, how
+//! fast, and whether the box serves viewers). Plain data, changed by the search
+//! loop, the senders and the serve probes.
 //!
 //! A box no entrance has listed for a while is forgotten — the original kept
 //! every box it ever heard of and retried dead ones forever.
@@ -11,6 +12,7 @@ use dandelion_core::geo::haversine_km;
 use dandelion_core::ids::NodeId;
 use dandelion_core::protocol::Exchange;
 
+use super::probe::ServeHealth;
 use super::ranking::Candidate;
 
 /// The `STATE` an entrance adds to each box it lists.
@@ -35,6 +37,8 @@ pub struct KnownBox {
     pub throughput: Option<f64>,
     /// Skipped for placements and redirects until then.
     pub failing_until: u64,
+    /// What the serve probes found.
+    pub serve: ServeHealth,
 }
 
 impl KnownBox {
@@ -78,6 +82,7 @@ impl Directory {
                             failures: 0,
                             throughput: None,
                             failing_until: 0,
+                            serve: ServeHealth::default(),
                         },
                     );
                 }
@@ -111,19 +116,30 @@ impl Directory {
         self.boxes.is_empty()
     }
 
+    pub fn get_mut(&mut self, id: &NodeId) -> Option<&mut KnownBox> {
+        self.boxes.get_mut(id)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &KnownBox)> {
         self.boxes.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&NodeId, &mut KnownBox)> {
+        self.boxes.iter_mut()
     }
 
     fn eligible(&self, b: &KnownBox) -> bool {
         b.state == "active" || (self.allow_legacy && b.state == "legacy")
     }
 
-    /// Whether viewers may be sent to the box now.
+    /// Whether the box's copies still count: it is listed, has not just failed a
+    /// transfer or its session, and has not kept failing serve probes. (A box
+    /// that failed one probe still holds its copies, but viewers skip it and it
+    /// takes no new files.)
     pub fn is_live(&self, id: &NodeId, now: u64) -> bool {
         self.boxes
             .get(id)
-            .is_some_and(|b| self.eligible(b) && b.failing_until <= now)
+            .is_some_and(|b| self.eligible(b) && b.failing_until <= now && !b.serve.lost())
     }
 
     /// Ranking input for every known box, as seen from `audience`.
@@ -144,7 +160,8 @@ impl Directory {
                     );
                 Candidate {
                     id: id.clone(),
-                    eligible: self.eligible(b) && b.failing_until <= now,
+                    // A box that fails to serve viewers gets no new files either.
+                    eligible: self.eligible(b) && b.failing_until <= now && b.serve.serving(),
                     distance_km: audience.zip(b.location()).map(|(a, l)| haversine_km(a, l)),
                     upload_cap: sys.and_then(|s| s.upload_cap),
                     upload_rate: sys.and_then(|s| s.upload_rate),
@@ -236,5 +253,34 @@ mod tests {
         assert!(d.is_live(&id, 10 + FAILURE_COOL_OFF_SECS));
         d.record_success(&id, 1_000_000, 0.5);
         assert_eq!(d.get(&id).unwrap().throughput, Some(2_000_000.0));
+    }
+
+    #[test]
+    fn a_box_failing_serve_probes_takes_no_files_then_loses_its_copies_then_recovers() {
+        use crate::publisher::probe::{Expect, Target};
+        let mut d = Directory::default();
+        d.update(vec![exchange(1, None, "0,0")], 0);
+        let id = NodeId::parse(&format!("box-{:032x}", 1)).unwrap();
+        let probe = Target {
+            box_id: id.clone(),
+            url: "http://b/f".into(),
+            expect: Expect::Copy { size: None },
+        };
+        let eligible = |d: &Directory| d.candidates(None, 5)[0].eligible;
+        d.get_mut(&id)
+            .unwrap()
+            .serve
+            .record(&probe, 1, Err("404".into()));
+        assert!(
+            !eligible(&d) && d.is_live(&id, 5),
+            "skipped, copies still count"
+        );
+        d.get_mut(&id)
+            .unwrap()
+            .serve
+            .record(&probe, 2, Err("404".into()));
+        assert!(!d.is_live(&id, 5), "copies count as lost");
+        d.get_mut(&id).unwrap().serve.record(&probe, 3, Ok(()));
+        assert!(eligible(&d) && d.is_live(&id, 5));
     }
 }

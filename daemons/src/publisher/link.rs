@@ -3,10 +3,14 @@
 //!
 //! Each link is a task that owns its WebSocket; senders talk to it through a
 //! channel, so one slow box never holds up transfers to another. A link that
-//! breaks answers its pending request with the reason and ends; the pool opens a
-//! new one on the next use.
+//! breaks answers its pending request with the reason and ends; the pool
+//! ([`super::pool`]) opens a new one on the next use. A link counts the transfers
+//! using it and when it was last used, so the pool never closes a session under
+//! a transfer and keeps one that is in regular use.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -62,6 +66,26 @@ pub struct Stored {
 pub struct Link {
     pub box_id: NodeId,
     tx: mpsc::Sender<Request>,
+    usage: Arc<Usage>,
+}
+
+/// How a link is used, shared by its clones.
+#[derive(Debug)]
+struct Usage {
+    opened_at: u64,
+    in_flight: AtomicUsize,
+    last_used: AtomicU64,
+}
+
+/// Counts one transfer for as long as it runs, however `send` ends (a cancelled
+/// sender included).
+struct InFlight<'a>(&'a Usage);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.last_used.store(super::now_secs(), Ordering::Relaxed);
+    }
 }
 
 impl Link {
@@ -69,8 +93,43 @@ impl Link {
         self.tx.is_closed()
     }
 
+    /// When the session was opened (Unix seconds).
+    pub fn opened_at(&self) -> u64 {
+        self.usage.opened_at
+    }
+
+    /// Transfers running over the session now.
+    pub fn in_flight(&self) -> usize {
+        self.usage.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// When the last transfer ended, or the session opened (Unix seconds).
+    pub fn last_used(&self) -> u64 {
+        self.usage.last_used.load(Ordering::Relaxed)
+    }
+
+    /// A link to no box whose session counts as open while the link lives, for
+    /// tests of the pool.
+    #[cfg(test)]
+    pub fn detached(box_id: NodeId) -> Link {
+        let (tx, rx) = mpsc::channel(1);
+        // Leaked on purpose: the receiver keeps the channel open.
+        std::mem::forget(rx);
+        Link {
+            box_id,
+            tx,
+            usage: Arc::new(Usage {
+                opened_at: 0,
+                in_flight: AtomicUsize::new(0),
+                last_used: AtomicU64::new(0),
+            }),
+        }
+    }
+
     /// Sends a file and waits for the box's verdict.
     pub async fn send(&self, file: SendFile) -> Result<Stored, String> {
+        self.usage.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _counted = InFlight(&self.usage);
         let (reply, verdict) = oneshot::channel();
         self.tx
             .send(Request { file, reply })
@@ -113,9 +172,15 @@ pub async fn open(
         Err(e) => return Err(e.to_string()),
     };
     let (tx, rx) = mpsc::channel(1);
+    let now = super::now_secs();
     let link = Link {
         box_id: box_id.clone(),
         tx,
+        usage: Arc::new(Usage {
+            opened_at: now,
+            in_flight: AtomicUsize::new(0),
+            last_used: AtomicU64::new(now),
+        }),
     };
     Ok((link, run(box_id, conn, rx, chunk, stop)))
 }

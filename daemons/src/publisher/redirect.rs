@@ -2,9 +2,11 @@
 //! viewer and least loaded.
 //!
 //! Nearness comes first but in coarse steps, so that two boxes in the same metro
-//! area are told apart by load rather than by a few kilometres; a box that just
-//! failed to serve is skipped until it recovers, and when no box qualifies the
-//! publisher serves the bytes itself (the origin of last resort).
+//! area are told apart by load rather than by a few kilometres; within a step a
+//! box a serve probe has proven serving goes before one not probed yet. A box
+//! whose last serve probe failed ([`super::probe`]) is skipped until a probe
+//! succeeds again, and when no box qualifies the publisher serves the bytes
+//! itself (the origin of last resort).
 
 use std::cmp::Ordering;
 
@@ -21,14 +23,25 @@ pub struct Holder {
     pub url: String,
     /// Whether the entrance lists the box as active.
     pub live: bool,
-    /// Whether the box failed to serve recently and has not recovered yet.
-    pub failing: bool,
+    /// What the serve probes found about the box.
+    pub serve: Serve,
     /// Distance to the viewer, when both locations are known.
     pub distance_km: Option<f64>,
     /// Upload in use as a share of the box's cap (0 when unknown).
     pub load: f64,
     /// When the box will delete the copy (Unix seconds).
     pub expires_at: u64,
+}
+
+/// A box's standing according to the serve probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Serve {
+    /// Its last probe succeeded.
+    Serving,
+    /// Not probed yet: a copy it just confirmed storing.
+    Unprobed,
+    /// Its last probe failed, and none succeeded since.
+    Failing,
 }
 
 fn distance_step(h: &Holder) -> u64 {
@@ -41,10 +54,11 @@ fn distance_step(h: &Holder) -> u64 {
 pub fn best_holder(holders: &[Holder], now: u64) -> Option<&Holder> {
     holders
         .iter()
-        .filter(|h| h.live && !h.failing && h.expires_at > now)
+        .filter(|h| h.live && h.serve != Serve::Failing && h.expires_at > now)
         .min_by(|a, b| {
             distance_step(a)
                 .cmp(&distance_step(b))
+                .then(a.serve.cmp(&b.serve))
                 .then(a.load.partial_cmp(&b.load).unwrap_or(Ordering::Equal))
                 .then_with(|| a.box_id.cmp(&b.box_id))
         })
@@ -59,7 +73,7 @@ mod tests {
             box_id: NodeId::parse(&format!("box-{n:032x}")).unwrap(),
             url: format!("http://127.0.0.{n}:7071/f"),
             live: true,
-            failing: false,
+            serve: Serve::Serving,
             distance_km,
             load,
             expires_at: 1_000,
@@ -80,7 +94,7 @@ mod tests {
         let mut dead = holder(1, Some(1.0), 0.0);
         dead.live = false;
         let mut failing = holder(2, Some(1.0), 0.0);
-        failing.failing = true;
+        failing.serve = Serve::Failing;
         let mut expired = holder(3, Some(1.0), 0.0);
         expired.expires_at = 10;
         let unknown = holder(4, None, 0.5);
@@ -90,6 +104,32 @@ mod tests {
             best_holder(&all[..3], 10),
             None,
             "nobody qualifies: serve from the origin"
+        );
+    }
+
+    #[test]
+    fn a_box_failing_its_probe_is_skipped_for_another_holder_or_the_origin() {
+        let mut near_failing = holder(1, Some(1.0), 0.0);
+        near_failing.serve = Serve::Failing;
+        let far_serving = holder(2, Some(4000.0), 0.9);
+        let all = [near_failing.clone(), far_serving.clone()];
+        assert_eq!(best_holder(&all, 0), Some(&far_serving));
+        assert_eq!(best_holder(&[near_failing], 0), None, "the origin serves");
+    }
+
+    #[test]
+    fn within_a_step_a_proven_box_goes_before_an_unprobed_one() {
+        let mut fresh = holder(1, Some(10.0), 0.0);
+        fresh.serve = Serve::Unprobed;
+        let proven = holder(2, Some(20.0), 0.5);
+        let all = [fresh.clone(), proven.clone()];
+        assert_eq!(best_holder(&all, 0), Some(&proven));
+        let far_proven = holder(3, Some(3000.0), 0.0);
+        let all = [fresh.clone(), far_proven];
+        assert_eq!(
+            best_holder(&all, 0),
+            Some(&fresh),
+            "nearness still comes first"
         );
     }
 }
