@@ -1,0 +1,203 @@
+//! The real `dandelion-console` in a real pseudo-terminal, attached to a real
+//! network of `dandelion` processes, driven by keys as an operator would: it
+//! sees the boxes appear with their cities, pushes a file through the picker
+//! and sees it placed, evicts a box after confirming, keeps drawing while the
+//! entrance is down and reconnects by itself when it is back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dandelion_testkit::network::NetworkBuilder;
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+
+const ROWS: u16 = 40;
+const COLS: u16 = 120;
+
+struct Screen {
+    parser: Arc<Mutex<vt100::Parser>>,
+    writer: Box<dyn Write + Send>,
+}
+
+impl Screen {
+    fn text(&self) -> String {
+        self.parser.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen satisfies `check`, failing with the screen as it was.
+    fn wait(&self, what: &str, timeout: Duration, check: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.text();
+            if check(&text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; the screen:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_for(&self, what: &str, needle: &str, timeout: Duration) {
+        self.wait(what, timeout, |s| s.contains(needle));
+    }
+
+    fn keys(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+}
+
+/// The line of the screen that contains `needle`.
+fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
+    screen.lines().find(|l| l.contains(needle))
+}
+
+#[test]
+fn an_operator_watches_pushes_evicts_and_rides_out_an_entrance_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let mut net = NetworkBuilder::new(&root.path().join("net"), 3)
+        .located()
+        .start();
+    let described = root.path().join("described");
+    std::fs::create_dir_all(&described).unwrap();
+    net.write_network_file(&described);
+    let uploads = root.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    std::fs::write(uploads.join("clip.ts"), vec![42u8; 120_000]).unwrap();
+
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: ROWS,
+            cols: COLS,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_dandelion-console"));
+    cmd.arg("--data-dir");
+    cmd.arg(&described);
+    cmd.arg("--log-file");
+    cmd.arg(root.path().join("console.log"));
+    cmd.cwd(&uploads);
+    cmd.env("TERM", "xterm-256color");
+    cmd.env_remove("DANDELION_ADMIN_TOKEN");
+    cmd.env_remove("NO_COLOR");
+    let mut child = pty.slave.spawn_command(cmd).unwrap();
+    drop(pty.slave);
+    let parser = Arc::new(Mutex::new(vt100::Parser::new(
+        std::num::NonZero::new(ROWS).unwrap(),
+        std::num::NonZero::new(COLS).unwrap(),
+        0,
+    )));
+    let mut reader = pty.master.try_clone_reader().unwrap();
+    std::thread::spawn({
+        let parser = parser.clone();
+        move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                parser.lock().unwrap().process(&buf[..n]);
+            }
+        }
+    });
+    let mut screen = Screen {
+        parser,
+        writer: pty.master.take_writer().unwrap(),
+    };
+
+    // Three boxes appear with their cities (the entrance's GeoIP database).
+    screen.wait(
+        "three live boxes in their cities",
+        Duration::from_secs(30),
+        |s| {
+            ["Taipei", "Tokyo", "London", "Boxes 3"]
+                .iter()
+                .all(|c| s.contains(c))
+                && s.matches(" active ").count() >= 3
+        },
+    );
+
+    // Push a file through the picker on the publisher's tab; it gets placed.
+    screen.keys("2");
+    screen.wait_for(
+        "the publisher's view",
+        "Queue & placements",
+        Duration::from_secs(10),
+    );
+    screen.keys("p");
+    screen.wait_for("the file picker", "clip.ts", Duration::from_secs(5));
+    screen.keys("j\r");
+    screen.wait("the pushed file placed", Duration::from_secs(30), |s| {
+        line_with(s, "clip.ts").is_some_and(|l| l.contains("placed"))
+    });
+
+    // Evict the first box after confirming with a reason.
+    screen.keys("1");
+    screen.wait_for("the entrance's view", "Boxes 3", Duration::from_secs(10));
+    screen.keys("e");
+    screen.wait_for(
+        "the eviction confirmation",
+        "Evict box-",
+        Duration::from_secs(5),
+    );
+    let confirm = screen.text();
+    let victim = line_with(&confirm, "Evict box-")
+        .and_then(|l| l.split("Evict ").nth(1))
+        .and_then(|rest| rest.split('?').next())
+        .unwrap()
+        .to_owned();
+    screen.keys("pty test eviction\r");
+    screen.wait_for(
+        "the eviction to be confirmed",
+        &format!("evicted {victim}"),
+        Duration::from_secs(10),
+    );
+    screen.wait(
+        "the evicted box shown evicted",
+        Duration::from_secs(10),
+        |s| s.contains(" evicted ") && s.matches(" active ").count() == 2,
+    );
+
+    // The entrance dies: its tab says it is reconnecting, the rest still works.
+    net.entrance.kill9();
+    screen.wait_for(
+        "the entrance's tab reconnecting",
+        "reconnecting in",
+        Duration::from_secs(20),
+    );
+    screen.keys("2");
+    screen.wait(
+        "the publisher's tab still drawn",
+        Duration::from_secs(5),
+        |s| s.contains("Queue & placements") && s.contains("clip.ts"),
+    );
+    screen.keys("1");
+    net.entrance.restart();
+    screen.wait(
+        "the entrance back, with its boxes",
+        Duration::from_secs(40),
+        |s| {
+            !line_with(s, "entrance-").is_some_and(|l| l.contains("reconnecting"))
+                && s.matches(" active ").count() >= 2
+                && s.contains(" evicted ")
+        },
+    );
+
+    screen.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the console did not quit on q");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the console exited with {status:?}");
+}
