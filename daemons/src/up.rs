@@ -257,7 +257,10 @@ fn print_banner(net: &LocalNetwork, root: &Path) {
         net.entrance_dir.display(),
         net.publisher_dir.display()
     );
-    println!("  console:      dandelion-console");
+    println!(
+        "  console:      dandelion-console --data-dir {}   (or cargo run --release --bin dandelion-console)",
+        root.display()
+    );
     println!();
     println!("Try it:");
     println!(
