@@ -8,12 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use dandelion_core::http::HttpClient;
-use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
+use dandelion_testkit::daemon::Daemon;
+use dandelion_testkit::network::NetworkBuilder;
 use dandelion_testkit::process::{binary, run};
 use dandelion_testkit::wait_for;
 use serde_json::Value;
-
-const JOIN_TOKEN: &str = "flow-test-join-token";
 
 struct Network {
     entrance: Daemon,
@@ -33,20 +32,6 @@ impl Network {
     }
 }
 
-fn publisher_key(dir: &Path) -> String {
-    let out = run(Command::new(binary("dandelion"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["id", "publisher"]));
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("public key:"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 fn start(root: &Path, boxes: usize) -> Network {
     start_with(root, boxes, false, &[])
 }
@@ -60,47 +45,18 @@ fn start_located(root: &Path, boxes: usize, located: bool) -> Network {
 /// 127.0.0.(2 + i), so boxes and viewers have real places. `publisher` lines go
 /// into the publisher's section of its config.
 fn start_with(root: &Path, boxes: usize, located: bool, publisher: &[&str]) -> Network {
-    let publisher_dir = root.join("publisher");
-    let key = publisher_key(&publisher_dir);
-    let geo_db = located.then(|| dandelion_testkit::geo::write_city_db(root));
-    let mut entrance = DaemonBuilder::new("entrance", &root.join("entrance"))
-        .set(format!("join_token = {JOIN_TOKEN:?}"))
-        .set(format!("publisher_keys = [{key:?}]"))
-        .set("heartbeat_interval = 1")
-        .set("expire_box_time = 10");
-    if let Some(db) = &geo_db {
-        entrance = entrance.set(format!("geoip_db = {:?}", db.display().to_string()));
+    let mut builder = NetworkBuilder::new(root, boxes);
+    if located {
+        builder = builder.located();
     }
-    let entrance = entrance.spawn();
-    let entrance_ws = format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port());
-    let boxes = (0..boxes)
-        .map(|i| {
-            let mut b = DaemonBuilder::new("box", &root.join(format!("box-{i}")))
-                .set(format!("entrances = [{entrance_ws:?}]"))
-                .set(format!("join_token = {JOIN_TOKEN:?}"))
-                .set(format!("publisher_keys = [{key:?}]"))
-                .set("heartbeat_interval = 1");
-            if located {
-                b = b.set(format!("bind_outgoing = \"127.0.0.{}\"", 2 + i));
-            }
-            b.spawn()
-        })
-        .collect();
-    let extra = publisher;
-    let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
-        .set(format!("entrances = [{entrance_ws:?}]"))
-        .set("search_interval = 1");
-    for line in extra {
-        publisher = publisher.set(*line);
+    for line in publisher {
+        builder = builder.publisher_setting(*line);
     }
-    if let Some(db) = &geo_db {
-        publisher = publisher.set(format!("geoip_db = {:?}", db.display().to_string()));
-    }
-    let publisher = publisher.spawn();
+    let started = builder.start();
     Network {
-        entrance,
-        boxes,
-        publisher,
+        entrance: started.entrance,
+        boxes: started.boxes,
+        publisher: started.publisher,
         rt: tokio::runtime::Runtime::new().unwrap(),
         http: HttpClient::default(),
     }

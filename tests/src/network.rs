@@ -42,6 +42,7 @@ pub struct NetworkBuilder {
     located: bool,
     heartbeat_secs: u64,
     expire_secs: u64,
+    publisher_lines: Vec<String>,
 }
 
 impl NetworkBuilder {
@@ -53,6 +54,7 @@ impl NetworkBuilder {
             located: false,
             heartbeat_secs: 1,
             expire_secs: 10,
+            publisher_lines: Vec::new(),
         }
     }
 
@@ -67,6 +69,12 @@ impl NetworkBuilder {
     /// The entrance's `expire_box_time`, in seconds (default 10).
     pub fn expire_after(mut self, secs: u64) -> Self {
         self.expire_secs = secs;
+        self
+    }
+
+    /// A `key = value` line (TOML) for the publisher's section.
+    pub fn publisher_setting(mut self, line: impl Into<String>) -> Self {
+        self.publisher_lines.push(line.into());
         self
     }
 
@@ -102,6 +110,9 @@ impl NetworkBuilder {
         let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
             .set(format!("entrances = [{entrance_ws:?}]"))
             .set("search_interval = 1");
+        for line in &self.publisher_lines {
+            publisher = publisher.set(line.clone());
+        }
         if let Some(db) = &geo_db {
             publisher = publisher.set(format!("geoip_db = {:?}", db.display().to_string()));
         }
