@@ -3,13 +3,13 @@
 # idle RSS and CPU after start, serving throughput side by side with nginx
 # (../shared/bench/serve-vs-nginx.sh), and peak RSS while receiving a 1 GiB file.
 #
-# Usage: bench/box.sh [path/to/serve-vs-nginx.sh] [extra serve-vs-nginx options]
+# Usage: [DANDELION_BIN=path/to/dandelion] bench/box.sh [path/to/serve-vs-nginx.sh] [extra serve-vs-nginx options]
 # Needs: a release build (cargo build --release -p dandelion-daemons --bin dandelion
 # --example box_push), nginx, wrk, curl, python3.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SERVE="${1:-$ROOT/../shared/bench/serve-vs-nginx.sh}"; shift || true
-BIN="$ROOT/target/release/dandelion"; PUSH="$ROOT/target/release/examples/box_push"
+BIN="${DANDELION_BIN:-$ROOT/target/release/dandelion}"; PUSH="$ROOT/target/release/examples/box_push"
 [[ -x "$BIN" && -x "$PUSH" ]] || { echo "build first: cargo build --release -p dandelion-daemons --bin dandelion --example box_push" >&2; exit 1; }
 WORK="$(mktemp -d /tmp/box-bench.XXXXXX)"; trap 'kill "$BOX" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -21,7 +21,9 @@ BOX=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 sleep 3
 t0=$(awk '{print $14+$15}' /proc/$BOX/stat); sleep 10; t1=$(awk '{print $14+$15}' /proc/$BOX/stat)
-echo "idle: $(grep VmRSS /proc/$BOX/status | tr -s ' '), CPU $(( (t1 - t0) * 1000 / $(getconf CLK_TCK) / 10 )) ms per second over 10 s"
+# RssAnon is the heap and stacks; RssFile is mostly the executable's own code
+# pages (clean, shared, reclaimable, but counted in VmRSS).
+echo "idle: $(grep VmRSS /proc/$BOX/status | tr -s ' ') ($(grep -E 'RssAnon|RssFile' /proc/$BOX/status | tr -s ' \n' ' ')), CPU $(( (t1 - t0) * 1000 / $(getconf CLK_TCK) / 10 )) ms per second over 10 s"
 
 # The serving benchmark's files, pushed through the box's own publisher protocol.
 mkdir -p "$WORK/www"

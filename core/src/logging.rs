@@ -56,9 +56,25 @@ pub fn parse_filter(level: &str) -> Result<Targets, LogError> {
     level.parse::<Targets>().map_err(|e| fail(e.to_string()))
 }
 
+/// Lines the file writer's queue holds by default (tracing-appender's own
+/// default): about 4 MiB, allocated and touched in full when logging starts.
+pub const DEFAULT_BUFFERED_LINES: usize =
+    tracing_appender::non_blocking::DEFAULT_BUFFERED_LINES_LIMIT;
+
 /// Installs the global subscriber: stderr always, and `dandelion.log` in `file_dir`
 /// when given.
 pub fn init(level: &str, file_dir: Option<&Path>) -> Result<LogGuard, LogError> {
+    init_with_buffer(level, file_dir, DEFAULT_BUFFERED_LINES)
+}
+
+/// [`init`] with the file writer's queue holding `buffered_lines` lines (at about
+/// 32 bytes a slot, all allocated up front); lines beyond it are dropped rather
+/// than block the daemon.
+pub fn init_with_buffer(
+    level: &str,
+    file_dir: Option<&Path>,
+    buffered_lines: usize,
+) -> Result<LogGuard, LogError> {
     let filter = parse_filter(level)?;
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -76,7 +92,9 @@ pub fn init(level: &str, file_dir: Option<&Path>) -> Result<LogGuard, LogError> 
                     dir: dir.display().to_string(),
                     reason: e.to_string(),
                 })?;
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .buffered_lines_limit(buffered_lines.max(1))
+                .finish(appender);
             let layer = tracing_subscriber::fmt::layer()
                 .with_writer(writer)
                 .with_ansi(false)

@@ -60,7 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut config.boxnode.listen,
                 &mut config.boxnode.entrances,
             );
-            serve(&runtime, &config, |s| async {
+            serve_with_log_buffer(&runtime, &config, BOX_LOG_LINES, |s| async {
                 boxnode::run(server::bind(config.boxnode.listen).await?, &config, s).await
             })
         }
@@ -86,6 +86,14 @@ fn apply_role_args(args: &RoleArgs, listen: &mut SocketAddr, urls: &mut Vec<Stri
     urls.extend(args.entrances.iter().cloned());
 }
 
+/// Lines a box's log file writer queues. tracing-appender's default, 128 000,
+/// allocates and touches ~4 MiB up front: over a quarter of an idle box's RSS
+/// (issue 5's target is < 10 MiB; measured in docs/performance.md). A box logs a
+/// few lines per stored file and the writer drains the queue in microseconds, so
+/// 4 096 lines (128 KiB) still absorb any burst it makes; beyond that lines are
+/// dropped, never the daemon blocked. Entrances and publishers keep the default.
+const BOX_LOG_LINES: usize = 4096;
+
 /// Runs daemons until SIGTERM or SIGINT. Logging is held until they return, so
 /// the last lines reach the file.
 fn serve<F, Fut>(
@@ -97,10 +105,25 @@ where
     F: FnOnce(Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    serve_with_log_buffer(runtime, config, logging::DEFAULT_BUFFERED_LINES, daemons)
+}
+
+/// [`serve`] with the log file writer queueing `log_lines` lines.
+fn serve_with_log_buffer<F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    log_lines: usize,
+    daemons: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     config::prepare_data_dir(&config.data_dir)?;
-    let _log = logging::init(
+    let _log = logging::init_with_buffer(
         &config.log_level,
         config.log_file.then_some(config.data_dir.as_path()),
+        log_lines,
     )?;
     runtime.block_on(async {
         let shutdown = Shutdown::new();
