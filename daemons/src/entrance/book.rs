@@ -84,8 +84,8 @@ impl Book {
 
     /// Records a heartbeat. Returns whether the box was new to the registry.
     ///
-    /// One read (the box's record, for what a heartbeat must not overwrite) and
-    /// one atomic batch: the exchange, the record and the expiry score change
+    /// One read (the box's record, for what a heartbeat must not overwrite and
+    /// need not rewrite) and one atomic batch: the exchange, the record and the expiry score change
     /// together, so a listing never shows a box whose exchange is half replaced,
     /// and on the embedded store a heartbeat waits for one commit, not four.
     pub async fn heartbeat(&self, hb: Heartbeat<'_>) -> Result<bool, StoreError> {
@@ -125,6 +125,9 @@ impl Book {
                 },
             ));
         }
+        // Most of a record stays as it was from one heartbeat to the next; writing
+        // only what changed keeps the single writer's work per heartbeat small.
+        fields.retain(|(f, v)| existing.get(*f).map(String::as_str) != Some(*v));
         let mut batch = Batch::new();
         save_exchange(&mut batch, &self.keys, hb.exchange);
         batch.hset(&info_key, &fields);
