@@ -6,7 +6,8 @@
 //! semantics — a key has one type, using it as another fails with
 //! [`StoreError::WrongType`] and changes nothing, an emptied container disappears —
 //! and one conformance suite (`core/tests/store_conformance.rs`) runs against both, so
-//! code tested on one behaves the same on the other.
+//! code tested on one behaves the same on the other. Writes that belong together
+//! (a record spread over several keys) go in one [`Batch`], applied all or nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,12 +16,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod batch;
 pub mod embedded;
 mod error;
 pub mod keys;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+pub use batch::{Batch, Write};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use keys::Keys;
@@ -144,6 +147,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every key starting with `prefix`, sorted. Meant for start-up and maintenance
     /// (it walks the key space), not for hot paths.
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>>;
+
+    // --- batches ---
+
+    /// Applies the writes of `batch` in order, all or nothing: a concurrent reader
+    /// sees either none of them or all of them, and a failed batch changes nothing.
+    ///
+    /// Types are checked before anything is written, by the rule given at
+    /// [`Batch`]: a write that does not fit its key fails the whole batch with
+    /// [`StoreError::WrongType`], a NaN score with [`StoreError::InvalidScore`]. An
+    /// empty batch does nothing. The embedded store commits a batch in one write
+    /// transaction; Redis runs it as one script, which no other client's command
+    /// can interleave with.
+    async fn apply(&self, batch: &Batch) -> Result<()>;
 }
 
 /// `redis://user:secret@host/` → `redis://user:***@host/`: URLs end up in logs.

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dandelion_core::store::{EmbeddedStore, Store};
+use dandelion_core::store::{Batch, EmbeddedStore, Store, StoreError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_are_grouped_into_few_commits() {
@@ -59,6 +59,70 @@ async fn a_failing_write_does_not_fail_or_taint_its_batch() {
     }
     assert_eq!(store.llen("{b}:list").await.unwrap(), 50);
     assert_eq!(store.scard("{b}:set").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_batch_shares_a_commit_without_leaving_half_of_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+    store.sadd("{b}:set", &["m"]).await.unwrap();
+    // Batches in flight at once (so they share commits), every other one failing
+    // on its last write, after writes that would otherwise have succeeded.
+    let batches = (0..100).map(|i| {
+        let store = store.clone();
+        async move {
+            let n = i.to_string();
+            let mut batch = Batch::new();
+            batch
+                .hset(&format!("{{b}}:h{i}"), &[("n", &n)])
+                .rpush("{b}:list", &[&n]);
+            if i % 2 == 0 {
+                batch.rpush("{b}:set", &["x"]);
+            }
+            store.apply(&batch).await
+        }
+    });
+    let results = futures_util::future::join_all(batches).await;
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Err(StoreError::WrongType { key }) if i % 2 == 0 => assert_eq!(key, "{b}:set"),
+            Ok(()) if i % 2 == 1 => {}
+            other => panic!("batch {i}: {other:?}"),
+        }
+    }
+    assert_eq!(store.llen("{b}:list").await.unwrap(), 50);
+    assert_eq!(store.scan_prefix("{b}:h").await.unwrap().len(), 50);
+    for i in (0..100).step_by(2) {
+        assert!(!store.exists(&format!("{{b}}:h{i}")).await.unwrap());
+    }
+    assert_eq!(store.scard("{b}:set").await.unwrap(), 1);
+    let stats = store.write_stats();
+    assert!(stats.commits < 101, "no grouping at all: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_batch_is_one_commit_and_an_empty_one_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+    let before = store.write_stats();
+    store.apply(&Batch::new()).await.unwrap();
+    assert_eq!(
+        store.write_stats(),
+        before,
+        "an empty batch must not commit"
+    );
+    let mut batch = Batch::new();
+    batch
+        .del("{b}:exchange")
+        .hset("{b}:exchange", &[("a", "1"), ("b", "2")])
+        .hset("{b}:info", &[("LAST", "1")])
+        .zadd("{b}:set", "box", 5.0);
+    store.apply(&batch).await.unwrap();
+    let after = store.write_stats();
+    assert_eq!(
+        (after.commits - before.commits, after.ops - before.ops),
+        (1, 1)
+    );
 }
 
 #[tokio::test]

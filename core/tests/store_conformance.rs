@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
-use dandelion_core::store::{EmbeddedStore, Order, RedisStore, Store, StoreError};
+use dandelion_core::store::{Batch, EmbeddedStore, Order, RedisStore, Store, StoreError};
 use dandelion_testkit::redis::RedisServer;
 
 /// Whatever must live as long as the store: its directory, or its server.
@@ -69,6 +69,11 @@ conformance!(
     blocking_pops_time_out_with_none,
     lmove_delivers_each_item_once_to_concurrent_consumers,
     zpop_by_score_pops_each_member_once_under_concurrent_sweepers,
+    batch_applies_its_writes_in_order,
+    batch_is_seen_all_at_once_by_a_concurrent_reader,
+    batch_with_a_wrong_type_anywhere_changes_nothing,
+    empty_batch_is_a_no_op,
+    batch_push_wakes_a_blocked_pop,
 );
 
 fn assert_wrong_type<T: std::fmt::Debug>(result: Result<T, StoreError>, key: &str) {
@@ -494,6 +499,15 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = Result<Option<String>, StoreError>> + Send + 'static,
 {
+    check_wakes_by(s, key, pop, false).await;
+}
+
+/// [`check_wakes`], pushing with a one-write [`Batch`] if `by_batch`.
+async fn check_wakes_by<F, Fut>(s: Arc<dyn Store>, key: &str, pop: F, by_batch: bool)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = Result<Option<String>, StoreError>> + Send + 'static,
+{
     let started = Instant::now();
     let waiter = tokio::spawn(pop(Arc::clone(&s)));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -501,7 +515,11 @@ where
         !waiter.is_finished(),
         "the pop returned before anything was pushed"
     );
-    s.rpush(key, &["hello"]).await.unwrap();
+    if by_batch {
+        s.apply(Batch::new().rpush(key, &["hello"])).await.unwrap();
+    } else {
+        s.rpush(key, &["hello"]).await.unwrap();
+    }
     let popped = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the blocked pop was not woken by the push")
@@ -638,6 +656,246 @@ async fn zpop_by_score_pops_each_member_once_under_concurrent_sweepers(s: Arc<dy
     assert_eq!(all.len(), MEMBERS, "each member popped exactly once");
     assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), MEMBERS);
     assert!(!s.exists(k).await.unwrap());
+}
+
+// --- batches ---
+
+/// Everything under `prefix`, each key's content as text, whatever its type: what
+/// "nothing changed" is compared with.
+async fn dump(s: &Arc<dyn Store>, prefix: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for key in s.scan_prefix(prefix).await.unwrap() {
+        let content = if let Ok(hash) = s.hgetall(&key).await {
+            format!("hash {hash:?}")
+        } else if let Ok(set) = s.smembers(&key).await {
+            format!("set {set:?}")
+        } else if let Ok(zset) = s
+            .zrange_by_score(&key, f64::NEG_INFINITY, f64::INFINITY, Order::Asc, None)
+            .await
+        {
+            format!("zset {zset:?}")
+        } else {
+            format!("list {:?}", s.lrange(&key, 0, -1).await.unwrap())
+        };
+        out.insert(key, content);
+    }
+    out
+}
+
+async fn batch_applies_its_writes_in_order(s: Arc<dyn Store>) {
+    let (h, z, st, l, retyped) = ("{t}:h", "{t}:z", "{t}:s", "{t}:l", "{t}:retyped");
+    s.hset(h, &[("old", "1"), ("keep", "2")]).await.unwrap();
+    s.zadd(z, "old", 1.0).await.unwrap();
+    s.sadd(st, &["old"]).await.unwrap();
+    s.rpush(l, &["a"]).await.unwrap();
+    s.hset(retyped, &[("f", "v")]).await.unwrap();
+    let mut batch = Batch::new();
+    batch
+        .hset(h, &[("new", "3"), ("keep", "4")])
+        .hdel(h, &["old", "nope"])
+        .zadd(z, "new", 2.5)
+        .zadd(z, "old", 3.0)
+        .zrem(z, &["nope"])
+        .sadd(st, &["new", "x"])
+        .srem(st, &["old"])
+        .rpush(l, &["b", "c"])
+        .rpush(l, &["d"])
+        // A key changes type only through a delete.
+        .del(retyped)
+        .zadd(retyped, "m", f64::INFINITY)
+        .del("{t}:never-was");
+    assert_eq!(batch.len(), 12);
+    s.apply(&batch).await.unwrap();
+    assert_eq!(
+        s.hgetall(h).await.unwrap(),
+        map(&[("keep", "4"), ("new", "3")])
+    );
+    assert_eq!(
+        s.zrange_by_score(z, f64::NEG_INFINITY, f64::INFINITY, Order::Asc, None)
+            .await
+            .unwrap(),
+        scored(&[("new", 2.5), ("old", 3.0)])
+    );
+    assert_eq!(
+        s.smembers(st).await.unwrap(),
+        ["new", "x"].map(str::to_owned).into()
+    );
+    assert_eq!(
+        s.lrange(l, 0, -1).await.unwrap(),
+        strings(&["a", "b", "c", "d"])
+    );
+    assert_eq!(s.zscore(retyped, "m").await.unwrap(), Some(f64::INFINITY));
+    assert!(!s.exists("{t}:never-was").await.unwrap());
+
+    // Removals that empty a key delete it, as the single commands do.
+    let mut batch = Batch::new();
+    batch
+        .hdel(h, &["keep", "new"])
+        .zrem(z, &["new", "old"])
+        .srem(st, &["new", "x"])
+        .del(l);
+    s.apply(&batch).await.unwrap();
+    assert_eq!(s.scan_prefix("{t}:").await.unwrap(), strings(&[retyped]));
+
+    // Writes far longer than one Lua `unpack` takes.
+    let fields: Vec<(String, String)> = (0..3000)
+        .map(|i| (format!("f{i}"), format!("v{i}")))
+        .collect();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(f, v)| (f.as_str(), v.as_str()))
+        .collect();
+    let values: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    s.apply(Batch::new().hset(h, &fields).rpush(l, &values))
+        .await
+        .unwrap();
+    assert_eq!(s.hgetall(h).await.unwrap().len(), 3000);
+    assert_eq!(s.hget(h, "f2999").await.unwrap().as_deref(), Some("v2999"));
+    assert_eq!(s.lrange(l, 0, -1).await.unwrap(), strings(&values));
+}
+
+async fn batch_is_seen_all_at_once_by_a_concurrent_reader(s: Arc<dyn Store>) {
+    const ROUNDS: u64 = 300;
+    let (h, z, st, l) = ("{v}:h", "{v}:z", "{v}:s", "{v}:l");
+    let writer = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            for i in 1..=ROUNDS {
+                let n = i.to_string();
+                let mut batch = Batch::new();
+                batch
+                    .hset(h, &[("n", &n)])
+                    .zadd(z, "n", i as f64)
+                    .sadd(st, &[&n])
+                    .rpush(l, &[&n]);
+                s.apply(&batch).await.unwrap();
+            }
+        })
+    };
+    // Read in the order the batch writes: a reader that sees round i's first write
+    // must see its later ones too. Were the writes applied one by one, it could
+    // catch the first key ahead of the others.
+    let mut seen = BTreeSet::new();
+    loop {
+        let finished = writer.is_finished();
+        if let Some(n) = s.hget(h, "n").await.unwrap() {
+            let i: u64 = n.parse().unwrap();
+            let score = s.zscore(z, "n").await.unwrap();
+            assert!(score >= Some(i as f64), "round {i}: score {score:?}");
+            assert!(
+                s.sismember(st, &n).await.unwrap(),
+                "round {i}: not in the set"
+            );
+            let len = s.llen(l).await.unwrap();
+            assert!(len >= i, "round {i}: the list has {len} values");
+            seen.insert(i);
+        }
+        if finished {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    writer.await.unwrap();
+    assert!(seen.contains(&ROUNDS), "the reader missed the last round");
+    eprintln!("the reader saw {} of {ROUNDS} rounds", seen.len());
+}
+
+async fn batch_with_a_wrong_type_anywhere_changes_nothing(s: Arc<dyn Store>) {
+    let (h, st, z, l, fresh) = ("{w}:h", "{w}:s", "{w}:z", "{w}:l", "{w}:fresh");
+    s.hset(h, &[("f", "v")]).await.unwrap();
+    s.sadd(st, &["m"]).await.unwrap();
+    s.zadd(z, "m", 1.0).await.unwrap();
+    s.rpush(l, &["v"]).await.unwrap();
+    let before = dump(&s, "{w}:").await;
+
+    let mut last = Batch::new();
+    last.hset(h, &[("g", "w")])
+        .zadd(z, "n", 2.0)
+        .sadd(st, &["n"])
+        .hset(fresh, &[("f", "v")])
+        .sadd(l, &["x"]);
+    let mut first = Batch::new();
+    first.rpush(st, &["x"]).hset(h, &[("g", "w")]).del(z);
+    let mut middle = Batch::new();
+    middle
+        .hset(fresh, &[("f", "v")])
+        .del(z)
+        .sadd(l, &["x"])
+        .rpush(l, &["w"]);
+    let mut removal = Batch::new();
+    removal.srem(fresh, &["x"]).zrem(h, &["f"]);
+    // The batch itself uses a key as two types.
+    let mut twice = Batch::new();
+    twice.hset(fresh, &[("f", "v")]).zadd(fresh, "m", 1.0);
+    // A removal keeps the type even when it empties the key (the rule of `Batch`),
+    // on both backends alike.
+    let mut emptied = Batch::new();
+    emptied.hdel(h, &["f"]).zadd(h, "m", 1.0);
+    // Absent, then used as two types without a delete in between.
+    let mut two_removals = Batch::new();
+    two_removals
+        .hdel(fresh, &["f"])
+        .srem(fresh, &["m"])
+        .sadd(h, &["m"]);
+    for (batch, key) in [
+        (&last, l),
+        (&first, st),
+        (&middle, l),
+        (&removal, h),
+        (&twice, fresh),
+        (&emptied, h),
+    ] {
+        assert_wrong_type(s.apply(batch).await, key);
+        assert_eq!(dump(&s, "{w}:").await, before, "{batch:?}");
+    }
+    // Two removals of two types on an absent key are harmless...
+    let mut harmless = Batch::new();
+    harmless.hdel(fresh, &["f"]).srem(fresh, &["m"]);
+    s.apply(&harmless).await.unwrap();
+    // ...but not on a key that exists.
+    let mut harmful = Batch::new();
+    harmful.hdel(st, &["f"]).srem(st, &["m"]);
+    assert_wrong_type(s.apply(&harmful).await, st);
+    assert_wrong_type(s.apply(&two_removals).await, h);
+    assert_eq!(dump(&s, "{w}:").await, before);
+
+    let mut nan = Batch::new();
+    nan.hset(fresh, &[("f", "v")]).zadd(z, "m", f64::NAN);
+    assert!(matches!(s.apply(&nan).await, Err(StoreError::InvalidScore)));
+    assert_eq!(dump(&s, "{w}:").await, before);
+
+    // An empty write is dropped, so it cannot fail on a key of another type.
+    let mut empty_write = Batch::new();
+    empty_write.hset(z, &[]).sadd(st, &["n"]);
+    s.apply(&empty_write).await.unwrap();
+    assert_eq!(s.scard(st).await.unwrap(), 2);
+}
+
+async fn empty_batch_is_a_no_op(s: Arc<dyn Store>) {
+    s.apply(&Batch::new()).await.unwrap();
+    let mut empties = Batch::new();
+    empties
+        .hset("{e}:h", &[])
+        .hdel("{e}:h", &[])
+        .zrem("{e}:z", &[])
+        .sadd("{e}:s", &[])
+        .srem("{e}:s", &[])
+        .rpush("{e}:l", &[]);
+    assert!(empties.is_empty());
+    s.apply(&empties).await.unwrap();
+    assert_eq!(s.scan_prefix("{e}:").await.unwrap(), Vec::<String>::new());
+}
+
+async fn batch_push_wakes_a_blocked_pop(s: Arc<dyn Store>) {
+    let key = "{b}:queue";
+    check_wakes_by(
+        Arc::clone(&s),
+        key,
+        |s| async move { s.blpop("{b}:queue", Duration::from_secs(30)).await },
+        true,
+    )
+    .await;
 }
 
 // --- Redis only ---

@@ -7,6 +7,9 @@
 //! transaction with ONE commit, and only then acknowledges them (group commit). An
 //! acknowledged write is therefore on disk and survives `kill -9`. Reads take an MVCC
 //! snapshot with `begin_read()` on the blocking pool and never wait for the writer.
+//! A [`Batch`] is one job of that queue: its type checks run before its first
+//! write, so a batch that fails leaves nothing in the shared transaction, and one
+//! that passes is committed whole, with the other jobs of its group.
 //!
 //! Layout: a key-type table (`key -> type`) answers WRONGTYPE checks, `exists` and
 //! prefix scans in one lookup; each type has its own tables, keyed by tuples that
@@ -36,7 +39,8 @@ use redb::{
 };
 use tokio::sync::{Notify, oneshot};
 
-use super::{Order, Result, Store, StoreError};
+use super::batch::{KeyType, Write};
+use super::{Batch, Order, Result, Store, StoreError};
 
 /// Default page-cache size. redb's own default is 1 GiB, which is most of a
 /// Raspberry Pi's memory; a daemon's working set is a few MiB.
@@ -64,6 +68,17 @@ enum Kind {
     Set = 2,
     ZSet = 3,
     List = 4,
+}
+
+impl From<Kind> for KeyType {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Hash => Self::Hash,
+            Kind::Set => Self::Set,
+            Kind::ZSet => Self::ZSet,
+            Kind::List => Self::List,
+        }
+    }
 }
 
 impl Kind {
@@ -643,6 +658,132 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
+    fn hset(&mut self, key: &str, fields: &[(String, String)]) -> Result<u64> {
+        expect_kind(&self.types, key, Kind::Hash)?;
+        let mut added = 0;
+        for (field, value) in fields {
+            if self
+                .hashes
+                .insert((key, field.as_str()), value.as_str())?
+                .is_none()
+            {
+                added += 1;
+            }
+        }
+        self.set_kind(key, Kind::Hash)?;
+        Ok(added)
+    }
+
+    fn hdel(&mut self, key: &str, fields: &[String]) -> Result<u64> {
+        if !expect_kind(&self.types, key, Kind::Hash)? {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for field in fields {
+            if self.hashes.remove((key, field.as_str()))?.is_some() {
+                removed += 1;
+            }
+        }
+        self.forget_if_empty(key, Kind::Hash)?;
+        Ok(removed)
+    }
+
+    /// `score` must have been through [`check_score`].
+    fn zadd(&mut self, key: &str, member: &str, score: f64) -> Result<bool> {
+        expect_kind(&self.types, key, Kind::ZSet)?;
+        let old = self
+            .zmembers
+            .insert((key, member), score)?
+            .map(|s| s.value());
+        if let Some(old) = old {
+            self.zscores.remove((key, score_key(old), member))?;
+        }
+        self.zscores.insert((key, score_key(score), member), ())?;
+        self.set_kind(key, Kind::ZSet)?;
+        Ok(old.is_none())
+    }
+
+    fn zrem(&mut self, key: &str, members: &[String]) -> Result<u64> {
+        if !expect_kind(&self.types, key, Kind::ZSet)? {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for member in members {
+            let score = self
+                .zmembers
+                .get((key, member.as_str()))?
+                .map(|s| s.value());
+            if let Some(score) = score {
+                self.zremove(key, member, score)?;
+                removed += 1;
+            }
+        }
+        self.forget_if_empty(key, Kind::ZSet)?;
+        Ok(removed)
+    }
+
+    fn sadd(&mut self, key: &str, members: &[String]) -> Result<u64> {
+        expect_kind(&self.types, key, Kind::Set)?;
+        let mut added = 0;
+        for member in members {
+            if self.sets.insert((key, member.as_str()), ())?.is_none() {
+                added += 1;
+            }
+        }
+        self.set_kind(key, Kind::Set)?;
+        Ok(added)
+    }
+
+    fn srem(&mut self, key: &str, members: &[String]) -> Result<u64> {
+        if !expect_kind(&self.types, key, Kind::Set)? {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for member in members {
+            if self.sets.remove((key, member.as_str()))?.is_some() {
+                removed += 1;
+            }
+        }
+        self.forget_if_empty(key, Kind::Set)?;
+        Ok(removed)
+    }
+
+    fn del(&mut self, key: &str) -> Result<bool> {
+        match kind_of(&self.types, key)? {
+            Some(kind) => {
+                self.delete_key(key, kind)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Applies a batch whose [`Plan`] checks passed. Any error here is the
+    /// storage's, or a broken invariant, never the caller's: the checks ruled
+    /// those out, and half a batch must never be committed.
+    fn apply_checked(&mut self, write: &Write) -> Result<()> {
+        let key = write.key();
+        let result = match write {
+            Write::Hset { fields, .. } => self.hset(key, fields).map(drop),
+            Write::Hdel { fields, .. } => self.hdel(key, fields).map(drop),
+            Write::Zadd { member, score, .. } => {
+                check_score(*score).and_then(|score| self.zadd(key, member, score).map(drop))
+            }
+            Write::Zrem { members, .. } => self.zrem(key, members).map(drop),
+            Write::Sadd { members, .. } => self.sadd(key, members).map(drop),
+            Write::Srem { members, .. } => self.srem(key, members).map(drop),
+            Write::Rpush { values, .. } => self.list_push(key, values, false).map(drop),
+            Write::Del { .. } => self.del(key).map(drop),
+        };
+        result.map_err(|e| {
+            if e.is_caller_error() {
+                corrupt(key, &format!("a checked batch write failed: {e}"))
+            } else {
+                e
+            }
+        })
+    }
+
     fn list_push(&mut self, key: &str, values: &[String], left: bool) -> Result<u64> {
         expect_kind(&self.types, key, Kind::List)?;
         let (mut head, mut tail, mut len) =
@@ -718,21 +859,8 @@ impl Store for EmbeddedStore {
             .iter()
             .map(|(f, v)| ((*f).to_owned(), (*v).to_owned()))
             .collect();
-        self.write("HSET", key, false, move |t| {
-            expect_kind(&t.types, &k, Kind::Hash)?;
-            let mut added = 0;
-            for (field, value) in &fields {
-                if t.hashes
-                    .insert((k.as_str(), field.as_str()), value.as_str())?
-                    .is_none()
-                {
-                    added += 1;
-                }
-            }
-            t.set_kind(&k, Kind::Hash)?;
-            Ok(added)
-        })
-        .await
+        self.write("HSET", key, false, move |t| t.hset(&k, &fields))
+            .await
     }
 
     async fn hget(&self, key: &str, field: &str) -> Result<Option<String>> {
@@ -775,41 +903,15 @@ impl Store for EmbeddedStore {
             return Ok(0);
         }
         let (k, fields) = (key.to_owned(), owned(fields));
-        self.write("HDEL", key, false, move |t| {
-            if !expect_kind(&t.types, &k, Kind::Hash)? {
-                return Ok(0);
-            }
-            let mut removed = 0;
-            for field in &fields {
-                if t.hashes.remove((k.as_str(), field.as_str()))?.is_some() {
-                    removed += 1;
-                }
-            }
-            t.forget_if_empty(&k, Kind::Hash)?;
-            Ok(removed)
-        })
-        .await
+        self.write("HDEL", key, false, move |t| t.hdel(&k, &fields))
+            .await
     }
 
     async fn zadd(&self, key: &str, member: &str, score: f64) -> Result<bool> {
         let score = check_score(score)?;
         let (k, member) = (key.to_owned(), member.to_owned());
-        self.write("ZADD", key, false, move |t| {
-            expect_kind(&t.types, &k, Kind::ZSet)?;
-            let old = t
-                .zmembers
-                .insert((k.as_str(), member.as_str()), score)?
-                .map(|s| s.value());
-            if let Some(old) = old {
-                t.zscores
-                    .remove((k.as_str(), score_key(old), member.as_str()))?;
-            }
-            t.zscores
-                .insert((k.as_str(), score_key(score), member.as_str()), ())?;
-            t.set_kind(&k, Kind::ZSet)?;
-            Ok(old.is_none())
-        })
-        .await
+        self.write("ZADD", key, false, move |t| t.zadd(&k, &member, score))
+            .await
     }
 
     async fn zscore(&self, key: &str, member: &str) -> Result<Option<f64>> {
@@ -831,25 +933,8 @@ impl Store for EmbeddedStore {
             return Ok(0);
         }
         let (k, members) = (key.to_owned(), owned(members));
-        self.write("ZREM", key, false, move |t| {
-            if !expect_kind(&t.types, &k, Kind::ZSet)? {
-                return Ok(0);
-            }
-            let mut removed = 0;
-            for member in &members {
-                let score = t
-                    .zmembers
-                    .get((k.as_str(), member.as_str()))?
-                    .map(|s| s.value());
-                if let Some(score) = score {
-                    t.zremove(&k, member, score)?;
-                    removed += 1;
-                }
-            }
-            t.forget_if_empty(&k, Kind::ZSet)?;
-            Ok(removed)
-        })
-        .await
+        self.write("ZREM", key, false, move |t| t.zrem(&k, &members))
+            .await
     }
 
     async fn zrange_by_score(
@@ -1079,18 +1164,8 @@ impl Store for EmbeddedStore {
             return Ok(0);
         }
         let (k, members) = (key.to_owned(), owned(members));
-        self.write("SADD", key, false, move |t| {
-            expect_kind(&t.types, &k, Kind::Set)?;
-            let mut added = 0;
-            for member in &members {
-                if t.sets.insert((k.as_str(), member.as_str()), ())?.is_none() {
-                    added += 1;
-                }
-            }
-            t.set_kind(&k, Kind::Set)?;
-            Ok(added)
-        })
-        .await
+        self.write("SADD", key, false, move |t| t.sadd(&k, &members))
+            .await
     }
 
     async fn srem(&self, key: &str, members: &[&str]) -> Result<u64> {
@@ -1098,20 +1173,8 @@ impl Store for EmbeddedStore {
             return Ok(0);
         }
         let (k, members) = (key.to_owned(), owned(members));
-        self.write("SREM", key, false, move |t| {
-            if !expect_kind(&t.types, &k, Kind::Set)? {
-                return Ok(0);
-            }
-            let mut removed = 0;
-            for member in &members {
-                if t.sets.remove((k.as_str(), member.as_str()))?.is_some() {
-                    removed += 1;
-                }
-            }
-            t.forget_if_empty(&k, Kind::Set)?;
-            Ok(removed)
-        })
-        .await
+        self.write("SREM", key, false, move |t| t.srem(&k, &members))
+            .await
     }
 
     async fn smembers(&self, key: &str) -> Result<BTreeSet<String>> {
@@ -1159,8 +1222,7 @@ impl Store for EmbeddedStore {
         self.write("DEL", &label, false, move |t| {
             let mut deleted = 0;
             for key in &keys {
-                if let Some(kind) = kind_of(&t.types, key)? {
-                    t.delete_key(key, kind)?;
+                if t.del(key)? {
                     deleted += 1;
                 }
             }
@@ -1193,6 +1255,41 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn apply(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let plan = batch.plan()?;
+        let label = batch_label(batch);
+        let batch = batch.clone();
+        // One job, so one transaction: the group commit it shares with other
+        // callers' writes includes all of it or, if the checks fail, none of it.
+        self.write("BATCH", &label, batch.pushes(), move |t| {
+            for (key, required) in &plan.checks {
+                let actual = kind_of(&t.types, key)?.map(KeyType::from);
+                if !required.allows(actual) {
+                    return Err(StoreError::WrongType { key: key.clone() });
+                }
+            }
+            for write in batch.writes() {
+                t.apply_checked(write)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Names a batch in error messages by the keys it writes.
+fn batch_label(batch: &Batch) -> String {
+    let mut keys: Vec<&str> = Vec::new();
+    for write in batch.writes() {
+        if !keys.contains(&write.key()) {
+            keys.push(write.key());
+        }
+    }
+    keys.join(" ")
 }
 
 #[cfg(test)]

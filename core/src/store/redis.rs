@@ -9,6 +9,14 @@
 //! run on dedicated connections without a response timeout, kept in a small idle
 //! pool.
 //!
+//! A [`Batch`] runs as one Lua script (`EVALSHA`, falling back to `EVAL` when the
+//! server forgot the script), not as `MULTI`/`EXEC`: `EXEC` keeps the commands
+//! before one that failed with `WRONGTYPE`, and checking the types first from the
+//! client would need `WATCH` on a connection of its own, and a retry loop. The
+//! script checks the types the batch planned, then writes, and no other client's
+//! command runs in between. All its keys are passed as `KEYS`, so on a cluster
+//! they must share a slot, which the `{ID}` hash tag of one daemon's keys gives.
+//!
 //! Every key gets the configured prefix in front of it (`staging:{box-1}:EXPIRE_FILES`).
 //! The prefix may not contain braces: the hash tag of a key must stay the daemon's
 //! `{ID}`, which is the first `{…}` of the key.
@@ -21,7 +29,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
 
-use super::{Order, Result, Store, StoreError, redact_url};
+use super::batch::Requirement;
+use super::{Batch, Order, Result, Store, StoreError, Write, redact_url};
 
 /// The whole start-up check (connect, PING) must fit in this: a daemon pointed at a
 /// wrong address has to say so, not hang.
@@ -48,6 +57,40 @@ end
 return popped
 ";
 
+/// Applies a [`Batch`] in one script, so no other client's command runs between
+/// its writes. Scripts are not rolled back either, so the type checks the batch
+/// planned come first, before any write: `KEYS` are the batch's keys; `ARGV[1]` is
+/// the number of checks, followed by that many pairs (key index, the one type the
+/// key may hold besides none, or `none`); then the writes, each as (command, key
+/// index, argument count, arguments...). Returns 0 when applied, or the index of
+/// the first key whose type failed its check, nothing written. Long argument lists
+/// go out in slices because `unpack` is limited by Lua's stack.
+const APPLY_BATCH: &str = r"
+local i = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local index = tonumber(ARGV[i])
+  local actual = redis.call('TYPE', KEYS[index])['ok']
+  if actual ~= 'none' and actual ~= ARGV[i + 1] then
+    return index
+  end
+  i = i + 2
+end
+while i <= #ARGV do
+  local command, key, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  if n == 0 then
+    redis.call(command, key)
+  end
+  local first, last = i + 3, i + 2 + n
+  while first <= last do
+    local stop = math.min(first + 511, last)
+    redis.call(command, key, unpack(ARGV, first, stop))
+    first = stop + 1
+  end
+  i = last + 1
+end
+return 0
+";
+
 /// A store on a Redis server. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -63,6 +106,10 @@ struct Inner {
     /// Dedicated connections for blocking commands, not in use right now. A std
     /// mutex: it is held only to push or pop, never across an `.await`.
     idle_blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// The SHA1 the server gave [`APPLY_BATCH`] at start-up, so that a batch sends
+    /// 40 bytes instead of the script. A restarted or flushed server has forgotten
+    /// it; `apply` then sends the script itself, which caches it again.
+    apply_sha: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -104,9 +151,15 @@ impl RedisStore {
                     .set_response_timeout(Some(RESPONSE_TIMEOUT)),
             )
             .await?;
-            Ok::<_, RedisError>((probe, manager))
+            let apply_sha: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(APPLY_BATCH)
+                .query_async(&mut probe)
+                .await?;
+            Ok::<_, RedisError>((probe, manager, apply_sha))
         };
-        let (probe, manager) = match tokio::time::timeout(STARTUP_TIMEOUT, started).await {
+        let (probe, manager, apply_sha) = match tokio::time::timeout(STARTUP_TIMEOUT, started).await
+        {
             Ok(Ok(connected)) => connected,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
             Err(_) => {
@@ -123,6 +176,7 @@ impl RedisStore {
                 client,
                 manager,
                 idle_blocking: Mutex::new(vec![probe]),
+                apply_sha,
             }),
         })
     }
@@ -245,6 +299,58 @@ fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The `KEYS` and `ARGV` of [`APPLY_BATCH`] for `batch`, keys prefixed.
+fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<String>)> {
+    let plan = batch.plan()?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut index = |key: &str| -> String {
+        let full = format!("{prefix}{key}");
+        let i = match keys.iter().position(|k| *k == full) {
+            Some(i) => i,
+            None => {
+                keys.push(full);
+                keys.len() - 1
+            }
+        };
+        // Lua indices start at 1.
+        (i + 1).to_string()
+    };
+    let mut argv = vec![plan.checks.len().to_string()];
+    for (key, required) in &plan.checks {
+        argv.push(index(key));
+        argv.push(
+            match required {
+                Requirement::AbsentOr(kind) => kind.redis_name(),
+                Requirement::Absent => "none",
+            }
+            .to_owned(),
+        );
+    }
+    for write in batch.writes() {
+        let (command, args): (&str, Vec<String>) = match write {
+            Write::Hset { fields, .. } => (
+                "HSET",
+                fields
+                    .iter()
+                    .flat_map(|(f, v)| [f.clone(), v.clone()])
+                    .collect(),
+            ),
+            Write::Hdel { fields, .. } => ("HDEL", fields.clone()),
+            Write::Zadd { member, score, .. } => ("ZADD", vec![score_arg(*score)?, member.clone()]),
+            Write::Zrem { members, .. } => ("ZREM", members.clone()),
+            Write::Sadd { members, .. } => ("SADD", members.clone()),
+            Write::Srem { members, .. } => ("SREM", members.clone()),
+            Write::Rpush { values, .. } => ("RPUSH", values.clone()),
+            Write::Del { .. } => ("DEL", Vec::new()),
+        };
+        argv.push(command.to_owned());
+        argv.push(index(write.key()));
+        argv.push(args.len().to_string());
+        argv.extend(args);
+    }
+    Ok((keys, argv))
 }
 
 fn limit_arg(limit: Option<usize>) -> i64 {
@@ -519,6 +625,52 @@ impl Store for RedisStore {
                 return Ok(keys.into_iter().collect());
             }
             cursor = next;
+        }
+    }
+
+    async fn apply(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (keys, argv) = batch_args(&self.inner.prefix, batch)?;
+        let label = keys
+            .iter()
+            .map(|k| k.strip_prefix(self.inner.prefix.as_str()).unwrap_or(k))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let call = |command: &str, script: &str| {
+            redis::cmd(command)
+                .arg(script)
+                .arg(keys.len())
+                .arg(&keys)
+                .arg(&argv)
+                .take()
+        };
+        let mut conn = self.inner.manager.clone();
+        let answer: std::result::Result<usize, RedisError> =
+            match call("EVALSHA", &self.inner.apply_sha)
+                .query_async(&mut conn)
+                .await
+            {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    call("EVAL", APPLY_BATCH).query_async(&mut conn).await
+                }
+                other => other,
+            };
+        match answer.map_err(|e| self.error(e, "BATCH", &label))? {
+            0 => Ok(()),
+            index => match keys.get(index - 1) {
+                Some(key) => Err(StoreError::WrongType {
+                    key: key
+                        .strip_prefix(self.inner.prefix.as_str())
+                        .unwrap_or(key)
+                        .to_owned(),
+                }),
+                None => Err(StoreError::Corrupt {
+                    key: label,
+                    detail: format!("the batch script answered {index}, which names no key"),
+                }),
+            },
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dandelion_core::protocol::{Exchange, GeoIp};
-use dandelion_core::store::{Keys, Order, Store, StoreError};
+use dandelion_core::store::{Batch, Keys, Order, Store, StoreError};
 use serde_json::{Map, Value};
 
 use super::registry::{BoxInfo, BoxState};
@@ -83,6 +83,11 @@ impl Book {
     }
 
     /// Records a heartbeat. Returns whether the box was new to the registry.
+    ///
+    /// One read (the box's record, for what a heartbeat must not overwrite and
+    /// need not rewrite) and one atomic batch: the exchange, the record and the expiry score change
+    /// together, so a listing never shows a box whose exchange is half replaced,
+    /// and on the embedded store a heartbeat waits for one commit, not four.
     pub async fn heartbeat(&self, hb: Heartbeat<'_>) -> Result<bool, StoreError> {
         let id = hb.exchange.header.id.as_str();
         let info_key = self.keys.box_info(id);
@@ -120,39 +125,18 @@ impl Book {
                 },
             ));
         }
-        self.save_exchange(hb.exchange).await?;
-        self.store.hset(&info_key, &fields).await?;
+        // Most of a record stays as it was from one heartbeat to the next; writing
+        // only what changed keeps the single writer's work per heartbeat small.
+        fields.retain(|(f, v)| existing.get(*f).map(String::as_str) != Some(*v));
+        let mut batch = Batch::new();
+        save_exchange(&mut batch, &self.keys, hb.exchange);
+        batch.hset(&info_key, &fields);
         if was_evicted {
-            self.store.hdel(&info_key, &[field::BAN_UNTIL]).await?;
+            batch.hdel(&info_key, &[field::BAN_UNTIL]);
         }
-        self.store
-            .zadd(&self.keys.box_set(), id, hb.expires_at)
-            .await?;
+        batch.zadd(&self.keys.box_set(), id, hb.expires_at);
+        self.store.apply(&batch).await?;
         Ok(is_new)
-    }
-
-    /// Stores an exchange as a flat hash: strings as they are, nested values and
-    /// numbers as JSON text (the original's HMSET refused nested values and lost
-    /// the whole heartbeat). Old fields are dropped so a field the box stopped
-    /// sending does not linger.
-    async fn save_exchange(&self, exchange: &Exchange) -> Result<(), StoreError> {
-        let key = self.keys.exchange(exchange.header.id.as_str());
-        let Ok(Value::Object(map)) = serde_json::to_value(exchange) else {
-            return Ok(());
-        };
-        let flat: Vec<(String, String)> = map
-            .into_iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| match v {
-                Value::String(s) => (k, s),
-                other => (k, other.to_string()),
-            })
-            .collect();
-        let fields: Vec<(&str, &str)> =
-            flat.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.store.del(&[&key]).await?;
-        self.store.hset(&key, &fields).await?;
-        Ok(())
     }
 
     pub async fn load_exchange(&self, id: &str) -> Result<Option<Exchange>, StoreError> {
@@ -220,30 +204,32 @@ impl Book {
         until: f64,
         now: f64,
     ) -> Result<bool, StoreError> {
-        let known = self.store.exists(&self.keys.box_info(id)).await?;
-        self.store.zadd(&self.keys.banned(), id, until).await?;
-        self.store.zrem(&self.keys.box_set(), &[id]).await?;
-        self.store.del(&[&self.keys.exchange(id)]).await?;
-        let (now, until) = (now.to_string(), until.to_string());
-        self.store
+        let info_key = self.keys.box_info(id);
+        let known = self.store.exists(&info_key).await?;
+        let (now, until_text) = (now.to_string(), until.to_string());
+        // One batch: no listing shows the box banned yet still live, or gone
+        // from the live set without its ban.
+        let mut batch = Batch::new();
+        batch
+            .zadd(&self.keys.banned(), id, until)
+            .zrem(&self.keys.box_set(), &[id])
+            .del(&self.keys.exchange(id))
             .hset(
-                &self.keys.box_info(id),
+                &info_key,
                 &[
                     (field::STATE, BoxState::Evicted.as_str()),
                     (field::SINCE, &now),
                     (field::REASON, reason),
-                    (field::BAN_UNTIL, &until),
+                    (field::BAN_UNTIL, &until_text),
                 ],
-            )
-            .await?;
+            );
         if !known {
-            self.store
-                .hset(
-                    &self.keys.box_info(id),
-                    &[(field::FIRST_SEEN, &now), (field::LAST_HEARTBEAT, &now)],
-                )
-                .await?;
+            batch.hset(
+                &info_key,
+                &[(field::FIRST_SEEN, &now), (field::LAST_HEARTBEAT, &now)],
+            );
         }
+        self.store.apply(&batch).await?;
         Ok(known)
     }
 
@@ -318,14 +304,16 @@ impl Book {
             .store
             .zpop_by_score(&self.keys.box_set(), now, Some(limit))
             .await?;
-        let mut ids = Vec::with_capacity(popped.len());
-        for (id, _) in popped {
-            self.store
-                .del(&[&self.keys.exchange(&id), &self.keys.box_info(&id)])
-                .await?;
-            ids.push(id);
+        // One commit for the whole lot: a mass expiry (an uplink went down) must
+        // not cost one fsync per box.
+        let mut batch = Batch::new();
+        for (id, _) in &popped {
+            batch
+                .del(&self.keys.exchange(id))
+                .del(&self.keys.box_info(id));
         }
-        Ok(ids)
+        self.store.apply(&batch).await?;
+        Ok(popped.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Takes bans that ended, forgetting the evicted boxes' records.
@@ -392,6 +380,27 @@ impl Book {
         }
         Ok(out)
     }
+}
+
+/// Replaces an exchange with `exchange`, as a flat hash: strings as they are,
+/// nested values and numbers as JSON text (the original's HMSET refused nested
+/// values and lost the whole heartbeat). The old hash is deleted first so that a
+/// field the box stopped sending does not linger.
+fn save_exchange(batch: &mut Batch, keys: &Keys, exchange: &Exchange) {
+    let Ok(Value::Object(map)) = serde_json::to_value(exchange) else {
+        return;
+    };
+    let flat: Vec<(String, String)> = map
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
+    let fields: Vec<(&str, &str)> = flat.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let key = keys.exchange(exchange.header.id.as_str());
+    batch.del(&key).hset(&key, &fields);
 }
 
 fn parse_info(hash: &BTreeMap<String, String>) -> Option<BoxInfo> {

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use super::jobs::{Job, JobState};
+use super::jobs::{Job, JobState, Placement};
 use super::pool::SessionState;
 use super::redirect::{Holder, Serve, best_holder};
 use super::{Publisher, now_secs};
@@ -167,8 +167,8 @@ async fn push(
     };
     // Durable before acknowledged: bytes fsynced and renamed, job recorded, queued.
     let recorded = async {
-        p.records.put_job(&job).await?;
-        p.records.update_placements(&name, Vec::clear).await?;
+        // A name pushed again starts afresh: its old copies hold other bytes.
+        p.records.save(&job, Vec::clear).await?;
         p.queue.push(&name).await
     };
     if let Err(e) = recorded.await {
@@ -254,14 +254,14 @@ async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String),
     result
 }
 
-async fn describe(p: &Publisher, job: &Job) -> FileView {
-    let placements = p.records.placements(&job.name).await.unwrap_or_default();
-    super::console::file_view(job, &placements, now_secs())
+/// A job and its placements, read together so the state never contradicts them.
+fn describe(job: &Job, placements: &[Placement]) -> FileView {
+    super::console::file_view(job, placements, now_secs())
 }
 
 async fn status(State(p): State<Arc<Publisher>>, Path(name): Path<String>) -> Response {
-    match p.records.job(&name).await {
-        Ok(Some(job)) => axum::Json(describe(&p, &job).await).into_response(),
+    match p.records.file(&name).await {
+        Ok(Some((job, placements))) => axum::Json(describe(&job, &placements)).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("no file named `{}`", name.escape_debug()),
@@ -271,12 +271,12 @@ async fn status(State(p): State<Arc<Publisher>>, Path(name): Path<String>) -> Re
 }
 
 async fn list(State(p): State<Arc<Publisher>>) -> Response {
-    match p.records.jobs().await {
-        Ok(jobs) => {
-            let mut out = Vec::with_capacity(jobs.len());
-            for job in &jobs {
-                out.push(describe(&p, job).await);
-            }
+    match p.records.files().await {
+        Ok(files) => {
+            let out: Vec<FileView> = files
+                .iter()
+                .map(|(job, placements)| describe(job, placements))
+                .collect();
             axum::Json(out).into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),

@@ -74,20 +74,12 @@ pub struct Feed(pub Arc<Publisher>);
 impl Source for Feed {
     async fn view(&self) -> Result<Update, String> {
         let p = &self.0;
-        let jobs = p.records.jobs().await.map_err(|e| e.to_string())?;
-        let placements = p
-            .records
-            .all_placements()
-            .await
-            .map_err(|e| e.to_string())?;
+        let records = p.records.files().await.map_err(|e| e.to_string())?;
         let (queue, sending) = p.queue.snapshot().await.map_err(|e| e.to_string())?;
         let now = now_secs();
-        let mut files: Vec<FileView> = jobs
+        let mut files: Vec<FileView> = records
             .iter()
-            .map(|job| {
-                let on = placements.get(&job.name).map_or(&[][..], Vec::as_slice);
-                file_view(job, on, now)
-            })
+            .map(|(job, placements)| file_view(job, placements, now))
             .collect();
         // Newest first: what an operator pushed last is what they look for.
         files.sort_by(|a, b| b.ttl_left.cmp(&a.ttl_left).then(a.name.cmp(&b.name)));

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dandelion_core::store::keys::Keys;
-use dandelion_core::store::{Store, StoreError};
+use dandelion_core::store::{Batch, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,15 +85,23 @@ pub struct Placement {
 }
 
 /// Job and placement records on the store.
+///
+/// A job's state and its placements describe one fact — "this file is on these
+/// boxes" — so every change that touches placements writes the job in the same
+/// atomic store batch, and readers that report both take them under one lock:
+/// the API can then never show a file as `queued` while its placement is already
+/// serving viewers, nor `placed` with its placements just trimmed away.
 #[derive(Debug, Clone)]
 pub struct Records {
     store: Arc<dyn Store>,
     jobs: String,
     placements: String,
-    // Placement lists are read, changed and written back by the senders and the
-    // re-placement sweep; one lock for all names is enough at their rate and keeps
-    // two writers from losing each other's update.
-    placement_lock: Arc<tokio::sync::Mutex<()>>,
+    // Writers read placements, change them and write them back with the job;
+    // readers of the pair read two keys. A read/write lock keeps a writer from
+    // losing another's update and a reader from seeing the pair between two
+    // writes; one lock for all names is enough at the senders' rate. A tokio
+    // lock: it is held across store calls.
+    lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 fn corrupt(key: &str, name: &str, e: serde_json::Error) -> StoreError {
@@ -109,42 +117,70 @@ impl Records {
             store,
             jobs: format!("{}:FILE:JOBS", keys.prefix()),
             placements: keys.processed_files(),
-            placement_lock: Arc::default(),
+            lock: Arc::default(),
         }
     }
 
+    /// A job alone, for callers that do not report its placements with it.
     pub async fn job(&self, name: &str) -> Result<Option<Job>, StoreError> {
         match self.store.hget(&self.jobs, name).await? {
             None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| corrupt(&self.jobs, name, e)),
+            Some(text) => parse_job(&self.jobs, name, &text).map(Some),
         }
     }
 
+    /// Writes a job whose placements do not change.
     pub async fn put_job(&self, job: &Job) -> Result<(), StoreError> {
-        let text = serde_json::to_string(job).map_err(|e| corrupt(&self.jobs, &job.name, e))?;
+        let _guard = self.lock.write().await;
+        let text = job_text(&self.jobs, job)?;
         self.store
             .hset(&self.jobs, &[(&job.name, &text)])
             .await
             .map(drop)
     }
 
+    /// Every job, for callers that do not report placements with them.
     pub async fn jobs(&self) -> Result<Vec<Job>, StoreError> {
         let all = self.store.hgetall(&self.jobs).await?;
         all.iter()
-            .map(|(name, text)| {
-                serde_json::from_str(text).map_err(|e| corrupt(&self.jobs, name, e))
-            })
+            .map(|(name, text)| parse_job(&self.jobs, name, text))
             .collect()
+    }
+
+    /// A job and its placements as they were written together.
+    pub async fn file(&self, name: &str) -> Result<Option<(Job, Vec<Placement>)>, StoreError> {
+        let _guard = self.lock.read().await;
+        let Some(job) = self.job(name).await? else {
+            return Ok(None);
+        };
+        Ok(Some((job, self.placements(name).await?)))
+    }
+
+    /// Every job with its placements, as they were written together.
+    pub async fn files(&self) -> Result<Vec<(Job, Vec<Placement>)>, StoreError> {
+        let _guard = self.lock.read().await;
+        let jobs = self.jobs().await?;
+        let mut placements = self.all_placements().await?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| {
+                let placed = placements.remove(&job.name).unwrap_or_default();
+                (job, placed)
+            })
+            .collect())
     }
 
     /// Forgets a name entirely (its TTL ran out).
     pub async fn forget(&self, name: &str) -> Result<(), StoreError> {
-        self.store.hdel(&self.jobs, &[name]).await?;
-        self.store.hdel(&self.placements, &[name]).await.map(drop)
+        let _guard = self.lock.write().await;
+        let mut batch = Batch::new();
+        batch
+            .hdel(&self.jobs, &[name])
+            .hdel(&self.placements, &[name]);
+        self.store.apply(&batch).await
     }
 
+    /// A name's placements alone, for the redirect (which needs no job state).
     pub async fn placements(&self, name: &str) -> Result<Vec<Placement>, StoreError> {
         match self.store.hget(&self.placements, name).await? {
             None => Ok(Vec::new()),
@@ -154,32 +190,34 @@ impl Records {
         }
     }
 
-    /// Reads a name's placements, lets `change` edit them, and writes them back,
-    /// with no other update in between. Returns the list as written.
-    pub async fn update_placements(
+    /// Writes `job` and its placements as `change` edits them, in one atomic
+    /// store batch, with no other update of the records in between. Returns the
+    /// placements as written.
+    pub async fn save(
         &self,
-        name: &str,
+        job: &Job,
         change: impl FnOnce(&mut Vec<Placement>),
     ) -> Result<Vec<Placement>, StoreError> {
-        let _guard = self.placement_lock.lock().await;
+        let _guard = self.lock.write().await;
+        let name = job.name.as_str();
         let mut placements = self.placements(name).await?;
         change(&mut placements);
-        self.put_placements(name, &placements).await?;
+        let job_text = job_text(&self.jobs, job)?;
+        let mut batch = Batch::new();
+        batch.hset(&self.jobs, &[(name, &job_text)]);
+        if placements.is_empty() {
+            batch.hdel(&self.placements, &[name]);
+        } else {
+            let text = serde_json::to_string(&placements)
+                .map_err(|e| corrupt(&self.placements, name, e))?;
+            batch.hset(&self.placements, &[(name, &text)]);
+        }
+        self.store.apply(&batch).await?;
         Ok(placements)
     }
 
-    async fn put_placements(&self, name: &str, placements: &[Placement]) -> Result<(), StoreError> {
-        if placements.is_empty() {
-            return self.store.hdel(&self.placements, &[name]).await.map(drop);
-        }
-        let text =
-            serde_json::to_string(placements).map_err(|e| corrupt(&self.placements, name, e))?;
-        self.store
-            .hset(&self.placements, &[(name, &text)])
-            .await
-            .map(drop)
-    }
-
+    /// Every name's placements, without their jobs (use [`Records::files`] to
+    /// show them together).
     pub async fn all_placements(&self) -> Result<BTreeMap<String, Vec<Placement>>, StoreError> {
         let all = self.store.hgetall(&self.placements).await?;
         all.iter()
@@ -189,5 +227,109 @@ impl Records {
                     .map_err(|e| corrupt(&self.placements, name, e))
             })
             .collect()
+    }
+}
+
+fn parse_job(key: &str, name: &str, text: &str) -> Result<Job, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(key, name, e))
+}
+
+fn job_text(key: &str, job: &Job) -> Result<String, StoreError> {
+    serde_json::to_string(job).map_err(|e| corrupt(key, &job.name, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use dandelion_core::store::embedded::EmbeddedStore;
+
+    use super::*;
+
+    fn job(state: JobState, attempts: u32) -> Job {
+        Job {
+            name: "live/seg1.ts".into(),
+            size: 10,
+            sha256: "00".repeat(32),
+            ttl: 60,
+            replicas: 1,
+            accepted_at: 1,
+            state,
+            attempts,
+            failures: Vec::new(),
+        }
+    }
+
+    fn placement(n: u32) -> Placement {
+        Placement {
+            box_id: format!("box-{n:032x}"),
+            url: format!("http://127.0.0.1:{n}/f"),
+            stored_at: 1,
+            expires_at: 61,
+            trace: String::new(),
+            headers: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_never_sees_a_state_that_contradicts_the_placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("r.redb")).unwrap());
+        let records = Records::new(
+            store,
+            &Keys::new("publisher-0123456789abcdef0123456789abcdef"),
+        );
+        records
+            .save(&job(JobState::Queued, 0), Vec::clear)
+            .await
+            .unwrap();
+        // As the sender and the sweep do: placed with a copy, then queued again
+        // with the copy trimmed, over and over.
+        let writer = {
+            let records = records.clone();
+            tokio::spawn(async move {
+                for round in 1..=100 {
+                    let placed = job(JobState::Placed, round);
+                    records
+                        .save(&placed, |all| all.push(placement(round)))
+                        .await
+                        .unwrap();
+                    let queued = job(JobState::Queued, round);
+                    records.save(&queued, Vec::clear).await.unwrap();
+                }
+                let last = job(JobState::Placed, 101);
+                records
+                    .save(&last, |all| all.push(placement(101)))
+                    .await
+                    .unwrap();
+            })
+        };
+        let mut seen_placed = false;
+        loop {
+            let finished = writer.is_finished();
+            let (job, placements) = records.file("live/seg1.ts").await.unwrap().unwrap();
+            match job.state {
+                JobState::Placed => {
+                    seen_placed = true;
+                    assert_eq!(placements, [placement(job.attempts)]);
+                }
+                _ => assert!(placements.is_empty(), "{job:?} with {placements:?}"),
+            }
+            let listed = records.files().await.unwrap();
+            assert_eq!(listed.len(), 1);
+            assert_eq!(
+                listed[0].0.state == JobState::Placed,
+                !listed[0].1.is_empty()
+            );
+            if finished {
+                break;
+            }
+        }
+        writer.await.unwrap();
+        assert!(
+            seen_placed,
+            "the last read is after the last save, which placed it"
+        );
+        records.forget("live/seg1.ts").await.unwrap();
+        assert_eq!(records.file("live/seg1.ts").await.unwrap(), None);
     }
 }

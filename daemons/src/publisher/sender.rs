@@ -137,26 +137,13 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
     )
     .await;
     job.attempts = job.attempts.saturating_add(1);
-    let mut stored = 0;
+    let mut placed = Vec::new();
     for (choice, result) in choices.iter().zip(results) {
         let box_id = &choice.chosen.id;
         match result {
-            Ok(placement) => {
-                stored += 1;
-                p.metrics.placements.inc();
-                let mut placement = placement;
+            Ok(mut placement) => {
                 placement.trace = choice.to_string();
-                tracing::info!(file = %name, box_id = %box_id, url = %placement.url, "placed");
-                p.common
-                    .console
-                    .event(Level::Info, format!("placed {name} on {box_id}"));
-                p.records
-                    .update_placements(name, |all| {
-                        all.retain(|pl| pl.box_id != placement.box_id);
-                        all.push(placement);
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                placed.push(placement);
             }
             Err(reason) => {
                 p.metrics.transfer_failures.inc();
@@ -170,6 +157,7 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
             }
         }
     }
+    let stored = placed.len();
     let box_failures = job.failures.iter().filter(|f| f.box_id.is_some()).count();
     let next = if live + stored >= job.replicas as usize {
         job.state = JobState::Placed;
@@ -185,7 +173,28 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
     } else {
         Next::Retry
     };
-    p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+    // The new placements and the state they lead to in one write: a viewer can be
+    // sent to a copy only once the job says so too.
+    let log: Vec<(String, String)> = placed
+        .iter()
+        .map(|pl| (pl.box_id.clone(), pl.url.clone()))
+        .collect();
+    p.records
+        .save(&job, |all| {
+            for placement in placed {
+                all.retain(|pl| pl.box_id != placement.box_id);
+                all.push(placement);
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    for (box_id, url) in log {
+        p.metrics.placements.inc();
+        tracing::info!(file = %name, box_id = %box_id, url = %url, "placed");
+        p.common
+            .console
+            .event(Level::Info, format!("placed {name} on {box_id}"));
+    }
     p.common.console.touch();
     Ok(next)
 }
@@ -288,10 +297,17 @@ async fn sweep_once(p: &Publisher) -> Result<(), String> {
         let Some(mut job) = p.records.job(&name).await.map_err(|e| e.to_string())? else {
             continue;
         };
+        // Pushed again since the scan: the new job is queued already.
+        if job.state != JobState::Placed {
+            continue;
+        }
+        job.state = JobState::Queued;
         let dir = p.directory.read().await;
+        // Trimmed and queued in one write, so no reader sees the job `placed`
+        // without the copies it was placed on.
         let kept = p
             .records
-            .update_placements(&name, |all| all.retain(|pl| holds(&dir, pl, now)))
+            .save(&job, |all| all.retain(|pl| holds(&dir, pl, now)))
             .await
             .map_err(|e| e.to_string())?;
         drop(dir);
@@ -301,8 +317,8 @@ async fn sweep_once(p: &Publisher) -> Result<(), String> {
             format!("a box holding {name} went away; placing it again"),
         );
         p.common.console.touch();
-        job.state = JobState::Queued;
-        p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+        // A crash before this push leaves a queued job outside the queue, which
+        // the next start-up queues (`queue_orphans`).
         p.queue.push(&name).await.map_err(|e| e.to_string())?;
     }
     Ok(())
