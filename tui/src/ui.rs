@@ -242,7 +242,7 @@ fn confirm(f: &mut Frame, box_id: &str, reason: &str, theme: &Theme) {
         Line::raw(""),
         Line::styled("Enter evicts · Esc cancels", theme.dim()),
     ];
-    let area = popup(f, 60, 8);
+    let area = popup(f, 78, 9);
     let block = Block::bordered()
         .title(Span::styled(" Evict a box ", theme.bad()))
         .border_style(theme.bad());

@@ -22,6 +22,7 @@ pub(crate) enum KeyType {
 
 impl KeyType {
     /// The name Redis's `TYPE` command answers with.
+    #[cfg(feature = "redis")]
     pub(crate) fn redis_name(self) -> &'static str {
         match self {
             Self::Hash => "hash",

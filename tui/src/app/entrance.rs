@@ -156,6 +156,8 @@ fn matches(b: &BoxView, needle: &str) -> bool {
 pub struct Totals {
     pub boxes: usize,
     pub active: usize,
+    /// Active boxes that published an upload cap, so spare upload is known.
+    pub capped: usize,
     pub spare_upload: u64,
     pub free_storage: u64,
 }
@@ -165,6 +167,7 @@ impl Totals {
         self.boxes += 1;
         if b.state == BoxState::Active {
             self.active += 1;
+            self.capped += usize::from(b.upload_cap.is_some());
             self.spare_upload += b.spare_upload().unwrap_or(0);
             self.free_storage += b.free_storage.unwrap_or(0);
         }
@@ -173,6 +176,7 @@ impl Totals {
     fn merge(&mut self, o: &Totals) {
         self.boxes += o.boxes;
         self.active += o.active;
+        self.capped += o.capped;
         self.spare_upload += o.spare_upload;
         self.free_storage += o.free_storage;
     }

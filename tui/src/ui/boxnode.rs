@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use super::entrance::waiting;
-use super::format::{bar, bytes, countdown, opt_bytes, rate, short_id, sparkline};
+use super::format::{bar, bytes, countdown, of_limit, rate, short_id, sparkline};
 use super::{header_style, panel};
 use crate::app::{Data, Tab};
 use crate::theme::Theme;
@@ -36,9 +36,9 @@ pub fn files(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
             Span::styled("upload  ", theme.header()),
             Span::styled(
                 format!(
-                    "{:>10} of {:<10} ",
+                    "{:>10} {:<13} ",
                     rate(Some(v.upload_rate)),
-                    rate(v.upload_cap)
+                    of_limit(v.upload_cap.map(|c| rate(Some(c))), "no cap")
                 ),
                 theme.text(),
             ),
@@ -50,7 +50,11 @@ pub fn files(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
         Line::from(vec![
             Span::styled("storage ", theme.header()),
             Span::styled(
-                format!("{:>10} of {:<10} ", bytes(v.storage_used), opt_bytes(quota)),
+                format!(
+                    "{:>10} {:<13} ",
+                    bytes(v.storage_used),
+                    of_limit(quota.map(bytes), "no quota")
+                ),
                 theme.text(),
             ),
             Span::styled(

@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::canvas::{Canvas, Map, MapResolution};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-use super::format::{age, bytes, opt_bytes, rate, short_id, sparkline};
+use super::format::{age, bytes, of_limit, opt_bytes, rate, short_id, sparkline};
 use super::{header_style, panel};
 use crate::app::entrance::{EntranceData, location};
 use crate::app::{Data, Tab};
@@ -89,7 +89,7 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
     }
     widths.extend([Constraint::Length(8), Constraint::Length(4)]);
     if wide {
-        widths.push(Constraint::Length(8));
+        widths.push(Constraint::Length(12));
     }
     let title = format!(
         "Boxes {} · sort {}{}",
@@ -123,12 +123,12 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
                 ]),
                 Line::styled(
                     format!(
-                        "{} · {} · location from {} · upload {} of {}",
+                        "{} · {} · location from {} · upload {} {}",
                         b.observed_ip.as_deref().unwrap_or("-"),
                         b.data_url.as_deref().unwrap_or("-"),
                         b.geo_source,
                         rate(b.upload_rate),
-                        rate(b.upload_cap),
+                        of_limit(b.upload_cap.map(|c| rate(Some(c))), "no cap"),
                     ),
                     theme.dim(),
                 ),
@@ -187,7 +187,11 @@ pub fn geo(f: &mut Frame, area: Rect, tab: &Tab, theme: &Theme) {
         Row::new(vec![
             Cell::from(format!("{indent}{}", r.label)),
             Cell::from(format!("{}/{}", r.totals.active, r.totals.boxes)),
-            Cell::from(format!("{}/s", bytes(r.totals.spare_upload))),
+            Cell::from(if r.totals.capped == 0 {
+                "-".to_owned()
+            } else {
+                format!("{}/s", bytes(r.totals.spare_upload))
+            }),
             Cell::from(bytes(r.totals.free_storage)),
         ])
         .style(style)

@@ -75,6 +75,11 @@ pub fn sparkline(
     format!("{line:<width$}")
 }
 
+/// `of 2.0 MB/s`, or `(no cap)` when there is no limit to compare with.
+pub fn of_limit(limit: Option<String>, none: &str) -> String {
+    limit.map_or_else(|| format!("({none})"), |l| format!("of {l}"))
+}
+
 /// A short form of a long ID: `box-a574f1dc…`.
 pub fn short_id(id: &str, keep: usize) -> String {
     if id.chars().count() <= keep {

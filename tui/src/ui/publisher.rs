@@ -121,17 +121,20 @@ pub fn files(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
             ]));
             lines.push(Line::styled(format!("  why: {}", pl.why), theme.dim()));
         }
+        // Once placed, earlier failures are history, not alarms.
+        let (prefix, style) = if file.state == "placed" {
+            ("earlier, ", theme.dim())
+        } else {
+            ("", theme.bad())
+        };
         for failure in &file.failures {
+            let on = failure.box_id.as_deref().map_or_else(
+                || "before any box".to_owned(),
+                |b| format!("on {}", short_id(b, 13)),
+            );
             lines.push(Line::styled(
-                format!(
-                    "failed on {}: {}",
-                    failure
-                        .box_id
-                        .as_deref()
-                        .map_or("-".into(), |b| short_id(b, 13)),
-                    failure.reason
-                ),
-                theme.bad(),
+                format!("{prefix}failed {on}: {}", failure.reason),
+                style,
             ));
         }
         if file.placements.is_empty() && file.failures.is_empty() {
