@@ -1,6 +1,7 @@
 //! The event loop: key presses, daemon updates, ticks and signals merged in one
 //! `select!`, pending updates drained before each draw, and at most one frame
-//! per [`FRAME`] so a flood of updates cannot starve the keyboard.
+//! per [`FRAME`] so a flood of updates cannot starve the keyboard. A key press
+//! is drawn sooner, [`KEY_FRAME`] after the last frame at the latest.
 
 use std::time::Duration;
 
@@ -16,6 +17,11 @@ use crate::theme::Theme;
 
 /// The shortest time between two frames.
 pub const FRAME: Duration = Duration::from_millis(33);
+/// The shortest time between a frame and the next when a key was pressed: the
+/// operator sees the key's effect at once rather than at the next paced frame
+/// (up to [`FRAME`] later while a daemon floods updates), yet a burst of keys
+/// (a held key, a paste) still cannot draw more often than this.
+pub const KEY_FRAME: Duration = Duration::from_millis(8);
 /// Updates applied between two draws at most, so input is read in between.
 const DRAIN: usize = 4096;
 
@@ -36,14 +42,18 @@ pub async fn run(
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut dirty = true;
+    // A key was pressed since the last frame.
+    let mut keyed = false;
     let mut last_draw = Instant::now() - FRAME;
     loop {
-        if dirty && last_draw.elapsed() >= FRAME {
+        let gap = if keyed { KEY_FRAME } else { FRAME };
+        if dirty && last_draw.elapsed() >= gap {
             terminal.draw(|f| crate::ui::draw(f, &app, theme))?;
             last_draw = Instant::now();
             dirty = false;
+            keyed = false;
         }
-        let next_frame = last_draw + FRAME;
+        let next_frame = last_draw + gap;
         let mut effects = Vec::new();
         tokio::select! {
             biased;
@@ -58,10 +68,12 @@ pub async fn run(
                     if let Some(a) = key_of(&k).and_then(|k| action(k, typing)) {
                         effects = app.update(Input::Action(a));
                         dirty = true;
+                        keyed = true;
                     } else if matches!(app.mode, crate::app::Mode::Help) {
                         // Any key closes the help.
                         effects = app.update(Input::Action(crate::input::Action::Back));
                         dirty = true;
+                        keyed = true;
                     }
                 }
                 Some(Ok(TermEvent::Resize(..))) => dirty = true,

@@ -15,12 +15,20 @@ pub struct BoxEntry {
     pub view: BoxView,
     /// Upload rate at each heartbeat, oldest first.
     pub upload: VecDeque<u64>,
+    /// `view.lat_lon()`, parsed once when the view arrives rather than every frame.
+    pub lat_lon: Option<(f64, f64)>,
 }
+
+/// Where a box is: country, region, city (`?` where unknown).
+type Place = (String, String, String);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntranceData {
     pub status: EntranceStatus,
     pub boxes: BTreeMap<String, BoxEntry>,
+    /// The totals of every city with a box that is not evicted, kept up to date
+    /// as boxes change, so a frame does not re-aggregate the whole fleet.
+    places: BTreeMap<Place, Totals>,
 }
 
 impl EntranceData {
@@ -28,6 +36,7 @@ impl EntranceData {
         let mut data = EntranceData {
             status: view.status,
             boxes: BTreeMap::new(),
+            places: BTreeMap::new(),
         };
         for b in view.boxes {
             data.upsert(b);
@@ -37,39 +46,70 @@ impl EntranceData {
 
     /// A box's row changed; a new heartbeat adds to its history.
     pub fn upsert(&mut self, view: BoxView) {
+        count(&mut self.places, &view, true);
         match self.boxes.get_mut(&view.id) {
             Some(entry) => {
                 if view.last_heartbeat > entry.view.last_heartbeat {
                     push(&mut entry.upload, view.upload_rate.unwrap_or(0));
                 }
-                entry.view = view;
+                entry.lat_lon = view.lat_lon();
+                let old = std::mem::replace(&mut entry.view, view);
+                count(&mut self.places, &old, false);
             }
             None => {
                 let mut upload = VecDeque::with_capacity(HISTORY);
                 push(&mut upload, view.upload_rate.unwrap_or(0));
-                self.boxes
-                    .insert(view.id.clone(), BoxEntry { view, upload });
+                let lat_lon = view.lat_lon();
+                self.boxes.insert(
+                    view.id.clone(),
+                    BoxEntry {
+                        view,
+                        upload,
+                        lat_lon,
+                    },
+                );
             }
         }
     }
 
     pub fn remove(&mut self, id: &str) {
-        self.boxes.remove(id);
+        if let Some(gone) = self.boxes.remove(id) {
+            count(&mut self.places, &gone.view, false);
+        }
     }
 
     /// The boxes matching `filter`, in the chosen order.
     pub fn rows(&self, filter: &str, sort: SortKey, descending: bool) -> Vec<&BoxEntry> {
         let needle = filter.to_lowercase();
-        let mut rows: Vec<&BoxEntry> = self
+        let rows = self
             .boxes
             .values()
-            .filter(|b| needle.is_empty() || matches(&b.view, &needle))
-            .collect();
+            .filter(|b| needle.is_empty() || matches(&b.view, &needle));
+        if sort == SortKey::Location {
+            // The location is a formatted string: made once per box, not per comparison.
+            let mut keyed: Vec<(String, &BoxEntry)> =
+                rows.map(|b| (location(&b.view), b)).collect();
+            keyed.sort_by(|(ka, a), (kb, b)| {
+                let order = if descending { kb.cmp(ka) } else { ka.cmp(kb) };
+                order.then_with(|| a.view.id.cmp(&b.view.id))
+            });
+            return keyed.into_iter().map(|(_, b)| b).collect();
+        }
+        let mut rows: Vec<&BoxEntry> = rows.collect();
+        if matches!(
+            sort,
+            SortKey::Id | SortKey::Name | SortKey::Size | SortKey::Ttl
+        ) {
+            // The map is in ID order already, and no other key applies to boxes.
+            if descending {
+                rows.reverse();
+            }
+            return rows;
+        }
         rows.sort_by(|a, b| {
             let (a, b) = (&a.view, &b.view);
             let order = match sort {
                 SortKey::State => a.state.cmp(&b.state),
-                SortKey::Location => location(a).cmp(&location(b)),
                 SortKey::Upload => a.upload_rate.cmp(&b.upload_rate),
                 SortKey::Free => a.free_storage.cmp(&b.free_storage),
                 SortKey::Heartbeat => a.last_heartbeat.total_cmp(&b.last_heartbeat),
@@ -83,41 +123,52 @@ impl EntranceData {
 
     /// Boxes per country, region and city, with their spare upload and free storage.
     pub fn geo(&self) -> Vec<GeoRow> {
-        let mut tree: BTreeMap<String, BTreeMap<String, BTreeMap<String, Totals>>> =
-            BTreeMap::new();
-        for b in self.boxes.values().map(|b| &b.view) {
-            if b.state == BoxState::Evicted {
-                continue;
-            }
-            let g = &b.geo;
-            let t = tree
-                .entry(g.country.clone().unwrap_or_else(|| "?".into()))
-                .or_default()
-                .entry(g.region.clone().unwrap_or_else(|| "?".into()))
-                .or_default()
-                .entry(g.city.clone().unwrap_or_else(|| "?".into()))
-                .or_default();
-            t.add(b);
-        }
+        // `places` is in (country, region, city) order: each country's and
+        // region's rows are its cities' totals, summed as they go by.
         let mut rows = Vec::new();
-        for (country, regions) in tree {
+        let mut places = self.places.iter().peekable();
+        while let Some(((country, _, _), _)) = places.peek() {
+            let country = country.clone();
+            let country_at = rows.len();
+            rows.push(GeoRow::new(0, country.clone(), &Totals::default()));
             let mut c = Totals::default();
-            let mut under = Vec::new();
-            for (region, cities) in regions {
+            while let Some(((_, region, _), _)) =
+                places.peek().filter(|((k, _, _), _)| *k == country)
+            {
+                let region = region.clone();
+                let region_at = rows.len();
+                rows.push(GeoRow::new(1, region.clone(), &Totals::default()));
                 let mut r = Totals::default();
-                let mut city_rows = Vec::new();
-                for (city, t) in cities {
-                    r.merge(&t);
-                    city_rows.push(GeoRow::new(2, city, &t));
+                while let Some(((_, _, city), t)) =
+                    places.next_if(|((k, g, _), _)| *k == country && *g == region)
+                {
+                    r.merge(t);
+                    rows.push(GeoRow::new(2, city.clone(), t));
                 }
                 c.merge(&r);
-                under.push(GeoRow::new(1, region, &r));
-                under.extend(city_rows);
+                rows[region_at].totals = r;
             }
-            rows.push(GeoRow::new(0, country, &c));
-            rows.extend(under);
+            rows[country_at].totals = c;
         }
         rows
+    }
+}
+
+/// Adds a box to the totals of its city, or takes it away again.
+fn count(places: &mut BTreeMap<Place, Totals>, b: &BoxView, add: bool) {
+    if b.state == BoxState::Evicted {
+        return;
+    }
+    let g = &b.geo;
+    let name = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+    let place = (name(&g.country), name(&g.region), name(&g.city));
+    if add {
+        places.entry(place).or_default().add(b);
+    } else if let Some(t) = places.get_mut(&place) {
+        t.take(b);
+        if t.boxes == 0 {
+            places.remove(&place);
+        }
     }
 }
 
@@ -170,6 +221,20 @@ impl Totals {
             self.capped += usize::from(b.upload_cap.is_some());
             self.spare_upload += b.spare_upload().unwrap_or(0);
             self.free_storage += b.free_storage.unwrap_or(0);
+        }
+    }
+
+    /// Undoes [`Totals::add`] of the same view.
+    fn take(&mut self, b: &BoxView) {
+        self.boxes = self.boxes.saturating_sub(1);
+        if b.state == BoxState::Active {
+            self.active = self.active.saturating_sub(1);
+            self.spare_upload = self
+                .spare_upload
+                .saturating_sub(b.spare_upload().unwrap_or(0));
+            self.free_storage = self
+                .free_storage
+                .saturating_sub(b.free_storage.unwrap_or(0));
         }
     }
 

@@ -118,6 +118,22 @@ fn filter_and_sort_the_boxes() {
     act(&mut app, &[Action::Sort(SortKey::Upload)]);
     let first_desc = app.tabs[0].box_rows()[0].view.upload_rate;
     assert!(first < first_desc, "{first:?} then {first_desc:?}");
+    act(&mut app, &[Action::Sort(SortKey::Id)]);
+    let ascending: Vec<_> = app.tabs[0]
+        .box_rows()
+        .iter()
+        .map(|b| b.view.id.clone())
+        .collect();
+    act(&mut app, &[Action::Sort(SortKey::Id)]);
+    let descending: Vec<_> = app.tabs[0]
+        .box_rows()
+        .iter()
+        .map(|b| b.view.id.clone())
+        .collect();
+    assert_eq!(
+        descending,
+        ascending.iter().rev().cloned().collect::<Vec<_>>()
+    );
     act(&mut app, &[Action::Sort(SortKey::State)]);
     assert_eq!(app.tabs[0].box_rows()[0].view.state, BoxState::Active);
 }
@@ -136,6 +152,57 @@ fn geo_rows_total_countries_regions_and_cities() {
     assert!(rows.iter().any(|r| r.depth == 2 && r.label == "Kaohsiung"));
     // Evicted boxes are not part of the distribution.
     assert!(rows.iter().all(|r| r.label != "DE"));
+}
+
+/// The geo totals kept up to date box by box are those of the boxes as they are now.
+#[test]
+fn geo_totals_follow_changes_moves_evictions_and_removals() {
+    let app = fixtures::app(false);
+    let Data::Entrance(e) = &app.tabs[0].data else {
+        panic!()
+    };
+    let mut e = e.clone();
+    let view_of = |e: &entrance::EntranceData, state: BoxState, n: usize| {
+        let mut of_state = e.boxes.values().filter(|b| b.view.state == state);
+        of_state.nth(n).unwrap().view.clone()
+    };
+    // The evicted box (Frankfurt) comes back; an active one moves; another is evicted.
+    let mut back = view_of(&e, BoxState::Evicted, 0);
+    back.state = BoxState::Active;
+    e.upsert(back);
+    let mut moved = e
+        .boxes
+        .values()
+        .find(|b| b.view.geo.country.as_deref() == Some("TW"))
+        .unwrap()
+        .view
+        .clone();
+    moved.geo = fixtures::geo("Osaka", "Osaka", "JP", "34.69,135.50");
+    moved.upload_rate = Some(100);
+    moved.last_heartbeat += 5.0;
+    e.upsert(moved);
+    let mut evicted = e
+        .boxes
+        .values()
+        .find(|b| b.view.geo.country.as_deref() == Some("TW"))
+        .unwrap()
+        .view
+        .clone();
+    evicted.state = BoxState::Evicted;
+    e.upsert(evicted);
+    let gone = view_of(&e, BoxState::Stale, 0).id;
+    e.remove(&gone);
+    e.remove("no-such-box");
+    let fresh = entrance::EntranceData::new(dandelion_core::console::EntranceView {
+        status: e.status.clone(),
+        boxes: e.boxes.values().map(|b| b.view.clone()).collect(),
+    });
+    assert_eq!(e.geo(), fresh.geo());
+    assert!(e.geo().iter().any(|r| r.label == "Osaka"));
+    assert!(
+        e.geo().iter().any(|r| r.label == "DE"),
+        "the box back from eviction"
+    );
 }
 
 #[test]

@@ -36,6 +36,7 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
         Layout::vertical([Constraint::Min(3), Constraint::Length(2)]).areas(area);
     let now = now + tab.offset;
     let rows = tab.box_rows();
+    let selected = tab.selected.min(rows.len().saturating_sub(1));
     let wide = table_area.width >= 110;
     let (id_w, spark_w) = if wide { (21, 16) } else { (13, 8) };
     let mut header = vec!["ID", "STATE", "AGE", "LOCATION", "UPLOAD", "CAP"];
@@ -46,7 +47,16 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
     if wide {
         header.push("VERSION");
     }
-    let table_rows = rows.iter().map(|entry| {
+    let title = format!(
+        "Boxes {} · sort {}{}",
+        rows.len(),
+        sort_name(tab),
+        if tab.descending { " ↓" } else { " ↑" }
+    );
+    let block = panel(title, theme);
+    // Cells are made for the rows on screen only, not for the whole fleet.
+    let shown = visible(rows.len(), selected, block.inner(table_area).height);
+    let table_rows = rows[shown.clone()].iter().map(|entry| {
         let b = &entry.view;
         let state = if b.legacy && b.state == BoxState::Active {
             "legacy".to_owned()
@@ -91,20 +101,14 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
     if wide {
         widths.push(Constraint::Length(12));
     }
-    let title = format!(
-        "Boxes {} · sort {}{}",
-        rows.len(),
-        sort_name(tab),
-        if tab.descending { " ↓" } else { " ↑" }
-    );
     let table = Table::new(table_rows, widths)
         .header(Row::new(header).style(header_style(theme)))
         .row_highlight_style(theme.selection())
-        .block(panel(title, theme));
-    let mut state = TableState::default().with_selected(Some(tab.selected_row()));
+        .block(block);
+    let mut state = TableState::default().with_selected(Some(selected - shown.start));
     f.render_stateful_widget(table, table_area, &mut state);
 
-    let lines = match rows.get(tab.selected_row()) {
+    let lines = match rows.get(selected) {
         Some(entry) => {
             let b = &entry.view;
             vec![
@@ -137,6 +141,16 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
         None => vec![Line::styled("No boxes.", theme.dim())],
     };
     f.render_widget(Paragraph::new(lines), detail);
+}
+
+/// The rows a bordered table with a one-line header shows in `inner_height`
+/// lines (its block's inside) with row `selected` selected: ratatui, given a
+/// fresh `TableState`, starts at the top and scrolls just far enough for the
+/// selection to be on screen. Passing it only these rows draws the same.
+pub fn visible(len: usize, selected: usize, inner_height: u16) -> std::ops::Range<usize> {
+    let lines = usize::from(inner_height.saturating_sub(1)).max(1);
+    let start = (selected + 1).saturating_sub(lines).min(len);
+    start..len.min(start + lines)
 }
 
 fn sort_name(tab: &Tab) -> &'static str {
@@ -177,7 +191,10 @@ pub fn geo(f: &mut Frame, area: Rect, tab: &Tab, theme: &Theme) {
     let [left, right] =
         Layout::horizontal([Constraint::Length(table_width), Constraint::Min(20)]).areas(area);
     let rows = data.geo();
-    let table_rows = rows.iter().map(|r| {
+    let selected = tab.selected.min(rows.len().saturating_sub(1));
+    let block = panel("Where the boxes are".into(), theme);
+    let shown = visible(rows.len(), selected, block.inner(left).height);
+    let table_rows = rows[shown.clone()].iter().map(|r| {
         let indent = "  ".repeat(usize::from(r.depth));
         let style = if r.depth == 0 {
             theme.header()
@@ -207,24 +224,18 @@ pub fn geo(f: &mut Frame, area: Rect, tab: &Tab, theme: &Theme) {
     )
     .header(Row::new(["PLACE", "LIVE", "SPARE", "FREE"]).style(header_style(theme)))
     .row_highlight_style(theme.selection())
-    .block(panel("Where the boxes are".into(), theme));
-    let mut state = TableState::default().with_selected(Some(tab.selected_row()));
+    .block(block);
+    let mut state = TableState::default().with_selected(Some(selected - shown.start));
     f.render_stateful_widget(table, left, &mut state);
     world_map(f, right, data, theme);
 }
 
 fn world_map(f: &mut Frame, area: Rect, data: &EntranceData, theme: &Theme) {
-    let dots: Vec<(f64, f64, Style)> = data
-        .boxes
-        .values()
-        .filter_map(|b| {
-            let (lat, lon) = b.view.lat_lon()?;
-            Some((lon, lat, theme.box_state(b.view.state, b.view.legacy)))
-        })
-        .collect();
+    let block = panel("Map".into(), theme);
+    let dots = dots(data, block.inner(area), theme);
     let land = theme.map_land();
     let canvas = Canvas::default()
-        .block(panel("Map".into(), theme))
+        .block(block)
         .marker(ratatui::symbols::Marker::Braille)
         .x_bounds([-180.0, 180.0])
         .y_bounds([-90.0, 90.0])
@@ -240,4 +251,142 @@ fn world_map(f: &mut Frame, area: Rect, data: &EntranceData, theme: &Theme) {
             }
         });
     f.render_widget(canvas, area);
+}
+
+/// The boxes' dots for a map drawn inside `inner`, one per character cell: a
+/// dot covers its whole cell, so the boxes in one cell can be printed as one
+/// label, which draws the same map and, with a large fleet (most boxes sharing
+/// a cell with others), saves thousands of labels.
+fn dots(data: &EntranceData, inner: Rect, theme: &Theme) -> Vec<(f64, f64, Style)> {
+    let (w, h) = (usize::from(inner.width), usize::from(inner.height));
+    if w == 0 || h == 0 {
+        return Vec::new();
+    }
+    // Where ratatui's canvas puts a label at (x, y) within bounds of 360° × 180°.
+    let (rx, ry) = (f64::from(inner.width - 1), f64::from(inner.height - 1));
+    let mut cells: Vec<Option<(f64, f64, Style)>> = vec![None; w * h];
+    for b in data.boxes.values() {
+        let Some((lat, lon)) = b.lat_lon else {
+            continue;
+        };
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // in bounds, ≥ 0
+        let (x, y) = (
+            ((lon - -180.0) * rx / 360.0) as usize,
+            ((90.0 - lat) * ry / 180.0) as usize,
+        );
+        let cell = &mut cells[y.min(h - 1) * w + x.min(w - 1)];
+        // Each label printed over a cell patches its style: the last colour
+        // wins, modifiers (bold) add up. One label with the patched style does both.
+        let style = theme.box_state(b.view.state, b.view.legacy);
+        let style = cell.map_or(style, |(_, _, before)| before.patch(style));
+        *cell = Some((lon, lat, style));
+    }
+    cells.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::buffer::Buffer;
+    use ratatui::widgets::canvas::Canvas;
+    use ratatui::widgets::{Block, Row, Table, TableState};
+
+    use super::visible;
+
+    fn draw(w: u16, h: u16, paint: impl FnOnce(&mut ratatui::Frame)) -> Buffer {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(paint).unwrap();
+        t.backend().buffer().clone()
+    }
+
+    /// A table given only the rows `visible` picks draws what it draws given them all.
+    #[test]
+    fn only_the_visible_rows_draw_the_same_table() {
+        for len in [0usize, 1, 5, 17, 18, 19, 300] {
+            for height in [0u16, 1, 2, 3, 4, 10, 20] {
+                for selected in [0, 1, 5, 16, 17, 18, 19, 150, 299, 1000] {
+                    let selected = selected.min(len.saturating_sub(1));
+                    let rows: Vec<String> = (0..len).map(|i| format!("row {i}")).collect();
+                    fn table(rows: &[String]) -> Table<'_> {
+                        Table::new(rows.iter().map(|r| Row::new([r.as_str()])), [20])
+                            .header(Row::new(["HEAD"]))
+                            .row_highlight_style(ratatui::style::Style::new().bold())
+                            .block(Block::bordered())
+                    }
+                    let all = draw(24, height, |f| {
+                        let mut s = TableState::default().with_selected(Some(selected));
+                        f.render_stateful_widget(table(&rows), f.area(), &mut s);
+                    });
+                    let inner = height.saturating_sub(2);
+                    let shown = visible(len, selected, inner);
+                    let some = draw(24, height, |f| {
+                        let mut s =
+                            TableState::default().with_selected(Some(selected - shown.start));
+                        let t = table(&rows[shown.clone()]);
+                        f.render_stateful_widget(t, f.area(), &mut s);
+                    });
+                    assert_eq!(
+                        all, some,
+                        "{len} rows, height {height}, row {selected} selected"
+                    );
+                }
+            }
+        }
+    }
+
+    /// One dot per cell draws the map that every box's dot draws.
+    #[test]
+    fn one_dot_per_cell_draws_the_same_map() {
+        use crate::app::entrance::EntranceData;
+        use dandelion_core::console::{EntranceStatus, EntranceView};
+
+        let theme = crate::theme::Theme::load("dark", false).unwrap();
+        let template = crate::fixtures::entrance_view(false).boxes;
+        let boxes = (0..3000u32)
+            .map(|i| {
+                let mut b = template[(i % 5) as usize].clone();
+                b.id = format!("box-{i:032x}");
+                // Irregular spacing, edges included.
+                let lat = (f64::from(i.wrapping_mul(7919) % 18_001) / 100.0) - 90.0;
+                let lon = (f64::from(i.wrapping_mul(104_729) % 36_001) / 100.0) - 180.0;
+                b.geo.set_lat_lon(lat, lon);
+                b
+            })
+            .collect();
+        let data = EntranceData::new(EntranceView {
+            status: EntranceStatus {
+                self_preservation: None,
+                heartbeat_interval: 5.0,
+            },
+            boxes,
+        });
+        for (w, h) in [(20, 8), (64, 30), (150, 58), (3, 3)] {
+            let canvas = |dots: Vec<(f64, f64, ratatui::style::Style)>| {
+                Canvas::default()
+                    .block(Block::bordered())
+                    .x_bounds([-180.0, 180.0])
+                    .y_bounds([-90.0, 90.0])
+                    .paint(move |ctx| {
+                        for (x, y, style) in &dots {
+                            ctx.print(*x, *y, ratatui::text::Span::styled("●", *style));
+                        }
+                    })
+            };
+            let every: Vec<_> = data
+                .boxes
+                .values()
+                .filter_map(|b| {
+                    let (lat, lon) = b.lat_lon?;
+                    Some((lon, lat, theme.box_state(b.view.state, b.view.legacy)))
+                })
+                .collect();
+            let all = draw(w, h, |f| f.render_widget(canvas(every), f.area()));
+            let area = ratatui::layout::Rect::new(0, 0, w, h);
+            let fewer = super::dots(&data, Block::bordered().inner(area), &theme);
+            assert!(fewer.len() <= usize::from(w) * usize::from(h));
+            let some = draw(w, h, |f| f.render_widget(canvas(fewer), f.area()));
+            assert_eq!(all, some, "{w}x{h}");
+        }
+    }
 }
