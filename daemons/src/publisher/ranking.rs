@@ -241,6 +241,16 @@ mod tests {
         NodeId::parse(&format!("box-{:032x}", n)).unwrap()
     }
 
+    /// A deterministic stand-in for the publisher's random draw.
+    fn draws(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        }
+    }
+
     fn candidate(n: u8) -> Candidate {
         Candidate {
             id: id(n),
@@ -303,13 +313,7 @@ mod tests {
         poor.distance_km = Some(15000.0);
         cands.push(poor);
         let ranked = rank(&cands, &w);
-        let mut seed = 7u64;
-        let mut pick = |n: usize| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
+        let mut pick = draws(7);
         let mut counts = std::collections::HashMap::new();
         for _ in 0..400 {
             let c = choose(&ranked, 1, &HashSet::new(), &mut pick);
@@ -332,13 +336,7 @@ mod tests {
         better.successes = 5;
         let ranked = rank(&[better, candidate(2)], &w);
         assert!(ranked[0].score > ranked[1].score && ranked[1].score >= ranked[0].score * 0.8);
-        let mut seed = 11u64;
-        let mut pick = |n: usize| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
+        let mut pick = draws(11);
         let mut to_better = 0;
         for _ in 0..400 {
             let c = &choose(&ranked, 1, &HashSet::new(), &mut pick)[0];
