@@ -31,6 +31,11 @@ pub struct Config {
     pub store: String,
     /// Prefix of every key on a shared Redis.
     pub store_prefix: String,
+    /// Upper bound of the embedded store's page cache. Only pages the daemon
+    /// touches fill it, so a box's small store uses a few MiB whatever this says;
+    /// an entrance with 20 000 boxes touches every box's pages each heartbeat
+    /// interval and needs about 100 MiB not to read its file on every heartbeat.
+    pub store_cache: ByteSize,
     /// `info`, `debug`, … or per-module directives like `dandelion=debug,warn`.
     pub log_level: String,
     /// Whether to also write the daily-rotated `dandelion.log` in the data directory.
@@ -47,6 +52,7 @@ impl Default for Config {
             data_dir: PathBuf::from("dandelion-data"),
             store: "embedded".into(),
             store_prefix: String::new(),
+            store_cache: ByteSize::mib(128),
             log_level: "info".into(),
             log_file: true,
             entrance: EntranceConfig::default(),

@@ -23,8 +23,8 @@ pub mod keys;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-pub use batch::{Batch, Write};
-pub use embedded::EmbeddedStore;
+pub use batch::{Batch, Guard, Write};
+pub use embedded::{EmbeddedStore, SOFT_SYNC_WITHIN};
 pub use error::StoreError;
 pub use keys::Keys;
 #[cfg(feature = "redis")]
@@ -62,6 +62,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn hgetall(&self, key: &str) -> Result<BTreeMap<String, String>>;
     /// Removes fields; returns how many existed.
     async fn hdel(&self, key: &str, fields: &[&str]) -> Result<u64>;
+    /// [`Store::hgetall`] of several keys, in their order, as of one moment: one
+    /// read snapshot on the embedded store, one atomic `MULTI` round trip on Redis.
+    async fn hgetall_many(&self, keys: &[&str]) -> Result<Vec<BTreeMap<String, String>>>;
 
     // --- sorted sets ---
 
@@ -189,11 +192,18 @@ pub const EMBEDDED_FILE_NAME: &str = "dandelion.redb";
 ///
 /// `"embedded"` or `""` opens `data_dir/dandelion.redb`; `redis://…` or
 /// `rediss://…` connects to Redis, with `prefix` in front of every key (the
-/// embedded file belongs to one daemon and needs none).
-pub async fn open_store(spec: &str, data_dir: &Path, prefix: &str) -> Result<Arc<dyn Store>> {
+/// embedded file belongs to one daemon and needs none). `cache_bytes` bounds the
+/// embedded store's page cache.
+pub async fn open_store(
+    spec: &str,
+    data_dir: &Path,
+    prefix: &str,
+    cache_bytes: usize,
+) -> Result<Arc<dyn Store>> {
     let spec = spec.trim();
     if spec.is_empty() || spec == "embedded" {
-        let store = EmbeddedStore::open(&data_dir.join(EMBEDDED_FILE_NAME))?;
+        let store =
+            EmbeddedStore::open_with_cache(&data_dir.join(EMBEDDED_FILE_NAME), cache_bytes)?;
         return Ok(Arc::new(store));
     }
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {

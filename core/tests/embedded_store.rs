@@ -1,5 +1,6 @@
 //! What only the embedded backend promises: concurrent writes share commits (group
-//! commit), and every acknowledged write survives `kill -9` of the process.
+//! commit), every acknowledged write survives `kill -9` of the process, and a soft
+//! one does once it is `SOFT_SYNC_WITHIN` old.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -7,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dandelion_core::store::{Batch, EmbeddedStore, Store, StoreError};
+use dandelion_core::store::{Batch, EmbeddedStore, SOFT_SYNC_WITHIN, Store, StoreError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_are_grouped_into_few_commits() {
@@ -139,11 +140,65 @@ async fn data_survives_close_and_reopen_and_cache_size_is_configurable() {
     assert_eq!(store.zscore("{p}:z", "m").await.unwrap(), Some(2.5));
 }
 
+fn soft_beat(i: usize) -> Batch {
+    let mut batch = Batch::new();
+    batch
+        .hset(&format!("{{s}}:h{i}"), &[("n", &i.to_string())])
+        .zadd("{s}:set", &format!("m{i}"), 1.0)
+        .soft();
+    batch
+}
+
+#[tokio::test]
+async fn soft_batches_skip_the_fsync_until_one_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+    let before = store.write_stats();
+    // One after another, so each is its own commit.
+    for i in 0..50 {
+        store.apply(&soft_beat(i)).await.unwrap();
+    }
+    let soft = store.write_stats();
+    assert_eq!(soft.commits - before.commits, 50);
+    assert!(
+        soft.syncs - before.syncs <= 2,
+        "50 quick soft batches made {} fsyncs",
+        soft.syncs - before.syncs
+    );
+    // Readable at once, fsync or not.
+    assert_eq!(store.zcard("{s}:set").await.unwrap(), 50);
+    // With nothing else to write, the writer syncs them by itself.
+    let deadline = Instant::now() + SOFT_SYNC_WITHIN * 5;
+    while store.write_stats().syncs == soft.syncs {
+        assert!(Instant::now() < deadline, "soft writes never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A durable write is never left waiting for that.
+    let synced = store.write_stats();
+    store.hset("{s}:durable", &[("v", "1")]).await.unwrap();
+    assert_eq!(store.write_stats().syncs, synced.syncs + 1);
+}
+
+#[tokio::test]
+async fn soft_writes_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let store = EmbeddedStore::open(&path).unwrap();
+        for i in 0..10 {
+            store.apply(&soft_beat(i)).await.unwrap();
+        }
+    }
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(store.zcard("{s}:set").await.unwrap(), 10);
+}
+
 const CHILD_ENV: &str = "DANDELION_STORE_CRASH_CHILD";
 
 /// Child role: write keys from several tasks for ever, printing one line per
-/// acknowledged write, until the parent kills the process.
-async fn crash_child(path: &str) {
+/// acknowledged write, until the parent kills the process. `soft` makes every
+/// write a soft batch.
+async fn crash_child(path: &str, soft: bool) {
     let store = EmbeddedStore::open(std::path::Path::new(path)).unwrap();
     let mut tasks = Vec::new();
     for task in 0..4 {
@@ -151,7 +206,12 @@ async fn crash_child(path: &str) {
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
                 let key = format!("{{c}}:t{task}:{i}");
-                store.hset(&key, &[("v", "1")]).await.unwrap();
+                let mut batch = Batch::new();
+                batch.hset(&key, &[("v", "1")]);
+                if soft {
+                    batch.soft();
+                }
+                store.apply(&batch).await.unwrap();
                 println!("ACK {key}");
             }
         }));
@@ -161,20 +221,14 @@ async fn crash_child(path: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_kill_9() {
-    if let Ok(path) = std::env::var(CHILD_ENV) {
-        return crash_child(&path).await;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("crash.redb");
+/// Runs `test` (this binary's test of that name) as a crash child writing to
+/// `path`, kills it with SIGKILL once it has acknowledged at least 500 writes and
+/// run for `at_least`, and returns each acknowledged key with when it was read.
+fn kill_a_writer(test: &str, path: &std::path::Path, at_least: Duration) -> Vec<(String, Instant)> {
+    let started = Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "acknowledged_writes_survive_kill_9",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, &path)
+        .args(["--exact", test, "--nocapture"])
+        .env(CHILD_ENV, path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -188,14 +242,14 @@ async fn acknowledged_writes_survive_kill_9() {
             Ok(_) => Some(
                 line.strip_suffix('\n')
                     .and_then(|l| l.strip_prefix("ACK "))
-                    .map(str::to_owned),
+                    .map(|key| (key.to_owned(), Instant::now())),
             ),
         }
     };
     let mut acked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     // Kill it mid-stream, once it has acknowledged a good number of writes.
-    while acked.len() < 500 {
+    while acked.len() < 500 || started.elapsed() < at_least {
         assert!(
             Instant::now() < deadline,
             "the child acknowledged only {}",
@@ -211,11 +265,51 @@ async fn acknowledged_writes_survive_kill_9() {
         acked.extend(line);
     }
     eprintln!("killed the child after {} acknowledged writes", acked.len());
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        return crash_child(&path, false).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.redb");
+    let acked = kill_a_writer("acknowledged_writes_survive_kill_9", &path, Duration::ZERO);
     let store = EmbeddedStore::open(&path).unwrap();
-    for key in &acked {
+    for (key, _) in &acked {
         assert!(
             store.exists(key).await.unwrap(),
             "acknowledged {key} was lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_writes_survive_kill_9_once_they_are_due_on_disk() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        return crash_child(&path, true).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.redb");
+    let acked = kill_a_writer(
+        "soft_writes_survive_kill_9_once_they_are_due_on_disk",
+        &path,
+        SOFT_SYNC_WITHIN * 3,
+    );
+    let killed = Instant::now();
+    let store = EmbeddedStore::open(&path).unwrap();
+    // A write read from the pipe more than SOFT_SYNC_WITHIN (and a margin for a
+    // slow fsync) before the kill was on disk by then.
+    let due: Vec<_> = acked
+        .iter()
+        .filter(|(_, at)| killed.duration_since(*at) > SOFT_SYNC_WITHIN * 2)
+        .collect();
+    assert!(!due.is_empty(), "no write was old enough to check");
+    for (key, _) in due {
+        assert!(
+            store.exists(key).await.unwrap(),
+            "soft write {key}, acknowledged well before the kill, was lost"
         );
     }
 }

@@ -74,6 +74,9 @@ conformance!(
     batch_with_a_wrong_type_anywhere_changes_nothing,
     empty_batch_is_a_no_op,
     batch_push_wakes_a_blocked_pop,
+    batch_guard_applies_only_while_its_field_holds,
+    racing_guarded_updates_lose_none,
+    hgetall_many_reads_keys_in_order,
 );
 
 fn assert_wrong_type<T: std::fmt::Debug>(result: Result<T, StoreError>, key: &str) {
@@ -755,6 +758,105 @@ async fn batch_applies_its_writes_in_order(s: Arc<dyn Store>) {
     assert_eq!(s.lrange(l, 0, -1).await.unwrap(), strings(&values));
 }
 
+async fn hgetall_many_reads_keys_in_order(s: Arc<dyn Store>) {
+    s.hset("{m}:a", &[("f", "1"), ("g", "2")]).await.unwrap();
+    s.hset("{m}:c", &[("h", "3")]).await.unwrap();
+    s.sadd("{m}:set", &["x"]).await.unwrap();
+    assert_eq!(
+        s.hgetall_many(&["{m}:c", "{m}:missing", "{m}:a"])
+            .await
+            .unwrap(),
+        [
+            map(&[("h", "3")]),
+            BTreeMap::new(),
+            map(&[("f", "1"), ("g", "2")])
+        ]
+    );
+    assert!(s.hgetall_many(&[]).await.unwrap().is_empty());
+    assert_wrong_type(s.hgetall_many(&["{m}:a", "{m}:set"]).await, "{m}:set");
+}
+
+async fn batch_guard_applies_only_while_its_field_holds(s: Arc<dyn Store>) {
+    let (rec, z) = ("{g}:rec", "{g}:z");
+    // Absent key: a guard on "absent" holds, one on a value does not.
+    let mut batch = Batch::new();
+    batch
+        .only_if(rec, "STATE", Some("active"))
+        .hset(rec, &[("STATE", "active")]);
+    match s.apply(&batch).await {
+        Err(StoreError::Conflict { key, field }) => assert_eq!((&*key, &*field), (rec, "STATE")),
+        other => panic!("a guard on a missing record passed: {other:?}"),
+    }
+    assert!(!s.exists(rec).await.unwrap());
+    let mut batch = Batch::new();
+    batch
+        .only_if(rec, "STATE", None)
+        .hset(rec, &[("STATE", "active"), ("N", "1")])
+        .zadd(z, "box", 1.0);
+    s.apply(&batch).await.unwrap();
+
+    // Someone else changed the field: nothing of the guarded batch is written.
+    s.hset(rec, &[("STATE", "evicted")]).await.unwrap();
+    let mut batch = Batch::new();
+    batch
+        .only_if(rec, "N", Some("1"))
+        .only_if(rec, "STATE", Some("active"))
+        .hset(rec, &[("N", "2")])
+        .zadd(z, "box", 2.0);
+    match s.apply(&batch).await {
+        Err(StoreError::Conflict { field, .. }) => assert_eq!(field, "STATE"),
+        other => panic!("a stale guard passed: {other:?}"),
+    }
+    assert_eq!(s.hget(rec, "N").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(s.zscore(z, "box").await.unwrap(), Some(1.0));
+
+    // A guard on a key of another type is a type error, as a write would be.
+    let mut batch = Batch::new();
+    batch.only_if(z, "f", None).hset(rec, &[("N", "3")]);
+    assert!(matches!(s.apply(&batch).await, Err(StoreError::WrongType { key }) if key == z));
+    assert_eq!(s.hget(rec, "N").await.unwrap().as_deref(), Some("1"));
+}
+
+/// Many tasks increment one counter by read, guarded write, re-read on conflict:
+/// with guards no increment is lost.
+async fn racing_guarded_updates_lose_none(s: Arc<dyn Store>) {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 10;
+    let key = "{r}:counter";
+    let tasks = (0..TASKS).map(|_| {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            let mut conflicts = 0u64;
+            for _ in 0..EACH {
+                loop {
+                    let seen = s.hget(key, "n").await.unwrap();
+                    let next = seen.as_deref().map_or(0, |n| n.parse::<u64>().unwrap()) + 1;
+                    let mut batch = Batch::new();
+                    batch
+                        .only_if(key, "n", seen.as_deref())
+                        .hset(key, &[("n", &next.to_string())]);
+                    match s.apply(&batch).await {
+                        Ok(()) => break,
+                        Err(StoreError::Conflict { .. }) => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            conflicts
+        })
+    });
+    let conflicts: u64 = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    eprintln!("{conflicts} conflicts re-tried");
+    assert_eq!(
+        s.hget(key, "n").await.unwrap().as_deref(),
+        Some((TASKS * EACH).to_string().as_str())
+    );
+}
+
 async fn batch_is_seen_all_at_once_by_a_concurrent_reader(s: Arc<dyn Store>) {
     const ROUNDS: u64 = 300;
     let (h, z, st, l) = ("{v}:h", "{v}:z", "{v}:s", "{v}:l");
@@ -995,7 +1097,7 @@ async fn redis_silent_server_fails_within_seconds_saying_it_timed_out() {
 async fn open_store_accepts_embedded_and_redis_and_explains_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     for spec in ["embedded", ""] {
-        let store = dandelion_core::store::open_store(spec, dir.path(), "")
+        let store = dandelion_core::store::open_store(spec, dir.path(), "", 1 << 20)
             .await
             .unwrap();
         store.sadd("{x}:s", &["m"]).await.unwrap();
@@ -1003,13 +1105,13 @@ async fn open_store_accepts_embedded_and_redis_and_explains_the_rest() {
         assert!(dir.path().join("dandelion.redb").exists());
     }
     let server = RedisServer::start();
-    let store = dandelion_core::store::open_store(&server.url(), dir.path(), "p:")
+    let store = dandelion_core::store::open_store(&server.url(), dir.path(), "p:", 1 << 20)
         .await
         .unwrap();
     store.sadd("{x}:s", &["m"]).await.unwrap();
     assert!(store.sismember("{x}:s", "m").await.unwrap());
 
-    let err = dandelion_core::store::open_store("postgres://db", dir.path(), "")
+    let err = dandelion_core::store::open_store("postgres://db", dir.path(), "", 1 << 20)
         .await
         .unwrap_err();
     let message = err.to_string();

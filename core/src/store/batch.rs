@@ -175,7 +175,18 @@ pub(crate) struct Plan {
 /// contents. A batch that means to change a key's type says so with `del`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
+    guards: Vec<Guard>,
     writes: Vec<Write>,
+    soft: bool,
+}
+
+/// A condition of a [`Batch`], from [`Batch::only_if`]: the hash field `field` of
+/// `key` holds `value` (`None`: the field or the key is absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub key: String,
+    pub field: String,
+    pub value: Option<String>,
 }
 
 impl Batch {
@@ -260,6 +271,47 @@ impl Batch {
         })
     }
 
+    /// Applies the batch only if the hash field `field` of `key` holds `value`
+    /// (`None`: the field, or the whole key, is absent) just before it; otherwise
+    /// nothing of it is written and [`Store::apply`](super::Store::apply) fails
+    /// with [`StoreError::Conflict`].
+    ///
+    /// For read-then-write updates from several tasks or entrances: the writer
+    /// guards on what it based its decision on, and on a conflict reads again
+    /// and decides again (optimistic concurrency). `key` must be absent or a
+    /// hash, like a key the batch writes as one.
+    pub fn only_if(&mut self, key: &str, field: &str, value: Option<&str>) -> &mut Self {
+        self.guards.push(Guard {
+            key: key.to_owned(),
+            field: field.to_owned(),
+            value: value.map(str::to_owned),
+        });
+        self
+    }
+
+    /// The conditions of [`Batch::only_if`], in the order they were added.
+    pub fn guards(&self) -> &[Guard] {
+        &self.guards
+    }
+
+    /// Marks the batch as soft state, which the embedded store may acknowledge
+    /// before it is on disk: a crash (power loss, `kill -9`) less than
+    /// [`SOFT_SYNC_WITHIN`](super::SOFT_SYNC_WITHIN) after it was acknowledged can
+    /// lose it, whole (never half of it). Readers see it at once all the same.
+    ///
+    /// For what is said again every few seconds anyway — a heartbeat — where an
+    /// fsync per commit would cost more than the write (a heartbeat storm on an SD
+    /// card). Redis ignores it: its durability is the server's configuration.
+    pub fn soft(&mut self) -> &mut Self {
+        self.soft = true;
+        self
+    }
+
+    /// Whether [`Batch::soft`] was called.
+    pub fn is_soft(&self) -> bool {
+        self.soft
+    }
+
     /// The writes, in the order they are applied.
     pub fn writes(&self) -> &[Write] {
         &self.writes
@@ -296,6 +348,13 @@ impl Batch {
         }
         let mut checks: Vec<(String, Requirement)> = Vec::new();
         let mut check_of: HashMap<&str, usize> = HashMap::new();
+        // A guard reads its key as a hash, before any write.
+        for guard in &self.guards {
+            if !check_of.contains_key(guard.key.as_str()) {
+                check_of.insert(&guard.key, checks.len());
+                checks.push((guard.key.clone(), Requirement::AbsentOr(KeyType::Hash)));
+            }
+        }
         // What the batch's own writes left in a key: nothing, or a value of a type.
         // A key not in here still holds whatever it held before the batch.
         let mut now: HashMap<&str, Option<KeyType>> = HashMap::new();

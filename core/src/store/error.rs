@@ -20,6 +20,18 @@ pub enum StoreError {
         key: String,
     },
 
+    /// A batch's condition ([`Batch::only_if`](super::Batch::only_if)) did not hold:
+    /// someone changed the record since it was read. Nothing was changed.
+    #[error(
+        "the batch's condition on {key:?} field {field:?} no longer holds; nothing was written"
+    )]
+    Conflict {
+        /// The guarded key, without the backend's prefix.
+        key: String,
+        /// The guarded field.
+        field: String,
+    },
+
     /// A sorted-set score or bound was NaN, which has no place in an order.
     #[error("a sorted-set score or bound must be a number, not NaN")]
     InvalidScore,
@@ -81,6 +93,9 @@ impl StoreError {
     /// arguments rather than the state of the backend: such a failure must not take
     /// the other operations of an embedded write batch down with it.
     pub(crate) fn is_caller_error(&self) -> bool {
-        matches!(self, Self::WrongType { .. } | Self::InvalidScore)
+        matches!(
+            self,
+            Self::WrongType { .. } | Self::InvalidScore | Self::Conflict { .. }
+        )
     }
 }

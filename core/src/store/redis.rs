@@ -59,12 +59,15 @@ return popped
 
 /// Applies a [`Batch`] in one script, so no other client's command runs between
 /// its writes. Scripts are not rolled back either, so the type checks the batch
-/// planned come first, before any write: `KEYS` are the batch's keys; `ARGV[1]` is
-/// the number of checks, followed by that many pairs (key index, the one type the
-/// key may hold besides none, or `none`); then the writes, each as (command, key
-/// index, argument count, arguments...). Returns 0 when applied, or the index of
-/// the first key whose type failed its check, nothing written. Long argument lists
-/// go out in slices because `unpack` is limited by Lua's stack.
+/// planned and its guards come first, before any write: `KEYS` are the batch's
+/// keys; `ARGV[1]` is the number of checks, followed by that many pairs (key index,
+/// the one type the key may hold besides none, or `none`); then the number of
+/// guards, followed by that many quadruples (key index, field, `1` and the value
+/// the field must hold, or `0` and anything when it must be absent); then the
+/// writes, each as (command, key index, argument count, arguments...). Returns 0
+/// when applied; the index of the first key whose type failed its check, or minus
+/// the number of the first guard that failed, nothing written. Long
+/// argument lists go out in slices because `unpack` is limited by Lua's stack.
 const APPLY_BATCH: &str = r"
 local i = 2
 for _ = 1, tonumber(ARGV[1]) do
@@ -74,6 +77,20 @@ for _ = 1, tonumber(ARGV[1]) do
     return index
   end
   i = i + 2
+end
+local guards = tonumber(ARGV[i])
+i = i + 1
+for g = 1, guards do
+  local index = tonumber(ARGV[i])
+  local value = redis.call('HGET', KEYS[index], ARGV[i + 1])
+  local want = false
+  if ARGV[i + 2] == '1' then
+    want = ARGV[i + 3]
+  end
+  if value ~= want then
+    return -g
+  end
+  i = i + 4
 end
 while i <= #ARGV do
   local command, key, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
@@ -328,6 +345,15 @@ fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<String>)>
             .to_owned(),
         );
     }
+    argv.push(batch.guards().len().to_string());
+    for guard in batch.guards() {
+        argv.push(index(&guard.key));
+        argv.push(guard.field.clone());
+        match &guard.value {
+            Some(value) => argv.extend(["1".to_owned(), value.clone()]),
+            None => argv.extend(["0".to_owned(), String::new()]),
+        }
+    }
     for write in batch.writes() {
         let (command, args): (&str, Vec<String>) = match write {
             Write::Hset { fields, .. } => (
@@ -379,6 +405,34 @@ impl Store for RedisStore {
     async fn hgetall(&self, key: &str) -> Result<BTreeMap<String, String>> {
         let cmd = redis::cmd("HGETALL").arg(self.k(key)).take();
         self.run(&cmd, "HGETALL", key).await
+    }
+
+    async fn hgetall_many(&self, keys: &[&str]) -> Result<Vec<BTreeMap<String, String>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in keys {
+            pipe.cmd("HGETALL").arg(self.k(key));
+        }
+        let mut conn = self.inner.manager.clone();
+        match pipe.query_async(&mut conn).await {
+            Ok(hashes) => Ok(hashes),
+            Err(e) => {
+                // Name the key that is not a hash, as `hgetall` would.
+                let failed = e.clone().into_server_errors().and_then(|failures| {
+                    let (index, error) = failures.first()?;
+                    (error.code() == "WRONGTYPE").then_some(*index)
+                });
+                match failed.and_then(|i| keys.get(i)) {
+                    Some(key) => Err(StoreError::WrongType {
+                        key: (*key).to_owned(),
+                    }),
+                    None => Err(self.error(e, "HGETALL", &keys.join(" "))),
+                }
+            }
+        }
     }
 
     async fn hdel(&self, key: &str, fields: &[&str]) -> Result<u64> {
@@ -647,7 +701,7 @@ impl Store for RedisStore {
                 .take()
         };
         let mut conn = self.inner.manager.clone();
-        let answer: std::result::Result<usize, RedisError> =
+        let answer: std::result::Result<i64, RedisError> =
             match call("EVALSHA", &self.inner.apply_sha)
                 .query_async(&mut conn)
                 .await
@@ -657,21 +711,33 @@ impl Store for RedisStore {
                 }
                 other => other,
             };
-        match answer.map_err(|e| self.error(e, "BATCH", &label))? {
-            0 => Ok(()),
-            index => match keys.get(index - 1) {
-                Some(key) => Err(StoreError::WrongType {
-                    key: key
-                        .strip_prefix(self.inner.prefix.as_str())
-                        .unwrap_or(key)
-                        .to_owned(),
-                }),
-                None => Err(StoreError::Corrupt {
-                    key: label,
-                    detail: format!("the batch script answered {index}, which names no key"),
-                }),
-            },
+        let answer = answer.map_err(|e| self.error(e, "BATCH", &label))?;
+        let unprefixed = |key: &String| {
+            key.strip_prefix(self.inner.prefix.as_str())
+                .unwrap_or(key)
+                .to_owned()
+        };
+        let nth = |n: i64| usize::try_from(n).ok()?.checked_sub(1);
+        if answer > 0 {
+            if let Some(key) = nth(answer).and_then(|i| keys.get(i)) {
+                return Err(StoreError::WrongType {
+                    key: unprefixed(key),
+                });
+            }
+        } else if answer < 0 {
+            if let Some(guard) = nth(-answer).and_then(|i| batch.guards().get(i)) {
+                return Err(StoreError::Conflict {
+                    key: guard.key.clone(),
+                    field: guard.field.clone(),
+                });
+            }
+        } else {
+            return Ok(());
         }
+        Err(StoreError::Corrupt {
+            key: label,
+            detail: format!("the batch script answered {answer}, which names nothing"),
+        })
     }
 }
 

@@ -40,6 +40,33 @@ mod field {
     pub const BAN_UNTIL: &str = "BAN_UNTIL";
 }
 
+/// What became of a heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Beat {
+    /// Stored; `new` when the box was not in the registry before.
+    Recorded { new: bool },
+    /// Refused: the box is banned until `until` (Unix seconds) for `reason`.
+    Banned { until: f64, reason: String },
+}
+
+/// The ban a box's record holds at `now`: its end and the eviction reason.
+///
+/// The record is the ban's authority (`{NS}:BANNED` only orders bans by their
+/// end, for the sweep that forgets them), so one read tells a heartbeat both
+/// whether it may be stored and what to keep of the record.
+fn ban_in(record: &BTreeMap<String, String>, now: f64) -> Option<(f64, String)> {
+    if record.get(field::STATE).map(String::as_str) != Some("evicted") {
+        return None;
+    }
+    let until = record.get(field::BAN_UNTIL)?.parse::<f64>().ok()?;
+    (until > now).then(|| {
+        (
+            until,
+            record.get(field::REASON).cloned().unwrap_or_default(),
+        )
+    })
+}
+
 /// One heartbeat's worth of facts about a box.
 #[derive(Debug, Clone)]
 pub struct Heartbeat<'a> {
@@ -82,16 +109,48 @@ impl Book {
         &self.keys
     }
 
-    /// Records a heartbeat. Returns whether the box was new to the registry.
+    /// Records a heartbeat, unless the box is banned.
     ///
-    /// One read (the box's record, for what a heartbeat must not overwrite and
-    /// need not rewrite) and one atomic batch: the exchange, the record and the expiry score change
-    /// together, so a listing never shows a box whose exchange is half replaced,
-    /// and on the embedded store a heartbeat waits for one commit, not four.
-    pub async fn heartbeat(&self, hb: Heartbeat<'_>) -> Result<bool, StoreError> {
+    /// One read (the box's record — its ban, and what a heartbeat must not
+    /// overwrite and need not rewrite — and its stored exchange, to write only
+    /// what changed) and one atomic batch: the exchange, the
+    /// record and the expiry score change together, so a listing never shows a
+    /// box whose exchange is half replaced, and on the embedded store a heartbeat
+    /// waits for one commit, not four. The batch is soft — a heartbeat lost in a
+    /// crash is said again within one interval — and guarded on the state it was
+    /// decided on: an eviction, an expiry or a reachability verdict that lands
+    /// between the read and the write makes it read and decide again, so a
+    /// heartbeat in flight never brings an evicted or expired box back.
+    pub async fn heartbeat(&self, hb: Heartbeat<'_>) -> Result<Beat, StoreError> {
         let id = hb.exchange.header.id.as_str();
         let info_key = self.keys.box_info(id);
-        let existing = self.store.hgetall(&info_key).await?;
+        let exchange_key = self.keys.exchange(id);
+        let mut attempts = 0;
+        loop {
+            let [existing, stored] =
+                <[_; 2]>::try_from(self.store.hgetall_many(&[&info_key, &exchange_key]).await?)
+                    .unwrap_or_default();
+            if let Some((until, reason)) = ban_in(&existing, hb.now) {
+                return Ok(Beat::Banned { until, reason });
+            }
+            let (mut batch, new) = self.beat_batch(&hb, &info_key, &existing);
+            save_exchange(&mut batch, &exchange_key, hb.exchange, &stored);
+            match self.store.apply(&batch).await {
+                Ok(()) => return Ok(Beat::Recorded { new }),
+                Err(StoreError::Conflict { .. }) if attempts < 3 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The writes of one heartbeat on a box whose record is `existing`, and
+    /// whether the box is new to the registry.
+    fn beat_batch(
+        &self,
+        hb: &Heartbeat<'_>,
+        info_key: &str,
+        existing: &BTreeMap<String, String>,
+    ) -> (Batch, bool) {
         let now = hb.now.to_string();
         let legacy = if hb.legacy { "1" } else { "0" };
         let geo = serde_json::to_string(&hb.geo).unwrap_or_default();
@@ -108,8 +167,9 @@ impl Book {
             fields.push((field::GEO, &geo));
             fields.push((field::GEO_SOURCE, hb.geo_source));
         }
-        let is_new = !existing.contains_key(field::STATE);
-        let was_evicted = existing.get(field::STATE).map(String::as_str) == Some("evicted");
+        let state = existing.get(field::STATE).map(String::as_str);
+        let is_new = state.is_none();
+        let was_evicted = state == Some("evicted");
         if is_new {
             fields.push((field::FIRST_SEEN, &now));
         }
@@ -129,14 +189,14 @@ impl Book {
         // only what changed keeps the single writer's work per heartbeat small.
         fields.retain(|(f, v)| existing.get(*f).map(String::as_str) != Some(*v));
         let mut batch = Batch::new();
-        save_exchange(&mut batch, &self.keys, hb.exchange);
-        batch.hset(&info_key, &fields);
+        batch.only_if(info_key, field::STATE, state).soft();
+        batch.hset(info_key, &fields);
         if was_evicted {
-            batch.hdel(&info_key, &[field::BAN_UNTIL]);
+            batch.hdel(info_key, &[field::BAN_UNTIL]);
         }
+        let id = hb.exchange.header.id.as_str();
         batch.zadd(&self.keys.box_set(), id, hb.expires_at);
-        self.store.apply(&batch).await?;
-        Ok(is_new)
+        (batch, is_new)
     }
 
     pub async fn load_exchange(&self, id: &str) -> Result<Option<Exchange>, StoreError> {
@@ -235,17 +295,8 @@ impl Book {
 
     /// The ban on a box: its end and the eviction reason, if it is still banned.
     pub async fn ban(&self, id: &str, now: f64) -> Result<Option<(f64, String)>, StoreError> {
-        match self.store.zscore(&self.keys.banned(), id).await? {
-            Some(until) if until > now => {
-                let reason = self
-                    .store
-                    .hget(&self.keys.box_info(id), field::REASON)
-                    .await?
-                    .unwrap_or_default();
-                Ok(Some((until, reason)))
-            }
-            _ => Ok(None),
-        }
+        let record = self.store.hgetall(&self.keys.box_info(id)).await?;
+        Ok(ban_in(&record, now))
     }
 
     /// Sets an operator's location for a box. Returns whether the box is known.
@@ -382,15 +433,23 @@ impl Book {
     }
 }
 
-/// Replaces an exchange with `exchange`, as a flat hash: strings as they are,
-/// nested values and numbers as JSON text (the original's HMSET refused nested
-/// values and lost the whole heartbeat). The old hash is deleted first so that a
-/// field the box stopped sending does not linger.
-fn save_exchange(batch: &mut Batch, keys: &Keys, exchange: &Exchange) {
+/// Replaces the exchange stored at `key` (now `stored`) with `exchange`, as a
+/// flat hash: strings as they are, nested values and numbers as JSON text (the
+/// original's HMSET refused nested values and lost the whole heartbeat).
+///
+/// Only fields that changed are written and fields the box stopped sending are
+/// removed: from one heartbeat to the next most of an exchange (ID, URLs) stays
+/// the same, and each field written is work for the single writer.
+fn save_exchange(
+    batch: &mut Batch,
+    key: &str,
+    exchange: &Exchange,
+    stored: &BTreeMap<String, String>,
+) {
     let Ok(Value::Object(map)) = serde_json::to_value(exchange) else {
         return;
     };
-    let flat: Vec<(String, String)> = map
+    let flat: BTreeMap<String, String> = map
         .into_iter()
         .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| match v {
@@ -398,9 +457,17 @@ fn save_exchange(batch: &mut Batch, keys: &Keys, exchange: &Exchange) {
             other => (k, other.to_string()),
         })
         .collect();
-    let fields: Vec<(&str, &str)> = flat.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let key = keys.exchange(exchange.header.id.as_str());
-    batch.del(&key).hset(&key, &fields);
+    let changed: Vec<(&str, &str)> = flat
+        .iter()
+        .filter(|(k, v)| stored.get(*k) != Some(*v))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let gone: Vec<&str> = stored
+        .keys()
+        .filter(|k| !flat.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    batch.hdel(key, &gone).hset(key, &changed);
 }
 
 fn parse_info(hash: &BTreeMap<String, String>) -> Option<BoxInfo> {
@@ -422,4 +489,127 @@ fn parse_info(hash: &BTreeMap<String, String>) -> Option<BoxInfo> {
         geo_source: hash.get(field::GEO_SOURCE).cloned().unwrap_or_default(),
         ban_until: num(field::BAN_UNTIL),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use dandelion_core::identity::Identity;
+    use dandelion_core::ids::Role;
+    use dandelion_core::protocol::{Exchange, GeoIp, Header};
+    use dandelion_core::store::{EmbeddedStore, Store, StoreError};
+
+    use super::{Beat, Book, Heartbeat};
+
+    fn exchange(connect_ws: Option<&str>, data_url: &str) -> Exchange {
+        let id = Identity::generate(Role::Box).unwrap().id().clone();
+        Exchange {
+            header: Header::new(id),
+            connect_ws: connect_ws.map(str::to_owned),
+            data_url: Some(data_url.to_owned()),
+            system_info: None,
+            geoip: None,
+            traffic_flow: None,
+            extra: Default::default(),
+        }
+    }
+
+    fn beat(exchange: &Exchange, now: f64) -> Heartbeat<'_> {
+        Heartbeat {
+            exchange,
+            legacy: false,
+            observed_ip: Some("127.0.0.2".to_owned()),
+            public_key: None,
+            geo: GeoIp::default(),
+            geo_source: "none",
+            expires_at: now + 120.0,
+            now,
+        }
+    }
+
+    fn book() -> (Book, Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        (Book::new(Arc::clone(&store), "e"), store, dir)
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_stores_what_the_box_sends_now_and_nothing_it_stopped_sending() {
+        let (book, store, _dir) = book();
+        let first = exchange(Some("ws://b/ws"), "http://b/");
+        let id = first.header.id.to_string();
+        assert_eq!(
+            book.heartbeat(beat(&first, 100.0)).await.unwrap(),
+            Beat::Recorded { new: true }
+        );
+        let mut second = first.clone();
+        second.connect_ws = None;
+        second.data_url = Some("http://b2/".to_owned());
+        assert_eq!(
+            book.heartbeat(beat(&second, 105.0)).await.unwrap(),
+            Beat::Recorded { new: false }
+        );
+        let stored = store.hgetall(&book.keys().exchange(&id)).await.unwrap();
+        assert_eq!(
+            stored.get("DATA_URL").map(String::as_str),
+            Some("http://b2/")
+        );
+        assert!(!stored.contains_key("CONNECT_WS"), "{stored:?}");
+        assert_eq!(book.load_exchange(&id).await.unwrap(), Some(second));
+        let listed = book.listed(&id).await.unwrap().unwrap();
+        assert_eq!(listed.expires_at, Some(225.0));
+        assert!((listed.info.last_heartbeat - 105.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn a_banned_box_is_refused_until_its_ban_ends() {
+        let (book, _store, _dir) = book();
+        let ex = exchange(None, "http://b/");
+        let id = ex.header.id.to_string();
+        book.heartbeat(beat(&ex, 100.0)).await.unwrap();
+        book.evict(&id, "abuse", 200.0, 101.0).await.unwrap();
+        assert_eq!(
+            book.heartbeat(beat(&ex, 150.0)).await.unwrap(),
+            Beat::Banned {
+                until: 200.0,
+                reason: "abuse".to_owned()
+            }
+        );
+        assert!(book.members().await.unwrap().is_empty());
+        assert_eq!(
+            book.heartbeat(beat(&ex, 201.0)).await.unwrap(),
+            Beat::Recorded { new: false }
+        );
+        let info = book.load_info(&id).await.unwrap().unwrap();
+        assert_eq!(info.state.as_str(), "active");
+        assert_eq!(info.ban_until, None);
+    }
+
+    /// The race of a heartbeat read before an eviction and written after it: the
+    /// guard makes the write fail instead of putting the box back in BOX_SET.
+    #[tokio::test]
+    async fn a_heartbeat_decided_before_an_eviction_does_not_bring_the_box_back() {
+        let (book, store, _dir) = book();
+        let ex = exchange(None, "http://b/");
+        let id = ex.header.id.to_string();
+        book.heartbeat(beat(&ex, 100.0)).await.unwrap();
+        let info_key = book.keys().box_info(&id);
+        let read_before = store.hgetall(&info_key).await.unwrap();
+        book.evict(&id, "abuse", 200.0, 101.0).await.unwrap();
+        let (batch, _) = book.beat_batch(&beat(&ex, 102.0), &info_key, &read_before);
+        assert!(matches!(
+            store.apply(&batch).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert!(book.members().await.unwrap().is_empty());
+        // And read again, the heartbeat is refused.
+        assert!(matches!(
+            book.heartbeat(beat(&ex, 102.0)).await.unwrap(),
+            Beat::Banned { .. }
+        ));
+    }
 }

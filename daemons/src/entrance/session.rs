@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Shared;
-use super::book::{Heartbeat, now};
+use super::book::{Beat, Heartbeat, now};
 use super::registry::{BoxState, Candidate, rank};
 use super::{locate, reach};
 use crate::handshake::{self, Peer, Refusal};
@@ -197,14 +197,14 @@ async fn answer_bad(
         .is_ok()
 }
 
-/// Stores a heartbeat; returns whether the box was new to the registry.
+/// Stores a heartbeat, unless the box is banned.
 async fn register(
     shared: &Shared,
     exchange: &Exchange,
     legacy: bool,
     public_key: Option<&str>,
     ip: IpAddr,
-) -> Result<bool, dandelion_core::store::StoreError> {
+) -> Result<Beat, dandelion_core::store::StoreError> {
     let (geo, geo_source) = locate::resolve(shared.geo.as_ref(), ip, exchange.geoip.as_ref());
     let now = now();
     shared.metrics.heartbeats.inc();
@@ -299,35 +299,35 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
         match message {
             Message::Exchange(exchange) => {
                 // A ban made by another entrance on the same store reaches us here.
-                if let Ok(Some((until, reason))) = shared.book.ban(&id, now()).await {
-                    let _ = conn
-                        .send(&error_reply(
-                            &shared,
-                            "evicted",
-                            ban_text(&reason, until),
-                            Some("EXCHANGE"),
-                        ))
-                        .await;
-                    conn.close_with(CloseCode::Policy, "evicted").await;
-                    break;
-                }
-                let registered =
-                    register(&shared, &exchange, false, Some(&peer.public_key), ip).await;
-                if let Ok(new) = registered {
-                    super::console::heartbeat(&shared, &id, new).await;
-                }
-                if let Err(e) = registered {
-                    tracing::warn!(box_id = %id, "cannot record a heartbeat: {e}");
-                    let reply = error_reply(
-                        &shared,
-                        "store",
-                        format!("the registry is unavailable: {e}"),
-                        Some("EXCHANGE"),
-                    );
-                    if conn.send(&reply).await.is_err() {
+                match register(&shared, &exchange, false, Some(&peer.public_key), ip).await {
+                    Ok(Beat::Recorded { new }) => {
+                        super::console::heartbeat(&shared, &id, new).await;
+                    }
+                    Ok(Beat::Banned { until, reason }) => {
+                        let _ = conn
+                            .send(&error_reply(
+                                &shared,
+                                "evicted",
+                                ban_text(&reason, until),
+                                Some("EXCHANGE"),
+                            ))
+                            .await;
+                        conn.close_with(CloseCode::Policy, "evicted").await;
                         break;
                     }
-                    continue;
+                    Err(e) => {
+                        tracing::warn!(box_id = %id, "cannot record a heartbeat: {e}");
+                        let reply = error_reply(
+                            &shared,
+                            "store",
+                            format!("the registry is unavailable: {e}"),
+                            Some("EXCHANGE"),
+                        );
+                        if conn.send(&reply).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                 }
                 if !checked && shared.config.reachability_check {
                     checked = true;
@@ -476,16 +476,14 @@ async fn legacy_exchange(shared: &Shared, exchange: &Exchange, ip: IpAddr) -> Me
         }
         _ => {}
     }
-    if let Ok(Some((until, reason))) = shared.book.ban(id, now()).await {
-        return error_reply(
+    match register(shared, exchange, true, None, ip).await {
+        Ok(Beat::Recorded { .. }) => exchange_reply(shared),
+        Ok(Beat::Banned { until, reason }) => error_reply(
             shared,
             "evicted",
             ban_text(&reason, until),
             Some("EXCHANGE"),
-        );
-    }
-    match register(shared, exchange, true, None, ip).await {
-        Ok(_) => exchange_reply(shared),
+        ),
         Err(e) => error_reply(
             shared,
             "store",
