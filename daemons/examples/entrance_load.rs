@@ -98,12 +98,6 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted.get(i).copied().unwrap_or(0)) / 1000.0
 }
 
-/// The load tool shares the machine with the entrance it measures: the less CPU
-/// it spends per heartbeat, the more is left to the entrance. mimalloc makes its
-/// 18 000 tasks' small allocations cheaper than glibc's malloc does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// What a real box sends (`boxnode::heartbeat::exchange`): its URLs, a system
 /// reading whose usage figures change from beat to beat, and its traffic totals.
 fn box_exchange(id: &NodeId, n: usize, beat: u64) -> Message {

@@ -17,6 +17,11 @@ use dandelion_daemons::cli::{Cli, Command, RoleArgs};
 use dandelion_daemons::shutdown::{self, Shutdown};
 use dandelion_daemons::{boxnode, client, entrance, publisher, server, up};
 
+/// See the `mimalloc` feature in Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

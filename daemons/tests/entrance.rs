@@ -654,11 +654,11 @@ async fn self_preservation_holds_expiry_back_when_most_boxes_go_silent() {
         (h["self_preservation"] == true).then_some(h)
     })
     .await;
+    // Two of three is past the 50 % threshold already; which the sweep sees
+    // first depends on when each box's last heartbeat fell silent.
+    let reason = health["reason"].as_str().unwrap();
     assert!(
-        health["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("3 of 3 boxes"),
+        reason.starts_with("2 of 3 boxes") || reason.starts_with("3 of 3 boxes"),
         "{health}"
     );
     // Well past the expiry time, the boxes are still there (stale).

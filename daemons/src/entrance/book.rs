@@ -40,6 +40,23 @@ mod field {
     pub const BAN_UNTIL: &str = "BAN_UNTIL";
 }
 
+/// A heartbeat as [`Book::check`] judged it.
+#[derive(Debug)]
+pub enum Checked {
+    /// It may be stored, with these writes.
+    Accepted(Pending),
+    /// Refused: the box is banned until `until` (Unix seconds) for `reason`.
+    Banned { until: f64, reason: String },
+}
+
+/// The writes of an accepted heartbeat, for [`Book::store`].
+#[derive(Debug)]
+pub struct Pending {
+    batch: Batch,
+    /// Whether the box was not in the registry before.
+    pub new: bool,
+}
+
 /// What became of a heartbeat.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Beat {
@@ -109,36 +126,60 @@ impl Book {
         &self.keys
     }
 
-    /// Records a heartbeat, unless the box is banned.
+    /// Records a heartbeat, unless the box is banned: [`Book::check`], then
+    /// [`Book::store`].
+    pub async fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<Beat, StoreError> {
+        match self.check(hb).await? {
+            Checked::Accepted(pending) => self.store(hb, pending).await,
+            Checked::Banned { until, reason } => Ok(Beat::Banned { until, reason }),
+        }
+    }
+
+    /// Decides what to do with a heartbeat, without writing anything.
     ///
-    /// One read (the box's record — its ban, and what a heartbeat must not
-    /// overwrite and need not rewrite — and its stored exchange, to write only
-    /// what changed) and one atomic batch: the exchange, the
-    /// record and the expiry score change together, so a listing never shows a
-    /// box whose exchange is half replaced, and on the embedded store a heartbeat
-    /// waits for one commit, not four. The batch is soft — a heartbeat lost in a
-    /// crash is said again within one interval — and guarded on the state it was
-    /// decided on: an eviction, an expiry or a reachability verdict that lands
-    /// between the read and the write makes it read and decide again, so a
-    /// heartbeat in flight never brings an evicted or expired box back.
-    pub async fn heartbeat(&self, hb: Heartbeat<'_>) -> Result<Beat, StoreError> {
+    /// One read — the box's record (its ban, and what a heartbeat must not
+    /// overwrite and need not rewrite) and its stored exchange (to write only what
+    /// changed) — from which the whole write is worked out. A session can answer
+    /// the box from this alone and store the heartbeat behind its reply: on the
+    /// embedded store the write may wait for a once-a-second fsync, which would
+    /// otherwise hold every reply of that moment back.
+    pub async fn check(&self, hb: &Heartbeat<'_>) -> Result<Checked, StoreError> {
         let id = hb.exchange.header.id.as_str();
         let info_key = self.keys.box_info(id);
         let exchange_key = self.keys.exchange(id);
+        let [existing, stored] =
+            <[_; 2]>::try_from(self.store.hgetall_many(&[&info_key, &exchange_key]).await?)
+                .unwrap_or_default();
+        if let Some((until, reason)) = ban_in(&existing, hb.now) {
+            return Ok(Checked::Banned { until, reason });
+        }
+        let (mut batch, new) = self.beat_batch(hb, &info_key, &existing);
+        save_exchange(&mut batch, &exchange_key, hb.exchange, &stored);
+        Ok(Checked::Accepted(Pending { batch, new }))
+    }
+
+    /// Stores a heartbeat [`Book::check`] accepted.
+    ///
+    /// One atomic batch: the exchange, the record and the expiry score change
+    /// together, so a listing never shows a box whose exchange is half replaced,
+    /// and on the embedded store a heartbeat waits for one commit, not four. The
+    /// batch is soft — a heartbeat lost in a crash is said again within one
+    /// interval — and guarded on the state it was decided on: an eviction, an
+    /// expiry or a reachability verdict that lands between the check and the
+    /// write makes it check again, so a heartbeat in flight never brings an
+    /// evicted or expired box back.
+    pub async fn store(&self, hb: &Heartbeat<'_>, pending: Pending) -> Result<Beat, StoreError> {
+        let mut pending = pending;
         let mut attempts = 0;
         loop {
-            let [existing, stored] =
-                <[_; 2]>::try_from(self.store.hgetall_many(&[&info_key, &exchange_key]).await?)
-                    .unwrap_or_default();
-            if let Some((until, reason)) = ban_in(&existing, hb.now) {
-                return Ok(Beat::Banned { until, reason });
-            }
-            let (mut batch, new) = self.beat_batch(&hb, &info_key, &existing);
-            save_exchange(&mut batch, &exchange_key, hb.exchange, &stored);
-            match self.store.apply(&batch).await {
-                Ok(()) => return Ok(Beat::Recorded { new }),
+            match self.store.apply(&pending.batch).await {
+                Ok(()) => return Ok(Beat::Recorded { new: pending.new }),
                 Err(StoreError::Conflict { .. }) if attempts < 3 => attempts += 1,
                 Err(e) => return Err(e),
+            }
+            match self.check(hb).await? {
+                Checked::Accepted(again) => pending = again,
+                Checked::Banned { until, reason } => return Ok(Beat::Banned { until, reason }),
             }
         }
     }
@@ -543,14 +584,14 @@ mod tests {
         let first = exchange(Some("ws://b/ws"), "http://b/");
         let id = first.header.id.to_string();
         assert_eq!(
-            book.heartbeat(beat(&first, 100.0)).await.unwrap(),
+            book.heartbeat(&beat(&first, 100.0)).await.unwrap(),
             Beat::Recorded { new: true }
         );
         let mut second = first.clone();
         second.connect_ws = None;
         second.data_url = Some("http://b2/".to_owned());
         assert_eq!(
-            book.heartbeat(beat(&second, 105.0)).await.unwrap(),
+            book.heartbeat(&beat(&second, 105.0)).await.unwrap(),
             Beat::Recorded { new: false }
         );
         let stored = store.hgetall(&book.keys().exchange(&id)).await.unwrap();
@@ -570,10 +611,10 @@ mod tests {
         let (book, _store, _dir) = book();
         let ex = exchange(None, "http://b/");
         let id = ex.header.id.to_string();
-        book.heartbeat(beat(&ex, 100.0)).await.unwrap();
+        book.heartbeat(&beat(&ex, 100.0)).await.unwrap();
         book.evict(&id, "abuse", 200.0, 101.0).await.unwrap();
         assert_eq!(
-            book.heartbeat(beat(&ex, 150.0)).await.unwrap(),
+            book.heartbeat(&beat(&ex, 150.0)).await.unwrap(),
             Beat::Banned {
                 until: 200.0,
                 reason: "abuse".to_owned()
@@ -581,7 +622,7 @@ mod tests {
         );
         assert!(book.members().await.unwrap().is_empty());
         assert_eq!(
-            book.heartbeat(beat(&ex, 201.0)).await.unwrap(),
+            book.heartbeat(&beat(&ex, 201.0)).await.unwrap(),
             Beat::Recorded { new: false }
         );
         let info = book.load_info(&id).await.unwrap().unwrap();
@@ -596,7 +637,7 @@ mod tests {
         let (book, store, _dir) = book();
         let ex = exchange(None, "http://b/");
         let id = ex.header.id.to_string();
-        book.heartbeat(beat(&ex, 100.0)).await.unwrap();
+        book.heartbeat(&beat(&ex, 100.0)).await.unwrap();
         let info_key = book.keys().box_info(&id);
         let read_before = store.hgetall(&info_key).await.unwrap();
         book.evict(&id, "abuse", 200.0, 101.0).await.unwrap();
@@ -608,7 +649,7 @@ mod tests {
         assert!(book.members().await.unwrap().is_empty());
         // And read again, the heartbeat is refused.
         assert!(matches!(
-            book.heartbeat(beat(&ex, 102.0)).await.unwrap(),
+            book.heartbeat(&beat(&ex, 102.0)).await.unwrap(),
             Beat::Banned { .. }
         ));
     }

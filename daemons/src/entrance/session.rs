@@ -22,11 +22,12 @@ use dandelion_core::ids::Role;
 use dandelion_core::protocol::{
     ErrorReply, Exchange, ExchangeReply, Header, Message, Search, SearchOrder, SearchReply,
 };
+use dandelion_core::store::StoreError;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Shared;
-use super::book::{Beat, Heartbeat, now};
+use super::book::{Beat, Checked, Heartbeat, now};
 use super::registry::{BoxState, Candidate, rank};
 use super::{locate, reach};
 use crate::handshake::{self, Peer, Refusal};
@@ -197,30 +198,58 @@ async fn answer_bad(
         .is_ok()
 }
 
-/// Stores a heartbeat, unless the box is banned.
-async fn register(
+/// The facts of one heartbeat: the exchange as sent, and what the entrance
+/// adds (where the box is, when it expires).
+fn heartbeat_of<'a>(
     shared: &Shared,
-    exchange: &Exchange,
+    exchange: &'a Exchange,
     legacy: bool,
-    public_key: Option<&str>,
+    public_key: Option<&'a str>,
     ip: IpAddr,
-) -> Result<Beat, dandelion_core::store::StoreError> {
+) -> Heartbeat<'a> {
     let (geo, geo_source) = locate::resolve(shared.geo.as_ref(), ip, exchange.geoip.as_ref());
     let now = now();
     shared.metrics.heartbeats.inc();
-    shared
-        .book
-        .heartbeat(Heartbeat {
-            exchange,
-            legacy,
-            observed_ip: Some(ip.to_string()),
-            public_key,
-            geo,
-            geo_source,
-            expires_at: now + shared.config.expire_box_time.as_secs_f64(),
-            now,
-        })
-        .await
+    Heartbeat {
+        exchange,
+        legacy,
+        observed_ip: Some(ip.to_string()),
+        public_key,
+        geo,
+        geo_source,
+        expires_at: now + shared.config.expire_box_time.as_secs_f64(),
+        now,
+    }
+}
+
+/// Tells a banned box why and closes its session.
+async fn refuse_banned(shared: &Shared, conn: &mut ServerConnection, reason: &str, until: f64) {
+    let _ = conn
+        .send(&error_reply(
+            shared,
+            "evicted",
+            ban_text(reason, until),
+            Some("EXCHANGE"),
+        ))
+        .await;
+    conn.close_with(CloseCode::Policy, "evicted").await;
+}
+
+/// Tells a box its heartbeat could not be recorded; false if the session is gone.
+async fn answer_store_error(
+    shared: &Shared,
+    conn: &mut ServerConnection,
+    id: &str,
+    e: &StoreError,
+) -> bool {
+    tracing::warn!(box_id = %id, "cannot record a heartbeat: {e}");
+    let reply = error_reply(
+        shared,
+        "store",
+        format!("the registry is unavailable: {e}"),
+        Some("EXCHANGE"),
+    );
+    conn.send(&reply).await.is_ok()
 }
 
 fn exchange_reply(shared: &Shared) -> Message {
@@ -238,6 +267,7 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
     let (n, mut evictions) = shared.attach(&id);
     let shutdown = shared.common.shutdown.clone();
     let mut checked = false;
+    let mut registered = false;
     tracing::debug!(box_id = %id, %ip, "box session opened");
     loop {
         let incoming = tokio::select! {
@@ -298,32 +328,40 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
         }
         match message {
             Message::Exchange(exchange) => {
+                let hb = heartbeat_of(&shared, &exchange, false, Some(&peer.public_key), ip);
                 // A ban made by another entrance on the same store reaches us here.
-                match register(&shared, &exchange, false, Some(&peer.public_key), ip).await {
+                let pending = match shared.book.check(&hb).await {
+                    Ok(Checked::Accepted(pending)) => pending,
+                    Ok(Checked::Banned { until, reason }) => {
+                        refuse_banned(&shared, &mut conn, &reason, until).await;
+                        break;
+                    }
+                    Err(e) => {
+                        if !answer_store_error(&shared, &mut conn, &id, &e).await {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                // A registration (a session's first heartbeat) is answered once it
+                // is stored and checked, so that ACCEPTED means "listed". Later
+                // heartbeats are answered as soon as they are judged and stored
+                // behind the answer (`Book::check` says why); the next message
+                // waits for the write.
+                let answer_first = registered;
+                if answer_first && conn.send(&exchange_reply(&shared)).await.is_err() {
+                    break;
+                }
+                match shared.book.store(&hb, pending).await {
                     Ok(Beat::Recorded { new }) => {
                         super::console::heartbeat(&shared, &id, new).await;
                     }
                     Ok(Beat::Banned { until, reason }) => {
-                        let _ = conn
-                            .send(&error_reply(
-                                &shared,
-                                "evicted",
-                                ban_text(&reason, until),
-                                Some("EXCHANGE"),
-                            ))
-                            .await;
-                        conn.close_with(CloseCode::Policy, "evicted").await;
+                        refuse_banned(&shared, &mut conn, &reason, until).await;
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(box_id = %id, "cannot record a heartbeat: {e}");
-                        let reply = error_reply(
-                            &shared,
-                            "store",
-                            format!("the registry is unavailable: {e}"),
-                            Some("EXCHANGE"),
-                        );
-                        if conn.send(&reply).await.is_err() {
+                        if !answer_store_error(&shared, &mut conn, &id, &e).await {
                             break;
                         }
                         continue;
@@ -333,9 +371,10 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                     checked = true;
                     reach::check_and_record(&shared, &exchange, &peer.public_key).await;
                 }
-                if conn.send(&exchange_reply(&shared)).await.is_err() {
+                if !answer_first && conn.send(&exchange_reply(&shared)).await.is_err() {
                     break;
                 }
+                registered = true;
             }
             Message::Goodbye(goodbye) => {
                 if let Err(e) = shared.book.remove(&id).await {
@@ -476,7 +515,11 @@ async fn legacy_exchange(shared: &Shared, exchange: &Exchange, ip: IpAddr) -> Me
         }
         _ => {}
     }
-    match register(shared, exchange, true, None, ip).await {
+    match shared
+        .book
+        .heartbeat(&heartbeat_of(shared, exchange, true, None, ip))
+        .await
+    {
         Ok(Beat::Recorded { .. }) => exchange_reply(shared),
         Ok(Beat::Banned { until, reason }) => error_reply(
             shared,
