@@ -215,6 +215,18 @@ pub async fn open_store(
     )))
 }
 
+/// Opens the store a daemon's configuration names: `store`, with `store_prefix`
+/// and the `store_cache` bound.
+pub async fn open_configured(config: &crate::config::Config) -> Result<Arc<dyn Store>> {
+    open_store(
+        &config.store,
+        &config.data_dir,
+        &config.store_prefix,
+        usize::try_from(config.store_cache.as_u64()).unwrap_or(usize::MAX),
+    )
+    .await
+}
+
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str, prefix: &str) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(RedisStore::connect(url, prefix).await?))

@@ -21,13 +21,7 @@ pub async fn run(config: &Config, file: Option<&Path>, role: Option<Role>) -> an
         None => println!("config file:    none found, using the defaults"),
     }
     println!("data directory: {} (writable)", config.data_dir.display());
-    let store = store::open_store(
-        &config.store,
-        &config.data_dir,
-        &config.store_prefix,
-        usize::try_from(config.store_cache.as_u64()).unwrap_or(usize::MAX),
-    )
-    .await?;
+    let store = store::open_configured(config).await?;
     store
         .exists("{check}:PING")
         .await

@@ -57,13 +57,7 @@ impl Common {
         if created {
             tracing::info!(path = %token_path.display(), "created the admin token");
         }
-        let store = store::open_store(
-            &config.store,
-            &config.data_dir,
-            &config.store_prefix,
-            usize::try_from(config.store_cache.as_u64()).unwrap_or(usize::MAX),
-        )
-        .await?;
+        let store = store::open_configured(config).await?;
         Ok(Common {
             identity,
             store,

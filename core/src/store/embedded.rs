@@ -266,14 +266,14 @@ impl EmbeddedStore {
     fn read_now<T>(
         &self,
         op: &'static str,
-        key: &str,
+        key: impl std::fmt::Debug,
         f: impl FnOnce(&ReadTransaction) -> Result<T>,
     ) -> Result<T> {
         let txn = self
             .inner
             .db
             .begin_read()
-            .map_err(|e| with_context(embedded_error("", e), op, key))?;
+            .map_err(|e| with_context(embedded_error("", e), op, &key))?;
         f(&txn).map_err(|e| with_context(e, op, key))
     }
 
@@ -989,15 +989,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn hget(&self, key: &str, field: &str) -> Result<Option<String>> {
-        let (k, field) = (key.to_owned(), field.to_owned());
-        self.read_now("HGET", key, move |txn| {
-            if !expect_kind(&txn.open_table(TYPES)?, &k, Kind::Hash)? {
+        self.read_now("HGET", key, |txn| {
+            if !expect_kind(&txn.open_table(TYPES)?, key, Kind::Hash)? {
                 return Ok(None);
             }
             let hashes = txn.open_table(HASHES)?;
-            Ok(hashes
-                .get((k.as_str(), field.as_str()))?
-                .map(|v| v.value().to_owned()))
+            Ok(hashes.get((key, field))?.map(|v| v.value().to_owned()))
         })
     }
 
@@ -1006,8 +1003,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn hgetall_many(&self, keys: &[&str]) -> Result<Vec<BTreeMap<String, String>>> {
-        let label = keys.join(" ");
-        self.read_now("HGETALL", &label, |txn| {
+        self.read_now("HGETALL", keys, |txn| {
             keys.iter().map(|key| read_hash(txn, key)).collect()
         })
     }
@@ -1029,15 +1025,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn zscore(&self, key: &str, member: &str) -> Result<Option<f64>> {
-        let (k, member) = (key.to_owned(), member.to_owned());
-        self.read_now("ZSCORE", key, move |txn| {
-            if !expect_kind(&txn.open_table(TYPES)?, &k, Kind::ZSet)? {
+        self.read_now("ZSCORE", key, |txn| {
+            if !expect_kind(&txn.open_table(TYPES)?, key, Kind::ZSet)? {
                 return Ok(None);
             }
             let members = txn.open_table(ZMEMBERS)?;
-            Ok(members
-                .get((k.as_str(), member.as_str()))?
-                .map(|s| s.value()))
+            Ok(members.get((key, member))?.map(|s| s.value()))
         })
     }
 
@@ -1186,12 +1179,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn llen(&self, key: &str) -> Result<u64> {
-        let k = key.to_owned();
-        self.read_now("LLEN", key, move |txn| {
-            if !expect_kind(&txn.open_table(TYPES)?, &k, Kind::List)? {
+        self.read_now("LLEN", key, |txn| {
+            if !expect_kind(&txn.open_table(TYPES)?, key, Kind::List)? {
                 return Ok(0);
             }
-            list_len(&txn.open_table(LIST_META)?, &k)
+            list_len(&txn.open_table(LIST_META)?, key)
         })
     }
 
@@ -1301,15 +1293,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn sismember(&self, key: &str, member: &str) -> Result<bool> {
-        let (k, member) = (key.to_owned(), member.to_owned());
-        self.read_now("SISMEMBER", key, move |txn| {
-            if !expect_kind(&txn.open_table(TYPES)?, &k, Kind::Set)? {
+        self.read_now("SISMEMBER", key, |txn| {
+            if !expect_kind(&txn.open_table(TYPES)?, key, Kind::Set)? {
                 return Ok(false);
             }
-            Ok(txn
-                .open_table(SETS)?
-                .get((k.as_str(), member.as_str()))?
-                .is_some())
+            Ok(txn.open_table(SETS)?.get((key, member))?.is_some())
         })
     }
 
@@ -1343,9 +1331,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        let k = key.to_owned();
-        self.read_now("EXISTS", key, move |txn| {
-            Ok(txn.open_table(TYPES)?.get(k.as_str())?.is_some())
+        self.read_now("EXISTS", key, |txn| {
+            Ok(txn.open_table(TYPES)?.get(key)?.is_some())
         })
     }
 
@@ -1376,33 +1363,27 @@ impl Store for EmbeddedStore {
         // One job, so one transaction: the group commit it shares with other
         // callers' writes includes all of it or, if the checks fail, none of it.
         let soft = batch.is_soft();
-        // The batch comes back with the answer, to be freed by the thread that
-        // allocated it: glibc's malloc locks the owning thread's arena for a free
-        // from another thread, and at thousands of heartbeats a second the writer
-        // and the runtime's workers then spend their time waking each other.
-        let returned = self
-            .queue("BATCH", &label, batch.pushes(), soft, move |t| {
-                for (key, required) in &plan.checks {
-                    let actual = kind_of(&t.types, key)?.map(KeyType::from);
-                    if !required.allows(actual) {
-                        return Err(StoreError::WrongType { key: key.clone() });
-                    }
+        self.queue("BATCH", &label, batch.pushes(), soft, move |t| {
+            for (key, required) in &plan.checks {
+                let actual = kind_of(&t.types, key)?.map(KeyType::from);
+                if !required.allows(actual) {
+                    return Err(StoreError::WrongType { key: key.clone() });
                 }
-                for guard in batch.guards() {
-                    if t.hash_field(&guard.key, &guard.field)? != guard.value {
-                        return Err(StoreError::Conflict {
-                            key: guard.key.clone(),
-                            field: guard.field.clone(),
-                        });
-                    }
+            }
+            for guard in batch.guards() {
+                if t.hash_field(&guard.key, &guard.field)? != guard.value {
+                    return Err(StoreError::Conflict {
+                        key: guard.key.clone(),
+                        field: guard.field.clone(),
+                    });
                 }
-                for write in batch.writes() {
-                    t.apply_checked(write)?;
-                }
-                Ok((batch, plan))
-            })
-            .await;
-        returned.map(drop)
+            }
+            for write in batch.writes() {
+                t.apply_checked(write)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -329,30 +329,24 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
         match message {
             Message::Exchange(exchange) => {
                 let hb = heartbeat_of(&shared, &exchange, false, Some(&peer.public_key), ip);
-                // A ban made by another entrance on the same store reaches us here.
-                let pending = match shared.book.check(&hb).await {
-                    Ok(Checked::Accepted(pending)) => pending,
-                    Ok(Checked::Banned { until, reason }) => {
-                        refuse_banned(&shared, &mut conn, &reason, until).await;
-                        break;
-                    }
-                    Err(e) => {
-                        if !answer_store_error(&shared, &mut conn, &id, &e).await {
-                            break;
-                        }
-                        continue;
-                    }
-                };
                 // A registration (a session's first heartbeat) is answered once it
                 // is stored and checked, so that ACCEPTED means "listed". Later
                 // heartbeats are answered as soon as they are judged and stored
                 // behind the answer (`Book::check` says why); the next message
                 // waits for the write.
                 let answer_first = registered;
-                if answer_first && conn.send(&exchange_reply(&shared)).await.is_err() {
-                    break;
-                }
-                match shared.book.store(&hb, pending).await {
+                // A ban made by another entrance on the same store reaches us here.
+                let beat = match shared.book.check(&hb).await {
+                    Ok(Checked::Accepted(pending)) => {
+                        if answer_first && conn.send(&exchange_reply(&shared)).await.is_err() {
+                            break;
+                        }
+                        shared.book.store(&hb, pending).await
+                    }
+                    Ok(Checked::Banned { until, reason }) => Ok(Beat::Banned { until, reason }),
+                    Err(e) => Err(e),
+                };
+                match beat {
                     Ok(Beat::Recorded { new }) => {
                         super::console::heartbeat(&shared, &id, new).await;
                     }
