@@ -163,6 +163,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// transaction; Redis runs it as one script, which no other client's command
     /// can interleave with.
     async fn apply(&self, batch: &Batch) -> Result<()>;
+
+    // --- about the store ---
+
+    /// Whether other processes may write this store too: Redis, shared by
+    /// several daemons, rather than the embedded file, which redb locks to one
+    /// process. What a process remembers of its own writes is still the store's
+    /// content only when the store is not shared.
+    fn shared(&self) -> bool;
 }
 
 /// `redis://user:secret@host/` → `redis://user:***@host/`: URLs end up in logs.

@@ -1353,6 +1353,10 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    fn shared(&self) -> bool {
+        false
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());

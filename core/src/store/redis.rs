@@ -682,6 +682,10 @@ impl Store for RedisStore {
         }
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dandelion_core::protocol::{Exchange, GeoIp};
@@ -38,6 +39,30 @@ mod field {
     pub const GEO_SOURCE: &str = "GEO_SOURCE";
     pub const GEO_OVERRIDE: &str = "GEO_OVERRIDE";
     pub const BAN_UNTIL: &str = "BAN_UNTIL";
+    /// Changed by every write of the record, so that one guard on it tells a
+    /// heartbeat whether the record is still the one it last saw.
+    pub const REV: &str = "REV";
+}
+
+/// What a box session last stored: the box's record and exchange as they stand
+/// after its write, the record's [`field::REV`] included.
+///
+/// A session hands it to its next [`Book::check`] instead of reading the store
+/// again; the write that follows is guarded on the revision, so if anyone else
+/// wrote the record meanwhile (an eviction, an expiry, a reachability verdict)
+/// the write fails and the heartbeat is decided again from a fresh read. In the
+/// steady state a heartbeat therefore reads nothing: on the embedded store a
+/// read can wait behind a commit that is writing out its pages.
+///
+/// Only a store no other process writes ([`Store::shared`] false) is trusted
+/// this way. Those writers are then all in this process, and an eviction also
+/// reaches the box's session directly; an eviction made by another entrance on
+/// a shared Redis would only be noticed at the write, after the box had been
+/// told ACCEPTED. Redis reads are cheap, so there every heartbeat reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memo {
+    record: BTreeMap<String, String>,
+    exchange: BTreeMap<String, String>,
 }
 
 /// A heartbeat as [`Book::check`] judged it.
@@ -55,13 +80,16 @@ pub struct Pending {
     batch: Batch,
     /// Whether the box was not in the registry before.
     pub new: bool,
+    /// The box's record and exchange once the batch is written.
+    after: Memo,
 }
 
 /// What became of a heartbeat.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Beat {
-    /// Stored; `new` when the box was not in the registry before.
-    Recorded { new: bool },
+    /// Stored; `new` when the box was not in the registry before. `memo` is
+    /// what the next heartbeat of the same session can be checked against.
+    Recorded { new: bool, memo: Memo },
     /// Refused: the box is banned until `until` (Unix seconds) for `reason`.
     Banned { until: f64, reason: String },
 }
@@ -107,11 +135,39 @@ pub struct Listed {
     pub expires_at: Option<f64>,
 }
 
+/// Makes [`field::REV`] values: unique to this process (a random prefix) and to
+/// each write (a counter), so that no two writers — here or in another entrance
+/// on the same store — ever write the same revision.
+#[derive(Debug)]
+struct Revisions {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl Revisions {
+    fn new() -> Revisions {
+        Revisions {
+            // Without randomness two entrances could share a prefix; their
+            // counters would then have to meet on one box's record at the same
+            // count, and the cost is one heartbeat stored over a newer write.
+            prefix: getrandom::u64()
+                .unwrap_or_else(|_| u64::from(std::process::id()) ^ now().to_bits()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn make(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:x}.{n:x}", self.prefix)
+    }
+}
+
 /// Handle on the registry in the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Book {
     store: Arc<dyn Store>,
     keys: Keys,
+    revisions: Arc<Revisions>,
 }
 
 impl Book {
@@ -119,6 +175,7 @@ impl Book {
         Book {
             store,
             keys: Keys::new(namespace),
+            revisions: Arc::new(Revisions::new()),
         }
     }
 
@@ -129,7 +186,7 @@ impl Book {
     /// Records a heartbeat, unless the box is banned: [`Book::check`], then
     /// [`Book::store`].
     pub async fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<Beat, StoreError> {
-        match self.check(hb).await? {
+        match self.check(hb, None).await? {
             Checked::Accepted(pending) => self.store(hb, pending).await,
             Checked::Banned { until, reason } => Ok(Beat::Banned { until, reason }),
         }
@@ -137,25 +194,40 @@ impl Book {
 
     /// Decides what to do with a heartbeat, without writing anything.
     ///
-    /// One read — the box's record (its ban, and what a heartbeat must not
-    /// overwrite and need not rewrite) and its stored exchange (to write only what
-    /// changed) — from which the whole write is worked out. A session can answer
-    /// the box from this alone and store the heartbeat behind its reply: on the
-    /// embedded store the write may wait for a once-a-second fsync, which would
-    /// otherwise hold every reply of that moment back.
-    pub async fn check(&self, hb: &Heartbeat<'_>) -> Result<Checked, StoreError> {
+    /// The decision needs the box's record (its ban, and what a heartbeat must
+    /// not overwrite and need not rewrite) and its stored exchange (to write only
+    /// what changed): `known`, what this session stored last, or else one read.
+    /// A session can answer the box from this alone and store the heartbeat
+    /// behind its reply: on the embedded store the write may wait for a
+    /// once-a-second fsync, which would otherwise hold every reply of that
+    /// moment back.
+    pub async fn check(
+        &self,
+        hb: &Heartbeat<'_>,
+        known: Option<Memo>,
+    ) -> Result<Checked, StoreError> {
         let id = hb.exchange.header.id.as_str();
         let info_key = self.keys.box_info(id);
         let exchange_key = self.keys.exchange(id);
-        let [existing, stored] =
-            <[_; 2]>::try_from(self.store.hgetall_many(&[&info_key, &exchange_key]).await?)
-                .unwrap_or_default();
-        if let Some((until, reason)) = ban_in(&existing, hb.now) {
+        let Memo { record, exchange } = match known.filter(|_| !self.store.shared()) {
+            Some(memo) => memo,
+            None => {
+                let [record, exchange] =
+                    <[_; 2]>::try_from(self.store.hgetall_many(&[&info_key, &exchange_key]).await?)
+                        .unwrap_or_default();
+                Memo { record, exchange }
+            }
+        };
+        if let Some((until, reason)) = ban_in(&record, hb.now) {
             return Ok(Checked::Banned { until, reason });
         }
-        let (mut batch, new) = self.beat_batch(hb, &info_key, &existing);
-        save_exchange(&mut batch, &exchange_key, hb.exchange, &stored);
-        Ok(Checked::Accepted(Pending { batch, new }))
+        let (mut batch, new, record) = self.beat_batch(hb, &info_key, record);
+        let exchange = save_exchange(&mut batch, &exchange_key, hb.exchange, &exchange);
+        Ok(Checked::Accepted(Pending {
+            batch,
+            new,
+            after: Memo { record, exchange },
+        }))
     }
 
     /// Stores a heartbeat [`Book::check`] accepted.
@@ -164,35 +236,41 @@ impl Book {
     /// together, so a listing never shows a box whose exchange is half replaced,
     /// and on the embedded store a heartbeat waits for one commit, not four. The
     /// batch is soft — a heartbeat lost in a crash is said again within one
-    /// interval — and guarded on the state it was decided on: an eviction, an
-    /// expiry or a reachability verdict that lands between the check and the
-    /// write makes it check again, so a heartbeat in flight never brings an
-    /// evicted or expired box back.
+    /// interval — and guarded on the revision of the record it was decided on:
+    /// an eviction, an expiry or a reachability verdict that lands between the
+    /// check and the write makes it check again from a fresh read, so a
+    /// heartbeat in flight never brings an evicted or expired box back.
     pub async fn store(&self, hb: &Heartbeat<'_>, pending: Pending) -> Result<Beat, StoreError> {
         let mut pending = pending;
         let mut attempts = 0;
         loop {
             match self.store.apply(&pending.batch).await {
-                Ok(()) => return Ok(Beat::Recorded { new: pending.new }),
+                Ok(()) => {
+                    return Ok(Beat::Recorded {
+                        new: pending.new,
+                        memo: pending.after,
+                    });
+                }
                 Err(StoreError::Conflict { .. }) if attempts < 3 => attempts += 1,
                 Err(e) => return Err(e),
             }
-            match self.check(hb).await? {
+            match self.check(hb, None).await? {
                 Checked::Accepted(again) => pending = again,
                 Checked::Banned { until, reason } => return Ok(Beat::Banned { until, reason }),
             }
         }
     }
 
-    /// The writes of one heartbeat on a box whose record is `existing`, and
-    /// whether the box is new to the registry.
+    /// The writes of one heartbeat on a box whose record is `existing`, whether
+    /// the box is new to the registry, and the record once they are written.
     fn beat_batch(
         &self,
         hb: &Heartbeat<'_>,
         info_key: &str,
-        existing: &BTreeMap<String, String>,
-    ) -> (Batch, bool) {
+        mut existing: BTreeMap<String, String>,
+    ) -> (Batch, bool, BTreeMap<String, String>) {
         let now = hb.now.to_string();
+        let rev = self.revisions.make();
         let legacy = if hb.legacy { "1" } else { "0" };
         let geo = serde_json::to_string(&hb.geo).unwrap_or_default();
         let mut fields: Vec<(&str, &str)> =
@@ -208,7 +286,8 @@ impl Book {
             fields.push((field::GEO, &geo));
             fields.push((field::GEO_SOURCE, hb.geo_source));
         }
-        let state = existing.get(field::STATE).map(String::as_str);
+        let state = existing.get(field::STATE).cloned();
+        let state = state.as_deref();
         let is_new = state.is_none();
         let was_evicted = state == Some("evicted");
         if is_new {
@@ -229,15 +308,23 @@ impl Book {
         // Most of a record stays as it was from one heartbeat to the next; writing
         // only what changed keeps the single writer's work per heartbeat small.
         fields.retain(|(f, v)| existing.get(*f).map(String::as_str) != Some(*v));
+        fields.push((field::REV, &rev));
         let mut batch = Batch::new();
-        batch.only_if(info_key, field::STATE, state).soft();
+        let seen = existing.get(field::REV).map(String::as_str);
+        batch.only_if(info_key, field::REV, seen).soft();
         batch.hset(info_key, &fields);
         if was_evicted {
             batch.hdel(info_key, &[field::BAN_UNTIL]);
         }
         let id = hb.exchange.header.id.as_str();
         batch.zadd(&self.keys.box_set(), id, hb.expires_at);
-        (batch, is_new)
+        for (f, v) in fields {
+            existing.insert(f.to_owned(), v.to_owned());
+        }
+        if was_evicted {
+            existing.remove(field::BAN_UNTIL);
+        }
+        (batch, is_new, existing)
     }
 
     pub async fn load_exchange(&self, id: &str) -> Result<Option<Exchange>, StoreError> {
@@ -264,7 +351,10 @@ impl Book {
         Ok(parse_info(&hash))
     }
 
-    /// Sets a stored state, keeping the time of change when the state is unchanged.
+    /// Sets a stored state, keeping the time of change when the state is
+    /// unchanged, and writing nothing when the reason is too: a periodic
+    /// reachability check that finds what it found before must not make every
+    /// box's next heartbeat read its record again (see [`Memo`]).
     pub async fn set_state(
         &self,
         id: &str,
@@ -273,13 +363,17 @@ impl Book {
         now: f64,
     ) -> Result<(), StoreError> {
         let key = self.keys.box_info(id);
-        let current = self.store.hget(&key, field::STATE).await?;
-        if current.is_none() {
+        let record = self.store.hgetall(&key).await?;
+        let Some(current) = record.get(field::STATE) else {
             return Ok(()); // gone meanwhile (goodbye, expiry)
+        };
+        let same_state = current == state.as_str();
+        if same_state && record.get(field::REASON).map(String::as_str) == Some(reason) {
+            return Ok(());
         }
-        let since = now.to_string();
-        let mut fields = vec![(field::REASON, reason)];
-        if current.as_deref() != Some(state.as_str()) {
+        let (since, rev) = (now.to_string(), self.revisions.make());
+        let mut fields = vec![(field::REASON, reason), (field::REV, &rev)];
+        if !same_state {
             fields.push((field::STATE, state.as_str()));
             fields.push((field::SINCE, &since));
         }
@@ -308,6 +402,7 @@ impl Book {
         let info_key = self.keys.box_info(id);
         let known = self.store.exists(&info_key).await?;
         let (now, until_text) = (now.to_string(), until.to_string());
+        let rev = self.revisions.make();
         // One batch: no listing shows the box banned yet still live, or gone
         // from the live set without its ban.
         let mut batch = Batch::new();
@@ -322,6 +417,7 @@ impl Book {
                     (field::SINCE, &now),
                     (field::REASON, reason),
                     (field::BAN_UNTIL, &until_text),
+                    (field::REV, &rev),
                 ],
             );
         if !known {
@@ -347,6 +443,7 @@ impl Book {
             return Ok(false);
         }
         let json = serde_json::to_string(geo).unwrap_or_default();
+        let rev = self.revisions.make();
         self.store
             .hset(
                 &key,
@@ -354,6 +451,7 @@ impl Book {
                     (field::GEO_OVERRIDE, &json),
                     (field::GEO, &json),
                     (field::GEO_SOURCE, "override"),
+                    (field::REV, &rev),
                 ],
             )
             .await?;
@@ -480,15 +578,16 @@ impl Book {
 ///
 /// Only fields that changed are written and fields the box stopped sending are
 /// removed: from one heartbeat to the next most of an exchange (ID, URLs) stays
-/// the same, and each field written is work for the single writer.
+/// the same, and each field written is work for the single writer. Returns the
+/// hash as it stands once the batch is written.
 fn save_exchange(
     batch: &mut Batch,
     key: &str,
     exchange: &Exchange,
     stored: &BTreeMap<String, String>,
-) {
+) -> BTreeMap<String, String> {
     let Ok(Value::Object(map)) = serde_json::to_value(exchange) else {
-        return;
+        return stored.clone();
     };
     let flat: BTreeMap<String, String> = map
         .into_iter()
@@ -509,6 +608,7 @@ fn save_exchange(
         .map(String::as_str)
         .collect();
     batch.hdel(key, &gone).hset(key, &changed);
+    flat
 }
 
 fn parse_info(hash: &BTreeMap<String, String>) -> Option<BoxInfo> {
@@ -543,7 +643,8 @@ mod tests {
     use dandelion_core::protocol::{Exchange, GeoIp, Header};
     use dandelion_core::store::{EmbeddedStore, Store, StoreError};
 
-    use super::{Beat, Book, Heartbeat};
+    use super::super::registry::BoxState;
+    use super::{Beat, Book, Checked, Heartbeat, Memo};
 
     fn exchange(connect_ws: Option<&str>, data_url: &str) -> Exchange {
         let id = Identity::generate(Role::Box).unwrap().id().clone();
@@ -583,17 +684,17 @@ mod tests {
         let (book, store, _dir) = book();
         let first = exchange(Some("ws://b/ws"), "http://b/");
         let id = first.header.id.to_string();
-        assert_eq!(
+        assert!(matches!(
             book.heartbeat(&beat(&first, 100.0)).await.unwrap(),
-            Beat::Recorded { new: true }
-        );
+            Beat::Recorded { new: true, .. }
+        ));
         let mut second = first.clone();
         second.connect_ws = None;
         second.data_url = Some("http://b2/".to_owned());
-        assert_eq!(
+        assert!(matches!(
             book.heartbeat(&beat(&second, 105.0)).await.unwrap(),
-            Beat::Recorded { new: false }
-        );
+            Beat::Recorded { new: false, .. }
+        ));
         let stored = store.hgetall(&book.keys().exchange(&id)).await.unwrap();
         assert_eq!(
             stored.get("DATA_URL").map(String::as_str),
@@ -621,10 +722,10 @@ mod tests {
             }
         );
         assert!(book.members().await.unwrap().is_empty());
-        assert_eq!(
+        assert!(matches!(
             book.heartbeat(&beat(&ex, 201.0)).await.unwrap(),
-            Beat::Recorded { new: false }
-        );
+            Beat::Recorded { new: false, .. }
+        ));
         let info = book.load_info(&id).await.unwrap().unwrap();
         assert_eq!(info.state.as_str(), "active");
         assert_eq!(info.ban_until, None);
@@ -641,7 +742,7 @@ mod tests {
         let info_key = book.keys().box_info(&id);
         let read_before = store.hgetall(&info_key).await.unwrap();
         book.evict(&id, "abuse", 200.0, 101.0).await.unwrap();
-        let (batch, _) = book.beat_batch(&beat(&ex, 102.0), &info_key, &read_before);
+        let (batch, _, _) = book.beat_batch(&beat(&ex, 102.0), &info_key, read_before);
         assert!(matches!(
             store.apply(&batch).await,
             Err(StoreError::Conflict { .. })
@@ -652,5 +753,104 @@ mod tests {
             book.heartbeat(&beat(&ex, 102.0)).await.unwrap(),
             Beat::Banned { .. }
         ));
+    }
+
+    /// A session's heartbeat decided from what it stored last, no read: `memo`.
+    async fn beat_on(book: &Book, hb: &Heartbeat<'_>, memo: Memo) -> Beat {
+        match book.check(hb, Some(memo)).await.unwrap() {
+            Checked::Accepted(pending) => book.store(hb, pending).await.unwrap(),
+            Checked::Banned { until, reason } => Beat::Banned { until, reason },
+        }
+    }
+
+    fn memo_of(beat: Beat) -> Memo {
+        match beat {
+            Beat::Recorded { memo, .. } => memo,
+            other => panic!("not recorded: {other:?}"),
+        }
+    }
+
+    /// The memo a session keeps must be exactly what the store holds, or the
+    /// next heartbeat would skip a write the store needs.
+    #[tokio::test]
+    async fn a_memo_is_what_the_store_holds_after_each_heartbeat() {
+        let (book, store, _dir) = book();
+        let mut ex = exchange(Some("ws://b/ws"), "http://b/");
+        let id = ex.header.id.to_string();
+        let mut memo = memo_of(book.heartbeat(&beat(&ex, 100.0)).await.unwrap());
+        for (n, now) in [105.0, 110.0, 115.0].into_iter().enumerate() {
+            ex.data_url = Some(format!("http://b{n}/"));
+            ex.connect_ws = None;
+            memo = memo_of(beat_on(&book, &beat(&ex, now), memo).await);
+            let record = store.hgetall(&book.keys().box_info(&id)).await.unwrap();
+            let stored = store.hgetall(&book.keys().exchange(&id)).await.unwrap();
+            assert_eq!(memo.record, record);
+            assert_eq!(memo.exchange, stored);
+        }
+        assert_eq!(book.load_exchange(&id).await.unwrap(), Some(ex));
+    }
+
+    /// Whatever another writer does to the record between two heartbeats — here
+    /// another entrance on the same store, with its own revisions — the next
+    /// heartbeat of a session sees it, though it read nothing before deciding.
+    #[tokio::test]
+    async fn a_heartbeat_from_a_memo_sees_what_others_wrote_meanwhile() {
+        let (book, store, _dir) = book();
+        let other = Book::new(Arc::clone(&store), "e");
+        let ex = exchange(None, "http://b/");
+        let id = ex.header.id.to_string();
+        let memo = memo_of(book.heartbeat(&beat(&ex, 100.0)).await.unwrap());
+
+        // An operator's location override is kept.
+        let paris = GeoIp {
+            city: Some("Paris".to_owned()),
+            ..GeoIp::default()
+        };
+        assert!(other.set_location(&id, &paris).await.unwrap());
+        let memo = memo_of(beat_on(&book, &beat(&ex, 105.0), memo).await);
+        let info = book.load_info(&id).await.unwrap().unwrap();
+        assert_eq!(info.geo.city.as_deref(), Some("Paris"));
+        assert_eq!(info.geo_source, "override");
+
+        // An expiry makes the next heartbeat a registration.
+        let expired = other.pop_expired(1_000.0, 10).await.unwrap();
+        assert_eq!(expired, vec![id.clone()]);
+        let memo = match beat_on(&book, &beat(&ex, 110.0), memo).await {
+            Beat::Recorded { new: true, memo } => memo,
+            other => panic!("not a registration: {other:?}"),
+        };
+        assert_eq!(book.members().await.unwrap().len(), 1);
+
+        // An eviction refuses it and keeps the box out.
+        other.evict(&id, "abuse", 500.0, 111.0).await.unwrap();
+        assert_eq!(
+            beat_on(&book, &beat(&ex, 115.0), memo).await,
+            Beat::Banned {
+                until: 500.0,
+                reason: "abuse".to_owned()
+            }
+        );
+        assert!(book.members().await.unwrap().is_empty());
+    }
+
+    /// A verdict that changes nothing writes nothing, so it costs the box's next
+    /// heartbeat no read.
+    #[tokio::test]
+    async fn an_unchanged_state_leaves_the_record_untouched() {
+        let (book, store, _dir) = book();
+        let ex = exchange(None, "http://b/");
+        let id = ex.header.id.to_string();
+        book.heartbeat(&beat(&ex, 100.0)).await.unwrap();
+        let state = BoxState::Unreachable;
+        book.set_state(&id, state, "no answer", 101.0)
+            .await
+            .unwrap();
+        let before = store.hgetall(&book.keys().box_info(&id)).await.unwrap();
+        book.set_state(&id, state, "no answer", 102.0)
+            .await
+            .unwrap();
+        let after = store.hgetall(&book.keys().box_info(&id)).await.unwrap();
+        assert_eq!(before, after);
+        assert_eq!(after.get("STATE").map(String::as_str), Some("unreachable"));
     }
 }

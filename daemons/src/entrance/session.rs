@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Shared;
-use super::book::{Beat, Checked, Heartbeat, now};
+use super::book::{Beat, Checked, Heartbeat, Memo, now};
 use super::registry::{BoxState, Candidate, rank};
 use super::{locate, reach};
 use crate::handshake::{self, Peer, Refusal};
@@ -268,6 +268,8 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
     let shutdown = shared.common.shutdown.clone();
     let mut checked = false;
     let mut registered = false;
+    // What this session stored last; the next heartbeat is decided from it.
+    let mut memo: Option<Memo> = None;
     tracing::debug!(box_id = %id, %ip, "box session opened");
     loop {
         let incoming = tokio::select! {
@@ -336,7 +338,7 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                 // waits for the write.
                 let answer_first = registered;
                 // A ban made by another entrance on the same store reaches us here.
-                let beat = match shared.book.check(&hb).await {
+                let beat = match shared.book.check(&hb, memo.take()).await {
                     Ok(Checked::Accepted(pending)) => {
                         if answer_first && conn.send(&exchange_reply(&shared)).await.is_err() {
                             break;
@@ -347,7 +349,8 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                     Err(e) => Err(e),
                 };
                 match beat {
-                    Ok(Beat::Recorded { new }) => {
+                    Ok(Beat::Recorded { new, memo: stored }) => {
+                        memo = Some(stored);
                         super::console::heartbeat(&shared, &id, new).await;
                     }
                     Ok(Beat::Banned { until, reason }) => {
