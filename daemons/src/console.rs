@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,7 +39,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// Where a role's code reports to attached consoles.
 #[derive(Debug)]
 pub struct Hub {
-    updates: broadcast::Sender<Update>,
+    /// Made when the first console attaches: a channel allocates and fills all
+    /// its slots up front (about 0.5 MiB for [`BACKLOG`] updates), which a box
+    /// nobody watches should not carry (its idle RSS target is 10 MiB).
+    updates: OnceLock<broadcast::Sender<Update>>,
     // A std Mutex: pushed to and copied from, never held across an await.
     recent: Mutex<VecDeque<Event>>,
     version: AtomicU64,
@@ -48,7 +51,7 @@ pub struct Hub {
 impl Default for Hub {
     fn default() -> Hub {
         Hub {
-            updates: broadcast::channel(BACKLOG).0,
+            updates: OnceLock::new(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
             version: AtomicU64::new(0),
         }
@@ -58,7 +61,7 @@ impl Default for Hub {
 impl Hub {
     /// Whether any console is attached: work done only for consoles can be skipped.
     pub fn watched(&self) -> bool {
-        self.updates.receiver_count() > 0
+        self.updates.get().is_some_and(|u| u.receiver_count() > 0)
     }
 
     /// A line for the event log of every console, now and later.
@@ -75,12 +78,23 @@ impl Hub {
             }
             recent.push_back(event.clone());
         }
-        let _ = self.updates.send(Update::Event(event));
+        if let Some(updates) = self.updates.get() {
+            let _ = updates.send(Update::Event(event));
+        }
     }
 
     /// Pushes a delta to every attached console.
     pub fn send(&self, update: Update) {
-        let _ = self.updates.send(update);
+        if let Some(updates) = self.updates.get() {
+            let _ = updates.send(update);
+        }
+    }
+
+    /// A new console's feed of pushed updates.
+    fn subscribe(&self) -> broadcast::Receiver<Update> {
+        self.updates
+            .get_or_init(|| broadcast::channel(BACKLOG).0)
+            .subscribe()
     }
 
     /// Says the role's whole view changed; consoles get a fresh one within a tick.
@@ -187,7 +201,7 @@ async fn feed<S: Source>(
 ) {
     let mut ws = conn.into_inner();
     // Subscribe before the view is read, so nothing between the two is lost.
-    let mut updates = common.console.updates.subscribe();
+    let mut updates = common.console.subscribe();
     let mut told = Told::default();
     let hello = Update::Hello(Hello {
         role: common.identity.role().to_string(),
