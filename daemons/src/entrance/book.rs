@@ -162,6 +162,11 @@ impl Revisions {
     }
 }
 
+/// Boxes read per store call by [`Book::list`] and [`Book::infos`]: one read
+/// each for a few hundred boxes, so listing 20 000 is tens of reads, not tens
+/// of thousands, and no single one holds a reader for long.
+const LIST_CHUNK: usize = 256;
+
 /// Handle on the registry in the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Book {
@@ -329,21 +334,7 @@ impl Book {
 
     pub async fn load_exchange(&self, id: &str) -> Result<Option<Exchange>, StoreError> {
         let hash = self.store.hgetall(&self.keys.exchange(id)).await?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        let map: Map<String, Value> = hash
-            .into_iter()
-            .map(|(k, v)| {
-                let value = if v.starts_with('{') || v.starts_with('[') {
-                    serde_json::from_str(&v).unwrap_or(Value::String(v))
-                } else {
-                    Value::String(v)
-                };
-                (k, value)
-            })
-            .collect();
-        Ok(serde_json::from_value(Value::Object(map)).ok())
+        Ok(exchange_from_hash(hash))
     }
 
     pub async fn load_info(&self, id: &str) -> Result<Option<BoxInfo>, StoreError> {
@@ -537,17 +528,62 @@ impl Book {
     /// Every box the entrance knows: the live set and the evicted.
     pub async fn list(&self) -> Result<Vec<Listed>, StoreError> {
         let mut out = Vec::new();
-        for (id, expires) in self.members().await? {
-            if let Some(info) = self.load_info(&id).await? {
-                let exchange = self.load_exchange(&id).await?;
-                out.push(Listed {
-                    id,
-                    info,
-                    exchange,
-                    expires_at: Some(expires),
-                });
+        for chunk in self.members().await?.chunks(LIST_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+            let read = self.records(&ids, true).await?;
+            for ((id, expires), (info, exchange)) in chunk.iter().zip(read) {
+                if let Some(info) = info {
+                    out.push(Listed {
+                        id: id.clone(),
+                        info,
+                        exchange,
+                        expires_at: Some(*expires),
+                    });
+                }
             }
         }
+        for chunk in self.banned().await?.chunks(LIST_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            for (id, (info, _)) in chunk.iter().zip(self.records(&ids, false).await?) {
+                if let Some(info) = info {
+                    out.push(Listed {
+                        id: id.clone(),
+                        info,
+                        exchange: None,
+                        expires_at: None,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entrance's view of every box it knows — [`Book::list`] without the
+    /// exchanges, which are most of the reading and all of the parsing: what
+    /// the `boxes` gauge counts every few seconds.
+    pub async fn infos(&self) -> Result<Vec<BoxInfo>, StoreError> {
+        let mut ids: Vec<String> = self
+            .members()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.extend(self.banned().await?);
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LIST_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            out.extend(
+                self.records(&ids, false)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(info, _)| info),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Evicted boxes, latest ban end first.
+    async fn banned(&self) -> Result<Vec<String>, StoreError> {
         let banned = self
             .store
             .zrange_by_score(
@@ -558,15 +594,33 @@ impl Book {
                 None,
             )
             .await?;
-        for (id, _) in banned {
-            if let Some(info) = self.load_info(&id).await? {
-                out.push(Listed {
-                    id,
-                    info,
-                    exchange: None,
-                    expires_at: None,
-                });
+        Ok(banned.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The records of `ids` (`None` for one that is gone), and with
+    /// `exchanges` their exchanges, in one read.
+    async fn records(
+        &self,
+        ids: &[&str],
+        exchanges: bool,
+    ) -> Result<Vec<(Option<BoxInfo>, Option<Exchange>)>, StoreError> {
+        let mut keys = Vec::with_capacity(ids.len() * 2);
+        for id in ids {
+            keys.push(self.keys.box_info(id));
+            if exchanges {
+                keys.push(self.keys.exchange(id));
             }
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut hashes = self.store.hgetall_many(&keys).await?.into_iter();
+        let mut out = Vec::with_capacity(ids.len());
+        while let Some(info) = hashes.next() {
+            let exchange = if exchanges {
+                hashes.next().and_then(exchange_from_hash)
+            } else {
+                None
+            };
+            out.push((parse_info(&info), exchange));
         }
         Ok(out)
     }
@@ -609,6 +663,26 @@ fn save_exchange(
         .collect();
     batch.hdel(key, &gone).hset(key, &changed);
     flat
+}
+
+/// An exchange as [`save_exchange`] stored it; `None` if there is none, or it
+/// no longer decodes.
+fn exchange_from_hash(hash: BTreeMap<String, String>) -> Option<Exchange> {
+    if hash.is_empty() {
+        return None;
+    }
+    let map: Map<String, Value> = hash
+        .into_iter()
+        .map(|(k, v)| {
+            let value = if v.starts_with('{') || v.starts_with('[') {
+                serde_json::from_str(&v).unwrap_or(Value::String(v))
+            } else {
+                Value::String(v)
+            };
+            (k, value)
+        })
+        .collect();
+    serde_json::from_value(Value::Object(map)).ok()
 }
 
 fn parse_info(hash: &BTreeMap<String, String>) -> Option<BoxInfo> {
@@ -852,5 +926,36 @@ mod tests {
         let after = store.hgetall(&book.keys().box_info(&id)).await.unwrap();
         assert_eq!(before, after);
         assert_eq!(after.get("STATE").map(String::as_str), Some("unreachable"));
+    }
+
+    /// Listing reads boxes a chunk at a time; every box must come back once,
+    /// with its own record and exchange, across chunk boundaries.
+    #[tokio::test]
+    async fn listing_gives_every_box_once_across_chunks() {
+        let (book, _store, _dir) = book();
+        let n = super::LIST_CHUNK + 3;
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let ex = exchange(None, &format!("http://b{i}/"));
+            #[allow(clippy::cast_precision_loss)] // small
+            let now = 100.0 + i as f64;
+            book.heartbeat(&beat(&ex, now)).await.unwrap();
+            ids.push((ex.header.id.to_string(), format!("http://b{i}/")));
+        }
+        book.evict(&ids[0].0, "abuse", 9_999.0, 500.0).await.unwrap();
+        let listed = book.list().await.unwrap();
+        assert_eq!(listed.len(), n);
+        for (id, url) in &ids[1..] {
+            let l = listed.iter().find(|l| &l.id == id).unwrap();
+            assert_eq!(l.info.state, BoxState::Active);
+            assert_eq!(l.exchange.as_ref().unwrap().data_url.as_ref(), Some(url));
+        }
+        let evicted = listed.iter().find(|l| l.id == ids[0].0).unwrap();
+        assert_eq!(evicted.info.state, BoxState::Evicted);
+        assert!(evicted.exchange.is_none());
+        let infos = book.infos().await.unwrap();
+        assert_eq!(infos.len(), n);
+        let evicted = infos.iter().filter(|i| i.state == BoxState::Evicted);
+        assert_eq!(evicted.count(), 1);
     }
 }

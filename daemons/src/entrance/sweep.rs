@@ -99,12 +99,12 @@ async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError>
 }
 
 async fn update_gauge(shared: &Shared, now: f64) -> Result<(), dandelion_core::store::StoreError> {
-    let listed = shared.book.list().await?;
-    let counts = registry::count_states(listed.iter().map(|l| {
-        l.info
-            .effective(now, shared.config.heartbeat_interval)
-            .state
-    }));
+    let infos = shared.book.infos().await?;
+    let counts = registry::count_states(
+        infos
+            .iter()
+            .map(|info| info.effective(now, shared.config.heartbeat_interval).state),
+    );
     for (state, n) in counts {
         shared
             .metrics
