@@ -136,6 +136,12 @@ fn box_exchange(id: &NodeId, n: usize, beat: u64) -> Message {
     })
 }
 
+/// The same allocator as the entrance under test, so that with
+/// `--features mimalloc` the tool's own allocation costs do not decide the tail.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(parse_args()?);
