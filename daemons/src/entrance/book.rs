@@ -942,7 +942,9 @@ mod tests {
             book.heartbeat(&beat(&ex, now)).await.unwrap();
             ids.push((ex.header.id.to_string(), format!("http://b{i}/")));
         }
-        book.evict(&ids[0].0, "abuse", 9_999.0, 500.0).await.unwrap();
+        book.evict(&ids[0].0, "abuse", 9_999.0, 500.0)
+            .await
+            .unwrap();
         let listed = book.list().await.unwrap();
         assert_eq!(listed.len(), n);
         for (id, url) in &ids[1..] {
