@@ -504,9 +504,15 @@ impl Book {
             .zpop_by_score(&self.keys.banned(), now, Some(limit))
             .await?;
         for (id, _) in &popped {
+            // Only a record still evicted is forgotten: a box that registered
+            // again once its ban ended, even between this pop and this write,
+            // keeps its new record.
             let key = self.keys.box_info(id);
-            if self.store.hget(&key, field::STATE).await?.as_deref() == Some("evicted") {
-                self.store.del(&[&key]).await?;
+            let mut batch = Batch::new();
+            batch.only_if(&key, field::STATE, Some("evicted")).del(&key);
+            match self.store.apply(&batch).await {
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(popped.len())
@@ -959,5 +965,28 @@ mod tests {
         assert_eq!(infos.len(), n);
         let evicted = infos.iter().filter(|i| i.state == BoxState::Evicted);
         assert_eq!(evicted.count(), 1);
+    }
+
+    /// An ended ban forgets the evicted record, and only that: a box that has
+    /// registered again since keeps its new one.
+    #[tokio::test]
+    async fn an_ended_ban_forgets_only_a_record_still_evicted() {
+        let (book, store, _dir) = book();
+        let (gone, back) = (exchange(None, "http://a/"), exchange(None, "http://b/"));
+        for ex in [&gone, &back] {
+            let id = ex.header.id.to_string();
+            book.heartbeat(&beat(ex, 100.0)).await.unwrap();
+            book.evict(&id, "abuse", 200.0, 101.0).await.unwrap();
+        }
+        book.heartbeat(&beat(&back, 201.0)).await.unwrap();
+        assert_eq!(book.pop_ended_bans(202.0, 10).await.unwrap(), 2);
+        let info = |ex: &Exchange| book.keys().box_info(ex.header.id.as_str());
+        assert!(!store.exists(&info(&gone)).await.unwrap());
+        let kept = book
+            .load_info(back.header.id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.state, BoxState::Active);
     }
 }
