@@ -261,8 +261,12 @@ impl EmbeddedStore {
     /// Such a read is a few lookups in pages that are nearly always in redb's
     /// cache or the OS's, microseconds; handing it to the blocking pool costs
     /// more than the read (two thread wake-ups — a third of the entrance's CPU at
-    /// 4 000 heartbeats/s, before this). redb's readers never wait for the writer,
-    /// so this never blocks on a commit. Scans go through [`EmbeddedStore::read`].
+    /// 4 000 heartbeats/s, before this). redb's readers do not wait for the
+    /// writer's transaction, but a read of a page the cache does not hold can
+    /// wait while a durable commit writes its pages out (tens of ms), and with it
+    /// the caller's runtime worker: hot paths that can avoid reading should (the
+    /// entrance's heartbeats do, `book::Memo`). Scans go through
+    /// [`EmbeddedStore::read`].
     fn read_now<T>(
         &self,
         op: &'static str,

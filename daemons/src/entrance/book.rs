@@ -520,13 +520,13 @@ impl Book {
 
     /// One box as [`Book::list`] would give it.
     pub async fn listed(&self, id: &str) -> Result<Option<Listed>, StoreError> {
-        let Some(info) = self.load_info(id).await? else {
+        let Some((Some(info), exchange)) = self.records(&[id], true).await?.pop() else {
             return Ok(None);
         };
         Ok(Some(Listed {
             id: id.to_owned(),
             info,
-            exchange: self.load_exchange(id).await?,
+            exchange,
             expires_at: self.store.zscore(&self.keys.box_set(), id).await?,
         }))
     }

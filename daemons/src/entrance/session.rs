@@ -367,6 +367,8 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                 if !checked && shared.config.reachability_check {
                     checked = true;
                     reach::check_and_record(&shared, &exchange, &peer.public_key).await;
+                    // Its verdict changed the record: the next heartbeat must read.
+                    memo = None;
                 }
                 if !answer_first && conn.send(&exchange_reply(&shared)).await.is_err() {
                     break;
