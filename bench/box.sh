@@ -15,6 +15,8 @@ WORK="$(mktemp -d /tmp/box-bench.XXXXXX)"; trap 'kill "$BOX" 2>/dev/null || true
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 KEY=$("$BIN" --data-dir "$WORK/pub" id publisher | awk '/public key/ {print $3}')
 PID_ID=$("$BIN" --data-dir "$WORK/pub" id publisher | awk '/^id/ {print $2}')
+# box_push signs only for the box it means to reach: URL#ID.
+BOX_ID=$("$BIN" --data-dir "$WORK/box" id box | awk '/^id/ {print $2}')
 printf '[box]\npublisher_keys = ["%s"]\nmax_ttl = "2h"\n' "$KEY" >"$WORK/box.toml"
 "$BIN" --config "$WORK/box.toml" --data-dir "$WORK/box" --log-level warn box --listen "127.0.0.1:$PORT" 2>"$WORK/box.err" &
 BOX=$!
@@ -31,10 +33,10 @@ for s in 100k 1m; do for i in 1 2 3 4; do
   case $s in 100k) n=$((100*1024));; 1m) n=$((1024*1024));; esac
   head -c $n /dev/urandom >"$WORK/www/bench-$s-$i.bin"
 done; done
-"$PUSH" --key-dir "$WORK/pub" --to "ws://127.0.0.1:$PORT/dandelion/ws" --prefix /bench --ttl 7200 "$WORK"/www/*.bin >/dev/null
+"$PUSH" --key-dir "$WORK/pub" --to "ws://127.0.0.1:$PORT/dandelion/ws#$BOX_ID" --prefix /bench --ttl 7200 "$WORK"/www/*.bin >/dev/null
 bash "$SERVE" --candidate-url-prefix "http://127.0.0.1:$PORT/$PID_ID/bench" --dir "$WORK/www" --candidate-pid "$BOX" "$@"
 
 # A 1 GiB transfer: memory must stay flat.
 head -c $((1024*1024*1024)) /dev/urandom >"$WORK/big.bin"
-"$PUSH" --key-dir "$WORK/pub" --to "ws://127.0.0.1:$PORT/dandelion/ws" --prefix /big --ttl 600 "$WORK/big.bin" | cut -c1-160
+"$PUSH" --key-dir "$WORK/pub" --to "ws://127.0.0.1:$PORT/dandelion/ws#$BOX_ID" --prefix /big --ttl 600 "$WORK/big.bin" | cut -c1-160
 echo "after 1 GiB received: peak $(grep VmHWM /proc/$BOX/status | tr -s ' '), now $(grep VmRSS /proc/$BOX/status | tr -s ' ')"

@@ -51,7 +51,9 @@ E=$(free_port); P=$(free_port); BP=(); for _ in 1 2 3; do BP+=("$(free_port)"); 
 "$BIN" --data-dir "$W/publisher" id publisher >"$W/publisher.id"
 KEY=$(awk '/public key/ {print $3}' "$W/publisher.id"); PUB_ID=$(awk '/^id/ {print $2}' "$W/publisher.id")
 JOIN=bench-join-token
-EWS="ws://127.0.0.1:$E/dandelion/ws"
+# Boxes and the publisher pin the entrance's ID (docs/operations.md).
+EID=$("$BIN" --data-dir "$W/entrance" id entrance | awk '/^id/ {print $2}')
+EWS="ws://127.0.0.1:$E/dandelion/ws#$EID"
 printf 'log_file = false\n[entrance]\njoin_token = "%s"\npublisher_keys = ["%s"]\nheartbeat_interval = 2\n' \
   "$JOIN" "$KEY" >"$W/entrance.toml"
 printf 'log_file = false\n[box]\nentrances = ["%s"]\njoin_token = "%s"\npublisher_keys = ["%s"]\nheartbeat_interval = 2\nmax_ttl = "2h"\n' \

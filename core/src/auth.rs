@@ -1,9 +1,23 @@
-//! The nonce-signing proof that opens every WebSocket session.
+//! The signed proofs that open every session and answer the reachability check.
 //!
-//! The verifier hands out a fresh random nonce; the peer signs it together with the
-//! verifier's own ID, and sends its public key and ID along. Binding the verifier's
-//! ID into the signed text stops a proof made for one daemon from being replayed to
-//! another; redeeming each nonce exactly once stops it being replayed to the same one.
+//! A proof is an Ed25519 signature over a [`Claim`]: a short text that starts with
+//! what the signature is *for* ([`Purpose`]), then names the prover, the verifier,
+//! the verifier's fresh nonce and, for reachability, the data URL answered on. A
+//! signature made for one purpose, verifier, nonce or URL verifies for no other, so
+//! no endpoint that signs on request can be turned into a source of handshake
+//! proofs, and a proof handed to one daemon cannot be replayed to another.
+//!
+//! Sessions are mutual. The dialling side sends its own nonce when it asks for
+//! the server's; the server answers with its nonce and a [`Purpose::SessionServer`]
+//! proof over the client's nonce; the client checks that proof comes from the ID
+//! it meant to reach, and only then signs a [`Purpose::SessionClient`] proof over
+//! the server's nonce for exactly that ID. A client therefore never signs for a
+//! peer it did not choose, and never sends a bearer token to a peer that did not
+//! prove who it is.
+//!
+//! The text has a `channel` line so that a TLS channel binding (RFC 9266
+//! `tls-exporter`) can be signed too: a proof then cannot be moved to another
+//! connection. Until TLS ends in the daemon it is [`Channel::Unbound`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,8 +30,112 @@ use crate::identity::{self, Identity};
 use crate::ids::NodeId;
 use crate::secrets;
 
-/// Domain separation: these bytes never start any other message we sign.
-const CONTEXT: &[u8] = b"dandelion-auth-v1\0";
+/// The first line of every signed text; no other message we sign starts with it.
+const VERSION_LINE: &str = "dandelion-proof-v2";
+
+/// What a signature is for: the first thing every signed text names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The dialling side of a WebSocket session proves its ID to the server.
+    SessionClient,
+    /// The server of a WebSocket session proves its ID to the dialling side.
+    SessionServer,
+    /// A box proves to an entrance that it answers at its data URL.
+    Reachability,
+}
+
+impl Purpose {
+    pub fn label(self) -> &'static str {
+        match self {
+            Purpose::SessionClient => "session-client",
+            Purpose::SessionServer => "session-server",
+            Purpose::Reachability => "reachability",
+        }
+    }
+}
+
+/// What a proof is tied to beyond its nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Nothing: the nonce alone makes the proof fresh. Used on plain connections
+    /// and behind TLS-terminating proxies, and always for reachability.
+    Unbound,
+}
+
+impl Channel {
+    fn text(self) -> &'static str {
+        match self {
+            Channel::Unbound => "none",
+        }
+    }
+}
+
+/// Everything a proof signs except the prover, whose ID comes with the proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim<'a> {
+    purpose: Purpose,
+    verifier: &'a NodeId,
+    nonce: &'a Nonce,
+    url: Option<&'a str>,
+    channel: Channel,
+}
+
+impl<'a> Claim<'a> {
+    /// A client's proof for the server `verifier`, over the server's nonce.
+    pub fn session_client(verifier: &'a NodeId, nonce: &'a Nonce) -> Claim<'a> {
+        Claim::plain(Purpose::SessionClient, verifier, nonce)
+    }
+
+    /// A server's proof for the client `verifier`, over the client's nonce.
+    pub fn session_server(verifier: &'a NodeId, nonce: &'a Nonce) -> Claim<'a> {
+        Claim::plain(Purpose::SessionServer, verifier, nonce)
+    }
+
+    /// A box's proof for the entrance `verifier` that it answers at `url`. The URL
+    /// must be printable (no control characters), or the text would be ambiguous.
+    pub fn reachability(
+        verifier: &'a NodeId,
+        nonce: &'a Nonce,
+        url: &'a str,
+    ) -> Result<Claim<'a>, AuthError> {
+        if url.is_empty() || url.chars().any(char::is_control) {
+            return Err(AuthError::BadUrl);
+        }
+        Ok(Claim {
+            url: Some(url),
+            ..Claim::plain(Purpose::Reachability, verifier, nonce)
+        })
+    }
+
+    fn plain(purpose: Purpose, verifier: &'a NodeId, nonce: &'a Nonce) -> Claim<'a> {
+        Claim {
+            purpose,
+            verifier,
+            nonce,
+            url: None,
+            channel: Channel::Unbound,
+        }
+    }
+
+    pub fn purpose(&self) -> Purpose {
+        self.purpose
+    }
+
+    /// The signed text: one `name: value` line per field, in a fixed order. IDs
+    /// and nonces are hex, the URL has no control characters, so no value can
+    /// end its line early or forge another field.
+    fn text(&self, prover: &NodeId) -> Vec<u8> {
+        format!(
+            "{VERSION_LINE}\npurpose: {}\nprover: {prover}\nverifier: {}\nnonce: {}\nurl: {}\nchannel: {}\n",
+            self.purpose.label(),
+            self.verifier,
+            self.nonce.as_str(),
+            self.url.unwrap_or(""),
+            self.channel.text(),
+        )
+        .into_bytes()
+    }
+}
 
 /// How long an issued nonce may wait for its proof.
 pub const DEFAULT_NONCE_TTL: Duration = Duration::from_secs(60);
@@ -44,15 +162,25 @@ impl Nonce {
             Err(AuthError::MalformedNonce)
         }
     }
+
+    /// A fresh random nonce.
+    pub fn random() -> Result<Nonce, AuthError> {
+        secrets::random_hex(32)
+            .map(Nonce)
+            .map_err(|e| AuthError::Random(e.to_string()))
+    }
 }
 
-/// Where a verifier hands out nonces: `GET` answers a [`Challenge`].
+/// Where a server hands out its nonce and proves its own ID:
+/// `GET /dandelion/nonce?peer=<client-id>&nonce=<client nonce, 64 hex>` answers a
+/// [`Challenge`] whose `PROOF` is the server's [`Purpose::SessionServer`] proof for
+/// that client and nonce. Without the query the answer has no `PROOF`.
 pub const NONCE_PATH: &str = "/dandelion/nonce";
 
 /// Below a box's data URL: the entrance's reachability check,
 /// `GET {DATA_URL}/dandelion/reachability?nonce=<64 hex>&verifier=<entrance-id>`,
-/// which the box answers with the JSON of `identity.prove(verifier, nonce)` (a
-/// [`Proof`]). Here so that the box and the entrance share one spelling.
+/// which the box answers with a [`Purpose::Reachability`] [`Proof`] naming its own
+/// data URL. Here so that the box and the entrance share one spelling.
 pub const REACHABILITY_PATH: &str = "/dandelion/reachability";
 
 /// Handshake headers carrying a [`Proof`] on the WebSocket upgrade request, so a
@@ -64,13 +192,16 @@ pub mod header {
     pub const SIGNATURE: &str = "x-dandelion-signature";
 }
 
-/// The answer to `GET /dandelion/nonce`: who is asking for the proof, and the nonce.
+/// The answer to `GET /dandelion/nonce`: who the server is, its nonce for the
+/// client to sign, and (when the client sent its own nonce) the server's proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Challenge {
     #[serde(rename = "ID")]
     pub id: NodeId,
     #[serde(rename = "NONCE")]
     pub nonce: Nonce,
+    #[serde(rename = "PROOF", default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
 }
 
 /// What a peer sends to prove it holds the key behind its ID.
@@ -142,8 +273,16 @@ pub enum AuthError {
     IdMismatch { claimed: String, derived: String },
     #[error("a {found} may not connect here as that role; expected a {expected}")]
     WrongRole { expected: String, found: String },
-    #[error("the signature does not verify")]
+    #[error("the proof comes from {found}, not from {expected}")]
+    WrongPeer { expected: String, found: String },
+    #[error(
+        "the signature does not verify: it was not made by this key for this purpose, verifier and nonce"
+    )]
     BadSignature,
+    #[error("a URL in a proof must be non-empty and free of control characters")]
+    BadUrl,
+    #[error("the server sent no proof of its own ID (an older Dandelion cannot be reached)")]
+    NoServerProof,
     #[error("{0}")]
     Random(String),
 }
@@ -160,41 +299,31 @@ impl AuthError {
             AuthError::BadPublicKey => "bad_public_key",
             AuthError::IdMismatch { .. } => "id_mismatch",
             AuthError::WrongRole { .. } => "wrong_role",
+            AuthError::WrongPeer { .. } => "wrong_peer",
             AuthError::BadSignature => "bad_signature",
+            AuthError::BadUrl => "bad_url",
+            AuthError::NoServerProof => "no_server_proof",
             AuthError::Random(_) => "internal",
         }
     }
 }
 
-fn signed_text(verifier: &NodeId, nonce: &Nonce) -> Vec<u8> {
-    let mut text = Vec::with_capacity(CONTEXT.len() + verifier.as_str().len() + 65);
-    text.extend_from_slice(CONTEXT);
-    text.extend_from_slice(verifier.as_str().as_bytes());
-    text.push(0);
-    text.extend_from_slice(nonce.as_str().as_bytes());
-    text
-}
-
 impl Identity {
-    /// Answers `verifier`'s challenge.
-    pub fn prove(&self, verifier: &NodeId, nonce: &Nonce) -> Proof {
-        let signature = self.sign(&signed_text(verifier, nonce));
+    /// Signs `claim` as this daemon.
+    pub fn prove(&self, claim: &Claim<'_>) -> Proof {
+        let signature = self.sign(&claim.text(self.id()));
         Proof {
             id: self.id().to_string(),
             public_key: self.public_key_hex(),
-            nonce: nonce.as_str().to_owned(),
+            nonce: claim.nonce.as_str().to_owned(),
             signature: hex::encode(signature.to_bytes()),
         }
     }
 }
 
-/// Checks `proof` against a nonce the caller already redeemed. Returns the proven ID
-/// and the public key, which a publisher allow-list compares against.
-pub fn verify(
-    proof: &Proof,
-    verifier: &NodeId,
-    nonce: &Nonce,
-) -> Result<(NodeId, String), AuthError> {
+/// Checks that `proof` signs `claim` with the key behind the ID it names. Returns
+/// the proven ID and the public key, which allow-lists compare against.
+pub fn verify(proof: &Proof, claim: &Claim<'_>) -> Result<(NodeId, String), AuthError> {
     let key = identity::parse_public_key(&proof.public_key).map_err(|_| AuthError::BadPublicKey)?;
     let claimed = NodeId::parse(&proof.id).map_err(|_| AuthError::IdMismatch {
         claimed: proof.id.escape_debug().to_string(),
@@ -212,9 +341,25 @@ pub fn verify(
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .map(|b| Signature::from_bytes(&b))
         .ok_or(AuthError::BadSignature)?;
-    key.verify_strict(&signed_text(verifier, nonce), &signature)
+    key.verify_strict(&claim.text(&claimed), &signature)
         .map_err(|_| AuthError::BadSignature)?;
     Ok((claimed, hex::encode(key.as_bytes())))
+}
+
+/// [`verify`], and the prover must be `expected`: what a side that chose its
+/// peer (a dialling client, an entrance checking a registered box) uses.
+pub fn verify_from(
+    proof: &Proof,
+    expected: &NodeId,
+    claim: &Claim<'_>,
+) -> Result<String, AuthError> {
+    if proof.id != expected.as_str() {
+        return Err(AuthError::WrongPeer {
+            expected: expected.to_string(),
+            found: proof.id.escape_debug().to_string(),
+        });
+    }
+    verify(proof, claim).map(|(_, key)| key)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -223,7 +368,8 @@ enum NonceState {
     Redeemed,
 }
 
-/// The verifier's side: issues nonces and redeems each at most once.
+/// The server's side of a session handshake: issues nonces and redeems each at
+/// most once.
 #[derive(Debug)]
 pub struct NonceBook {
     ttl: Duration,
@@ -249,7 +395,7 @@ impl NonceBook {
     }
 
     pub fn issue(&self) -> Result<Nonce, AuthError> {
-        let nonce = Nonce(secrets::random_hex(32).map_err(|e| AuthError::Random(e.to_string()))?);
+        let nonce = Nonce::random()?;
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.max_pending {
@@ -282,11 +428,12 @@ impl NonceBook {
         }
     }
 
-    /// Redeems the proof's nonce and verifies the proof; the usual one-call check.
+    /// Redeems the nonce of a client's session proof and verifies the proof
+    /// for `verifier` (this server); the usual one-call check.
     pub fn check(&self, proof: &Proof, verifier: &NodeId) -> Result<(NodeId, String), AuthError> {
         let nonce = Nonce::parse(&proof.nonce)?;
         self.redeem(&nonce)?;
-        verify(proof, verifier, &nonce)
+        verify(proof, &Claim::session_client(verifier, &nonce))
     }
 }
 
@@ -299,16 +446,19 @@ mod tests {
         Identity::from_seed(Role::Entrance, [1; 32])
     }
 
+    fn boxy() -> Identity {
+        Identity::from_seed(Role::Box, [2; 32])
+    }
+
     #[test]
     fn a_signed_nonce_verifies_once() {
         let verifier = entrance();
         let book = NonceBook::default();
-        let boxy = Identity::from_seed(Role::Box, [2; 32]);
         let nonce = book.issue().unwrap();
-        let proof = boxy.prove(verifier.id(), &nonce);
+        let proof = boxy().prove(&Claim::session_client(verifier.id(), &nonce));
         let (id, key) = book.check(&proof, verifier.id()).unwrap();
-        assert_eq!(&id, boxy.id());
-        assert_eq!(key, boxy.public_key_hex());
+        assert_eq!(&id, boxy().id());
+        assert_eq!(key, boxy().public_key_hex());
         assert_eq!(
             book.check(&proof, verifier.id()),
             Err(AuthError::ReplayedNonce)
@@ -319,9 +469,8 @@ mod tests {
     fn a_nonce_never_issued_is_refused() {
         let verifier = entrance();
         let book = NonceBook::default();
-        let boxy = Identity::from_seed(Role::Box, [2; 32]);
         let forged = Nonce::parse(&"ab".repeat(32)).unwrap();
-        let proof = boxy.prove(verifier.id(), &forged);
+        let proof = boxy().prove(&Claim::session_client(verifier.id(), &forged));
         assert_eq!(
             book.check(&proof, verifier.id()),
             Err(AuthError::UnknownNonce)
@@ -331,13 +480,95 @@ mod tests {
     #[test]
     fn a_proof_for_another_verifier_is_refused() {
         let book = NonceBook::default();
-        let boxy = Identity::from_seed(Role::Box, [2; 32]);
         let other = Identity::from_seed(Role::Entrance, [3; 32]);
         let nonce = book.issue().unwrap();
-        let proof = boxy.prove(other.id(), &nonce);
+        let proof = boxy().prove(&Claim::session_client(other.id(), &nonce));
         assert_eq!(
             book.check(&proof, entrance().id()),
             Err(AuthError::BadSignature)
+        );
+    }
+
+    /// Every purpose's proof, over the same verifier and nonce, is refused as
+    /// every other purpose: no signing endpoint can stand in for another.
+    #[test]
+    fn a_proof_for_one_purpose_serves_no_other() {
+        let verifier = entrance();
+        let nonce = Nonce::parse(&"5a".repeat(32)).unwrap();
+        let url = "http://127.0.0.1:7081";
+        let claims = [
+            Claim::session_client(verifier.id(), &nonce),
+            Claim::session_server(verifier.id(), &nonce),
+            Claim::reachability(verifier.id(), &nonce, url).unwrap(),
+        ];
+        for made in &claims {
+            let proof = boxy().prove(made);
+            for checked in &claims {
+                let outcome = verify(&proof, checked);
+                if made == checked {
+                    assert!(outcome.is_ok(), "{:?}", made.purpose());
+                } else {
+                    assert_eq!(
+                        outcome,
+                        Err(AuthError::BadSignature),
+                        "a {:?} proof accepted as {:?}",
+                        made.purpose(),
+                        checked.purpose()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_reachability_proof_names_its_url() {
+        let verifier = entrance();
+        let nonce = Nonce::parse(&"5a".repeat(32)).unwrap();
+        let here = Claim::reachability(verifier.id(), &nonce, "http://10.0.0.5:7071").unwrap();
+        let there = Claim::reachability(verifier.id(), &nonce, "http://10.0.0.6:7071").unwrap();
+        let proof = boxy().prove(&here);
+        assert!(verify(&proof, &here).is_ok());
+        assert_eq!(verify(&proof, &there), Err(AuthError::BadSignature));
+        assert_eq!(
+            Claim::reachability(verifier.id(), &nonce, "http://a\nurl: x").unwrap_err(),
+            AuthError::BadUrl
+        );
+    }
+
+    #[test]
+    fn verify_from_names_the_peer_that_answered_instead() {
+        let verifier = entrance();
+        let nonce = Nonce::parse(&"5a".repeat(32)).unwrap();
+        let claim = Claim::session_server(verifier.id(), &nonce);
+        let stranger = Identity::from_seed(Role::Box, [9; 32]);
+        let proof = stranger.prove(&claim);
+        assert_eq!(
+            verify_from(&proof, boxy().id(), &claim),
+            Err(AuthError::WrongPeer {
+                expected: boxy().id().to_string(),
+                found: stranger.id().to_string(),
+            })
+        );
+        assert_eq!(
+            verify_from(&boxy().prove(&claim), boxy().id(), &claim),
+            Ok(boxy().public_key_hex())
+        );
+    }
+
+    #[test]
+    fn the_signed_text_names_purpose_prover_and_verifier() {
+        let nonce = Nonce::parse(&"0f".repeat(32)).unwrap();
+        let text = Claim::reachability(entrance().id(), &nonce, "http://h:1")
+            .unwrap()
+            .text(boxy().id());
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            format!(
+                "dandelion-proof-v2\npurpose: reachability\nprover: {}\nverifier: {}\nnonce: {}\nurl: http://h:1\nchannel: none\n",
+                boxy().id(),
+                entrance().id(),
+                nonce.as_str()
+            )
         );
     }
 
@@ -348,7 +579,7 @@ mod tests {
         let victim = Identity::from_seed(Role::Box, [4; 32]);
         let attacker = Identity::from_seed(Role::Box, [5; 32]);
         let nonce = book.issue().unwrap();
-        let mut proof = attacker.prove(verifier.id(), &nonce);
+        let mut proof = attacker.prove(&Claim::session_client(verifier.id(), &nonce));
         proof.id = victim.id().to_string();
         let err = book.check(&proof, verifier.id()).unwrap_err();
         assert_eq!(err.reason_code(), "id_mismatch");
@@ -366,9 +597,9 @@ mod tests {
     fn a_tampered_signature_is_refused() {
         let verifier = entrance();
         let book = NonceBook::default();
-        let boxy = Identity::from_seed(Role::Box, [2; 32]);
         let nonce = book.issue().unwrap();
-        let mut proof = boxy.prove(verifier.id(), &nonce);
+        let claim = Claim::session_client(verifier.id(), &nonce);
+        let mut proof = boxy().prove(&claim);
         let flipped = if proof.signature.starts_with('0') {
             "1"
         } else {
@@ -380,10 +611,7 @@ mod tests {
             Err(AuthError::BadSignature)
         );
         proof.signature = "zz".into();
-        assert_eq!(
-            verify(&proof, verifier.id(), &nonce),
-            Err(AuthError::BadSignature)
-        );
+        assert_eq!(verify(&proof, &claim), Err(AuthError::BadSignature));
     }
 
     #[test]
@@ -413,7 +641,7 @@ mod tests {
             signature: String::new(),
         };
         assert_eq!(
-            verify(&proof, verifier.id(), &nonce),
+            verify(&proof, &Claim::session_client(verifier.id(), &nonce)),
             Err(AuthError::BadPublicKey)
         );
     }

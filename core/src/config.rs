@@ -16,6 +16,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer};
 
+use crate::ids::Role;
+use crate::pinned::PinnedUrl;
+
 /// The name looked for in the working directory when no `--config` is given.
 pub const DEFAULT_FILE_NAME: &str = "dandelion.toml";
 
@@ -75,8 +78,9 @@ pub struct EntranceConfig {
     /// The interval boxes are told to send heartbeats at.
     #[serde(deserialize_with = "duration")]
     pub heartbeat_interval: Duration,
-    /// Other entrances of the same network, handed to boxes and publishers.
-    pub peers: Vec<String>,
+    /// Other entrances of the same network, handed to boxes and publishers, each
+    /// as `URL#entrance-ID` (see [`PinnedUrl`]).
+    pub peers: Vec<PinnedUrl>,
     /// Boxes returned by a `SEARCH` that does not ask for a count.
     pub search_count: u32,
     /// Public keys (hex) of the publishers allowed to search and to publish.
@@ -149,8 +153,10 @@ pub struct BoxConfig {
     pub listen: SocketAddr,
     /// The URL viewers and publishers reach this box at.
     pub public_url: Option<String>,
-    /// Entrances to register with; more are learned from their replies.
-    pub entrances: Vec<String>,
+    /// Entrances to register with, each as `URL#entrance-ID`: the box sends its
+    /// join token to, and believes publisher keys from, only an entrance that
+    /// proved that ID. More are learned from their replies, IDs included.
+    pub entrances: Vec<PinnedUrl>,
     /// The network's join token, or a file holding it.
     pub join_token: Option<String>,
     pub join_token_file: Option<PathBuf>,
@@ -209,7 +215,8 @@ impl Default for BoxConfig {
 pub struct PublisherConfig {
     pub listen: SocketAddr,
     pub public_url: Option<String>,
-    pub entrances: Vec<String>,
+    /// Entrances to search, each as `URL#entrance-ID` (see [`PinnedUrl`]).
+    pub entrances: Vec<PinnedUrl>,
     /// How often every entrance is asked for boxes (the original's 10 s).
     #[serde(deserialize_with = "duration")]
     pub search_interval: Duration,
@@ -380,6 +387,17 @@ impl Config {
                 "reachability_interval and reachability_timeout must be longer than zero",
             );
         }
+        for (key, pins) in [
+            ("entrance.peers", &e.peers),
+            ("box.entrances", &self.boxnode.entrances),
+            ("publisher.entrances", &self.publisher.entrances),
+        ] {
+            for pin in pins {
+                if let Err(err) = pin.require_role(Role::Entrance) {
+                    return invalid(key, &err.to_string());
+                }
+            }
+        }
         if self.boxnode.heartbeat_interval.is_zero() {
             return invalid("box.heartbeat_interval", "must be longer than zero");
         }
@@ -507,7 +525,7 @@ store = "redis://127.0.0.1:6379/0"
 
 [entrance]
 expire_box_time = "2m"
-peers = ["ws://10.0.0.2:7070/dandelion/ws"]
+peers = ["ws://10.0.0.2:7070/dandelion/ws#entrance-0123456789abcdef0123456789abcdef"]
 
 [box]
 upload_cap = "2 MiB"
@@ -533,6 +551,26 @@ heartbeat_interval = 3
              `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`, \
              `self_preservation_min_boxes`, `join_token`, `join_token_file`, `namespace`, `reachability_check`, \
              `reachability_interval`, `reachability_timeout`, `ban_time`"
+        );
+    }
+
+    #[test]
+    fn entrances_must_be_pinned_to_an_entrance_id() {
+        let err = parse("[box]\nentrances = [\"ws://10.0.0.2:7070/dandelion/ws\"]\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config file /etc/dandelion/dandelion.toml, line 2, column 13: `ws://10.0.0.2:7070/dandelion/ws` \
+             names no peer ID: write it as `ws://10.0.0.2:7070/dandelion/ws#entrance-<32 hex>` (an \
+             entrance prints its ID when it starts, at `GET /`, and with `dandelion id entrance`)"
+        );
+        let err = parse(
+            "[publisher]\nentrances = [\"ws://e/dandelion/ws#box-0123456789abcdef0123456789abcdef\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid setting `publisher.entrances`: `ws://e/dandelion/ws` is pinned to \
+             box-0123456789abcdef0123456789abcdef; expected an ID starting `entrance-`"
         );
     }
 

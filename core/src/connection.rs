@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::{
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::auth::{Challenge, NONCE_PATH};
+use crate::auth::{self, AuthError, Challenge, Claim, NONCE_PATH, Nonce};
 use crate::http::{HttpClient, origin_of};
 use crate::identity::Identity;
 use crate::ids::NodeId;
@@ -89,6 +89,14 @@ pub enum ConnectionError {
     Connect { url: String, cause: String },
     #[error("`{0}` is not a ws://, wss://, http:// or https:// URL")]
     BadUrl(String),
+    /// The daemon at the URL did not prove it is the one expected; nothing was
+    /// signed for it and no token was sent.
+    #[error("{url} did not prove it is {expected}: {cause}; nothing was signed or sent")]
+    Unproven {
+        url: String,
+        expected: NodeId,
+        cause: AuthError,
+    },
     #[error("WebSocket error: {0}")]
     Ws(#[from] tungstenite::Error),
 }
@@ -316,35 +324,60 @@ async fn connect_from(local: IpAddr, uri: &tungstenite::http::Uri) -> std::io::R
     Err(last)
 }
 
-/// Opens a WebSocket to a daemon, proving `identity`'s ID: fetches a nonce from
-/// the daemon, signs it, and presents the proof (and `bearer`, a join or admin
-/// token, when given) on the upgrade request. Returns the connection and the
-/// daemon's ID as it introduced itself.
+/// Opens a mutually authenticated WebSocket to the daemon `expect` at `url`:
+/// asks for the daemon's nonce while sending one of our own, checks the daemon's
+/// proof that it is `expect`, and only then signs the daemon's nonce for
+/// `expect` and presents that proof (and `bearer`, a join or admin token, when
+/// given) on the upgrade request. A daemon that cannot prove it is `expect` gets
+/// no signature and no token: [`ConnectionError::Unproven`].
 pub async fn connect_as(
     url: &str,
+    expect: &NodeId,
     identity: &Identity,
     bearer: Option<&str>,
     http: &HttpClient,
-) -> Result<(ClientConnection, NodeId), ConnectionError> {
-    connect_as_with(url, identity, bearer, http, ConnectOptions::default()).await
+) -> Result<ClientConnection, ConnectionError> {
+    connect_as_with(
+        url,
+        expect,
+        identity,
+        bearer,
+        http,
+        ConnectOptions::default(),
+    )
+    .await
 }
 
 /// [`connect_as`] with [`ConnectOptions`] (the nonce is fetched with `http` as is).
 pub async fn connect_as_with(
     url: &str,
+    expect: &NodeId,
     identity: &Identity,
     bearer: Option<&str>,
     http: &HttpClient,
     options: ConnectOptions,
-) -> Result<(ClientConnection, NodeId), ConnectionError> {
+) -> Result<ClientConnection, ConnectionError> {
     let fail = |cause: String| ConnectionError::Connect {
         url: url.to_owned(),
         cause,
     };
+    let unproven = |cause: AuthError| ConnectionError::Unproven {
+        url: url.to_owned(),
+        expected: expect.clone(),
+        cause,
+    };
     let origin =
         origin_of(url).ok_or_else(|| ConnectionError::BadUrl(url.escape_debug().to_string()))?;
+    let ours = Nonce::random().map_err(|e| fail(e.to_string()))?;
     let response = http
-        .get(&format!("{origin}{NONCE_PATH}"), &[])
+        .get(
+            &format!(
+                "{origin}{NONCE_PATH}?peer={}&nonce={}",
+                identity.id(),
+                ours.as_str()
+            ),
+            &[],
+        )
         .await
         .map_err(|e| fail(format!("fetching a handshake nonce: {e}")))?;
     if !response.status.is_success() {
@@ -357,14 +390,25 @@ pub async fn connect_as_with(
     let challenge: Challenge = response
         .json()
         .map_err(|e| fail(format!("the handshake nonce does not decode: {e}")))?;
-    let proof = identity.prove(&challenge.id, &challenge.nonce);
+    if &challenge.id != expect {
+        return Err(unproven(AuthError::WrongPeer {
+            expected: expect.to_string(),
+            found: challenge.id.to_string(),
+        }));
+    }
+    let theirs = challenge
+        .proof
+        .as_ref()
+        .ok_or_else(|| unproven(AuthError::NoServerProof))?;
+    auth::verify_from(theirs, expect, &Claim::session_server(identity.id(), &ours))
+        .map_err(unproven)?;
+    let proof = identity.prove(&Claim::session_client(expect, &challenge.nonce));
     let authorization = bearer.map(|token| format!("Bearer {token}"));
     let mut headers: Vec<(&str, &str)> = proof.headers().to_vec();
     if let Some(value) = &authorization {
         headers.push(("authorization", value));
     }
-    let connection = connect_with(url, &headers, options).await?;
-    Ok((connection, challenge.id))
+    connect_with(url, &headers, options).await
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod identity;
 pub mod ids;
 pub mod logging;
 pub mod paths;
+pub mod pinned;
 pub mod probe;
 pub mod protocol;
 pub mod secrets;

@@ -155,6 +155,27 @@ pub fn check_on_disk(base: &Path, rel: &str) -> Result<PathBuf, PathRefusal> {
     Ok(path)
 }
 
+/// Percent-encodes what a URL path cannot carry as is; `/` stays a separator.
+pub fn url_path(member: &str) -> String {
+    let mut out = String::with_capacity(member.len());
+    for b in member.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Where viewers fetch a stored file: the box's data URL, then the file's member
+/// name `<publisher-id>/<path>`, as the original's nginx served it. The one
+/// spelling of that URL: the box writes it in its confirmation, and the publisher
+/// derives it from the box's verified data URL and records only its own.
+pub fn file_url(data_url: &str, member: &str) -> String {
+    format!("{}/{}", data_url.trim_end_matches('/'), url_path(member))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::Role;
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{Header, Message, Publish};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -41,10 +42,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let (Some(key_dir), Some(to)) = (key_dir, to) else {
-        bail!("usage: box_push --key-dir DIR --to WS-URL [--prefix /bench] [--ttl SECS] FILE...");
+        bail!(
+            "usage: box_push --key-dir DIR --to WS-URL#BOX-ID [--prefix /bench] [--ttl SECS] FILE..."
+        );
     };
+    let to = PinnedUrl::parse(&to)?;
     let identity = Identity::load_or_create(&key_dir, Role::Publisher)?;
-    let (mut conn, _) = connect_as(&to, &identity, None, &HttpClient::default()).await?;
+    let mut conn = connect_as(to.url(), to.id(), &identity, None, &HttpClient::default()).await?;
     conn.send(&Message::Publish(Publish {
         header: Header::new(identity.id().clone()),
         extra: Default::default(),

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release --example entrance_load -- \
-//!     --url ws://127.0.0.1:7070/dandelion/ws --join TOKEN \
+//!     --url ws://127.0.0.1:7070/dandelion/ws#ENTRANCE-ID --join TOKEN \
 //!     --boxes 20000 --interval 5 --duration 60 [--pid PID] [--sources 8]
 //! ```
 //!
@@ -23,12 +23,14 @@ use dandelion_core::connection::{ConnectOptions, Incoming, connect_as_with};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{Exchange, Header, Message, SystemInfo, TrafficFlow};
 use tokio::sync::{Mutex, Semaphore};
 
 #[derive(Debug)]
 struct Args {
-    url: String,
+    /// The entrance and the ID it must prove (`dandelion id entrance`).
+    url: Option<PinnedUrl>,
     join: String,
     boxes: usize,
     interval: Duration,
@@ -39,7 +41,7 @@ struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
-        url: "ws://127.0.0.1:7070/dandelion/ws".into(),
+        url: None,
         join: String::new(),
         boxes: 1000,
         interval: Duration::from_secs(5),
@@ -51,7 +53,7 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--url" => args.url = value,
+            "--url" => args.url = Some(PinnedUrl::parse(&value)?),
             "--join" => args.join = value,
             "--boxes" => args.boxes = value.parse()?,
             "--interval" => args.interval = Duration::from_secs_f64(value.parse()?),
@@ -60,6 +62,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--sources" => args.sources = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
+    }
+    if args.url.is_none() {
+        bail!("--url WS-URL#ENTRANCE-ID is required (the ID as `dandelion id entrance` prints it)");
     }
     if args.join.is_empty() {
         bail!("--join TOKEN is required (the entrance's join.token)");
@@ -175,10 +180,20 @@ async fn main() -> anyhow::Result<()> {
                 local_addr: Some(source),
             };
             let permit = gate.acquire().await?;
-            let conn =
-                connect_as_with(&args.url, &identity, Some(&args.join), &http, options).await;
+            let Some(entrance) = &args.url else {
+                bail!("no --url");
+            };
+            let conn = connect_as_with(
+                entrance.url(),
+                entrance.id(),
+                &identity,
+                Some(&args.join),
+                &http,
+                options,
+            )
+            .await;
             drop(permit);
-            let Ok((mut conn, _)) = conn else {
+            let Ok(mut conn) = conn else {
                 failed.fetch_add(1, Ordering::Relaxed);
                 return anyhow::Ok(());
             };

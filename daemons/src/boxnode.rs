@@ -21,7 +21,7 @@ pub mod session;
 pub mod storage;
 pub mod traffic;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -31,7 +31,7 @@ use axum::Router;
 use axum::routing::{any, get};
 use dandelion_core::config::{BoxConfig, Config};
 use dandelion_core::frame;
-use dandelion_core::ids::Role;
+use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::probe::Probe;
 use dandelion_core::protocol::{Header, SystemInfo};
 use dandelion_core::store::keys::Keys;
@@ -59,8 +59,10 @@ pub struct BoxState {
     stored_bytes: Gauge,
     sampler: heartbeat::Sampler,
     configured_keys: HashSet<String>,
-    // An RwLock: read on every publisher handshake, written once per heartbeat reply.
-    learned_keys: RwLock<HashSet<String>>,
+    /// Publisher keys each proven entrance named in its latest reply; one
+    /// entrance's list never replaces another's or the configured ones. An
+    /// RwLock: read on every publisher handshake, written once per heartbeat reply.
+    learned_keys: RwLock<HashMap<NodeId, HashSet<String>>>,
     /// Where viewers reach this box, without a trailing `/`.
     pub public_base: String,
     /// Where publishers open sessions: `ws://<public>/dandelion/<box-id>/ws`.
@@ -76,8 +78,8 @@ pub struct BoxState {
 }
 
 impl BoxState {
-    /// Whether a publisher's key is in the configuration or in the latest list an
-    /// entrance sent.
+    /// Whether a publisher's key is in the configuration or in the latest list
+    /// of an entrance that proved its ID.
     pub fn trusts(&self, public_key: &str) -> bool {
         let key = public_key.to_ascii_lowercase();
         self.configured_keys.contains(&key)
@@ -85,15 +87,20 @@ impl BoxState {
                 .learned_keys
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(&key)
+                .values()
+                .any(|keys| keys.contains(&key))
     }
 
-    fn set_learned_keys(&self, keys: Vec<String>) {
+    /// Replaces what `entrance` (proven in its session's handshake) says.
+    fn set_learned_keys(&self, entrance: &NodeId, keys: Vec<String>) {
         let keys = keys
             .into_iter()
             .map(|k| k.trim().to_ascii_lowercase())
             .collect();
-        *self.learned_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        self.learned_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entrance.clone(), keys);
     }
 
     /// Publishers connected now.
@@ -198,7 +205,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             .iter()
             .map(|k| k.trim().to_ascii_lowercase())
             .collect(),
-        learned_keys: RwLock::new(HashSet::new()),
+        learned_keys: RwLock::new(HashMap::new()),
         public_base,
         connect_ws,
         join_token,

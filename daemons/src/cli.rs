@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use dandelion_core::config::{self, Config};
 use dandelion_core::ids::Role;
+use dandelion_core::pinned::PinnedUrl;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -93,14 +94,16 @@ pub struct RoleArgs {
     /// Address to listen on (default: the role's section of the config, else 0.0.0.0:7070/7071/7072).
     #[arg(long, env = "DANDELION_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Entrance URL to talk to (boxes and publishers); repeat for several.
+    /// Entrance to talk to (boxes and publishers) or a peer entrance (entrances),
+    /// as URL#ID: `ws://host:7070/dandelion/ws#entrance-<32 hex>`. Only a daemon
+    /// that proves that ID is signed for and trusted. Repeat for several.
     #[arg(
         long = "entrance",
         env = "DANDELION_ENTRANCES",
         value_delimiter = ',',
-        value_name = "URL"
+        value_name = "URL#ID"
     )]
-    pub entrances: Vec<String>,
+    pub entrances: Vec<PinnedUrl>,
 }
 
 #[derive(Debug, Args)]

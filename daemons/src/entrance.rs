@@ -30,6 +30,7 @@ use dandelion_core::config::{Config, EntranceConfig};
 use dandelion_core::geo::GeoDb;
 use dandelion_core::http::HttpClient;
 use dandelion_core::ids::Role;
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::secrets;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -72,8 +73,8 @@ pub struct Shared {
     pub book: Book,
     pub join_token: String,
     pub geo: Option<GeoDb>,
-    /// This entrance's URL as handed to boxes and publishers.
-    pub own_url: String,
+    /// This entrance's URL and ID as handed to boxes and publishers.
+    pub own: PinnedUrl,
     pub metrics: EntranceMetrics,
     /// Client for reachability checks, with their short timeout.
     pub reach_http: HttpClient,
@@ -131,17 +132,20 @@ impl Shared {
         }
     }
 
-    /// URLs handed out in `ENTRANCE_URLS`: this one first, then the peers.
+    /// This entrance, then its peers.
+    fn all_entrances(&self) -> impl Iterator<Item = &PinnedUrl> {
+        std::iter::once(&self.own)
+            .chain(self.config.peers.iter().filter(|p| p.id() != self.own.id()))
+    }
+
+    /// URLs handed out in `ENTRANCE_URLS`, for the original's peers.
     pub fn entrance_urls(&self) -> Vec<String> {
-        let mut urls = vec![self.own_url.clone()];
-        urls.extend(
-            self.config
-                .peers
-                .iter()
-                .filter(|p| **p != self.own_url)
-                .cloned(),
-        );
-        urls
+        self.all_entrances().map(|p| p.url().to_owned()).collect()
+    }
+
+    /// `URL#ID`s handed out in `ENTRANCES`: what boxes and publishers learn from.
+    pub fn entrances(&self) -> Vec<String> {
+        self.all_entrances().map(ToString::to_string).collect()
     }
 }
 
@@ -205,6 +209,8 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         .public_url
         .clone()
         .unwrap_or_else(|| format!("ws://{local}{WS_PATH}/"));
+    let own =
+        PinnedUrl::new(&own_url, common.identity.id().clone()).context("entrance.public_url")?;
     let namespace = e
         .namespace
         .clone()
@@ -234,7 +240,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         reach_http: HttpClient::new(e.reachability_timeout).with_body_limit(16 << 10),
         config: e,
         geo,
-        own_url,
+        own,
         metrics,
         sessions: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(0),
@@ -243,7 +249,8 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     });
     tracing::info!(
         id = %common.identity.id(),
-        url = %shared.own_url,
+        url = %shared.own.url(),
+        pin = %shared.own,
         %namespace,
         store = %dandelion_core::store::redact_url(&config.store),
         "entrance listening on {local}"

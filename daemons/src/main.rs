@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use dandelion_core::config::{self, Config};
 use dandelion_core::logging;
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_daemons::cli::{Cli, Command, RoleArgs};
 use dandelion_daemons::shutdown::{self, Shutdown};
 use dandelion_daemons::{boxnode, client, entrance, publisher, server, up};
@@ -84,7 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Flags of a role command over its config section.
-fn apply_role_args(args: &RoleArgs, listen: &mut SocketAddr, urls: &mut Vec<String>) {
+fn apply_role_args(args: &RoleArgs, listen: &mut SocketAddr, urls: &mut Vec<PinnedUrl>) {
     if let Some(addr) = args.listen {
         *listen = addr;
     }

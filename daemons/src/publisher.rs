@@ -35,6 +35,7 @@ use anyhow::Context;
 use dandelion_core::config::{Config, PublisherConfig};
 use dandelion_core::http::HttpClient;
 use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{Exchange, Message};
 use dandelion_core::store::keys::Keys;
 use prometheus_client::metrics::counter::Counter;
@@ -94,25 +95,34 @@ pub struct Publisher {
     pub metrics: PublisherMetrics,
     /// Signalled after every search round, so senders can wait for the first.
     pub searched: Notify,
-    entrances: std::sync::RwLock<Vec<String>>,
+    entrances: std::sync::RwLock<Vec<PinnedUrl>>,
     draws: AtomicU64,
 }
 
 impl Publisher {
-    /// Entrance URLs: configured plus learned from replies.
-    pub fn entrance_urls(&self) -> Vec<String> {
+    /// Entrances, each with the ID it must prove: configured plus learned from
+    /// the `ENTRANCES` of replies.
+    pub fn entrances(&self) -> Vec<PinnedUrl> {
         self.entrances
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn learn_entrances(&self, urls: &[String]) {
+    /// Learns `URL#entrance-ID` entries of an entrance's reply; one entry per
+    /// entrance ID, the first URL learned for it kept.
+    pub fn learn_entrances(&self, entries: &[String]) {
         let mut known = self.entrances.write().unwrap_or_else(|p| p.into_inner());
-        for url in urls {
-            if !known.contains(url) && dandelion_core::connection::websocket_url(url).is_ok() {
-                tracing::info!(entrance = %url, "learned an entrance");
-                known.push(url.clone());
+        for entry in entries {
+            let Ok(pin) = PinnedUrl::parse(entry) else {
+                tracing::debug!(entry = %entry.escape_debug(), "ignoring an ENTRANCES entry that is not URL#ID");
+                continue;
+            };
+            if pin.id().role() == dandelion_core::ids::Role::Entrance
+                && !known.iter().any(|k| k.id() == pin.id())
+            {
+                tracing::info!(entrance = %pin, "learned an entrance");
+                known.push(pin);
             }
         }
     }

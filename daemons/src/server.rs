@@ -2,6 +2,7 @@
 //! admin token, store), the routes every role answers (`/`, `/metrics`, the
 //! handshake nonce), admin-token checks, and serving with graceful shutdown.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,14 +10,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dandelion_core::auth::{Challenge, NONCE_PATH, NonceBook};
+use dandelion_core::auth::{Challenge, Claim, NONCE_PATH, Nonce, NonceBook};
 use dandelion_core::config::{self, Config};
 use dandelion_core::identity::Identity;
-use dandelion_core::ids::Role;
+use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::PROTOCOL_VERSION;
 use dandelion_core::secrets;
 use dandelion_core::store::{self, Store};
@@ -117,11 +118,37 @@ async fn metrics(State(common): State<Arc<Common>>) -> Response {
         .into_response()
 }
 
-async fn nonce(State(common): State<Arc<Common>>) -> Response {
+/// `GET /dandelion/nonce[?peer=<client-id>&nonce=<64 hex>]`: this server's nonce,
+/// and with the query its own session proof for that client and nonce, so the
+/// client knows whom it is about to sign for (see `dandelion_core::auth`).
+async fn nonce(
+    State(common): State<Arc<Common>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let asked = match (query.get("peer"), query.get("nonce")) {
+        (None, None) => None,
+        (Some(peer), Some(theirs)) => match (NodeId::parse(peer), Nonce::parse(theirs)) {
+            (Ok(peer), Ok(theirs)) => Some((peer, theirs)),
+            (Err(e), _) => {
+                return (StatusCode::BAD_REQUEST, format!("peer: {e}\n")).into_response();
+            }
+            (_, Err(e)) => {
+                return (StatusCode::BAD_REQUEST, format!("nonce: {e}\n")).into_response();
+            }
+        },
+        _ => {
+            return (StatusCode::BAD_REQUEST, "`peer` and `nonce` go together\n").into_response();
+        }
+    };
     match common.nonces.issue() {
         Ok(nonce) => axum::Json(Challenge {
             id: common.identity.id().clone(),
             nonce,
+            proof: asked.map(|(peer, theirs)| {
+                common
+                    .identity
+                    .prove(&Claim::session_server(&peer, &theirs))
+            }),
         })
         .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),

@@ -1,7 +1,7 @@
 //! `dandelion up`: a whole Dandelion network on one machine — one entrance, N
 //! boxes and one publisher, each with its own port and data directory under one
 //! base directory, on the embedded store — wired together (publisher key, join
-//! token, entrance URL) and stopped together on Ctrl-C.
+//! token, entrance URL pinned to the entrance's ID) and stopped together on Ctrl-C.
 //!
 //! On loopback every box has the same address, so each box gets a demonstration
 //! location through the entrance's operator override (shown as an override),
@@ -16,6 +16,7 @@ use dandelion_core::config::Config;
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::Role;
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::GeoIp;
 use dandelion_core::secrets;
 use tokio::net::TcpListener;
@@ -81,9 +82,15 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     }
 
     let publisher_key = Identity::load_or_create(&publisher_dir, Role::Publisher)?.public_key_hex();
+    // The boxes and the publisher are pinned to the entrance's ID, made here
+    // before the entrance runs, as an operator copies it from `dandelion id entrance`.
+    let entrance_id = Identity::load_or_create(&entrance_dir, Role::Entrance)?
+        .id()
+        .clone();
     let (join_token, _) =
         secrets::load_or_create(&root.join("join.token"), || secrets::random_hex(32))?;
     let entrance_url = format!("ws://127.0.0.1:{ENTRANCE_PORT}/dandelion/ws");
+    let entrance_pin = PinnedUrl::new(&entrance_url, entrance_id)?;
 
     let mut entrance_cfg = role_config(base, entrance_dir.clone());
     entrance_cfg.entrance.listen = entrance_listener.local_addr()?;
@@ -93,7 +100,7 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
 
     let mut publisher_cfg = role_config(base, publisher_dir.clone());
     publisher_cfg.publisher.listen = publisher_listener.local_addr()?;
-    publisher_cfg.publisher.entrances = vec![entrance_url.clone()];
+    publisher_cfg.publisher.entrances = vec![entrance_pin.clone()];
     publisher_cfg.publisher.search_interval = Duration::from_secs(2);
 
     // Made now, not by the entrance, so `place_boxes` can read it straight away.
@@ -112,7 +119,7 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
         let mut cfg = role_config(base, dir.clone());
         cfg.boxnode.listen = addr;
         cfg.boxnode.public_url = Some(format!("http://{addr}"));
-        cfg.boxnode.entrances = vec![entrance_url.clone()];
+        cfg.boxnode.entrances = vec![entrance_pin.clone()];
         cfg.boxnode.join_token = Some(join_token.clone());
         cfg.boxnode.publisher_keys = vec![publisher_key.clone()];
         cfg.boxnode.heartbeat_interval = Duration::from_secs(2);

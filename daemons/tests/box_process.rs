@@ -13,9 +13,10 @@ use dandelion_core::connection::{Incoming, connect_as};
 use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
-use dandelion_core::ids::Role;
+use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
 use dandelion_testkit::free_port;
+use dandelion_testkit::network::identity;
 use dandelion_testkit::process::{Running, binary};
 use sha2::{Digest, Sha256};
 
@@ -75,8 +76,10 @@ async fn a_file_expires_on_time_across_kill_9_and_restart() {
     })
     .await;
 
-    let (mut conn, _) = connect_as(
+    let box_id = NodeId::parse(&identity(&data, "box").0).unwrap();
+    let mut conn = connect_as(
         &format!("ws://127.0.0.1:{port}/dandelion/ws"),
+        &box_id,
         &publisher,
         None,
         &http,

@@ -22,7 +22,8 @@ use dandelion_core::connection::{ClientConnection, Incoming, connect_as};
 use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
-use dandelion_core::ids::Role;
+use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{
     ExchangeReply, Header, Message, Publish, PublishReply, TransferOutcome, TransferResult,
 };
@@ -53,6 +54,7 @@ where
 }
 
 struct TestBox {
+    id: NodeId,
     origin: String,
     ws: String,
     data_dir: PathBuf,
@@ -77,6 +79,11 @@ async fn start_box(tweak: impl FnOnce(&mut Config)) -> TestBox {
     };
     config.boxnode.publisher_keys = vec![publisher.public_key_hex()];
     tweak(&mut config);
+    // The key the box will load, made now so the test knows whom it dials.
+    let id = Identity::load_or_create(dir.path(), Role::Box)
+        .unwrap()
+        .id()
+        .clone();
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
@@ -91,6 +98,7 @@ async fn start_box(tweak: impl FnOnce(&mut Config)) -> TestBox {
     })
     .await;
     TestBox {
+        id,
         ws: format!("ws://{addr}/dandelion/ws"),
         origin,
         data_dir: dir.path().to_owned(),
@@ -101,8 +109,12 @@ async fn start_box(tweak: impl FnOnce(&mut Config)) -> TestBox {
     }
 }
 
-async fn publish(url: &str, publisher: &Identity) -> (ClientConnection, PublishReply) {
-    let (mut conn, _) = connect_as(url, publisher, None, &HttpClient::default())
+async fn publish(
+    url: &str,
+    box_id: &NodeId,
+    publisher: &Identity,
+) -> (ClientConnection, PublishReply) {
+    let mut conn = connect_as(url, box_id, publisher, None, &HttpClient::default())
         .await
         .unwrap();
     conn.send(&Message::Publish(Publish {
@@ -222,7 +234,7 @@ fn pattern(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn a_chunked_upload_is_stored_byte_exact_and_served_to_players() {
     let b = start_box(|_| {}).await;
-    let (mut conn, reply) = publish(&b.ws, &b.publisher).await;
+    let (mut conn, reply) = publish(&b.ws, &b.id, &b.publisher).await;
     let pid = b.publisher.id().to_string();
     assert_eq!(reply.data_url, Some(format!("{}/{pid}/", b.origin)));
     assert_eq!(reply.max_file_size, Some(4 << 30));
@@ -432,7 +444,7 @@ async fn a_chunked_upload_is_stored_byte_exact_and_served_to_players() {
 #[tokio::test]
 async fn a_publisher_sending_only_garbage_frames_is_cut_off() {
     let b = start_box(|_| {}).await;
-    let (mut conn, _) = publish(&b.ws, &b.publisher).await;
+    let (mut conn, _) = publish(&b.ws, &b.id, &b.publisher).await;
     for i in 0..5 {
         conn.send_binary(Bytes::from_static(b"not a frame"))
             .await
@@ -472,7 +484,7 @@ async fn the_originals_one_frame_transfer_is_accepted_on_the_originals_path() {
         .unwrap();
     assert_eq!(hi.text(), format!("HI {id}"));
     let url = format!("{}/dandelion/{id}/ws/", b.origin.replace("http", "ws"));
-    let (mut conn, _) = publish(&url, &b.publisher).await;
+    let (mut conn, _) = publish(&url, &b.id, &b.publisher).await;
     let fixture = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../core/tests/fixtures/original-messages/12-publisher-to-box-file-frame.bin"),
@@ -496,7 +508,7 @@ async fn every_refusal_says_why_and_leaves_nothing_on_disk() {
         c.boxnode.publisher_quota = Some(bytesize::ByteSize::b(15_000));
     })
     .await;
-    let (mut conn, reply) = publish(&b.ws, &b.publisher).await;
+    let (mut conn, reply) = publish(&b.ws, &b.id, &b.publisher).await;
     assert_eq!(reply.quota_free, Some(15_000));
     let pid = b.publisher.id().to_string();
     let files = b.data_dir.join("files");
@@ -552,7 +564,7 @@ async fn every_refusal_says_why_and_leaves_nothing_on_disk() {
         c.boxnode.storage_quota = Some(bytesize::ByteSize::b(12_000));
     })
     .await;
-    let (mut conn2, _) = publish(&b2.ws, &b2.publisher).await;
+    let (mut conn2, _) = publish(&b2.ws, &b2.id, &b2.publisher).await;
     stored_url(&upload(&mut conn2, "/a.ts", None, 1, &pattern(8_000), 4096).await);
     let r = upload(&mut conn2, "/b.ts", None, 2, &pattern(8_000), 4096).await;
     assert_eq!(refused_code(&r), "storage_quota");
@@ -620,7 +632,7 @@ async fn untrusted_publishers_and_other_roles_are_refused() {
     let b = start_box(|_| {}).await;
     let http = HttpClient::default();
     let stranger = Identity::generate(Role::Publisher).unwrap();
-    let err = connect_as(&b.ws, &stranger, None, &http)
+    let err = connect_as(&b.ws, &b.id, &stranger, None, &http)
         .await
         .unwrap_err()
         .to_string();
@@ -629,7 +641,7 @@ async fn untrusted_publishers_and_other_roles_are_refused() {
         "{err}"
     );
     let a_box = Identity::generate(Role::Box).unwrap();
-    let err = connect_as(&b.ws, &a_box, None, &http)
+    let err = connect_as(&b.ws, &b.id, &a_box, None, &http)
         .await
         .unwrap_err()
         .to_string();
@@ -653,7 +665,7 @@ async fn untrusted_publishers_and_other_roles_are_refused() {
 #[tokio::test]
 async fn an_expired_file_is_404_and_leaves_the_disk() {
     let b = start_box(|_| {}).await;
-    let (mut conn, _) = publish(&b.ws, &b.publisher).await;
+    let (mut conn, _) = publish(&b.ws, &b.id, &b.publisher).await;
     let r = upload(&mut conn, "/short.ts", Some(1), 1, b"brief", 1 << 20).await;
     let url = stored_url(&r);
     let path = b
@@ -689,7 +701,16 @@ async fn the_reachability_answer_is_a_proof_for_the_verifier() {
     let proof: auth::Proof = http.get(&url, &[]).await.unwrap().json().unwrap();
     assert!(proof.id.starts_with("box-"));
     let nonce = Nonce::parse(&nonce_text).unwrap();
-    auth::verify(&proof, entrance.id(), &nonce).unwrap();
+    // A reachability proof names the box's data URL, and opens no session.
+    let claim = auth::Claim::reachability(entrance.id(), &nonce, &b.origin).unwrap();
+    assert_eq!(
+        auth::verify_from(&proof, &b.id, &claim),
+        Ok(proof.public_key.clone())
+    );
+    assert_eq!(
+        auth::verify(&proof, &auth::Claim::session_client(entrance.id(), &nonce)),
+        Err(auth::AuthError::BadSignature)
+    );
     for bad in [
         format!(
             "{}/dandelion/reachability?nonce=zz&verifier={}",
@@ -735,7 +756,7 @@ async fn the_upload_cap_holds_and_downloads_beyond_the_cap_get_503() {
         c.boxnode.max_downloads = 1;
     })
     .await;
-    let (mut conn, _) = publish(&b.ws, &b.publisher).await;
+    let (mut conn, _) = publish(&b.ws, &b.id, &b.publisher).await;
     let data = pattern(3 * 1024 * 1024);
     let url = stored_url(&upload(&mut conn, "/big.mp4", None, 1, &data, 1 << 20).await);
     let addr = b.origin.trim_start_matches("http://").to_owned();
@@ -798,6 +819,7 @@ async fn entrance_session(
                 Message::ExchangeReply(ExchangeReply {
                     header: Header::new(e.common.identity.id().clone()),
                     entrance_urls: vec![],
+                    entrances: None,
                     publisher_keys: Some(e.keys.clone()),
                     heartbeat_interval: Some(1),
                     extra: Default::default(),
@@ -829,6 +851,7 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
         .await
         .unwrap(),
     );
+    let entrance_id = common.identity.id().clone();
     let learned = Identity::generate(Role::Publisher).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
@@ -847,7 +870,13 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
     tokio::spawn(server::serve(listener, router, shutdown.clone()));
 
     let b = start_box(|c| {
-        c.boxnode.entrances = vec![format!("ws://{entrance}/dandelion/ws")];
+        c.boxnode.entrances = vec![
+            PinnedUrl::new(
+                &format!("ws://{entrance}/dandelion/ws"),
+                entrance_id.clone(),
+            )
+            .unwrap(),
+        ];
         c.boxnode.join_token = Some("join-me".into());
         c.boxnode.heartbeat_interval = Duration::from_secs(1);
         c.boxnode.bind_outgoing = Some("127.0.0.2".parse().unwrap());
@@ -891,13 +920,15 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
         "the learned key to be trusted",
         Duration::from_secs(10),
         || async {
-            connect_as(&b.ws, &learned, None, &http)
+            connect_as(&b.ws, &b.id, &learned, None, &http)
                 .await
                 .ok()
                 .map(|_| ())
         },
     )
     .await;
+    // What the entrance names adds to the configured keys, never replaces them.
+    publish(&b.ws, &b.id, &b.publisher).await;
     // A second heartbeat follows within the (1 s ± jitter) interval.
     let second = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await

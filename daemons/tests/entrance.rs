@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use bytes::Bytes;
-use dandelion_core::auth::{Nonce, Proof};
+use dandelion_core::auth::{Claim, Nonce, Proof};
 use dandelion_core::config::Config;
 use dandelion_core::connection::{
     ClientConnection, ConnectOptions, Incoming, connect, connect_as, connect_as_with,
@@ -51,6 +51,7 @@ where
 }
 
 struct TestEntrance {
+    id: NodeId,
     origin: String,
     url: String,
     shutdown: Shutdown,
@@ -82,7 +83,7 @@ impl TestEntrance {
 
     async fn search(&self, search: impl FnOnce(&mut Search)) -> SearchReply {
         let http = HttpClient::default();
-        let (mut conn, _) = connect_as(&self.url, &self.publisher, None, &http)
+        let mut conn = connect_as(&self.url, &self.id, &self.publisher, None, &http)
             .await
             .unwrap();
         let mut s = Search {
@@ -132,11 +133,16 @@ async fn start_with(config: &Config, publisher: &Arc<Identity>) -> TestEntrance 
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
     let config = config.clone();
+    let id = Identity::load_or_create(&config.data_dir, Role::Entrance)
+        .unwrap()
+        .id()
+        .clone();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { entrance::run(listener, &config, shutdown).await }
     });
     TestEntrance {
+        id,
         origin: format!("http://{addr}"),
         url: format!("ws://{addr}/dandelion/ws"),
         shutdown,
@@ -156,12 +162,13 @@ struct ReachQuery {
 }
 
 async fn reachability(
-    State(signer): State<Signer>,
+    State((signer, data_url)): State<(Signer, String)>,
     Query(q): Query<ReachQuery>,
 ) -> axum::Json<Proof> {
     let verifier = NodeId::parse(&q.verifier).unwrap();
     let nonce = Nonce::parse(&q.nonce).unwrap();
-    axum::Json(signer.0.prove(&verifier, &nonce))
+    let claim = Claim::reachability(&verifier, &nonce, &data_url).unwrap();
+    axum::Json(signer.0.prove(&claim))
 }
 
 /// A simulated box: its key pair, its source address and a data URL that
@@ -185,17 +192,18 @@ impl SimBox {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
+        let data_url = format!("http://{addr}");
         if let Some(signer) = signer {
             let app = Router::new()
                 .route(dandelion_core::auth::REACHABILITY_PATH, get(reachability))
-                .with_state(signer);
+                .with_state((signer, data_url.clone()));
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
         // Without a signer the listener is dropped: nothing answers there.
         SimBox {
             identity,
             local,
-            data_url: format!("http://{addr}"),
+            data_url,
         }
     }
 
@@ -221,6 +229,7 @@ impl SimBox {
         };
         connect_as_with(
             &e.url,
+            &e.id,
             &self.identity,
             Some(JOIN),
             &HttpClient::default(),
@@ -228,7 +237,6 @@ impl SimBox {
         )
         .await
         .unwrap()
-        .0
     }
 
     /// One heartbeat, returning the entrance's reply.
@@ -434,7 +442,7 @@ async fn an_evicted_box_is_removed_told_why_and_refused_afterwards() {
     let options = ConnectOptions {
         local_addr: Some(b.local),
     };
-    let err = connect_as_with(&e.url, &b.identity, Some(JOIN), &http, options)
+    let err = connect_as_with(&e.url, &e.id, &b.identity, Some(JOIN), &http, options)
         .await
         .unwrap_err()
         .to_string();
@@ -513,7 +521,9 @@ async fn a_box_cannot_use_another_boxs_id() {
         .unwrap()
         .json()
         .unwrap();
-    let mut proof = attacker.identity.prove(&challenge.id, &challenge.nonce);
+    let mut proof = attacker
+        .identity
+        .prove(&Claim::session_client(&challenge.id, &challenge.nonce));
     proof.id = victim.id().to_string();
     let auth = format!("Bearer {JOIN}");
     let mut headers = proof.headers().to_vec();
@@ -536,7 +546,7 @@ async fn a_box_cannot_use_another_boxs_id() {
         "active"
     );
     // Without the join token, or as a publisher that is not configured.
-    let err = connect_as(&e.url, &attacker.identity, None, &http)
+    let err = connect_as(&e.url, &e.id, &attacker.identity, None, &http)
         .await
         .unwrap_err()
         .to_string();
@@ -545,7 +555,7 @@ async fn a_box_cannot_use_another_boxs_id() {
         "{err}"
     );
     let stranger = Identity::generate(Role::Publisher).unwrap();
-    let err = connect_as(&e.url, &stranger, None, &http)
+    let err = connect_as(&e.url, &e.id, &stranger, None, &http)
         .await
         .unwrap_err()
         .to_string();

@@ -10,8 +10,9 @@ use std::time::Duration;
 use dandelion_core::connection::{Incoming, connect_as};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
-use dandelion_core::ids::Role;
+use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::{Exchange, Header, Message};
+use dandelion_testkit::network::identity;
 use dandelion_testkit::process::{Running, binary, run};
 use dandelion_testkit::{free_port, wait_for};
 
@@ -51,14 +52,21 @@ fn boxes_and_evict_work_against_a_running_entrance() {
         std::net::TcpStream::connect(http_probe.trim_start_matches("http://")).ok()
     });
 
+    let entrance_id = NodeId::parse(&identity(data, "entrance").0).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let boxy = Identity::generate(Role::Box).unwrap();
     let id = boxy.id().to_string();
     let mut conn = runtime.block_on(async {
         let url = format!("ws://127.0.0.1:{port}/dandelion/ws/");
-        let (mut conn, _) = connect_as(&url, &boxy, Some(JOIN), &HttpClient::default())
-            .await
-            .unwrap();
+        let mut conn = connect_as(
+            &url,
+            &entrance_id,
+            &boxy,
+            Some(JOIN),
+            &HttpClient::default(),
+        )
+        .await
+        .unwrap();
         let exchange = Message::Exchange(Exchange {
             header: Header::new(boxy.id().clone()),
             connect_ws: None,

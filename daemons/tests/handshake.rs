@@ -1,6 +1,7 @@
-//! The session handshake over real sockets: a peer proves its key-derived ID on
-//! the upgrade request, and every wrong or missing credential is refused with
-//! 401/403 and the reason, before any WebSocket exists.
+//! The session handshake over real sockets: the daemon proves its ID to the
+//! dialling peer first, the peer proves its key-derived ID on the upgrade
+//! request, and every wrong or missing credential is refused with 401/403 and
+//! the reason, before any WebSocket exists.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,12 +12,12 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use dandelion_core::auth::{Challenge, NONCE_PATH};
+use dandelion_core::auth::{Challenge, Claim, NONCE_PATH};
 use dandelion_core::config::Config;
 use dandelion_core::connection::{Incoming, connect, connect_as};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
-use dandelion_core::ids::Role;
+use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::{Goodbye, Header, Message};
 use dandelion_daemons::handshake::{self, Refusal};
 use dandelion_daemons::server::{self, Common};
@@ -25,6 +26,7 @@ use dandelion_daemons::shutdown::Shutdown;
 const JOIN_TOKEN: &str = "let-me-in";
 
 struct TestDaemon {
+    id: NodeId,
     url: String,
     origin: String,
     shutdown: Shutdown,
@@ -50,6 +52,7 @@ async fn start() -> TestDaemon {
             .await
             .unwrap(),
     );
+    let id = common.identity.id().clone();
     let router = Router::new()
         .route("/dandelion/ws", any(session))
         .with_state(common.clone())
@@ -58,6 +61,7 @@ async fn start() -> TestDaemon {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server::serve(listener, router, shutdown.clone()));
     TestDaemon {
+        id,
         url: format!("ws://{addr}/dandelion/ws"),
         origin: format!("http://{addr}"),
         shutdown,
@@ -115,10 +119,9 @@ async fn a_box_with_its_key_and_the_join_token_gets_in() {
     let daemon = start().await;
     let http = HttpClient::default();
     let boxy = Identity::generate(Role::Box).unwrap();
-    let (mut conn, verifier) = connect_as(&daemon.url, &boxy, Some(JOIN_TOKEN), &http)
+    let mut conn = connect_as(&daemon.url, &daemon.id, &boxy, Some(JOIN_TOKEN), &http)
         .await
         .unwrap();
-    assert_eq!(verifier.role(), Role::Entrance);
     conn.send(&goodbye(&boxy)).await.unwrap();
     assert_eq!(
         conn.recv().await.unwrap(),
@@ -138,7 +141,7 @@ async fn every_wrong_credential_is_refused_with_its_reason_and_counted() {
         "{err}"
     );
 
-    let err = connect_as(&daemon.url, &boxy, Some("guess"), &http)
+    let err = connect_as(&daemon.url, &daemon.id, &boxy, Some("guess"), &http)
         .await
         .unwrap_err()
         .to_string();
@@ -148,7 +151,7 @@ async fn every_wrong_credential_is_refused_with_its_reason_and_counted() {
     );
 
     let publisher = Identity::generate(Role::Publisher).unwrap();
-    let err = connect_as(&daemon.url, &publisher, Some(JOIN_TOKEN), &http)
+    let err = connect_as(&daemon.url, &daemon.id, &publisher, Some(JOIN_TOKEN), &http)
         .await
         .unwrap_err()
         .to_string();
@@ -162,7 +165,7 @@ async fn every_wrong_credential_is_refused_with_its_reason_and_counted() {
         .unwrap()
         .json()
         .unwrap();
-    let mut proof = boxy.prove(&challenge.id, &challenge.nonce);
+    let mut proof = boxy.prove(&Claim::session_client(&challenge.id, &challenge.nonce));
     proof.id = victim.id().to_string();
     let auth = format!("Bearer {JOIN_TOKEN}");
     let mut headers = proof.headers().to_vec();
@@ -186,7 +189,7 @@ async fn every_wrong_credential_is_refused_with_its_reason_and_counted() {
         .unwrap()
         .json()
         .unwrap();
-    let proof = boxy.prove(&challenge.id, &challenge.nonce);
+    let proof = boxy.prove(&Claim::session_client(&challenge.id, &challenge.nonce));
     let mut headers = proof.headers().to_vec();
     headers.push(("authorization", &auth));
     connect(&daemon.url, &headers).await.unwrap();
@@ -218,6 +221,84 @@ async fn every_wrong_credential_is_refused_with_its_reason_and_counted() {
             "{reason}:\n{metrics}"
         );
     }
+}
+
+/// The dialling side checks the daemon is the one it meant before it signs or
+/// sends a token: a daemon answering as another ID gets neither.
+#[tokio::test]
+async fn a_client_signs_nothing_for_a_daemon_it_did_not_mean_to_reach() {
+    let daemon = start().await;
+    let http = HttpClient::default();
+    let boxy = Identity::generate(Role::Box).unwrap();
+    let meant = Identity::generate(Role::Entrance).unwrap();
+    let err = connect_as(&daemon.url, meant.id(), &boxy, Some(JOIN_TOKEN), &http)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{} did not prove it is {}: the proof comes from {}, not from {}; nothing was \
+             signed or sent",
+            daemon.url,
+            meant.id(),
+            daemon.id,
+            meant.id()
+        )
+    );
+    // Nothing reached the upgrade: no refusal was even counted.
+    let metrics = http
+        .get(&format!("{}/metrics", daemon.origin), &[])
+        .await
+        .unwrap()
+        .text();
+    assert!(!metrics.contains("dandelion_refused_total{"), "{metrics}");
+}
+
+/// The daemon's own proof answers only the client and nonce asked for.
+#[tokio::test]
+async fn the_daemon_proves_its_id_for_the_clients_nonce() {
+    let daemon = start().await;
+    let http = HttpClient::default();
+    let boxy = Identity::generate(Role::Box).unwrap();
+    let ours = dandelion_core::auth::Nonce::random().unwrap();
+    let challenge: Challenge = http
+        .get(
+            &format!(
+                "{}{NONCE_PATH}?peer={}&nonce={}",
+                daemon.origin,
+                boxy.id(),
+                ours.as_str()
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let proof = challenge
+        .proof
+        .expect("a proof when asked with peer and nonce");
+    let claim = Claim::session_server(boxy.id(), &ours);
+    assert!(dandelion_core::auth::verify_from(&proof, &daemon.id, &claim).is_ok());
+    // Not for anyone else, and not as a client's proof.
+    let other = Identity::generate(Role::Box).unwrap();
+    assert!(
+        dandelion_core::auth::verify(&proof, &Claim::session_server(other.id(), &ours)).is_err()
+    );
+    assert!(
+        dandelion_core::auth::verify(&proof, &Claim::session_client(boxy.id(), &ours)).is_err()
+    );
+    // Half a query is a clear error.
+    let half = http
+        .get(
+            &format!("{}{NONCE_PATH}?peer={}", daemon.origin, boxy.id()),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(half.status.as_u16(), 400);
+    assert_eq!(half.text(), "`peer` and `nonce` go together\n");
 }
 
 #[tokio::test]

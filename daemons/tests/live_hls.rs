@@ -82,12 +82,17 @@ fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box()
     let root = tempfile::tempdir().unwrap();
     let publisher_dir = root.path().join("publisher");
     let key = publisher_key(&publisher_dir);
-    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
+    let entrance_dir = root.path().join("entrance");
+    let entrance_id = dandelion_testkit::network::entrance_id(&entrance_dir);
+    let entrance = DaemonBuilder::new("entrance", &entrance_dir)
         .set(format!("join_token = {JOIN_TOKEN:?}"))
         .set(format!("publisher_keys = [{key:?}]"))
         .set("heartbeat_interval = 1")
         .spawn();
-    let entrance_ws = format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port());
+    let entrance_ws = format!(
+        "ws://127.0.0.1:{}/dandelion/ws#{entrance_id}",
+        entrance.port()
+    );
     let boxes: Vec<Daemon> = (0..3)
         .map(|i| {
             DaemonBuilder::new("box", &root.path().join(format!("box-{i}")))

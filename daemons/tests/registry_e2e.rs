@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dandelion_core::auth::{Challenge, NONCE_PATH};
+use dandelion_core::auth::{Challenge, Claim, NONCE_PATH};
 use dandelion_core::connection::{Incoming, connect, connect_as};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::Role;
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{Header, Message, Search, SearchReply};
 use dandelion_daemons::entrance::api::BoxView;
 use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
@@ -127,15 +128,24 @@ impl Net {
         });
     }
 
-    fn ws_url(entrance: &Daemon) -> String {
-        format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port())
+    /// The entrance's URL pinned to its ID, as boxes are configured with it.
+    fn pin(entrance: &Daemon) -> PinnedUrl {
+        let id = Identity::load_or_create(entrance.data_dir(), Role::Entrance)
+            .unwrap()
+            .id()
+            .clone();
+        PinnedUrl::new(
+            &format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port()),
+            id,
+        )
+        .unwrap()
     }
 
     /// A box process heartbeating to `entrance`, leaving from 127.0.0.`octet`.
     fn spawn_box_to(&self, entrance: &Daemon, name: &str, octet: u8, extra: &[String]) -> BoxProc {
         let dir = self.root.path().join(name);
         let mut b = DaemonBuilder::new("box", &dir)
-            .set(format!("entrances = [{:?}]", Net::ws_url(entrance)))
+            .set(format!("entrances = [\"{}\"]", Net::pin(entrance)))
             .set(format!("join_token = {JOIN_TOKEN:?}"))
             .set(format!("heartbeat_interval = {}", HEARTBEAT.as_secs()))
             .set(format!("bind_outgoing = \"127.0.0.{octet}\""));
@@ -181,10 +191,10 @@ impl Net {
     /// SEARCH as the trusted publisher, over a real WebSocket session.
     fn search_at(&self, entrance: &Daemon) -> SearchReply {
         self.rt.block_on(async {
-            let (mut conn, _) =
-                connect_as(&Net::ws_url(entrance), &self.publisher, None, &self.http)
-                    .await
-                    .unwrap();
+            let pin = Net::pin(entrance);
+            let mut conn = connect_as(pin.url(), pin.id(), &self.publisher, None, &self.http)
+                .await
+                .unwrap();
             let search = Search {
                 header: Header::new(self.publisher.id().clone()),
                 geoip: None,
@@ -542,12 +552,12 @@ fn another_boxs_id_is_refused(backend: Backend) {
             .unwrap()
             .json()
             .unwrap();
-        let mut proof = attacker.prove(&challenge.id, &challenge.nonce);
+        let mut proof = attacker.prove(&Claim::session_client(&challenge.id, &challenge.nonce));
         proof.id = victim.id.clone();
         let auth = format!("Bearer {JOIN_TOKEN}");
         let mut headers = proof.headers().to_vec();
         headers.push(("authorization", &auth));
-        connect(&Net::ws_url(&net.entrance), &headers)
+        connect(Net::pin(&net.entrance).url(), &headers)
             .await
             .map(|_| ())
             .unwrap_err()

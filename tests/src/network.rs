@@ -1,7 +1,8 @@
 //! A whole Dandelion network of real processes — an entrance, boxes and a
 //! publisher, each a `dandelion` process with its own port and data directory —
 //! wired the way an operator would: the publisher's key trusted everywhere, one
-//! join token, every box and the publisher pointed at the entrance.
+//! join token, every box and the publisher pointed at the entrance and pinned to
+//! its ID.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,19 +20,34 @@ pub struct Network {
     pub publisher: Daemon,
 }
 
-/// The publisher key a data directory holds (created if needed), as
-/// `dandelion id publisher` prints it.
-pub fn publisher_key(dir: &Path) -> String {
+/// What `dandelion id ROLE` prints for a data directory (creating the key if
+/// needed): the ID and the public key.
+pub fn identity(dir: &Path, role: &str) -> (String, String) {
     let out = run(Command::new(binary("dandelion"))
         .arg("--data-dir")
         .arg(dir)
-        .args(["id", "publisher"]));
-    assert!(out.status.success(), "dandelion id publisher failed");
+        .args(["id", role]));
+    assert!(out.status.success(), "dandelion id {role} failed");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("public key:"))
-        .map(|k| k.trim().to_owned())
-        .unwrap_or_else(|| panic!("no public key in {text:?}"))
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+    };
+    (field("id:"), field("public key:"))
+}
+
+/// The publisher key a data directory holds (created if needed), as
+/// `dandelion id publisher` prints it.
+pub fn publisher_key(dir: &Path) -> String {
+    identity(dir, "publisher").1
+}
+
+/// The entrance ID a data directory holds (created if needed), as
+/// `dandelion id entrance` prints it: what boxes and publishers pin.
+pub fn entrance_id(dir: &Path) -> String {
+    identity(dir, "entrance").0
 }
 
 /// How to start a [`Network`].
@@ -84,7 +100,9 @@ impl NetworkBuilder {
         let key = publisher_key(&publisher_dir);
         let geo_db = self.located.then(|| crate::geo::write_city_db(root));
         let hb = self.heartbeat_secs;
-        let mut entrance = DaemonBuilder::new("entrance", &root.join("entrance"))
+        let entrance_dir = root.join("entrance");
+        let entrance_id = entrance_id(&entrance_dir);
+        let mut entrance = DaemonBuilder::new("entrance", &entrance_dir)
             .set(format!("join_token = {JOIN_TOKEN:?}"))
             .set(format!("publisher_keys = [{key:?}]"))
             .set(format!("heartbeat_interval = {hb}"))
@@ -93,7 +111,11 @@ impl NetworkBuilder {
             entrance = entrance.set(format!("geoip_db = {:?}", db.display().to_string()));
         }
         let entrance = entrance.spawn();
-        let entrance_ws = format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port());
+        // Pinned as an operator would: the URL and the ID `dandelion id entrance` printed.
+        let entrance_ws = format!(
+            "ws://127.0.0.1:{}/dandelion/ws#{entrance_id}",
+            entrance.port()
+        );
         let boxes = (0..self.boxes)
             .map(|i| {
                 let mut b = DaemonBuilder::new("box", &root.join(format!("box-{i}")))

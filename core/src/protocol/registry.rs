@@ -53,6 +53,11 @@ pub struct ExchangeReply {
     pub header: Header,
     #[serde(rename = "ENTRANCE_URLS", default)]
     pub entrance_urls: Vec<String>,
+    /// The same entrances as `URL#ID` (`crate::pinned::PinnedUrl`): a box dials a
+    /// learned entrance only if it proves the ID it was handed out with, so only
+    /// these are learned; `ENTRANCE_URLS` stays for the original's peers.
+    #[serde(rename = "ENTRANCES", default, skip_serializing_if = "Option::is_none")]
+    pub entrances: Option<Vec<String>>,
     /// Public keys (hex) of the publishers this network trusts; boxes accept
     /// `PUBLISH` from these.
     #[serde(
@@ -122,6 +127,8 @@ pub struct SearchReply {
     pub header: Header,
     pub boxes: Vec<Exchange>,
     pub entrance_urls: Option<Vec<String>>,
+    /// As in [`ExchangeReply::entrances`].
+    pub entrances: Option<Vec<String>>,
     pub undecodable: Vec<String>,
     pub extra: BTreeMap<String, Value>,
 }
@@ -138,6 +145,8 @@ struct SearchReplyWire {
         skip_serializing_if = "Option::is_none"
     )]
     entrance_urls: Option<Vec<String>>,
+    #[serde(rename = "ENTRANCES", default, skip_serializing_if = "Option::is_none")]
+    entrances: Option<Vec<String>>,
     #[serde(flatten)]
     extra: BTreeMap<String, Value>,
 }
@@ -157,6 +166,7 @@ impl Serialize for SearchReply {
             header: self.header.clone(),
             box_set,
             entrance_urls: self.entrance_urls.clone(),
+            entrances: self.entrances.clone(),
             extra: self.extra.clone(),
         }
         .serialize(s)
@@ -181,6 +191,7 @@ impl<'de> Deserialize<'de> for SearchReply {
             header: wire.header,
             boxes,
             entrance_urls: wire.entrance_urls,
+            entrances: wire.entrances,
             undecodable,
             extra: wire.extra,
         })

@@ -61,6 +61,7 @@ fn every_message_kind_round_trips() {
     round_trip(Message::ExchangeReply(ExchangeReply {
         header: Header::new(id(ENTRANCE)).with_address("127.0.0.1", 7070),
         entrance_urls: vec!["ws://127.0.0.1:7070/dandelion/ws".into()],
+        entrances: Some(vec![format!("ws://127.0.0.1:7070/dandelion/ws#{ENTRANCE}")]),
         publisher_keys: Some(vec!["ab".repeat(32)]),
         heartbeat_interval: Some(5),
         extra: Default::default(),
@@ -77,6 +78,7 @@ fn every_message_kind_round_trips() {
         header: Header::new(id(ENTRANCE)),
         boxes: vec![exchange()],
         entrance_urls: Some(vec!["ws://127.0.0.1:7070/dandelion/ws".into()]),
+        entrances: Some(vec![format!("ws://127.0.0.1:7070/dandelion/ws#{ENTRANCE}")]),
         undecodable: vec![],
         extra: Default::default(),
     }));

@@ -8,18 +8,19 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dandelion_core::auth::Nonce;
+use dandelion_core::auth::{Claim, Nonce};
 use dandelion_core::console::{BoxNodeView, StoredFile};
 use dandelion_core::ids::NodeId;
+use dandelion_core::paths;
 
 use super::BoxState;
-use super::session::url_path;
 use super::storage::now_secs;
 
 /// `GET /dandelion/reachability?nonce=<64 hex>&verifier=<entrance-id>`: an
 /// entrance that reached this URL from outside learns it reached *this* box,
-/// because only this box can sign the nonce for that verifier. Answers the
-/// `dandelion_core::auth::Proof` as JSON.
+/// because only this box can sign the nonce for that verifier. Answers a
+/// reachability `dandelion_core::auth::Proof` as JSON, which names the box's own
+/// data URL: it says "this box answers here" and can open no session.
 pub async fn reachability(
     State(state): State<Arc<BoxState>>,
     Query(query): Query<HashMap<String, String>>,
@@ -36,7 +37,10 @@ pub async fn reachability(
         }
         None => return (StatusCode::BAD_REQUEST, "missing `verifier`\n").into_response(),
     };
-    Json(state.common.identity.prove(&verifier, &nonce)).into_response()
+    match Claim::reachability(&verifier, &nonce, &state.public_base) {
+        Ok(claim) => Json(state.common.identity.prove(&claim)).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 /// `GET /api/files` (admin token): every live file with size, TTL left and traffic.
@@ -58,7 +62,7 @@ pub fn view(state: &BoxState) -> BoxNodeView {
         .map(|(member, entry)| {
             let served = state.traffic.of(&member);
             StoredFile {
-                url: format!("{}/{}", state.public_base, url_path(&member)),
+                url: paths::file_url(&state.public_base, &member),
                 path: member,
                 size: entry.size,
                 ttl_left: entry.expires.saturating_sub(now),

@@ -4,15 +4,23 @@
 //! reconnection with exponential backoff, and a `GOODBYE` on shutdown so the
 //! entrance marks the box gone at once.
 //!
+//! Every entrance is pinned to its ID ([`PinnedUrl`]): configured ones by the
+//! operator, learned ones by the entrance that named them. The box sends its join
+//! token to, and believes publisher keys from, only an entrance that proved that
+//! ID in the session handshake; each entrance's keys are kept apart from the
+//! others' and from the configured ones.
+//!
 //! Entrances being down never stops the box: serving and storing go on, and each
 //! entrance's task keeps retrying on its own.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dandelion_core::connection::{ConnectOptions, Incoming, connect_as_with};
+use dandelion_core::connection::{ConnectOptions, ConnectionError, Incoming, connect_as_with};
 use dandelion_core::http::HttpClient;
+use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::probe::Probe;
 use dandelion_core::protocol::{Exchange, Goodbye, Message, SystemInfo, TrafficFlow};
 
@@ -26,27 +34,31 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// refuses it for a while anyway, and hammering it would only be logged.
 pub const EVICTED_BACKOFF: Duration = Duration::from_secs(300);
 
-/// The entrances the box knows, and which of them already have a task.
+/// The entrances the box knows (one task each), by ID: however many URLs name an
+/// entrance, the box keeps one session to it, at the first URL it learned.
 #[derive(Debug, Default)]
 pub struct Entrances {
-    // A std Mutex: a handful of URLs, locked briefly.
-    known: Mutex<BTreeSet<String>>,
+    // A std Mutex: a handful of entries, locked briefly.
+    known: Mutex<BTreeMap<NodeId, String>>,
 }
 
 impl Entrances {
-    /// Adds `url`; true if it was new.
-    fn add(&self, url: &str) -> bool {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(url.trim().to_owned())
+    /// Adds `pin`; true if its entrance was new.
+    fn add(&self, id: &NodeId, url: &str) -> bool {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains_key(id) {
+            return false;
+        }
+        known.insert(id.clone(), url.to_owned());
+        true
     }
 
+    /// The URLs of the entrances known.
     pub fn list(&self) -> Vec<String> {
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
+            .values()
             .cloned()
             .collect()
     }
@@ -54,34 +66,49 @@ impl Entrances {
 
 /// Starts one task per configured entrance; more start as replies name them.
 pub fn start(state: &Arc<BoxState>) {
-    for url in &state.config.entrances {
-        learn(state, url);
+    for pin in &state.config.entrances {
+        learn(state, pin);
     }
 }
 
-/// One spelling per entrance: entrances name themselves as the original did
+/// One spelling per entrance URL: entrances name themselves as the original did
 /// (`http://host:port/dandelion/ws/`) while an operator may configure
-/// `ws://host:port/dandelion/ws`; both must lead to one connection, not two.
+/// `ws://host:port/dandelion/ws`.
 pub fn normalise(url: &str) -> Option<String> {
     let ws = dandelion_core::connection::websocket_url(url).ok()?;
     Some(ws.trim_end_matches('/').to_owned())
 }
 
-fn learn(state: &Arc<BoxState>, url: &str) {
-    let Some(url) = normalise(url) else {
+/// Learns the `ENTRANCES` of a reply: `URL#entrance-ID` entries only.
+fn learn_all(state: &Arc<BoxState>, from: &str, entries: &[String]) {
+    for entry in entries {
+        match PinnedUrl::parse(entry) {
+            Ok(pin) if pin.id().role() == Role::Entrance => learn(state, &pin),
+            Ok(_) | Err(_) => tracing::debug!(
+                entrance = from,
+                entry = %entry.escape_debug(),
+                "ignoring an ENTRANCES entry that is not URL#entrance-ID"
+            ),
+        }
+    }
+}
+
+fn learn(state: &Arc<BoxState>, pin: &PinnedUrl) {
+    let Some(url) = normalise(pin.url()) else {
         tracing::warn!(
-            url,
+            url = pin.url(),
             "ignoring an entrance URL that is not ws(s):// or http(s)://"
         );
         return;
     };
-    if state.entrances.add(&url) {
-        tracing::info!(url, "heartbeating to entrance");
+    if state.entrances.add(pin.id(), &url) {
+        tracing::info!(url, entrance = %pin.id(), "heartbeating to entrance");
         let task_state = state.clone();
+        let id = pin.id().clone();
         state
             .common
             .shutdown
-            .spawn(async move { entrance_task(task_state, url).await });
+            .spawn(async move { entrance_task(task_state, url, id).await });
     }
 }
 
@@ -103,16 +130,19 @@ pub fn next_backoff(current: Duration) -> Duration {
     (current * 2).min(MAX_BACKOFF)
 }
 
-async fn entrance_task(state: Arc<BoxState>, url: String) {
+async fn entrance_task(state: Arc<BoxState>, url: String, id: NodeId) {
     let shutdown = state.common.shutdown.clone();
     let http = HttpClient::default();
     let options = ConnectOptions {
         local_addr: state.config.bind_outgoing,
     };
     let mut backoff = MIN_BACKOFF;
+    // A failure is logged when it starts or changes, not at every retry.
+    let mut last_failure = String::new();
     loop {
         let connecting = connect_as_with(
             &url,
+            &id,
             &state.common.identity,
             state.join_token.as_deref(),
             &http,
@@ -123,17 +153,30 @@ async fn entrance_task(state: Arc<BoxState>, url: String) {
             c = connecting => c,
         };
         let wait = match connected {
-            Ok((conn, _entrance_id)) => {
-                tracing::info!(url, "connected to entrance");
+            Ok(conn) => {
+                tracing::info!(url, entrance = %id, "connected to entrance");
                 backoff = MIN_BACKOFF;
-                match session(&state, &url, conn).await {
+                last_failure.clear();
+                match session(&state, &url, &id, conn).await {
                     End::Shutdown => return,
                     End::Evicted => EVICTED_BACKOFF,
                     End::Lost => MIN_BACKOFF,
                 }
             }
             Err(e) => {
-                tracing::warn!(url, "cannot reach entrance: {e}");
+                let text = e.to_string();
+                let unproven = matches!(e, ConnectionError::Unproven { .. });
+                if unproven {
+                    state.common.metrics.refuse("entrance_unproven");
+                }
+                if text != last_failure {
+                    if unproven {
+                        tracing::error!(url, entrance = %id, "not trusting this entrance: {text}");
+                    } else {
+                        tracing::warn!(url, "cannot reach entrance: {text}");
+                    }
+                    last_failure = text;
+                }
                 let wait = backoff.mul_f64(0.5 + 0.5 * random_unit());
                 backoff = next_backoff(backoff);
                 wait
@@ -155,6 +198,7 @@ enum End {
 async fn session(
     state: &Arc<BoxState>,
     url: &str,
+    entrance: &NodeId,
     mut conn: dandelion_core::connection::ClientConnection,
 ) -> End {
     let shutdown = state.common.shutdown.clone();
@@ -182,11 +226,11 @@ async fn session(
             }
             incoming = conn.recv() => match incoming {
                 Ok(Some(Incoming::Message(Message::ExchangeReply(reply)))) => {
-                    for learned in &reply.entrance_urls {
-                        learn(state, learned);
+                    if let Some(entries) = &reply.entrances {
+                        learn_all(state, url, entries);
                     }
                     if let Some(keys) = reply.publisher_keys {
-                        state.set_learned_keys(keys);
+                        state.set_learned_keys(entrance, keys);
                     }
                     if let Some(secs) = reply.heartbeat_interval.filter(|s| *s > 0) {
                         interval = Duration::from_secs(secs.min(3600));
@@ -349,6 +393,15 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entrance_is_known_once_by_its_id() {
+        let entrances = Entrances::default();
+        let id = NodeId::parse("entrance-0123456789abcdef0123456789abcdef").unwrap();
+        assert!(entrances.add(&id, "ws://10.0.0.1:7070/dandelion/ws"));
+        assert!(!entrances.add(&id, "ws://10.0.0.9:7070/dandelion/ws"));
+        assert_eq!(entrances.list(), ["ws://10.0.0.1:7070/dandelion/ws"]);
+    }
 
     #[test]
     fn entrance_urls_in_either_spelling_are_one_entrance() {

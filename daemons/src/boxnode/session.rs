@@ -18,6 +18,7 @@ use dandelion_core::connection::{ConnectionError, Incoming, MAX_CONSECUTIVE_ERRO
 use dandelion_core::console::Level;
 use dandelion_core::frame::{self, Event, Frame, FrameError, FrameHeader, TransferId, Transfers};
 use dandelion_core::ids::Role;
+use dandelion_core::paths;
 use dandelion_core::protocol::{
     ErrorReply, Header, Message, PublishReply, TransferOutcome, TransferResult,
 };
@@ -395,7 +396,7 @@ impl Session {
                     outcome: TransferOutcome::Stored {
                         size: completed.size,
                         sha256: completed.sha256,
-                        url: format!("{}/{}", self.state.public_base, url_path(&member)),
+                        url: paths::file_url(&self.state.public_base, &member),
                     },
                     headers: extra,
                 })]
@@ -418,17 +419,4 @@ impl Session {
             .unwrap_or_default();
         vec![self.refusal(key, &path, refusal.code(), refusal.to_string(), extra)]
     }
-}
-
-/// Percent-encodes what a URL path cannot carry as is; `/` stays a separator.
-pub fn url_path(member: &str) -> String {
-    let mut out = String::with_capacity(member.len());
-    for b in member.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -1,16 +1,15 @@
 //! The reachability check: a box is only worth handing to publishers if viewers
 //! can reach it. The entrance issues a nonce, calls the box's advertised data URL
 //! (`GET {DATA_URL}/dandelion/reachability?nonce=…&verifier=<entrance-id>`) and
-//! expects the box's signed proof of that nonce (`Identity::prove`), made with the
-//! key the box registered with. Anything else — no answer, an error status,
+//! expects the box's reachability proof: its signature, with the key it registered
+//! with, over that nonce, this entrance's ID and the very data URL called. Anything else — no answer, an error status,
 //! another ID or key — marks the box `unreachable` with the reason.
 
 use std::sync::Arc;
 
-use dandelion_core::auth::{self, Nonce, Proof};
+use dandelion_core::auth::{self, AuthError, Claim, Nonce, Proof};
 use dandelion_core::console::Level;
 use dandelion_core::protocol::Exchange;
-use dandelion_core::secrets;
 
 use super::Shared;
 use super::book::now;
@@ -25,12 +24,13 @@ pub async fn check(shared: &Shared, exchange: &Exchange, public_key: &str) -> Re
         .data_url
         .as_deref()
         .ok_or("the box advertises no DATA_URL")?;
-    let nonce = secrets::random_hex(32).map_err(|e| e.to_string())?;
-    let nonce = Nonce::parse(&nonce).map_err(|e| e.to_string())?;
+    let data_url = data_url.trim_end_matches('/');
+    let nonce = Nonce::random().map_err(|e| e.to_string())?;
     let verifier = shared.common.identity.id();
+    let claim = Claim::reachability(verifier, &nonce, data_url)
+        .map_err(|e| format!("reachability check: DATA_URL: {e}"))?;
     let url = format!(
-        "{}{REACHABILITY_PATH}?nonce={}&verifier={verifier}",
-        data_url.trim_end_matches('/'),
+        "{data_url}{REACHABILITY_PATH}?nonce={}&verifier={verifier}",
         nonce.as_str()
     );
     let response = shared
@@ -47,16 +47,12 @@ pub async fn check(shared: &Shared, exchange: &Exchange, public_key: &str) -> Re
     let proof: Proof = response
         .json()
         .map_err(|e| format!("reachability check: the answer is not a proof: {e}"))?;
-    if proof.nonce != nonce.as_str() {
-        return Err("reachability check: the answer is for another nonce".into());
-    }
-    let (id, key) =
-        auth::verify(&proof, verifier, &nonce).map_err(|e| format!("reachability check: {e}"))?;
-    if id != exchange.header.id {
-        return Err(format!(
-            "reachability check: {data_url} is served by {id}, not by this box"
-        ));
-    }
+    let key = auth::verify_from(&proof, &exchange.header.id, &claim).map_err(|e| match e {
+        AuthError::WrongPeer { found, .. } => {
+            format!("reachability check: {data_url} is served by {found}, not by this box")
+        }
+        other => format!("reachability check: {other}"),
+    })?;
     if !key.eq_ignore_ascii_case(public_key) {
         return Err(
             "reachability check: answered with another key than the box registered with".into(),

@@ -256,6 +256,7 @@ fn exchange_reply(shared: &Shared) -> Message {
     Message::ExchangeReply(ExchangeReply {
         header: own_header(shared),
         entrance_urls: shared.entrance_urls(),
+        entrances: Some(shared.entrances()),
         publisher_keys: Some(shared.config.publisher_keys.clone()),
         heartbeat_interval: Some(shared.config.heartbeat_interval.as_secs().max(1)),
         extra: Default::default(),
@@ -591,6 +592,7 @@ async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) 
         header: own_header(shared),
         boxes,
         entrance_urls: Some(shared.entrance_urls()),
+        entrances: Some(shared.entrances()),
         undecodable: Vec::new(),
         extra: Default::default(),
     })

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dandelion_core::connection::{ClientConnection, Incoming, connect_as};
+use dandelion_core::connection::{ClientConnection, ConnectionError, Incoming, connect_as};
 use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
@@ -141,35 +141,52 @@ impl Link {
     }
 }
 
-/// Opens a publish session; the returned future runs the link until the box
-/// goes away or `stop` resolves.
+/// Why a publish session did not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The daemon at the box's URL did not prove it is that box: nothing was
+    /// signed for it.
+    #[error("{0}")]
+    Unproven(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Opens a publish session to `box_id` at `connect_ws`: the box must prove that
+/// ID before the publisher signs anything, so a box cannot relay another box's
+/// challenge and borrow the publisher's signature. The returned future runs
+/// the link until the box goes away or `stop` resolves.
 pub async fn open(
     box_id: NodeId,
     connect_ws: &str,
     identity: &Identity,
     http: &HttpClient,
     stop: CancellationToken,
-) -> Result<(Link, impl Future<Output = Ended> + Send + 'static), String> {
-    let (mut conn, _verifier) = connect_as(connect_ws, identity, None, http)
+) -> Result<(Link, impl Future<Output = Ended> + Send + 'static), OpenError> {
+    let failed = |e: String| OpenError::Failed(e);
+    let mut conn = connect_as(connect_ws, &box_id, identity, None, http)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            ConnectionError::Unproven { .. } => OpenError::Unproven(e.to_string()),
+            other => OpenError::Failed(other.to_string()),
+        })?;
     conn.send(&Message::Publish(Publish {
         header: Header::new(identity.id().clone()),
         extra: Default::default(),
     }))
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| failed(e.to_string()))?;
     let chunk = match conn.recv().await {
         Ok(Some(Incoming::Message(Message::PublishReply(reply)))) => reply
             .max_frame
             .and_then(|m| usize::try_from(m).ok())
             .map_or(DEFAULT_CHUNK, |m| m.clamp(4096, DEFAULT_CHUNK)),
         Ok(Some(Incoming::Message(Message::Error(e)))) => {
-            return Err(format!("the box refused: {}", e.error));
+            return Err(failed(format!("the box refused: {}", e.error)));
         }
-        Ok(Some(other)) => return Err(format!("unexpected answer to PUBLISH: {other:?}")),
-        Ok(None) => return Err("the box closed the session".into()),
-        Err(e) => return Err(e.to_string()),
+        Ok(Some(other)) => return Err(failed(format!("unexpected answer to PUBLISH: {other:?}"))),
+        Ok(None) => return Err(failed("the box closed the session".into())),
+        Err(e) => return Err(failed(e.to_string())),
     };
     let (tx, rx) = mpsc::channel(1);
     let now = super::now_secs();

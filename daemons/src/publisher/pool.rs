@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 
+use dandelion_core::console::Level;
 use dandelion_core::ids::NodeId;
 use tokio::sync::Notify;
 
@@ -223,7 +224,15 @@ async fn open(p: &Publisher, box_id: &NodeId) -> Result<Link, String> {
     let stop = p.common.shutdown.token();
     let (link, task) = link::open(box_id.clone(), &url, &p.common.identity, &p.http, stop)
         .await
-        .map_err(|e| format!("cannot open a publish session to {url}: {e}"))?;
+        .map_err(|e| {
+            if let link::OpenError::Unproven(reason) = &e {
+                p.common.metrics.refuse("box_unproven");
+                p.common
+                    .console
+                    .event(Level::Warn, format!("not publishing to {box_id}: {reason}"));
+            }
+            format!("cannot open a publish session to {url}: {e}")
+        })?;
     tracing::info!(box_id = %box_id, "publish session open");
     let directory = p.directory.clone();
     let pool = p.links.clone();

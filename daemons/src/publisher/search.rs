@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use dandelion_core::connection::{Incoming, connect_as};
+use dandelion_core::connection::{ConnectionError, Incoming, connect_as};
+use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{GeoIp, Header, Message, Search, SearchOrder};
 
 use super::{Publisher, now_secs};
@@ -18,8 +19,9 @@ pub async fn run(publisher: Arc<Publisher>) {
     let mut all_down_reported = false;
     loop {
         let mut answered = 0;
-        for url in publisher.entrance_urls() {
-            match search_one(&publisher, &url).await {
+        for entrance in publisher.entrances() {
+            let url = entrance.url();
+            match search_one(&publisher, &entrance).await {
                 Ok(found) => {
                     answered += 1;
                     tracing::debug!(entrance = %url, boxes = found, "search answered");
@@ -49,7 +51,7 @@ pub async fn run(publisher: Arc<Publisher>) {
         if let Err(e) = save_ranking(&publisher, now).await {
             tracing::warn!("cannot save the box ranking: {e}");
         }
-        if answered == 0 && !publisher.entrance_urls().is_empty() {
+        if answered == 0 && !publisher.entrances().is_empty() {
             if !all_down_reported {
                 let known = publisher.directory.read().await.len();
                 tracing::warn!(
@@ -93,11 +95,22 @@ async fn save_ranking(
     Ok(())
 }
 
-async fn search_one(publisher: &Publisher, url: &str) -> Result<usize, String> {
+async fn search_one(publisher: &Publisher, entrance: &PinnedUrl) -> Result<usize, String> {
     let identity = &publisher.common.identity;
-    let (mut conn, _) = connect_as(url, identity, None, &publisher.http)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = connect_as(
+        entrance.url(),
+        entrance.id(),
+        identity,
+        None,
+        &publisher.http,
+    )
+    .await
+    .map_err(|e| {
+        if matches!(e, ConnectionError::Unproven { .. }) {
+            publisher.common.metrics.refuse("entrance_unproven");
+        }
+        e.to_string()
+    })?;
     let geoip = publisher.audience.map(|(lat, lon)| {
         let mut g = GeoIp::default();
         g.set_lat_lon(lat, lon);
@@ -130,8 +143,8 @@ async fn search_one(publisher: &Publisher, url: &str) -> Result<usize, String> {
         }
     };
     conn.close().await;
-    if let Some(urls) = &reply.entrance_urls {
-        publisher.learn_entrances(urls);
+    if let Some(entries) = &reply.entrances {
+        publisher.learn_entrances(entries);
     }
     let found = reply.boxes.len();
     for b in &reply.boxes {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use dandelion_core::console::Level;
 use dandelion_core::ids::NodeId;
+use dandelion_core::paths;
 use futures_util::future::join_all;
 
 use super::jobs::{Failure, Job, JobState, Placement};
@@ -199,8 +200,21 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
     Ok(next)
 }
 
-/// Streams the job's bytes to one box; the placement on success.
+/// Streams the job's bytes to one box; the placement on success. Viewers are
+/// sent only to the URL the publisher derives from the box's data URL (as the
+/// entrance verified it); a box confirming any other URL has not placed the file.
 async fn send_to(p: &Publisher, job: &Job, box_id: NodeId) -> Result<Placement, String> {
+    let data_url = p
+        .directory
+        .read()
+        .await
+        .get(&box_id)
+        .and_then(|b| b.exchange.data_url.clone())
+        .ok_or_else(|| format!("box {box_id} advertises no DATA_URL"))?;
+    let url = paths::file_url(
+        &data_url,
+        &format!("{}/{}", p.common.identity.id(), job.name),
+    );
     let link = p.link(&box_id).await?;
     let ttl = job.ttl_left(now_secs()).max(1);
     let stored = link
@@ -212,6 +226,19 @@ async fn send_to(p: &Publisher, job: &Job, box_id: NodeId) -> Result<Placement, 
             ttl,
         })
         .await?;
+    if stored.url != url {
+        p.common.metrics.refuse("placement_url");
+        return Err(format!(
+            "the box confirmed the file at {}, not at {url} where the publisher sends viewers; \
+             not recorded",
+            stored
+                .url
+                .chars()
+                .take(200)
+                .collect::<String>()
+                .escape_debug()
+        ));
+    }
     p.directory
         .write()
         .await
@@ -219,7 +246,7 @@ async fn send_to(p: &Publisher, job: &Job, box_id: NodeId) -> Result<Placement, 
     let now = now_secs();
     Ok(Placement {
         box_id: box_id.to_string(),
-        url: stored.url,
+        url,
         stored_at: now,
         expires_at: now + ttl,
         trace: String::new(),
