@@ -39,27 +39,66 @@ pub const EVICTED_BACKOFF: Duration = Duration::from_secs(300);
 #[derive(Debug, Default)]
 pub struct Entrances {
     // A std Mutex: a handful of entries, locked briefly.
-    known: Mutex<BTreeMap<NodeId, String>>,
+    known: Mutex<BTreeMap<NodeId, Known>>,
+    /// Signalled when an entrance proves its ID for the first time, so the
+    /// uplink test need not wait a whole interval for one at start.
+    proven_one: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct Known {
+    url: String,
+    /// Whether the entrance has proven its ID in a session: only then does the
+    /// box send it the join token outside the handshake (the uplink test).
+    proven: bool,
 }
 
 impl Entrances {
-    /// Adds `pin`; true if its entrance was new.
+    /// Adds an entrance; true if it was new.
     fn add(&self, id: &NodeId, url: &str) -> bool {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.contains_key(id) {
             return false;
         }
-        known.insert(id.clone(), url.to_owned());
+        known.insert(
+            id.clone(),
+            Known {
+                url: url.to_owned(),
+                proven: false,
+            },
+        );
         true
+    }
+
+    fn set_proven(&self, id: &NodeId) {
+        let newly = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(id)
+            .is_some_and(|k| !std::mem::replace(&mut k.proven, true));
+        if newly {
+            self.proven_one.notify_one();
+        }
     }
 
     /// The URLs of the entrances known.
     pub fn list(&self) -> Vec<String> {
+        self.urls(|_| true)
+    }
+
+    /// The URLs of the entrances that have proven their IDs.
+    pub fn proven(&self) -> Vec<String> {
+        self.urls(|k| k.proven)
+    }
+
+    fn urls(&self, keep: impl Fn(&Known) -> bool) -> Vec<String> {
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
+            .filter(|k| keep(k))
+            .map(|k| k.url.clone())
             .collect()
     }
 }
@@ -155,6 +194,7 @@ async fn entrance_task(state: Arc<BoxState>, url: String, id: NodeId) {
         let wait = match connected {
             Ok(conn) => {
                 tracing::info!(url, entrance = %id, "connected to entrance");
+                state.entrances.set_proven(&id);
                 backoff = MIN_BACKOFF;
                 last_failure.clear();
                 match session(&state, &url, &id, conn).await {
@@ -260,7 +300,8 @@ async fn session(
 }
 
 /// Measures the uplink against the first entrance that answers, at start and
-/// every `uplink_test_interval`, unless `uplink_test_size` is 0.
+/// every `uplink_test_interval`, unless `uplink_test_size` is 0. Only entrances
+/// that proved their IDs are asked: the test carries the join token.
 pub async fn measure_uplink(state: Arc<BoxState>) {
     let size = state.config.uplink_test_size.as_u64();
     if size == 0 {
@@ -269,7 +310,14 @@ pub async fn measure_uplink(state: Arc<BoxState>) {
     let shutdown = state.common.shutdown.clone();
     let http = HttpClient::new(Duration::from_secs(60));
     loop {
-        for url in state.entrances.list() {
+        let proven = state.entrances.proven();
+        if proven.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = state.entrances.proven_one.notified() => continue,
+            }
+        }
+        for url in proven {
             match uplink_once(&state, &http, &url, size).await {
                 Ok(rate) => {
                     tracing::info!(entrance = %url, bytes_per_second = rate, "measured the uplink");
@@ -401,6 +449,10 @@ mod tests {
         assert!(entrances.add(&id, "ws://10.0.0.1:7070/dandelion/ws"));
         assert!(!entrances.add(&id, "ws://10.0.0.9:7070/dandelion/ws"));
         assert_eq!(entrances.list(), ["ws://10.0.0.1:7070/dandelion/ws"]);
+        // Not asked for the uplink test (with the join token) until proven.
+        assert!(entrances.proven().is_empty());
+        entrances.set_proven(&id);
+        assert_eq!(entrances.proven(), ["ws://10.0.0.1:7070/dandelion/ws"]);
     }
 
     #[test]
