@@ -162,12 +162,12 @@ struct ReachQuery {
 }
 
 async fn reachability(
-    State((signer, data_url)): State<(Signer, String)>,
+    State((signer, signed_url)): State<(Signer, String)>,
     Query(q): Query<ReachQuery>,
 ) -> axum::Json<Proof> {
     let verifier = NodeId::parse(&q.verifier).unwrap();
     let nonce = Nonce::parse(&q.nonce).unwrap();
-    let claim = Claim::reachability(&verifier, &nonce, &data_url).unwrap();
+    let claim = Claim::reachability(&verifier, &nonce, &signed_url).unwrap();
     axum::Json(signer.0.prove(&claim))
 }
 
@@ -187,6 +187,17 @@ impl SimBox {
     }
 
     async fn serving(identity: Arc<Identity>, last_octet: u8, signer: Option<Signer>) -> SimBox {
+        SimBox::serving_as(identity, last_octet, signer, None).await
+    }
+
+    /// [`SimBox::serving`], the reachability answer naming `signed_url` instead
+    /// of the data URL the box advertises, when given.
+    async fn serving_as(
+        identity: Arc<Identity>,
+        last_octet: u8,
+        signer: Option<Signer>,
+        signed_url: Option<&str>,
+    ) -> SimBox {
         let local = IpAddr::from([127, 0, 0, last_octet]);
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(local, 0))
             .await
@@ -196,7 +207,10 @@ impl SimBox {
         if let Some(signer) = signer {
             let app = Router::new()
                 .route(dandelion_core::auth::REACHABILITY_PATH, get(reachability))
-                .with_state((signer, data_url.clone()));
+                .with_state((
+                    signer,
+                    signed_url.map_or_else(|| data_url.clone(), str::to_owned),
+                ));
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
         // Without a signer the listener is dropped: nothing answers there.
@@ -480,9 +494,17 @@ async fn an_unreachable_box_is_never_handed_to_publishers() {
         )
         .await
     };
+    // Its own key, but a proof that it answers at another URL: a proof collected
+    // at one address vouches for no other.
+    let elsewhere = {
+        let own = Arc::new(Identity::generate(Role::Box).unwrap());
+        let signer = Signer(own.clone());
+        SimBox::serving_as(own, 5, Some(signer), Some("http://127.0.0.1:9")).await
+    };
     let _c1 = good.register(&e).await;
     let _c2 = dark.register(&e).await;
     let _c3 = impostor.register(&e).await;
+    let _c4 = elsewhere.register(&e).await;
     let dark_view = e.state_of(dark.id()).await.unwrap();
     assert_eq!(dark_view.state.as_str(), "unreachable");
     assert!(
@@ -497,8 +519,15 @@ async fn an_unreachable_box_is_never_handed_to_publishers() {
         "{}",
         imp_view.reason
     );
+    let moved = e.state_of(elsewhere.id()).await.unwrap();
+    assert_eq!(moved.state.as_str(), "unreachable");
+    assert!(
+        moved.reason.contains("the signature does not verify"),
+        "{}",
+        moved.reason
+    );
     assert_eq!(e.search_ids().await, [good.id().to_string()]);
-    assert_eq!(e.api_boxes("?state=unreachable").await.len(), 2);
+    assert_eq!(e.api_boxes("?state=unreachable").await.len(), 3);
     e.stop().await;
 }
 
