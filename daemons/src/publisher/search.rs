@@ -2,9 +2,11 @@
 //! fold the answers into the directory. When every entrance is down the
 //! publisher keeps working on what it last learned, and says so once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dandelion_core::connection::{ConnectionError, Incoming, connect_as};
+use dandelion_core::ids::NodeId;
 use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{GeoIp, Header, Message, Search, SearchOrder};
 
@@ -17,6 +19,8 @@ const FORGET_AFTER_INTERVALS: u64 = 6;
 pub async fn run(publisher: Arc<Publisher>) {
     let interval = publisher.config.search_interval;
     let mut all_down_reported = false;
+    // Each entrance's failure is logged when it starts or changes, not every round.
+    let mut failing: HashMap<NodeId, String> = HashMap::new();
     loop {
         let mut answered = 0;
         for entrance in publisher.entrances() {
@@ -24,9 +28,15 @@ pub async fn run(publisher: Arc<Publisher>) {
             match search_one(&publisher, &entrance).await {
                 Ok(found) => {
                     answered += 1;
+                    failing.remove(entrance.id());
                     tracing::debug!(entrance = %url, boxes = found, "search answered");
                 }
-                Err(e) => tracing::warn!(entrance = %url, "search failed: {e}"),
+                Err(e) => {
+                    if failing.get(entrance.id()) != Some(&e) {
+                        tracing::warn!(entrance = %url, "search failed: {e}");
+                        failing.insert(entrance.id().clone(), e);
+                    }
+                }
             }
         }
         let now = now_secs();
