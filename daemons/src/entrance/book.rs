@@ -39,6 +39,9 @@ mod field {
     pub const GEO_SOURCE: &str = "GEO_SOURCE";
     pub const GEO_OVERRIDE: &str = "GEO_OVERRIDE";
     pub const BAN_UNTIL: &str = "BAN_UNTIL";
+    /// The data URL the last passed reachability check called: the only URL
+    /// publishers are handed for the box (see `BoxInfo::verified_for`).
+    pub const VERIFIED_URL: &str = "VERIFIED_URL";
     /// Changed by every write of the record, so that one guard on it tells a
     /// heartbeat whether the record is still the one it last saw.
     pub const REV: &str = "REV";
@@ -346,11 +349,14 @@ impl Book {
     /// unchanged, and writing nothing when the reason is too: a periodic
     /// reachability check that finds what it found before must not make every
     /// box's next heartbeat read its record again (see [`Memo`]).
+    /// `verified_url`, when given, is recorded as the data URL a reachability
+    /// check just passed at.
     pub async fn set_state(
         &self,
         id: &str,
         state: BoxState,
         reason: &str,
+        verified_url: Option<&str>,
         now: f64,
     ) -> Result<(), StoreError> {
         let key = self.keys.box_info(id);
@@ -359,7 +365,9 @@ impl Book {
             return Ok(()); // gone meanwhile (goodbye, expiry)
         };
         let same_state = current == state.as_str();
-        if same_state && record.get(field::REASON).map(String::as_str) == Some(reason) {
+        let same_url = verified_url
+            .is_none_or(|url| record.get(field::VERIFIED_URL).map(String::as_str) == Some(url));
+        if same_state && same_url && record.get(field::REASON).map(String::as_str) == Some(reason) {
             return Ok(());
         }
         let (since, rev) = (now.to_string(), self.revisions.make());
@@ -367,6 +375,9 @@ impl Book {
         if !same_state {
             fields.push((field::STATE, state.as_str()));
             fields.push((field::SINCE, &since));
+        }
+        if let Some(url) = verified_url {
+            fields.push((field::VERIFIED_URL, url));
         }
         self.store.hset(&key, &fields).await?;
         Ok(())
@@ -709,6 +720,7 @@ fn parse_info(hash: &BTreeMap<String, String>) -> Option<BoxInfo> {
             .unwrap_or_default(),
         geo_source: hash.get(field::GEO_SOURCE).cloned().unwrap_or_default(),
         ban_until: num(field::BAN_UNTIL),
+        verified_url: hash.get(field::VERIFIED_URL).cloned(),
     })
 }
 
@@ -922,11 +934,11 @@ mod tests {
         let id = ex.header.id.to_string();
         book.heartbeat(&beat(&ex, 100.0)).await.unwrap();
         let state = BoxState::Unreachable;
-        book.set_state(&id, state, "no answer", 101.0)
+        book.set_state(&id, state, "no answer", None, 101.0)
             .await
             .unwrap();
         let before = store.hgetall(&book.keys().box_info(&id)).await.unwrap();
-        book.set_state(&id, state, "no answer", 102.0)
+        book.set_state(&id, state, "no answer", None, 102.0)
             .await
             .unwrap();
         let after = store.hgetall(&book.keys().box_info(&id)).await.unwrap();

@@ -67,16 +67,26 @@ pub async fn check_and_record(shared: &Shared, exchange: &Exchange, public_key: 
     let outcome = check(shared, exchange, public_key).await;
     let result = match &outcome {
         Ok(()) => {
+            let url = exchange
+                .data_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/'));
             shared
                 .book
-                .set_state(id, BoxState::Active, "reachability check passed", now())
+                .set_state(
+                    id,
+                    BoxState::Active,
+                    "reachability check passed",
+                    url,
+                    now(),
+                )
                 .await
         }
         Err(reason) => {
             tracing::info!(box_id = id, "box unreachable: {reason}");
             shared
                 .book
-                .set_state(id, BoxState::Unreachable, reason, now())
+                .set_state(id, BoxState::Unreachable, reason, None, now())
                 .await
         }
     };

@@ -37,6 +37,8 @@ pub struct BoxInfo {
     /// Where `geo` came from: `override`, `geoip` or `box`.
     pub geo_source: String,
     pub ban_until: Option<f64>,
+    /// The data URL the last passed reachability check called.
+    pub verified_url: Option<String>,
 }
 
 /// A state with the time and reason of its last change.
@@ -64,6 +66,14 @@ impl BoxInfo {
     /// Whether a publisher may be handed this box.
     pub fn is_live(&self, now: f64, heartbeat: Duration, unverified_ok: bool) -> bool {
         self.effective(now, heartbeat).state == BoxState::Active && (!self.legacy || unverified_ok)
+    }
+
+    /// Whether a reachability check passed at `data_url`, the data URL the box
+    /// advertises now. A box is handed to publishers only at a URL the entrance
+    /// called and found it at: not between its registration and its first check,
+    /// and not at a URL it switched to after passing one, until that is checked.
+    pub fn verified_for(&self, data_url: Option<&str>) -> bool {
+        data_url.is_some_and(|url| self.verified_url.as_deref() == Some(url.trim_end_matches('/')))
     }
 }
 
@@ -203,7 +213,25 @@ mod tests {
             geo: GeoIp::default(),
             geo_source: "box".into(),
             ban_until: None,
+            verified_url: None,
         }
+    }
+
+    #[test]
+    fn only_the_data_url_a_check_passed_at_is_vouched_for() {
+        let mut b = info(BoxState::Active, 1000.0);
+        assert!(
+            !b.verified_for(Some("http://10.0.0.5:7071")),
+            "never checked"
+        );
+        b.verified_url = Some("http://10.0.0.5:7071".into());
+        assert!(b.verified_for(Some("http://10.0.0.5:7071")));
+        assert!(b.verified_for(Some("http://10.0.0.5:7071/")));
+        assert!(
+            !b.verified_for(Some("http://203.0.113.9:80")),
+            "switched after the check"
+        );
+        assert!(!b.verified_for(None));
     }
 
     #[test]

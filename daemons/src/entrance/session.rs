@@ -267,7 +267,9 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
     let id = peer.id.to_string();
     let (n, mut evictions) = shared.attach(&id);
     let shutdown = shared.common.shutdown.clone();
-    let mut checked = false;
+    // The DATA_URL this session last had checked: a box that advertises another
+    // one is checked again at once (publishers are handed only checked URLs).
+    let mut checked: Option<String> = None;
     let mut registered = false;
     // What this session stored last; the next heartbeat is decided from it.
     let mut memo: Option<Memo> = None;
@@ -365,8 +367,9 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                         continue;
                     }
                 }
-                if !checked && shared.config.reachability_check {
-                    checked = true;
+                let data_url = exchange.data_url.as_deref().unwrap_or_default();
+                if shared.config.reachability_check && checked.as_deref() != Some(data_url) {
+                    checked = Some(data_url.to_owned());
                     reach::check_and_record(&shared, &exchange, &peer.public_key).await;
                     // Its verdict changed the record: the next heartbeat must read.
                     memo = None;
@@ -573,6 +576,12 @@ async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) 
         let Ok(Some(mut exchange)) = shared.book.load_exchange(&id).await else {
             continue;
         };
+        if shared.config.reachability_check
+            && !info.legacy
+            && !info.verified_for(exchange.data_url.as_deref())
+        {
+            continue;
+        }
         let loc = info.geo.lat_lon();
         exchange.geoip = Some(info.geo.clone());
         exchange
