@@ -43,6 +43,9 @@ pub struct Config {
     pub log_level: String,
     /// Whether to also write the daily-rotated `dandelion.log` in the data directory.
     pub log_file: bool,
+    /// A PEM bundle of CA certificates every `https://` and `wss://` client of
+    /// this daemon trusts besides the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
     pub entrance: EntranceConfig,
     #[serde(rename = "box")]
     pub boxnode: BoxConfig,
@@ -58,6 +61,7 @@ impl Default for Config {
             store_cache: ByteSize::mib(128),
             log_level: "info".into(),
             log_file: true,
+            ca_file: None,
             entrance: EntranceConfig::default(),
             boxnode: BoxConfig::default(),
             publisher: PublisherConfig::default(),
@@ -69,6 +73,11 @@ impl Default for Config {
 #[serde(default, deny_unknown_fields)]
 pub struct EntranceConfig {
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first) and its key: with both, this listener
+    /// serves `https://` and `wss://` only. Read again when the files change or
+    /// on SIGHUP, so a renewal needs no restart.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// The URL others reach this entrance at, when it differs from `listen`
     /// (a proxy, NAT, TLS terminator).
     pub public_url: Option<String>,
@@ -124,6 +133,8 @@ impl Default for EntranceConfig {
     fn default() -> Self {
         EntranceConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            tls_cert: None,
+            tls_key: None,
             public_url: None,
             expire_box_time: Duration::from_secs(120),
             heartbeat_interval: Duration::from_secs(5),
@@ -151,6 +162,11 @@ impl Default for EntranceConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct BoxConfig {
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first) and its key: with both, this listener
+    /// serves `https://` and `wss://` only. Read again when the files change or
+    /// on SIGHUP, so a renewal needs no restart.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// The URL viewers and publishers reach this box at.
     pub public_url: Option<String>,
     /// Entrances to register with, each as `URL#entrance-ID`: the box sends its
@@ -191,6 +207,8 @@ impl Default for BoxConfig {
     fn default() -> Self {
         BoxConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7071)),
+            tls_cert: None,
+            tls_key: None,
             public_url: None,
             entrances: Vec::new(),
             join_token: None,
@@ -214,6 +232,11 @@ impl Default for BoxConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PublisherConfig {
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first) and its key: with both, this listener
+    /// serves `https://` and `wss://` only. Read again when the files change or
+    /// on SIGHUP, so a renewal needs no restart.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub public_url: Option<String>,
     /// Entrances to search, each as `URL#entrance-ID` (see [`PinnedUrl`]).
     pub entrances: Vec<PinnedUrl>,
@@ -258,6 +281,8 @@ impl Default for PublisherConfig {
     fn default() -> Self {
         PublisherConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7072)),
+            tls_cert: None,
+            tls_key: None,
             public_url: None,
             entrances: Vec::new(),
             search_interval: Duration::from_secs(10),
@@ -386,6 +411,22 @@ impl Config {
                 "entrance.reachability_interval",
                 "reachability_interval and reachability_timeout must be longer than zero",
             );
+        }
+        for (section, cert, key) in [
+            ("entrance", &e.tls_cert, &e.tls_key),
+            ("box", &self.boxnode.tls_cert, &self.boxnode.tls_key),
+            (
+                "publisher",
+                &self.publisher.tls_cert,
+                &self.publisher.tls_key,
+            ),
+        ] {
+            if cert.is_some() != key.is_some() {
+                return invalid(
+                    &format!("{section}.tls_cert"),
+                    "tls_cert and tls_key go together: give both, or neither for plain HTTP",
+                );
+            }
         }
         for (key, pins) in [
             ("entrance.peers", &e.peers),
@@ -547,7 +588,7 @@ heartbeat_interval = 3
         assert_eq!(
             err.to_string(),
             "config file /etc/dandelion/dandelion.toml, line 4, column 1: unknown field `expire_box_tme`, expected one of \
-             `listen`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
+             `listen`, `tls_cert`, `tls_key`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
              `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`, \
              `self_preservation_min_boxes`, `join_token`, `join_token_file`, `namespace`, `reachability_check`, \
              `reachability_interval`, `reachability_timeout`, `ban_time`"

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{
     CloseFrame, WebSocketConfig, frame::coding::CloseCode,
 };
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::auth::{self, AuthError, Challenge, Claim, NONCE_PATH, Nonce};
 use crate::http::{HttpClient, origin_of};
@@ -254,20 +254,33 @@ pub async fn connect_with(
         let value = HeaderValue::from_str(value).map_err(|e| fail(e.to_string()))?;
         request.headers_mut().insert(name, value);
     }
+    // wss:// goes through rustls with the process's trust (core::tls).
+    let connector = if request.uri().scheme_str() == Some("wss") {
+        Connector::Rustls(crate::tls::client_config().map_err(|e| fail(e.to_string()))?)
+    } else {
+        Connector::Plain
+    };
     let handshake = async {
         match options.local_addr {
             None => {
-                tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await
+                tokio_tungstenite::connect_async_tls_with_config(
+                    request,
+                    Some(ws_config()),
+                    true,
+                    Some(connector),
+                )
+                .await
             }
             Some(local) => {
                 let tcp = connect_from(local, request.uri())
                     .await
                     .map_err(tungstenite::Error::Io)?;
-                // Plain only, as `connect_async` in this build (no TLS feature).
-                tokio_tungstenite::client_async_with_config(
+                tcp.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+                tokio_tungstenite::client_async_tls_with_config(
                     request,
-                    MaybeTlsStream::Plain(tcp),
+                    tcp,
                     Some(ws_config()),
+                    Some(connector),
                 )
                 .await
             }

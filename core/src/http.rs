@@ -1,16 +1,19 @@
 //! A small HTTP/1.1 client for talking to daemons: handshake nonces, the admin
-//! API, reachability checks and the client commands.
+//! API, reachability checks and the client commands, over `http://` or
+//! `https://` (TLS with the process's trust, [`crate::tls::client_config`]).
 //!
 //! It wraps hyper's pooled client with what every caller needs and hyper leaves
 //! out: a deadline on the whole exchange and a cap on the body read, so a slow or
 //! hostile peer cannot hold a task or its memory.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -23,7 +26,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("`{0}` is not an http:// URL")]
+    #[error("`{0}` is not an http:// or https:// URL")]
     BadUrl(String),
     #[error("{url}: {cause}")]
     Failed { url: String, cause: String },
@@ -52,10 +55,16 @@ impl Response {
     }
 }
 
-/// Cheap to clone; clones share one connection pool.
+type Plain = Client<HttpConnector, Body>;
+type Secure = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Cheap to clone; clones share one connection pool per scheme.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Body>,
+    inner: Plain,
+    /// Made at the first `https://` request, so that a process that never
+    /// dials TLS never loads a root store.
+    secure: Arc<OnceLock<Secure>>,
     timeout: Duration,
     body_limit: usize,
 }
@@ -68,14 +77,29 @@ impl Default for HttpClient {
 
 impl HttpClient {
     pub fn new(timeout: Duration) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
         HttpClient {
-            inner: Client::builder(TokioExecutor::new()).build(connector),
+            inner: Client::builder(TokioExecutor::new()).build(tcp_connector(timeout)),
+            secure: Arc::default(),
             timeout,
             body_limit: DEFAULT_BODY_LIMIT,
         }
+    }
+
+    fn secure(&self) -> Result<&Secure, String> {
+        if let Some(client) = self.secure.get() {
+            return Ok(client);
+        }
+        let config = crate::tls::client_config().map_err(|e| e.to_string())?;
+        let mut tcp = tcp_connector(self.timeout);
+        tcp.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config((*config).clone())
+            .https_only()
+            .enable_http1()
+            .wrap_connector(tcp);
+        Ok(self
+            .secure
+            .get_or_init(|| Client::builder(TokioExecutor::new()).build(connector)))
     }
 
     pub fn with_body_limit(mut self, limit: usize) -> HttpClient {
@@ -136,7 +160,12 @@ impl HttpClient {
         let uri: http::Uri = url
             .parse()
             .map_err(|_| HttpError::BadUrl(url.escape_debug().to_string()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(HttpError::BadUrl(url.escape_debug().to_string())),
+        };
+        if uri.host().is_none() {
             return Err(HttpError::BadUrl(url.escape_debug().to_string()));
         }
         let mut request = Request::builder().method(method).uri(uri);
@@ -144,11 +173,12 @@ impl HttpClient {
             request = request.header(*name, *value);
         }
         let request = request.body(body).map_err(|e| fail(e.to_string()))?;
-        let response = self
-            .inner
-            .request(request)
-            .await
-            .map_err(|e| fail(error_chain(&e)))?;
+        let response = if tls {
+            self.secure().map_err(fail)?.request(request).await
+        } else {
+            self.inner.request(request).await
+        }
+        .map_err(|e| fail(error_chain(&e)))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, self.body_limit)
             .collect()
@@ -161,6 +191,13 @@ impl HttpClient {
             body,
         })
     }
+}
+
+fn tcp_connector(timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    connector.set_nodelay(true);
+    connector
 }
 
 /// hyper's errors say "client error (Connect)" and keep the useful part in their

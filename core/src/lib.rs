@@ -34,3 +34,4 @@ pub mod probe;
 pub mod protocol;
 pub mod secrets;
 pub mod store;
+pub mod tls;

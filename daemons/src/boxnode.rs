@@ -38,6 +38,7 @@ use dandelion_core::store::keys::Keys;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 
+use crate::listener::Listener;
 use crate::server::{self, Common};
 use crate::shutdown::{GRACE_PERIOD, Shutdown};
 
@@ -151,7 +152,13 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     let local = listener
         .local_addr()
         .context("the listener has no address")?;
-    let public_base = public_base(&box_config, local);
+    let tls = server::load_tls(
+        "box",
+        box_config.tls_cert.as_deref(),
+        box_config.tls_key.as_deref(),
+    )?;
+    let listener = Listener::new(listener, tls, &common).context("the box's listener")?;
+    let public_base = public_base(&box_config, local, listener.scheme());
     let (host, port) = host_port(&public_base).unwrap_or((local.ip().to_string(), local.port()));
     let connect_ws = format!(
         "{}/dandelion/{}/ws",
@@ -228,7 +235,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     shutdown.spawn(sweeper(state.clone()));
     // Graceful shutdown waits for responses in flight; a viewer downloading
     // slowly under the upload cap must not hold the box up past the grace period.
-    let serving = server::serve(listener, routes(state), shutdown.clone());
+    let serving = server::serve_on(listener, routes(state), shutdown.clone());
     tokio::select! {
         served = serving => served.context("serving HTTP")?,
         () = async {
@@ -316,9 +323,9 @@ async fn sweeper(state: Arc<BoxState>) {
     }
 }
 
-/// `box.public_url` without a trailing `/`, else `http://<listen address>`, with
-/// `box.bind_outgoing` standing in for an unspecified (0.0.0.0) address.
-fn public_base(config: &BoxConfig, local: SocketAddr) -> String {
+/// `box.public_url` without a trailing `/`, else `<scheme>://<listen address>`,
+/// with `box.bind_outgoing` standing in for an unspecified (0.0.0.0) address.
+fn public_base(config: &BoxConfig, local: SocketAddr, scheme: &str) -> String {
     if let Some(url) = &config.public_url {
         return url.trim().trim_end_matches('/').to_owned();
     }
@@ -328,7 +335,7 @@ fn public_base(config: &BoxConfig, local: SocketAddr) -> String {
     {
         addr.set_ip(ip);
     }
-    format!("http://{addr}")
+    format!("{scheme}://{addr}")
 }
 
 fn host_port(base: &str) -> Option<(String, u16)> {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::listener::Remote;
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -180,7 +181,7 @@ pub fn routes<S: Source, T: Clone + Send + Sync + 'static>(
 /// Checks the admin token, then runs the feed.
 async fn handle<S: Source>(
     State((common, source)): State<(Arc<Common>, Arc<S>)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Remote { addr: peer, .. }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
     if let Err(refusal) = common.require_admin(request.headers()) {

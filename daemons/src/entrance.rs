@@ -39,6 +39,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::listener::Listener;
 use crate::server::{self, Common};
 use crate::shutdown::{GRACE_PERIOD, Shutdown};
 use book::Book;
@@ -205,10 +206,17 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     let local = listener
         .local_addr()
         .context("the listener has no address")?;
+    let tls = server::load_tls("entrance", e.tls_cert.as_deref(), e.tls_key.as_deref())?;
+    let listener = Listener::new(listener, tls, &common).context("the entrance's listener")?;
+    let ws = if listener.scheme() == "https" {
+        "wss"
+    } else {
+        "ws"
+    };
     let own_url = e
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("ws://{local}{WS_PATH}/"));
+        .unwrap_or_else(|| format!("{ws}://{local}{WS_PATH}/"));
     let own =
         PinnedUrl::new(&own_url, common.identity.id().clone()).context("entrance.public_url")?;
     let namespace = e
@@ -273,7 +281,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             Arc::new(console::Feed(shared.clone())),
         ))
         .merge(server::common_routes(common));
-    server::serve(listener, router, tasks.clone())
+    server::serve_on(listener, router, tasks.clone())
         .await
         .context("the entrance's HTTP server failed")?;
     if !tasks.drain(GRACE_PERIOD).await {

@@ -15,6 +15,7 @@ pub mod client;
 pub mod console;
 pub mod entrance;
 pub mod handshake;
+pub mod listener;
 pub mod metrics;
 pub mod publisher;
 pub mod server;

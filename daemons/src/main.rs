@@ -38,6 +38,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (mut config, file) = Config::load(cli.global.config.as_deref())?;
     cli.global.apply(&mut config);
     config.validate()?;
+    // Every https:// and wss:// client of this process trusts it, daemons and
+    // client verbs alike.
+    if let Some(ca) = &config.ca_file {
+        dandelion_core::tls::trust(ca).context("ca_file")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

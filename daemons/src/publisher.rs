@@ -42,6 +42,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, RwLock};
 
+use crate::listener::Listener;
 use crate::server::{self, Common};
 use crate::shutdown::{GRACE_PERIOD, Shutdown};
 use directory::Directory;
@@ -258,9 +259,14 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         );
     }
     let known = publisher.load_known_boxes().await?;
+    let local = listener.local_addr()?;
+    let pc = &config.publisher;
+    let tls = server::load_tls("publisher", pc.tls_cert.as_deref(), pc.tls_key.as_deref())?;
+    let listener = Listener::new(listener, tls, &common).context("the publisher's listener")?;
     tracing::info!(
         id = %common.identity.id(),
-        listen = %listener.local_addr()?,
+        listen = %local,
+        scheme = listener.scheme(),
         known_boxes = known,
         admin_token = %server::admin_token_path(&config.data_dir).display(),
         "publisher started"
@@ -278,7 +284,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             Arc::new(console::Feed(publisher.clone())),
         ))
         .merge(server::common_routes(common.clone()));
-    server::serve(listener, router, shutdown.clone()).await?;
+    server::serve_on(listener, router, shutdown.clone()).await?;
     shutdown.trigger();
     if !shutdown.drain(GRACE_PERIOD).await {
         tracing::warn!("some tasks did not finish within the grace period");

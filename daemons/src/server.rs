@@ -21,10 +21,12 @@ use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::PROTOCOL_VERSION;
 use dandelion_core::secrets;
 use dandelion_core::store::{self, Store};
+use dandelion_core::tls::ServerTls;
 use tokio::net::TcpListener;
 
 use crate::console::Hub;
 use crate::handshake::{Refusal, RefusalLog, bearer, token_matches};
+use crate::listener::{Listener, Remote};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -162,10 +164,19 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Serves `router` until shutdown, passing each connection's peer address to
-/// handlers (`ConnectInfo<SocketAddr>`).
+/// Serves `router` on plain TCP until shutdown; see [`serve_on`].
 pub async fn serve(
     listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    serve_on(Listener::plain(listener)?, router, shutdown).await
+}
+
+/// Serves `router` until shutdown, passing each connection's peer to handlers
+/// (`ConnectInfo<Remote>`).
+pub async fn serve_on(
+    listener: Listener,
     router: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
@@ -183,8 +194,25 @@ pub async fn serve(
     });
     axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<Remote>(),
     )
     .with_graceful_shutdown(async move { token.cancelled().await })
     .await
+}
+
+/// A role's TLS, when its section names a certificate and key: read now, so a
+/// bad file stops the start with its name.
+pub fn load_tls(
+    role: &str,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<ServerTls>>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let tls = ServerTls::load(cert, key).with_context(|| format!("{role}.tls_cert"))?;
+            tracing::info!(cert = %cert.display(), "TLS on: serving https:// and wss://");
+            Ok(Some(Arc::new(tls)))
+        }
+        _ => Ok(None),
+    }
 }

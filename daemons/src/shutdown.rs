@@ -69,8 +69,19 @@ pub async fn signal() {
         // never resolving is the honest fallback.
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+    // SIGHUP (`systemctl reload`) asks TLS listeners to read their certificates
+    // again (see `listener`); it must never stop a daemon, TLS or not.
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM received; shutting down"),
+            _ = int.recv() => return tracing::info!("SIGINT received; shutting down"),
+            Some(()) = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => tracing::info!("SIGHUP received: TLS certificates are read again; nothing else reloads"),
+        }
     }
 }

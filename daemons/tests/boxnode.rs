@@ -27,6 +27,7 @@ use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{
     ExchangeReply, Header, Message, Publish, PublishReply, TransferOutcome, TransferResult,
 };
+use dandelion_daemons::listener::Remote;
 use dandelion_daemons::server::{self, Common};
 use dandelion_daemons::shutdown::Shutdown;
 use http::Method;
@@ -797,7 +798,7 @@ struct FakeEntrance {
 
 async fn entrance_session(
     State(e): State<FakeEntrance>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Remote { addr: peer, .. }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
     let _ = e.peers.send(peer);

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -20,6 +19,7 @@ use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::{Goodbye, Header, Message};
 use dandelion_daemons::handshake::{self, Refusal};
+use dandelion_daemons::listener::Remote;
 use dandelion_daemons::server::{self, Common};
 use dandelion_daemons::shutdown::Shutdown;
 
@@ -71,7 +71,9 @@ async fn start() -> TestDaemon {
 
 async fn session(
     State(common): State<Arc<Common>>,
-    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    ConnectInfo(Remote {
+        addr: peer_addr, ..
+    }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
     let admitted = (|| {

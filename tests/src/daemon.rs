@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub struct DaemonBuilder {
     section: Vec<String>,
     env: Vec<(String, String)>,
     port: Option<u16>,
+    tls: bool,
 }
 
 impl DaemonBuilder {
@@ -34,6 +36,7 @@ impl DaemonBuilder {
             section: Vec::new(),
             env: Vec::new(),
             port: None,
+            tls: false,
         }
     }
 
@@ -51,6 +54,18 @@ impl DaemonBuilder {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Serve TLS with this certificate and key. Readiness is then read from the
+    /// daemon's systemd notification (`READY=1` on `NOTIFY_SOCKET`), since a
+    /// plain HTTP probe would only be refused (and counted) by a TLS listener.
+    pub fn tls(mut self, cert: &Path, key: &Path) -> Self {
+        self.section
+            .push(format!("tls_cert = {:?}", cert.display().to_string()));
+        self.section
+            .push(format!("tls_key = {:?}", key.display().to_string()));
+        self.tls = true;
         self
     }
 
@@ -103,6 +118,17 @@ impl DaemonBuilder {
         for (k, v) in &self.env {
             command.env(k, v);
         }
+        let ready = self.tls.then(|| {
+            let path = self.data_dir.join("ready.notify");
+            let _ = fs::remove_file(&path);
+            let socket = UnixDatagram::bind(&path)
+                .unwrap_or_else(|e| panic!("cannot bind {}: {e}", path.display()));
+            socket
+                .set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            command.env("NOTIFY_SOCKET", &path);
+            socket
+        });
         let process = Running::spawn(&mut command);
         let mut daemon = Daemon {
             builder: self,
@@ -110,7 +136,7 @@ impl DaemonBuilder {
             process: Some(process),
             log_path,
         };
-        daemon.wait_listening();
+        daemon.wait_listening(ready.as_ref());
         daemon
     }
 }
@@ -170,8 +196,9 @@ impl Daemon {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    fn wait_listening(&mut self) {
+    fn wait_listening(&mut self, ready: Option<&UnixDatagram>) {
         let addr = self.addr();
+        let mut notified = String::new();
         let log_path = self.log_path.clone();
         let process = self.process.as_mut();
         let mut exited = None;
@@ -186,7 +213,17 @@ impl Daemon {
                     exited = Some(status);
                     return Some(());
                 }
-                answers_http(addr).then_some(())
+                match ready {
+                    Some(socket) => {
+                        let mut buf = [0u8; 1024];
+                        while let Ok(n) = socket.recv(&mut buf) {
+                            notified.push_str(&String::from_utf8_lossy(buf.get(..n)?));
+                            notified.push('\n');
+                        }
+                        notified.lines().any(|l| l == "READY=1").then_some(())
+                    }
+                    None => answers_http(addr).then_some(()),
+                }
             },
         );
         if let Some(status) = exited {

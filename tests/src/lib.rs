@@ -9,6 +9,7 @@ pub mod geo;
 pub mod network;
 pub mod process;
 pub mod redis;
+pub mod tls;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};

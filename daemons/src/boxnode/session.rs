@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::listener::Remote;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use dandelion_core::connection::{ConnectionError, Incoming, MAX_CONSECUTIVE_ERRORS};
@@ -35,7 +36,7 @@ use crate::ws::ServerConnection;
 /// `/dandelion/ws` and `/dandelion/ws/`.
 pub async fn publisher_ws(
     State(state): State<Arc<BoxState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ConnectInfo(Remote { addr, .. }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
     admit(state, addr, request)
@@ -44,7 +45,7 @@ pub async fn publisher_ws(
 /// `/dandelion/<box-id>/ws` and with a trailing slash: the original's path.
 pub async fn publisher_ws_with_id(
     State(state): State<Arc<BoxState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ConnectInfo(Remote { addr, .. }): ConnectInfo<Remote>,
     Path(box_id): Path<String>,
     request: Request,
 ) -> Response {

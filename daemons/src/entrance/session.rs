@@ -9,10 +9,11 @@
 //! every message must carry the proven ID, so no box can heartbeat or say goodbye
 //! for another.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::listener::Remote;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -45,7 +46,7 @@ enum Admitted {
 /// `GET /dandelion/ws`: admits the peer, then upgrades.
 pub async fn handle(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ConnectInfo(Remote { addr, .. }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
     let ip = locate::observed_ip(addr.ip(), request.headers(), &shared.config.trusted_proxies);

@@ -3,10 +3,10 @@
 //! box holding it, or served by the publisher itself while no box does.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::listener::Remote;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -321,7 +321,7 @@ fn is_playlist(name: &str) -> bool {
 async fn view(
     State(p): State<Arc<Publisher>>,
     Path(name): Path<String>,
-    ConnectInfo(viewer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Remote { addr: viewer, .. }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
     let job = match p.records.job(&name).await {

@@ -237,9 +237,8 @@ pub fn client(timeout: Duration) -> HttpClient {
     HttpClient::new(timeout).with_body_limit(4096)
 }
 
-/// Probes one target; `None` when it cannot be probed at all (an `https://`
-/// URL, which the publisher's HTTP client does not speak): that says nothing
-/// about the box.
+/// Probes one target; `None` when it cannot be probed at all (a URL that is
+/// neither `http://` nor `https://`): that says nothing about the box.
 async fn probe(http: &HttpClient, target: &Target) -> Option<Result<(), String>> {
     use dandelion_core::http::HttpError;
     let method = match target.expect {

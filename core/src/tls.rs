@@ -1,0 +1,317 @@
+//! TLS for every listener and every client: rustls with the ring provider.
+//!
+//! - **Servers** ([`ServerTls`]): a certificate chain and its key, read from PEM
+//!   files per listener and read again when the files change or the daemon gets
+//!   SIGHUP, so a renewed certificate (certbot, any ACME client) takes effect
+//!   without a restart. A renewal that does not load (a half-written file, a key
+//!   that does not fit) keeps the certificate in use and says why.
+//! - **Clients** ([`client_config`]): the system's roots plus every CA bundle the
+//!   configuration names ([`trust`]). One process-wide configuration serves every
+//!   HTTP and WebSocket client, so no code path can dial `https://` or `wss://`
+//!   with a trust store of its own. It is built at the first TLS connection: a
+//!   process that never dials TLS (a box talking to a plain local entrance) never
+//!   pays for the system's root store.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::SystemTime;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: String },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: PathBuf },
+    #[error("the key in {key} does not fit the certificate in {cert}: {cause}")]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        cause: String,
+    },
+    #[error("TLS set-up failed: {0}")]
+    Rustls(String),
+}
+
+/// The one crypto provider of the process: ring.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+fn read_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Read {
+        path: path.to_owned(),
+        cause: e.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file, in order.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = fs::read(path).map_err(|e| read_error(path, e))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = fs::read(path).map_err(|e| read_error(path, e))?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            path: path.to_owned(),
+        },
+        other => read_error(path, other),
+    })
+}
+
+/// The certificate a listener presents, swapped in place on reload.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// When the files were last read, to tell a renewal from nothing.
+type Stamp = (Option<SystemTime>, Option<SystemTime>);
+
+fn stamp(cert: &Path, key: &Path) -> Stamp {
+    let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    (modified(cert), modified(key))
+}
+
+/// A listener's TLS: its certificate files and the rustls configuration that
+/// presents what they hold.
+#[derive(Debug)]
+pub struct ServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Arc<Current>,
+    config: Arc<ServerConfig>,
+    loaded: Mutex<Stamp>,
+}
+
+impl ServerTls {
+    /// Reads `cert` (the chain, leaf first) and `key`; fails, naming the file,
+    /// if either does not load or they do not fit together.
+    pub fn load(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
+        let loaded = stamp(cert, key);
+        let certified = certified_key(cert, key)?;
+        let current = Arc::new(Current(RwLock::new(Arc::new(certified))));
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ServerTls {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current,
+            config: Arc::new(config),
+            loaded: Mutex::new(loaded),
+        })
+    }
+
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.clone()
+    }
+
+    /// The files this listener reads.
+    pub fn files(&self) -> (&Path, &Path) {
+        (&self.cert, &self.key)
+    }
+
+    /// Reads the files again and presents what they hold from the next
+    /// handshake on; on error the certificate in use stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let seen = stamp(&self.cert, &self.key);
+        let certified = certified_key(&self.cert, &self.key)?;
+        *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certified);
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+        Ok(())
+    }
+
+    /// [`ServerTls::reload`] if either file changed since it was last read.
+    /// `Ok(true)` when a new certificate was loaded.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let now = stamp(&self.cert, &self.key);
+        if *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) == now {
+            return Ok(false);
+        }
+        match self.reload() {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // Not again until the files change once more: a renewal being
+                // written is retried at the next change, not at every poll.
+                *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = read_certificates(cert)?;
+    let private = read_key(key)?;
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|e| TlsError::Mismatch {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        cause: e.to_string(),
+    })
+}
+
+/// CA bundles trusted besides the system's roots, and the client configuration
+/// built from them (`None` until the first TLS connection, or after a change).
+#[derive(Debug, Default)]
+struct Trust {
+    extra: Vec<CertificateDer<'static>>,
+    config: Option<Arc<ClientConfig>>,
+}
+
+fn trust_store() -> &'static RwLock<Trust> {
+    static TRUST: OnceLock<RwLock<Trust>> = OnceLock::new();
+    TRUST.get_or_init(RwLock::default)
+}
+
+/// Trusts the CA certificates in the PEM bundle `ca_file` for every TLS client
+/// of the process, besides the system's roots.
+pub fn trust(ca_file: &Path) -> Result<(), TlsError> {
+    let certs = read_certificates(ca_file)?;
+    let mut trust = trust_store().write().unwrap_or_else(|p| p.into_inner());
+    trust.extra.extend(certs);
+    trust.config = None;
+    Ok(())
+}
+
+/// The client configuration every `https://` and `wss://` connection uses.
+pub fn client_config() -> Result<Arc<ClientConfig>, TlsError> {
+    if let Some(config) = &trust_store()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .config
+    {
+        return Ok(config.clone());
+    }
+    let mut trust = trust_store().write().unwrap_or_else(|p| p.into_inner());
+    if let Some(config) = &trust.config {
+        return Ok(config.clone());
+    }
+    let mut roots = RootCertStore::empty();
+    // Unreadable system certificates are skipped: a device without any still
+    // trusts the configured bundles.
+    let system = rustls_native_certs::load_native_certs();
+    let (_added, _ignored) = roots.add_parsable_certificates(system.certs);
+    let (_added, ignored) = roots.add_parsable_certificates(trust.extra.iter().cloned());
+    if ignored > 0 {
+        tracing::warn!(
+            ignored,
+            "some configured CA certificates could not be used as roots"
+        );
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let config = Arc::new(config);
+    trust.config = Some(config.clone());
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        fs::write(&c, cert.cert.pem()).unwrap();
+        fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn a_certificate_and_its_key_load_and_reload_when_the_files_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path(), "a");
+        let tls = ServerTls::load(&cert, &key).unwrap();
+        let first = tls.current.0.read().unwrap().cert[0].clone();
+        assert_eq!(tls.reload_if_changed(), Ok(false));
+        // A renewal: new files written over the old ones (with a later mtime).
+        let (cert2, key2) = self_signed(dir.path(), "b");
+        fs::rename(&cert2, &cert).unwrap();
+        fs::rename(&key2, &key).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        for p in [&cert, &key] {
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        }
+        assert_eq!(tls.reload_if_changed(), Ok(true));
+        assert_ne!(tls.current.0.read().unwrap().cert[0], first);
+    }
+
+    #[test]
+    fn a_bad_renewal_keeps_the_certificate_in_use_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path(), "a");
+        let (_, other_key) = self_signed(dir.path(), "b");
+        let tls = ServerTls::load(&cert, &key).unwrap();
+        let in_use = tls.current.0.read().unwrap().cert[0].clone();
+        fs::copy(&other_key, &key).unwrap();
+        let err = tls.reload().unwrap_err();
+        assert!(matches!(err, TlsError::Mismatch { .. }), "{err}");
+        assert_eq!(tls.current.0.read().unwrap().cert[0], in_use);
+        fs::write(&key, "not a key").unwrap();
+        assert_eq!(
+            tls.reload().unwrap_err(),
+            TlsError::NoKey { path: key.clone() }
+        );
+    }
+
+    #[test]
+    fn missing_or_empty_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.crt");
+        let err = ServerTls::load(&missing, &missing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        let empty = dir.path().join("empty.pem");
+        fs::write(&empty, "").unwrap();
+        assert_eq!(
+            trust(&empty).unwrap_err(),
+            TlsError::NoCertificate { path: empty }
+        );
+    }
+}

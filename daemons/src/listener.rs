@@ -1,0 +1,240 @@
+//! Where every daemon accepts connections: TCP, with TLS ended here when the role
+//! has a certificate (`tls_cert` and `tls_key` in its section).
+//!
+//! `axum::serve` has no TLS of its own; this is the listener it is given. TLS
+//! handshakes run in tasks of their own — at most [`MAX_HANDSHAKES`] at once, each
+//! within [`HANDSHAKE_TIMEOUT`] — so a client that connects and says nothing, or a
+//! flood of them, holds neither the accept loop nor unbounded memory. A failed
+//! handshake is counted (`dandelion_refused_total{reason="tls_handshake"}`) and
+//! logged once per address and reason. The certificate is read again when its
+//! files change or the daemon gets SIGHUP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use dandelion_core::tls::ServerTls;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
+
+use crate::handshake::Refusal;
+use crate::server::Common;
+
+/// How long a client has to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes in progress at most; connections beyond are closed at once.
+pub const MAX_HANDSHAKES: usize = 1024;
+
+/// How often the certificate files are looked at for a renewal.
+pub const RELOAD_POLL: Duration = Duration::from_secs(10);
+
+/// A connection as handlers see it: plain TCP or TLS over TCP.
+pub type Io = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// Who is at the other end of a connection (`ConnectInfo<Remote>` in handlers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    pub addr: SocketAddr,
+    /// Whether TLS ended in this daemon for the connection.
+    pub tls: bool,
+}
+
+/// A daemon's listener.
+#[derive(Debug)]
+pub struct Listener {
+    local: SocketAddr,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Plain(TcpListener),
+    /// Handshaken connections, from the accept loop's tasks.
+    Tls(mpsc::Receiver<(Io, Remote)>),
+}
+
+impl Listener {
+    pub fn plain(tcp: TcpListener) -> io::Result<Listener> {
+        Ok(Listener {
+            local: tcp.local_addr()?,
+            inner: Inner::Plain(tcp),
+        })
+    }
+
+    /// Ends TLS with `tls`'s certificate; refusals are counted in `common`'s
+    /// metrics. Must be called inside the runtime: it starts the accept loop
+    /// and the certificate reloader, which end with the listener.
+    pub fn tls(tcp: TcpListener, tls: Arc<ServerTls>, common: Arc<Common>) -> io::Result<Listener> {
+        let local = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(reload(tls.clone(), tx.clone()));
+        tokio::spawn(accept_tls(tcp, TlsAcceptor::from(tls.config()), tx, common));
+        Ok(Listener {
+            local,
+            inner: Inner::Tls(rx),
+        })
+    }
+
+    /// `tcp` with TLS when `tls` is given.
+    pub fn new(
+        tcp: TcpListener,
+        tls: Option<Arc<ServerTls>>,
+        common: &Arc<Common>,
+    ) -> io::Result<Listener> {
+        match tls {
+            Some(tls) => Listener::tls(tcp, tls, common.clone()),
+            None => Listener::plain(tcp),
+        }
+    }
+
+    /// `https` when TLS ends here, else `http`: for the URLs a daemon gives out.
+    pub fn scheme(&self) -> &'static str {
+        match self.inner {
+            Inner::Plain(_) => "http",
+            Inner::Tls(_) => "https",
+        }
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Io;
+    type Addr = Remote;
+
+    async fn accept(&mut self) -> (Io, Remote) {
+        match &mut self.inner {
+            Inner::Plain(tcp) => loop {
+                match TcpListener::accept(tcp).await {
+                    Ok((stream, addr)) => {
+                        let _ = stream.set_nodelay(true);
+                        return (Either::Left(stream), Remote { addr, tls: false });
+                    }
+                    Err(e) => accept_error(e).await,
+                }
+            },
+            // The accept loop only ends when this receiver is dropped, so the
+            // channel never closes under it; if it did, nothing more would come.
+            Inner::Tls(rx) => match rx.recv().await {
+                Some(accepted) => accepted,
+                None => std::future::pending().await,
+            },
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Remote> {
+        Ok(Remote {
+            addr: self.local,
+            tls: matches!(self.inner, Inner::Tls(_)),
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, Listener>> for Remote {
+    fn connect_info(stream: IncomingStream<'_, Listener>) -> Remote {
+        *stream.remote_addr()
+    }
+}
+
+/// Errors of `accept` that concern one connection are skipped; others (out of
+/// file descriptors) are waited out, as axum's own listener does.
+async fn accept_error(e: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("accepting a connection failed: {e}; retrying in 1s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn accept_tls(
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<(Io, Remote)>,
+    common: Arc<Common>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let accepted = tokio::select! {
+            () = tx.closed() => return,
+            accepted = TcpListener::accept(&tcp) => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                accept_error(e).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refuse(
+                &common,
+                addr,
+                "tls_busy",
+                "too many TLS handshakes in progress",
+            );
+            continue;
+        };
+        let (acceptor, tx, common) = (acceptor.clone(), tx.clone(), common.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx
+                        .send((Either::Right(tls), Remote { addr, tls: true }))
+                        .await;
+                }
+                Ok(Err(e)) => refuse(&common, addr, "tls_handshake", &format!("TLS: {e}")),
+                Err(_) => refuse(
+                    &common,
+                    addr,
+                    "tls_timeout",
+                    &format!("no TLS handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+                ),
+            }
+        });
+    }
+}
+
+fn refuse(common: &Common, addr: SocketAddr, code: &'static str, reason: &str) {
+    common.refusals.record(
+        &common.metrics,
+        addr.ip(),
+        &Refusal::unauthorized(code, reason),
+    );
+}
+
+/// Reads the certificate again on SIGHUP and when its files change, until the
+/// listener is gone.
+async fn reload(tls: Arc<ServerTls>, tx: mpsc::Sender<(Io, Remote)>) {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut poll = tokio::time::interval(RELOAD_POLL);
+    poll.tick().await;
+    loop {
+        let outcome = tokio::select! {
+            () = tx.closed() => return,
+            Some(()) = async {
+                match hangups.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => tls.reload().map(|()| true),
+            _ = poll.tick() => tls.reload_if_changed(),
+        };
+        let (cert, _) = tls.files();
+        match outcome {
+            Ok(true) => tracing::info!(cert = %cert.display(), "TLS certificate loaded again"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("the TLS certificate in use stays: {e}"),
+        }
+    }
+}

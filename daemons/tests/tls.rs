@@ -1,0 +1,274 @@
+//! TLS on every listener and client, with real processes: a whole network on
+//! `https://` and `wss://` under a private CA (`ca_file`), clients that do not
+//! trust a listener's certificate refused and counted, and a renewed certificate
+//! served without a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dandelion_core::http::HttpClient;
+use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
+use dandelion_testkit::network::{JOIN_TOKEN, entrance_id, publisher_key};
+use dandelion_testkit::tls::TestCa;
+use dandelion_testkit::wait_for;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+const SOON: Duration = Duration::from_secs(30);
+
+fn https(daemon: &Daemon) -> String {
+    format!("https://127.0.0.1:{}", daemon.port())
+}
+
+fn admin_token(daemon: &Daemon) -> String {
+    std::fs::read_to_string(daemon.data_dir().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn refused(rt: &tokio::runtime::Runtime, http: &HttpClient, daemon: &Daemon, reason: &str) -> f64 {
+    let sample = format!("dandelion_refused_total{{reason=\"{reason}\"}}");
+    rt.block_on(http.get(&format!("{}/metrics", https(daemon)), &[]))
+        .unwrap()
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The certificate a TLS listener presents now, read with a client of the test's
+/// own that trusts `ca`.
+fn presented(rt: &tokio::runtime::Runtime, port: u16, ca: &Path) -> CertificateDer<'static> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in dandelion_core::tls::read_certificates(ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(dandelion_core::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+    })
+}
+
+/// Entrance, box and publisher each on its own certificate; every client trusts
+/// the private CA through `ca_file`; the box heartbeats over `wss://`, the
+/// publisher searches and publishes over `wss://`, and a viewer is redirected to
+/// the box's `https://` URL and fetches the bytes there.
+#[test]
+fn a_whole_network_runs_on_https_and_wss() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&root.path().join("pki"), "dandelion-test-ca");
+    dandelion_core::tls::trust(&ca.ca_file).unwrap();
+    let ca_line = format!("ca_file = {:?}", ca.ca_file.display().to_string());
+    let publisher_dir = root.path().join("publisher");
+    let key = publisher_key(&publisher_dir);
+    let entrance_dir = root.path().join("entrance");
+    let entrance_id = entrance_id(&entrance_dir);
+
+    let (cert, cert_key) = ca.issue("entrance");
+    let entrance = DaemonBuilder::new("entrance", &entrance_dir)
+        .top(ca_line.clone())
+        .tls(&cert, &cert_key)
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .set(format!("publisher_keys = [{key:?}]"))
+        .set("heartbeat_interval = 1")
+        .spawn();
+    let pin = format!(
+        "wss://127.0.0.1:{}/dandelion/ws#{entrance_id}",
+        entrance.port()
+    );
+    let (cert, cert_key) = ca.issue("box");
+    let boxy = DaemonBuilder::new("box", &root.path().join("box"))
+        .top(ca_line.clone())
+        .tls(&cert, &cert_key)
+        .set(format!("entrances = [{pin:?}]"))
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .set(format!("publisher_keys = [{key:?}]"))
+        .set("heartbeat_interval = 1")
+        .spawn();
+    let (cert, cert_key) = ca.issue("publisher");
+    let publisher = DaemonBuilder::new("publisher", &publisher_dir)
+        .top(ca_line)
+        .tls(&cert, &cert_key)
+        .set(format!("entrances = [{pin:?}]"))
+        .set("search_interval = 1")
+        .spawn();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    // The box registered over wss:// and passed the reachability check at its
+    // https:// data URL.
+    let boxes_url = format!("{}/api/boxes", https(&entrance));
+    let active = || {
+        let boxes: serde_json::Value = rt.block_on(http.get(&boxes_url, &[])).ok()?.json().ok()?;
+        let b = boxes.as_array()?.first()?.clone();
+        (b["state"] == "active").then_some(b)
+    };
+    let deadline = std::time::Instant::now() + SOON;
+    let listed = loop {
+        if let Some(b) = active() {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the box is not active at the entrance:\n--- box\n{}\n--- entrance\n{}",
+            boxy.log(),
+            entrance.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(listed["data_url"], https(&boxy), "{listed}");
+
+    // A push over https://, placed over wss://, fetched from the box over https://.
+    let bytes = Bytes::from((0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let auth = format!("Bearer {}", admin_token(&publisher));
+    let put = rt
+        .block_on(http.request(
+            http::Method::PUT,
+            &format!("{}/api/files/live/seg1.ts?replicas=1", https(&publisher)),
+            &[("authorization", &auth)],
+            bytes.clone(),
+        ))
+        .unwrap();
+    assert_eq!(put.status, 202, "{}", put.text());
+    let status_url = format!("{}/api/files/live/seg1.ts", https(&publisher));
+    let placed = wait_for("the file to be placed", SOON, || {
+        let s: serde_json::Value = rt
+            .block_on(http.get(&status_url, &[("authorization", &auth)]))
+            .ok()?
+            .json()
+            .ok()?;
+        (s["state"] == "placed").then_some(s)
+    });
+    let redirect = rt
+        .block_on(http.get(&format!("{}/live/seg1.ts", https(&publisher)), &[]))
+        .unwrap();
+    assert_eq!(redirect.status, 302, "{placed}");
+    let location = redirect.headers["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("{}/publisher-", https(&boxy))),
+        "{location}"
+    );
+    let fetched = rt.block_on(http.get(&location, &[])).unwrap();
+    assert_eq!(fetched.status, 200);
+    assert!(fetched.body == bytes, "the box serves the pushed bytes");
+}
+
+/// A client that does not trust the listener's certificate, and a plain-HTTP
+/// client on a TLS port, get nothing; the listener counts each refusal.
+#[test]
+fn clients_that_do_not_speak_or_trust_tls_are_refused_and_counted() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&root.path().join("pki"), "trusted-ca");
+    let stranger = TestCa::new(&root.path().join("other"), "stranger-ca");
+    dandelion_core::tls::trust(&ca.ca_file).unwrap();
+    let (cert, key) = stranger.issue("entrance");
+    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
+        .tls(&cert, &key)
+        .spawn();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+
+    // This process trusts only `trusted-ca`: the entrance's certificate is
+    // refused before any request is sent.
+    let err = rt
+        .block_on(http.get(&format!("{}/healthz", https(&entrance)), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+
+    // Plain HTTP on the TLS port.
+    let plain = rt.block_on(http.get(
+        &format!("http://127.0.0.1:{}/healthz", entrance.port()),
+        &[],
+    ));
+    assert!(plain.is_err(), "{plain:?}");
+
+    // The refusals are counted (read with a client that trusts the stranger CA).
+    let presented_cert = presented(&rt, entrance.port(), &stranger.ca_file);
+    assert!(!presented_cert.is_empty());
+    dandelion_core::tls::trust(&stranger.ca_file).unwrap();
+    let http = HttpClient::default();
+    wait_for("both refusals to be counted", SOON, || {
+        (refused(&rt, &http, &entrance, "tls_handshake") >= 2.0).then_some(())
+    });
+}
+
+/// A renewed certificate is served from the next handshake on after SIGHUP,
+/// without a restart.
+#[test]
+fn a_renewed_certificate_is_served_after_sighup_without_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&root.path().join("pki"), "renewing-ca");
+    let (cert, key) = ca.issue("entrance");
+    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
+        .tls(&cert, &key)
+        .spawn();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let first = presented(&rt, entrance.port(), &ca.ca_file);
+    assert_eq!(
+        first,
+        dandelion_core::tls::read_certificates(&cert).unwrap()[0]
+    );
+
+    // The renewal lands where the configuration points, then the daemon is told.
+    let (renewed_cert, renewed_key) = ca.issue("entrance-renewed");
+    std::fs::copy(&renewed_cert, &cert).unwrap();
+    std::fs::copy(&renewed_key, &key).unwrap();
+    let renewed = dandelion_core::tls::read_certificates(&cert).unwrap()[0].clone();
+    assert_ne!(renewed, first);
+    let pid = entrance.pid().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("the renewed certificate to be presented", SOON, || {
+        (presented(&rt, entrance.port(), &ca.ca_file) == renewed).then_some(())
+    });
+    assert_eq!(entrance.pid().unwrap().to_string(), pid, "no restart");
+    assert!(
+        entrance.log().contains("TLS certificate loaded again"),
+        "{}",
+        entrance.log()
+    );
+}
+
+/// `systemctl reload` sends SIGHUP: it reloads certificates and stops nothing,
+/// on a daemon without TLS too.
+#[test]
+fn sighup_stops_no_daemon() {
+    let root = tempfile::tempdir().unwrap();
+    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance")).spawn();
+    let pid = entrance.pid().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("the SIGHUP to be logged", SOON, || {
+        entrance.log().contains("SIGHUP received").then_some(())
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let health = rt
+        .block_on(HttpClient::default().get(&format!("{}/healthz", entrance.origin()), &[]))
+        .unwrap();
+    assert_eq!(health.status, 200);
+}
