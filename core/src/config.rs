@@ -46,6 +46,10 @@ pub struct Config {
     /// A PEM bundle of CA certificates every `https://` and `wss://` client of
     /// this daemon trusts besides the system's roots (a private CA).
     pub ca_file: Option<PathBuf>,
+    /// Lets the join and admin tokens cross plain `http://`/`ws://` connections
+    /// off this machine, in both directions. Only for a network you trust: on
+    /// any other, anyone on the path reads and replays them.
+    pub insecure_plain_tokens: bool,
     pub entrance: EntranceConfig,
     #[serde(rename = "box")]
     pub boxnode: BoxConfig,
@@ -62,6 +66,7 @@ impl Default for Config {
             log_level: "info".into(),
             log_file: true,
             ca_file: None,
+            insecure_plain_tokens: false,
             entrance: EntranceConfig::default(),
             boxnode: BoxConfig::default(),
             publisher: PublisherConfig::default(),

@@ -97,6 +97,9 @@ pub enum ConnectionError {
         expected: NodeId,
         cause: AuthError,
     },
+    /// A token would have crossed a network in clear; nothing was sent.
+    #[error("{0}")]
+    PlainToken(String),
     #[error("WebSocket error: {0}")]
     Ws(#[from] tungstenite::Error),
 }
@@ -249,6 +252,15 @@ pub async fn connect_with(
         .as_str()
         .into_client_request()
         .map_err(|e| fail(e.to_string()))?;
+    let carries_token = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    let tls = request.uri().scheme_str() == Some("wss");
+    if carries_token && !crate::tokens::may_send(tls, request.uri().host().unwrap_or_default()) {
+        return Err(ConnectionError::PlainToken(crate::tokens::refusal_to_send(
+            url,
+        )));
+    }
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| fail(e.to_string()))?;
         let value = HeaderValue::from_str(value).map_err(|e| fail(e.to_string()))?;

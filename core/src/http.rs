@@ -32,6 +32,9 @@ pub enum HttpError {
     Failed { url: String, cause: String },
     #[error("{url}: no answer within {secs}s")]
     Timeout { url: String, secs: u64 },
+    /// A token would have crossed a network in clear; nothing was sent.
+    #[error("{0}")]
+    PlainToken(String),
 }
 
 /// Request bodies: whole buffers, or streams for uploads of any size.
@@ -165,8 +168,14 @@ impl HttpClient {
             Some("https") => true,
             _ => return Err(HttpError::BadUrl(url.escape_debug().to_string())),
         };
-        if uri.host().is_none() {
+        let Some(host) = uri.host() else {
             return Err(HttpError::BadUrl(url.escape_debug().to_string()));
+        };
+        let carries_token = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        if carries_token && !crate::tokens::may_send(tls, host) {
+            return Err(HttpError::PlainToken(crate::tokens::refusal_to_send(url)));
         }
         let mut request = Request::builder().method(method).uri(uri);
         for (name, value) in headers {

@@ -235,7 +235,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     shutdown.spawn(sweeper(state.clone()));
     // Graceful shutdown waits for responses in flight; a viewer downloading
     // slowly under the upload cap must not hold the box up past the grace period.
-    let serving = server::serve_on(listener, routes(state), shutdown.clone());
+    let serving = server::serve_role(listener, routes(state), &common);
     tokio::select! {
         served = serving => served.context("serving HTTP")?,
         () = async {

@@ -280,8 +280,8 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             common.clone(),
             Arc::new(console::Feed(shared.clone())),
         ))
-        .merge(server::common_routes(common));
-    server::serve_on(listener, router, tasks.clone())
+        .merge(server::common_routes(common.clone()));
+    server::serve_role(listener, router, &common)
         .await
         .context("the entrance's HTTP server failed")?;
     if !tasks.drain(GRACE_PERIOD).await {

@@ -43,6 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(ca) = &config.ca_file {
         dandelion_core::tls::trust(ca).context("ca_file")?;
     }
+    dandelion_core::tokens::allow_plain(config.insecure_plain_tokens);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -44,6 +44,9 @@ pub struct Common {
     pub started: Instant,
     /// What attached consoles are told.
     pub console: Hub,
+    /// TLS-terminating proxies in front of this daemon: they may forward tokens
+    /// in clear (the entrance's `trusted_proxies`).
+    pub token_proxies: Vec<std::net::IpAddr>,
 }
 
 pub use dandelion_core::secrets::admin_token_path;
@@ -61,6 +64,12 @@ impl Common {
             tracing::info!(path = %token_path.display(), "created the admin token");
         }
         let store = store::open_configured(config).await?;
+        if config.insecure_plain_tokens {
+            tracing::warn!(
+                "INSECURE PLAIN TOKENS ON: join and admin tokens are sent and accepted over plain \
+                 HTTP to and from other machines, where anyone on the path can read them"
+            );
+        }
         Ok(Common {
             identity,
             store,
@@ -72,6 +81,7 @@ impl Common {
             shutdown,
             started: Instant::now(),
             console: Hub::default(),
+            token_proxies: config.entrance.trusted_proxies.clone(),
         })
     }
 
@@ -164,13 +174,61 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Serves `router` on plain TCP until shutdown; see [`serve_on`].
+/// Serves `router` on plain TCP until shutdown, with no policy of its own (the
+/// tests' stand-in daemons); the roles use [`serve_role`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     serve_on(Listener::plain(listener)?, router, shutdown).await
+}
+
+/// Serves a role's `router` until its shutdown, refusing every request that
+/// carries a token in clear from another machine ([`refuse_plain_tokens`]).
+pub async fn serve_role(
+    listener: Listener,
+    router: Router,
+    common: &Arc<Common>,
+) -> std::io::Result<()> {
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        common.clone(),
+        refuse_plain_tokens,
+    ));
+    serve_on(listener, router, common.shutdown.clone()).await
+}
+
+/// A request with an `Authorization` header over plain HTTP from another
+/// machine is refused (403) before any handler sees the token: it has already
+/// crossed the network readable, and accepting it would teach clients that this
+/// works. Loopback, TLS, the configured TLS proxies and `insecure_plain_tokens`
+/// pass.
+async fn refuse_plain_tokens(
+    State(common): State<Arc<Common>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let remote = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Remote>>()
+        .map(|c| c.0);
+    if request.headers().contains_key(header::AUTHORIZATION)
+        && let Some(remote) = remote
+        && !dandelion_core::tokens::may_receive(remote.tls, remote.addr.ip(), &common.token_proxies)
+    {
+        let refusal = Refusal::forbidden(
+            "plain_token",
+            "a token sent in clear from another machine is refused: connect with https:// or \
+             wss:// (this daemon needs tls_cert and tls_key, or a TLS proxy listed in \
+             trusted_proxies), or set insecure_plain_tokens = true on both sides on a network you \
+             trust",
+        );
+        common
+            .refusals
+            .record(&common.metrics, remote.addr.ip(), &refusal);
+        return refusal.into_response();
+    }
+    next.run(request).await
 }
 
 /// Serves `router` until shutdown, passing each connection's peer to handlers

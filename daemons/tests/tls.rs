@@ -272,3 +272,108 @@ fn sighup_stops_no_daemon() {
         .unwrap();
     assert_eq!(health.status, 200);
 }
+
+/// This machine's address on its outgoing interface, found without sending
+/// anything (a UDP socket's `connect` only picks a route); `None` without one.
+fn non_loopback_address() -> Option<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect(("192.0.2.1", 9)).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+/// One raw HTTP/1.1 request from this machine to `to`, carrying a token; the
+/// status line it gets back.
+fn raw_request_with_token(to: std::net::SocketAddr, token: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(to).unwrap();
+    tcp.set_read_timeout(Some(SOON)).unwrap();
+    write!(
+        tcp,
+        "GET /api/boxes HTTP/1.1\r\nHost: {to}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    answer
+}
+
+/// Tokens cross a network only over TLS: a client will not send one to another
+/// machine over plain HTTP or WebSocket, and a daemon refuses one that arrives
+/// that way, before any handler sees it. On this machine (loopback) plain works.
+#[test]
+fn tokens_never_cross_a_network_in_clear() {
+    let Some(lan) = non_loopback_address() else {
+        eprintln!("SKIPPED: this machine has no non-loopback IPv4 address to play another host");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
+        .listen_on(std::net::Ipv4Addr::UNSPECIFIED)
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .spawn();
+    let token = admin_token(&entrance);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let over_lan = format!("http://{lan}:{}", entrance.port());
+    let metrics = || {
+        rt.block_on(http.get(&format!("{}/metrics", entrance.origin()), &[]))
+            .unwrap()
+            .text()
+    };
+
+    // The client side: nothing leaves.
+    let auth = format!("Bearer {token}");
+    let err = rt
+        .block_on(http.get(
+            &format!("{over_lan}/api/boxes"),
+            &[("authorization", &auth)],
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("refusing to send a token in clear to http://"),
+        "{err}"
+    );
+    let boxy =
+        dandelion_core::identity::Identity::generate(dandelion_core::ids::Role::Box).unwrap();
+    let entrance_id =
+        dandelion_core::ids::NodeId::parse(&entrance_id(entrance.data_dir())).unwrap();
+    let err = rt
+        .block_on(dandelion_core::connection::connect_as(
+            &format!("ws://{lan}:{}/dandelion/ws", entrance.port()),
+            &entrance_id,
+            &boxy,
+            Some(JOIN_TOKEN),
+            &http,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to send a token in clear to ws://"),
+        "{err}"
+    );
+    assert!(
+        !metrics().contains("plain_token"),
+        "nothing reached the entrance"
+    );
+
+    // The server side: a token that arrives in clear from another address is
+    // refused, and counted; the same request on loopback is served.
+    let from_lan =
+        raw_request_with_token(std::net::SocketAddr::from((lan, entrance.port())), &token);
+    assert!(from_lan.starts_with("HTTP/1.1 403"), "{from_lan}");
+    assert!(
+        from_lan.contains("a token sent in clear from another machine is refused"),
+        "{from_lan}"
+    );
+    assert!(
+        metrics().contains("dandelion_refused_total{reason=\"plain_token\"} 1"),
+        "{}",
+        metrics()
+    );
+    let from_here = raw_request_with_token(entrance.addr(), &token);
+    assert!(from_here.starts_with("HTTP/1.1 200"), "{from_here}");
+}

@@ -24,6 +24,7 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     port: Option<u16>,
     tls: bool,
+    listen: Ipv4Addr,
 }
 
 impl DaemonBuilder {
@@ -37,6 +38,7 @@ impl DaemonBuilder {
             env: Vec::new(),
             port: None,
             tls: false,
+            listen: Ipv4Addr::LOCALHOST,
         }
     }
 
@@ -69,6 +71,13 @@ impl DaemonBuilder {
         self
     }
 
+    /// Listen on `ip` (such as 0.0.0.0, to be reached at the machine's other
+    /// addresses) instead of 127.0.0.1; the test still talks to it on 127.0.0.1.
+    pub fn listen_on(mut self, ip: Ipv4Addr) -> Self {
+        self.listen = ip;
+        self
+    }
+
     /// Listen on this port instead of a free one (to restart on the same address).
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
@@ -92,8 +101,8 @@ impl DaemonBuilder {
             text.push('\n');
         }
         text.push_str(&format!(
-            "\n[{}]\nlisten = \"127.0.0.1:{port}\"\n",
-            self.role
+            "\n[{}]\nlisten = \"{}:{port}\"\n",
+            self.role, self.listen
         ));
         for line in &self.section {
             text.push_str(line);
