@@ -131,18 +131,18 @@ paths=()
 for name in trailer-1080p.mp4 live/seg-00001.ts live/seg-00002.ts live/seg-00004.ts highlights.ts; do
 	# A file is redirected once it is placed: give the publisher a moment.
 	for _ in $(seq 1 150); do
-		url="$(curl -s -o /dev/null -w '%{redirect_url}' "http://127.0.0.1:7072/$name" || true)"
-		[[ $url == http://127.0.0.1:* ]] && break
+		url="$(curl -s --cacert "$data/ca.pem" -o /dev/null -w '%{redirect_url}' "https://127.0.0.1:7072/$name" || true)"
+		[[ $url == https://127.0.0.1:* ]] && break
 		sleep 0.2
 	done
-	if [[ $url == http://127.0.0.1:* ]]; then paths+=("${url#http://127.0.0.1:*/}"); fi
+	if [[ $url == https://127.0.0.1:* ]]; then paths+=("${url#https://127.0.0.1:*/}"); fi
 done
 ((${#paths[@]})) || die "the publisher redirected none of the pushed files to a box"
 (
 	for i in $(seq 1 400); do
 		for path in "${paths[$((i % ${#paths[@]}))]}" "${paths[$((i * 3 % ${#paths[@]}))]}"; do
 			for port in "${box_ports[@]}"; do
-				curl -sf --max-time 5 "http://127.0.0.1:$port/$path" -o /dev/null || true
+				curl -sf --cacert "$data/ca.pem" --max-time 5 "https://127.0.0.1:$port/$path" -o /dev/null || true
 			done
 		done
 		sleep 0.3

@@ -14,11 +14,19 @@ use dandelion_daemons::server::admin_token_path;
 
 use dandelion_daemons::cli::{BoxesArgs, EvictArgs};
 
-/// Where `dandelion up` runs its entrance.
+/// Where `dandelion up` runs its entrance, when no local network says otherwise.
 const DEFAULT_ENTRANCE: &str = "http://127.0.0.1:7070";
 
-fn origin(url: Option<&str>) -> anyhow::Result<String> {
-    let url = url.unwrap_or(DEFAULT_ENTRANCE);
+/// The entrance given, else the local network's in `data_dir` (whose CA is then
+/// trusted), else [`DEFAULT_ENTRANCE`].
+fn origin(url: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    let local = match url {
+        Some(_) => None,
+        None => dandelion_core::console::LocalNetwork::load_trusted(data_dir)?,
+    };
+    let url = url
+        .or(local.as_ref().map(|net| net.entrance.as_str()))
+        .unwrap_or(DEFAULT_ENTRANCE);
     let http_url = url
         .replacen("ws://", "http://", 1)
         .replacen("wss://", "https://", 1);
@@ -26,8 +34,8 @@ fn origin(url: Option<&str>) -> anyhow::Result<String> {
         .with_context(|| format!("`{url}` is not an entrance URL like http://host:7070"))
 }
 
-pub async fn boxes(args: &BoxesArgs) -> anyhow::Result<()> {
-    let origin = origin(args.entrance.as_deref())?;
+pub async fn boxes(args: &BoxesArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let origin = origin(args.entrance.as_deref(), data_dir)?;
     let mut query = Vec::new();
     if let Some(s) = &args.state {
         query.push(format!("state={}", urlencode(s)));
@@ -58,7 +66,7 @@ pub async fn boxes(args: &BoxesArgs) -> anyhow::Result<()> {
 }
 
 pub async fn evict(args: &EvictArgs, data_dir: &Path) -> anyhow::Result<()> {
-    let origin = origin(args.entrance.as_deref())?;
+    let origin = origin(args.entrance.as_deref(), data_dir)?;
     let token = match &args.token {
         Some(t) => t.trim().to_owned(),
         None => {

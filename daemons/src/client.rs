@@ -24,12 +24,12 @@ fn publisher_target(
     to: Option<&str>,
     token: Option<&str>,
 ) -> anyhow::Result<(String, String)> {
-    let local = LocalNetwork::load(&config.data_dir);
+    let local = LocalNetwork::load_trusted(&config.data_dir)?;
     let url = match (to, &local) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
         (None, Some(net)) => net.publisher.clone(),
         (None, None) => bail!(
-            "no publisher given: pass --to http://HOST:7072, set DANDELION_PUBLISHER, or start a local network \
+            "no publisher given: pass --to https://HOST:7072, set DANDELION_PUBLISHER, or start a local network \
              with `dandelion up` (looked for {})",
             config.data_dir.join(NETWORK_FILE).display()
         ),

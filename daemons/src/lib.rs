@@ -16,6 +16,7 @@ pub mod console;
 pub mod entrance;
 pub mod handshake;
 pub mod listener;
+pub mod localca;
 pub mod metrics;
 pub mod publisher;
 pub mod server;

@@ -51,7 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
-        Command::Boxes(args) => runtime.block_on(admin::boxes(&args)),
+        Command::Boxes(args) => runtime.block_on(admin::boxes(&args, &config.data_dir)),
         Command::Evict(args) => runtime.block_on(admin::evict(&args, &config.data_dir)),
         Command::Push(args) => runtime.block_on(client::push(&config, &args)),
         Command::Where(args) => runtime.block_on(client::where_is(&config, &args)),

@@ -1,7 +1,8 @@
 //! `dandelion up`: a whole Dandelion network on one machine — one entrance, N
 //! boxes and one publisher, each with its own port and data directory under one
 //! base directory, on the embedded store — wired together (publisher key, join
-//! token, entrance URL pinned to the entrance's ID) and stopped together on Ctrl-C.
+//! token, entrance URL pinned to the entrance's ID), on TLS under a private CA of
+//! its own (`localca`), and stopped together on Ctrl-C.
 //!
 //! On loopback every box has the same address, so each box gets a demonstration
 //! location through the entrance's operator override (shown as an override),
@@ -22,6 +23,7 @@ use dandelion_core::secrets;
 use tokio::net::TcpListener;
 
 use crate::client::{LocalNetwork, NETWORK_FILE};
+use crate::localca::LocalCa;
 use crate::server::admin_token_path;
 use crate::shutdown::{GRACE_PERIOD, Shutdown};
 use crate::{boxnode, entrance, publisher};
@@ -89,16 +91,30 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
         .clone();
     let (join_token, _) =
         secrets::load_or_create(&root.join("join.token"), || secrets::random_hex(32))?;
-    let entrance_url = format!("ws://127.0.0.1:{ENTRANCE_PORT}/dandelion/ws");
+    let entrance_url = format!("wss://127.0.0.1:{ENTRANCE_PORT}/dandelion/ws");
     let entrance_pin = PinnedUrl::new(&entrance_url, entrance_id)?;
+    // Every daemon on TLS under the network's own CA, which every client of
+    // this process (and the client commands and console, from network.json) trusts.
+    let ca = LocalCa::load_or_create(&root)?;
+    dandelion_core::tls::trust(&ca.ca_file)?;
+    let with_tls = |cfg: &mut Config, dir: &Path| -> anyhow::Result<(PathBuf, PathBuf)> {
+        cfg.ca_file = Some(ca.ca_file.clone());
+        ca.issue(dir)
+    };
 
     let mut entrance_cfg = role_config(base, entrance_dir.clone());
+    let (cert, key) = with_tls(&mut entrance_cfg, &entrance_dir)?;
+    entrance_cfg.entrance.tls_cert = Some(cert);
+    entrance_cfg.entrance.tls_key = Some(key);
     entrance_cfg.entrance.listen = entrance_listener.local_addr()?;
     entrance_cfg.entrance.public_url = Some(entrance_url.clone());
     entrance_cfg.entrance.publisher_keys = vec![publisher_key.clone()];
     entrance_cfg.entrance.join_token = Some(join_token.clone());
 
     let mut publisher_cfg = role_config(base, publisher_dir.clone());
+    let (cert, key) = with_tls(&mut publisher_cfg, &publisher_dir)?;
+    publisher_cfg.publisher.tls_cert = Some(cert);
+    publisher_cfg.publisher.tls_key = Some(key);
     publisher_cfg.publisher.listen = publisher_listener.local_addr()?;
     publisher_cfg.publisher.entrances = vec![entrance_pin.clone()];
     publisher_cfg.publisher.search_interval = Duration::from_secs(2);
@@ -117,13 +133,16 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     for (listener, dir) in box_listeners.into_iter().zip(&box_dirs) {
         let addr = listener.local_addr()?;
         let mut cfg = role_config(base, dir.clone());
+        let (cert, key) = with_tls(&mut cfg, dir)?;
+        cfg.boxnode.tls_cert = Some(cert);
+        cfg.boxnode.tls_key = Some(key);
         cfg.boxnode.listen = addr;
-        cfg.boxnode.public_url = Some(format!("http://{addr}"));
+        cfg.boxnode.public_url = Some(format!("https://{addr}"));
         cfg.boxnode.entrances = vec![entrance_pin.clone()];
         cfg.boxnode.join_token = Some(join_token.clone());
         cfg.boxnode.publisher_keys = vec![publisher_key.clone()];
         cfg.boxnode.heartbeat_interval = Duration::from_secs(2);
-        box_urls.push(format!("http://{addr}"));
+        box_urls.push(format!("https://{addr}"));
         let s = shutdown.clone();
         roles.push(tokio::spawn(async move {
             report("box", boxnode::run(listener, &cfg, s).await)
@@ -140,12 +159,13 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     }));
 
     let network = LocalNetwork {
-        entrance: format!("http://127.0.0.1:{ENTRANCE_PORT}"),
-        publisher: format!("http://127.0.0.1:{PUBLISHER_PORT}"),
+        entrance: format!("https://127.0.0.1:{ENTRANCE_PORT}"),
+        publisher: format!("https://127.0.0.1:{PUBLISHER_PORT}"),
         boxes: box_urls.clone(),
         entrance_dir: entrance_dir.clone(),
         publisher_dir: publisher_dir.clone(),
         box_dirs: box_dirs.clone(),
+        ca_file: Some(ca.ca_file.clone()),
     };
     let network_file = root.join(NETWORK_FILE);
     std::fs::write(&network_file, serde_json::to_vec_pretty(&network)?)
@@ -264,6 +284,12 @@ fn print_banner(net: &LocalNetwork, root: &Path) {
         net.entrance_dir.display(),
         net.publisher_dir.display()
     );
+    if let Some(ca) = &net.ca_file {
+        println!(
+            "  TLS:          every daemon on https:// and wss://, under the local CA {}",
+            ca.display()
+        );
+    }
     println!(
         "  console:      dandelion-console --data-dir {}   (or cargo run --release --bin dandelion-console)",
         root.display()
@@ -274,6 +300,14 @@ fn print_banner(net: &LocalNetwork, root: &Path) {
         "  dandelion push ./some-file.ts --data-dir {}",
         root.display()
     );
-    println!("  curl -L {}/some-file.ts -o copy.ts", net.publisher);
+    let cacert = net
+        .ca_file
+        .as_ref()
+        .map(|ca| format!("--cacert {} ", ca.display()))
+        .unwrap_or_default();
+    println!(
+        "  curl {cacert}-L {}/some-file.ts -o copy.ts",
+        net.publisher
+    );
     println!("Ctrl-C stops everything.");
 }

@@ -377,3 +377,73 @@ fn tokens_never_cross_a_network_in_clear() {
     let from_here = raw_request_with_token(entrance.addr(), &token);
     assert!(from_here.starts_with("HTTP/1.1 200"), "{from_here}");
 }
+
+/// `dandelion up` runs the local network on TLS under a CA of its own, and the
+/// client commands trust that CA from the data directory without flags: a push,
+/// `where`, and a viewer fetch through the publisher's redirect to a box.
+/// (`up` listens on its fixed ports 7070, 7072 and 7081.)
+#[test]
+fn dandelion_up_runs_the_local_network_on_tls() {
+    use dandelion_testkit::process::{Running, binary, run};
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("net");
+    let dandelion = |args: &[&str]| {
+        let mut c = std::process::Command::new(binary("dandelion"));
+        c.arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .current_dir(root.path());
+        c
+    };
+    let log = std::fs::File::create(root.path().join("up.log")).unwrap();
+    let _up = Running::spawn(
+        dandelion(&["--log-level", "warn", "up", "--boxes", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    );
+    let network = data.join("network.json");
+    wait_for("network.json", SOON, || network.exists().then_some(()));
+    let net: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&network).unwrap()).unwrap();
+    assert_eq!(net["publisher"], "https://127.0.0.1:7072", "{net}");
+    assert_eq!(net["entrance"], "https://127.0.0.1:7070", "{net}");
+    let ca = std::path::PathBuf::from(net["ca_file"].as_str().unwrap());
+    dandelion_core::tls::trust(&ca).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    wait_for("the box to be active", SOON, || {
+        let boxes: serde_json::Value = rt
+            .block_on(http.get("https://127.0.0.1:7070/api/boxes", &[]))
+            .ok()?
+            .json()
+            .ok()?;
+        (boxes.as_array()?.first()?["state"] == "active").then_some(())
+    });
+
+    let file = root.path().join("seg.ts");
+    std::fs::write(&file, vec![7u8; 50_000]).unwrap();
+    let pushed = run(&mut dandelion(&["push", file.to_str().unwrap()]));
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    wait_for(
+        "`dandelion where` to show the copy on https://",
+        SOON,
+        || {
+            let out = run(&mut dandelion(&["where", "seg.ts"]));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("https://127.0.0.1:7081/publisher-")
+                .then_some(())
+        },
+    );
+    let redirect = rt
+        .block_on(http.get("https://127.0.0.1:7072/seg.ts", &[]))
+        .unwrap();
+    assert_eq!(redirect.status, 302);
+    let location = redirect.headers["location"].to_str().unwrap().to_owned();
+    let fetched = rt.block_on(http.get(&location, &[])).unwrap();
+    assert_eq!(fetched.body.len(), 50_000);
+}

@@ -102,10 +102,10 @@ fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
             },
         ));
     }
-    let net = LocalNetwork::load(&cli.data_dir).with_context(|| {
+    let net = LocalNetwork::load_trusted(&cli.data_dir)?.with_context(|| {
         format!(
             "no daemon URL given and no local network in {} (no readable {NETWORK_FILE}); start one with \
-             `dandelion up`, or pass URLs like http://HOST:7070",
+             `dandelion up`, or pass URLs like https://HOST:7070",
             cli.data_dir.display()
         )
     })?;

@@ -19,6 +19,10 @@ pub struct LocalNetwork {
     pub entrance_dir: PathBuf,
     pub publisher_dir: PathBuf,
     pub box_dirs: Vec<PathBuf>,
+    /// The network's private CA (`dandelion up` runs on TLS): what its clients
+    /// trust. Absent in files of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl LocalNetwork {
@@ -26,6 +30,19 @@ impl LocalNetwork {
     pub fn load(data_dir: &Path) -> Option<LocalNetwork> {
         let text = std::fs::read_to_string(data_dir.join(NETWORK_FILE)).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    /// [`LocalNetwork::load`], and every TLS client of this process trusts the
+    /// network's CA from then on: what the client commands and the console do
+    /// to find a local network without flags.
+    pub fn load_trusted(data_dir: &Path) -> Result<Option<LocalNetwork>, crate::tls::TlsError> {
+        let Some(net) = LocalNetwork::load(data_dir) else {
+            return Ok(None);
+        };
+        if let Some(ca) = &net.ca_file {
+            crate::tls::trust(ca)?;
+        }
+        Ok(Some(net))
     }
 
     /// Every daemon's URL with the file holding its admin token: entrance,
