@@ -15,9 +15,13 @@
 //! peer it did not choose, and never sends a bearer token to a peer that did not
 //! prove who it is.
 //!
-//! The text has a `channel` line so that a TLS channel binding (RFC 9266
-//! `tls-exporter`) can be signed too: a proof then cannot be moved to another
-//! connection. Until TLS ends in the daemon it is [`Channel::Unbound`].
+//! When TLS ends in the daemon, a session proof also signs the connection's
+//! RFC 9266 `tls-exporter` value ([`Channel::TlsExporter`]): the proof then holds
+//! on that one TLS connection and nowhere else, so even a relay with a valid
+//! certificate for the name the client dialled cannot forward it. Behind a
+//! TLS-terminating proxy the daemon sees a plain connection and the nonce alone
+//! keeps the proof fresh ([`Channel::Unbound`]); the daemon's challenge says which
+//! form it expects.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -54,18 +58,29 @@ impl Purpose {
     }
 }
 
+/// The exporter label of RFC 9266 (`tls-exporter` channel binding).
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
+/// What the challenge's `CHANNEL` says when the proof must be bound to the TLS
+/// connection it is presented on.
+pub const CHANNEL_TLS_EXPORTER: &str = "tls-exporter";
+
 /// What a proof is tied to beyond its nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     /// Nothing: the nonce alone makes the proof fresh. Used on plain connections
     /// and behind TLS-terminating proxies, and always for reachability.
     Unbound,
+    /// The 32-byte `tls-exporter` value of the TLS connection the proof is
+    /// presented on, as both ends compute it.
+    TlsExporter([u8; 32]),
 }
 
 impl Channel {
-    fn text(self) -> &'static str {
+    fn text(self) -> String {
         match self {
-            Channel::Unbound => "none",
+            Channel::Unbound => "none".to_owned(),
+            Channel::TlsExporter(value) => format!("tls-exporter:{}", hex::encode(value)),
         }
     }
 }
@@ -115,6 +130,11 @@ impl<'a> Claim<'a> {
             url: None,
             channel: Channel::Unbound,
         }
+    }
+
+    /// The same claim, bound to a TLS connection (or not).
+    pub fn on(self, channel: Channel) -> Claim<'a> {
+        Claim { channel, ..self }
     }
 
     pub fn purpose(&self) -> Purpose {
@@ -202,6 +222,10 @@ pub struct Challenge {
     pub nonce: Nonce,
     #[serde(rename = "PROOF", default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<Proof>,
+    /// [`CHANNEL_TLS_EXPORTER`] when TLS ends in this daemon: the client's proof
+    /// must then sign the upgrade connection's exporter value.
+    #[serde(rename = "CHANNEL", default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// What a peer sends to prove it holds the key behind its ID.
@@ -429,11 +453,17 @@ impl NonceBook {
     }
 
     /// Redeems the nonce of a client's session proof and verifies the proof
-    /// for `verifier` (this server); the usual one-call check.
-    pub fn check(&self, proof: &Proof, verifier: &NodeId) -> Result<(NodeId, String), AuthError> {
+    /// for `verifier` (this server) on `channel` (the connection it came on);
+    /// the usual one-call check.
+    pub fn check(
+        &self,
+        proof: &Proof,
+        verifier: &NodeId,
+        channel: Channel,
+    ) -> Result<(NodeId, String), AuthError> {
         let nonce = Nonce::parse(&proof.nonce)?;
         self.redeem(&nonce)?;
-        verify(proof, &Claim::session_client(verifier, &nonce))
+        verify(proof, &Claim::session_client(verifier, &nonce).on(channel))
     }
 }
 
@@ -456,11 +486,11 @@ mod tests {
         let book = NonceBook::default();
         let nonce = book.issue().unwrap();
         let proof = boxy().prove(&Claim::session_client(verifier.id(), &nonce));
-        let (id, key) = book.check(&proof, verifier.id()).unwrap();
+        let (id, key) = book.check(&proof, verifier.id(), Channel::Unbound).unwrap();
         assert_eq!(&id, boxy().id());
         assert_eq!(key, boxy().public_key_hex());
         assert_eq!(
-            book.check(&proof, verifier.id()),
+            book.check(&proof, verifier.id(), Channel::Unbound),
             Err(AuthError::ReplayedNonce)
         );
     }
@@ -472,7 +502,7 @@ mod tests {
         let forged = Nonce::parse(&"ab".repeat(32)).unwrap();
         let proof = boxy().prove(&Claim::session_client(verifier.id(), &forged));
         assert_eq!(
-            book.check(&proof, verifier.id()),
+            book.check(&proof, verifier.id(), Channel::Unbound),
             Err(AuthError::UnknownNonce)
         );
     }
@@ -484,7 +514,7 @@ mod tests {
         let nonce = book.issue().unwrap();
         let proof = boxy().prove(&Claim::session_client(other.id(), &nonce));
         assert_eq!(
-            book.check(&proof, entrance().id()),
+            book.check(&proof, entrance().id(), Channel::Unbound),
             Err(AuthError::BadSignature)
         );
     }
@@ -518,6 +548,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A proof bound to one TLS connection verifies on that connection only,
+    /// and never as an unbound one (nor an unbound one as bound).
+    #[test]
+    fn a_bound_proof_holds_on_its_connection_only() {
+        let verifier = entrance();
+        let nonce = Nonce::parse(&"5a".repeat(32)).unwrap();
+        let here = Claim::session_client(verifier.id(), &nonce).on(Channel::TlsExporter([1; 32]));
+        let there = Claim::session_client(verifier.id(), &nonce).on(Channel::TlsExporter([2; 32]));
+        let plain = Claim::session_client(verifier.id(), &nonce);
+        let proof = boxy().prove(&here);
+        assert!(verify(&proof, &here).is_ok());
+        assert_eq!(verify(&proof, &there), Err(AuthError::BadSignature));
+        assert_eq!(verify(&proof, &plain), Err(AuthError::BadSignature));
+        assert_eq!(
+            verify(&boxy().prove(&plain), &here),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
@@ -581,7 +630,9 @@ mod tests {
         let nonce = book.issue().unwrap();
         let mut proof = attacker.prove(&Claim::session_client(verifier.id(), &nonce));
         proof.id = victim.id().to_string();
-        let err = book.check(&proof, verifier.id()).unwrap_err();
+        let err = book
+            .check(&proof, verifier.id(), Channel::Unbound)
+            .unwrap_err();
         assert_eq!(err.reason_code(), "id_mismatch");
         assert_eq!(
             err.to_string(),
@@ -607,7 +658,7 @@ mod tests {
         };
         proof.signature.replace_range(0..1, flipped);
         assert_eq!(
-            book.check(&proof, verifier.id()),
+            book.check(&proof, verifier.id(), Channel::Unbound),
             Err(AuthError::BadSignature)
         );
         proof.signature = "zz".into();

@@ -19,9 +19,12 @@ use tokio_tungstenite::tungstenite::protocol::{
     CloseFrame, WebSocketConfig, frame::coding::CloseCode,
 };
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::auth::{self, AuthError, Challenge, Claim, NONCE_PATH, Nonce};
+use crate::auth::{
+    self, AuthError, CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, EXPORTER_LABEL, NONCE_PATH,
+    Nonce,
+};
 use crate::http::{HttpClient, origin_of};
 use crate::identity::Identity;
 use crate::ids::NodeId;
@@ -243,6 +246,28 @@ pub async fn connect_with(
     headers: &[(&str, &str)],
     options: ConnectOptions,
 ) -> Result<ClientConnection, ConnectionError> {
+    let carries_token = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    connect_on(url, options, carries_token, |_channel| {
+        headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    })
+    .await
+}
+
+/// Opens the connection (TCP, then TLS for `wss://`), asks `headers` for the
+/// upgrade request's headers knowing the connection's channel binding, and
+/// upgrades; each step within [`CONNECT_TIMEOUT`]. A token for another machine
+/// over a plain connection is refused before anything is opened.
+async fn connect_on(
+    url: &str,
+    options: ConnectOptions,
+    carries_token: bool,
+    headers: impl FnOnce(Channel) -> Vec<(String, String)>,
+) -> Result<ClientConnection, ConnectionError> {
     let ws_url = websocket_url(url)?;
     let fail = |cause: String| ConnectionError::Connect {
         url: url.to_owned(),
@@ -252,53 +277,30 @@ pub async fn connect_with(
         .as_str()
         .into_client_request()
         .map_err(|e| fail(e.to_string()))?;
-    let carries_token = headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
     let tls = request.uri().scheme_str() == Some("wss");
     if carries_token && !crate::tokens::may_send(tls, request.uri().host().unwrap_or_default()) {
         return Err(ConnectionError::PlainToken(crate::tokens::refusal_to_send(
             url,
         )));
     }
-    for (name, value) in headers {
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(request.uri(), options)).await;
+    let (stream, channel) = match opened {
+        Err(_) => {
+            return Err(fail(format!(
+                "no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(e)) => return Err(fail(e)),
+        Ok(Ok(opened)) => opened,
+    };
+    for (name, value) in headers(channel) {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| fail(e.to_string()))?;
-        let value = HeaderValue::from_str(value).map_err(|e| fail(e.to_string()))?;
+        let value = HeaderValue::from_str(&value).map_err(|e| fail(e.to_string()))?;
         request.headers_mut().insert(name, value);
     }
-    // wss:// goes through rustls with the process's trust (core::tls).
-    let connector = if request.uri().scheme_str() == Some("wss") {
-        Connector::Rustls(crate::tls::client_config().map_err(|e| fail(e.to_string()))?)
-    } else {
-        Connector::Plain
-    };
-    let handshake = async {
-        match options.local_addr {
-            None => {
-                tokio_tungstenite::connect_async_tls_with_config(
-                    request,
-                    Some(ws_config()),
-                    true,
-                    Some(connector),
-                )
-                .await
-            }
-            Some(local) => {
-                let tcp = connect_from(local, request.uri())
-                    .await
-                    .map_err(tungstenite::Error::Io)?;
-                tcp.set_nodelay(true).map_err(tungstenite::Error::Io)?;
-                tokio_tungstenite::client_async_tls_with_config(
-                    request,
-                    tcp,
-                    Some(ws_config()),
-                    Some(connector),
-                )
-                .await
-            }
-        }
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+    let upgrade = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()));
+    match tokio::time::timeout(CONNECT_TIMEOUT, upgrade).await {
         Err(_) => Err(fail(format!(
             "no answer within {}s",
             CONNECT_TIMEOUT.as_secs()
@@ -320,16 +322,45 @@ pub async fn connect_with(
     }
 }
 
-/// A TCP connection to the URI's host and port, from `local`.
-async fn connect_from(local: IpAddr, uri: &tungstenite::http::Uri) -> std::io::Result<TcpStream> {
+/// TCP to the URI's host (from `options.local_addr` when set), then TLS with the
+/// process's trust (`core::tls`) for `wss://`; with the TLS connection's
+/// RFC 9266 exporter value as its channel binding.
+async fn open(
+    uri: &tungstenite::http::Uri,
+    options: ConnectOptions,
+) -> Result<(MaybeTlsStream<TcpStream>, Channel), String> {
+    let tls = uri.scheme_str() == Some("wss");
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("wss") {
-            443
-        } else {
-            80
-        });
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = match options.local_addr {
+        Some(local) => connect_from(local, host, port).await,
+        None => TcpStream::connect((host, port)).await,
+    }
+    .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    if !tls {
+        return Ok((MaybeTlsStream::Plain(tcp), Channel::Unbound));
+    }
+    let config = crate::tls::client_config().map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("`{host}` is not a name TLS can check: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let exporter = stream
+        .get_ref()
+        .1
+        .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+        .map_err(|e| format!("TLS exporter: {e}"))?;
+    Ok((
+        MaybeTlsStream::Rustls(stream),
+        Channel::TlsExporter(exporter),
+    ))
+}
+
+/// A TCP connection to `host`:`port`, from `local`.
+async fn connect_from(local: IpAddr, host: &str, port: u16) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address found");
     for remote in tokio::net::lookup_host((host, port)).await? {
         if remote.is_ipv4() != local.is_ipv4() {
@@ -427,13 +458,23 @@ pub async fn connect_as_with(
         .ok_or_else(|| unproven(AuthError::NoServerProof))?;
     auth::verify_from(theirs, expect, &Claim::session_server(identity.id(), &ours))
         .map_err(unproven)?;
-    let proof = identity.prove(&Claim::session_client(expect, &challenge.nonce));
-    let authorization = bearer.map(|token| format!("Bearer {token}"));
-    let mut headers: Vec<(&str, &str)> = proof.headers().to_vec();
-    if let Some(value) = &authorization {
-        headers.push(("authorization", value));
-    }
-    connect_with(url, &headers, options).await
+    // Bound to the upgrade's own TLS connection when TLS ends in the daemon (it
+    // says so); behind a TLS-terminating proxy the nonce alone.
+    let bind = challenge.channel.as_deref() == Some(CHANNEL_TLS_EXPORTER);
+    connect_on(url, options, bearer.is_some(), |channel| {
+        let channel = if bind { channel } else { Channel::Unbound };
+        let proof = identity.prove(&Claim::session_client(expect, &challenge.nonce).on(channel));
+        let mut headers: Vec<(String, String)> = proof
+            .headers()
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        if let Some(token) = bearer {
+            headers.push(("authorization".to_owned(), format!("Bearer {token}")));
+        }
+        headers
+    })
+    .await
 }
 
 #[cfg(test)]

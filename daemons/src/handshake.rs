@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dandelion_core::auth::{AuthError, NonceBook, Proof};
+use dandelion_core::auth::{AuthError, Channel, NonceBook, Proof};
 use dandelion_core::ids::{NodeId, Role};
 
 use crate::metrics::Metrics;
@@ -66,16 +66,19 @@ impl IntoResponse for Refusal {
 
 /// Checks the proof in `headers`. `Ok(None)` means the peer sent none (the
 /// original's clients); whether that is acceptable is the role's decision.
+/// `channel` is what the connection the headers came on binds a proof to
+/// (`Remote::channel`).
 pub fn verify_proof(
     headers: &HeaderMap,
     nonces: &NonceBook,
     verifier: &NodeId,
+    channel: Channel,
 ) -> Result<Option<Peer>, Refusal> {
     let get = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(proof) = Proof::from_headers(get)? else {
         return Ok(None);
     };
-    let (id, public_key) = nonces.check(&proof, verifier)?;
+    let (id, public_key) = nonces.check(&proof, verifier, channel)?;
     Ok(Some(Peer { id, public_key }))
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use dandelion_core::auth::{Channel, EXPORTER_LABEL};
 use dandelion_core::tls::ServerTls;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -44,6 +45,16 @@ pub struct Remote {
     pub addr: SocketAddr,
     /// Whether TLS ended in this daemon for the connection.
     pub tls: bool,
+    /// The connection's RFC 9266 `tls-exporter` value when TLS ended here: what
+    /// a session proof presented on it must sign.
+    pub binding: Option<[u8; 32]>,
+}
+
+impl Remote {
+    /// What a session proof presented on this connection is bound to.
+    pub fn channel(&self) -> Channel {
+        self.binding.map_or(Channel::Unbound, Channel::TlsExporter)
+    }
 }
 
 /// A daemon's listener.
@@ -113,7 +124,12 @@ impl axum::serve::Listener for Listener {
                 match TcpListener::accept(tcp).await {
                     Ok((stream, addr)) => {
                         let _ = stream.set_nodelay(true);
-                        return (Either::Left(stream), Remote { addr, tls: false });
+                        let remote = Remote {
+                            addr,
+                            tls: false,
+                            binding: None,
+                        };
+                        return (Either::Left(stream), remote);
                     }
                     Err(e) => accept_error(e).await,
                 }
@@ -131,6 +147,7 @@ impl axum::serve::Listener for Listener {
         Ok(Remote {
             addr: self.local,
             tls: matches!(self.inner, Inner::Tls(_)),
+            binding: None,
         })
     }
 }
@@ -189,9 +206,17 @@ async fn accept_tls(
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    let _ = tx
-                        .send((Either::Right(tls), Remote { addr, tls: true }))
-                        .await;
+                    let binding = tls
+                        .get_ref()
+                        .1
+                        .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+                        .ok();
+                    let remote = Remote {
+                        addr,
+                        tls: true,
+                        binding,
+                    };
+                    let _ = tx.send((Either::Right(tls), remote)).await;
                 }
                 Ok(Err(e)) => refuse(&common, addr, "tls_handshake", &format!("TLS: {e}")),
                 Err(_) => refuse(

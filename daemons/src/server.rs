@@ -14,7 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dandelion_core::auth::{Challenge, Claim, NONCE_PATH, Nonce, NonceBook};
+use dandelion_core::auth::{CHANNEL_TLS_EXPORTER, Challenge, Claim, NONCE_PATH, Nonce, NonceBook};
 use dandelion_core::config::{self, Config};
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
@@ -135,6 +135,8 @@ async fn metrics(State(common): State<Arc<Common>>) -> Response {
 /// client knows whom it is about to sign for (see `dandelion_core::auth`).
 async fn nonce(
     State(common): State<Arc<Common>>,
+    // Optional: the tests' stand-in servers may run without connect info.
+    remote: Option<axum::Extension<axum::extract::ConnectInfo<Remote>>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let asked = match (query.get("peer"), query.get("nonce")) {
@@ -161,6 +163,10 @@ async fn nonce(
                     .identity
                     .prove(&Claim::session_server(&peer, &theirs))
             }),
+            // TLS ends here: the client's proof must sign its connection.
+            channel: remote
+                .is_some_and(|r| r.0.0.binding.is_some())
+                .then(|| CHANNEL_TLS_EXPORTER.to_owned()),
         })
         .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),

@@ -58,7 +58,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
 use dandelion_core::auth::{
-    Challenge, Claim, NONCE_PATH, Nonce, NonceBook, Proof, REACHABILITY_PATH,
+    Challenge, Channel, Claim, NONCE_PATH, Nonce, NonceBook, Proof, REACHABILITY_PATH,
 };
 use dandelion_core::connection::{Incoming, connect, connect_as};
 use dandelion_core::frame::{Frame, FrameHeader, Limits, StartHeader};
@@ -506,6 +506,7 @@ async fn relay_nonce(
                 id: r.me.id().clone(),
                 proof: Some(r.me.prove(&Claim::session_server(&peer, &theirs))),
                 nonce: challenge.nonce,
+                channel: None,
             }
         }
     };
@@ -810,6 +811,7 @@ async fn rogue_nonce(State(r): State<Rogue>, Query(q): Query<HashMap<String, Str
         id: r.me.id().clone(),
         nonce: Nonce::random().unwrap(),
         proof,
+        channel: None,
     })
     .into_response()
 }
@@ -1002,13 +1004,14 @@ async fn liar_nonce(State(l): State<Liar>, Query(q): Query<HashMap<String, Strin
         id: l.me.id().clone(),
         nonce: l.nonces.issue().unwrap(),
         proof,
+        channel: None,
     })
     .into_response()
 }
 
 /// Checks the publisher's proof as a real box does, then takes its files.
 async fn liar_ws(State(l): State<Liar>, request: Request) -> Response {
-    let peer = handshake::verify_proof(request.headers(), &l.nonces, l.me.id());
+    let peer = handshake::verify_proof(request.headers(), &l.nonces, l.me.id(), Channel::Unbound);
     l.journal.note(Seen::Upgrade {
         proof_id: proof_in(request.headers()).map(|p| p.id),
         authorization: header_text(request.headers(), "authorization"),

@@ -806,6 +806,7 @@ async fn entrance_session(
         request.headers(),
         &e.common.nonces,
         e.common.identity.id(),
+        dandelion_core::auth::Channel::Unbound,
     )
     .unwrap()
     .unwrap();

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use dandelion_core::auth::{Challenge, Claim, NONCE_PATH};
+use dandelion_core::auth::{Challenge, Channel, Claim, NONCE_PATH};
 use dandelion_core::config::Config;
 use dandelion_core::connection::{Incoming, connect, connect_as};
 use dandelion_core::http::HttpClient;
@@ -77,9 +77,13 @@ async fn session(
     request: Request,
 ) -> Response {
     let admitted = (|| {
-        let peer =
-            handshake::verify_proof(request.headers(), &common.nonces, common.identity.id())?
-                .ok_or_else(|| Refusal::unauthorized("no_proof", "prove your ID first"))?;
+        let peer = handshake::verify_proof(
+            request.headers(),
+            &common.nonces,
+            common.identity.id(),
+            Channel::Unbound,
+        )?
+        .ok_or_else(|| Refusal::unauthorized("no_proof", "prove your ID first"))?;
         handshake::require_role(&peer, Role::Box)?;
         match handshake::bearer(request.headers()) {
             Some(t) if handshake::token_matches(t, JOIN_TOKEN) => Ok(peer),

@@ -447,3 +447,148 @@ fn dandelion_up_runs_the_local_network_on_tls() {
     let fetched = rt.block_on(http.get(&location, &[])).unwrap();
     assert_eq!(fetched.body.len(), 50_000);
 }
+
+/// What the relay saw: the proof headers and token a client presented to it,
+/// and what the real entrance said when the relay presented them in turn.
+#[derive(Clone, Default)]
+struct RelayLog(Arc<std::sync::Mutex<Vec<Result<String, String>>>>);
+
+#[derive(Clone)]
+struct Relay {
+    entrance: String,
+    entrance_ws: String,
+    http: HttpClient,
+    log: RelayLog,
+}
+
+/// Passes the client's nonce request through to the real entrance, so the
+/// client gets the entrance's own challenge and proof.
+async fn relay_nonce(
+    axum::extract::State(r): axum::extract::State<Relay>,
+    uri: http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let query = uri.query().unwrap_or_default();
+    let url = format!("{}{}?{query}", r.entrance, dandelion_core::auth::NONCE_PATH);
+    match r.http.get(&url, &[]).await {
+        Ok(answer) => (
+            [(http::header::CONTENT_TYPE, "application/json")],
+            answer.body,
+        )
+            .into_response(),
+        Err(e) => (http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+/// Presents the client's proof and join token to the real entrance on the
+/// relay's own TLS connection.
+async fn relay_upgrade(
+    axum::extract::State(r): axum::extract::State<Relay>,
+    headers: http::HeaderMap,
+) -> http::StatusCode {
+    let forwarded: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| {
+            name.as_str().starts_with("x-dandelion-") || *name == http::header::AUTHORIZATION
+        })
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let refs: Vec<(&str, &str)> = forwarded
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let outcome = dandelion_core::connection::connect(&r.entrance_ws, &refs)
+        .await
+        .map(|_| "ADMITTED with the client's proof".to_owned())
+        .map_err(|e| e.to_string());
+    r.log.0.lock().unwrap().push(outcome);
+    http::StatusCode::BAD_GATEWAY
+}
+
+/// A relay that ends TLS with a certificate the client trusts, at a URL the
+/// client pinned to the real entrance's ID, forwards the nonce exchange (so the
+/// entrance's own proof satisfies the client) and then presents the client's
+/// session proof to the entrance. The proof signs the client's TLS connection
+/// to the relay, so on the relay's own connection it is refused.
+#[test]
+fn a_session_proof_cannot_be_relayed_to_another_tls_connection() {
+    use dandelion_daemons::listener::Listener;
+    use dandelion_daemons::server::{Common, serve_on};
+    use dandelion_daemons::shutdown::Shutdown;
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&root.path().join("pki"), "relay-test-ca");
+    dandelion_core::tls::trust(&ca.ca_file).unwrap();
+    let entrance_dir = root.path().join("entrance");
+    let entrance_id = dandelion_core::ids::NodeId::parse(&entrance_id(&entrance_dir)).unwrap();
+    let (cert, key) = ca.issue("entrance");
+    let entrance = DaemonBuilder::new("entrance", &entrance_dir)
+        .tls(&cert, &key)
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .spawn();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let log = RelayLog::default();
+    let (relay_cert, relay_key) = ca.issue("relay");
+    let shutdown = Shutdown::new();
+    let relay_url = rt.block_on(async {
+        let config = dandelion_core::config::Config {
+            data_dir: root.path().join("relay"),
+            ..Default::default()
+        };
+        let common = Arc::new(
+            Common::open(
+                &config,
+                dandelion_core::ids::Role::Entrance,
+                shutdown.clone(),
+            )
+            .await
+            .unwrap(),
+        );
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let tls = Arc::new(dandelion_core::tls::ServerTls::load(&relay_cert, &relay_key).unwrap());
+        let listener = Listener::tls(tcp, tls, common).unwrap();
+        let relay = Relay {
+            entrance: https(&entrance),
+            entrance_ws: format!("wss://127.0.0.1:{}/dandelion/ws", entrance.port()),
+            http: http.clone(),
+            log: log.clone(),
+        };
+        let router = axum::Router::new()
+            .route(
+                dandelion_core::auth::NONCE_PATH,
+                axum::routing::get(relay_nonce),
+            )
+            .route("/dandelion/ws", axum::routing::any(relay_upgrade))
+            .with_state(relay);
+        tokio::spawn(serve_on(listener, router, shutdown.clone()));
+        format!("wss://{addr}/dandelion/ws")
+    });
+
+    let boxy =
+        dandelion_core::identity::Identity::generate(dandelion_core::ids::Role::Box).unwrap();
+    let err = rt
+        .block_on(dandelion_core::connection::connect_as(
+            &relay_url,
+            &entrance_id,
+            &boxy,
+            Some(JOIN_TOKEN),
+            &http,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("502"),
+        "the relay answered the client itself: {err}"
+    );
+    let outcomes = log.0.lock().unwrap().clone();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let refusal = outcomes[0].clone().unwrap_err();
+    assert!(
+        refusal.contains("refused with 401") && refusal.contains("signature does not verify"),
+        "{refusal}"
+    );
+    assert!(refused(&rt, &http, &entrance, "bad_signature") >= 1.0);
+    shutdown.trigger();
+}

@@ -9,7 +9,7 @@
 //! the file sizes; bytes go straight to a temporary file.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+
 use std::sync::Arc;
 
 use crate::listener::Remote;
@@ -36,33 +36,36 @@ use crate::ws::ServerConnection;
 /// `/dandelion/ws` and `/dandelion/ws/`.
 pub async fn publisher_ws(
     State(state): State<Arc<BoxState>>,
-    ConnectInfo(Remote { addr, .. }): ConnectInfo<Remote>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
-    admit(state, addr, request)
+    admit(state, remote, request)
 }
 
 /// `/dandelion/<box-id>/ws` and with a trailing slash: the original's path.
 pub async fn publisher_ws_with_id(
     State(state): State<Arc<BoxState>>,
-    ConnectInfo(Remote { addr, .. }): ConnectInfo<Remote>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     Path(box_id): Path<String>,
     request: Request,
 ) -> Response {
     if box_id != state.common.identity.id().as_str() {
         return (axum::http::StatusCode::NOT_FOUND, "this is another box\n").into_response();
     }
-    admit(state, addr, request)
+    admit(state, remote, request)
 }
 
-fn admit(state: Arc<BoxState>, addr: SocketAddr, request: Request) -> Response {
+fn admit(state: Arc<BoxState>, remote: Remote, request: Request) -> Response {
+    let (addr, channel) = (remote.addr, remote.channel());
     let common = &state.common;
     let admitted = (|| {
-        let peer =
-            handshake::verify_proof(request.headers(), &common.nonces, common.identity.id())?
-                .ok_or_else(|| {
-                    Refusal::unauthorized("no_proof", "prove your publisher ID first")
-                })?;
+        let peer = handshake::verify_proof(
+            request.headers(),
+            &common.nonces,
+            common.identity.id(),
+            channel,
+        )?
+        .ok_or_else(|| Refusal::unauthorized("no_proof", "prove your publisher ID first"))?;
         handshake::require_role(&peer, Role::Publisher)?;
         if !state.trusts(&peer.public_key) {
             return Err(Refusal::forbidden(

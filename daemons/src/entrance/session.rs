@@ -17,6 +17,7 @@ use crate::listener::Remote;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use dandelion_core::auth::Channel;
 use dandelion_core::connection::{ConnectionError, Incoming};
 use dandelion_core::console::Level;
 use dandelion_core::ids::Role;
@@ -46,13 +47,17 @@ enum Admitted {
 /// `GET /dandelion/ws`: admits the peer, then upgrades.
 pub async fn handle(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(Remote { addr, .. }): ConnectInfo<Remote>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
-    let ip = locate::observed_ip(addr.ip(), request.headers(), &shared.config.trusted_proxies);
+    let ip = locate::observed_ip(
+        remote.addr.ip(),
+        request.headers(),
+        &shared.config.trusted_proxies,
+    );
     // Cloned: a borrowed request (its body is not Sync) cannot be held across an await.
     let headers = request.headers().clone();
-    let admitted = match admit(&shared, &headers).await {
+    let admitted = match admit(&shared, &headers, remote.channel()).await {
         Ok(a) => a,
         Err(refusal) => {
             shared
@@ -73,9 +78,15 @@ pub async fn handle(
     })
 }
 
-async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<Admitted, Refusal> {
+async fn admit(
+    shared: &Shared,
+    headers: &HeaderMap,
+    channel: Channel,
+) -> Result<Admitted, Refusal> {
     let common = &shared.common;
-    let Some(peer) = handshake::verify_proof(headers, &common.nonces, common.identity.id())? else {
+    let Some(peer) =
+        handshake::verify_proof(headers, &common.nonces, common.identity.id(), channel)?
+    else {
         if shared.config.legacy_peers {
             return Ok(Admitted::Legacy);
         }
