@@ -321,7 +321,9 @@ fn is_playlist(name: &str) -> bool {
 async fn view(
     State(p): State<Arc<Publisher>>,
     Path(name): Path<String>,
-    ConnectInfo(Remote { addr: viewer, .. }): ConnectInfo<Remote>,
+    ConnectInfo(Remote {
+        addr: viewer, tls, ..
+    }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
     let job = match p.records.job(&name).await {
@@ -378,7 +380,7 @@ async fn view(
                 })
                 .collect()
         };
-        if let Some(best) = best_holder(&holders, now)
+        if let Some(best) = best_holder(&holders, now, tls)
             && let Ok(location) = HeaderValue::from_str(&best.url)
         {
             p.metrics.redirects.inc();

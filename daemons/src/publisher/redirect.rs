@@ -1,6 +1,10 @@
 //! Where to send a viewer: the box holding the file that is alive, near the
 //! viewer and least loaded.
 //!
+//! A viewer who asked over `https://` is sent to an `https://` copy when there is
+//! one: a browser page served over TLS may not fetch from plain HTTP (mixed
+//! content). Plain viewers take either.
+//!
 //! Nearness comes first but in coarse steps, so that two boxes in the same metro
 //! area are told apart by load rather than by a few kilometres; within a step a
 //! box a serve probe has proven serving goes before one not probed yet. A box
@@ -50,14 +54,21 @@ fn distance_step(h: &Holder) -> u64 {
         .map_or(u64::MAX, |d| (d.max(0.0) / DISTANCE_STEP_KM) as u64)
 }
 
-/// The box to redirect to, if any may serve the file now.
-pub fn best_holder(holders: &[Holder], now: u64) -> Option<&Holder> {
+/// Whether a copy cannot be fetched by a page the viewer loaded over TLS.
+fn mixed_content(h: &Holder, https_viewer: bool) -> bool {
+    https_viewer && !h.url.starts_with("https://")
+}
+
+/// The box to redirect to, if any may serve the file now; `https_viewer` when
+/// the viewer asked over TLS.
+pub fn best_holder(holders: &[Holder], now: u64, https_viewer: bool) -> Option<&Holder> {
     holders
         .iter()
         .filter(|h| h.live && h.serve != Serve::Failing && h.expires_at > now)
         .min_by(|a, b| {
-            distance_step(a)
-                .cmp(&distance_step(b))
+            mixed_content(a, https_viewer)
+                .cmp(&mixed_content(b, https_viewer))
+                .then(distance_step(a).cmp(&distance_step(b)))
                 .then(a.serve.cmp(&b.serve))
                 .then(a.load.partial_cmp(&b.load).unwrap_or(Ordering::Equal))
                 .then_with(|| a.box_id.cmp(&b.box_id))
@@ -86,7 +97,7 @@ mod tests {
         let near_busy = holder(2, Some(10.0), 0.9);
         let near_idle = holder(3, Some(60.0), 0.1);
         let all = [far, near_busy, near_idle.clone()];
-        assert_eq!(best_holder(&all, 0), Some(&near_idle));
+        assert_eq!(best_holder(&all, 0, false), Some(&near_idle));
     }
 
     #[test]
@@ -99,9 +110,9 @@ mod tests {
         expired.expires_at = 10;
         let unknown = holder(4, None, 0.5);
         let all = [dead, failing, expired, unknown.clone()];
-        assert_eq!(best_holder(&all, 10), Some(&unknown));
+        assert_eq!(best_holder(&all, 10, false), Some(&unknown));
         assert_eq!(
-            best_holder(&all[..3], 10),
+            best_holder(&all[..3], 10, false),
             None,
             "nobody qualifies: serve from the origin"
         );
@@ -113,8 +124,12 @@ mod tests {
         near_failing.serve = Serve::Failing;
         let far_serving = holder(2, Some(4000.0), 0.9);
         let all = [near_failing.clone(), far_serving.clone()];
-        assert_eq!(best_holder(&all, 0), Some(&far_serving));
-        assert_eq!(best_holder(&[near_failing], 0), None, "the origin serves");
+        assert_eq!(best_holder(&all, 0, false), Some(&far_serving));
+        assert_eq!(
+            best_holder(&[near_failing], 0, false),
+            None,
+            "the origin serves"
+        );
     }
 
     #[test]
@@ -123,13 +138,27 @@ mod tests {
         fresh.serve = Serve::Unprobed;
         let proven = holder(2, Some(20.0), 0.5);
         let all = [fresh.clone(), proven.clone()];
-        assert_eq!(best_holder(&all, 0), Some(&proven));
+        assert_eq!(best_holder(&all, 0, false), Some(&proven));
         let far_proven = holder(3, Some(3000.0), 0.0);
         let all = [fresh.clone(), far_proven];
         assert_eq!(
-            best_holder(&all, 0),
+            best_holder(&all, 0, false),
             Some(&fresh),
             "nearness still comes first"
         );
+    }
+
+    #[test]
+    fn an_https_viewer_goes_to_an_https_copy_when_there_is_one() {
+        let near_plain = holder(1, Some(5.0), 0.0);
+        let far_tls = Holder {
+            url: "https://box.example.net/f".into(),
+            ..holder(2, Some(5000.0), 0.9)
+        };
+        let all = [near_plain.clone(), far_tls.clone()];
+        assert_eq!(best_holder(&all, 0, true), Some(&far_tls));
+        assert_eq!(best_holder(&all, 0, false), Some(&near_plain));
+        // Without an https copy, the plain one still beats the origin.
+        assert_eq!(best_holder(&all[..1], 0, true), Some(&near_plain));
     }
 }
