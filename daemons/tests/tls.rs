@@ -167,8 +167,9 @@ fn a_whole_network_runs_on_https_and_wss() {
     assert!(fetched.body == bytes, "the box serves the pushed bytes");
 }
 
-/// A client that does not trust the listener's certificate, and a plain-HTTP
-/// client on a TLS port, get nothing; the listener counts each refusal.
+/// A client that does not trust the listener's certificate, one shown an
+/// expired certificate, and a plain-HTTP client on a TLS port get nothing; the
+/// listener counts each refusal.
 #[test]
 fn clients_that_do_not_speak_or_trust_tls_are_refused_and_counted() {
     let root = tempfile::tempdir().unwrap();
@@ -189,6 +190,20 @@ fn clients_that_do_not_speak_or_trust_tls_are_refused_and_counted() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("invalid peer certificate"), "{err}");
+
+    // An expired certificate from a trusted CA.
+    let (old_cert, old_key) = ca.issue_expired("expired");
+    let expired = DaemonBuilder::new("entrance", &root.path().join("expired"))
+        .tls(&old_cert, &old_key)
+        .spawn();
+    let err = rt
+        .block_on(http.get(&format!("{}/healthz", https(&expired)), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("invalid peer certificate: certificate expired"),
+        "{err}"
+    );
 
     // Plain HTTP on the TLS port.
     let plain = rt.block_on(http.get(

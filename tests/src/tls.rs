@@ -42,11 +42,28 @@ impl TestCa {
     /// A certificate for 127.0.0.1 and localhost signed by this CA, written as
     /// `dir/<name>.crt` and `dir/<name>.key`; returns (certificate, key).
     pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.issue_with(name, |_| {})
+    }
+
+    /// [`TestCa::issue`] for a certificate that expired in 2020.
+    pub fn issue_expired(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.issue_with(name, |params| {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        })
+    }
+
+    fn issue_with(
+        &self,
+        name: &str,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("leaf key: {e}"));
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
                 .unwrap_or_else(|e| panic!("leaf: {e}"));
         params.distinguished_name.push(DnType::CommonName, name);
+        tweak(&mut params);
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params
             .signed_by(&key, &issuer)
