@@ -607,3 +607,59 @@ fn a_session_proof_cannot_be_relayed_to_another_tls_connection() {
     assert!(refused(&rt, &http, &entrance, "bad_signature") >= 1.0);
     shutdown.trigger();
 }
+
+/// A flood of connections that never finish their TLS handshake holds at most
+/// `MAX_HANDSHAKES` of them, each for at most `HANDSHAKE_TIMEOUT`: the rest are
+/// closed at once and counted, and once the flood's handshakes time out a real
+/// client is served again.
+#[test]
+fn a_tls_handshake_flood_is_bounded_and_passes() {
+    use dandelion_daemons::listener::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+    use std::io::Read;
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&root.path().join("pki"), "flood-ca");
+    dandelion_core::tls::trust(&ca.ca_file).unwrap();
+    let (cert, key) = ca.issue("entrance");
+    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
+        .tls(&cert, &key)
+        .spawn();
+    let extra = 40;
+    let flood: Vec<std::net::TcpStream> = (0..MAX_HANDSHAKES + extra)
+        .map(|_| std::net::TcpStream::connect(entrance.addr()).unwrap())
+        .collect();
+    // The connections beyond the bound are closed without a word; the first
+    // ones are still held, waiting for a ClientHello.
+    let closed_now = |tcp: &std::net::TcpStream| {
+        let mut tcp = tcp;
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        match tcp.read(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    };
+    let closed = flood
+        .iter()
+        .rev()
+        .take(extra)
+        .filter(|t| closed_now(t))
+        .count();
+    assert_eq!(closed, extra, "every connection beyond the bound is closed");
+    assert!(!closed_now(&flood[0]), "the first ones are held");
+    // Once the held handshakes time out, a real client is served.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let started = std::time::Instant::now();
+    wait_for(
+        "the entrance to serve again",
+        HANDSHAKE_TIMEOUT + SOON,
+        || {
+            let r = rt.block_on(http.get(&format!("{}/healthz", https(&entrance)), &[]));
+            r.ok().filter(|r| r.status == 200).map(|_| ())
+        },
+    );
+    assert!(started.elapsed() < HANDSHAKE_TIMEOUT + SOON);
+    assert!(refused(&rt, &http, &entrance, "tls_busy") >= extra as f64);
+    assert!(refused(&rt, &http, &entrance, "tls_timeout") >= 1.0);
+    drop(flood);
+}
