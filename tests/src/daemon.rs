@@ -187,9 +187,10 @@ impl Daemon {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://…` for a daemon on TLS.
     pub fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.builder.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn data_dir(&self) -> &Path {

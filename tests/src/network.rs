@@ -18,6 +18,8 @@ pub struct Network {
     pub entrance: Daemon,
     pub boxes: Vec<Daemon>,
     pub publisher: Daemon,
+    /// The private CA every daemon trusts, on a network started with `tls()`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What `dandelion id ROLE` prints for a data directory (creating the key if
@@ -59,6 +61,7 @@ pub struct NetworkBuilder {
     heartbeat_secs: u64,
     expire_secs: u64,
     publisher_lines: Vec<String>,
+    tls: bool,
 }
 
 impl NetworkBuilder {
@@ -71,6 +74,7 @@ impl NetworkBuilder {
             heartbeat_secs: 1,
             expire_secs: 10,
             publisher_lines: Vec::new(),
+            tls: false,
         }
     }
 
@@ -88,6 +92,14 @@ impl NetworkBuilder {
         self
     }
 
+    /// Every daemon on TLS with a certificate from a private CA (`root/pki`)
+    /// that every daemon trusts (`ca_file`), as an operator's own CA would be;
+    /// URLs are `https://` and `wss://`, and the network file names the CA.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// A `key = value` line (TOML) for the publisher's section.
     pub fn publisher_setting(mut self, line: impl Into<String>) -> Self {
         self.publisher_lines.push(line.into());
@@ -96,6 +108,18 @@ impl NetworkBuilder {
 
     pub fn start(self) -> Network {
         let root = &self.root;
+        let ca = self
+            .tls
+            .then(|| crate::tls::TestCa::new(&root.join("pki"), "testkit-ca"));
+        // On TLS: a certificate of its own, and the CA trusted, for a daemon.
+        let secured = |b: DaemonBuilder, name: &str| match &ca {
+            Some(ca) => {
+                let (cert, key) = ca.issue(name);
+                b.top(format!("ca_file = {:?}", ca.ca_file.display().to_string()))
+                    .tls(&cert, &key)
+            }
+            None => b,
+        };
         let publisher_dir = root.join("publisher");
         let key = publisher_key(&publisher_dir);
         let geo_db = self.located.then(|| crate::geo::write_city_db(root));
@@ -110,10 +134,11 @@ impl NetworkBuilder {
         if let Some(db) = &geo_db {
             entrance = entrance.set(format!("geoip_db = {:?}", db.display().to_string()));
         }
-        let entrance = entrance.spawn();
+        let entrance = secured(entrance, "entrance").spawn();
+        let ws = if self.tls { "wss" } else { "ws" };
         // Pinned as an operator would: the URL and the ID `dandelion id entrance` printed.
         let entrance_ws = format!(
-            "ws://127.0.0.1:{}/dandelion/ws#{entrance_id}",
+            "{ws}://127.0.0.1:{}/dandelion/ws#{entrance_id}",
             entrance.port()
         );
         let boxes = (0..self.boxes)
@@ -126,7 +151,7 @@ impl NetworkBuilder {
                 if self.located {
                     b = b.set(format!("bind_outgoing = \"127.0.0.{}\"", 2 + i));
                 }
-                b.spawn()
+                secured(b, &format!("box-{i}")).spawn()
             })
             .collect();
         let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
@@ -138,11 +163,12 @@ impl NetworkBuilder {
         if let Some(db) = &geo_db {
             publisher = publisher.set(format!("geoip_db = {:?}", db.display().to_string()));
         }
-        let publisher = publisher.spawn();
+        let publisher = secured(publisher, "publisher").spawn();
         Network {
             entrance,
             boxes,
             publisher,
+            ca_file: ca.map(|ca| ca.ca_file),
         }
     }
 }
@@ -160,6 +186,7 @@ impl Network {
             "entrance_dir": self.entrance.data_dir(),
             "publisher_dir": self.publisher.data_dir(),
             "box_dirs": self.boxes.iter().map(Daemon::data_dir).collect::<Vec<_>>(),
+            "ca_file": self.ca_file,
         });
         std::fs::write(&path, text.to_string())
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));

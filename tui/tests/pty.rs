@@ -60,8 +60,11 @@ fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
 #[test]
 fn an_operator_watches_pushes_evicts_and_rides_out_an_entrance_restart() {
     let root = tempfile::tempdir().unwrap();
+    // On TLS, as a real network runs: the console attaches over wss:// to every
+    // daemon, trusting the network's CA from the network file.
     let mut net = NetworkBuilder::new(&root.path().join("net"), 3)
         .located()
+        .tls()
         .start();
     let described = root.path().join("described");
     std::fs::create_dir_all(&described).unwrap();
