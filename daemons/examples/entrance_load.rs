@@ -7,13 +7,19 @@
 //! ```text
 //! cargo run --release --example entrance_load -- \
 //!     --url ws://127.0.0.1:7070/dandelion/ws#ENTRANCE-ID --join TOKEN \
-//!     --boxes 20000 --interval 5 --duration 60 [--pid PID] [--sources 8]
+//!     --boxes 20000 --interval 5 --duration 60 [--pid PID] [--sources 8] \
+//!     [--ca CA.pem]
 //! ```
+//!
+//! `--ca FILE` trusts the CA certificates in FILE (PEM) besides the system's
+//! roots, as a daemon's `ca_file` does, so that the tool can dial an entrance
+//! on `wss://` whose certificate a private CA signed.
 //!
 //! Sessions connect from 127.0.0.2, .3, … (`--sources`) so that tens of
 //! thousands of connections do not run out of ephemeral ports on one address.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,6 +43,8 @@ struct Args {
     duration: Duration,
     pid: Option<u32>,
     sources: u8,
+    /// A CA bundle to trust for `wss://` (`core::tls::trust`).
+    ca: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -48,6 +56,7 @@ fn parse_args() -> anyhow::Result<Args> {
         duration: Duration::from_secs(30),
         pid: None,
         sources: 8,
+        ca: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--duration" => args.duration = Duration::from_secs_f64(value.parse()?),
             "--pid" => args.pid = Some(value.parse()?),
             "--sources" => args.sources = value.parse()?,
+            "--ca" => args.ca = Some(PathBuf::from(value)),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -150,6 +160,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(parse_args()?);
+    if let Some(ca) = &args.ca {
+        dandelion_core::tls::trust(ca).with_context(|| format!("--ca {}", ca.display()))?;
+    }
     let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
     let connected = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
