@@ -22,8 +22,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::auth::{
-    self, AuthError, CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, EXPORTER_LABEL, NONCE_PATH,
-    Nonce,
+    self, AuthError, CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, NONCE_PATH, Nonce,
 };
 use crate::http::{HttpClient, origin_of};
 use crate::identity::Identity;
@@ -348,10 +347,7 @@ async fn open(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
-    let exporter = stream
-        .get_ref()
-        .1
-        .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+    let exporter = crate::tls::exporter(std::ops::Deref::deref(stream.get_ref().1))
         .map_err(|e| format!("TLS exporter: {e}"))?;
     Ok((
         MaybeTlsStream::Rustls(stream),

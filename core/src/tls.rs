@@ -57,6 +57,13 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
     }
 }
 
+/// A TLS connection's RFC 9266 `tls-exporter` value, the same at both ends:
+/// what a session proof presented on the connection signs
+/// (`crate::auth::Channel::TlsExporter`).
+pub fn exporter<D>(connection: &rustls::ConnectionCommon<D>) -> Result<[u8; 32], rustls::Error> {
+    connection.export_keying_material([0u8; 32], crate::auth::EXPORTER_LABEL, None)
+}
+
 /// Every certificate in a PEM file, in order.
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = fs::read(path).map_err(|e| read_error(path, e))?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
-use dandelion_core::auth::{Channel, EXPORTER_LABEL};
+use dandelion_core::auth::Channel;
 use dandelion_core::tls::ServerTls;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -206,11 +206,8 @@ async fn accept_tls(
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    let binding = tls
-                        .get_ref()
-                        .1
-                        .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
-                        .ok();
+                    let binding =
+                        dandelion_core::tls::exporter(std::ops::Deref::deref(tls.get_ref().1)).ok();
                     let remote = Remote {
                         addr,
                         tls: true,

@@ -81,7 +81,7 @@ pub async fn signal() {
                     Some(h) => h.recv().await,
                     None => std::future::pending().await,
                 }
-            } => tracing::info!("SIGHUP received: TLS certificates are read again; nothing else reloads"),
+            } => tracing::info!("SIGHUP received: TLS listeners read their certificates again; nothing else reloads"),
         }
     }
 }
