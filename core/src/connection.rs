@@ -24,7 +24,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::auth::{
     self, AuthError, CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, NONCE_PATH, Nonce,
 };
-use crate::http::{HttpClient, origin_of};
 use crate::identity::Identity;
 use crate::ids::NodeId;
 use crate::protocol::{Message, ProtocolError};
@@ -248,31 +247,36 @@ pub async fn connect_with(
     let carries_token = headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
-    connect_on(url, options, carries_token, |_channel| {
-        headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    })
-    .await
+    let dialled = dial(url, options, carries_token).await?;
+    let headers = headers
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    upgrade(url, dialled, headers).await
 }
 
-/// Opens the connection (TCP, then TLS for `wss://`), asks `headers` for the
-/// upgrade request's headers knowing the connection's channel binding, and
-/// upgrades; each step within [`CONNECT_TIMEOUT`]. A token for another machine
-/// over a plain connection is refused before anything is opened.
-async fn connect_on(
+/// A connection opened for an upgrade: the request to send on it and the
+/// connection's channel binding.
+struct Dialled {
+    request: tungstenite::handshake::client::Request,
+    stream: MaybeTlsStream<TcpStream>,
+    channel: Channel,
+}
+
+/// Opens the connection (TCP, then TLS for `wss://`) within [`CONNECT_TIMEOUT`].
+/// A token for another machine over a plain connection is refused before
+/// anything is opened.
+async fn dial(
     url: &str,
     options: ConnectOptions,
     carries_token: bool,
-    headers: impl FnOnce(Channel) -> Vec<(String, String)>,
-) -> Result<ClientConnection, ConnectionError> {
+) -> Result<Dialled, ConnectionError> {
     let ws_url = websocket_url(url)?;
     let fail = |cause: String| ConnectionError::Connect {
         url: url.to_owned(),
         cause,
     };
-    let mut request = ws_url
+    let request = ws_url
         .as_str()
         .into_client_request()
         .map_err(|e| fail(e.to_string()))?;
@@ -282,18 +286,37 @@ async fn connect_on(
             url,
         )));
     }
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(request.uri(), options)).await;
-    let (stream, channel) = match opened {
-        Err(_) => {
-            return Err(fail(format!(
-                "no answer within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            )));
-        }
-        Ok(Err(e)) => return Err(fail(e)),
-        Ok(Ok(opened)) => opened,
+    match tokio::time::timeout(CONNECT_TIMEOUT, open(request.uri(), options)).await {
+        Err(_) => Err(fail(format!(
+            "no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(e)) => Err(fail(e)),
+        Ok(Ok((stream, channel))) => Ok(Dialled {
+            request,
+            stream,
+            channel,
+        }),
+    }
+}
+
+/// Upgrades a dialled connection to a WebSocket with `headers` on the upgrade
+/// request, within [`CONNECT_TIMEOUT`].
+async fn upgrade(
+    url: &str,
+    dialled: Dialled,
+    headers: Vec<(String, String)>,
+) -> Result<ClientConnection, ConnectionError> {
+    let fail = |cause: String| ConnectionError::Connect {
+        url: url.to_owned(),
+        cause,
     };
-    for (name, value) in headers(channel) {
+    let Dialled {
+        mut request,
+        stream,
+        ..
+    } = dialled;
+    for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| fail(e.to_string()))?;
         let value = HeaderValue::from_str(&value).map_err(|e| fail(e.to_string()))?;
         request.headers_mut().insert(name, value);
@@ -376,37 +399,92 @@ async fn connect_from(local: IpAddr, host: &str, port: u16) -> std::io::Result<T
     Err(last)
 }
 
-/// Opens a mutually authenticated WebSocket to the daemon `expect` at `url`:
-/// asks for the daemon's nonce while sending one of our own, checks the daemon's
-/// proof that it is `expect`, and only then signs the daemon's nonce for
-/// `expect` and presents that proof (and `bearer`, a join or admin token, when
-/// given) on the upgrade request. A daemon that cannot prove it is `expect` gets
-/// no signature and no token: [`ConnectionError::Unproven`].
+/// Largest nonce answer read: a challenge with its proof is well under 2 KiB.
+const MAX_CHALLENGE: usize = 16 << 10;
+
+/// `GET /dandelion/nonce?peer=&nonce=` on the very connection that will be
+/// upgraded (HTTP/1.1 keep-alive), so a daemon whose TLS ends in itself signs
+/// this connection's exporter: a relay that forwards the request gets a proof
+/// bound to its own connection, which the client rejects. Hands the connection
+/// back for the upgrade.
+async fn ask_nonce(
+    dialled: Dialled,
+    me: &NodeId,
+    ours: &Nonce,
+) -> Result<(Dialled, Challenge), String> {
+    use http_body_util::BodyExt;
+    let Dialled {
+        request,
+        stream,
+        channel,
+    } = dialled;
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn.without_shutdown());
+    let ask = hyper::Request::get(format!("{NONCE_PATH}?peer={me}&nonce={}", ours.as_str()))
+        .header(hyper::header::HOST, authority)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(ask).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_CHALLENGE)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    drop(sender);
+    let parts = conn
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    if !parts.read_buf.is_empty() {
+        return Err("the daemon sent more than its nonce".to_owned());
+    }
+    let challenge: Challenge =
+        serde_json::from_slice(&body).map_err(|e| format!("the nonce does not decode: {e}"))?;
+    let dialled = Dialled {
+        request,
+        stream: parts.io.into_inner(),
+        channel,
+    };
+    Ok((dialled, challenge))
+}
+
+/// Opens a mutually authenticated WebSocket to the daemon `expect` at `url`, on
+/// one connection: asks for the daemon's nonce while sending one of our own,
+/// checks the daemon's proof that it is `expect` — bound to this connection
+/// when TLS ends in the daemon — and only then signs the daemon's nonce for
+/// `expect` and upgrades, presenting that proof (and `bearer`, a join or admin
+/// token, when given). A daemon that cannot prove it is `expect` gets no
+/// signature and no token: [`ConnectionError::Unproven`].
 pub async fn connect_as(
     url: &str,
     expect: &NodeId,
     identity: &Identity,
     bearer: Option<&str>,
-    http: &HttpClient,
 ) -> Result<ClientConnection, ConnectionError> {
-    connect_as_with(
-        url,
-        expect,
-        identity,
-        bearer,
-        http,
-        ConnectOptions::default(),
-    )
-    .await
+    connect_as_with(url, expect, identity, bearer, ConnectOptions::default()).await
 }
 
-/// [`connect_as`] with [`ConnectOptions`] (the nonce is fetched with `http` as is).
+/// [`connect_as`] with [`ConnectOptions`].
 pub async fn connect_as_with(
     url: &str,
     expect: &NodeId,
     identity: &Identity,
     bearer: Option<&str>,
-    http: &HttpClient,
     options: ConnectOptions,
 ) -> Result<ClientConnection, ConnectionError> {
     let fail = |cause: String| ConnectionError::Connect {
@@ -418,59 +496,52 @@ pub async fn connect_as_with(
         expected: expect.clone(),
         cause,
     };
-    let origin =
-        origin_of(url).ok_or_else(|| ConnectionError::BadUrl(url.escape_debug().to_string()))?;
     let ours = Nonce::random().map_err(|e| fail(e.to_string()))?;
-    let response = http
-        .get(
-            &format!(
-                "{origin}{NONCE_PATH}?peer={}&nonce={}",
-                identity.id(),
-                ours.as_str()
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| fail(format!("fetching a handshake nonce: {e}")))?;
-    if !response.status.is_success() {
-        return Err(fail(format!(
-            "fetching a handshake nonce: {}: {}",
-            response.status,
-            response.text().trim()
-        )));
-    }
-    let challenge: Challenge = response
-        .json()
-        .map_err(|e| fail(format!("the handshake nonce does not decode: {e}")))?;
+    let dialled = dial(url, options, bearer.is_some()).await?;
+    let asked = tokio::time::timeout(CONNECT_TIMEOUT, ask_nonce(dialled, identity.id(), &ours));
+    let (dialled, challenge) = match asked.await {
+        Err(_) => {
+            return Err(fail(format!(
+                "fetching a handshake nonce: no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(e)) => return Err(fail(format!("fetching a handshake nonce: {e}"))),
+        Ok(Ok(asked)) => asked,
+    };
     if &challenge.id != expect {
         return Err(unproven(AuthError::WrongPeer {
             expected: expect.to_string(),
             found: challenge.id.to_string(),
         }));
     }
+    // Both proofs sign this connection when TLS ends in the daemon (it says
+    // so, and its proof shows it); behind a TLS-terminating proxy the nonces
+    // alone.
+    let channel = match challenge.channel.as_deref() {
+        Some(CHANNEL_TLS_EXPORTER) => dialled.channel,
+        _ => Channel::Unbound,
+    };
     let theirs = challenge
         .proof
         .as_ref()
         .ok_or_else(|| unproven(AuthError::NoServerProof))?;
-    auth::verify_from(theirs, expect, &Claim::session_server(identity.id(), &ours))
-        .map_err(unproven)?;
-    // Bound to the upgrade's own TLS connection when TLS ends in the daemon (it
-    // says so); behind a TLS-terminating proxy the nonce alone.
-    let bind = challenge.channel.as_deref() == Some(CHANNEL_TLS_EXPORTER);
-    connect_on(url, options, bearer.is_some(), |channel| {
-        let channel = if bind { channel } else { Channel::Unbound };
-        let proof = identity.prove(&Claim::session_client(expect, &challenge.nonce).on(channel));
-        let mut headers: Vec<(String, String)> = proof
-            .headers()
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect();
-        if let Some(token) = bearer {
-            headers.push(("authorization".to_owned(), format!("Bearer {token}")));
-        }
-        headers
-    })
-    .await
+    auth::verify_from(
+        theirs,
+        expect,
+        &Claim::session_server(identity.id(), &ours).on(channel),
+    )
+    .map_err(unproven)?;
+    let proof = identity.prove(&Claim::session_client(expect, &challenge.nonce).on(channel));
+    let mut headers: Vec<(String, String)> = proof
+        .headers()
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    if let Some(token) = bearer {
+        headers.push(("authorization".to_owned(), format!("Bearer {token}")));
+    }
+    upgrade(url, dialled, headers).await
 }
 
 #[cfg(test)]

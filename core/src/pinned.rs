@@ -75,6 +75,22 @@ impl PinnedUrl {
         &self.id
     }
 
+    /// Whether the URL reaches another machine without TLS: there the pin
+    /// holds only as far as the path is honest (anyone on it can answer with
+    /// the real daemon's proofs, see `docs/security.md`).
+    pub fn is_plain_remote(&self) -> bool {
+        let (scheme, rest) = self.url.split_once("://").unwrap_or_default();
+        let plain = matches!(scheme.to_ascii_lowercase().as_str(), "ws" | "http");
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                host
+            }
+            _ => authority,
+        };
+        plain && !crate::tokens::is_local_host(host)
+    }
+
     /// Refuses a pin to a daemon of another role than `expected`.
     pub fn require_role(&self, expected: Role) -> Result<(), PinError> {
         if self.id.role() == expected {
@@ -137,6 +153,23 @@ mod tests {
                 "`ws://10.0.0.1:7070/dandelion/ws` is pinned to {ID}; expected an ID starting `box-`"
             )
         );
+    }
+
+    #[test]
+    fn only_plain_urls_to_other_machines_are_plain_remote() {
+        for (url, remote) in [
+            ("ws://10.0.0.1:7070/dandelion/ws", true),
+            ("http://entrance.example/dandelion/ws", true),
+            ("wss://10.0.0.1:7070/dandelion/ws", false),
+            ("https://entrance.example/dandelion/ws", false),
+            ("ws://127.0.0.1:7070/dandelion/ws", false),
+            ("ws://localhost/dandelion/ws", false),
+            ("ws://[::1]:7070/dandelion/ws", false),
+            ("ws://[2001:db8::1]:7070/dandelion/ws", true),
+        ] {
+            let pin = PinnedUrl::parse(&format!("{url}#{ID}")).unwrap();
+            assert_eq!(pin.is_plain_remote(), remote, "{url}");
+        }
     }
 
     #[test]

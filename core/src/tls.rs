@@ -130,6 +130,9 @@ impl ServerTls {
             .with_no_client_auth()
             .with_cert_resolver(current.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // RFC 9266: the exporter identifies a TLS 1.2 connection only with the
+        // extended master secret; TLS 1.3 always does.
+        config.require_ems = true;
         Ok(ServerTls {
             cert: cert.to_owned(),
             key: key.to_owned(),
@@ -235,11 +238,13 @@ pub fn client_config() -> Result<Arc<ClientConfig>, TlsError> {
             "some configured CA certificates could not be used as roots"
         );
     }
-    let config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // As the servers do (RFC 9266): no TLS 1.2 without the extended master secret.
+    config.require_ems = true;
     let config = Arc::new(config);
     trust.config = Some(config.clone());
     Ok(config)

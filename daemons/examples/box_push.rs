@@ -17,7 +17,6 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use dandelion_core::connection::{Incoming, connect_as};
 use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
-use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::Role;
 use dandelion_core::pinned::PinnedUrl;
@@ -48,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let to = PinnedUrl::parse(&to)?;
     let identity = Identity::load_or_create(&key_dir, Role::Publisher)?;
-    let mut conn = connect_as(to.url(), to.id(), &identity, None, &HttpClient::default()).await?;
+    let mut conn = connect_as(to.url(), to.id(), &identity, None).await?;
     conn.send(&Message::Publish(Publish {
         header: Header::new(identity.id().clone()),
         extra: Default::default(),

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use dandelion_core::connection::{ConnectOptions, Incoming, connect_as_with};
-use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::pinned::PinnedUrl;
@@ -170,11 +169,10 @@ async fn main() -> anyhow::Result<()> {
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Handshakes at most this many at a time, as a fleet would trickle in.
     let gate = Arc::new(Semaphore::new(256));
-    let http = HttpClient::new(Duration::from_secs(30));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for n in 0..args.boxes {
-        let (args, latencies, connected, failed, errors, measuring, gate, http) = (
+        let (args, latencies, connected, failed, errors, measuring, gate) = (
             args.clone(),
             latencies.clone(),
             connected.clone(),
@@ -182,7 +180,6 @@ async fn main() -> anyhow::Result<()> {
             errors.clone(),
             measuring.clone(),
             gate.clone(),
-            http.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let identity = Identity::generate(Role::Box)?;
@@ -201,7 +198,6 @@ async fn main() -> anyhow::Result<()> {
                 entrance.id(),
                 &identity,
                 Some(&args.join),
-                &http,
                 options,
             )
             .await;

@@ -206,14 +206,21 @@ async fn accept_tls(
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    let binding =
-                        dandelion_core::tls::exporter(std::ops::Deref::deref(tls.get_ref().1)).ok();
-                    let remote = Remote {
-                        addr,
-                        tls: true,
-                        binding,
-                    };
-                    let _ = tx.send((Either::Right(tls), remote)).await;
+                    // Without the exporter no proof could be bound to the
+                    // connection: not one to serve.
+                    match dandelion_core::tls::exporter(std::ops::Deref::deref(tls.get_ref().1)) {
+                        Ok(binding) => {
+                            let remote = Remote {
+                                addr,
+                                tls: true,
+                                binding: Some(binding),
+                            };
+                            let _ = tx.send((Either::Right(tls), remote)).await;
+                        }
+                        Err(e) => {
+                            refuse(&common, addr, "tls_exporter", &format!("TLS exporter: {e}"))
+                        }
+                    }
                 }
                 Ok(Err(e)) => refuse(&common, addr, "tls_handshake", &format!("TLS: {e}")),
                 Err(_) => refuse(

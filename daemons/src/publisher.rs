@@ -223,6 +223,13 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         ),
         None => None,
     };
+    for entrance in pc.entrances.iter().filter(|e| e.is_plain_remote()) {
+        tracing::warn!(
+            entrance = %entrance,
+            "this entrance is reached without TLS: anyone on the path can answer as it and \
+             choose the boxes files go to; give it a certificate and use wss://"
+        );
+    }
     let mut directory = Directory::default();
     directory.allow_legacy = pc.unverified_boxes;
     let publisher = Arc::new(Publisher {

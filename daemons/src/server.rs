@@ -14,7 +14,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dandelion_core::auth::{CHANNEL_TLS_EXPORTER, Challenge, Claim, NONCE_PATH, Nonce, NonceBook};
+use dandelion_core::auth::{
+    CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, NONCE_PATH, Nonce, NonceBook,
+};
 use dandelion_core::config::{self, Config};
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
@@ -133,6 +135,7 @@ async fn metrics(State(common): State<Arc<Common>>) -> Response {
 /// `GET /dandelion/nonce[?peer=<client-id>&nonce=<64 hex>]`: this server's nonce,
 /// and with the query its own session proof for that client and nonce, so the
 /// client knows whom it is about to sign for (see `dandelion_core::auth`).
+/// Clients ask on the connection they then upgrade (`connect_as`).
 async fn nonce(
     State(common): State<Arc<Common>>,
     // Optional: the tests' stand-in servers may run without connect info.
@@ -154,6 +157,9 @@ async fn nonce(
             return (StatusCode::BAD_REQUEST, "`peer` and `nonce` go together\n").into_response();
         }
     };
+    // TLS ends here: both proofs sign this connection, the one the client
+    // upgrades next, so neither can be relayed to another.
+    let channel = remote.map_or(Channel::Unbound, |r| r.0.0.channel());
     match common.nonces.issue() {
         Ok(nonce) => axum::Json(Challenge {
             id: common.identity.id().clone(),
@@ -161,12 +167,9 @@ async fn nonce(
             proof: asked.map(|(peer, theirs)| {
                 common
                     .identity
-                    .prove(&Claim::session_server(&peer, &theirs))
+                    .prove(&Claim::session_server(&peer, &theirs).on(channel))
             }),
-            // TLS ends here: the client's proof must sign its connection.
-            channel: remote
-                .is_some_and(|r| r.0.0.binding.is_some())
-                .then(|| CHANNEL_TLS_EXPORTER.to_owned()),
+            channel: (channel != Channel::Unbound).then(|| CHANNEL_TLS_EXPORTER.to_owned()),
         })
         .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),

@@ -410,9 +410,8 @@ fn heartbeat_advertising(
     let advertised = advertised.clone();
     let me = me.clone();
     let journal = journal.clone();
-    let http = lab.http.clone();
     lab.rt.spawn(async move {
-        let opened = connect_as(entrance.url(), entrance.id(), &me, Some(JOIN_TOKEN), &http).await;
+        let opened = connect_as(entrance.url(), entrance.id(), &me, Some(JOIN_TOKEN)).await;
         let mut conn = match opened {
             Ok(conn) => conn,
             Err(e) => return journal.note(Seen::Trouble(format!("registering: {e}"))),
@@ -852,7 +851,7 @@ async fn rogue_ws(State(r): State<Rogue>, request: Request) -> Response {
 fn try_publish(lab: &Lab, b: &Daemon, b_id: &NodeId, who: &Identity) -> Result<(), String> {
     let url = format!("ws://127.0.0.1:{}/dandelion/{b_id}/ws", b.port());
     lab.rt.block_on(async {
-        let mut conn = connect_as(&url, b_id, who, None, &lab.http)
+        let mut conn = connect_as(&url, b_id, who, None)
             .await
             .map_err(|e| e.to_string())?;
         conn.send(&Message::Publish(Publish {

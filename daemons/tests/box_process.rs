@@ -82,7 +82,6 @@ async fn a_file_expires_on_time_across_kill_9_and_restart() {
         &box_id,
         &publisher,
         None,
-        &http,
     )
     .await
     .unwrap();

@@ -115,9 +115,7 @@ async fn publish(
     box_id: &NodeId,
     publisher: &Identity,
 ) -> (ClientConnection, PublishReply) {
-    let mut conn = connect_as(url, box_id, publisher, None, &HttpClient::default())
-        .await
-        .unwrap();
+    let mut conn = connect_as(url, box_id, publisher, None).await.unwrap();
     conn.send(&Message::Publish(Publish {
         header: Header::new(publisher.id().clone()),
         extra: Default::default(),
@@ -633,7 +631,7 @@ async fn untrusted_publishers_and_other_roles_are_refused() {
     let b = start_box(|_| {}).await;
     let http = HttpClient::default();
     let stranger = Identity::generate(Role::Publisher).unwrap();
-    let err = connect_as(&b.ws, &b.id, &stranger, None, &http)
+    let err = connect_as(&b.ws, &b.id, &stranger, None)
         .await
         .unwrap_err()
         .to_string();
@@ -642,7 +640,7 @@ async fn untrusted_publishers_and_other_roles_are_refused() {
         "{err}"
     );
     let a_box = Identity::generate(Role::Box).unwrap();
-    let err = connect_as(&b.ws, &b.id, &a_box, None, &http)
+    let err = connect_as(&b.ws, &b.id, &a_box, None)
         .await
         .unwrap_err()
         .to_string();
@@ -917,12 +915,11 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
     assert_eq!(ex.traffic_flow.unwrap().requests, Some(0));
 
     // The key the entrance named now opens a publisher session.
-    let http = HttpClient::default();
     eventually(
         "the learned key to be trusted",
         Duration::from_secs(10),
         || async {
-            connect_as(&b.ws, &b.id, &learned, None, &http)
+            connect_as(&b.ws, &b.id, &learned, None)
                 .await
                 .ok()
                 .map(|_| ())

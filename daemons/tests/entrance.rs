@@ -82,8 +82,7 @@ impl TestEntrance {
     }
 
     async fn search(&self, search: impl FnOnce(&mut Search)) -> SearchReply {
-        let http = HttpClient::default();
-        let mut conn = connect_as(&self.url, &self.id, &self.publisher, None, &http)
+        let mut conn = connect_as(&self.url, &self.id, &self.publisher, None)
             .await
             .unwrap();
         let mut s = Search {
@@ -241,16 +240,9 @@ impl SimBox {
         let options = ConnectOptions {
             local_addr: Some(self.local),
         };
-        connect_as_with(
-            &e.url,
-            &e.id,
-            &self.identity,
-            Some(JOIN),
-            &HttpClient::default(),
-            options,
-        )
-        .await
-        .unwrap()
+        connect_as_with(&e.url, &e.id, &self.identity, Some(JOIN), options)
+            .await
+            .unwrap()
     }
 
     /// One heartbeat, returning the entrance's reply.
@@ -456,7 +448,7 @@ async fn an_evicted_box_is_removed_told_why_and_refused_afterwards() {
     let options = ConnectOptions {
         local_addr: Some(b.local),
     };
-    let err = connect_as_with(&e.url, &e.id, &b.identity, Some(JOIN), &http, options)
+    let err = connect_as_with(&e.url, &e.id, &b.identity, Some(JOIN), options)
         .await
         .unwrap_err()
         .to_string();
@@ -575,7 +567,7 @@ async fn a_box_cannot_use_another_boxs_id() {
         "active"
     );
     // Without the join token, or as a publisher that is not configured.
-    let err = connect_as(&e.url, &e.id, &attacker.identity, None, &http)
+    let err = connect_as(&e.url, &e.id, &attacker.identity, None)
         .await
         .unwrap_err()
         .to_string();
@@ -584,7 +576,7 @@ async fn a_box_cannot_use_another_boxs_id() {
         "{err}"
     );
     let stranger = Identity::generate(Role::Publisher).unwrap();
-    let err = connect_as(&e.url, &e.id, &stranger, None, &http)
+    let err = connect_as(&e.url, &e.id, &stranger, None)
         .await
         .unwrap_err()
         .to_string();

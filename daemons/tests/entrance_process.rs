@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use dandelion_core::connection::{Incoming, connect_as};
-use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::{Exchange, Header, Message};
@@ -58,15 +57,9 @@ fn boxes_and_evict_work_against_a_running_entrance() {
     let id = boxy.id().to_string();
     let mut conn = runtime.block_on(async {
         let url = format!("ws://127.0.0.1:{port}/dandelion/ws/");
-        let mut conn = connect_as(
-            &url,
-            &entrance_id,
-            &boxy,
-            Some(JOIN),
-            &HttpClient::default(),
-        )
-        .await
-        .unwrap();
+        let mut conn = connect_as(&url, &entrance_id, &boxy, Some(JOIN))
+            .await
+            .unwrap();
         let exchange = Message::Exchange(Exchange {
             header: Header::new(boxy.id().clone()),
             connect_ws: None,

@@ -123,9 +123,8 @@ fn goodbye(identity: &Identity) -> Message {
 #[tokio::test]
 async fn a_box_with_its_key_and_the_join_token_gets_in() {
     let daemon = start().await;
-    let http = HttpClient::default();
     let boxy = Identity::generate(Role::Box).unwrap();
-    let mut conn = connect_as(&daemon.url, &daemon.id, &boxy, Some(JOIN_TOKEN), &http)
+    let mut conn = connect_as(&daemon.url, &daemon.id, &boxy, Some(JOIN_TOKEN))
         .await
         .unwrap();
     conn.send(&goodbye(&boxy)).await.unwrap();
@@ -147,7 +146,7 @@ async fn every_wrong_credential_is_refused_with_its_reason_and_counted() {
         "{err}"
     );
 
-    let err = connect_as(&daemon.url, &daemon.id, &boxy, Some("guess"), &http)
+    let err = connect_as(&daemon.url, &daemon.id, &boxy, Some("guess"))
         .await
         .unwrap_err()
         .to_string();
@@ -157,7 +156,7 @@ async fn every_wrong_credential_is_refused_with_its_reason_and_counted() {
     );
 
     let publisher = Identity::generate(Role::Publisher).unwrap();
-    let err = connect_as(&daemon.url, &daemon.id, &publisher, Some(JOIN_TOKEN), &http)
+    let err = connect_as(&daemon.url, &daemon.id, &publisher, Some(JOIN_TOKEN))
         .await
         .unwrap_err()
         .to_string();
@@ -237,7 +236,7 @@ async fn a_client_signs_nothing_for_a_daemon_it_did_not_mean_to_reach() {
     let http = HttpClient::default();
     let boxy = Identity::generate(Role::Box).unwrap();
     let meant = Identity::generate(Role::Entrance).unwrap();
-    let err = connect_as(&daemon.url, meant.id(), &boxy, Some(JOIN_TOKEN), &http)
+    let err = connect_as(&daemon.url, meant.id(), &boxy, Some(JOIN_TOKEN))
         .await
         .unwrap_err()
         .to_string();

@@ -192,7 +192,7 @@ impl Net {
     fn search_at(&self, entrance: &Daemon) -> SearchReply {
         self.rt.block_on(async {
             let pin = Net::pin(entrance);
-            let mut conn = connect_as(pin.url(), pin.id(), &self.publisher, None, &self.http)
+            let mut conn = connect_as(pin.url(), pin.id(), &self.publisher, None)
                 .await
                 .unwrap();
             let search = Search {

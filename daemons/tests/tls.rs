@@ -362,7 +362,6 @@ fn tokens_never_cross_a_network_in_clear() {
             &entrance_id,
             &boxy,
             Some(JOIN_TOKEN),
-            &http,
         ))
         .unwrap_err()
         .to_string();
@@ -463,15 +462,13 @@ fn dandelion_up_runs_the_local_network_on_tls() {
     assert_eq!(fetched.body.len(), 50_000);
 }
 
-/// What the relay saw: the proof headers and token a client presented to it,
-/// and what the real entrance said when the relay presented them in turn.
+/// Every upgrade request that reached the relay, with the credentials on it.
 #[derive(Clone, Default)]
-struct RelayLog(Arc<std::sync::Mutex<Vec<Result<String, String>>>>);
+struct RelayLog(Arc<std::sync::Mutex<Vec<Vec<String>>>>);
 
 #[derive(Clone)]
 struct Relay {
     entrance: String,
-    entrance_ws: String,
     http: HttpClient,
     log: RelayLog,
 }
@@ -495,38 +492,29 @@ async fn relay_nonce(
     }
 }
 
-/// Presents the client's proof and join token to the real entrance on the
-/// relay's own TLS connection.
+/// Records what a client presented on its upgrade request.
 async fn relay_upgrade(
     axum::extract::State(r): axum::extract::State<Relay>,
     headers: http::HeaderMap,
 ) -> http::StatusCode {
-    let forwarded: Vec<(String, String)> = headers
+    let credentials = headers
         .iter()
         .filter(|(name, _)| {
             name.as_str().starts_with("x-dandelion-") || *name == http::header::AUTHORIZATION
         })
-        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
         .collect();
-    let refs: Vec<(&str, &str)> = forwarded
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let outcome = dandelion_core::connection::connect(&r.entrance_ws, &refs)
-        .await
-        .map(|_| "ADMITTED with the client's proof".to_owned())
-        .map_err(|e| e.to_string());
-    r.log.0.lock().unwrap().push(outcome);
+    r.log.0.lock().unwrap().push(credentials);
     http::StatusCode::BAD_GATEWAY
 }
 
 /// A relay that ends TLS with a certificate the client trusts, at a URL the
-/// client pinned to the real entrance's ID, forwards the nonce exchange (so the
-/// entrance's own proof satisfies the client) and then presents the client's
-/// session proof to the entrance. The proof signs the client's TLS connection
-/// to the relay, so on the relay's own connection it is refused.
+/// client pinned to the real entrance's ID, forwards the nonce exchange to the
+/// entrance. The entrance's proof signs the relay's own TLS connection to it,
+/// so the client, checking it against its connection to the relay, refuses:
+/// the relay never sees the join token or a signature it could present.
 #[test]
-fn a_session_proof_cannot_be_relayed_to_another_tls_connection() {
+fn a_relay_at_a_pinned_url_gets_no_token_and_no_signature() {
     use dandelion_daemons::listener::Listener;
     use dandelion_daemons::server::{Common, serve_on};
     use dandelion_daemons::shutdown::Shutdown;
@@ -566,7 +554,6 @@ fn a_session_proof_cannot_be_relayed_to_another_tls_connection() {
         let listener = Listener::tls(tcp, tls, common).unwrap();
         let relay = Relay {
             entrance: https(&entrance),
-            entrance_ws: format!("wss://127.0.0.1:{}/dandelion/ws", entrance.port()),
             http: http.clone(),
             log: log.clone(),
         };
@@ -589,23 +576,64 @@ fn a_session_proof_cannot_be_relayed_to_another_tls_connection() {
             &entrance_id,
             &boxy,
             Some(JOIN_TOKEN),
-            &http,
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            dandelion_core::connection::ConnectionError::Unproven { .. }
+        ) && err.to_string().contains("signature does not verify"),
+        "the client took the relayed proof: {err}"
+    );
+    let seen = log.0.lock().unwrap().clone();
+    assert!(seen.is_empty(), "the relay got credentials: {seen:?}");
+    shutdown.trigger();
+}
+
+/// A client proof signed for another TLS connection (as a relay would hold)
+/// is refused on this one, and counted.
+#[test]
+fn a_session_proof_for_another_tls_connection_is_refused() {
+    use dandelion_core::auth::{Challenge, Channel, Claim};
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&root.path().join("pki"), "moved-proof-ca");
+    dandelion_core::tls::trust(&ca.ca_file).unwrap();
+    let entrance_dir = root.path().join("entrance");
+    let entrance_id = dandelion_core::ids::NodeId::parse(&entrance_id(&entrance_dir)).unwrap();
+    let (cert, key) = ca.issue("entrance");
+    let entrance = DaemonBuilder::new("entrance", &entrance_dir)
+        .tls(&cert, &key)
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .spawn();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let boxy =
+        dandelion_core::identity::Identity::generate(dandelion_core::ids::Role::Box).unwrap();
+    let challenge: Challenge = rt
+        .block_on(http.get(
+            &format!("{}{}", https(&entrance), dandelion_core::auth::NONCE_PATH),
+            &[],
+        ))
+        .unwrap()
+        .json()
+        .unwrap();
+    let elsewhere = Channel::TlsExporter([7; 32]);
+    let proof = boxy.prove(&Claim::session_client(&entrance_id, &challenge.nonce).on(elsewhere));
+    let token = format!("Bearer {JOIN_TOKEN}");
+    let mut headers = proof.headers().to_vec();
+    headers.push(("authorization", &token));
+    let err = rt
+        .block_on(dandelion_core::connection::connect(
+            &format!("wss://127.0.0.1:{}/dandelion/ws", entrance.port()),
+            &headers,
         ))
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("502"),
-        "the relay answered the client itself: {err}"
-    );
-    let outcomes = log.0.lock().unwrap().clone();
-    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
-    let refusal = outcomes[0].clone().unwrap_err();
-    assert!(
-        refusal.contains("refused with 401") && refusal.contains("signature does not verify"),
-        "{refusal}"
+        err.contains("refused with 401") && err.contains("signature does not verify"),
+        "{err}"
     );
     assert!(refused(&rt, &http, &entrance, "bad_signature") >= 1.0);
-    shutdown.trigger();
 }
 
 /// A flood of connections that never finish their TLS handshake holds at most

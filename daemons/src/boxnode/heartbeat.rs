@@ -171,7 +171,6 @@ pub fn next_backoff(current: Duration) -> Duration {
 
 async fn entrance_task(state: Arc<BoxState>, url: String, id: NodeId) {
     let shutdown = state.common.shutdown.clone();
-    let http = HttpClient::default();
     let options = ConnectOptions {
         local_addr: state.config.bind_outgoing,
     };
@@ -184,7 +183,6 @@ async fn entrance_task(state: Arc<BoxState>, url: String, id: NodeId) {
             &id,
             &state.common.identity,
             state.join_token.as_deref(),
-            &http,
             options,
         );
         let connected = tokio::select! {

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dandelion_core::connection::{ClientConnection, ConnectionError, Incoming, connect_as};
 use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
-use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::NodeId;
 use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
@@ -160,11 +159,10 @@ pub async fn open(
     box_id: NodeId,
     connect_ws: &str,
     identity: &Identity,
-    http: &HttpClient,
     stop: CancellationToken,
 ) -> Result<(Link, impl Future<Output = Ended> + Send + 'static), OpenError> {
     let failed = |e: String| OpenError::Failed(e);
-    let mut conn = connect_as(connect_ws, &box_id, identity, None, http)
+    let mut conn = connect_as(connect_ws, &box_id, identity, None)
         .await
         .map_err(|e| match e {
             ConnectionError::Unproven { .. } => OpenError::Unproven(e.to_string()),

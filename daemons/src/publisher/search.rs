@@ -107,20 +107,14 @@ async fn save_ranking(
 
 async fn search_one(publisher: &Publisher, entrance: &PinnedUrl) -> Result<usize, String> {
     let identity = &publisher.common.identity;
-    let mut conn = connect_as(
-        entrance.url(),
-        entrance.id(),
-        identity,
-        None,
-        &publisher.http,
-    )
-    .await
-    .map_err(|e| {
-        if matches!(e, ConnectionError::Unproven { .. }) {
-            publisher.common.metrics.refuse("entrance_unproven");
-        }
-        e.to_string()
-    })?;
+    let mut conn = connect_as(entrance.url(), entrance.id(), identity, None)
+        .await
+        .map_err(|e| {
+            if matches!(e, ConnectionError::Unproven { .. }) {
+                publisher.common.metrics.refuse("entrance_unproven");
+            }
+            e.to_string()
+        })?;
     let geoip = publisher.audience.map(|(lat, lon)| {
         let mut g = GeoIp::default();
         g.set_lat_lon(lat, lon);
