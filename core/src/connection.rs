@@ -24,6 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::auth::{
     self, AuthError, CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, NONCE_PATH, Nonce,
 };
+use crate::idcert::WrongIdentity;
 use crate::identity::Identity;
 use crate::ids::NodeId;
 use crate::protocol::{Message, ProtocolError};
@@ -247,7 +248,7 @@ pub async fn connect_with(
     let carries_token = headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
-    let dialled = dial(url, options, carries_token).await?;
+    let dialled = dial(url, None, options, carries_token).await?;
     let headers = headers
         .iter()
         .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
@@ -263,11 +264,13 @@ struct Dialled {
     channel: Channel,
 }
 
-/// Opens the connection (TCP, then TLS for `wss://`) within [`CONNECT_TIMEOUT`].
-/// A token for another machine over a plain connection is refused before
-/// anything is opened.
+/// Opens the connection (TCP, then TLS for `wss://`) within [`CONNECT_TIMEOUT`],
+/// to the daemon `expect` when the caller knows whom it dials (it may then
+/// present its identity certificate). A token for another machine over a
+/// plain connection is refused before anything is opened.
 async fn dial(
     url: &str,
+    expect: Option<&NodeId>,
     options: ConnectOptions,
     carries_token: bool,
 ) -> Result<Dialled, ConnectionError> {
@@ -286,12 +289,20 @@ async fn dial(
             url,
         )));
     }
-    match tokio::time::timeout(CONNECT_TIMEOUT, open(request.uri(), options)).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, open(request.uri(), expect, options)).await {
         Err(_) => Err(fail(format!(
             "no answer within {}s",
             CONNECT_TIMEOUT.as_secs()
         ))),
-        Ok(Err(e)) => Err(fail(e)),
+        Ok(Err(OpenFailure::Failed(e))) => Err(fail(e)),
+        Ok(Err(OpenFailure::WrongIdentity(wrong))) => Err(ConnectionError::Unproven {
+            url: url.to_owned(),
+            expected: wrong.expected.clone(),
+            cause: AuthError::WrongPeer {
+                expected: wrong.expected.to_string(),
+                found: wrong.found.to_string(),
+            },
+        }),
         Ok(Ok((stream, channel))) => Ok(Dialled {
             request,
             stream,
@@ -344,13 +355,28 @@ async fn upgrade(
     }
 }
 
+/// Why a connection did not open.
+enum OpenFailure {
+    Failed(String),
+    /// TLS met the identity certificate of another daemon than the one dialled.
+    WrongIdentity(WrongIdentity),
+}
+
+impl From<String> for OpenFailure {
+    fn from(cause: String) -> OpenFailure {
+        OpenFailure::Failed(cause)
+    }
+}
+
 /// TCP to the URI's host (from `options.local_addr` when set), then TLS with the
-/// process's trust (`core::tls`) for `wss://`; with the TLS connection's
-/// RFC 9266 exporter value as its channel binding.
+/// process's trust (`core::tls`) for `wss://` — also accepting `expect`'s
+/// identity certificate when given; with the TLS connection's RFC 9266
+/// exporter value as its channel binding.
 async fn open(
     uri: &tungstenite::http::Uri,
+    expect: Option<&NodeId>,
     options: ConnectOptions,
-) -> Result<(MaybeTlsStream<TcpStream>, Channel), String> {
+) -> Result<(MaybeTlsStream<TcpStream>, Channel), OpenFailure> {
     let tls = uri.scheme_str() == Some("wss");
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
@@ -363,19 +389,37 @@ async fn open(
     if !tls {
         return Ok((MaybeTlsStream::Plain(tcp), Channel::Unbound));
     }
-    let config = crate::tls::client_config().map_err(|e| e.to_string())?;
+    let config = match expect {
+        Some(expect) => crate::tls::client_config_for(expect),
+        None => crate::tls::client_config(),
+    }
+    .map_err(|e| e.to_string())?;
     let name = rustls_pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| format!("`{host}` is not a name TLS can check: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|e| match wrong_identity(&e) {
+            Some(wrong) => OpenFailure::WrongIdentity(wrong),
+            None => OpenFailure::Failed(format!("TLS: {e}")),
+        })?;
     let exporter = crate::tls::exporter(std::ops::Deref::deref(stream.get_ref().1))
         .map_err(|e| format!("TLS exporter: {e}"))?;
     Ok((
         MaybeTlsStream::Rustls(stream),
         Channel::TlsExporter(exporter),
     ))
+}
+
+/// The [`WrongIdentity`] a failed TLS handshake carries, if that is why.
+fn wrong_identity(e: &std::io::Error) -> Option<WrongIdentity> {
+    let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) =
+        e.get_ref()?.downcast_ref::<rustls::Error>()?
+    else {
+        return None;
+    };
+    let inner: &(dyn std::error::Error + 'static) = &*other.0;
+    inner.downcast_ref::<WrongIdentity>().cloned()
 }
 
 /// A TCP connection to `host`:`port`, from `local`.
@@ -497,7 +541,7 @@ pub async fn connect_as_with(
         cause,
     };
     let ours = Nonce::random().map_err(|e| fail(e.to_string()))?;
-    let dialled = dial(url, options, bearer.is_some()).await?;
+    let dialled = dial(url, Some(expect), options, bearer.is_some()).await?;
     let asked = tokio::time::timeout(CONNECT_TIMEOUT, ask_nonce(dialled, identity.id(), &ours));
     let (dialled, challenge) = match asked.await {
         Err(_) => {

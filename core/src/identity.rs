@@ -83,6 +83,11 @@ impl Identity {
         hex::encode(self.key.verifying_key().as_bytes())
     }
 
+    /// The private key's seed, for the identity certificate (`crate::idcert`).
+    pub(crate) fn seed(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.key.to_bytes())
+    }
+
     pub(crate) fn sign(&self, message: &[u8]) -> ed25519_dalek::Signature {
         self.key.sign(message)
     }

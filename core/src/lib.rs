@@ -25,6 +25,7 @@ pub mod console;
 pub mod frame;
 pub mod geo;
 pub mod http;
+pub mod idcert;
 pub mod identity;
 pub mod ids;
 pub mod logging;

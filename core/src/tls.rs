@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -106,12 +107,11 @@ fn stamp(cert: &Path, key: &Path) -> Stamp {
     (modified(cert), modified(key))
 }
 
-/// A listener's TLS: its certificate files and the rustls configuration that
-/// presents what they hold.
+/// A listener's TLS: its certificate files (none for an identity
+/// certificate) and the rustls configuration that presents what they hold.
 #[derive(Debug)]
 pub struct ServerTls {
-    cert: PathBuf,
-    key: PathBuf,
+    files: Option<(PathBuf, PathBuf)>,
     current: Arc<Current>,
     config: Arc<ServerConfig>,
     loaded: Mutex<Stamp>,
@@ -123,6 +123,19 @@ impl ServerTls {
     pub fn load(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
         let loaded = stamp(cert, key);
         let certified = certified_key(cert, key)?;
+        let mut tls = ServerTls::presenting(certified)?;
+        tls.files = Some((cert.to_owned(), key.to_owned()));
+        tls.loaded = Mutex::new(loaded);
+        Ok(tls)
+    }
+
+    /// Presents `identity`'s own certificate (`crate::idcert`): for a
+    /// listener no CA vouches for, dialled only by peers that know its ID.
+    pub fn identity(identity: &crate::identity::Identity) -> Result<ServerTls, TlsError> {
+        ServerTls::presenting(crate::idcert::certificate(identity)?)
+    }
+
+    fn presenting(certified: CertifiedKey) -> Result<ServerTls, TlsError> {
         let current = Arc::new(Current(RwLock::new(Arc::new(certified))));
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -134,11 +147,10 @@ impl ServerTls {
         // extended master secret; TLS 1.3 always does.
         config.require_ems = true;
         Ok(ServerTls {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
+            files: None,
             current,
             config: Arc::new(config),
-            loaded: Mutex::new(loaded),
+            loaded: Mutex::new((None, None)),
         })
     }
 
@@ -146,16 +158,19 @@ impl ServerTls {
         self.config.clone()
     }
 
-    /// The files this listener reads.
-    pub fn files(&self) -> (&Path, &Path) {
-        (&self.cert, &self.key)
+    /// The certificate and key files this listener reads, if any.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        self.files.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))
     }
 
     /// Reads the files again and presents what they hold from the next
     /// handshake on; on error the certificate in use stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let seen = stamp(&self.cert, &self.key);
-        let certified = certified_key(&self.cert, &self.key)?;
+        let Some((cert, key)) = self.files() else {
+            return Ok(());
+        };
+        let seen = stamp(cert, key);
+        let certified = certified_key(cert, key)?;
         *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certified);
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = seen;
         Ok(())
@@ -164,7 +179,10 @@ impl ServerTls {
     /// [`ServerTls::reload`] if either file changed since it was last read.
     /// `Ok(true)` when a new certificate was loaded.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let now = stamp(&self.cert, &self.key);
+        let Some((cert, key)) = self.files() else {
+            return Ok(false);
+        };
+        let now = stamp(cert, key);
         if *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) == now {
             return Ok(false);
         }
@@ -195,7 +213,13 @@ fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 #[derive(Debug, Default)]
 struct Trust {
     extra: Vec<CertificateDer<'static>>,
-    config: Option<Arc<ClientConfig>>,
+    config: Option<Built>,
+}
+
+#[derive(Debug, Clone)]
+struct Built {
+    config: Arc<ClientConfig>,
+    roots: Arc<WebPkiServerVerifier>,
 }
 
 fn trust_store() -> &'static RwLock<Trust> {
@@ -215,16 +239,37 @@ pub fn trust(ca_file: &Path) -> Result<(), TlsError> {
 
 /// The client configuration every `https://` and `wss://` connection uses.
 pub fn client_config() -> Result<Arc<ClientConfig>, TlsError> {
-    if let Some(config) = &trust_store()
+    built().map(|b| b.config)
+}
+
+/// The client configuration for dialling the daemon `expect`: it also
+/// accepts that daemon's identity certificate (`crate::idcert`).
+pub fn client_config_for(expect: &crate::ids::NodeId) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = built()?.roots;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(crate::idcert::Verifier::new(
+            expect.clone(),
+            roots,
+        )))
+        .with_no_client_auth();
+    config.require_ems = true;
+    Ok(Arc::new(config))
+}
+
+fn built() -> Result<Built, TlsError> {
+    if let Some(built) = &trust_store()
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .config
     {
-        return Ok(config.clone());
+        return Ok(built.clone());
     }
     let mut trust = trust_store().write().unwrap_or_else(|p| p.into_inner());
-    if let Some(config) = &trust.config {
-        return Ok(config.clone());
+    if let Some(built) = &trust.config {
+        return Ok(built.clone());
     }
     let mut roots = RootCertStore::empty();
     // Unreadable system certificates are skipped: a device without any still
@@ -238,6 +283,10 @@ pub fn client_config() -> Result<Arc<ClientConfig>, TlsError> {
             "some configured CA certificates could not be used as roots"
         );
     }
+    let roots = Arc::new(roots);
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
@@ -245,9 +294,12 @@ pub fn client_config() -> Result<Arc<ClientConfig>, TlsError> {
         .with_no_client_auth();
     // As the servers do (RFC 9266): no TLS 1.2 without the extended master secret.
     config.require_ems = true;
-    let config = Arc::new(config);
-    trust.config = Some(config.clone());
-    Ok(config)
+    let built = Built {
+        config: Arc::new(config),
+        roots: verifier,
+    };
+    trust.config = Some(built.clone());
+    Ok(built)
 }
 
 #[cfg(test)]

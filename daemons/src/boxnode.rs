@@ -157,14 +157,24 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         box_config.tls_cert.as_deref(),
         box_config.tls_key.as_deref(),
     )?;
-    let listener = Listener::new(listener, tls, &common).context("the box's listener")?;
+    // Without a certificate of its own, the box still speaks TLS to its
+    // publishers, with its identity certificate on the same port.
+    let listener = match tls {
+        Some(tls) => Listener::tls(listener, tls, common.clone()),
+        None => {
+            let identity = dandelion_core::tls::ServerTls::identity(&common.identity)
+                .context("the box's identity certificate")?;
+            Listener::plain_and_tls(listener, Arc::new(identity), common.clone())
+        }
+    }
+    .context("the box's listener")?;
     let public_base = public_base(&box_config, local, listener.scheme());
     let (host, port) = host_port(&public_base).unwrap_or((local.ip().to_string(), local.port()));
     let connect_ws = format!(
         "{}/dandelion/{}/ws",
         public_base
             .replacen("https://", "wss://", 1)
-            .replacen("http://", "ws://", 1),
+            .replacen("http://", "wss://", 1),
         common.identity.id()
     );
     let join_token = match (&box_config.join_token, &box_config.join_token_file) {

@@ -8,6 +8,12 @@
 //! handshake is counted (`dandelion_refused_total{reason="tls_handshake"}`) and
 //! logged once per address and reason. The certificate is read again when its
 //! files change or the daemon gets SIGHUP.
+//!
+//! A box without a certificate of its own serves plain HTTP and TLS with its
+//! identity certificate on one port ([`Listener::plain_and_tls`]): viewers keep
+//! `http://`, publishers dial `wss://` and accept the certificate because its key
+//! is the box's ID (`dandelion_core::idcert`). Until its first byte arrives a
+//! connection holds a handshake slot, so idle ones are bounded the same way.
 
 use std::io;
 use std::net::SocketAddr;
@@ -68,8 +74,23 @@ pub struct Listener {
 enum Inner {
     Plain(TcpListener),
     /// Handshaken connections, from the accept loop's tasks.
-    Tls(mpsc::Receiver<(Io, Remote)>),
+    Tls {
+        rx: mpsc::Receiver<(Io, Remote)>,
+        accept: Accept,
+    },
 }
+
+/// What a TLS listener takes besides TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accept {
+    TlsOnly,
+    /// Plain HTTP too: a connection whose first byte does not open a TLS
+    /// record (22, handshake) is served as it is.
+    PlainToo,
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 impl Listener {
     pub fn plain(tcp: TcpListener) -> io::Result<Listener> {
@@ -83,13 +104,36 @@ impl Listener {
     /// metrics. Must be called inside the runtime: it starts the accept loop
     /// and the certificate reloader, which end with the listener.
     pub fn tls(tcp: TcpListener, tls: Arc<ServerTls>, common: Arc<Common>) -> io::Result<Listener> {
+        Listener::accepting(tcp, tls, common, Accept::TlsOnly)
+    }
+
+    /// Plain HTTP and TLS on one port, told apart by the first byte a client
+    /// sends: a household box serves viewers `http://` and its publishers
+    /// `wss://` with its identity certificate, behind one forwarded port.
+    pub fn plain_and_tls(
+        tcp: TcpListener,
+        tls: Arc<ServerTls>,
+        common: Arc<Common>,
+    ) -> io::Result<Listener> {
+        Listener::accepting(tcp, tls, common, Accept::PlainToo)
+    }
+
+    fn accepting(
+        tcp: TcpListener,
+        tls: Arc<ServerTls>,
+        common: Arc<Common>,
+        accept: Accept,
+    ) -> io::Result<Listener> {
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(reload(tls.clone(), tx.clone()));
-        tokio::spawn(accept_tls(tcp, TlsAcceptor::from(tls.config()), tx, common));
+        if tls.files().is_some() {
+            tokio::spawn(reload(tls.clone(), tx.clone()));
+        }
+        let acceptor = TlsAcceptor::from(tls.config());
+        tokio::spawn(accept_tls(tcp, acceptor, accept, tx, common));
         Ok(Listener {
             local,
-            inner: Inner::Tls(rx),
+            inner: Inner::Tls { rx, accept },
         })
     }
 
@@ -105,11 +149,15 @@ impl Listener {
         }
     }
 
-    /// `https` when TLS ends here, else `http`: for the URLs a daemon gives out.
+    /// `https` when this listener takes TLS only, else `http`: for the URLs a
+    /// daemon gives out.
     pub fn scheme(&self) -> &'static str {
         match self.inner {
-            Inner::Plain(_) => "http",
-            Inner::Tls(_) => "https",
+            Inner::Tls {
+                accept: Accept::TlsOnly,
+                ..
+            } => "https",
+            Inner::Plain(_) | Inner::Tls { .. } => "http",
         }
     }
 }
@@ -136,7 +184,7 @@ impl axum::serve::Listener for Listener {
             },
             // The accept loop only ends when this receiver is dropped, so the
             // channel never closes under it; if it did, nothing more would come.
-            Inner::Tls(rx) => match rx.recv().await {
+            Inner::Tls { rx, .. } => match rx.recv().await {
                 Some(accepted) => accepted,
                 None => std::future::pending().await,
             },
@@ -146,7 +194,13 @@ impl axum::serve::Listener for Listener {
     fn local_addr(&self) -> io::Result<Remote> {
         Ok(Remote {
             addr: self.local,
-            tls: matches!(self.inner, Inner::Tls(_)),
+            tls: matches!(
+                self.inner,
+                Inner::Tls {
+                    accept: Accept::TlsOnly,
+                    ..
+                }
+            ),
             binding: None,
         })
     }
@@ -175,6 +229,7 @@ async fn accept_error(e: io::Error) {
 async fn accept_tls(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    accept: Accept,
     tx: mpsc::Sender<(Io, Remote)>,
     common: Arc<Common>,
 ) {
@@ -204,6 +259,32 @@ async fn accept_tls(
         let (acceptor, tx, common) = (acceptor.clone(), tx.clone(), common.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            if accept == Accept::PlainToo {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(1..)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+                    Ok(Ok(1..)) => {
+                        let remote = Remote {
+                            addr,
+                            tls: false,
+                            binding: None,
+                        };
+                        let _ = tx.send((Either::Left(stream), remote)).await;
+                        return;
+                    }
+                    // Closed or failed before a byte: nothing to serve.
+                    Ok(_) => return,
+                    Err(_) => {
+                        refuse(
+                            &common,
+                            addr,
+                            "idle_connection",
+                            &format!("sent nothing within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+                        );
+                        return;
+                    }
+                }
+            }
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     // Without the exporter no proof could be bound to the
@@ -259,9 +340,11 @@ async fn reload(tls: Arc<ServerTls>, tx: mpsc::Sender<(Io, Remote)>) {
             } => tls.reload().map(|()| true),
             _ = poll.tick() => tls.reload_if_changed(),
         };
-        let (cert, _) = tls.files();
         match outcome {
-            Ok(true) => tracing::info!(cert = %cert.display(), "TLS certificate loaded again"),
+            Ok(true) => tracing::info!(
+                cert = %tls.files().map(|(c, _)| c.display().to_string()).unwrap_or_default(),
+                "TLS certificate loaded again"
+            ),
             Ok(false) => {}
             Err(e) => tracing::error!("the TLS certificate in use stays: {e}"),
         }

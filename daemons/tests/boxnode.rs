@@ -18,7 +18,7 @@ use axum::routing::any;
 use bytes::Bytes;
 use dandelion_core::auth::{self, Nonce};
 use dandelion_core::config::Config;
-use dandelion_core::connection::{ClientConnection, Incoming, connect_as};
+use dandelion_core::connection::{ClientConnection, ConnectionError, Incoming, connect_as};
 use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
@@ -626,6 +626,49 @@ async fn every_refusal_says_why_and_leaves_nothing_on_disk() {
     assert!(!files.join(&pid).join("second.ts").exists());
 }
 
+/// A box with no certificate of its own still speaks TLS to its publishers,
+/// with its identity certificate, on the port viewers reach over plain HTTP.
+/// A publisher that expected another box refuses that certificate before it
+/// signs or sends anything, and the box counts the failed handshake.
+#[tokio::test]
+async fn a_box_without_a_certificate_speaks_tls_with_its_identity() {
+    let b = start_box(|_| {}).await;
+    let wss = b.ws.replacen("ws://", "wss://", 1);
+    let (mut conn, reply) = publish(&wss, &b.id, &b.publisher).await;
+    // Viewers keep plain HTTP on the same port.
+    assert_eq!(
+        reply.data_url,
+        Some(format!("{}/{}/", b.origin, b.publisher.id()))
+    );
+    conn.close().await;
+
+    let other = Identity::generate(Role::Box).unwrap();
+    let err = connect_as(&wss, other.id(), &b.publisher, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectionError::Unproven { .. })
+            && err.to_string().contains(&format!("from {}", b.id)),
+        "{err}"
+    );
+    let http = HttpClient::default();
+    eventually(
+        "the box to count the refused handshake",
+        Duration::from_secs(10),
+        || async {
+            let metrics = http
+                .get(&format!("{}/metrics", b.origin), &[])
+                .await
+                .ok()?
+                .text();
+            metrics
+                .contains("dandelion_refused_total{reason=\"tls_handshake\"} 1")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn untrusted_publishers_and_other_roles_are_refused() {
     let b = start_box(|_| {}).await;
@@ -898,7 +941,7 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
         ex.connect_ws,
         Some(format!(
             "{}/dandelion/{}/ws",
-            b.origin.replace("http://", "ws://"),
+            b.origin.replace("http://", "wss://"),
             ex.header.id
         ))
     );
