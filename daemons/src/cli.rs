@@ -63,6 +63,10 @@ pub struct Global {
     /// Log level or directives, e.g. `debug` or `dandelion_core=debug,info`.
     #[arg(long, global = true, env = "DANDELION_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// PEM bundle of CA certificates to trust besides the system's, for every
+    /// https:// and wss:// connection (a private CA); the config's `ca_file`.
+    #[arg(long, global = true, env = "DANDELION_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +226,9 @@ impl Global {
         }
         if let Some(v) = &self.log_level {
             config.log_level = v.clone();
+        }
+        if let Some(v) = &self.ca_file {
+            config.ca_file = Some(v.clone());
         }
     }
 }

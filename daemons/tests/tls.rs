@@ -165,6 +165,40 @@ fn a_whole_network_runs_on_https_and_wss() {
     let fetched = rt.block_on(http.get(&location, &[])).unwrap();
     assert_eq!(fetched.status, 200);
     assert!(fetched.body == bytes, "the box serves the pushed bytes");
+
+    // The client verbs trust a private CA with --ca-file, and only with it.
+    let file = root.path().join("seg2.ts");
+    std::fs::write(&file, &bytes[..1000]).unwrap();
+    let push = |ca: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(dandelion_testkit::process::binary("dandelion"));
+        c.args(["--data-dir"])
+            .arg(root.path().join("client"))
+            .args(
+                ca.map(|ca| vec!["--ca-file".into(), ca.as_os_str().to_owned()])
+                    .unwrap_or_default(),
+            )
+            .args([
+                "push",
+                "--to",
+                &https(&publisher),
+                "--token",
+                &admin_token(&publisher),
+            ])
+            .arg(&file);
+        dandelion_testkit::process::run(&mut c)
+    };
+    let refused = push(None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    let pushed = push(Some(&ca.ca_file));
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
 }
 
 /// A client that does not trust the listener's certificate, one shown an

@@ -370,10 +370,17 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// The token for a URL the operator named (command line, `:connect`).
     pub fn for_url(&self, url: &str) -> Option<String> {
-        self.given
-            .clone()
-            .or_else(|| self.by_url.get(url.trim_end_matches('/')).cloned())
+        self.given.clone().or_else(|| self.own(url))
+    }
+
+    /// The token for a URL a daemon advertised (a box's data URL): only that
+    /// daemon's own, from the local network. The token the operator gave is
+    /// for the daemons they named; a box owner can advertise any URL, and must
+    /// not collect it.
+    pub fn own(&self, url: &str) -> Option<String> {
+        self.by_url.get(url.trim_end_matches('/')).cloned()
     }
 }
 
@@ -403,14 +410,19 @@ impl App {
         }
     }
 
-    /// Adds a tab for `url` (or switches to it if it is there already).
+    /// Adds a tab for `url`, a URL the operator named (or switches to it if
+    /// it is there already).
     pub fn attach(&mut self, url: &str) -> Vec<Effect> {
+        let token = self.tokens.for_url(url.trim().trim_end_matches('/'));
+        self.attach_with(url, token)
+    }
+
+    fn attach_with(&mut self, url: &str, token: Option<String>) -> Vec<Effect> {
         let url = url.trim().trim_end_matches('/').to_owned();
         if let Some(i) = self.tabs.iter().position(|t| t.url == url) {
             self.active = i;
             return Vec::new();
         }
-        let token = self.tokens.for_url(&url);
         self.tabs.push(Tab::new(url.clone(), token.clone()));
         self.active = self.tabs.len() - 1;
         vec![Effect::Connect {
@@ -656,7 +668,10 @@ impl App {
             return Vec::new();
         };
         match url {
-            Some(url) => self.attach(&url),
+            Some(url) => {
+                let token = self.tokens.own(&url);
+                self.attach_with(&url, token)
+            }
             None => {
                 self.say_error("this box has not said where it can be reached");
                 Vec::new()

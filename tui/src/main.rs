@@ -44,6 +44,10 @@ struct Cli {
         conflicts_with = "token"
     )]
     token_file: Option<PathBuf>,
+    /// PEM bundle of CA certificates to trust besides the system's, for
+    /// daemons whose certificates a private CA signed.
+    #[arg(long, env = "DANDELION_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Where `dandelion up` keeps its network (read when no URL is given).
     #[arg(
         long,
@@ -126,6 +130,9 @@ fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let theme = Theme::load(&cli.theme, no_color)?;
+    if let Some(ca) = &cli.ca_file {
+        dandelion_core::tls::trust(ca).context("--ca-file")?;
+    }
     let (urls, tokens) = targets(&cli)?;
     let log_path = cli
         .log_file

@@ -350,6 +350,35 @@ fn enter_on_a_box_opens_its_own_view() {
     assert_eq!(app.active, 2);
 }
 
+/// The admin token the operator gave goes to the daemons they named, never to
+/// a URL a box advertised (a box owner could name a server of their own).
+#[test]
+fn a_box_tab_opened_from_the_table_gets_no_token_the_operator_gave() {
+    let mut app = fixtures::app(false);
+    app.tokens = Tokens {
+        given: Some("operator-secret".into()),
+        by_url: [(
+            "http://198.51.100.2:7071".to_owned(),
+            "box-2-own".to_owned(),
+        )]
+        .into(),
+    };
+    let url = app.tabs[0].box_rows()[0].view.data_url.clone().unwrap();
+    let e = act(&mut app, &[Action::Open]);
+    let expected = app.tokens.by_url.get(&url).cloned();
+    assert!(
+        matches!(&e[..], [Effect::Connect { url: u, token, .. }] if *u == url && *token == expected),
+        "{e:?}"
+    );
+    assert_ne!(expected.as_deref(), Some("operator-secret"));
+    // Named by the operator, the same kind of URL gets the given token.
+    let e = app.attach("http://198.51.100.9:7071");
+    assert!(
+        matches!(&e[..], [Effect::Connect { token: Some(t), .. }] if t == "operator-secret"),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn a_dead_daemon_is_shown_down_and_its_data_kept() {
     let mut app = fixtures::app(false);
