@@ -172,6 +172,10 @@ pub struct BoxConfig {
     /// on SIGHUP, so a renewal needs no restart.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// TLS-terminating proxies in front of this listener: they forward in
+    /// clear what crossed the network encrypted, so tokens from them are
+    /// accepted over plain HTTP.
+    pub trusted_proxies: Vec<IpAddr>,
     /// The URL viewers and publishers reach this box at.
     pub public_url: Option<String>,
     /// Entrances to register with, each as `URL#entrance-ID`: the box sends its
@@ -214,6 +218,7 @@ impl Default for BoxConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7071)),
             tls_cert: None,
             tls_key: None,
+            trusted_proxies: Vec::new(),
             public_url: None,
             entrances: Vec::new(),
             join_token: None,
@@ -242,6 +247,10 @@ pub struct PublisherConfig {
     /// on SIGHUP, so a renewal needs no restart.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// TLS-terminating proxies in front of this listener: they forward in
+    /// clear what crossed the network encrypted, so tokens from them are
+    /// accepted over plain HTTP.
+    pub trusted_proxies: Vec<IpAddr>,
     pub public_url: Option<String>,
     /// Entrances to search, each as `URL#entrance-ID` (see [`PinnedUrl`]).
     pub entrances: Vec<PinnedUrl>,
@@ -288,6 +297,7 @@ impl Default for PublisherConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7072)),
             tls_cert: None,
             tls_key: None,
+            trusted_proxies: Vec::new(),
             public_url: None,
             entrances: Vec::new(),
             search_interval: Duration::from_secs(10),

@@ -232,8 +232,16 @@ fn trust_store() -> &'static RwLock<Trust> {
 pub fn trust(ca_file: &Path) -> Result<(), TlsError> {
     let certs = read_certificates(ca_file)?;
     let mut trust = trust_store().write().unwrap_or_else(|p| p.into_inner());
-    trust.extra.extend(certs);
-    trust.config = None;
+    let before = trust.extra.len();
+    for cert in certs {
+        if !trust.extra.contains(&cert) {
+            trust.extra.push(cert);
+        }
+    }
+    // A bundle trusted again (each test, each console tab) changes nothing.
+    if trust.extra.len() != before {
+        trust.config = None;
+    }
     Ok(())
 }
 

@@ -30,14 +30,7 @@ pub fn is_local_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || is_mapped_loopback(ip))
-}
-
-fn is_mapped_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-        IpAddr::V4(_) => false,
-    }
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// Whether a client may send a token to `host` over a connection that is TLS
@@ -50,10 +43,9 @@ pub fn may_send(tls: bool, host: &str) -> bool {
 /// TLS (`tls`) or not. `proxies` are TLS-terminating proxies in front of it,
 /// which forward in clear what crossed the network encrypted.
 pub fn may_receive(tls: bool, peer: IpAddr, proxies: &[IpAddr]) -> bool {
-    tls || peer.is_loopback()
-        || is_mapped_loopback(peer)
-        || proxies.contains(&peer)
-        || plain_allowed()
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+    let peer = peer.to_canonical();
+    tls || peer.is_loopback() || proxies.iter().any(|p| p.to_canonical() == peer) || plain_allowed()
 }
 
 /// What a client says when it will not send a token.
@@ -103,5 +95,13 @@ mod tests {
         assert!(may_receive(false, "127.0.0.9".parse().unwrap(), &[]));
         assert!(!may_receive(false, lan, &[proxy]));
         assert!(may_receive(false, proxy, &[proxy]));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(may_receive(false, mapped, &[proxy]));
+        assert!(may_receive(false, "::ffff:127.0.0.1".parse().unwrap(), &[]));
+        assert!(!may_receive(
+            false,
+            "::ffff:10.0.0.5".parse().unwrap(),
+            &[proxy]
+        ));
     }
 }

@@ -47,7 +47,7 @@ pub struct Common {
     /// What attached consoles are told.
     pub console: Hub,
     /// TLS-terminating proxies in front of this daemon: they may forward tokens
-    /// in clear (the entrance's `trusted_proxies`).
+    /// in clear (the role's `trusted_proxies`).
     pub token_proxies: Vec<std::net::IpAddr>,
 }
 
@@ -83,7 +83,11 @@ impl Common {
             shutdown,
             started: Instant::now(),
             console: Hub::default(),
-            token_proxies: config.entrance.trusted_proxies.clone(),
+            token_proxies: match role {
+                Role::Entrance => config.entrance.trusted_proxies.clone(),
+                Role::Box => config.boxnode.trusted_proxies.clone(),
+                Role::Publisher => config.publisher.trusted_proxies.clone(),
+            },
         })
     }
 
