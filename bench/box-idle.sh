@@ -6,10 +6,14 @@
 # P-256) and /healthz is asked over https. With --by-crate, also which crates'
 # code is resident (bench/resident-code.py; needs root for /proc/PID/pagemap).
 #
-# Usage: [DANDELION_BIN=path/to/dandelion] bench/box-idle.sh [--tls] [--starts N] [--by-crate]
+# Usage: [DANDELION_BIN=path/to/dandelion] [BOX_BIN=path/to/dandelion-box] bench/box-idle.sh [--tls] [--starts N] [--by-crate]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${DANDELION_BIN:-$ROOT/target/release/dandelion}"
+# The box runs as household devices run it: dandelion-box, the box role alone.
+# BOX_BIN=path/to/dandelion runs `dandelion box` instead (or an older build).
+BOX_BIN="${BOX_BIN:-$ROOT/target/release/dandelion-box}"
+BOX_CMD=("$BOX_BIN"); [[ "$(basename "$BOX_BIN")" == dandelion-box ]] || BOX_CMD+=(box)
 TLS=0; STARTS=3; BY_CRATE=0
 while (( $# )); do
   case "$1" in
@@ -19,7 +23,7 @@ while (( $# )); do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[[ -x "$BIN" ]] || { echo "build first: cargo build --release -p dandelion-daemons --bin dandelion" >&2; exit 1; }
+[[ -x "$BIN" && -x "$BOX_BIN" ]] || { echo "build first: cargo build --release -p dandelion-daemons --bin dandelion --bin dandelion-box" >&2; exit 1; }
 WORK="$(mktemp -d /tmp/box-idle.XXXXXX)"; BOX=""
 trap '[[ -n "$BOX" ]] && kill "$BOX" 2>/dev/null; rm -rf "$WORK"' EXIT
 scheme=http
@@ -40,7 +44,7 @@ for n in $(seq "$STARTS"); do
   KEY=$("$BIN" --data-dir "$data/pub" id publisher | awk '/public key/ {print $3}')
   printf '[box]\npublisher_keys = ["%s"]\nmax_ttl = "2h"\n' "$KEY" >"$data/box.toml"
   if (( TLS )); then printf 'tls_cert = "%s"\ntls_key = "%s"\n' "$WORK/box.crt" "$WORK/box.key" >>"$data/box.toml"; fi
-  "$BIN" --config "$data/box.toml" --data-dir "$data/box" --log-level warn box --listen "127.0.0.1:$PORT" 2>"$data/box.err" &
+  "${BOX_CMD[@]}" --config "$data/box.toml" --data-dir "$data/box" --log-level warn --listen "127.0.0.1:$PORT" 2>"$data/box.err" &
   BOX=$!
   for _ in $(seq 100); do
     if (( TLS )); then curl -sf --cacert "$WORK/ca.pem" "$scheme://127.0.0.1:$PORT/healthz" >/dev/null && break

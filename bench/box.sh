@@ -3,14 +3,19 @@
 # idle RSS and CPU after start, serving throughput side by side with nginx
 # (../shared/bench/serve-vs-nginx.sh), and peak RSS while receiving a 1 GiB file.
 #
-# Usage: [DANDELION_BIN=path/to/dandelion] bench/box.sh [path/to/serve-vs-nginx.sh] [extra serve-vs-nginx options]
+# Usage: [DANDELION_BIN=path/to/dandelion] [BOX_BIN=path/to/dandelion-box] bench/box.sh [path/to/serve-vs-nginx.sh] [extra serve-vs-nginx options]
 # Needs: a release build (cargo build --release -p dandelion-daemons --bin dandelion
-# --example box_push), nginx, wrk, curl, python3.
+# --bin dandelion-box --example box_push), nginx, wrk, curl, python3.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SERVE="${1:-$ROOT/../shared/bench/serve-vs-nginx.sh}"; shift || true
-BIN="${DANDELION_BIN:-$ROOT/target/release/dandelion}"; PUSH="$ROOT/target/release/examples/box_push"
-[[ -x "$BIN" && -x "$PUSH" ]] || { echo "build first: cargo build --release -p dandelion-daemons --bin dandelion --example box_push" >&2; exit 1; }
+BIN="${DANDELION_BIN:-$ROOT/target/release/dandelion}"
+# The box runs as household devices run it: dandelion-box, the box role alone.
+# BOX_BIN=path/to/dandelion runs `dandelion box` instead (or an older build).
+BOX_BIN="${BOX_BIN:-$ROOT/target/release/dandelion-box}"
+BOX_CMD=("$BOX_BIN"); [[ "$(basename "$BOX_BIN")" == dandelion-box ]] || BOX_CMD+=(box)
+PUSH="$ROOT/target/release/examples/box_push"
+[[ -x "$BIN" && -x "$BOX_BIN" && -x "$PUSH" ]] || { echo "build first: cargo build --release -p dandelion-daemons --bin dandelion --bin dandelion-box --example box_push" >&2; exit 1; }
 WORK="$(mktemp -d /tmp/box-bench.XXXXXX)"; trap 'kill "$BOX" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 KEY=$("$BIN" --data-dir "$WORK/pub" id publisher | awk '/public key/ {print $3}')
@@ -18,7 +23,7 @@ PID_ID=$("$BIN" --data-dir "$WORK/pub" id publisher | awk '/^id/ {print $2}')
 # box_push signs only for the box it means to reach: URL#ID.
 BOX_ID=$("$BIN" --data-dir "$WORK/box" id box | awk '/^id/ {print $2}')
 printf '[box]\npublisher_keys = ["%s"]\nmax_ttl = "2h"\n' "$KEY" >"$WORK/box.toml"
-"$BIN" --config "$WORK/box.toml" --data-dir "$WORK/box" --log-level warn box --listen "127.0.0.1:$PORT" 2>"$WORK/box.err" &
+"${BOX_CMD[@]}" --config "$WORK/box.toml" --data-dir "$WORK/box" --log-level warn --listen "127.0.0.1:$PORT" 2>"$WORK/box.err" &
 BOX=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 sleep 3

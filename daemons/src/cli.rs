@@ -35,6 +35,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `dandelion-box`: `dandelion box` alone, for a household device. Without the
+/// entrance's, publisher's and client verbs' code its idle memory is about
+/// 2 MiB smaller (docs/performance.md, "TLS (issue 13)").
+#[derive(Debug, Parser)]
+#[command(
+    name = "dandelion-box",
+    version,
+    about = "A Dandelion box alone: receive files from trusted publishers, keep them for their TTL, serve them to viewers",
+    long_about = "A Dandelion box alone: receive files from trusted publishers, keep them for their TTL, serve them \
+        to viewers.\n\n\
+        The same daemon as `dandelion box`, with the same configuration and flags, in a binary without the other \
+        roles and the client commands: smaller, for a household device. For `id`, `check` and the rest, use \
+        `dandelion`.",
+    after_help = "Settings come from the config file (--config, else ./dandelion.toml, else \
+        /etc/dandelion/dandelion.toml), then DANDELION_* environment variables, then flags. \
+        See the [box] section of dandelion.example.toml."
+)]
+pub struct BoxCli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(flatten)]
+    pub role: RoleArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct Global {
     /// Config file (TOML, a section per role).

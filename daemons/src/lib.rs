@@ -15,6 +15,7 @@ pub mod client;
 pub mod console;
 pub mod entrance;
 pub mod handshake;
+pub mod launch;
 pub mod listener;
 pub mod localca;
 pub mod metrics;

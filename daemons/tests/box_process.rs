@@ -1,4 +1,4 @@
-//! A real `dandelion box` process: files keep their expiry across `kill -9` and a
+//! A real `dandelion-box` process: files keep their expiry across `kill -9` and a
 //! restart, no live file is lost, and what a crash leaves behind (orphans,
 //! temporary files) is cleaned up at start.
 
@@ -22,12 +22,13 @@ use sha2::{Digest, Sha256};
 
 fn start(config: &Path, data: &Path, port: u16) -> Running {
     Running::spawn(
-        Command::new(binary("dandelion"))
+        // As household devices run it: the box role alone.
+        Command::new(binary("dandelion-box"))
             .arg("--config")
             .arg(config)
             .arg("--data-dir")
             .arg(data)
-            .args(["box", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )

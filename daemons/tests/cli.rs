@@ -295,3 +295,61 @@ fn a_busy_port_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+/// `dandelion-box` is `dandelion box` alone: the same flags and config, and a
+/// clear error for anything that is not the box.
+#[test]
+fn dandelion_box_runs_the_box_alone_with_the_same_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let program = env!("CARGO_BIN_EXE_dandelion-box");
+    let out = run(Command::new(program).arg("--help"));
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for flag in [
+        "--listen",
+        "--entrance",
+        "--config",
+        "--data-dir",
+        "--ca-file",
+    ] {
+        assert!(
+            help.contains(flag),
+            "dandelion-box --help lacks {flag}:\n{help}"
+        );
+    }
+    assert!(help.contains("`dandelion box`"), "{help}");
+
+    // Another command is not taken for the box: it is refused, and nothing starts.
+    let out = run(Command::new(program)
+        .current_dir(dir.path())
+        .env("DANDELION_DATA_DIR", &data)
+        .args(["entrance"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unexpected argument 'entrance'"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !data.exists(),
+        "a refused command created the data directory"
+    );
+
+    // The same start-up errors as `dandelion box`.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = run(Command::new(program)
+        .current_dir(dir.path())
+        .env_remove("DANDELION_CONFIG")
+        .env_remove("DANDELION_STORE")
+        .env("DANDELION_DATA_DIR", &data)
+        .env("DANDELION_LOG_LEVEL", "warn")
+        .args(["--listen", &addr.to_string()]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!("error: cannot listen on {addr}: ")),
+        "{}",
+        stderr(&out)
+    );
+}

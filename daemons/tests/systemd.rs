@@ -34,9 +34,13 @@ fn every_role_tells_systemd_when_it_is_ready_and_when_it_stops() {
         let path = root.path().join(format!("{role}.notify"));
         let socket = UnixDatagram::bind(&path).unwrap();
         socket.set_nonblocking(true).unwrap();
-        let mut daemon = DaemonBuilder::new(role, &root.path().join(role))
-            .env("NOTIFY_SOCKET", path.to_str().unwrap())
-            .spawn();
+        let mut builder = DaemonBuilder::new(role, &root.path().join(role))
+            .env("NOTIFY_SOCKET", path.to_str().unwrap());
+        // The box as its unit runs it.
+        if role == "box" {
+            builder = builder.alone();
+        }
+        let mut daemon = builder.spawn();
         wait_for_line(&socket, "READY=1");
         assert!(
             daemon.terminate(Duration::from_secs(20)),
@@ -65,7 +69,14 @@ fn the_deploy_configs_load_and_name_the_units_data_directories() {
                 .unwrap();
         assert!(unit.contains(&format!("StateDirectory=dandelion/{role}\n")));
         assert!(unit.contains(&format!("ReadWritePaths={state_dir}\n")));
-        assert!(unit.contains(&format!("--config /etc/dandelion/{role}.toml {role}\n")));
+        let exec = match role {
+            "box" => "ExecStart=/usr/local/bin/dandelion-box --config /etc/dandelion/box.toml\n"
+                .to_owned(),
+            _ => format!(
+                "ExecStart=/usr/local/bin/dandelion --config /etc/dandelion/{role}.toml {role}\n"
+            ),
+        };
+        assert!(unit.contains(&exec), "{role}'s unit does not say {exec}");
         assert!(unit.contains("Type=notify\n"));
     }
 }

@@ -25,6 +25,7 @@ pub struct DaemonBuilder {
     port: Option<u16>,
     tls: bool,
     listen: Ipv4Addr,
+    alone: bool,
 }
 
 impl DaemonBuilder {
@@ -39,6 +40,7 @@ impl DaemonBuilder {
             port: None,
             tls: false,
             listen: Ipv4Addr::LOCALHOST,
+            alone: false,
         }
     }
 
@@ -78,6 +80,14 @@ impl DaemonBuilder {
         self
     }
 
+    /// Run a box as `dandelion-box`, the role alone (as household devices run
+    /// it), instead of `dandelion box`.
+    pub fn alone(mut self) -> Self {
+        assert_eq!(self.role, "box", "only the box has a binary of its own");
+        self.alone = true;
+        self
+    }
+
     /// Listen on this port instead of a free one (to restart on the same address).
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
@@ -113,11 +123,16 @@ impl DaemonBuilder {
         let log_path = self.data_dir.join(format!("{}.stderr", self.role));
         let log = fs::File::create(&log_path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
-        let mut command = Command::new(binary("dandelion"));
+        let mut command = if self.alone {
+            Command::new(binary("dandelion-box"))
+        } else {
+            let mut command = Command::new(binary("dandelion"));
+            command.arg(&self.role);
+            command
+        };
         command
             .arg("--config")
             .arg(&config_path)
-            .arg(&self.role)
             .current_dir(&self.data_dir)
             .env_remove("DANDELION_CONFIG")
             .env_remove("DANDELION_DATA_DIR")
