@@ -8,7 +8,9 @@
 //!
 //! The key dir is a data directory (`dandelion --data-dir DIR id publisher` prints
 //! the public key to put in the box's `publisher_keys`). Each file is stored as
-//! `<prefix>/<file name>`; the box's answer is printed per file.
+//! `<prefix>/<file name>`; the box's answer is printed per file. `--ca FILE`
+//! trusts the CA certificates in FILE (PEM) besides the system's, for a box with
+//! a certificate of its own behind a `wss://` URL.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,12 +39,17 @@ async fn main() -> anyhow::Result<()> {
             "--to" => to = args.next(),
             "--prefix" => prefix = args.next().context("--prefix needs a value")?,
             "--ttl" => ttl = args.next().context("--ttl needs a value")?.parse()?,
+            "--ca" => {
+                let ca = PathBuf::from(args.next().context("--ca needs a file")?);
+                dandelion_core::tls::trust(&ca)
+                    .with_context(|| format!("--ca {}", ca.display()))?;
+            }
             _ => files.push(PathBuf::from(arg)),
         }
     }
     let (Some(key_dir), Some(to)) = (key_dir, to) else {
         bail!(
-            "usage: box_push --key-dir DIR --to WS-URL#BOX-ID [--prefix /bench] [--ttl SECS] FILE..."
+            "usage: box_push --key-dir DIR --to WS-URL#BOX-ID [--prefix /bench] [--ttl SECS] [--ca CA.pem] FILE..."
         );
     };
     let to = PinnedUrl::parse(&to)?;
