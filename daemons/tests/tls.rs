@@ -725,3 +725,67 @@ fn a_tls_handshake_flood_is_bounded_and_passes() {
     assert!(refused(&rt, &http, &entrance, "tls_timeout") >= 1.0);
     drop(flood);
 }
+
+/// TLS 1.2 without the extended master secret (RFC 7627) lets a relay make two
+/// connections share keying material, which would undo the channel binding of
+/// the session proofs: a listener refuses such a client. The same client with
+/// the extension gets through, so the refusal is the missing extension's.
+#[test]
+fn tls_1_2_without_the_extended_master_secret_is_refused() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no openssl binary to play a TLS 1.2 client without EMS");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&root.path().join("pki"), "trusted-ca");
+    let (cert, key) = ca.issue("entrance");
+    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
+        .tls(&cert, &key)
+        .spawn();
+    // OpenSSL has no s_client flag for it; its configuration turns EMS off.
+    let no_ems = root.path().join("no-ems.cnf");
+    std::fs::write(
+        &no_ems,
+        "openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n[d]\nOptions = -ExtendedMasterSecret\n",
+    )
+    .unwrap();
+    let handshake = |config: Option<&Path>| {
+        let mut command = std::process::Command::new("openssl");
+        command
+            .args(["s_client", "-tls1_2", "-brief", "-connect"])
+            .arg(format!("127.0.0.1:{}", entrance.port()))
+            .arg("-CAfile")
+            .arg(&ca.ca_file)
+            .stdin(std::process::Stdio::null());
+        if let Some(config) = config {
+            command.env("OPENSSL_CONF", config);
+        }
+        let out = dandelion_testkit::process::run(&mut command);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let with_ems = handshake(None);
+    assert!(
+        with_ems.contains("Protocol version: TLSv1.2") && with_ems.contains("Verification: OK"),
+        "a TLS 1.2 client with EMS should get through:\n{with_ems}"
+    );
+    let without = handshake(Some(&no_ems));
+    assert!(
+        !without.contains("Protocol version: TLSv1.2"),
+        "a TLS 1.2 client without EMS got a session:\n{without}"
+    );
+    assert!(without.contains("alert"), "no TLS alert:\n{without}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    dandelion_core::tls::trust(&ca.ca_file).unwrap();
+    let http = HttpClient::default();
+    wait_for("the refusal to be counted", SOON, || {
+        (refused(&rt, &http, &entrance, "tls_handshake") >= 1.0).then_some(())
+    });
+}
