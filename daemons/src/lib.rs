@@ -1,4 +1,5 @@
-//! The daemons behind the `dandelion` binary, as a library.
+//! The daemons behind the `dandelion` and `dandelion-box` binaries, as a
+//! library; what both binaries do around a role is [`launch`].
 //!
 //! Each role is a function that takes a bound listener, its configuration and a
 //! [`Shutdown`](shutdown::Shutdown), and runs until shutdown — so `main` stays
