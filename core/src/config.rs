@@ -249,7 +249,8 @@ pub struct PublisherConfig {
     pub tls_key: Option<PathBuf>,
     /// TLS-terminating proxies in front of this listener: they forward in
     /// clear what crossed the network encrypted, so tokens from them are
-    /// accepted over plain HTTP.
+    /// accepted over plain HTTP, and their `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` place viewers for redirects.
     pub trusted_proxies: Vec<IpAddr>,
     pub public_url: Option<String>,
     /// Entrances to search, each as `URL#entrance-ID` (see [`PinnedUrl`]).

@@ -33,6 +33,7 @@ pub mod paths;
 pub mod pinned;
 pub mod probe;
 pub mod protocol;
+pub mod proxies;
 pub mod secrets;
 pub mod store;
 pub mod tls;

@@ -43,9 +43,9 @@ pub fn may_send(tls: bool, host: &str) -> bool {
 /// TLS (`tls`) or not. `proxies` are TLS-terminating proxies in front of it,
 /// which forward in clear what crossed the network encrypted.
 pub fn may_receive(tls: bool, peer: IpAddr, proxies: &[IpAddr]) -> bool {
-    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
-    let peer = peer.to_canonical();
-    tls || peer.is_loopback() || proxies.iter().any(|p| p.to_canonical() == peer) || plain_allowed()
+    tls || peer.to_canonical().is_loopback()
+        || crate::proxies::is_trusted(peer, proxies)
+        || plain_allowed()
 }
 
 /// What a client says when it will not send a token.

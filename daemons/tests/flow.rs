@@ -521,7 +521,13 @@ fn box_goes_away(loss: Loss) {
 /// Where a viewer at `source` (127.0.0.x) is redirected for `name`: curl can
 /// leave from a chosen loopback address, which the publisher's GeoIP locates.
 fn redirect_from(net: &Network, source: &str, name: &str) -> String {
-    let out = run(Command::new("curl").args([
+    redirect_from_with(net, source, name, &[])
+}
+
+/// [`redirect_from`] with extra request headers (`Name: value`).
+fn redirect_from_with(net: &Network, source: &str, name: &str, headers: &[&str]) -> String {
+    let mut curl = Command::new("curl");
+    curl.args([
         "-s",
         "-o",
         "/dev/null",
@@ -529,8 +535,11 @@ fn redirect_from(net: &Network, source: &str, name: &str) -> String {
         "%{redirect_url}",
         "--interface",
         source,
-        &format!("{}/{name}", net.publisher.origin()),
-    ]));
+    ]);
+    for h in headers {
+        curl.args(["-H", h]);
+    }
+    let out = run(curl.arg(format!("{}/{name}", net.publisher.origin())));
     assert!(
         out.status.success(),
         "curl: {}",
@@ -573,6 +582,57 @@ fn viewers_are_sent_to_the_box_nearest_them() {
         );
         assert!(location.ends_with("/near.ts"), "{location}");
     }
+}
+
+/// Behind a TLS-terminating proxy the publisher sees the proxy's address: it
+/// places the viewer by the proxy's `X-Forwarded-For` when the proxy is in its
+/// `trusted_proxies`, and by the socket's address when anyone else sends one.
+#[test]
+fn a_trusted_proxy_says_where_the_viewer_is_and_no_one_else_does() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start_with(root.path(), 3, true, &["trusted_proxies = [\"127.0.0.5\"]"]);
+    let file = root.path().join("proxied.ts");
+    std::fs::write(&file, content(50_000, 11)).unwrap();
+    let out = push(&net, &file, &["--replicas", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status_url = format!("{}/api/files/proxied.ts", net.publisher.origin());
+    wait_for(
+        "the file on all three boxes",
+        Duration::from_secs(30),
+        || {
+            let v = net.json(&status_url);
+            (v["state"] == "placed" && v["placements"].as_array()?.len() == 3).then_some(())
+        },
+    );
+    // Through the proxy (127.0.0.5, nowhere in the GeoIP database), a viewer
+    // in London (127.0.0.4) goes to the London box.
+    let london = net.boxes[2].origin();
+    wait_for(
+        "a proxied viewer in London sent to the London box",
+        Duration::from_secs(15),
+        || {
+            let l = redirect_from_with(
+                &net,
+                "127.0.0.5",
+                "proxied.ts",
+                &["X-Forwarded-For: 127.0.0.4", "X-Forwarded-Proto: https"],
+            );
+            l.starts_with(&london).then_some(l)
+        },
+    );
+    // A viewer in Taipei claiming London is placed by its own address.
+    let taipei = net.boxes[0].origin();
+    let claimed = redirect_from_with(
+        &net,
+        "127.0.0.2",
+        "proxied.ts",
+        &["X-Forwarded-For: 127.0.0.4"],
+    );
+    assert!(claimed.starts_with(&taipei), "{claimed}");
 }
 
 /// The publisher's view of its boxes (`GET /api/boxes`).

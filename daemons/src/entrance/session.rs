@@ -50,7 +50,7 @@ pub async fn handle(
     ConnectInfo(remote): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
-    let ip = locate::observed_ip(
+    let ip = dandelion_core::proxies::client_ip(
         remote.addr.ip(),
         request.headers(),
         &shared.config.trusted_proxies,

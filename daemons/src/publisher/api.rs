@@ -17,6 +17,7 @@ use dandelion_core::config::parse_duration;
 use dandelion_core::console::{FileView, Level};
 use dandelion_core::ids::NodeId;
 use dandelion_core::paths;
+use dandelion_core::proxies;
 use futures_util::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -340,10 +341,15 @@ async fn view(
     };
     let now = now_secs();
     if !is_playlist(&name) {
+        // Behind a TLS-terminating proxy (`trusted_proxies`), what it says of
+        // the viewer: where they are, and whether their page is https.
+        let proxies = &p.config.trusted_proxies;
+        let tls = proxies::client_used_tls(tls, viewer.ip(), request.headers(), proxies);
+        let viewer_ip = proxies::client_ip(viewer.ip(), request.headers(), proxies);
         let viewer_at = p
             .geo
             .as_ref()
-            .and_then(|g| g.lookup(viewer.ip()))
+            .and_then(|g| g.lookup(viewer_ip))
             .and_then(|g| g.lat_lon());
         let placements = p.records.placements(&name).await.unwrap_or_default();
         let holders: Vec<Holder> = {
