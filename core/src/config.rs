@@ -83,6 +83,11 @@ pub struct EntranceConfig {
     /// on SIGHUP, so a renewal needs no restart.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The file holding this daemon's admin token, provisioned by the operator
+    /// (it must exist). Without it, `admin.token` in the data directory,
+    /// generated on first start. Either is read again when it changes or on
+    /// SIGHUP, so a token is rotated without a restart.
+    pub admin_token_file: Option<PathBuf>,
     /// The URL others reach this entrance at, when it differs from `listen`
     /// (a proxy, NAT, TLS terminator).
     pub public_url: Option<String>,
@@ -140,6 +145,7 @@ impl Default for EntranceConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             tls_cert: None,
             tls_key: None,
+            admin_token_file: None,
             public_url: None,
             expire_box_time: Duration::from_secs(120),
             heartbeat_interval: Duration::from_secs(5),
@@ -172,6 +178,11 @@ pub struct BoxConfig {
     /// on SIGHUP, so a renewal needs no restart.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The file holding this daemon's admin token, provisioned by the operator
+    /// (it must exist). Without it, `admin.token` in the data directory,
+    /// generated on first start. Either is read again when it changes or on
+    /// SIGHUP, so a token is rotated without a restart.
+    pub admin_token_file: Option<PathBuf>,
     /// TLS-terminating proxies in front of this listener: they forward in
     /// clear what crossed the network encrypted, so tokens from them are
     /// accepted over plain HTTP.
@@ -218,6 +229,7 @@ impl Default for BoxConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7071)),
             tls_cert: None,
             tls_key: None,
+            admin_token_file: None,
             trusted_proxies: Vec::new(),
             public_url: None,
             entrances: Vec::new(),
@@ -247,6 +259,11 @@ pub struct PublisherConfig {
     /// on SIGHUP, so a renewal needs no restart.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The file holding this daemon's admin token, provisioned by the operator
+    /// (it must exist). Without it, `admin.token` in the data directory,
+    /// generated on first start. Either is read again when it changes or on
+    /// SIGHUP, so a token is rotated without a restart.
+    pub admin_token_file: Option<PathBuf>,
     /// TLS-terminating proxies in front of this listener: they forward in
     /// clear what crossed the network encrypted, so tokens from them are
     /// accepted over plain HTTP, and their `X-Forwarded-For` and
@@ -298,6 +315,7 @@ impl Default for PublisherConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7072)),
             tls_cert: None,
             tls_key: None,
+            admin_token_file: None,
             trusted_proxies: Vec::new(),
             public_url: None,
             entrances: Vec::new(),
@@ -338,6 +356,20 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Where `role`'s admin token is read from, by the daemon and by client
+    /// commands run beside it: the role's `admin_token_file`, else
+    /// `admin.token` in the data directory.
+    pub fn admin_token_file(&self, role: crate::ids::Role) -> PathBuf {
+        let provisioned = match role {
+            crate::ids::Role::Entrance => &self.entrance.admin_token_file,
+            crate::ids::Role::Box => &self.boxnode.admin_token_file,
+            crate::ids::Role::Publisher => &self.publisher.admin_token_file,
+        };
+        provisioned
+            .clone()
+            .unwrap_or_else(|| crate::secrets::admin_token_path(&self.data_dir))
+    }
+
     /// Parses a config file's text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
@@ -604,7 +636,7 @@ heartbeat_interval = 3
         assert_eq!(
             err.to_string(),
             "config file /etc/dandelion/dandelion.toml, line 4, column 1: unknown field `expire_box_tme`, expected one of \
-             `listen`, `tls_cert`, `tls_key`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
+             `listen`, `tls_cert`, `tls_key`, `admin_token_file`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
              `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`, \
              `self_preservation_min_boxes`, `join_token`, `join_token_file`, `namespace`, `reachability_check`, \
              `reachability_interval`, `reachability_timeout`, `ban_time`"

@@ -18,6 +18,7 @@
 //!   binary shares;
 //! - [`probe`]: the box's reading of its own CPU, memory, disk and network.
 
+pub mod admintoken;
 pub mod auth;
 pub mod config;
 pub mod connection;

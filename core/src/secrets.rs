@@ -26,6 +26,9 @@ pub enum SecretError {
     },
     #[error("{path} is empty or not valid UTF-8; move it away to create a new one")]
     Garbled { path: PathBuf },
+    /// A file the operator provides (nothing here creates it).
+    #[error("{path} is empty or not valid UTF-8: write the token into it")]
+    Unusable { path: PathBuf },
     #[error("cannot gather randomness from the operating system: {0}")]
     Random(String),
 }
@@ -94,7 +97,8 @@ pub fn load_or_create(
     }
 }
 
-fn read_secret(path: &Path) -> Result<String, SecretError> {
+/// Reads an existing secret file: trimmed, not empty, valid UTF-8.
+pub fn read_secret(path: &Path) -> Result<String, SecretError> {
     let raw = fs::read(path).map_err(|cause| SecretError::Read {
         path: path.to_owned(),
         cause,

@@ -33,6 +33,12 @@ pub fn is_local_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
+/// Compares secrets in time independent of where they differ.
+pub fn matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Whether a client may send a token to `host` over a connection that is TLS
 /// (`tls`) or not.
 pub fn may_send(tls: bool, host: &str) -> bool {

@@ -10,7 +10,6 @@ use anyhow::Context;
 use bytes::Bytes;
 use dandelion_core::http::{HttpClient, origin_of};
 use dandelion_daemons::entrance::api::BoxView;
-use dandelion_daemons::server::admin_token_path;
 
 use dandelion_daemons::cli::{BoxesArgs, EvictArgs};
 
@@ -65,13 +64,15 @@ pub async fn boxes(args: &BoxesArgs, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn evict(args: &EvictArgs, data_dir: &Path) -> anyhow::Result<()> {
+/// `token_file`: where the entrance's admin token is read when `--token` is
+/// not given (`Config::admin_token_file`).
+pub async fn evict(args: &EvictArgs, data_dir: &Path, token_file: &Path) -> anyhow::Result<()> {
     let origin = origin(args.entrance.as_deref(), data_dir)?;
     let token = match &args.token {
         Some(t) => t.trim().to_owned(),
         None => {
-            let path = admin_token_path(data_dir);
-            std::fs::read_to_string(&path)
+            let path = token_file;
+            std::fs::read_to_string(path)
                 .with_context(|| {
                     format!(
                         "cannot read the admin token {} (give --token or DANDELION_ADMIN_TOKEN, or \

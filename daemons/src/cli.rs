@@ -132,6 +132,11 @@ pub struct RoleArgs {
         value_name = "URL#ID"
     )]
     pub entrances: Vec<PinnedUrl>,
+    /// File holding this daemon's admin token, provisioned by the operator
+    /// (default: the role's `admin_token_file`, else `admin.token` in the data
+    /// directory, created on first start). Read again when it changes or on SIGHUP.
+    #[arg(long, env = "DANDELION_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use dandelion_core::config::Config;
 use dandelion_core::http::HttpClient;
+use dandelion_core::ids::Role;
 use futures_util::StreamExt;
 use http::Method;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -37,7 +38,7 @@ fn publisher_target(
     let token = match (token, &local) {
         (Some(t), _) => t.to_owned(),
         (None, Some(net)) if to.is_none() => read_token(&admin_token_path(&net.publisher_dir))?,
-        _ => read_token(&admin_token_path(&config.data_dir))
+        _ => read_token(&config.admin_token_file(Role::Publisher))
             .context("pass --token or set DANDELION_ADMIN_TOKEN (the publisher's admin token)")?,
     };
     Ok((url, token))

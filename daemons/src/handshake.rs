@@ -105,11 +105,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares secrets in time independent of where they differ.
-pub fn token_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use dandelion_core::tokens::matches as token_matches;
 
 /// Remembers which (peer, reason) pairs were already logged. Bounded: when full it
 /// starts over, which at worst logs a repeat.

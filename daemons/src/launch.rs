@@ -40,11 +40,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Flags of a role command over its config section.
-pub fn apply_role_args(args: &RoleArgs, listen: &mut SocketAddr, urls: &mut Vec<PinnedUrl>) {
+pub fn apply_role_args(
+    args: &RoleArgs,
+    listen: &mut SocketAddr,
+    urls: &mut Vec<PinnedUrl>,
+    admin_token_file: &mut Option<PathBuf>,
+) {
     if let Some(addr) = args.listen {
         *listen = addr;
     }
     urls.extend(args.entrances.iter().cloned());
+    if let Some(file) = &args.admin_token_file {
+        *admin_token_file = Some(file.clone());
+    }
 }
 
 /// Lines a box's log file writer queues. tracing-appender's default, 128 000,
@@ -65,6 +73,7 @@ pub fn run_box(
         args,
         &mut config.boxnode.listen,
         &mut config.boxnode.entrances,
+        &mut config.boxnode.admin_token_file,
     );
     let config = &*config;
     serve_with_log_buffer(runtime, config, BOX_LOG_LINES, |s| async {

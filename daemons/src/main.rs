@@ -8,6 +8,7 @@ mod check;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dandelion_core::ids::Role;
 use dandelion_daemons::cli::{Cli, Command};
 use dandelion_daemons::{client, entrance, launch, publisher, server, up};
 
@@ -34,7 +35,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
         Command::Boxes(args) => runtime.block_on(admin::boxes(&args, &config.data_dir)),
-        Command::Evict(args) => runtime.block_on(admin::evict(&args, &config.data_dir)),
+        Command::Evict(args) => runtime.block_on(admin::evict(
+            &args,
+            &config.data_dir,
+            &config.admin_token_file(Role::Entrance),
+        )),
         Command::Push(args) => runtime.block_on(client::push(&config, &args)),
         Command::Where(args) => runtime.block_on(client::where_is(&config, &args)),
         Command::Entrance(args) => {
@@ -43,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &args,
                 &mut config.entrance.listen,
                 &mut config.entrance.peers,
+                &mut config.entrance.admin_token_file,
             );
             launch::serve(&runtime, &config, |s| async {
                 entrance::run(server::bind(config.entrance.listen).await?, &config, s).await
@@ -54,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &args,
                 &mut config.publisher.listen,
                 &mut config.publisher.entrances,
+                &mut config.publisher.admin_token_file,
             );
             launch::serve(&runtime, &config, |s| async {
                 publisher::run(server::bind(config.publisher.listen).await?, &config, s).await

@@ -14,6 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use dandelion_core::admintoken::AdminToken;
 use dandelion_core::auth::{
     CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, NONCE_PATH, Nonce, NonceBook,
 };
@@ -21,13 +22,12 @@ use dandelion_core::config::{self, Config};
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::PROTOCOL_VERSION;
-use dandelion_core::secrets;
 use dandelion_core::store::{self, Store};
 use dandelion_core::tls::ServerTls;
 use tokio::net::TcpListener;
 
 use crate::console::Hub;
-use crate::handshake::{Refusal, RefusalLog, bearer, token_matches};
+use crate::handshake::{Refusal, RefusalLog, bearer};
 use crate::listener::{Listener, Remote};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -40,7 +40,7 @@ pub struct Common {
     pub nonces: NonceBook,
     pub metrics: Metrics,
     pub refusals: RefusalLog,
-    pub admin_token: String,
+    pub admin_token: Arc<AdminToken>,
     pub data_dir: PathBuf,
     pub shutdown: Shutdown,
     pub started: Instant,
@@ -59,12 +59,18 @@ impl Common {
     pub async fn open(config: &Config, role: Role, shutdown: Shutdown) -> anyhow::Result<Common> {
         config::prepare_data_dir(&config.data_dir)?;
         let identity = Identity::load_or_create(&config.data_dir, role)?;
-        let token_path = admin_token_path(&config.data_dir);
-        let (admin_token, created) =
-            secrets::load_or_create(&token_path, || secrets::random_hex(32))?;
+        let provisioned = match role {
+            Role::Entrance => config.entrance.admin_token_file.as_deref(),
+            Role::Box => config.boxnode.admin_token_file.as_deref(),
+            Role::Publisher => config.publisher.admin_token_file.as_deref(),
+        };
+        let (admin_token, created) = AdminToken::open(&config.data_dir, provisioned)
+            .context("the admin token (admin_token_file)")?;
         if created {
-            tracing::info!(path = %token_path.display(), "created the admin token");
+            tracing::info!(path = %admin_token.path().display(), "created the admin token");
         }
+        let admin_token = Arc::new(admin_token);
+        tokio::spawn(reload_admin_token(admin_token.clone(), shutdown.clone()));
         let store = store::open_configured(config).await?;
         if config.insecure_plain_tokens {
             tracing::warn!(
@@ -98,8 +104,34 @@ impl Common {
                 "admin_token_missing",
                 "this needs the admin token (Authorization: Bearer …)",
             )),
-            Some(t) if token_matches(t, &self.admin_token) => Ok(()),
+            Some(t) if self.admin_token.matches(t) => Ok(()),
             Some(_) => Err(Refusal::forbidden("admin_token_wrong", "wrong admin token")),
+        }
+    }
+}
+
+/// Reads the admin token file again when it changes (polled, as TLS
+/// certificates are) or on SIGHUP, until shutdown: a rotated token takes effect
+/// without a restart.
+async fn reload_admin_token(token: Arc<AdminToken>, shutdown: Shutdown) {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut poll = tokio::time::interval(crate::listener::RELOAD_POLL);
+    poll.tick().await;
+    loop {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            Some(()) = async {
+                match hangups.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => token.reload(true),
+            _ = poll.tick() => token.reload(false),
+        };
+        match outcome {
+            Ok(true) => tracing::info!(path = %token.path().display(), "admin token loaded again"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("the admin token in use stays: {e}"),
         }
     }
 }
