@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use dandelion_core::config::Config;
 use dandelion_core::http::HttpClient;
 use dandelion_core::ids::Role;
+use dandelion_core::paths::url_path;
 use futures_util::StreamExt;
 use http::Method;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -42,6 +43,15 @@ fn publisher_target(
             .context("pass --token or set DANDELION_ADMIN_TOKEN (the publisher's admin token)")?,
     };
     Ok((url, token))
+}
+
+/// What `push` prints for an accepted file: its name, size, and the URL to give
+/// players when the publisher said one.
+fn queued_line(name: &str, size: u64, url: Option<&str>) -> String {
+    match url {
+        Some(url) => format!("queued {name} ({size} bytes); players: {url}"),
+        None => format!("queued {name} ({size} bytes)"),
+    }
 }
 
 fn read_token(path: &Path) -> anyhow::Result<String> {
@@ -147,7 +157,7 @@ struct Target<'a> {
 
 impl Target<'_> {
     fn url(&self, name: &str) -> String {
-        let mut url = format!("{}/api/files/{name}", self.base);
+        let mut url = format!("{}/api/files/{}", self.base, url_path(name));
         let mut query = Vec::new();
         if let Some(ttl) = self.args.ttl {
             query.push(format!("ttl={}", ttl.as_secs()));
@@ -161,12 +171,13 @@ impl Target<'_> {
         url
     }
 
-    /// Streams one file to the publisher; `Ok` once it answered `202`.
+    /// Streams one file to the publisher; `Ok` once it answered `202`, with the
+    /// URL it says players are given, when it says one.
     async fn send(
         &self,
         u: &Upload,
         bars: Option<(&ProgressBar, &ProgressBar)>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<String>> {
         let file = tokio::fs::File::open(&u.path)
             .await
             .with_context(|| format!("cannot read {}", u.path.display()))?;
@@ -198,14 +209,16 @@ impl Target<'_> {
                 detail.trim()
             );
         }
-        Ok(())
+        Ok(serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| v["url"].as_str().map(str::to_owned)))
     }
 
     /// The publisher's state for a name (`queued`, `placed`…), if it answers.
     async fn state(&self, name: &str) -> Option<String> {
         let r = self
             .http
-            .get(&format!("{}/api/files/{name}", self.base), &[])
+            .get(&format!("{}/api/files/{}", self.base, url_path(name)), &[])
             .await
             .ok()?;
         let v: serde_json::Value = r.json().ok()?;
@@ -255,8 +268,8 @@ pub async fn push(config: &Config, args: &PushArgs) -> anyhow::Result<()> {
         bar.set_message(u.name.clone());
         let result = target.send(u, Some((&bar, &overall))).await;
         bar.finish();
-        result?;
-        bars.suspend(|| println!("queued {} ({} bytes)", u.name, u.size));
+        let url = result?;
+        bars.suspend(|| println!("{}", queued_line(&u.name, u.size, url.as_deref())));
     }
     overall.finish();
     Ok(())
@@ -507,8 +520,8 @@ mod watch {
                 size: version.0,
             };
             match target.send(&upload, None).await {
-                Ok(()) => {
-                    println!("queued {name} ({} bytes)", version.0);
+                Ok(url) => {
+                    println!("{}", super::queued_line(&name, version.0, url.as_deref()));
                     self.pushed.insert(path.to_owned(), version);
                     self.pending.remove(path);
                     self.placed.remove(&name);
@@ -611,7 +624,7 @@ mod watch {
 pub async fn where_is(config: &Config, args: &WhereArgs) -> anyhow::Result<()> {
     let (base, _) = publisher_target(config, args.to.as_deref(), Some(""))?;
     let response = HttpClient::default()
-        .get(&format!("{base}/api/files/{}", args.name), &[])
+        .get(&format!("{base}/api/files/{}", url_path(&args.name)), &[])
         .await?;
     if response.status == http::StatusCode::NOT_FOUND {
         bail!("the publisher has no file named `{}`", args.name);

@@ -275,7 +275,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         listen = %local,
         scheme = listener.scheme(),
         known_boxes = known,
-        admin_token = %server::admin_token_path(&config.data_dir).display(),
+        admin_token = %common.admin_token.path().display(),
         "publisher started"
     );
     shutdown.spawn(search::run(publisher.clone()));

@@ -132,7 +132,16 @@ fn a_pushed_file_lands_on_k_boxes_and_is_fetched_through_a_redirect() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("queued seg1.ts (300000 bytes)"));
+    // With no public_url, players are given the address the push reached.
+    let queued = format!(
+        "queued seg1.ts (300000 bytes); players: {}/seg1.ts",
+        net.publisher.origin()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&queued),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let status_url = format!("{}/api/files/seg1.ts", net.publisher.origin());
     let status = wait_for(
@@ -633,6 +642,32 @@ fn a_trusted_proxy_says_where_the_viewer_is_and_no_one_else_does() {
         &["X-Forwarded-For: 127.0.0.4"],
     );
     assert!(claimed.starts_with(&taipei), "{claimed}");
+}
+
+/// The publisher's `public_url` is the address players are given: `push`
+/// prints it for each file, its path escaped.
+#[test]
+fn players_are_given_the_publishers_public_url() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start_with(
+        root.path(),
+        1,
+        false,
+        &["public_url = \"https://live.example.test/tv/\""],
+    );
+    let file = root.path().join("seg.ts");
+    std::fs::write(&file, content(1_000, 3)).unwrap();
+    let out = push(&net, &file, &["--as", "live/seg 1.ts"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("queued live/seg 1.ts (1000 bytes); players: https://live.example.test/tv/live/seg%201.ts\n"),
+        "{stdout}"
+    );
 }
 
 /// The publisher's view of its boxes (`GET /api/boxes`).

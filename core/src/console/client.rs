@@ -182,7 +182,11 @@ pub async fn push_file(
     query: &str,
     progress: impl Fn(u64) + Send + Sync + 'static,
 ) -> Result<Accepted, ConsoleError> {
-    let mut url = format!("{}/api/files/{name}", daemon_origin(publisher)?);
+    let mut url = format!(
+        "{}/api/files/{}",
+        daemon_origin(publisher)?,
+        crate::paths::url_path(name)
+    );
     if !query.is_empty() {
         url = format!("{url}?{query}");
     }

@@ -121,6 +121,7 @@ async fn push(
     State(p): State<Arc<Publisher>>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
     if let Err(refusal) = p.common.require_admin(request.headers()) {
@@ -151,6 +152,7 @@ async fn push(
             );
         }
     };
+    let url = viewer_url(&p, request.headers(), &remote, &name);
     let (size, sha256) = match receive(&p, &name, request.into_body()).await {
         Ok(done) => done,
         Err(response) => return response,
@@ -191,9 +193,33 @@ async fn push(
     p.common.console.touch();
     (
         StatusCode::ACCEPTED,
-        axum::Json(json!({ "name": name, "size": size, "sha256": sha256, "state": "queued", "ttl": job.ttl, "replicas": replicas })),
+        axum::Json(json!({
+            "name": name,
+            "size": size,
+            "sha256": sha256,
+            "state": "queued",
+            "ttl": job.ttl,
+            "replicas": replicas,
+            "url": url,
+        })),
     )
         .into_response()
+}
+
+/// The URL players are given for `name`: under the publisher's `public_url`
+/// (its address as viewers know it: a proxy, a CDN name), else under the
+/// address this request reached it at. `None` when neither is known.
+fn viewer_url(p: &Publisher, headers: &HeaderMap, remote: &Remote, name: &str) -> Option<String> {
+    let base = match &p.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers.get(header::HOST)?.to_str().ok()?;
+            let proxies = &p.config.trusted_proxies;
+            let tls = proxies::client_used_tls(remote.tls, remote.addr.ip(), headers, proxies);
+            format!("{}://{host}", if tls { "https" } else { "http" })
+        }
+    };
+    Some(format!("{base}/{}", paths::url_path(name)))
 }
 
 /// Streams the request body into the publisher's copy: a temporary file, hashed
