@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::hosts::Host;
 use crate::process::{Running, binary};
 use crate::{free_port, wait_for};
 
@@ -26,6 +27,7 @@ pub struct DaemonBuilder {
     tls: bool,
     listen: Ipv4Addr,
     alone: bool,
+    host: Option<Host>,
 }
 
 impl DaemonBuilder {
@@ -41,6 +43,7 @@ impl DaemonBuilder {
             tls: false,
             listen: Ipv4Addr::LOCALHOST,
             alone: false,
+            host: None,
         }
     }
 
@@ -88,6 +91,16 @@ impl DaemonBuilder {
         self
     }
 
+    /// Run on `host` of a test LAN ([`crate::hosts`]), listening on its LAN
+    /// address: [`Daemon::origin`] is then that address, reachable from the
+    /// LAN's other hosts (not from the test process). Readiness is read from
+    /// the daemon's systemd notification, which crosses namespaces.
+    pub fn on(mut self, host: &Host) -> Self {
+        self.listen = host.ip();
+        self.host = Some(host.clone());
+        self
+    }
+
     /// Listen on this port instead of a free one (to restart on the same address).
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
@@ -123,13 +136,18 @@ impl DaemonBuilder {
         let log_path = self.data_dir.join(format!("{}.stderr", self.role));
         let log = fs::File::create(&log_path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
-        let mut command = if self.alone {
-            Command::new(binary("dandelion-box"))
+        let program = binary(if self.alone {
+            "dandelion-box"
         } else {
-            let mut command = Command::new(binary("dandelion"));
-            command.arg(&self.role);
-            command
+            "dandelion"
+        });
+        let mut command = match &self.host {
+            Some(host) => host.command(program),
+            None => Command::new(program),
         };
+        if !self.alone {
+            command.arg(&self.role);
+        }
         command
             .arg("--config")
             .arg(&config_path)
@@ -142,7 +160,7 @@ impl DaemonBuilder {
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        let ready = self.tls.then(|| {
+        let ready = (self.tls || self.host.is_some()).then(|| {
             let path = self.data_dir.join("ready.notify");
             let _ = fs::remove_file(&path);
             let socket = UnixDatagram::bind(&path)
@@ -198,14 +216,19 @@ impl Daemon {
         self.port
     }
 
+    /// Where it listens: 127.0.0.1, or its host's LAN address.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        let ip = match &self.builder.host {
+            Some(host) => host.ip(),
+            None => Ipv4Addr::LOCALHOST,
+        };
+        SocketAddr::from((ip, self.port))
     }
 
-    /// `http://127.0.0.1:<port>`, or `https://…` for a daemon on TLS.
+    /// `http://<addr>`, or `https://…` for a daemon on TLS.
     pub fn origin(&self) -> String {
         let scheme = if self.builder.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}", self.addr())
     }
 
     pub fn data_dir(&self) -> &Path {

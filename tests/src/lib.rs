@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod geo;
+pub mod hosts;
 pub mod network;
 pub mod process;
 pub mod redis;

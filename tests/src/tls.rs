@@ -45,6 +45,23 @@ impl TestCa {
         self.issue_with(name, |_| {})
     }
 
+    /// A certificate for `names` (host names or IP addresses, such as a test
+    /// host's LAN address) signed by this CA; returns (certificate, key).
+    pub fn issue_for(&self, name: &str, names: &[String]) -> (PathBuf, PathBuf) {
+        let sans = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => rcgen::SanType::IpAddress(ip),
+                Err(_) => rcgen::SanType::DnsName(
+                    n.clone()
+                        .try_into()
+                        .unwrap_or_else(|e| panic!("name {n}: {e}")),
+                ),
+            })
+            .collect();
+        self.issue_with(name, |params| params.subject_alt_names = sans)
+    }
+
     /// [`TestCa::issue`] for a certificate that expired in 2020.
     pub fn issue_expired(&self, name: &str) -> (PathBuf, PathBuf) {
         self.issue_with(name, |params| {
