@@ -15,6 +15,7 @@
 //! messages, so their fields are snake_case like the rest of the HTTP API.
 
 pub mod client;
+pub mod contexts;
 pub mod local;
 mod views;
 

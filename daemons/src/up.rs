@@ -27,6 +27,9 @@ use crate::localca::LocalCa;
 use crate::server::admin_token_path;
 use crate::shutdown::{GRACE_PERIOD, Shutdown};
 use crate::{boxnode, entrance, publisher};
+use dandelion_core::console::contexts::{
+    CONTEXTS_FILE, Context as ConsoleContext, Contexts, Daemon as ContextDaemon, LOCAL_CONTEXT,
+};
 
 /// Ports of the local network: entrance, publisher, and the first box's.
 pub const ENTRANCE_PORT: u16 = 7070;
@@ -170,6 +173,9 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     let network_file = root.join(NETWORK_FILE);
     std::fs::write(&network_file, serde_json::to_vec_pretty(&network)?)
         .with_context(|| format!("cannot write {}", network_file.display()))?;
+    let contexts_file = root.join(CONTEXTS_FILE);
+    std::fs::write(&contexts_file, local_context(&network).to_toml()?)
+        .with_context(|| format!("cannot write {}", contexts_file.display()))?;
 
     tokio::select! {
         () = shutdown.cancelled() => {}
@@ -183,6 +189,7 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
         shutdown.cancelled().await;
     }
     let _ = std::fs::remove_file(&network_file);
+    let _ = std::fs::remove_file(&contexts_file);
     // Each role stops within its own grace period; this only waits for them.
     if tokio::time::timeout(GRACE_PERIOD * 2, futures_util::future::join_all(roles))
         .await
@@ -191,6 +198,30 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
         tracing::warn!("some daemons did not stop in time");
     }
     Ok(())
+}
+
+/// The local network as the console context `local`: each daemon with its own
+/// token file and the network's CA.
+fn local_context(network: &LocalNetwork) -> Contexts {
+    let names = ["entrance".to_owned(), "publisher".to_owned()]
+        .into_iter()
+        .chain((0..network.boxes.len()).map(|i| format!("box-{i}")));
+    let daemons = names
+        .zip(network.daemons())
+        .map(|(name, (url, token_file))| ContextDaemon {
+            name,
+            url,
+            token_file: Some(token_file),
+            token_env: None,
+        })
+        .collect();
+    Contexts {
+        contexts: vec![ConsoleContext {
+            name: LOCAL_CONTEXT.to_owned(),
+            ca_file: network.ca_file.clone(),
+            daemons,
+        }],
+    }
 }
 
 fn report(role: &str, result: anyhow::Result<()>) {
@@ -292,6 +323,11 @@ fn print_banner(net: &LocalNetwork, root: &Path) {
     }
     println!(
         "  console:      dandelion-console --data-dir {}   (or cargo run --release --bin dandelion-console)",
+        root.display()
+    );
+    println!(
+        "  context:      `local` in {} (dandelion-console --context local --data-dir {})",
+        root.join(CONTEXTS_FILE).display(),
         root.display()
     );
     println!();

@@ -457,6 +457,22 @@ fn dandelion_up_runs_the_local_network_on_tls() {
     assert_eq!(net["entrance"], "https://127.0.0.1:7070", "{net}");
     let ca = std::path::PathBuf::from(net["ca_file"].as_str().unwrap());
     dandelion_core::tls::trust(&ca).unwrap();
+    // The console context `local`: every daemon with its own token and the CA.
+    let contexts = dandelion_core::console::contexts::Contexts::load(
+        &data.join(dandelion_core::console::contexts::CONTEXTS_FILE),
+    )
+    .unwrap();
+    let local = contexts.get("local", &data).unwrap();
+    assert_eq!(local.ca_file.as_deref(), Some(ca.as_path()));
+    let urls: Vec<&str> = local.daemons.iter().map(|d| d.url.as_str()).collect();
+    assert_eq!(
+        urls[..2],
+        ["https://127.0.0.1:7070", "https://127.0.0.1:7072"]
+    );
+    assert_eq!(urls.len(), 3, "{urls:?}");
+    for daemon in &local.daemons {
+        assert!(daemon.token().is_ok_and(|t| t.len() == 64), "{daemon:?}");
+    }
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = HttpClient::default();

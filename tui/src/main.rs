@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use dandelion_console::app::{App, Tokens};
 use dandelion_console::theme::Theme;
+use dandelion_core::console::contexts::{self, Contexts};
 use dandelion_core::console::{LocalNetwork, NETWORK_FILE};
 
 #[derive(Debug, Parser)]
@@ -21,8 +22,9 @@ use dandelion_core::console::{LocalNetwork, NETWORK_FILE};
         event log. Push a file from a keyboard file picker, or evict a box after confirming.\n\n\
         Keys: ? help, q quit, / filter, j/k or arrows move, Tab next view, 1-9 daemon tab, : commands \
         (:connect URL), Esc back, Shift+letter sorts.",
-    after_help = "With no URL it attaches to the network that `dandelion up` started in --data-dir, with each \
-        daemon's own admin token. Given URLs, every daemon gets the same --token."
+    after_help = "With --context NAME it attaches to that context's daemons, each with its own token (see \
+        docs/console.md). With no URL it attaches to the network that `dandelion up` started in --data-dir, with \
+        each daemon's own admin token. Given URLs, every daemon gets the same --token."
 )]
 struct Cli {
     /// Daemon URLs to attach to, e.g. http://127.0.0.1:7070 (each becomes a tab).
@@ -48,6 +50,19 @@ struct Cli {
     /// daemons whose certificates a private CA signed.
     #[arg(long, env = "DANDELION_CA_FILE", value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Open the daemons of this context, each with its own token and the
+    /// context's CA (see --contexts; `dandelion up` writes `local`).
+    #[arg(
+        long,
+        env = "DANDELION_CONTEXT",
+        value_name = "NAME",
+        conflicts_with_all = ["urls", "token", "token_file"]
+    )]
+    context: Option<String>,
+    /// The contexts file (default: $XDG_CONFIG_HOME/dandelion/contexts.toml, then
+    /// contexts.toml in --data-dir, where `dandelion up` writes it).
+    #[arg(long, env = "DANDELION_CONTEXTS", value_name = "FILE")]
+    contexts: Option<PathBuf>,
     /// Where `dandelion up` keeps its network (read when no URL is given).
     #[arg(
         long,
@@ -94,6 +109,9 @@ fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
         (None, Some(path)) => Some(read_token(path)?),
         (None, None) => None,
     };
+    if let Some(name) = &cli.context {
+        return context_targets(cli, name);
+    }
     if !cli.urls.is_empty() {
         for url in &cli.urls {
             dandelion_core::console::console_url(url)?;
@@ -127,18 +145,74 @@ fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
     Ok((urls, tokens))
 }
 
+/// The daemons of context `name`, each with its own token, its CA trusted. A
+/// token given on the command line is not used: each daemon gets only its own.
+fn context_targets(cli: &Cli, name: &str) -> anyhow::Result<(Vec<String>, Tokens)> {
+    let candidates = match &cli.contexts {
+        Some(file) => vec![file.clone()],
+        None => contexts::default_path()
+            .into_iter()
+            .chain([cli.data_dir.join(contexts::CONTEXTS_FILE)])
+            .collect(),
+    };
+    let mut tried = Vec::new();
+    let mut found = None;
+    for path in &candidates {
+        if cli.contexts.is_none() && !path.exists() {
+            tried.push(format!("{} (absent)", path.display()));
+            continue;
+        }
+        let all = Contexts::load(path)?;
+        match all.get(name, path) {
+            Ok(context) => {
+                found = Some(context.clone());
+                break;
+            }
+            Err(e) if cli.contexts.is_some() => return Err(e.into()),
+            Err(e) => tried.push(e.to_string()),
+        }
+    }
+    let context = found.with_context(|| {
+        format!(
+            "no context named `{name}`: {}; name a file with --contexts",
+            tried.join("; ")
+        )
+    })?;
+    if let Some(ca) = &context.ca_file {
+        dandelion_core::tls::trust(ca)
+            .with_context(|| format!("context `{name}`: ca_file {}", ca.display()))?;
+    }
+    let mut tokens = Tokens::default();
+    let mut urls = Vec::new();
+    for daemon in &context.daemons {
+        dandelion_core::console::console_url(&daemon.url)
+            .with_context(|| format!("context `{name}`, daemon `{}`", daemon.name))?;
+        match daemon.token() {
+            Ok(token) => {
+                tokens
+                    .by_url
+                    .insert(daemon.url.trim_end_matches('/').to_owned(), token);
+            }
+            // Its tab opens anyway and shows the daemon's refusal; the log says why.
+            Err(why) => tracing::warn!(daemon = %daemon.name, "no admin token: {why}"),
+        }
+        urls.push(daemon.url.clone());
+    }
+    Ok((urls, tokens))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let theme = Theme::load(&cli.theme, no_color)?;
     if let Some(ca) = &cli.ca_file {
         dandelion_core::tls::trust(ca).context("--ca-file")?;
     }
-    let (urls, tokens) = targets(&cli)?;
     let log_path = cli
         .log_file
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("dandelion-console.log"));
     let _guard = log_to(&log_path)?;
+    let (urls, tokens) = targets(&cli)?;
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let mut app = App::new(tokens, &start_dir, dandelion_console::net::now());
     let mut first = Vec::new();

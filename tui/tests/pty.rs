@@ -57,22 +57,26 @@ fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
     screen.lines().find(|l| l.contains(needle))
 }
 
-#[test]
-fn an_operator_watches_pushes_evicts_and_rides_out_an_entrance_restart() {
-    let root = tempfile::tempdir().unwrap();
-    // On TLS, as a real network runs: the console attaches over wss:// to every
-    // daemon, trusting the network's CA from the network file.
-    let mut net = NetworkBuilder::new(&root.path().join("net"), 3)
-        .located()
-        .tls()
-        .start();
-    let described = root.path().join("described");
-    std::fs::create_dir_all(&described).unwrap();
-    net.write_network_file(&described);
-    let uploads = root.path().join("uploads");
-    std::fs::create_dir_all(&uploads).unwrap();
-    std::fs::write(uploads.join("clip.ts"), vec![42u8; 120_000]).unwrap();
+/// `dandelion-console` logging to `log`, in a clean environment.
+fn console_command(log: &std::path::Path) -> CommandBuilder {
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_dandelion-console"));
+    cmd.arg("--log-file");
+    cmd.arg(log);
+    cmd.env("TERM", "xterm-256color");
+    for var in [
+        "DANDELION_ADMIN_TOKEN",
+        "DANDELION_ADMIN_TOKEN_FILE",
+        "DANDELION_CONTEXT",
+        "DANDELION_CONTEXTS",
+        "NO_COLOR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 
+/// Runs `cmd` in a new pseudo-terminal; the screen it draws, and the child.
+fn open_console(cmd: CommandBuilder) -> (Screen, Box<dyn portable_pty::Child + Send + Sync>) {
     let pty = native_pty_system()
         .openpty(PtySize {
             rows: ROWS,
@@ -81,16 +85,7 @@ fn an_operator_watches_pushes_evicts_and_rides_out_an_entrance_restart() {
             pixel_height: 0,
         })
         .unwrap();
-    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_dandelion-console"));
-    cmd.arg("--data-dir");
-    cmd.arg(&described);
-    cmd.arg("--log-file");
-    cmd.arg(root.path().join("console.log"));
-    cmd.cwd(&uploads);
-    cmd.env("TERM", "xterm-256color");
-    cmd.env_remove("DANDELION_ADMIN_TOKEN");
-    cmd.env_remove("NO_COLOR");
-    let mut child = pty.slave.spawn_command(cmd).unwrap();
+    let child = pty.slave.spawn_command(cmd).unwrap();
     drop(pty.slave);
     let parser = Arc::new(Mutex::new(vt100::Parser::new(
         std::num::NonZero::new(ROWS).unwrap(),
@@ -110,10 +105,34 @@ fn an_operator_watches_pushes_evicts_and_rides_out_an_entrance_restart() {
             }
         }
     });
-    let mut screen = Screen {
+    let screen = Screen {
         parser,
         writer: pty.master.take_writer().unwrap(),
     };
+    (screen, child)
+}
+
+#[test]
+fn an_operator_watches_pushes_evicts_and_rides_out_an_entrance_restart() {
+    let root = tempfile::tempdir().unwrap();
+    // On TLS, as a real network runs: the console attaches over wss:// to every
+    // daemon, trusting the network's CA from the network file.
+    let mut net = NetworkBuilder::new(&root.path().join("net"), 3)
+        .located()
+        .tls()
+        .start();
+    let described = root.path().join("described");
+    std::fs::create_dir_all(&described).unwrap();
+    net.write_network_file(&described);
+    let uploads = root.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    std::fs::write(uploads.join("clip.ts"), vec![42u8; 120_000]).unwrap();
+
+    let mut cmd = console_command(&root.path().join("console.log"));
+    cmd.arg("--data-dir");
+    cmd.arg(&described);
+    cmd.cwd(&uploads);
+    let (mut screen, mut child) = open_console(cmd);
 
     // Three boxes appear with their cities (the entrance's GeoIP database).
     screen.wait(
@@ -203,4 +222,70 @@ fn an_operator_watches_pushes_evicts_and_rides_out_an_entrance_restart() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "the console exited with {status:?}");
+}
+
+/// A context names each daemon with its own token source: the console opens a
+/// tab per daemon with that daemon's token and the context's CA. A daemon whose
+/// token is wrong says so in its own tab, and the others keep working.
+#[test]
+fn a_context_opens_each_daemon_with_its_own_token() {
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(&root.path().join("net"), 1)
+        .tls()
+        .start();
+    let token_file = |d: &dandelion_testkit::daemon::Daemon| d.data_dir().join("admin.token");
+    let wrong = root.path().join("wrong.token");
+    std::fs::write(&wrong, "not-the-boxs-token\n").unwrap();
+    let contexts = root.path().join("contexts.toml");
+    std::fs::write(
+        &contexts,
+        format!(
+            "[[context]]\nname = \"lab\"\nca_file = {ca:?}\n\n\
+             [[context.daemon]]\nname = \"entrance\"\nurl = {e:?}\ntoken_file = {et:?}\n\n\
+             [[context.daemon]]\nname = \"publisher\"\nurl = {p:?}\ntoken_env = \"LAB_PUBLISHER_TOKEN\"\n\n\
+             [[context.daemon]]\nname = \"box\"\nurl = {b:?}\ntoken_file = {bt:?}\n",
+            ca = net.ca_file.as_ref().unwrap().display().to_string(),
+            e = net.entrance.origin(),
+            et = token_file(&net.entrance).display().to_string(),
+            p = net.publisher.origin(),
+            b = net.boxes[0].origin(),
+            bt = wrong.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let publisher_token = std::fs::read_to_string(token_file(&net.publisher)).unwrap();
+
+    let mut cmd = console_command(&root.path().join("console.log"));
+    cmd.args(["--context", "lab", "--contexts"]);
+    cmd.arg(&contexts);
+    cmd.env("LAB_PUBLISHER_TOKEN", publisher_token.trim());
+    let (mut screen, mut child) = open_console(cmd);
+
+    screen.wait("the entrance's box, active", Duration::from_secs(30), |s| {
+        s.contains("Boxes 1") && s.contains(" active ")
+    });
+    screen.keys("2");
+    screen.wait_for(
+        "the publisher's view, with the token from the environment",
+        "Queue & placements",
+        Duration::from_secs(10),
+    );
+    screen.keys("3");
+    screen.wait_for(
+        "the box's tab saying its token is wrong",
+        "wrong admin token",
+        Duration::from_secs(10),
+    );
+    screen.keys("1");
+    screen.wait_for(
+        "the entrance still shown",
+        "Boxes 1",
+        Duration::from_secs(10),
+    );
+    screen.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the console did not quit on q");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
