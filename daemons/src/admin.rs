@@ -1,13 +1,15 @@
 //! `dandelion boxes` and `dandelion evict`: operator commands that talk to a
 //! running entrance's HTTP API. The admin token comes from `--token` /
-//! `DANDELION_ADMIN_TOKEN`, else from the entrance's data directory, which is
-//! where an operator on the entrance's own machine already has it.
+//! `DANDELION_ADMIN_TOKEN`, else from the `--context`'s entrance, else from the
+//! entrance's admin token file (its `admin_token_file` or data directory),
+//! which is where an operator on the entrance's own machine already has it.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
+use dandelion_core::console::contexts::Context as ConsoleContext;
 use dandelion_core::http::{HttpClient, origin_of};
 use dandelion_daemons::entrance::api::BoxView;
 
@@ -16,14 +18,23 @@ use dandelion_daemons::cli::{BoxesArgs, EvictArgs};
 /// Where `dandelion up` runs its entrance, when no local network says otherwise.
 const DEFAULT_ENTRANCE: &str = "http://127.0.0.1:7070";
 
-/// The entrance given, else the local network's in `data_dir` (whose CA is then
-/// trusted), else [`DEFAULT_ENTRANCE`].
-fn origin(url: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
-    let local = match url {
-        Some(_) => None,
-        None => dandelion_core::console::LocalNetwork::load_trusted(data_dir)?,
+/// The entrance given, else the context's, else the local network's in
+/// `data_dir` (whose CA is then trusted), else [`DEFAULT_ENTRANCE`].
+fn origin(
+    url: Option<&str>,
+    context: Option<&ConsoleContext>,
+    data_dir: &Path,
+) -> anyhow::Result<String> {
+    let from_context = match (url, context) {
+        (None, Some(c)) => Some(c.daemon_for("entrance")?.url.clone()),
+        _ => None,
+    };
+    let local = match (url, &from_context) {
+        (None, None) => dandelion_core::console::LocalNetwork::load_trusted(data_dir)?,
+        _ => None,
     };
     let url = url
+        .or(from_context.as_deref())
         .or(local.as_ref().map(|net| net.entrance.as_str()))
         .unwrap_or(DEFAULT_ENTRANCE);
     let http_url = url
@@ -33,8 +44,12 @@ fn origin(url: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("`{url}` is not an entrance URL like http://host:7070"))
 }
 
-pub async fn boxes(args: &BoxesArgs, data_dir: &Path) -> anyhow::Result<()> {
-    let origin = origin(args.entrance.as_deref(), data_dir)?;
+pub async fn boxes(
+    args: &BoxesArgs,
+    context: Option<&ConsoleContext>,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let origin = origin(args.entrance.as_deref(), context, data_dir)?;
     let mut query = Vec::new();
     if let Some(s) = &args.state {
         query.push(format!("state={}", urlencode(s)));
@@ -66,11 +81,22 @@ pub async fn boxes(args: &BoxesArgs, data_dir: &Path) -> anyhow::Result<()> {
 
 /// `token_file`: where the entrance's admin token is read when `--token` is
 /// not given (`Config::admin_token_file`).
-pub async fn evict(args: &EvictArgs, data_dir: &Path, token_file: &Path) -> anyhow::Result<()> {
-    let origin = origin(args.entrance.as_deref(), data_dir)?;
-    let token = match &args.token {
-        Some(t) => t.trim().to_owned(),
-        None => {
+pub async fn evict(
+    args: &EvictArgs,
+    context: Option<&ConsoleContext>,
+    data_dir: &Path,
+    token_file: &Path,
+) -> anyhow::Result<()> {
+    let origin = origin(args.entrance.as_deref(), context, data_dir)?;
+    let token = match (&args.token, context) {
+        (Some(t), _) => t.trim().to_owned(),
+        (None, Some(c)) if args.entrance.is_none() => {
+            let daemon = c.daemon_for("entrance")?;
+            daemon.token().map_err(|why| {
+                anyhow::anyhow!("context `{}`, daemon `{}`: {why}", c.name, daemon.name)
+            })?
+        }
+        (None, _) => {
             let path = token_file;
             std::fs::read_to_string(path)
                 .with_context(|| {

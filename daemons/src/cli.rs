@@ -91,6 +91,15 @@ pub struct Global {
     /// https:// and wss:// connection (a private CA); the config's `ca_file`.
     #[arg(long, global = true, env = "DANDELION_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Client commands: the console context whose daemons to talk to, each
+    /// with its own token (`push`/`where` its publisher, `boxes`/`evict` its
+    /// entrance); see docs/console.md, "Contexts".
+    #[arg(long, global = true, env = "DANDELION_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// The contexts file (default: $XDG_CONFIG_HOME/dandelion/contexts.toml,
+    /// then contexts.toml in the data directory, where `dandelion up` writes it).
+    #[arg(long, global = true, env = "DANDELION_CONTEXTS", value_name = "FILE")]
+    pub contexts: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dandelion_core::config::Config;
+use dandelion_core::console::contexts::Context as ConsoleContext;
 use dandelion_core::http::HttpClient;
 use dandelion_core::ids::Role;
 use dandelion_core::paths::url_path;
@@ -20,12 +21,28 @@ use crate::server::admin_token_path;
 
 pub use dandelion_core::console::{LocalNetwork, NETWORK_FILE};
 
-/// The publisher URL and admin token to use.
+/// The publisher URL and admin token to use: given, else the context's
+/// publisher, else the local network's, else the configured token file.
 fn publisher_target(
     config: &Config,
+    context: Option<&ConsoleContext>,
     to: Option<&str>,
     token: Option<&str>,
 ) -> anyhow::Result<(String, String)> {
+    if let (Some(context), None) = (context, to) {
+        let daemon = context.daemon_for("publisher")?;
+        let token = match token {
+            Some(t) => t.to_owned(),
+            None => daemon.token().map_err(|why| {
+                anyhow::anyhow!(
+                    "context `{}`, daemon `{}`: {why}",
+                    context.name,
+                    daemon.name
+                )
+            })?,
+        };
+        return Ok((daemon.url.trim_end_matches('/').to_owned(), token));
+    }
     let local = LocalNetwork::load_trusted(&config.data_dir)?;
     let url = match (to, &local) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
@@ -227,14 +244,19 @@ impl Target<'_> {
 }
 
 /// `dandelion push`.
-pub async fn push(config: &Config, args: &PushArgs) -> anyhow::Result<()> {
+pub async fn push(
+    config: &Config,
+    context: Option<&ConsoleContext>,
+    args: &PushArgs,
+) -> anyhow::Result<()> {
     if let Some(ttl) = args.ttl
         && ttl < Duration::from_secs(1)
     {
         bail!("--ttl must be at least 1s");
     }
     let uploads = plan(&args.paths, args.name.as_deref())?;
-    let (base, token) = publisher_target(config, args.to.as_deref(), args.token.as_deref())?;
+    let (base, token) =
+        publisher_target(config, context, args.to.as_deref(), args.token.as_deref())?;
     let target = Target {
         http: HttpClient::default(),
         base,
@@ -621,8 +643,12 @@ mod watch {
 }
 
 /// `dandelion where`.
-pub async fn where_is(config: &Config, args: &WhereArgs) -> anyhow::Result<()> {
-    let (base, _) = publisher_target(config, args.to.as_deref(), Some(""))?;
+pub async fn where_is(
+    config: &Config,
+    context: Option<&ConsoleContext>,
+    args: &WhereArgs,
+) -> anyhow::Result<()> {
+    let (base, _) = publisher_target(config, context, args.to.as_deref(), Some(""))?;
     let response = HttpClient::default()
         .get(&format!("{base}/api/files/{}", url_path(&args.name)), &[])
         .await?;

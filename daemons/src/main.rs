@@ -8,6 +8,7 @@ mod check;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dandelion_core::console::contexts;
 use dandelion_core::ids::Role;
 use dandelion_daemons::cli::{Cli, Command};
 use dandelion_daemons::{client, entrance, launch, publisher, server, up};
@@ -31,17 +32,28 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let (mut config, file) = launch::configure(&cli.global)?;
     let runtime = launch::runtime()?;
+    // Client commands may name a console context; its CA is trusted from here.
+    let context = match &cli.global.context {
+        Some(name) => Some(contexts::find(
+            cli.global.contexts.as_deref(),
+            &config.data_dir,
+            name,
+        )?),
+        None => None,
+    };
+    let context = context.as_ref();
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
-        Command::Boxes(args) => runtime.block_on(admin::boxes(&args, &config.data_dir)),
+        Command::Boxes(args) => runtime.block_on(admin::boxes(&args, context, &config.data_dir)),
         Command::Evict(args) => runtime.block_on(admin::evict(
             &args,
+            context,
             &config.data_dir,
             &config.admin_token_file(Role::Entrance),
         )),
-        Command::Push(args) => runtime.block_on(client::push(&config, &args)),
-        Command::Where(args) => runtime.block_on(client::where_is(&config, &args)),
+        Command::Push(args) => runtime.block_on(client::push(&config, context, &args)),
+        Command::Where(args) => runtime.block_on(client::where_is(&config, context, &args)),
         Command::Entrance(args) => {
             // An entrance's --entrance flags name its peers.
             launch::apply_role_args(

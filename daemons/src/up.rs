@@ -209,6 +209,7 @@ fn local_context(network: &LocalNetwork) -> Contexts {
     let daemons = names
         .zip(network.daemons())
         .map(|(name, (url, token_file))| ContextDaemon {
+            role: Some(name.split('-').next().unwrap_or(&name).to_owned()),
             name,
             url,
             token_file: Some(token_file),

@@ -510,6 +510,45 @@ fn dandelion_up_runs_the_local_network_on_tls() {
     let location = redirect.headers["location"].to_str().unwrap().to_owned();
     let fetched = rt.block_on(http.get(&location, &[])).unwrap();
     assert_eq!(fetched.body.len(), 50_000);
+
+    // From anywhere else, the context alone says where, with which token and CA.
+    let elsewhere = root.path().join("elsewhere");
+    let with_context = |args: &[&str]| {
+        let mut c = std::process::Command::new(binary("dandelion"));
+        c.arg("--data-dir")
+            .arg(&elsewhere)
+            .arg("--contexts")
+            .arg(data.join("contexts.toml"))
+            .args(["--context", "local"])
+            .args(args)
+            .current_dir(root.path());
+        c
+    };
+    let pushed = run(&mut with_context(&[
+        "push",
+        file.to_str().unwrap(),
+        "--as",
+        "again.ts",
+    ]));
+    assert!(
+        String::from_utf8_lossy(&pushed.stdout)
+            .contains("players: https://127.0.0.1:7072/again.ts"),
+        "{}{}",
+        String::from_utf8_lossy(&pushed.stdout),
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let listed = run(&mut with_context(&["boxes", "--json"]));
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("\"active\""),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let unknown = run(with_context(&["boxes"]).args(["--context", "prod"]));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no context named `prod`"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
 }
 
 /// Every upgrade request that reached the relay, with the credentials on it.

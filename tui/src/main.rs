@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use dandelion_console::app::{App, Tokens};
 use dandelion_console::theme::Theme;
-use dandelion_core::console::contexts::{self, Contexts};
+use dandelion_core::console::contexts;
 use dandelion_core::console::{LocalNetwork, NETWORK_FILE};
 
 #[derive(Debug, Parser)]
@@ -148,40 +148,7 @@ fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
 /// The daemons of context `name`, each with its own token, its CA trusted. A
 /// token given on the command line is not used: each daemon gets only its own.
 fn context_targets(cli: &Cli, name: &str) -> anyhow::Result<(Vec<String>, Tokens)> {
-    let candidates = match &cli.contexts {
-        Some(file) => vec![file.clone()],
-        None => contexts::default_path()
-            .into_iter()
-            .chain([cli.data_dir.join(contexts::CONTEXTS_FILE)])
-            .collect(),
-    };
-    let mut tried = Vec::new();
-    let mut found = None;
-    for path in &candidates {
-        if cli.contexts.is_none() && !path.exists() {
-            tried.push(format!("{} (absent)", path.display()));
-            continue;
-        }
-        let all = Contexts::load(path)?;
-        match all.get(name, path) {
-            Ok(context) => {
-                found = Some(context.clone());
-                break;
-            }
-            Err(e) if cli.contexts.is_some() => return Err(e.into()),
-            Err(e) => tried.push(e.to_string()),
-        }
-    }
-    let context = found.with_context(|| {
-        format!(
-            "no context named `{name}`: {}; name a file with --contexts",
-            tried.join("; ")
-        )
-    })?;
-    if let Some(ca) = &context.ca_file {
-        dandelion_core::tls::trust(ca)
-            .with_context(|| format!("context `{name}`: ca_file {}", ca.display()))?;
-    }
+    let context = contexts::find(cli.contexts.as_deref(), &cli.data_dir, name)?;
     let mut tokens = Tokens::default();
     let mut urls = Vec::new();
     for daemon in &context.daemons {

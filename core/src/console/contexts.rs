@@ -40,6 +40,10 @@ pub enum ContextError {
     },
     #[error("contexts file {path}: {cause}")]
     Parse { path: PathBuf, cause: String },
+    #[error("no context named `{name}`: {tried}; name a file with --contexts")]
+    NotFound { name: String, tried: String },
+    #[error("context `{context}` has no {role} (give one of its daemons role = \"{role}\")")]
+    NoRole { context: String, role: String },
     #[error("no context named `{name}` in {path} (it has: {known})")]
     Unknown {
         name: String,
@@ -72,6 +76,11 @@ pub struct Daemon {
     /// What its tab is called.
     pub name: String,
     pub url: String,
+    /// `entrance`, `publisher` or `box`: which daemon client commands use
+    /// (`push` the publisher, `boxes` the entrance). Without it, a daemon
+    /// named after the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// A file holding its admin token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
@@ -115,6 +124,61 @@ impl Contexts {
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
     }
+}
+
+impl Context {
+    /// The daemon client commands use for `role`: the first whose `role` is
+    /// it, else the first named after it.
+    pub fn daemon_for(&self, role: &str) -> Result<&Daemon, ContextError> {
+        self.daemons
+            .iter()
+            .find(|d| d.role.as_deref() == Some(role))
+            .or_else(|| self.daemons.iter().find(|d| d.name == role))
+            .ok_or_else(|| ContextError::NoRole {
+                context: self.name.clone(),
+                role: role.to_owned(),
+            })
+    }
+}
+
+/// The context `name`: from `explicit` when given (an error there is final),
+/// else the first of [`default_path`] and `data_dir/contexts.toml` that has it.
+/// Its CA is trusted by every TLS client of this process from then on.
+pub fn find(explicit: Option<&Path>, data_dir: &Path, name: &str) -> Result<Context, ContextError> {
+    let context = match explicit {
+        Some(path) => Contexts::load(path)?.get(name, path)?.clone(),
+        None => {
+            let mut tried = Vec::new();
+            let mut found = None;
+            for path in default_path()
+                .into_iter()
+                .chain([data_dir.join(CONTEXTS_FILE)])
+            {
+                if !path.exists() {
+                    tried.push(format!("{} (absent)", path.display()));
+                    continue;
+                }
+                match Contexts::load(&path)?.get(name, &path) {
+                    Ok(context) => {
+                        found = Some(context.clone());
+                        break;
+                    }
+                    Err(e) => tried.push(e.to_string()),
+                }
+            }
+            found.ok_or_else(|| ContextError::NotFound {
+                name: name.to_owned(),
+                tried: tried.join("; "),
+            })?
+        }
+    };
+    if let Some(ca) = &context.ca_file {
+        crate::tls::trust(ca).map_err(|e| ContextError::Parse {
+            path: ca.clone(),
+            cause: format!("context `{name}`'s ca_file: {e}"),
+        })?;
+    }
+    Ok(context)
 }
 
 impl Daemon {
