@@ -245,10 +245,29 @@ pub async fn connect_with(
     headers: &[(&str, &str)],
     options: ConnectOptions,
 ) -> Result<ClientConnection, ConnectionError> {
+    open_upgraded(url, None, headers, options).await
+}
+
+/// [`connect`] to the daemon `expect`: over `wss://` it may prove itself with
+/// its identity certificate instead of one a CA signed (a household box).
+pub async fn connect_pinned(
+    url: &str,
+    expect: &NodeId,
+    headers: &[(&str, &str)],
+) -> Result<ClientConnection, ConnectionError> {
+    open_upgraded(url, Some(expect), headers, ConnectOptions::default()).await
+}
+
+async fn open_upgraded(
+    url: &str,
+    expect: Option<&NodeId>,
+    headers: &[(&str, &str)],
+    options: ConnectOptions,
+) -> Result<ClientConnection, ConnectionError> {
     let carries_token = headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
-    let dialled = dial(url, None, options, carries_token).await?;
+    let dialled = dial(url, expect, options, carries_token).await?;
     let headers = headers
         .iter()
         .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))

@@ -136,6 +136,13 @@ impl Host {
         &self.name
     }
 
+    /// The network namespace, for running something on this host that
+    /// [`Host::command`] cannot start (`ip netns exec NAMESPACE …`, say in a
+    /// pseudo-terminal).
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
     /// `program` run on this host (`ip netns exec`, which execs it: the
     /// child's PID is the program's, so signals reach it).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {

@@ -10,7 +10,13 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dandelion_testkit::network::NetworkBuilder;
+use dandelion_testkit::daemon::DaemonBuilder;
+use dandelion_testkit::hosts::{Host, Lan};
+use dandelion_testkit::network::{
+    JOIN_TOKEN, NetworkBuilder, entrance_id, identity, publisher_key,
+};
+use dandelion_testkit::process::{binary, run};
+use dandelion_testkit::tls::TestCa;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 
 const ROWS: u16 = 40;
@@ -59,7 +65,20 @@ fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
 
 /// `dandelion-console` logging to `log`, in a clean environment.
 fn console_command(log: &std::path::Path) -> CommandBuilder {
-    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_dandelion-console"));
+    console_command_on(None, log)
+}
+
+/// [`console_command`] on `host` of a test LAN, when given.
+fn console_command_on(host: Option<&Host>, log: &std::path::Path) -> CommandBuilder {
+    let console = env!("CARGO_BIN_EXE_dandelion-console");
+    let mut cmd = match host {
+        Some(host) => {
+            let mut cmd = CommandBuilder::new("ip");
+            cmd.args(["netns", "exec", host.namespace(), console]);
+            cmd
+        }
+        None => CommandBuilder::new(console),
+    };
     cmd.arg("--log-file");
     cmd.arg(log);
     cmd.env("TERM", "xterm-256color");
@@ -288,4 +307,186 @@ fn a_context_opens_each_daemon_with_its_own_token() {
         assert!(Instant::now() < deadline, "the console did not quit on q");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The documented deployment on five hosts of a test LAN: an entrance and a
+/// publisher with certificates from the operator's CA, two household boxes
+/// without, and a viewer. Keys and pins are exchanged as docs/operations.md
+/// says, each daemon has a provisioned admin token, everything between hosts
+/// is TLS except viewers' downloads from the boxes. A file pushed with
+/// `dandelion push` reaches a viewer through the publisher's redirect, and the
+/// console on the viewer's host attaches to all four daemons with their own
+/// tokens from a context.
+#[test]
+fn the_documented_deployment_works_across_five_hosts() {
+    let Some(mut lan) = Lan::new("five-hosts") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| root.path().join(name);
+    let (e_host, p_host, b1_host, b2_host, viewer) = (
+        lan.host("entrance"),
+        lan.host("publisher"),
+        lan.host("box1"),
+        lan.host("box2"),
+        lan.host("viewer"),
+    );
+    let ca = TestCa::new(&dir("pki"), "operator-ca");
+    let ca_file = ca.ca_file.display().to_string();
+    // 1. The publisher's key; 2. the entrance's ID (docs/operations.md).
+    let key = publisher_key(&dir("publisher"));
+    let entrance_pin = entrance_id(&dir("entrance"));
+    // Provisioned admin tokens, one per daemon.
+    let tokens = dir("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let token_file = |name: &str| {
+        let path = tokens.join(format!("{name}.token"));
+        std::fs::write(&path, format!("{name}-admin-token-0123456789\n")).unwrap();
+        path.display().to_string()
+    };
+
+    let (e_cert, e_key) = ca.issue_for("entrance", &[e_host.ip().to_string()]);
+    let entrance = DaemonBuilder::new("entrance", &dir("entrance"))
+        .on(&e_host)
+        .tls(&e_cert, &e_key)
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .set(format!("publisher_keys = [{key:?}]"))
+        .set("heartbeat_interval = 1")
+        .set(format!("admin_token_file = {:?}", token_file("entrance")))
+        .spawn();
+    let entrance_url = format!("wss://{}/dandelion/ws#{entrance_pin}", entrance.addr());
+    let start_box = |host: &Host, name: &str| {
+        DaemonBuilder::new("box", &dir(name))
+            .on(host)
+            .alone()
+            .top(format!("ca_file = {ca_file:?}"))
+            .set(format!("entrances = [{entrance_url:?}]"))
+            .set(format!("join_token = {JOIN_TOKEN:?}"))
+            .set("heartbeat_interval = 1")
+            .set(format!("admin_token_file = {:?}", token_file(name)))
+            .spawn()
+    };
+    let box1 = start_box(&b1_host, "box1");
+    let box2 = start_box(&b2_host, "box2");
+    let (p_cert, p_key) = ca.issue_for("publisher", &[p_host.ip().to_string()]);
+    // Its address as players are given it (public_url), on a port chosen first.
+    let p_port = dandelion_testkit::free_port().unwrap();
+    let public = format!("https://{}:{p_port}", p_host.ip());
+    let publisher = DaemonBuilder::new("publisher", &dir("publisher"))
+        .on(&p_host)
+        .port(p_port)
+        .tls(&p_cert, &p_key)
+        .top(format!("ca_file = {ca_file:?}"))
+        .set(format!("entrances = [{entrance_url:?}]"))
+        .set("search_interval = 1")
+        .set(format!("public_url = {public:?}"))
+        .set(format!("admin_token_file = {:?}", token_file("publisher")))
+        .spawn();
+
+    // Push from the viewer's host, as an operator's laptop would.
+    let clip = dir("clip.ts");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&clip, &bytes).unwrap();
+    let client = |args: &[&str]| {
+        let mut c = viewer.command(binary("dandelion"));
+        c.arg("--data-dir")
+            .arg(dir("laptop"))
+            .args(["--ca-file", &ca_file])
+            .env_remove("DANDELION_ADMIN_TOKEN")
+            .args(args);
+        c
+    };
+    let publisher_token = std::fs::read_to_string(tokens.join("publisher.token")).unwrap();
+    let pushed = run(&mut client(&[
+        "push",
+        clip.to_str().unwrap(),
+        "--to",
+        &public,
+        "--token",
+        publisher_token.trim(),
+        "--replicas",
+        "2",
+    ]));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&pushed.stdout),
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    assert!(
+        said.contains(&format!("players: {public}/clip.ts")),
+        "{said}"
+    );
+    wait_for_on("the clip placed on both boxes", || {
+        let out = run(&mut client(&["where", "clip.ts", "--to", &public]));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.contains(&b1_host.ip().to_string()) && text.contains(&b2_host.ip().to_string()))
+            .then_some(())
+    });
+    // The viewer follows the publisher's redirect to a box and gets the bytes.
+    let fetched = run(viewer
+        .command("curl")
+        .args(["-sSL", "--max-time", "10", "--cacert", &ca_file])
+        .arg(format!("{public}/clip.ts")));
+    assert!(
+        fetched.stdout == bytes,
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+
+    // The console on the viewer's host, from a context: each daemon its own token.
+    let contexts = dir("contexts.toml");
+    let mut text = format!("[[context]]\nname = \"five\"\nca_file = {ca_file:?}\n");
+    // A household box has no certificate a CA signed: it is named over
+    // https:// with its ID, and proves that ID with its identity certificate.
+    let pinned = |daemon: &dandelion_testkit::daemon::Daemon, name: &str| {
+        let id = identity(&dir(name), "box").0;
+        format!("https://{}#{id}", daemon.addr())
+    };
+    for (name, url) in [
+        ("entrance", entrance.origin()),
+        ("publisher", publisher.origin()),
+        ("box1", pinned(&box1, "box1")),
+        ("box2", pinned(&box2, "box2")),
+    ] {
+        text.push_str(&format!(
+            "\n[[context.daemon]]\nname = {name:?}\nurl = {url:?}\ntoken_file = {:?}\n",
+            tokens.join(format!("{name}.token")).display().to_string()
+        ));
+    }
+    std::fs::write(&contexts, text).unwrap();
+    let mut cmd = console_command_on(Some(&viewer), &dir("console.log"));
+    cmd.args(["--context", "five", "--contexts"]);
+    cmd.arg(&contexts);
+    let (mut screen, mut child) = open_console(cmd);
+    screen.wait(
+        "both boxes active at the entrance",
+        Duration::from_secs(30),
+        |s| s.contains("Boxes 2") && s.matches(" active ").count() >= 2,
+    );
+    screen.keys("2");
+    screen.wait_for(
+        "the publisher's placements",
+        "clip.ts",
+        Duration::from_secs(10),
+    );
+    for tab in ["3", "4"] {
+        screen.keys(tab);
+        screen.wait_for(
+            "a box's own view",
+            "publishers connected",
+            Duration::from_secs(10),
+        );
+        assert!(!screen.text().contains("admin token"), "{}", screen.text());
+    }
+    screen.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the console did not quit on q");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` for up to 30 s.
+fn wait_for_on(what: &str, check: impl FnMut() -> Option<()>) {
+    dandelion_testkit::wait_for(what, Duration::from_secs(30), check);
 }

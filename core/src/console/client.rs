@@ -13,6 +13,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use super::{CONSOLE_PATH, Update};
 use crate::connection::{self, ConnectionError, MAX_TEXT_MESSAGE};
 use crate::http::{HttpClient, HttpError, origin_of};
+use crate::ids::NodeId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -41,9 +42,21 @@ pub fn daemon_origin(url: &str) -> Result<String, ConsoleError> {
     origin_of(url).ok_or_else(|| ConsoleError::BadUrl(url.escape_debug().to_string()))
 }
 
+/// A daemon URL as an operator names it, optionally pinned after `#` to the
+/// daemon's ID (`https://box.example:7071#box-…`: a household box serving TLS
+/// with its identity certificate, which no CA signed): the URL and the ID.
+pub fn split_pin(url: &str) -> Result<(&str, Option<NodeId>), ConsoleError> {
+    match url.split_once('#') {
+        None => Ok((url, None)),
+        Some((bare, id)) => NodeId::parse(id)
+            .map(|id| (bare, Some(id)))
+            .map_err(|e| ConsoleError::BadUrl(format!("{}: {e}", url.escape_debug()))),
+    }
+}
+
 /// The feed URL of a daemon: `http://host:7070` → `ws://host:7070/dandelion/console`.
 pub fn console_url(url: &str) -> Result<String, ConsoleError> {
-    let origin = daemon_origin(url)?;
+    let origin = daemon_origin(split_pin(url)?.0)?;
     Ok(connection::websocket_url(&format!(
         "{origin}{CONSOLE_PATH}"
     ))?)
@@ -60,7 +73,12 @@ pub struct Feed {
 /// A wrong token is refused before anything is sent, with the daemon's reason.
 pub async fn attach(url: &str, token: &str) -> Result<Feed, ConsoleError> {
     let auth = format!("Bearer {}", token.trim());
-    let conn = connection::connect(&console_url(url)?, &[("authorization", &auth)]).await?;
+    let headers = [("authorization", auth.as_str())];
+    let feed_url = console_url(url)?;
+    let conn = match split_pin(url)?.1 {
+        Some(id) => connection::connect_pinned(&feed_url, &id, &headers).await?,
+        None => connection::connect(&feed_url, &headers).await?,
+    };
     Ok(Feed {
         ws: conn.into_inner(),
         heard: std::time::Instant::now(),
