@@ -34,11 +34,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = launch::runtime()?;
     // Client commands may name a console context; its CA is trusted from here.
     let context = match &cli.global.context {
-        Some(name) => Some(contexts::find(
-            cli.global.contexts.as_deref(),
-            &config.data_dir,
-            name,
-        )?),
+        Some(name) => {
+            let context = contexts::find(cli.global.contexts.as_deref(), &config.data_dir, name)?;
+            context.trust()?;
+            Some(context)
+        }
         None => None,
     };
     let context = context.as_ref();

@@ -320,3 +320,24 @@ impl Daemon {
         *self = again;
     }
 }
+
+/// A failing test shows what each of its daemons said last: the daemons are
+/// separate processes (on separate hosts, perhaps), and their logs are what
+/// explains most failures.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- last {} lines of the {} at {} ({}):\n{}",
+                tail.len(),
+                self.builder.role,
+                self.addr(),
+                self.log_path.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}

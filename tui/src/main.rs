@@ -149,6 +149,11 @@ fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
 /// token given on the command line is not used: each daemon gets only its own.
 fn context_targets(cli: &Cli, name: &str) -> anyhow::Result<(Vec<String>, Tokens)> {
     let context = contexts::find(cli.contexts.as_deref(), &cli.data_dir, name)?;
+    // Without its CA the tabs still open, and each says its certificate is
+    // not trusted; the log says why.
+    if let Err(e) = context.trust() {
+        tracing::warn!("{e}");
+    }
     let mut tokens = Tokens::default();
     let mut urls = Vec::new();
     for daemon in &context.daemons {

@@ -490,3 +490,43 @@ fn the_documented_deployment_works_across_five_hosts() {
 fn wait_for_on(what: &str, check: impl FnMut() -> Option<()>) {
     dandelion_testkit::wait_for(what, Duration::from_secs(30), check);
 }
+
+/// A context whose CA file is missing still opens: each tab says its daemon's
+/// certificate is not trusted, and the console keeps running.
+#[test]
+fn a_context_with_a_missing_ca_says_so_in_its_tabs() {
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(&root.path().join("net"), 0)
+        .tls()
+        .start();
+    let contexts = root.path().join("contexts.toml");
+    std::fs::write(
+        &contexts,
+        format!(
+            "[[context]]\nname = \"lab\"\nca_file = \"/nonexistent/ca.pem\"\n\n\
+             [[context.daemon]]\nname = \"entrance\"\nurl = {:?}\ntoken_file = {:?}\n",
+            net.entrance.origin(),
+            net.entrance
+                .data_dir()
+                .join("admin.token")
+                .display()
+                .to_string(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = console_command(&root.path().join("console.log"));
+    cmd.args(["--context", "lab", "--contexts"]);
+    cmd.arg(&contexts);
+    let (mut screen, mut child) = open_console(cmd);
+    screen.wait_for(
+        "the tab saying the certificate is not trusted",
+        "UnknownIssuer",
+        Duration::from_secs(15),
+    );
+    screen.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the console did not quit on q");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

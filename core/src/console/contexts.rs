@@ -127,6 +127,17 @@ impl Contexts {
 }
 
 impl Context {
+    /// Every TLS client of this process trusts the context's CA from now on.
+    pub fn trust(&self) -> Result<(), ContextError> {
+        match &self.ca_file {
+            None => Ok(()),
+            Some(ca) => crate::tls::trust(ca).map_err(|e| ContextError::Parse {
+                path: ca.clone(),
+                cause: format!("context `{}`'s ca_file: {e}", self.name),
+            }),
+        }
+    }
+
     /// The daemon client commands use for `role`: the first whose `role` is
     /// it, else the first named after it.
     pub fn daemon_for(&self, role: &str) -> Result<&Daemon, ContextError> {
@@ -143,7 +154,7 @@ impl Context {
 
 /// The context `name`: from `explicit` when given (an error there is final),
 /// else the first of [`default_path`] and `data_dir/contexts.toml` that has it.
-/// Its CA is trusted by every TLS client of this process from then on.
+/// Its CA is not trusted yet: see [`Context::trust`].
 pub fn find(explicit: Option<&Path>, data_dir: &Path, name: &str) -> Result<Context, ContextError> {
     let context = match explicit {
         Some(path) => Contexts::load(path)?.get(name, path)?.clone(),
@@ -172,12 +183,6 @@ pub fn find(explicit: Option<&Path>, data_dir: &Path, name: &str) -> Result<Cont
             })?
         }
     };
-    if let Some(ca) = &context.ca_file {
-        crate::tls::trust(ca).map_err(|e| ContextError::Parse {
-            path: ca.clone(),
-            cause: format!("context `{name}`'s ca_file: {e}"),
-        })?;
-    }
     Ok(context)
 }
 
