@@ -43,6 +43,9 @@ pub enum Effect {
         path: PathBuf,
         name: String,
     },
+    /// Close every tab and open the daemons of this context
+    /// ([`App::open_context`] once the shell has read it).
+    SwitchContext(String),
     Quit,
 }
 
@@ -412,6 +415,21 @@ impl App {
 
     /// Adds a tab for `url`, a URL the operator named (or switches to it if
     /// it is there already).
+    /// Replaces every tab with the daemons of context `name`, each with its
+    /// own token. The shell has already cut the old tabs' feeds off.
+    pub fn open_context(&mut self, name: &str, urls: &[String], tokens: Tokens) -> Vec<Effect> {
+        self.tabs.clear();
+        self.mode = Mode::Normal;
+        self.tokens = tokens;
+        let mut effects = Vec::new();
+        for url in urls {
+            effects.extend(self.attach(url));
+        }
+        self.active = 0;
+        self.status = Some((format!("context {name}: {} daemon(s)", urls.len()), false));
+        effects
+    }
+
     pub fn attach(&mut self, url: &str) -> Vec<Effect> {
         let token = self.tokens.for_url(url.trim().trim_end_matches('/'));
         self.attach_with(url, token)
@@ -650,7 +668,8 @@ impl App {
         Vec::new()
     }
 
-    fn say_error(&mut self, text: &str) {
+    /// Says on the status line that something failed.
+    pub fn say_error(&mut self, text: &str) {
         self.status = Some((text.to_owned(), true));
     }
 
@@ -760,6 +779,11 @@ impl App {
                 self.say_error(":connect needs a URL, e.g. :connect http://10.0.0.5:7071");
                 Vec::new()
             }
+            (Some("context"), Some(name)) => vec![Effect::SwitchContext(name.to_owned())],
+            (Some("context"), None) => {
+                self.say_error(":context needs a name, e.g. :context prod");
+                Vec::new()
+            }
             (Some("level"), Some(level)) => {
                 let level = match level {
                     "info" => Some(Level::Info),
@@ -775,7 +799,9 @@ impl App {
             }
             (None, _) => Vec::new(),
             (Some(other), _) => {
-                let text = format!("unknown command `{other}`: try :connect URL, :level warn, :q");
+                let text = format!(
+                    "unknown command `{other}`: try :connect URL, :context NAME, :level warn, :q"
+                );
                 self.say_error(&text);
                 Vec::new()
             }

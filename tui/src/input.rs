@@ -149,7 +149,7 @@ pub const KEYMAP: &[Binding] = &[
         &[K::Char(':')],
         ":",
         Action::Command,
-        ":connect URL, :level warn, :q",
+        ":connect, :context, :level, :q",
         S::Everywhere,
         Some("command"),
     ),

@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::Parser;
 use dandelion_console::app::{App, Tokens};
 use dandelion_console::theme::Theme;
-use dandelion_core::console::contexts;
 use dandelion_core::console::{LocalNetwork, NETWORK_FILE};
 
 #[derive(Debug, Parser)]
@@ -102,6 +101,13 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(text.trim().to_owned())
 }
 
+fn context_source(cli: &Cli) -> dandelion_console::contexts::Source {
+    dandelion_console::contexts::Source {
+        explicit: cli.contexts.clone(),
+        data_dir: cli.data_dir.clone(),
+    }
+}
+
 /// The daemons to attach to and their tokens.
 fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
     let given = match (&cli.token, &cli.token_file) {
@@ -110,7 +116,7 @@ fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
         (None, None) => None,
     };
     if let Some(name) = &cli.context {
-        return context_targets(cli, name);
+        return dandelion_console::contexts::open(&context_source(cli), name);
     }
     if !cli.urls.is_empty() {
         for url in &cli.urls {
@@ -141,34 +147,6 @@ fn targets(cli: &Cli) -> anyhow::Result<(Vec<String>, Tokens)> {
             tokens.by_url.insert(url.clone(), token);
         }
         urls.push(url);
-    }
-    Ok((urls, tokens))
-}
-
-/// The daemons of context `name`, each with its own token, its CA trusted. A
-/// token given on the command line is not used: each daemon gets only its own.
-fn context_targets(cli: &Cli, name: &str) -> anyhow::Result<(Vec<String>, Tokens)> {
-    let context = contexts::find(cli.contexts.as_deref(), &cli.data_dir, name)?;
-    // Without its CA the tabs still open, and each says its certificate is
-    // not trusted; the log says why.
-    if let Err(e) = context.trust() {
-        tracing::warn!("{e}");
-    }
-    let mut tokens = Tokens::default();
-    let mut urls = Vec::new();
-    for daemon in &context.daemons {
-        dandelion_core::console::console_url(&daemon.url)
-            .with_context(|| format!("context `{name}`, daemon `{}`", daemon.name))?;
-        match daemon.token() {
-            Ok(token) => {
-                tokens
-                    .by_url
-                    .insert(daemon.url.trim_end_matches('/').to_owned(), token);
-            }
-            // Its tab opens anyway and shows the daemon's refusal; the log says why.
-            Err(why) => tracing::warn!(daemon = %daemon.name, "no admin token: {why}"),
-        }
-        urls.push(daemon.url.clone());
     }
     Ok((urls, tokens))
 }
@@ -204,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         app,
         &theme,
         first,
+        &context_source(&cli),
     ));
     ratatui::restore();
     // Feed tasks may be waiting on sockets; they are not worth waiting for.

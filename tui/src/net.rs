@@ -25,7 +25,8 @@ pub fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Carries out an effect of the state (all but `Quit`).
+/// Carries out an effect of the state (all but `Quit` and `SwitchContext`,
+/// which the shell handles).
 pub fn spawn(effect: Effect, tx: mpsc::Sender<Input>) {
     match effect {
         Effect::Connect { tab, url, token } => {
@@ -60,7 +61,7 @@ pub fn spawn(effect: Effect, tx: mpsc::Sender<Input>) {
         } => {
             tokio::spawn(push(tab, url, token, path, name, tx));
         }
-        Effect::Quit => {}
+        Effect::SwitchContext(_) | Effect::Quit => {}
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::app::{App, Effect, Input};
+use crate::contexts::Source;
 use crate::input::{action, key_of};
 use crate::net;
 use crate::theme::Theme;
@@ -24,15 +25,19 @@ pub const FRAME: Duration = Duration::from_millis(33);
 pub const KEY_FRAME: Duration = Duration::from_millis(8);
 /// Updates applied between two draws at most, so input is read in between.
 const DRAIN: usize = 4096;
+/// Inputs queued from the network tasks before they wait.
+const INPUTS: usize = 8192;
 
 /// Runs the console on `terminal` until the operator quits or a signal arrives.
+/// `contexts` is where `:context NAME` looks.
 pub async fn run(
     terminal: &mut ratatui::DefaultTerminal,
     mut app: App,
     theme: &Theme,
     first: Vec<Effect>,
+    contexts: &Source,
 ) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::channel::<Input>(8192);
+    let (mut tx, mut rx) = mpsc::channel::<Input>(INPUTS);
     for effect in first {
         net::spawn(effect, tx.clone());
     }
@@ -99,11 +104,24 @@ pub async fn run(
             }
             () = tokio::time::sleep_until(next_frame), if dirty => {}
         }
-        for effect in effects {
-            if effect == Effect::Quit {
-                return Ok(());
+        let mut effects = std::collections::VecDeque::from(effects);
+        while let Some(effect) = effects.pop_front() {
+            match effect {
+                Effect::Quit => return Ok(()),
+                Effect::SwitchContext(name) => match crate::contexts::open(contexts, &name) {
+                    Ok((urls, tokens)) => {
+                        // A new channel cuts the old tabs' feeds off: their
+                        // next send fails and they end, and what they queued
+                        // is dropped with the old receiver, so nothing of
+                        // theirs reaches the new tabs that reuse their numbers.
+                        (tx, rx) = mpsc::channel::<Input>(INPUTS);
+                        effects.extend(app.open_context(&name, &urls, tokens));
+                    }
+                    Err(e) => app.say_error(&format!("{e:#}")),
+                },
+                other => net::spawn(other, tx.clone()),
             }
-            net::spawn(effect, tx.clone());
+            dirty = true;
         }
     }
 }

@@ -262,7 +262,9 @@ fn a_context_opens_each_daemon_with_its_own_token() {
             "[[context]]\nname = \"lab\"\nca_file = {ca:?}\n\n\
              [[context.daemon]]\nname = \"entrance\"\nurl = {e:?}\ntoken_file = {et:?}\n\n\
              [[context.daemon]]\nname = \"publisher\"\nurl = {p:?}\ntoken_env = \"LAB_PUBLISHER_TOKEN\"\n\n\
-             [[context.daemon]]\nname = \"box\"\nurl = {b:?}\ntoken_file = {bt:?}\n",
+             [[context.daemon]]\nname = \"box\"\nurl = {b:?}\ntoken_file = {bt:?}\n\n\
+             [[context]]\nname = \"solo\"\nca_file = {ca:?}\n\n\
+             [[context.daemon]]\nname = \"publisher\"\nurl = {p:?}\ntoken_env = \"LAB_PUBLISHER_TOKEN\"\n",
             ca = net.ca_file.as_ref().unwrap().display().to_string(),
             e = net.entrance.origin(),
             et = token_file(&net.entrance).display().to_string(),
@@ -300,6 +302,24 @@ fn a_context_opens_each_daemon_with_its_own_token() {
         "the entrance still shown",
         "Boxes 1",
         Duration::from_secs(10),
+    );
+
+    // `:context` switches: the old tabs go, the new context's open.
+    screen.keys(":context nope\r");
+    screen.wait_for(
+        "an unknown context named on the status line",
+        "no context named `nope`",
+        Duration::from_secs(10),
+    );
+    screen.keys(":context solo\r");
+    screen.wait(
+        "only the publisher, after switching",
+        Duration::from_secs(10),
+        |s| {
+            s.contains("Queue & placements")
+                && s.contains("context solo: 1 daemon(s)")
+                && !s.contains("entrance-")
+        },
     );
     screen.keys("q");
     let deadline = Instant::now() + Duration::from_secs(10);

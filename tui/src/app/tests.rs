@@ -400,3 +400,55 @@ fn ttls_count_down_from_when_the_view_arrived() {
     assert_eq!(app.tabs[1].ttl_now(58, app.now), 48);
     assert_eq!(app.tabs[1].ttl_now(5, app.now), 0);
 }
+
+#[test]
+fn a_context_command_replaces_every_tab_with_the_contexts_daemons() {
+    let mut app = fixtures::app(false);
+    assert_eq!(app.tabs.len(), 3);
+    act(&mut app, &[Action::Command]);
+    type_text(&mut app, "context lab");
+    let e = act(&mut app, &[Action::Submit]);
+    assert_eq!(e, [Effect::SwitchContext("lab".into())]);
+
+    // What the shell does once it has read the context.
+    let mut by_url = BTreeMap::new();
+    by_url.insert("https://e.lab:7070".to_owned(), "lab-entrance".to_owned());
+    let tokens = Tokens {
+        given: None,
+        by_url,
+    };
+    let urls = [
+        "https://e.lab:7070".to_owned(),
+        "https://b.lab:7071#box-x".to_owned(),
+    ];
+    let e = app.open_context("lab", &urls, tokens);
+    assert_eq!(
+        e,
+        [
+            Effect::Connect {
+                tab: 0,
+                url: "https://e.lab:7070".into(),
+                token: Some("lab-entrance".into()),
+            },
+            Effect::Connect {
+                tab: 1,
+                url: "https://b.lab:7071#box-x".into(),
+                token: None,
+            },
+        ]
+    );
+    assert_eq!(app.tabs.len(), 2);
+    assert_eq!(app.active, 0);
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .0
+            .contains("context lab: 2 daemon(s)")
+    );
+
+    act(&mut app, &[Action::Command]);
+    type_text(&mut app, "context");
+    assert!(act(&mut app, &[Action::Submit]).is_empty());
+    assert!(app.status.as_ref().unwrap().1, "a missing name is an error");
+}
