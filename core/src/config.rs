@@ -50,6 +50,8 @@ pub struct Config {
     /// off this machine, in both directions. Only for a network you trust: on
     /// any other, anyone on the path reads and replays them.
     pub insecure_plain_tokens: bool,
+    /// What every listener of this process allows one client and all of them.
+    pub limits: Limits,
     pub entrance: EntranceConfig,
     #[serde(rename = "box")]
     pub boxnode: BoxConfig,
@@ -67,9 +69,48 @@ impl Default for Config {
             log_file: true,
             ca_file: None,
             insecure_plain_tokens: false,
+            limits: Limits::default(),
             entrance: EntranceConfig::default(),
             boxnode: BoxConfig::default(),
             publisher: PublisherConfig::default(),
+        }
+    }
+}
+
+/// The `[limits]` section: what one client, and all of them together, may hold
+/// of a daemon open to the internet. Defaults and reasons are listed in
+/// `docs/security.md` ("Limits").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Connections open at once from all addresses. The daemon lowers it to
+    /// stay below its file-descriptor limit (`LimitNOFILE`), saying so at start.
+    pub max_connections: usize,
+    /// Connections open at once from one IPv4 address or IPv6 /64; the
+    /// `trusted_proxies` are not held to it.
+    pub max_connections_per_address: usize,
+    /// How long a client has to send a request's headers; also how long an
+    /// idle keep-alive connection is kept.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed
+    /// (a stalled download, a half-sent body, a silent WebSocket).
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// How often a daemon pings the WebSocket sessions it serves; a session
+    /// that sends nothing, not even the pong, for twice this is closed.
+    #[serde(deserialize_with = "duration")]
+    pub ws_ping_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 8192,
+            max_connections_per_address: 256,
+            header_read_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            ws_ping_interval: Duration::from_secs(20),
         }
     }
 }
@@ -428,6 +469,22 @@ impl Config {
                 "store_prefix",
                 "must not contain `{` or `}` (they mark Redis Cluster hash tags)",
             );
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 || l.max_connections_per_address == 0 {
+            return invalid(
+                "limits.max_connections",
+                "max_connections and max_connections_per_address must be at least 1",
+            );
+        }
+        for (key, value) in [
+            ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.ws_ping_interval", l.ws_ping_interval),
+        ] {
+            if value.is_zero() {
+                return invalid(key, "must be longer than zero");
+            }
         }
         let e = &self.entrance;
         if e.expire_box_time.is_zero() {

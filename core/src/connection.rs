@@ -104,6 +104,9 @@ pub enum ConnectionError {
     PlainToken(String),
     #[error("WebSocket error: {0}")]
     Ws(#[from] tungstenite::Error),
+    /// Nothing came from the peer, not even a pong, for this long.
+    #[error("the peer sent nothing, not even a pong, for {}s", .0.as_secs())]
+    Silent(Duration),
 }
 
 impl ConnectionError {
@@ -118,17 +121,79 @@ impl ConnectionError {
 pub struct Connection<S> {
     ws: WebSocketStream<S>,
     strikes: u32,
+    keepalive: Option<Keepalive>,
+}
+
+/// When the peer was last heard from, for [`Connection::with_keepalive`].
+#[derive(Debug, Clone, Copy)]
+struct Keepalive {
+    interval: Duration,
+    heard: tokio::time::Instant,
+    pinged: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(ws: WebSocketStream<S>) -> Self {
-        Connection { ws, strikes: 0 }
+        Connection {
+            ws,
+            strikes: 0,
+            keepalive: None,
+        }
+    }
+
+    /// Pings the peer after `interval` without a frame from it, and ends the
+    /// session ([`ConnectionError::Silent`]) when nothing, not even the pong,
+    /// arrives within another `interval`: a peer whose network vanished
+    /// without a FIN does not hold a session (and its memory) forever.
+    /// Takes effect while [`Connection::recv`] is waited on.
+    pub fn with_keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = Some(Keepalive {
+            interval,
+            heard: tokio::time::Instant::now(),
+            pinged: false,
+        });
+        self
+    }
+
+    /// The next frame, pinging a quiet peer when a keepalive is set. Cancel
+    /// safe: what was heard and whether a ping went out live in `self`.
+    async fn next_frame(
+        &mut self,
+    ) -> Result<Option<Result<WsMessage, tungstenite::Error>>, ConnectionError> {
+        loop {
+            let Some(keepalive) = self.keepalive else {
+                return Ok(self.ws.next().await);
+            };
+            let wait = if keepalive.pinged { 2 } else { 1 };
+            let deadline = keepalive.heard + keepalive.interval * wait;
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(frame) => {
+                    self.keepalive = Some(Keepalive {
+                        heard: tokio::time::Instant::now(),
+                        pinged: false,
+                        ..keepalive
+                    });
+                    return Ok(frame);
+                }
+                Err(_) if !keepalive.pinged => {
+                    self.keepalive = Some(Keepalive {
+                        pinged: true,
+                        ..keepalive
+                    });
+                    self.ws.send(WsMessage::Ping(Bytes::new())).await?;
+                }
+                Err(_) => {
+                    self.close_with(CloseCode::Away, "no answer to ping").await;
+                    return Err(ConnectionError::Silent(keepalive.interval * 2));
+                }
+            }
+        }
     }
 
     /// The next message. `Ok(None)` is a clean close by the peer.
     pub async fn recv(&mut self) -> Result<Option<Incoming>, ConnectionError> {
         loop {
-            let Some(frame) = self.ws.next().await else {
+            let Some(frame) = self.next_frame().await? else {
                 return Ok(None);
             };
             let decoded = match frame {

@@ -89,6 +89,12 @@ pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
     ))
 }
 
+/// The process's soft limit on open file descriptors (`ulimit -n`,
+/// systemd's `LimitNOFILE`), if it has one: connection caps stay below it.
+pub fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
 fn per_second(bytes: u64, secs: f64) -> u64 {
     // Rates are reported in whole bytes per second; precision below that is noise.
     #[allow(

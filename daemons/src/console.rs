@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::server::Common;
 use crate::ws::{self, ServerConnection};
+use dandelion_core::connection::ws_config;
 
 /// Events kept for a console that attaches later.
 const RECENT_EVENTS: usize = 200;
@@ -188,8 +189,8 @@ async fn handle<S: Source>(
         common.refusals.record(&common.metrics, peer.ip(), &refusal);
         return refusal.into_response();
     }
-    let shutdown = common.shutdown.clone();
-    ws::upgrade(request, &shutdown, move |conn| {
+    let server = common.clone();
+    ws::upgrade_for(request, &server, ws_config(), move |conn| {
         feed(common, source, conn, peer)
     })
 }

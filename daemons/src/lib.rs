@@ -10,6 +10,7 @@
 //! the feed every daemon serves to `dandelion-console` ([`console`]).
 //! The roles: [`entrance`], [`boxnode`] (the box), [`publisher`].
 
+pub mod admission;
 pub mod boxnode;
 pub mod cli;
 pub mod client;
@@ -21,6 +22,7 @@ pub mod listener;
 pub mod localca;
 pub mod metrics;
 pub mod publisher;
+pub mod served;
 pub mod server;
 pub mod shutdown;
 pub mod up;

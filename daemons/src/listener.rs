@@ -1,13 +1,19 @@
 //! Where every daemon accepts connections: TCP, with TLS ended here when the role
 //! has a certificate (`tls_cert` and `tls_key` in its section).
 //!
-//! `axum::serve` has no TLS of its own; this is the listener it is given. TLS
-//! handshakes run in tasks of their own — at most [`MAX_HANDSHAKES`] at once, each
-//! within [`HANDSHAKE_TIMEOUT`] — so a client that connects and says nothing, or a
-//! flood of them, holds neither the accept loop nor unbounded memory. A failed
-//! handshake is counted (`dandelion_refused_total{reason="tls_handshake"}`) and
-//! logged once per address and reason. The certificate is read again when its
-//! files change or the daemon gets SIGHUP.
+//! Every connection is first admitted ([`crate::admission`]): a cap in total and
+//! per address, decided before a TLS handshake or a byte of HTTP, each refusal
+//! counted and logged once per address and reason. An admitted connection is
+//! served as a [`ServedIo`], which gives its place back when it ends and closes
+//! it after `limits.idle_timeout` without a byte either way.
+//!
+//! TLS handshakes run in tasks of their own — at most [`MAX_HANDSHAKES`] at
+//! once, each within [`HANDSHAKE_TIMEOUT`] — so a client that connects and says
+//! nothing, or a flood of them, holds neither the accept loop nor unbounded
+//! memory. A failed handshake is counted
+//! (`dandelion_refused_total{reason="tls_handshake"}`) and logged once per
+//! address and reason. The certificate is read again when its files change or
+//! the daemon gets SIGHUP.
 //!
 //! A box without a certificate of its own serves plain HTTP and TLS with its
 //! identity certificate on one port ([`Listener::plain_and_tls`]): viewers keep
@@ -20,9 +26,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use dandelion_core::auth::Channel;
+use dandelion_core::config::Limits;
 use dandelion_core::tls::ServerTls;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -30,7 +35,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
+use crate::admission::{Admission, Slot};
 use crate::handshake::Refusal;
+use crate::served::ServedIo;
 use crate::server::Common;
 
 /// How long a client has to finish its TLS handshake.
@@ -42,8 +49,11 @@ pub const MAX_HANDSHAKES: usize = 1024;
 /// How often the certificate files are looked at for a renewal.
 pub const RELOAD_POLL: Duration = Duration::from_secs(10);
 
-/// A connection as handlers see it: plain TCP or TLS over TCP.
-pub type Io = Either<TcpStream, TlsStream<TcpStream>>;
+/// A connection's bytes: plain TCP or TLS over TCP.
+pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// A connection as it is served: admitted, with its idle deadline.
+pub type Io = ServedIo<Stream>;
 
 /// Who is at the other end of a connection (`ConnectInfo<Remote>` in handlers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +78,17 @@ impl Remote {
 pub struct Listener {
     local: SocketAddr,
     inner: Inner,
+    limits: Limits,
 }
 
 #[derive(Debug)]
 enum Inner {
-    Plain(TcpListener),
+    Plain {
+        tcp: TcpListener,
+        admission: Arc<Admission>,
+        /// Where refusals are counted; none for the tests' stand-in servers.
+        common: Option<Arc<Common>>,
+    },
     /// Handshaken connections, from the accept loop's tasks.
     Tls {
         rx: mpsc::Receiver<(Io, Remote)>,
@@ -93,10 +109,29 @@ enum Accept {
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 impl Listener {
+    /// Plain HTTP with no caps: the tests' stand-in servers.
     pub fn plain(tcp: TcpListener) -> io::Result<Listener> {
         Ok(Listener {
             local: tcp.local_addr()?,
-            inner: Inner::Plain(tcp),
+            inner: Inner::Plain {
+                tcp,
+                admission: Admission::unlimited(),
+                common: None,
+            },
+            limits: Limits::default(),
+        })
+    }
+
+    /// Plain HTTP under the role's limits.
+    pub fn plain_for(tcp: TcpListener, common: Arc<Common>) -> io::Result<Listener> {
+        Ok(Listener {
+            local: tcp.local_addr()?,
+            inner: Inner::Plain {
+                tcp,
+                admission: common.admission.clone(),
+                common: Some(common.clone()),
+            },
+            limits: common.limits.clone(),
         })
     }
 
@@ -130,10 +165,12 @@ impl Listener {
             tokio::spawn(reload(tls.clone(), tx.clone()));
         }
         let acceptor = TlsAcceptor::from(tls.config());
+        let limits = common.limits.clone();
         tokio::spawn(accept_tls(tcp, acceptor, accept, tx, common));
         Ok(Listener {
             local,
             inner: Inner::Tls { rx, accept },
+            limits,
         })
     }
 
@@ -145,8 +182,17 @@ impl Listener {
     ) -> io::Result<Listener> {
         match tls {
             Some(tls) => Listener::tls(tcp, tls, common.clone()),
-            None => Listener::plain(tcp),
+            None => Listener::plain_for(tcp, common.clone()),
         }
+    }
+
+    /// The limits connections are served under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// `https` when this listener takes TLS only, else `http`: for the URLs a
@@ -157,27 +203,31 @@ impl Listener {
                 accept: Accept::TlsOnly,
                 ..
             } => "https",
-            Inner::Plain(_) | Inner::Tls { .. } => "http",
+            Inner::Plain { .. } | Inner::Tls { .. } => "http",
         }
     }
-}
 
-impl axum::serve::Listener for Listener {
-    type Io = Io;
-    type Addr = Remote;
-
-    async fn accept(&mut self) -> (Io, Remote) {
+    /// The next admitted connection.
+    pub async fn accept(&mut self) -> (Io, Remote) {
+        let idle = self.limits.idle_timeout;
         match &mut self.inner {
-            Inner::Plain(tcp) => loop {
+            Inner::Plain {
+                tcp,
+                admission,
+                common,
+            } => loop {
                 match TcpListener::accept(tcp).await {
                     Ok((stream, addr)) => {
+                        let Some(slot) = admit(admission, common.as_deref(), addr) else {
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let remote = Remote {
                             addr,
                             tls: false,
                             binding: None,
                         };
-                        return (Either::Left(stream), remote);
+                        return (ServedIo::new(Either::Left(stream), slot, idle), remote);
                     }
                     Err(e) => accept_error(e).await,
                 }
@@ -190,25 +240,19 @@ impl axum::serve::Listener for Listener {
             },
         }
     }
-
-    fn local_addr(&self) -> io::Result<Remote> {
-        Ok(Remote {
-            addr: self.local,
-            tls: matches!(
-                self.inner,
-                Inner::Tls {
-                    accept: Accept::TlsOnly,
-                    ..
-                }
-            ),
-            binding: None,
-        })
-    }
 }
 
-impl Connected<IncomingStream<'_, Listener>> for Remote {
-    fn connect_info(stream: IncomingStream<'_, Listener>) -> Remote {
-        *stream.remote_addr()
+/// A place for a connection from `addr`, or `None` after counting and logging
+/// why there is none (the stream is then dropped, which closes it).
+fn admit(admission: &Arc<Admission>, common: Option<&Common>, addr: SocketAddr) -> Option<Slot> {
+    match admission.admit(addr.ip()) {
+        Ok(slot) => Some(slot),
+        Err(full) => {
+            if let Some(common) = common {
+                refuse(common, addr, full.code(), &full.reason());
+            }
+            None
+        }
     }
 }
 
@@ -234,6 +278,7 @@ async fn accept_tls(
     common: Arc<Common>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let idle = common.limits.idle_timeout;
     loop {
         let accepted = tokio::select! {
             () = tx.closed() => return,
@@ -245,6 +290,9 @@ async fn accept_tls(
                 accept_error(e).await;
                 continue;
             }
+        };
+        let Some(slot) = admit(&common.admission, Some(&common), addr) else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -269,7 +317,8 @@ async fn accept_tls(
                             tls: false,
                             binding: None,
                         };
-                        let _ = tx.send((Either::Left(stream), remote)).await;
+                        let io = ServedIo::new(Either::Left(stream), slot, idle);
+                        let _ = tx.send((io, remote)).await;
                         return;
                     }
                     // Closed or failed before a byte: nothing to serve.
@@ -296,7 +345,8 @@ async fn accept_tls(
                                 tls: true,
                                 binding: Some(binding),
                             };
-                            let _ = tx.send((Either::Right(tls), remote)).await;
+                            let io = ServedIo::new(Either::Right(tls), slot, idle);
+                            let _ = tx.send((io, remote)).await;
                         }
                         Err(e) => {
                             refuse(&common, addr, "tls_exporter", &format!("TLS exporter: {e}"))

@@ -11,21 +11,23 @@ use std::time::Instant;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dandelion_core::admintoken::AdminToken;
 use dandelion_core::auth::{
     CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, NONCE_PATH, Nonce, NonceBook,
 };
-use dandelion_core::config::{self, Config};
+use dandelion_core::config::{self, Config, Limits};
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::protocol::PROTOCOL_VERSION;
 use dandelion_core::store::{self, Store};
 use dandelion_core::tls::ServerTls;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
+use crate::admission::{self, Admission};
 use crate::console::Hub;
 use crate::handshake::{Refusal, RefusalLog, bearer};
 use crate::listener::{Listener, Remote};
@@ -49,6 +51,10 @@ pub struct Common {
     /// TLS-terminating proxies in front of this daemon: they may forward tokens
     /// in clear (the role's `trusted_proxies`).
     pub token_proxies: Vec<std::net::IpAddr>,
+    /// The `[limits]` every listener of this daemon serves under.
+    pub limits: Limits,
+    /// Connection counts against `limits` (see [`crate::admission`]).
+    pub admission: Arc<Admission>,
 }
 
 pub use dandelion_core::secrets::admin_token_path;
@@ -78,6 +84,29 @@ impl Common {
                  HTTP to and from other machines, where anyone on the path can read them"
             );
         }
+        let token_proxies = match role {
+            Role::Entrance => config.entrance.trusted_proxies.clone(),
+            Role::Box => config.boxnode.trusted_proxies.clone(),
+            Role::Publisher => config.publisher.trusted_proxies.clone(),
+        };
+        let limits = config.limits.clone();
+        let nofile = dandelion_core::probe::open_files_limit();
+        let (max_connections, lowered) =
+            admission::cap_below_descriptors(limits.max_connections, nofile);
+        if lowered {
+            tracing::warn!(
+                wanted = limits.max_connections,
+                open_files_limit = nofile.unwrap_or_default(),
+                "limits.max_connections lowered to {max_connections}: the process may open only \
+                 {} files (raise LimitNOFILE or ulimit -n for more)",
+                nofile.unwrap_or_default()
+            );
+        }
+        let admission = Admission::new(
+            max_connections,
+            limits.max_connections_per_address,
+            &token_proxies,
+        );
         Ok(Common {
             identity,
             store,
@@ -89,11 +118,9 @@ impl Common {
             shutdown,
             started: Instant::now(),
             console: Hub::default(),
-            token_proxies: match role {
-                Role::Entrance => config.entrance.trusted_proxies.clone(),
-                Role::Box => config.boxnode.trusted_proxies.clone(),
-                Role::Publisher => config.publisher.trusted_proxies.clone(),
-            },
+            token_proxies,
+            limits,
+            admission,
         })
     }
 
@@ -277,9 +304,15 @@ async fn refuse_plain_tokens(
 }
 
 /// Serves `router` until shutdown, passing each connection's peer to handlers
-/// (`ConnectInfo<Remote>`).
+/// (`ConnectInfo<Remote>`), under the listener's limits: the request headers
+/// within `header_read_timeout`, which is also how long an idle keep-alive
+/// connection stays. Shutdown lets requests in flight finish and waits for
+/// every connection to end.
+///
+/// hyper's own connection loop rather than `axum::serve`, which sets no timer
+/// and so can have no header timeout.
 pub async fn serve_on(
-    listener: Listener,
+    mut listener: Listener,
     router: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
@@ -295,12 +328,40 @@ pub async fn serve_on(
         stopping.cancelled().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<Remote>(),
-    )
-    .with_graceful_shutdown(async move { token.cancelled().await })
-    .await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(listener.limits().header_read_timeout)
+        .keep_alive(true);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (io, remote) = tokio::select! {
+            () = token.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(remote));
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
+        let connection = http
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .with_upgrades();
+        let token = token.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                () = token.cancelled() => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 /// A role's TLS, when its section names a certificate and key: read now, so a

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::server::Common;
 use crate::shutdown::Shutdown;
 
 /// A server-side session.
@@ -37,21 +38,39 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Answers `101 Switching Protocols` and runs `session` on the upgraded connection,
-/// as a task the daemon's shutdown waits for.
+/// as a task the daemon's shutdown waits for, with no keepalive: the tests'
+/// stand-in servers. The roles use [`upgrade_for`].
 pub fn upgrade<F, Fut>(request: Request, shutdown: &Shutdown, session: F) -> Response
 where
     F: FnOnce(ServerConnection) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    upgrade_with(request, shutdown, ws_config(), session)
+    upgrade_with(request, shutdown, ws_config(), None, session)
 }
 
-/// [`upgrade`] with a WebSocket configuration of the role's choosing (an
-/// entrance's thousands of control sessions want small buffers).
-pub fn upgrade_with<F, Fut>(
+/// A role's session: [`upgrade`] with a WebSocket configuration of the role's
+/// choosing (an entrance's thousands of control sessions want small buffers),
+/// pinging a quiet peer every `limits.ws_ping_interval` and ending the session
+/// when nothing comes back.
+pub fn upgrade_for<F, Fut>(
+    request: Request,
+    common: &Common,
+    config: WebSocketConfig,
+    session: F,
+) -> Response
+where
+    F: FnOnce(ServerConnection) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let keepalive = Some(common.limits.ws_ping_interval);
+    upgrade_with(request, &common.shutdown, config, keepalive, session)
+}
+
+fn upgrade_with<F, Fut>(
     mut request: Request,
     shutdown: &Shutdown,
     config: WebSocketConfig,
+    keepalive: Option<std::time::Duration>,
     session: F,
 ) -> Response
 where
@@ -83,7 +102,12 @@ where
                     Some(config),
                 )
                 .await;
-                session(Connection::new(ws)).await;
+                let conn = Connection::new(ws);
+                session(match keepalive {
+                    Some(interval) => conn.with_keepalive(interval),
+                    None => conn,
+                })
+                .await;
             }
             Err(e) => tracing::debug!("WebSocket upgrade did not complete: {e}"),
         }

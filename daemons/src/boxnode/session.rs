@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::listener::Remote;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use dandelion_core::connection::{ConnectionError, Incoming, MAX_CONSECUTIVE_ERRORS};
+use dandelion_core::connection::{ConnectionError, Incoming, MAX_CONSECUTIVE_ERRORS, ws_config};
 use dandelion_core::console::Level;
 use dandelion_core::frame::{self, Event, Frame, FrameError, FrameHeader, TransferId, Transfers};
 use dandelion_core::ids::Role;
@@ -80,9 +80,8 @@ fn admit(state: Arc<BoxState>, remote: Remote, request: Request) -> Response {
     })();
     match admitted {
         Ok(peer) => {
-            let shutdown = common.shutdown.clone();
             let state = state.clone();
-            crate::ws::upgrade(request, &shutdown, move |conn| async move {
+            crate::ws::upgrade_for(request, common, ws_config(), move |conn| async move {
                 let span = tracing::info_span!("publisher", peer = %addr, id = %peer.id);
                 run(state, peer, conn).instrument(span).await;
             })

@@ -67,9 +67,9 @@ pub async fn handle(
             return refusal.into_response();
         }
     };
-    let tasks = shared.common.shutdown.clone();
+    let common = shared.common.clone();
     let config = dandelion_core::connection::control_ws_config();
-    ws::upgrade_with(request, &tasks, config, move |conn| async move {
+    ws::upgrade_for(request, &common, config, move |conn| async move {
         match admitted {
             Admitted::Box(peer) => box_session(shared, conn, peer, ip).await,
             Admitted::Publisher(peer) => publisher_session(shared, conn, peer, ip).await,

@@ -1,0 +1,196 @@
+//! Load and abuse from one client with no credential, played against real
+//! `dandelion` processes on loopback: each test is an attack that took a daemon
+//! (and with it the delivery network) down or held its resources, and asserts
+//! what a user would notice — the daemon still answers others quickly, the
+//! attacker's connections end — plus what an operator would see in `/metrics`.
+//! Loops are bounded (hundreds of connections, not the attack's thousands): the
+//! caps are what is tested, and they are set low where the defaults would need
+//! more descriptors than a test should take.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
+use dandelion_testkit::wait_for;
+
+/// Whether the server has closed `stream` (FIN or reset), without blocking.
+fn closed(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    }
+}
+
+fn open(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    stream
+}
+
+/// `GET path` over a new connection from `from` (another loopback address: a
+/// client other than the attacker), with the time the answer took.
+fn get_from(from: Ipv4Addr, addr: SocketAddr, path: &str) -> (String, Duration) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        let started = Instant::now();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+            .await
+            .expect("an answer within 5s")
+            .unwrap();
+        (answer, started.elapsed())
+    })
+}
+
+fn metric(daemon: &Daemon, sample: &str) -> u64 {
+    let (answer, _) = get_from(Ipv4Addr::new(127, 0, 0, 3), daemon.addr(), "/metrics");
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The attack: one client opens connections and sends nothing, or half a
+/// request, to use up the daemon's descriptors. Before, 4 000 idle connections
+/// and 200 half-sent requests were all still open after 40 s, and a box under
+/// `LimitNOFILE=16384` stopped answering after 16 400. Now one address gets
+/// `max_connections_per_address` and no more, each is closed after
+/// `header_read_timeout`, and another client's `/healthz` answers in under
+/// 100 ms throughout.
+#[test]
+fn an_idle_connection_flood_neither_starves_others_nor_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let entrance = DaemonBuilder::new("entrance", dir.path())
+        .top("[limits]")
+        .top("max_connections_per_address = 100")
+        .top("header_read_timeout = \"3s\"")
+        .spawn();
+    let addr = entrance.addr();
+
+    let flood: Vec<TcpStream> = (0..150).map(|_| open(addr)).collect();
+    // Half of the admitted ones start a request and never finish it.
+    for stream in flood.iter().take(50) {
+        let _ = (&*stream).write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    }
+    let refused = wait_for(
+        "the connections over the cap closed",
+        Duration::from_secs(5),
+        || {
+            let n = flood.iter().filter(|s| closed(s)).count();
+            (n >= 50).then_some(n)
+        },
+    );
+    assert_eq!(
+        refused, 50,
+        "exactly the connections over the per-address cap are closed at once"
+    );
+
+    for _ in 0..5 {
+        let (answer, took) = get_from(Ipv4Addr::new(127, 0, 0, 2), addr, "/healthz");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            took < Duration::from_millis(100),
+            "/healthz took {took:?} under the flood"
+        );
+    }
+    assert_eq!(
+        metric(
+            &entrance,
+            "dandelion_refused_total{reason=\"connections_per_address\"}"
+        ),
+        50
+    );
+    assert!(
+        entrance
+            .log()
+            .contains("limits.max_connections_per_address"),
+        "the log says which limit was hit:\n{}",
+        entrance.log()
+    );
+
+    // Idle and half-sent alike end after the header timeout.
+    let started = Instant::now();
+    wait_for(
+        "every flood connection closed",
+        Duration::from_secs(10),
+        || flood.iter().all(closed).then_some(()),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed after {:?}, the header timeout is 3s",
+        started.elapsed()
+    );
+    // And the address may connect again.
+    let again = open(addr);
+    (&again)
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    again.set_nonblocking(false).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    (&again).read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
+
+/// A connection whose reader went away without a FIN (a household router
+/// dropping its state) holds a WebSocket session forever unless the server
+/// notices: it pings a quiet session and closes it when not even the pong comes.
+#[test]
+fn a_silent_websocket_session_is_pinged_then_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let entrance = DaemonBuilder::new("entrance", dir.path())
+        .top("[limits]")
+        .top("ws_ping_interval = \"1s\"")
+        .set("legacy_peers = true")
+        .spawn();
+    let mut stream = TcpStream::connect(entrance.addr()).unwrap();
+    stream
+        .write_all(
+            b"GET /dandelion/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    let started = Instant::now();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    let frames = &received[text.find("\r\n\r\n").unwrap() + 4..];
+    assert_eq!(frames.first(), Some(&0x89), "a ping first: {frames:?}");
+    assert!(frames.contains(&0x88), "then a close frame: {frames:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "closed after {took:?}; two ping intervals are 2s"
+    );
+}
