@@ -23,10 +23,6 @@
 //! keeps the proof fresh ([`Channel::Unbound`]); the daemon's challenge says which
 //! form it expects.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 
@@ -157,14 +153,8 @@ impl<'a> Claim<'a> {
     }
 }
 
-/// How long an issued nonce may wait for its proof.
-pub const DEFAULT_NONCE_TTL: Duration = Duration::from_secs(60);
-
-/// Outstanding nonces a verifier keeps at most; a flood of handshake openers must
-/// not be able to grow its memory without bound.
-pub const DEFAULT_MAX_PENDING: usize = 100_000;
-
-/// A challenge: 32 random bytes as 64 hex digits.
+/// A challenge: 32 bytes as 64 hex digits (a server's are made by
+/// [`crate::nonces::NonceBook`], a client's are random).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Nonce(String);
@@ -181,6 +171,18 @@ impl Nonce {
         } else {
             Err(AuthError::MalformedNonce)
         }
+    }
+
+    /// The nonce's 32 bytes (its hex is checked by [`Nonce::parse`]).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        // Always 64 hex digits by construction.
+        let _ = hex::decode_to_slice(&self.0, &mut bytes);
+        bytes
+    }
+
+    pub fn from_bytes(bytes: &[u8; 32]) -> Nonce {
+        Nonce(hex::encode(bytes))
     }
 
     /// A fresh random nonce.
@@ -309,6 +311,10 @@ pub enum AuthError {
     NoServerProof,
     #[error("{0}")]
     Random(String),
+    #[error("a nonce secret must be at least {min} bytes; this one has {len}")]
+    WeakSecret { len: usize, min: usize },
+    #[error("the set of used nonces is unavailable: {0}")]
+    UsedSetUnavailable(String),
 }
 
 impl AuthError {
@@ -327,7 +333,8 @@ impl AuthError {
             AuthError::BadSignature => "bad_signature",
             AuthError::BadUrl => "bad_url",
             AuthError::NoServerProof => "no_server_proof",
-            AuthError::Random(_) => "internal",
+            AuthError::Random(_) | AuthError::WeakSecret { .. } => "internal",
+            AuthError::UsedSetUnavailable(_) => "used_nonces_unavailable",
         }
     }
 }
@@ -386,87 +393,6 @@ pub fn verify_from(
     verify(proof, claim).map(|(_, key)| key)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum NonceState {
-    Issued,
-    Redeemed,
-}
-
-/// The server's side of a session handshake: issues nonces and redeems each at
-/// most once.
-#[derive(Debug)]
-pub struct NonceBook {
-    ttl: Duration,
-    max_pending: usize,
-    // A std Mutex: every critical section is a hash-map operation, never held
-    // across an await.
-    entries: Mutex<HashMap<Nonce, (NonceState, Instant)>>,
-}
-
-impl Default for NonceBook {
-    fn default() -> Self {
-        NonceBook::new(DEFAULT_NONCE_TTL, DEFAULT_MAX_PENDING)
-    }
-}
-
-impl NonceBook {
-    pub fn new(ttl: Duration, max_pending: usize) -> NonceBook {
-        NonceBook {
-            ttl,
-            max_pending,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn issue(&self) -> Result<Nonce, AuthError> {
-        let nonce = Nonce::random()?;
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.max_pending {
-            // Redeemed entries are only kept to name replays; expired ones are dead.
-            entries.retain(|_, (_, expires)| *expires > now);
-            if entries.len() >= self.max_pending {
-                return Err(AuthError::Busy);
-            }
-        }
-        entries.insert(nonce.clone(), (NonceState::Issued, now + self.ttl));
-        Ok(nonce)
-    }
-
-    /// Marks the nonce used. Redeeming burns it even if the proof then fails, so a
-    /// peer cannot try signatures against one nonce.
-    pub fn redeem(&self, nonce: &Nonce) -> Result<(), AuthError> {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get_mut(nonce) {
-            Some((_, expires)) if *expires <= now => {
-                entries.remove(nonce);
-                Err(AuthError::UnknownNonce)
-            }
-            Some((state @ NonceState::Issued, _)) => {
-                *state = NonceState::Redeemed;
-                Ok(())
-            }
-            Some((NonceState::Redeemed, _)) => Err(AuthError::ReplayedNonce),
-            None => Err(AuthError::UnknownNonce),
-        }
-    }
-
-    /// Redeems the nonce of a client's session proof and verifies the proof
-    /// for `verifier` (this server) on `channel` (the connection it came on);
-    /// the usual one-call check.
-    pub fn check(
-        &self,
-        proof: &Proof,
-        verifier: &NodeId,
-        channel: Channel,
-    ) -> Result<(NodeId, String), AuthError> {
-        let nonce = Nonce::parse(&proof.nonce)?;
-        self.redeem(&nonce)?;
-        verify(proof, &Claim::session_client(verifier, &nonce).on(channel))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,40 +407,12 @@ mod tests {
     }
 
     #[test]
-    fn a_signed_nonce_verifies_once() {
-        let verifier = entrance();
-        let book = NonceBook::default();
-        let nonce = book.issue().unwrap();
-        let proof = boxy().prove(&Claim::session_client(verifier.id(), &nonce));
-        let (id, key) = book.check(&proof, verifier.id(), Channel::Unbound).unwrap();
-        assert_eq!(&id, boxy().id());
-        assert_eq!(key, boxy().public_key_hex());
-        assert_eq!(
-            book.check(&proof, verifier.id(), Channel::Unbound),
-            Err(AuthError::ReplayedNonce)
-        );
-    }
-
-    #[test]
-    fn a_nonce_never_issued_is_refused() {
-        let verifier = entrance();
-        let book = NonceBook::default();
-        let forged = Nonce::parse(&"ab".repeat(32)).unwrap();
-        let proof = boxy().prove(&Claim::session_client(verifier.id(), &forged));
-        assert_eq!(
-            book.check(&proof, verifier.id(), Channel::Unbound),
-            Err(AuthError::UnknownNonce)
-        );
-    }
-
-    #[test]
     fn a_proof_for_another_verifier_is_refused() {
-        let book = NonceBook::default();
         let other = Identity::from_seed(Role::Entrance, [3; 32]);
-        let nonce = book.issue().unwrap();
+        let nonce = Nonce::random().unwrap();
         let proof = boxy().prove(&Claim::session_client(other.id(), &nonce));
         assert_eq!(
-            book.check(&proof, entrance().id(), Channel::Unbound),
+            verify(&proof, &Claim::session_client(entrance().id(), &nonce)),
             Err(AuthError::BadSignature)
         );
     }
@@ -624,15 +522,13 @@ mod tests {
     #[test]
     fn claiming_another_boxs_id_is_refused() {
         let verifier = entrance();
-        let book = NonceBook::default();
         let victim = Identity::from_seed(Role::Box, [4; 32]);
         let attacker = Identity::from_seed(Role::Box, [5; 32]);
-        let nonce = book.issue().unwrap();
-        let mut proof = attacker.prove(&Claim::session_client(verifier.id(), &nonce));
+        let nonce = Nonce::random().unwrap();
+        let claim = Claim::session_client(verifier.id(), &nonce);
+        let mut proof = attacker.prove(&claim);
         proof.id = victim.id().to_string();
-        let err = book
-            .check(&proof, verifier.id(), Channel::Unbound)
-            .unwrap_err();
+        let err = verify(&proof, &claim).unwrap_err();
         assert_eq!(err.reason_code(), "id_mismatch");
         assert_eq!(
             err.to_string(),
@@ -647,8 +543,7 @@ mod tests {
     #[test]
     fn a_tampered_signature_is_refused() {
         let verifier = entrance();
-        let book = NonceBook::default();
-        let nonce = book.issue().unwrap();
+        let nonce = Nonce::random().unwrap();
         let claim = Claim::session_client(verifier.id(), &nonce);
         let mut proof = boxy().prove(&claim);
         let flipped = if proof.signature.starts_with('0') {
@@ -657,27 +552,9 @@ mod tests {
             "0"
         };
         proof.signature.replace_range(0..1, flipped);
-        assert_eq!(
-            book.check(&proof, verifier.id(), Channel::Unbound),
-            Err(AuthError::BadSignature)
-        );
+        assert_eq!(verify(&proof, &claim), Err(AuthError::BadSignature));
         proof.signature = "zz".into();
         assert_eq!(verify(&proof, &claim), Err(AuthError::BadSignature));
-    }
-
-    #[test]
-    fn nonces_expire() {
-        let book = NonceBook::new(Duration::ZERO, 10);
-        let nonce = book.issue().unwrap();
-        assert_eq!(book.redeem(&nonce), Err(AuthError::UnknownNonce));
-    }
-
-    #[test]
-    fn pending_nonces_are_bounded() {
-        let book = NonceBook::new(Duration::from_secs(60), 2);
-        book.issue().unwrap();
-        book.issue().unwrap();
-        assert_eq!(book.issue(), Err(AuthError::Busy));
     }
 
     #[test]

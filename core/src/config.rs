@@ -50,6 +50,10 @@ pub struct Config {
     /// off this machine, in both directions. Only for a network you trust: on
     /// any other, anyone on the path reads and replays them.
     pub insecure_plain_tokens: bool,
+    /// A file holding the secret handshake nonces are made under (at least 32
+    /// bytes). Processes of one role given the same file accept each other's
+    /// nonces; without it each process makes a random one at start.
+    pub nonce_secret_file: Option<PathBuf>,
     /// What every listener of this process allows one client and all of them.
     pub limits: Limits,
     pub entrance: EntranceConfig,
@@ -69,6 +73,7 @@ impl Default for Config {
             log_file: true,
             ca_file: None,
             insecure_plain_tokens: false,
+            nonce_secret_file: None,
             limits: Limits::default(),
             entrance: EntranceConfig::default(),
             boxnode: BoxConfig::default(),

@@ -30,6 +30,7 @@ pub mod idcert;
 pub mod identity;
 pub mod ids;
 pub mod logging;
+pub mod nonces;
 pub mod paths;
 pub mod pinned;
 pub mod probe;

@@ -46,6 +46,13 @@ pub fn random_hex(bytes: usize) -> Result<String, SecretError> {
     Ok(hex::encode(buf))
 }
 
+/// `N` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|e| SecretError::Random(e.to_string()))?;
+    Ok(buf)
+}
+
 /// Reads the secret at `path`, creating it with `make()` first if it does not exist.
 /// Returns the trimmed contents and whether it was created now.
 ///

@@ -13,8 +13,9 @@ use std::sync::Mutex;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dandelion_core::auth::{AuthError, Channel, NonceBook, Proof};
+use dandelion_core::auth::{AuthError, Channel, Proof};
 use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::nonces::NonceBook;
 
 use crate::metrics::Metrics;
 
@@ -68,7 +69,7 @@ impl IntoResponse for Refusal {
 /// original's clients); whether that is acceptable is the role's decision.
 /// `channel` is what the connection the headers came on binds a proof to
 /// (`Remote::channel`).
-pub fn verify_proof(
+pub async fn verify_proof(
     headers: &HeaderMap,
     nonces: &NonceBook,
     verifier: &NodeId,
@@ -78,7 +79,7 @@ pub fn verify_proof(
     let Some(proof) = Proof::from_headers(get)? else {
         return Ok(None);
     };
-    let (id, public_key) = nonces.check(&proof, verifier, channel)?;
+    let (id, public_key) = nonces.check(&proof, verifier, channel).await?;
     Ok(Some(Peer { id, public_key }))
 }
 

@@ -15,12 +15,11 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dandelion_core::admintoken::AdminToken;
-use dandelion_core::auth::{
-    CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, NONCE_PATH, Nonce, NonceBook,
-};
+use dandelion_core::auth::{CHANNEL_TLS_EXPORTER, Challenge, Channel, Claim, NONCE_PATH, Nonce};
 use dandelion_core::config::{self, Config, Limits};
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::nonces::NonceBook;
 use dandelion_core::protocol::PROTOCOL_VERSION;
 use dandelion_core::store::{self, Store};
 use dandelion_core::tls::ServerTls;
@@ -78,6 +77,7 @@ impl Common {
         let admin_token = Arc::new(admin_token);
         tokio::spawn(reload_admin_token(admin_token.clone(), shutdown.clone()));
         let store = store::open_configured(config).await?;
+        let nonces = nonce_book(config, role, &store)?;
         if config.insecure_plain_tokens {
             tracing::warn!(
                 "INSECURE PLAIN TOKENS ON: join and admin tokens are sent and accepted over plain \
@@ -110,7 +110,7 @@ impl Common {
         Ok(Common {
             identity,
             store,
-            nonces: NonceBook::default(),
+            nonces,
             metrics: Metrics::new(),
             refusals: RefusalLog::default(),
             admin_token,
@@ -135,6 +135,31 @@ impl Common {
             Some(_) => Err(Refusal::forbidden("admin_token_wrong", "wrong admin token")),
         }
     }
+}
+
+/// The handshake's nonces: under the configured shared secret, or a random one
+/// of this process's own; remembered as used in the store when it is shared
+/// (Redis), so front ends of one role refuse each other's replays too.
+fn nonce_book(config: &Config, role: Role, store: &Arc<dyn Store>) -> anyhow::Result<NonceBook> {
+    let book = match &config.nonce_secret_file {
+        Some(path) => {
+            let secret = dandelion_core::secrets::read_secret(path)
+                .with_context(|| format!("nonce_secret_file {}", path.display()))?;
+            NonceBook::new(secret.as_bytes()).with_context(|| {
+                format!(
+                    "nonce_secret_file {}: write at least 32 random bytes into it \
+                     (openssl rand -hex 32)",
+                    path.display()
+                )
+            })?
+        }
+        None => NonceBook::generate()?,
+    };
+    Ok(if store.shared() {
+        book.shared_through(store.clone(), format!("{role}:USED_NONCES"))
+    } else {
+        book
+    })
 }
 
 /// Reads the admin token file again when it changes (polled, as TLS
@@ -223,7 +248,7 @@ async fn nonce(
     // TLS ends here: both proofs sign this connection, the one the client
     // upgrades next, so neither can be relayed to another.
     let channel = remote.map_or(Channel::Unbound, |r| r.0.0.channel());
-    match common.nonces.issue() {
+    match common.nonces.issue(common.identity.id()) {
         Ok(nonce) => axum::Json(Challenge {
             id: common.identity.id().clone(),
             nonce,

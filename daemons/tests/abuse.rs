@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
+use dandelion_testkit::network::NetworkBuilder;
 use dandelion_testkit::wait_for;
 
 /// Whether the server has closed `stream` (FIN or reset), without blocking.
@@ -192,5 +193,114 @@ fn a_silent_websocket_session_is_pinged_then_closed() {
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(6),
         "closed after {took:?}; two ping intervals are 2s"
+    );
+}
+
+/// `n` pipelined `GET path` requests on one keep-alive connection, in batches
+/// so neither side's buffers fill; the status codes seen, counted.
+fn pipeline(addr: SocketAddr, path: &str, n: usize) -> std::collections::BTreeMap<u16, usize> {
+    const BATCH: usize = 500;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut carry = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut sent = 0;
+    while sent < n {
+        let batch = BATCH.min(n - sent);
+        stream.write_all(request.repeat(batch).as_bytes()).unwrap();
+        sent += batch;
+        let mut seen = 0;
+        while seen < batch {
+            let got = stream.read(&mut buf).unwrap();
+            assert!(
+                got > 0,
+                "the server closed the connection after {sent} requests"
+            );
+            carry.extend_from_slice(&buf[..got]);
+            // Each answer starts with its status line; bodies are JSON or a line of text.
+            let mut at = 0;
+            while let Some(i) = find(&carry[at..], b"HTTP/1.1 ") {
+                let start = at + i + 9;
+                if carry.len() < start + 3 {
+                    break;
+                }
+                let code = std::str::from_utf8(&carry[start..start + 3])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                *statuses.entry(code).or_insert(0) += 1;
+                seen += 1;
+                at = start + 3;
+            }
+            carry.drain(..at);
+        }
+    }
+    statuses
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn known_boxes(publisher: &Daemon) -> u64 {
+    let (answer, _) = get_from(Ipv4Addr::new(127, 0, 0, 3), publisher.addr(), "/healthz");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["known_boxes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The attack: ~100 000 `GET /dandelion/nonce` in a few seconds filled the
+/// entrance's pending-nonce table, so every real handshake got `503 too many
+/// handshakes in progress`: the publisher's searches failed, it soon knew no
+/// boxes and viewers fell back to it. Nonces now cost the entrance nothing
+/// until a proof redeems them: after the same flood a box and the publisher
+/// (plain `ws://`, so unbound proofs and the used set are in play) open new
+/// sessions and the publisher knows its box again.
+#[test]
+fn a_nonce_flood_leaves_no_state_and_real_handshakes_pass() {
+    let root = tempfile::tempdir().unwrap();
+    let mut network = NetworkBuilder::new(root.path(), 1).start();
+    wait_for(
+        "the publisher to know the box",
+        Duration::from_secs(20),
+        || (known_boxes(&network.publisher) == 1).then_some(()),
+    );
+    let addr = network.entrance.addr();
+    let floods: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || pipeline(addr, "/dandelion/nonce", 26_000)))
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for flood in floods {
+        for (code, n) in flood.join().unwrap() {
+            *statuses.entry(code).or_insert(0) += n;
+        }
+    }
+    assert_eq!(statuses.values().sum::<usize>(), 104_000, "{statuses:?}");
+    assert_eq!(
+        statuses.get(&503),
+        None,
+        "no answer says busy: {statuses:?}"
+    );
+
+    // New sessions, each with a fresh handshake, right after the flood.
+    network.boxes[0].restart();
+    network.publisher.restart();
+    wait_for(
+        "the restarted publisher to know the restarted box",
+        Duration::from_secs(20),
+        || (known_boxes(&network.publisher) == 1).then_some(()),
+    );
+    assert_eq!(
+        metric(
+            &network.entrance,
+            "dandelion_refused_total{reason=\"busy\"}"
+        ),
+        0
     );
 }

@@ -58,13 +58,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
 use dandelion_core::auth::{
-    Challenge, Channel, Claim, NONCE_PATH, Nonce, NonceBook, Proof, REACHABILITY_PATH,
+    Challenge, Channel, Claim, NONCE_PATH, Nonce, Proof, REACHABILITY_PATH,
 };
 use dandelion_core::connection::{Incoming, connect, connect_as};
 use dandelion_core::frame::{Frame, FrameHeader, Limits, StartHeader};
 use dandelion_core::http::HttpClient;
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::{NodeId, Role};
+use dandelion_core::nonces::NonceBook;
 use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{
     Exchange, ExchangeReply, Goodbye, Header, Message, Publish, PublishReply, TransferOutcome,
@@ -1001,7 +1002,7 @@ async fn liar_nonce(State(l): State<Liar>, Query(q): Query<HashMap<String, Strin
     };
     axum::Json(Challenge {
         id: l.me.id().clone(),
-        nonce: l.nonces.issue().unwrap(),
+        nonce: l.nonces.issue(l.me.id()).unwrap(),
         proof,
         channel: None,
     })
@@ -1010,7 +1011,8 @@ async fn liar_nonce(State(l): State<Liar>, Query(q): Query<HashMap<String, Strin
 
 /// Checks the publisher's proof as a real box does, then takes its files.
 async fn liar_ws(State(l): State<Liar>, request: Request) -> Response {
-    let peer = handshake::verify_proof(request.headers(), &l.nonces, l.me.id(), Channel::Unbound);
+    let headers = request.headers().clone();
+    let peer = handshake::verify_proof(&headers, &l.nonces, l.me.id(), Channel::Unbound).await;
     l.journal.note(Seen::Upgrade {
         proof_id: proof_in(request.headers()).map(|p| p.id),
         authorization: header_text(request.headers(), "authorization"),
@@ -1125,7 +1127,7 @@ fn a_box_cannot_choose_where_viewers_are_sent() {
         data_url = origin.to_owned();
         let liar = Liar {
             me: me.clone(),
-            nonces: Arc::new(NonceBook::default()),
+            nonces: Arc::new(NonceBook::generate().unwrap()),
             phish: phish.clone(),
             data_url: origin.to_owned(),
             shutdown: Shutdown::new(),
@@ -1235,7 +1237,7 @@ fn a_box_cannot_move_its_data_url_after_passing_the_check() {
     let origin = lab.serve(|origin| {
         let liar = Liar {
             me: me.clone(),
-            nonces: Arc::new(NonceBook::default()),
+            nonces: Arc::new(NonceBook::generate().unwrap()),
             phish: phish.clone(),
             data_url: origin.to_owned(),
             shutdown: Shutdown::new(),

@@ -843,12 +843,14 @@ async fn entrance_session(
     request: Request,
 ) -> Response {
     let _ = e.peers.send(peer);
+    let headers = request.headers().clone();
     dandelion_daemons::handshake::verify_proof(
-        request.headers(),
+        &headers,
         &e.common.nonces,
         e.common.identity.id(),
         dandelion_core::auth::Channel::Unbound,
     )
+    .await
     .unwrap()
     .unwrap();
     assert_eq!(

@@ -76,23 +76,26 @@ async fn session(
     }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
-    let admitted = (|| {
+    let headers = request.headers().clone();
+    let admitted = async {
         let peer = handshake::verify_proof(
-            request.headers(),
+            &headers,
             &common.nonces,
             common.identity.id(),
             Channel::Unbound,
-        )?
+        )
+        .await?
         .ok_or_else(|| Refusal::unauthorized("no_proof", "prove your ID first"))?;
         handshake::require_role(&peer, Role::Box)?;
-        match handshake::bearer(request.headers()) {
+        match handshake::bearer(&headers) {
             Some(t) if handshake::token_matches(t, JOIN_TOKEN) => Ok(peer),
             _ => Err(Refusal::forbidden(
                 "join_token",
                 "wrong or missing join token",
             )),
         }
-    })();
+    }
+    .await;
     match admitted {
         Ok(_peer) => {
             let shutdown = common.shutdown.clone();

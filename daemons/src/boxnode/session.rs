@@ -39,7 +39,7 @@ pub async fn publisher_ws(
     ConnectInfo(remote): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
-    admit(state, remote, request)
+    admit(state, remote, request).await
 }
 
 /// `/dandelion/<box-id>/ws` and with a trailing slash: the original's path.
@@ -52,19 +52,22 @@ pub async fn publisher_ws_with_id(
     if box_id != state.common.identity.id().as_str() {
         return (axum::http::StatusCode::NOT_FOUND, "this is another box\n").into_response();
     }
-    admit(state, remote, request)
+    admit(state, remote, request).await
 }
 
-fn admit(state: Arc<BoxState>, remote: Remote, request: Request) -> Response {
+async fn admit(state: Arc<BoxState>, remote: Remote, request: Request) -> Response {
     let (addr, channel) = (remote.addr, remote.channel());
     let common = &state.common;
-    let admitted = (|| {
+    // Cloned: a borrowed request (its body is not Sync) cannot be held across an await.
+    let headers = request.headers().clone();
+    let admitted = async {
         let peer = handshake::verify_proof(
-            request.headers(),
+            &headers,
             &common.nonces,
             common.identity.id(),
             channel,
-        )?
+        )
+        .await?
         .ok_or_else(|| Refusal::unauthorized("no_proof", "prove your publisher ID first"))?;
         handshake::require_role(&peer, Role::Publisher)?;
         if !state.trusts(&peer.public_key) {
@@ -77,7 +80,8 @@ fn admit(state: Arc<BoxState>, remote: Remote, request: Request) -> Response {
             ));
         }
         Ok(peer)
-    })();
+    }
+    .await;
     match admitted {
         Ok(peer) => {
             let state = state.clone();

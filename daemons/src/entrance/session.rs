@@ -85,7 +85,7 @@ async fn admit(
 ) -> Result<Admitted, Refusal> {
     let common = &shared.common;
     let Some(peer) =
-        handshake::verify_proof(headers, &common.nonces, common.identity.id(), channel)?
+        handshake::verify_proof(headers, &common.nonces, common.identity.id(), channel).await?
     else {
         if shared.config.legacy_peers {
             return Ok(Admitted::Legacy);
