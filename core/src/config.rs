@@ -248,6 +248,12 @@ pub struct BoxConfig {
     pub upload_cap: Option<ByteSize>,
     /// Concurrent downloads served at most.
     pub max_downloads: u32,
+    /// Publisher sessions open at once; more are refused with 503 before the
+    /// upgrade. Each may buffer one file frame (about 1 MiB).
+    pub max_publisher_sessions: u32,
+    /// File bytes received and not yet written to disk, across all publisher
+    /// sessions; a session whose frame does not fit waits (and stops reading).
+    pub upload_memory: ByteSize,
     /// Disk space the box may use for stored files; none if absent.
     pub storage_quota: Option<ByteSize>,
     /// Disk space one publisher may use, so one busy publisher cannot crowd out the
@@ -284,6 +290,8 @@ impl Default for BoxConfig {
             heartbeat_interval: Duration::from_secs(5),
             upload_cap: None,
             max_downloads: 256,
+            max_publisher_sessions: 16,
+            upload_memory: ByteSize::mib(8),
             storage_quota: None,
             publisher_quota: None,
             max_file_size: ByteSize::gib(4),
@@ -557,6 +565,18 @@ impl Config {
         }
         if self.boxnode.max_downloads == 0 {
             return invalid("box.max_downloads", "must be at least 1");
+        }
+        if self.boxnode.max_publisher_sessions == 0 {
+            return invalid("box.max_publisher_sessions", "must be at least 1");
+        }
+        let one_frame = crate::frame::Limits::default().max_chunked_message();
+        if self.boxnode.upload_memory.as_u64() < one_frame as u64
+            || self.boxnode.upload_memory.as_u64() > u64::from(u32::MAX)
+        {
+            return invalid(
+                "box.upload_memory",
+                &format!("must hold at least one file frame ({one_frame} bytes) and at most 4 GiB"),
+            );
         }
         if self.publisher.search_interval.is_zero() {
             return invalid("publisher.search_interval", "must be longer than zero");

@@ -113,6 +113,15 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The largest WebSocket message a frame within these limits makes when
+    /// its payload is at most one chunk: a chunked publish session needs no
+    /// larger one.
+    pub fn max_chunked_message(&self) -> usize {
+        START_MARKER.len() + self.max_header_bytes + END_MARKER.len() + self.max_chunk_bytes
+    }
+}
+
 /// The headers of a frame that opens a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartHeader {

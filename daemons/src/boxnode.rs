@@ -76,6 +76,11 @@ pub struct BoxState {
     /// Publishers with a session open, and how many sessions each. A std Mutex:
     /// touched when a session opens or ends, never across an await.
     publishers: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+    /// One permit per publisher session that may be open (`max_publisher_sessions`).
+    pub sessions: Arc<tokio::sync::Semaphore>,
+    /// One permit per byte of file frames received and not yet on disk
+    /// (`upload_memory`).
+    pub upload_memory: Arc<tokio::sync::Semaphore>,
 }
 
 impl BoxState {
@@ -132,10 +137,15 @@ impl BoxState {
         Header::new(self.common.identity.id().clone()).with_address(self.host.clone(), self.port)
     }
 
+    /// What a publisher session may send: chunked transfers, and one-shot
+    /// frames no larger than a chunk, so that no message is over
+    /// [`frame::Limits::max_chunked_message`], the session's WebSocket limit.
     fn frame_limits(&self) -> frame::Limits {
+        let defaults = frame::Limits::default();
         frame::Limits {
             max_file_size: self.config.max_file_size.as_u64(),
-            ..frame::Limits::default()
+            max_oneshot_bytes: defaults.max_chunk_bytes,
+            ..defaults
         }
     }
 
@@ -230,6 +240,12 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         port,
         uplink: std::sync::atomic::AtomicU64::new(0),
         publishers: std::sync::Mutex::default(),
+        sessions: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(box_config.max_publisher_sessions).unwrap_or(1),
+        )),
+        upload_memory: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(box_config.upload_memory.as_u64()).unwrap_or(usize::MAX >> 4),
+        )),
         storage,
         config: box_config,
         common: common.clone(),

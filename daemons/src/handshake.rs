@@ -44,6 +44,15 @@ impl Refusal {
         }
     }
 
+    /// Full: try again later (503).
+    pub fn busy(code: &'static str, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            reason: reason.into(),
+        }
+    }
+
     pub fn forbidden(code: &'static str, reason: impl Into<String>) -> Refusal {
         Refusal {
             status: StatusCode::FORBIDDEN,

@@ -304,3 +304,145 @@ fn a_nonce_flood_leaves_no_state_and_real_handshakes_pass() {
         0
     );
 }
+
+/// A process's resident and peak resident memory, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The attack: a trusted publisher (or whoever stole its key) opens sessions
+/// and sends the largest frames it may. Before, eight sessions each sending one
+/// 64 MiB frame took a box from 21 MB to a 560 MB peak. Now a box holds at
+/// most `max_publisher_sessions` (16) sessions, no message over one chunk frame
+/// (about 1 MiB), and at most `upload_memory` (8 MiB) of received bytes not yet
+/// on disk: with 20 sessions, 4 sending 64 MiB frames and 16 streaming 1 MiB
+/// chunks as fast as they can, the box's peak stays within 64 MiB of its idle
+/// memory, and the honest transfers are stored.
+#[test]
+fn hostile_sessions_keep_a_box_within_its_memory_budget() {
+    use bytes::Bytes;
+    use dandelion_core::connection::{Incoming, connect_as};
+    use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
+    use dandelion_core::identity::Identity;
+    use dandelion_core::ids::{NodeId, Role};
+    use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
+    use sha2::{Digest, Sha256};
+
+    const BUDGET_KIB: u64 = 64 << 10;
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 12;
+
+    let dir = tempfile::tempdir().unwrap();
+    let box_dir = dir.path().join("box");
+    let box_id = NodeId::parse(&dandelion_testkit::network::identity(&box_dir, "box").0).unwrap();
+    let publisher = Identity::generate(Role::Publisher).unwrap();
+    let boxd = DaemonBuilder::new("box", &box_dir)
+        .set(format!(
+            "publisher_keys = [{:?}]",
+            publisher.public_key_hex()
+        ))
+        .spawn();
+    let pid = boxd.pid().unwrap();
+    let (idle, _) = memory_kib(pid);
+    let url = format!("ws://127.0.0.1:{}/dandelion/ws", boxd.port());
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (refused, stored) = runtime.block_on(async {
+        let mut sessions = Vec::new();
+        let mut refused = 0;
+        for _ in 0..20 {
+            match connect_as(&url, &box_id, &publisher, None).await {
+                Ok(conn) => sessions.push(conn),
+                Err(e) if e.to_string().contains("503") => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let oversized = Bytes::from(vec![7u8; 64 << 20]);
+        let body = Bytes::from(vec![5u8; CHUNK * CHUNKS]);
+        let sha256 = format!("{:x}", Sha256::digest(&body));
+        let tasks: Vec<_> = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut conn)| {
+                let (oversized, body, sha256) = (oversized.clone(), body.clone(), sha256.clone());
+                let me = publisher.id().clone();
+                tokio::spawn(async move {
+                    conn.send(&Message::Publish(Publish {
+                        header: Header::new(me),
+                        extra: Default::default(),
+                    }))
+                    .await
+                    .unwrap();
+                    let _reply = conn.recv().await.unwrap();
+                    if i < 4 {
+                        // Refused at its length: the session ends, nothing is buffered.
+                        let _ = conn.send_binary(oversized).await;
+                        let _ = conn.recv().await;
+                        return false;
+                    }
+                    for (n, chunk) in body.chunks(CHUNK).enumerate() {
+                        let offset = (n * CHUNK) as u64;
+                        let header = if n == 0 {
+                            FrameHeader::Start(StartHeader {
+                                path: format!("/live/{i}.ts"),
+                                ttl: Some(600),
+                                chunked: Some(ChunkedStart {
+                                    transfer: 1,
+                                    size: body.len() as u64,
+                                    sha256: sha256.clone(),
+                                }),
+                                extra: Default::default(),
+                            })
+                        } else {
+                            FrameHeader::Continue {
+                                transfer: 1,
+                                offset,
+                            }
+                        };
+                        let frame = Frame {
+                            header,
+                            payload: body.slice(n * CHUNK..n * CHUNK + chunk.len()),
+                        };
+                        conn.send_binary(frame.encode()).await.unwrap();
+                    }
+                    matches!(
+                        conn.recv().await,
+                        Ok(Some(Incoming::Message(Message::Transfer(r))))
+                            if matches!(r.outcome, TransferOutcome::Stored { .. })
+                    )
+                })
+            })
+            .collect();
+        let mut stored = 0;
+        for task in tasks {
+            stored += usize::from(task.await.unwrap());
+        }
+        (refused, stored)
+    });
+    let (_, peak) = memory_kib(pid);
+    eprintln!("box memory: {} KiB idle, {} KiB peak", idle, peak);
+    assert_eq!(refused, 4, "sessions beyond max_publisher_sessions get 503");
+    assert_eq!(stored, 12, "every honest transfer is stored");
+    assert!(
+        peak < idle + BUDGET_KIB,
+        "the box peaked at {} MiB from {} MiB idle; the budget is {} MiB more",
+        peak >> 10,
+        idle >> 10,
+        BUDGET_KIB >> 10
+    );
+    assert!(
+        metric(
+            &boxd,
+            "dandelion_refused_total{reason=\"publisher_sessions_full\"}"
+        ) == 4,
+        "refusals are counted"
+    );
+}

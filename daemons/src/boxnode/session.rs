@@ -79,13 +79,30 @@ async fn admit(state: Arc<BoxState>, remote: Remote, request: Request) -> Respon
                 ),
             ));
         }
-        Ok(peer)
+        let place = state.sessions.clone().try_acquire_owned().map_err(|_| {
+            Refusal::busy(
+                "publisher_sessions_full",
+                format!(
+                    "{} publisher sessions are open, the limit (box.max_publisher_sessions); \
+                     try again later",
+                    state.config.max_publisher_sessions
+                ),
+            )
+        })?;
+        Ok((peer, place))
     }
     .await;
     match admitted {
-        Ok(peer) => {
+        Ok((peer, place)) => {
             let state = state.clone();
-            crate::ws::upgrade_for(request, common, ws_config(), move |conn| async move {
+            // No message over one chunk frame: a peer cannot make the box
+            // buffer more than that per session.
+            let largest = state.frame_limits().max_chunked_message();
+            let config = ws_config()
+                .max_message_size(Some(largest))
+                .max_frame_size(Some(largest));
+            crate::ws::upgrade_for(request, common, config, move |conn| async move {
+                let _place = place;
                 let span = tracing::info_span!("publisher", peer = %addr, id = %peer.id);
                 run(state, peer, conn).instrument(span).await;
             })
@@ -167,6 +184,19 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
                 vec![session.error("publish_first", "send PUBLISH before file frames")]
             }
             Ok(Some(Incoming::Binary(bytes))) => {
+                // Until its bytes are on disk the frame counts against
+                // upload_memory; when that is full this session waits here
+                // and, not reading, lets TCP hold its publisher back.
+                let size = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                let Ok(_in_flight) = session
+                    .state
+                    .upload_memory
+                    .clone()
+                    .acquire_many_owned(size)
+                    .await
+                else {
+                    break;
+                };
                 let replies = session.frame(bytes).await;
                 if session.strikes >= MAX_CONSECUTIVE_ERRORS {
                     for reply in &replies {
