@@ -36,6 +36,16 @@ pub const MAX_CONSECUTIVE_ERRORS: u32 = 5;
 /// a few hundred boxes is the largest legitimate one.
 pub const MAX_TEXT_MESSAGE: usize = 4 << 20;
 
+/// Largest message a box or publisher sends an entrance (`EXCHANGE`, `SEARCH`),
+/// and so the largest an entrance reads on its control sessions. A heartbeat
+/// is 1-2 KiB; 16 KiB leaves room for metadata while keeping what one box puts
+/// into every publisher's `SEARCH` answer small.
+pub const MAX_CONTROL_MESSAGE: usize = 16 << 10;
+
+/// What an entrance puts into one `SEARCH` answer at most: it lists fewer boxes
+/// rather than build an answer near a publisher's [`MAX_TEXT_MESSAGE`].
+pub const MAX_SEARCH_REPLY: usize = 1 << 20;
+
 /// Largest binary message (one file frame) accepted: the chunked transfer keeps
 /// frames well under this, and one-frame originals rarely exceed it.
 pub const MAX_BINARY_MESSAGE: usize = 64 << 20;
@@ -59,12 +69,13 @@ pub const CONTROL_READ_BUFFER: usize = 4 << 10;
 /// For servers holding many sessions that carry only small text messages (an
 /// entrance with thousands of boxes): tungstenite allocates its read buffer per
 /// connection (128 KiB by default), which alone made 5 000 box sessions cost
-/// 700 MiB. Text messages stay bounded by [`MAX_TEXT_MESSAGE`].
+/// 700 MiB. Messages are bounded by [`MAX_CONTROL_MESSAGE`]: a larger one is
+/// refused at its frame header and ends the session.
 pub fn control_ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(CONTROL_READ_BUFFER)
-        .max_message_size(Some(MAX_TEXT_MESSAGE))
-        .max_frame_size(Some(MAX_TEXT_MESSAGE))
+        .max_message_size(Some(MAX_CONTROL_MESSAGE))
+        .max_frame_size(Some(MAX_CONTROL_MESSAGE))
 }
 
 /// What a peer sent.
@@ -85,8 +96,8 @@ pub enum ConnectionError {
     BadMessage(#[from] ProtocolError),
     #[error("peer sent {0} malformed messages in a row; disconnecting")]
     TooManyErrors(u32),
-    #[error("text message of {0} bytes is over the {MAX_TEXT_MESSAGE}-byte limit")]
-    TooLarge(usize),
+    #[error("a message of {size} bytes is over the {max}-byte limit")]
+    TooLarge { size: usize, max: usize },
     #[error("cannot connect to {url}: {cause}")]
     Connect { url: String, cause: String },
     #[error("`{0}` is not a ws://, wss://, http:// or https:// URL")]
@@ -198,7 +209,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             let decoded = match frame {
                 Ok(WsMessage::Text(text)) if text.len() > MAX_TEXT_MESSAGE => {
-                    Err(ConnectionError::TooLarge(text.len()))
+                    Err(ConnectionError::TooLarge {
+                        size: text.len(),
+                        max: MAX_TEXT_MESSAGE,
+                    })
                 }
                 Ok(WsMessage::Text(text)) => Message::decode(&text)
                     .map(|m| Some(Incoming::Message(m)))
@@ -209,6 +223,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)) => continue,
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     Ok(None)
+                }
+                Err(tungstenite::Error::Capacity(
+                    tungstenite::error::CapacityError::MessageTooLong { size, max_size },
+                )) => {
+                    // Refused at its frame header: the rest is never read, so
+                    // the stream is unusable; say why before closing.
+                    self.close_with(CloseCode::Size, "message too large").await;
+                    Err(ConnectionError::TooLarge {
+                        size,
+                        max: max_size,
+                    })
                 }
                 Err(e) => Err(ConnectionError::Ws(e)),
             };

@@ -71,6 +71,7 @@ pub struct PublisherMetrics {
     pub transfer_failures: Counter,
     pub accepted: Counter,
     pub probe_failures: Counter,
+    pub search_failures: Counter,
 }
 
 /// Everything the publisher's tasks share.
@@ -349,6 +350,11 @@ fn register_metrics(p: &Arc<Publisher>) {
         "serve_probe_failures",
         "Serve probes of a box that failed (refused, timed out, not 2xx, wrong size)",
         p.metrics.probe_failures.clone(),
+    );
+    m.register(
+        "search_failures",
+        "Searches of an entrance that failed (unreachable, refused, an oversized or malformed answer)",
+        p.metrics.search_failures.clone(),
     );
 }
 

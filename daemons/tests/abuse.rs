@@ -446,3 +446,77 @@ fn hostile_sessions_keep_a_box_within_its_memory_budget() {
         "refusals are counted"
     );
 }
+
+/// The attack: six box identities each put an 800 KB field in their
+/// `EXCHANGE`, which pushed the entrance's `SEARCH` answer past the publisher's
+/// 4 MiB message limit, and the publisher then forgot every box. Now an
+/// `EXCHANGE` over 16 KiB is refused at its frame header (the session closes,
+/// `too_large` is counted, nothing is stored); answers are built to fit; and a
+/// publisher whose search fails keeps the boxes it knew — here even with its
+/// only entrance gone for longer than it takes to forget a box.
+#[test]
+fn bloated_exchanges_are_refused_and_a_failing_search_forgets_nothing() {
+    use dandelion_core::connection::{Incoming, connect_as};
+    use dandelion_core::identity::Identity;
+    use dandelion_core::ids::{NodeId, Role};
+    use dandelion_core::protocol::{Exchange, Header, Message};
+    use dandelion_testkit::network::{JOIN_TOKEN, entrance_id};
+
+    let root = tempfile::tempdir().unwrap();
+    let mut network = NetworkBuilder::new(root.path(), 1).start();
+    wait_for(
+        "the publisher to know the box",
+        Duration::from_secs(20),
+        || (known_boxes(&network.publisher) == 1).then_some(()),
+    );
+    let entrance = NodeId::parse(&entrance_id(&root.path().join("entrance"))).unwrap();
+    let url = format!("ws://127.0.0.1:{}/dandelion/ws", network.entrance.port());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answered = runtime.block_on(async {
+        let mut answered = 0;
+        for _ in 0..6 {
+            let attacker = Identity::generate(Role::Box).unwrap();
+            let mut conn = connect_as(&url, &entrance, &attacker, Some(JOIN_TOKEN))
+                .await
+                .unwrap();
+            let mut extra = std::collections::BTreeMap::new();
+            extra.insert("PAD".into(), "x".repeat(800_000).into());
+            let _ = conn
+                .send(&Message::Exchange(Exchange {
+                    header: Header::new(attacker.id().clone()),
+                    connect_ws: Some("ws://127.0.0.1:9/dandelion/ws".into()),
+                    data_url: Some("http://127.0.0.1:9".into()),
+                    system_info: None,
+                    geoip: None,
+                    traffic_flow: None,
+                    extra,
+                }))
+                .await;
+            if let Ok(Some(Incoming::Message(Message::ExchangeReply(_)))) = conn.recv().await {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    assert_eq!(answered, 0, "no bloated EXCHANGE is accepted");
+    assert_eq!(
+        metric(
+            &network.entrance,
+            "dandelion_refused_total{reason=\"too_large\"}"
+        ),
+        6
+    );
+    assert_eq!(known_boxes(&network.publisher), 1);
+
+    // The entrance goes away: the publisher's searches fail for longer than it
+    // takes to forget an unlisted box (6 intervals of 1 s), and it keeps its box.
+    network.entrance.kill9();
+    wait_for("eight failed searches", Duration::from_secs(30), || {
+        (metric(&network.publisher, "dandelion_search_failures_total") >= 8).then_some(())
+    });
+    assert_eq!(
+        known_boxes(&network.publisher),
+        1,
+        "the publisher kept its box"
+    );
+}

@@ -158,6 +158,21 @@ pub fn rank<T>(
     candidates.into_iter().map(|c| c.item).collect()
 }
 
+/// The longest prefix of `ranked` whose items' sizes (`size`, in bytes) add up
+/// to at most `budget`: a `SEARCH` answer lists fewer boxes rather than grow past
+/// what a publisher reads, so boxes with bloated exchanges cannot make the answer
+/// fail for everyone. The best-ranked come first, so they are the ones kept.
+pub fn fit<T>(ranked: Vec<T>, budget: usize, size: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut used = 0usize;
+    ranked
+        .into_iter()
+        .take_while(|item| {
+            used = used.saturating_add(size(item));
+            used <= budget
+        })
+        .collect()
+}
+
 /// The `?state=&country=` filter of `/api/boxes` and `dandelion boxes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Filter {
@@ -196,6 +211,15 @@ pub fn count_states(states: impl IntoIterator<Item = BoxState>) -> BTreeMap<&'st
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_answer_keeps_the_best_ranked_that_fit() {
+        let sizes = vec![300, 300, 800_000, 10];
+        assert_eq!(super::fit(sizes.clone(), 1_000_000, |s| *s), sizes);
+        // A bloated one ends the answer: the smaller one after it ranked lower.
+        assert_eq!(super::fit(sizes.clone(), 800_000, |s| *s), [300, 300]);
+        assert_eq!(super::fit(sizes, 100, |s| *s), Vec::<usize>::new());
+    }
+
     use super::*;
 
     const HB: Duration = Duration::from_secs(5);

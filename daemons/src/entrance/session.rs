@@ -18,7 +18,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dandelion_core::auth::Channel;
-use dandelion_core::connection::{ConnectionError, Incoming};
+use dandelion_core::connection::{ConnectionError, Incoming, MAX_SEARCH_REPLY};
 use dandelion_core::console::Level;
 use dandelion_core::ids::Role;
 use dandelion_core::protocol::{
@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Shared;
 use super::book::{Beat, Checked, Heartbeat, Memo, now};
-use super::registry::{BoxState, Candidate, rank};
+use super::registry::{self, BoxState, Candidate, rank};
 use super::{locate, reach};
 use crate::handshake::{self, Peer, Refusal};
 use crate::ws::{self, ServerConnection};
@@ -185,7 +185,7 @@ async fn answer_bad(
 ) -> bool {
     let code = match e {
         ConnectionError::BadMessage(p) => p.reason_code(),
-        ConnectionError::TooLarge(_) => "too_large",
+        ConnectionError::TooLarge { .. } => "too_large",
         ConnectionError::TooManyErrors(_) => "too_many_errors",
         // A dropped or broken transport is how sessions end, not a refusal.
         other => {
@@ -608,7 +608,20 @@ async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) 
             item: exchange,
         });
     }
-    let boxes = rank(candidates, order, origin, count);
+    let ranked = rank(candidates, order, origin, count);
+    let found = ranked.len();
+    // What the answer carries besides the boxes (entrances, header) is small;
+    // the budget leaves it room. Each box costs its encoded exchange and a comma.
+    let boxes = registry::fit(ranked, MAX_SEARCH_REPLY - (16 << 10), |b| {
+        serde_json::to_vec(b).map_or(usize::MAX, |v| v.len() + 1)
+    });
+    if boxes.len() < found {
+        tracing::debug!(
+            listed = boxes.len(),
+            found,
+            "a SEARCH answer lists fewer boxes to stay within {MAX_SEARCH_REPLY} bytes"
+        );
+    }
     Message::SearchReply(SearchReply {
         header: own_header(shared),
         boxes,

@@ -1,6 +1,8 @@
 //! Finding boxes: every search interval, ask every known entrance for boxes and
-//! fold the answers into the directory. When every entrance is down the
-//! publisher keeps working on what it last learned, and says so once.
+//! fold the answers into the directory. When an entrance is down, or answers
+//! something too large or malformed, the publisher keeps what it last learned:
+//! boxes are forgotten only in rounds every entrance answered, so no entrance
+//! (or whoever fills its answers) can make the publisher forget its boxes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,15 +25,17 @@ pub async fn run(publisher: Arc<Publisher>) {
     let mut failing: HashMap<NodeId, String> = HashMap::new();
     loop {
         let mut answered = 0;
-        for entrance in publisher.entrances() {
+        let entrances = publisher.entrances();
+        for entrance in &entrances {
             let url = entrance.url();
-            match search_one(&publisher, &entrance).await {
+            match search_one(&publisher, entrance).await {
                 Ok(found) => {
                     answered += 1;
                     failing.remove(entrance.id());
                     tracing::debug!(entrance = %url, boxes = found, "search answered");
                 }
                 Err(e) => {
+                    publisher.metrics.search_failures.inc();
                     if failing.get(entrance.id()) != Some(&e) {
                         tracing::warn!(entrance = %url, "search failed: {e}");
                         failing.insert(entrance.id().clone(), e);
@@ -40,9 +44,11 @@ pub async fn run(publisher: Arc<Publisher>) {
             }
         }
         let now = now_secs();
-        let forgotten = {
+        let forgotten = if may_forget(answered, entrances.len()) {
             let mut dir = publisher.directory.write().await;
             dir.forget_unseen(now, interval.as_secs().max(1) * FORGET_AFTER_INTERVALS)
+        } else {
+            Vec::new()
         };
         if !forgotten.is_empty() {
             tracing::info!(
@@ -81,6 +87,12 @@ pub async fn run(publisher: Arc<Publisher>) {
             () = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// Whether a round in which `answered` of `asked` entrances answered may
+/// forget the boxes none of them listed: only a full round knows a box is gone.
+fn may_forget(answered: usize, asked: usize) -> bool {
+    answered == asked
 }
 
 /// Keeps `{ID}:BOX_RANKING` (box → score) in step with the directory, so the
@@ -170,4 +182,17 @@ async fn search_one(publisher: &Publisher, entrance: &PinnedUrl) -> Result<usize
         .await
         .update(reply.boxes, now_secs());
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_forget;
+
+    #[test]
+    fn only_a_round_every_entrance_answered_forgets_boxes() {
+        assert!(may_forget(2, 2));
+        assert!(may_forget(0, 0));
+        assert!(!may_forget(1, 2));
+        assert!(!may_forget(0, 1));
+    }
 }
