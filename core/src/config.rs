@@ -407,6 +407,12 @@ pub enum ConfigError {
     },
     #[error("invalid setting `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    #[error("config file {path}: invalid setting `{key}`: {reason}")]
+    InvalidIn {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
 }
 
 impl Config {
@@ -438,7 +444,14 @@ impl Config {
                 message: e.message().trim().to_owned(),
             }
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, reason } => ConfigError::InvalidIn {
+                path: path.to_owned(),
+                key,
+                reason,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -557,6 +570,34 @@ impl Config {
                 }
             }
         }
+        for (key, keys) in [
+            ("entrance.publisher_keys", &e.publisher_keys),
+            ("box.publisher_keys", &self.boxnode.publisher_keys),
+        ] {
+            for k in keys {
+                if crate::identity::parse_public_key(k.trim()).is_err() {
+                    return invalid(
+                        key,
+                        &format!(
+                            "`{}` is not a public key (64 hex digits; `dandelion id publisher` \
+                             prints it)",
+                            k.escape_debug()
+                        ),
+                    );
+                }
+            }
+        }
+        for (key, token) in [
+            ("entrance.join_token", &e.join_token),
+            ("box.join_token", &self.boxnode.join_token),
+        ] {
+            if let Some(reason) = token
+                .as_deref()
+                .and_then(|t| crate::tokens::weakness(t.trim()))
+            {
+                return invalid(key, &reason);
+            }
+        }
         if self.boxnode.heartbeat_interval.is_zero() {
             return invalid("box.heartbeat_interval", "must be longer than zero");
         }
@@ -659,6 +700,8 @@ pub fn prepare_data_dir(path: &Path) -> Result<(), DataDirError> {
         path: path.to_owned(),
         cause,
     })?;
+    // Keys, tokens, the store and logs live here: nobody else's to list.
+    crate::secrets::narrow(path, 0o700);
     let probe = path.join(format!(".write-test-{}", std::process::id()));
     let result = fs::write(&probe, b"ok");
     let _ = fs::remove_file(&probe);
@@ -740,7 +783,7 @@ heartbeat_interval = 3
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid setting `publisher.entrances`: `ws://e/dandelion/ws` is pinned to \
+            "config file /etc/dandelion/dandelion.toml: invalid setting `publisher.entrances`: `ws://e/dandelion/ws` is pinned to \
              box-0123456789abcdef0123456789abcdef; expected an ID starting `entrance-`"
         );
     }
@@ -766,17 +809,17 @@ heartbeat_interval = 3
         let err = parse("[publisher]\nreplicas = 0\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid setting `publisher.replicas`: must be at least 1"
+            "config file /etc/dandelion/dandelion.toml: invalid setting `publisher.replicas`: must be at least 1"
         );
         let err = parse("[publisher]\nserve_probe_timeout = 0\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid setting `publisher.serve_probe_timeout`: must be longer than zero"
+            "config file /etc/dandelion/dandelion.toml: invalid setting `publisher.serve_probe_timeout`: must be longer than zero"
         );
         let err = parse("store_prefix = \"{x}\"\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid setting `store_prefix`: must not contain `{` or `}` (they mark Redis Cluster hash tags)"
+            "config file /etc/dandelion/dandelion.toml: invalid setting `store_prefix`: must not contain `{` or `}` (they mark Redis Cluster hash tags)"
         );
     }
 

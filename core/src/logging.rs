@@ -81,6 +81,17 @@ pub fn init_with_buffer(
         .with_filter(filter.clone());
     let (file_layer, guard) = match file_dir {
         Some(dir) => {
+            // New log files are 0600 by the daemon's umask; older ones are
+            // narrowed: they name box addresses and viewers.
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if name.starts_with("dandelion") && name.contains(".log") {
+                        crate::secrets::narrow(&entry.path(), 0o600);
+                    }
+                }
+            }
             let appender = RollingFileAppender::builder()
                 .rotation(Rotation::DAILY)
                 .filename_prefix("dandelion")

@@ -29,6 +29,9 @@ pub enum SecretError {
     /// A file the operator provides (nothing here creates it).
     #[error("{path} is empty or not valid UTF-8: write the token into it")]
     Unusable { path: PathBuf },
+    /// A file the operator provides holds a token too short to trust.
+    #[error("{path}: {reason}")]
+    Weak { path: PathBuf, reason: String },
     #[error("cannot gather randomness from the operating system: {0}")]
     Random(String),
 }
@@ -44,6 +47,25 @@ pub fn random_hex(bytes: usize) -> Result<String, SecretError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| SecretError::Random(e.to_string()))?;
     Ok(hex::encode(buf))
+}
+
+/// From now on, whatever this process creates is its user's alone: files 0600,
+/// directories 0700 (umask 077), wherever the daemon runs — under systemd's
+/// `UMask=` or not. Keys, tokens, logs (box addresses, viewer IPs) and stored
+/// files are nobody else's business on a shared machine.
+pub fn private_from_now() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Narrows `path` to `mode` when group or others may read it, saying so: what
+/// an earlier run (or a umask of 022) left open is closed at start.
+pub fn narrow(path: &Path, mode: u32) {
+    let Ok(meta) = fs::metadata(path) else { return };
+    let current = meta.permissions().mode() & 0o777;
+    if current & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{current:o}"), "readable by others; setting mode {mode:o}");
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    }
 }
 
 /// `N` random bytes from the operating system.
@@ -104,6 +126,22 @@ pub fn load_or_create(
     }
 }
 
+/// Reads a token file the operator provides (a join or admin token): it must
+/// exist, and hold a token [`crate::tokens::weakness`] finds no fault with.
+pub fn read_token_file(path: &Path) -> Result<String, SecretError> {
+    let token = read_secret(path).map_err(|e| match e {
+        SecretError::Garbled { path } => SecretError::Unusable { path },
+        other => other,
+    })?;
+    match crate::tokens::weakness(&token) {
+        Some(reason) => Err(SecretError::Weak {
+            path: path.to_owned(),
+            reason,
+        }),
+        None => Ok(token),
+    }
+}
+
 /// Reads an existing secret file: trimmed, not empty, valid UTF-8.
 pub fn read_secret(path: &Path) -> Result<String, SecretError> {
     let raw = fs::read(path).map_err(|cause| SecretError::Read {
@@ -126,12 +164,7 @@ pub fn read_secret(path: &Path) -> Result<String, SecretError> {
 /// A secret readable by others is a leak waiting to happen (a copied data directory,
 /// a umask of 022): narrow it rather than refuse to start, and say so.
 fn tighten_mode(path: &Path) {
-    let Ok(meta) = fs::metadata(path) else { return };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "secret file was readable by others; setting mode 600");
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(SECRET_MODE));
-    }
+    narrow(path, SECRET_MODE);
 }
 
 #[cfg(test)]

@@ -34,6 +34,22 @@ pub fn is_local_host(host: &str) -> bool {
 }
 
 /// Compares secrets in time independent of where they differ.
+/// Fewest characters a join or admin token may have. Guessing is throttled,
+/// but a token like `a` or a word is found before any throttle matters; the
+/// generated ones are 64 hex digits.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Why `token` is too weak to accept, if it is.
+pub fn weakness(token: &str) -> Option<String> {
+    let n = token.chars().count();
+    (n < MIN_TOKEN_LEN).then(|| {
+        format!(
+            "a token must be at least {MIN_TOKEN_LEN} characters, this one has {n} \
+             (make one with `openssl rand -hex 32`)"
+        )
+    })
+}
+
 pub fn matches(given: &str, expected: &str) -> bool {
     let (a, b) = (given.as_bytes(), expected.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -189,12 +189,9 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     );
     let join_token = match (&box_config.join_token, &box_config.join_token_file) {
         (Some(token), _) => Some(token.trim().to_owned()),
-        (None, Some(file)) => Some(
-            std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read box.join_token_file {}", file.display()))?
-                .trim()
-                .to_owned(),
-        ),
+        (None, Some(file)) => {
+            Some(dandelion_core::secrets::read_token_file(file).context("box.join_token_file")?)
+        }
         (None, None) => None,
     };
     let storage = storage::Storage::open(

@@ -161,15 +161,7 @@ fn load_join_token(config: &Config) -> anyhow::Result<String> {
         return Ok(token.to_owned());
     }
     if let Some(path) = &e.join_token_file {
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read entrance.join_token_file {}", path.display()))?;
-        let token = token.trim();
-        anyhow::ensure!(
-            !token.is_empty(),
-            "entrance.join_token_file {} is empty",
-            path.display()
-        );
-        return Ok(token.to_owned());
+        return secrets::read_token_file(path).context("entrance.join_token_file");
     }
     let path = join_token_path(&config.data_dir);
     let (token, created) = secrets::load_or_create(&path, || secrets::random_hex(32))?;

@@ -106,6 +106,9 @@ where
     F: FnOnce(Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    // Before anything is created: keys, tokens, logs and stored files are
+    // this user's alone, under systemd or not.
+    dandelion_core::secrets::private_from_now();
     config::prepare_data_dir(&config.data_dir)?;
     let _log = logging::init_with_buffer(
         &config.log_level,

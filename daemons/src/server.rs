@@ -264,6 +264,18 @@ async fn nonce(
     }
 }
 
+/// The body length a request declares (`Content-Length`), when it declares one:
+/// a handler refuses a body over its limit with 413 before reading a byte of it.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Binds `addr`, naming it in the error.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)

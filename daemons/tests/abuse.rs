@@ -520,3 +520,51 @@ fn bloated_exchanges_are_refused_and_a_failing_search_forgets_nothing() {
         "the publisher kept its box"
     );
 }
+
+/// The attack: a `PUT` declaring 5 GiB (over `max_file_size`, 4 GiB) had up to
+/// 4 GiB written to the publisher's disk before it was refused. Now the
+/// declared length alone gets `413` at once, before a byte of the body is
+/// read, and nothing is left behind.
+#[test]
+fn a_declared_oversized_push_is_refused_before_its_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = DaemonBuilder::new("publisher", dir.path()).spawn();
+    let token = dandelion_testkit::network::Network::admin_token(&publisher);
+    let mut stream = TcpStream::connect(publisher.addr()).unwrap();
+    stream
+        .write_all(
+            format!(
+                "PUT /api/files/huge.ts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Length: {}\r\n\r\nthe first bytes of five gibibytes",
+                5u64 << 30
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .expect("an answer without the body");
+    assert_eq!(&head, b"HTTP/1.1 413");
+    let leftovers: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("huge"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

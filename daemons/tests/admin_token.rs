@@ -100,13 +100,15 @@ fn a_provisioned_admin_token_is_taken_rotated_without_a_restart_and_sent_by_clie
 }
 
 #[test]
-fn a_missing_or_empty_admin_token_file_stops_the_start_naming_it() {
+fn a_missing_empty_or_weak_admin_token_file_stops_the_start_naming_it() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("box");
     std::fs::create_dir_all(&data).unwrap();
     let empty = root.path().join("empty.token");
     std::fs::write(&empty, "  \n").unwrap();
-    for file in [root.path().join("missing.token"), empty] {
+    let weak = root.path().join("weak.token");
+    std::fs::write(&weak, "admin\n").unwrap();
+    for file in [root.path().join("missing.token"), empty, weak] {
         // Given as the flag's environment variable, as a unit's Environment= would.
         let out = run(Command::new(binary("dandelion-box"))
             .env_remove("DANDELION_CONFIG")

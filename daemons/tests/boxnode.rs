@@ -855,7 +855,7 @@ async fn entrance_session(
     .unwrap();
     assert_eq!(
         dandelion_daemons::handshake::bearer(request.headers()),
-        Some("join-me")
+        Some("join-me-0123456789")
     );
     let shutdown = e.common.shutdown.clone();
     dandelion_daemons::ws::upgrade(request, &shutdown, move |mut conn| async move {
@@ -922,7 +922,7 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
             )
             .unwrap(),
         ];
-        c.boxnode.join_token = Some("join-me".into());
+        c.boxnode.join_token = Some("join-me-0123456789".into());
         c.boxnode.heartbeat_interval = Duration::from_secs(1);
         c.boxnode.bind_outgoing = Some("127.0.0.2".parse().unwrap());
         c.boxnode.publisher_quota = Some(bytesize::ByteSize::b(5_000_000));

@@ -148,6 +148,105 @@ fn flags_override_the_environment_which_overrides_the_file() {
     assert!(flag_dir.join("box.key").exists() && !env_dir.join("box.key").exists());
 }
 
+/// A malformed key or a guessable token in the file is refused when the file
+/// is read, naming the file and the key, rather than starting a network that
+/// any box can join or no publisher can use.
+#[test]
+fn weak_or_malformed_secrets_in_the_config_are_refused_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dandelion.toml");
+    for (text, key, says) in [
+        (
+            "[entrance]\npublisher_keys = [\"zz-not-a-key\"]\n",
+            "entrance.publisher_keys",
+            "`zz-not-a-key` is not a public key",
+        ),
+        (
+            "[box]\npublisher_keys = [\"abc\"]\n",
+            "box.publisher_keys",
+            "`abc` is not a public key",
+        ),
+        (
+            "[entrance]\njoin_token = \"a\"\n",
+            "entrance.join_token",
+            "at least 16 characters, this one has 1",
+        ),
+        (
+            "[box]\njoin_token = \"password\"\n",
+            "box.join_token",
+            "at least 16 characters, this one has 8",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = run(dandelion(&dir.path().join("d"))
+            .arg("--config")
+            .arg(&config)
+            .arg("check"));
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let said = stderr(&out);
+        assert!(
+            said.starts_with(&format!(
+                "error: config file {}: invalid setting `{key}`: ",
+                config.display()
+            )) && said.contains(says),
+            "{said}"
+        );
+    }
+    // A join token file is read when the role starts: a weak one stops it.
+    let token = dir.path().join("join.token");
+    std::fs::write(&token, "short\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[entrance]\njoin_token_file = {:?}\n",
+            token.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = run(dandelion(&dir.path().join("d"))
+        .arg("--config")
+        .arg(&config)
+        .args(["entrance", "--listen", "127.0.0.1:0"]));
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.contains("entrance.join_token_file")
+            && said.contains(&token.display().to_string())
+            && said.contains("at least 16 characters"),
+        "{said}"
+    );
+}
+
+/// Outside systemd (no `UMask=`), under a umask of 022: the daemon still keeps
+/// its data directory 0700 and its logs and tokens 0600, and narrows what an
+/// earlier run left wider.
+#[test]
+fn a_daemon_keeps_its_data_directory_and_logs_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("entrance");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old_log = data.join("dandelion.2026-01-01.log");
+    std::fs::write(&old_log, "an earlier run\n").unwrap();
+    std::fs::set_permissions(&old_log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let entrance = dandelion_testkit::daemon::DaemonBuilder::new("entrance", &data).spawn();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&old_log), 0o600);
+    assert_eq!(mode(&data.join("admin.token")), 0o600);
+    let logs: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log") && *p != old_log)
+        .collect();
+    assert!(!logs.is_empty(), "today's log file");
+    for log in logs {
+        assert_eq!(mode(&log), 0o600, "{}", log.display());
+    }
+    drop(entrance);
+}
+
 #[test]
 fn unknown_config_key_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();

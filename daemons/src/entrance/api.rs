@@ -60,6 +60,13 @@ pub async fn uplink(
                 .into_response();
         }
     }
+    if crate::server::declared_length(&headers).is_some_and(|n| n > MAX_UPLINK_BYTES) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_UPLINK_BYTES} bytes\n"),
+        )
+            .into_response();
+    }
     let mut stream = body.into_data_stream();
     let mut bytes: u64 = 0;
     let mut first: Option<std::time::Instant> = None;

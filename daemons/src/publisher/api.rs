@@ -152,6 +152,15 @@ async fn push(
             );
         }
     };
+    let max = p.config.max_file_size.as_u64();
+    if let Some(declared) = crate::server::declared_length(request.headers())
+        && declared > max
+    {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the file ({declared} bytes) is over the {max}-byte limit"),
+        );
+    }
     let url = viewer_url(&p, request.headers(), &remote, &name);
     let (size, sha256) = match receive(&p, &name, request.into_body()).await {
         Ok(done) => done,
