@@ -106,6 +106,14 @@ pub struct Limits {
     /// that sends nothing, not even the pong, for twice this is closed.
     #[serde(deserialize_with = "duration")]
     pub ws_ping_interval: Duration,
+    /// Session handshakes (`GET /dandelion/nonce`, each a signature) one address
+    /// may start a minute, in a burst or spread out; 0: no limit.
+    pub handshakes_per_minute: u32,
+    /// TLS handshakes one address may start a minute; 0: no limit.
+    pub tls_handshakes_per_minute: u32,
+    /// Failed credentials (wrong join or admin token, bad proof) one address
+    /// may make a minute; past them it is refused (429) until the next is due.
+    pub failed_credentials_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -116,6 +124,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             ws_ping_interval: Duration::from_secs(20),
+            handshakes_per_minute: 120,
+            tls_handshakes_per_minute: 600,
+            failed_credentials_per_minute: 10,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod localca;
 pub mod metrics;
 pub mod publisher;
+pub mod ratelimit;
 pub mod served;
 pub mod server;
 pub mod shutdown;

@@ -37,6 +37,7 @@ use tokio_util::either::Either;
 
 use crate::admission::{Admission, Slot};
 use crate::handshake::Refusal;
+use crate::ratelimit::Kind;
 use crate::served::ServedIo;
 use crate::server::Common;
 
@@ -333,6 +334,19 @@ async fn accept_tls(
                         return;
                     }
                 }
+            }
+            if !common.rates.allow(Kind::TlsHandshake, addr.ip()) {
+                refuse(
+                    &common,
+                    addr,
+                    "tls_rate",
+                    &format!(
+                        "too many TLS handshakes from this address \
+                         (limits.tls_handshakes_per_minute = {})",
+                        common.limits.tls_handshakes_per_minute
+                    ),
+                );
+                return;
             }
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {

@@ -31,6 +31,7 @@ use crate::console::Hub;
 use crate::handshake::{Refusal, RefusalLog, bearer};
 use crate::listener::{Listener, Remote};
 use crate::metrics::Metrics;
+use crate::ratelimit::{Kind, RateLimits};
 use crate::shutdown::Shutdown;
 
 /// State every role holds; roles wrap it in their own shared state.
@@ -54,6 +55,8 @@ pub struct Common {
     pub limits: Limits,
     /// Connection counts against `limits` (see [`crate::admission`]).
     pub admission: Arc<Admission>,
+    /// Handshakes and failed credentials per address (see [`crate::ratelimit`]).
+    pub rates: RateLimits,
 }
 
 pub use dandelion_core::secrets::admin_token_path;
@@ -118,6 +121,7 @@ impl Common {
             shutdown,
             started: Instant::now(),
             console: Hub::default(),
+            rates: RateLimits::new(&limits, &token_proxies),
             token_proxies,
             limits,
             admission,
@@ -228,6 +232,7 @@ async fn nonce(
     State(common): State<Arc<Common>>,
     // Optional: the tests' stand-in servers may run without connect info.
     remote: Option<axum::Extension<axum::extract::ConnectInfo<Remote>>>,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let asked = match (query.get("peer"), query.get("nonce")) {
@@ -245,6 +250,23 @@ async fn nonce(
             return (StatusCode::BAD_REQUEST, "`peer` and `nonce` go together\n").into_response();
         }
     };
+    if let Some(remote) = remote.as_ref().map(|r| r.0.0) {
+        let client =
+            dandelion_core::proxies::client_ip(remote.addr.ip(), &headers, &common.token_proxies);
+        if !common.rates.allow(Kind::Handshake, client) {
+            let refusal = Refusal {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "handshake_rate",
+                reason: format!(
+                    "too many handshakes from this address (limits.handshakes_per_minute = {}); \
+                     try again shortly",
+                    common.limits.handshakes_per_minute
+                ),
+            };
+            common.refusals.record(&common.metrics, client, &refusal);
+            return refusal.into_response();
+        }
+    }
     // TLS ends here: both proofs sign this connection, the one the client
     // upgrades next, so neither can be relayed to another.
     let channel = remote.map_or(Channel::Unbound, |r| r.0.0.channel());
@@ -293,8 +315,8 @@ pub async fn serve(
     serve_on(Listener::plain(listener)?, router, shutdown).await
 }
 
-/// Serves a role's `router` until its shutdown, refusing every request that
-/// carries a token in clear from another machine ([`refuse_plain_tokens`]).
+/// Serves a role's `router` until its shutdown, every request with credentials
+/// through [`guard_credentials`].
 pub async fn serve_role(
     listener: Listener,
     router: Router,
@@ -302,27 +324,75 @@ pub async fn serve_role(
 ) -> std::io::Result<()> {
     let router = router.layer(axum::middleware::from_fn_with_state(
         common.clone(),
-        refuse_plain_tokens,
+        guard_credentials,
     ));
+    let pruning = common.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_RATE_LIMITS);
+        loop {
+            tokio::select! {
+                () = pruning.shutdown.cancelled() => return,
+                _ = every.tick() => { pruning.rates.prune(); }
+            }
+        }
+    });
     serve_on(listener, router, common.shutdown.clone()).await
 }
 
-/// A request with an `Authorization` header over plain HTTP from another
-/// machine is refused (403) before any handler sees the token: it has already
-/// crossed the network readable, and accepting it would teach clients that this
-/// works. Loopback, TLS, the configured TLS proxies and `insecure_plain_tokens`
-/// pass.
-async fn refuse_plain_tokens(
+/// How often the rate limiters forget addresses that went quiet.
+const PRUNE_RATE_LIMITS: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a request carries credentials: a bearer token or a session proof.
+fn carries_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION)
+        || headers.contains_key(dandelion_core::auth::header::ID)
+}
+
+/// What every request with credentials goes through, before and after its
+/// handler:
+///
+/// - from an address shut out for failed credentials
+///   ([`crate::ratelimit`]), it is refused (429) before anything is checked;
+/// - a token over plain HTTP from another machine is refused (403) before any
+///   handler sees it: it has already crossed the network readable, and
+///   accepting it would teach clients that this works (loopback, TLS, the
+///   configured TLS proxies and `insecure_plain_tokens` pass);
+/// - a request the handler refused with 401 or 403 counts as a failed
+///   credential of its client address (taken through `trusted_proxies`).
+async fn guard_credentials(
     State(common): State<Arc<Common>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let remote = request
+    let Some(remote) = request
         .extensions()
         .get::<axum::extract::ConnectInfo<Remote>>()
-        .map(|c| c.0);
+        .map(|c| c.0)
+    else {
+        return next.run(request).await;
+    };
+    if !carries_credentials(request.headers()) {
+        return next.run(request).await;
+    }
+    let client = dandelion_core::proxies::client_ip(
+        remote.addr.ip(),
+        request.headers(),
+        &common.token_proxies,
+    );
+    if common.rates.shut_out(client) {
+        let refusal = Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "credentials_rate",
+            reason: format!(
+                "too many failed credentials from this address (limits.failed_credentials_per_minute \
+                 = {}); try again shortly",
+                common.limits.failed_credentials_per_minute
+            ),
+        };
+        common.refusals.record(&common.metrics, client, &refusal);
+        return refusal.into_response();
+    }
     if request.headers().contains_key(header::AUTHORIZATION)
-        && let Some(remote) = remote
         && !dandelion_core::tokens::may_receive(remote.tls, remote.addr.ip(), &common.token_proxies)
     {
         let refusal = Refusal::forbidden(
@@ -337,7 +407,15 @@ async fn refuse_plain_tokens(
             .record(&common.metrics, remote.addr.ip(), &refusal);
         return refusal.into_response();
     }
-    next.run(request).await
+    let response = next.run(request).await;
+    if matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) && common.rates.failed(client)
+    {
+        tracing::warn!(%client, "too many failed credentials: refusing this address's credentials for a while");
+    }
+    response
 }
 
 /// Serves `router` until shutdown, passing each connection's peer to handlers

@@ -196,11 +196,27 @@ fn a_silent_websocket_session_is_pinged_then_closed() {
     );
 }
 
-/// `n` pipelined `GET path` requests on one keep-alive connection, in batches
+/// A blocking connection to `addr` from the loopback address `from`.
+fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        socket.connect(addr).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// `n` pipelined `GET path` requests from 127.0.0.9 on one keep-alive connection, in batches
 /// so neither side's buffers fill; the status codes seen, counted.
 fn pipeline(addr: SocketAddr, path: &str, n: usize) -> std::collections::BTreeMap<u16, usize> {
     const BATCH: usize = 500;
-    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut stream = connect_from(Ipv4Addr::new(127, 0, 0, 9), addr);
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -259,7 +275,8 @@ fn known_boxes(publisher: &Daemon) -> u64 {
 /// entrance's pending-nonce table, so every real handshake got `503 too many
 /// handshakes in progress`: the publisher's searches failed, it soon knew no
 /// boxes and viewers fell back to it. Nonces now cost the entrance nothing
-/// until a proof redeems them: after the same flood a box and the publisher
+/// until a proof redeems them, and the flooding address gets its
+/// `handshakes_per_minute` and then 429: after the same flood a box and the publisher
 /// (plain `ws://`, so unbound proofs and the used set are in play) open new
 /// sessions and the publisher knows its box again.
 #[test]
@@ -286,6 +303,16 @@ fn a_nonce_flood_leaves_no_state_and_real_handshakes_pass() {
         statuses.get(&503),
         None,
         "no answer says busy: {statuses:?}"
+    );
+    // The flooding address got its burst and no more; nobody else paid for it.
+    let limited = statuses.get(&429).copied().unwrap_or(0);
+    assert!(limited >= 104_000 - 200, "{statuses:?}");
+    assert_eq!(
+        metric(
+            &network.entrance,
+            "dandelion_refused_total{reason=\"handshake_rate\"}"
+        ),
+        limited as u64
     );
 
     // New sessions, each with a fresh handshake, right after the flood.
@@ -567,4 +594,54 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The attack: guessing the join token. Wrong tokens were refused but never
+/// throttled, so an address could try as fast as the entrance answered. Now
+/// an address gets `failed_credentials_per_minute` (10) failures, then 429 for
+/// every credentialed request — even with the right token, so guesses cannot
+/// be told apart — while a box at another address joins as usual.
+#[test]
+fn join_token_guesses_are_throttled_per_address() {
+    use dandelion_core::connection::{ConnectOptions, connect_as_with};
+    use dandelion_core::identity::Identity;
+    use dandelion_core::ids::{NodeId, Role};
+    use dandelion_testkit::network::{JOIN_TOKEN, entrance_id};
+
+    let dir = tempfile::tempdir().unwrap();
+    let entrance_dir = dir.path().join("entrance");
+    let id = NodeId::parse(&entrance_id(&entrance_dir)).unwrap();
+    let entrance = DaemonBuilder::new("entrance", &entrance_dir)
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .set("reachability_check = false")
+        .spawn();
+    let url = format!("ws://127.0.0.1:{}/dandelion/ws", entrance.port());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let attempt = |from: Ipv4Addr, token: &str| {
+        runtime.block_on(async {
+            let me = Identity::generate(Role::Box).unwrap();
+            let options = ConnectOptions {
+                local_addr: Some(from.into()),
+            };
+            match connect_as_with(&url, &id, &me, Some(token), options).await {
+                Ok(_) => "joined".to_owned(),
+                Err(e) => e.to_string(),
+            }
+        })
+    };
+    let attacker = Ipv4Addr::new(127, 0, 0, 5);
+    let answers: Vec<String> = (0..20)
+        .map(|n| attempt(attacker, &format!("guess-number-{n:04}")))
+        .collect();
+    let wrong = answers.iter().filter(|a| a.contains("403")).count();
+    let throttled = answers.iter().filter(|a| a.contains("429")).count();
+    assert_eq!((wrong, throttled), (11, 9), "{answers:#?}");
+    assert!(attempt(attacker, JOIN_TOKEN).contains("429"));
+    assert_eq!(attempt(Ipv4Addr::new(127, 0, 0, 6), JOIN_TOKEN), "joined");
+    assert!(
+        metric(
+            &entrance,
+            "dandelion_refused_total{reason=\"credentials_rate\"}"
+        ) >= 10
+    );
 }

@@ -742,6 +742,7 @@ fn a_tls_handshake_flood_is_bounded_and_passes() {
     let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
         .top("[limits]")
         .top("max_connections_per_address = 4096")
+        .top("tls_handshakes_per_minute = 0")
         .tls(&cert, &key)
         .spawn();
     let extra = 40;
