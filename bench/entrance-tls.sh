@@ -60,7 +60,7 @@ for mode in $ORDER; do
   port=$(free_port)
   {
     printf 'log_file = false\nlog_level = "warn"\nstore_cache = "512 MiB"\n[entrance]\n'
-    printf 'join_token = "bench-token"\nreachability_check = false\n'
+    printf 'join_token = "bench-join-token-0001"\nreachability_check = false\n'
     if [[ $mode == tls ]]; then
       printf 'tls_cert = "%s"\ntls_key = "%s"\n' "$WORK/entrance.crt" "$WORK/entrance.key"
     fi
@@ -80,7 +80,7 @@ for mode in $ORDER; do
   idle=$(awk '/VmRSS/ {print $2}' /proc/$ENT/status)
   echo "== run $n: $mode, CPU pressure before $p0 %, load average $load0, entrance idle VmRSS $idle kB"
   /usr/bin/time -f "load tool: CPU %U s user + %S s system over its whole run (ramp-up included), max RSS %M kB" \
-    "$LOAD" --url "$url" --join bench-token --pid "$ENT" "${ca[@]}" "$@" 2>&1
+    "$LOAD" --url "$url" --join bench-join-token-0001 --pid "$ENT" "${ca[@]}" "$@" 2>&1
   echo "CPU pressure after: $(pressure) %"
   kill "$ENT"; wait "$ENT" 2>/dev/null || true; ENT=""
   grep -v '^$' "$data/entrance.err" | tail -3 || true

@@ -18,6 +18,41 @@ use crate::shutdown::Shutdown;
 
 pub use dandelion_core::auth::REACHABILITY_PATH;
 
+/// Checks of a changed `DATA_URL` one session gets at once (its registration
+/// included); after them, at most one per [`RECHECK_GAP`].
+pub const RECHECK_BURST: u32 = 3;
+
+/// The least time between a session's checks once its burst is spent.
+pub const RECHECK_GAP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often one box session may make the entrance call out. Each changed
+/// `DATA_URL` costs the entrance an outgoing request to wherever the box
+/// points it; a box flipping its URL every heartbeat would otherwise turn the
+/// entrance into a dialler at its command. Until a check passes at the new URL
+/// the box is not handed to publishers there (`VERIFIED_URL`), so waiting
+/// costs the honest box nothing but time.
+#[derive(Debug, Default)]
+pub struct RecheckBudget {
+    done: u32,
+    last: Option<std::time::Instant>,
+}
+
+impl RecheckBudget {
+    /// Whether a check may go out at `now`, counting it if so.
+    pub fn allow(&mut self, now: std::time::Instant) -> bool {
+        let rested = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= RECHECK_GAP);
+        if self.done < RECHECK_BURST || rested {
+            self.done = self.done.saturating_add(1);
+            self.last = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Checks one box. `Ok(())` when it answered with a valid proof for its own key.
 pub async fn check(shared: &Shared, exchange: &Exchange, public_key: &str) -> Result<(), String> {
     let data_url = exchange
@@ -140,5 +175,26 @@ pub async fn run_periodic(shared: Arc<Shared>, shutdown: Shutdown) {
                 check_and_record(&shared, &exchange, key).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_url_flipping_box_gets_a_burst_of_checks_then_one_a_minute() {
+        let mut budget = RecheckBudget::default();
+        let t0 = Instant::now();
+        for n in 0..RECHECK_BURST {
+            assert!(budget.allow(t0 + Duration::from_secs(u64::from(n))));
+        }
+        // Every heartbeat with another URL: refused until the gap has passed.
+        for s in 3..62 {
+            assert!(!budget.allow(t0 + Duration::from_secs(s)), "{s}");
+        }
+        assert!(budget.allow(t0 + Duration::from_secs(62)));
+        assert!(!budget.allow(t0 + Duration::from_secs(63)));
     }
 }

@@ -282,6 +282,8 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
     // The DATA_URL this session last had checked: a box that advertises another
     // one is checked again at once (publishers are handed only checked URLs).
     let mut checked: Option<String> = None;
+    // A box that keeps changing it is checked at most so often.
+    let mut rechecks = reach::RecheckBudget::default();
     let mut registered = false;
     // What this session stored last; the next heartbeat is decided from it.
     let mut memo: Option<Memo> = None;
@@ -380,7 +382,10 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                     }
                 }
                 let data_url = exchange.data_url.as_deref().unwrap_or_default();
-                if shared.config.reachability_check && checked.as_deref() != Some(data_url) {
+                if shared.config.reachability_check
+                    && checked.as_deref() != Some(data_url)
+                    && rechecks.allow(std::time::Instant::now())
+                {
                     checked = Some(data_url.to_owned());
                     reach::check_and_record(&shared, &exchange, &peer.public_key).await;
                     // Its verdict changed the record: the next heartbeat must read.
