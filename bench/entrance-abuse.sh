@@ -9,7 +9,7 @@
 # its idle RSS, and drives it with daemons/examples/entrance_load. In `abuse`
 # runs daemons/examples/abuse_load floods it at the same time from 127.0.1.x:
 # 100 000 GET /dandelion/nonce in 5 s then 100/s, 4 000 idle connections and
-# 200 half-sent requests, each opened again when the entrance closes it. The
+# 200 half-sent requests, each opened again 5 s after the entrance closes it. The
 # load tool's boxes come from 32 addresses (127.0.0.2-.33), so that no
 # per-address limit had to be raised for them. Before each run it waits (at
 # most QUIET_WAIT s) for CPU pressure under QUIET_BELOW %.
@@ -63,7 +63,8 @@ for mode in $ORDER; do
   idle=$(awk '/VmRSS/ {print $2}' /proc/$ENT/status)
   echo "== run $n: $mode, CPU pressure before $p0 %, entrance idle VmRSS $idle kB"
   if [[ $mode == abuse ]]; then
-    "$ABUSE" --target "127.0.0.1:$port" --duration 45 >"$data/abuse.out" 2>&1 &
+    /usr/bin/time -f "abuse tool: CPU %U s user + %S s system" \
+      "$ABUSE" --target "127.0.0.1:$port" --duration 45 >"$data/abuse.out" 2>&1 &
     ATT=$!
   elif [[ $mode != plain ]]; then
     echo "ORDER: plain or abuse, not $mode" >&2; exit 2

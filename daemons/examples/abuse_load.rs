@@ -8,12 +8,13 @@
 //! - idle connections: `--idle` connections that send nothing, opened again
 //!   whenever the daemon closes one;
 //! - half-sent requests: `--half` connections that send part of a request's
-//!   headers and stop, opened again likewise.
+//!   headers and stop, opened again likewise (`--reopen-after`, 5 s, after
+//!   the daemon closed one).
 //!
 //! ```text
 //! cargo run --release --example abuse_load -- --target 127.0.0.1:7070 \
 //!     [--burst 100000] [--burst-secs 5] [--rate 100] [--idle 4000] [--half 200] \
-//!     [--sources 4] [--duration 40]
+//!     [--sources 4] [--duration 40] [--reopen-after 5]
 //! ```
 //!
 //! Connections come from 127.0.1.1, .2, … (`--sources`), apart from the load
@@ -41,6 +42,7 @@ struct Args {
     half: usize,
     sources: u8,
     duration: Duration,
+    reopen_after: Duration,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -53,6 +55,7 @@ fn parse_args() -> anyhow::Result<Args> {
         half: 200,
         sources: 4,
         duration: Duration::from_secs(40),
+        reopen_after: Duration::from_secs(5),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--half" => args.half = value.parse()?,
             "--sources" => args.sources = value.parse()?,
             "--duration" => args.duration = Duration::from_secs_f64(value.parse()?),
+            "--reopen-after" => args.reopen_after = Duration::from_secs_f64(value.parse()?),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -186,8 +190,9 @@ async fn hold(args: Arc<Args>, n: usize, half: bool, tally: Arc<Tally>, started:
         match tokio::time::timeout(left, stream.read(&mut byte)).await {
             Ok(_) => {
                 tally.closed.fetch_add(1, Ordering::Relaxed);
-                // An attacker comes back, but not in a hot loop.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // It keeps its connections topped up; a hot reconnect loop
+                // would be another attack, a connection flood.
+                tokio::time::sleep(args.reopen_after).await;
             }
             Err(_) => return,
         }

@@ -379,12 +379,15 @@ async fn accept_tls(
     }
 }
 
+/// Counts and logs a connection closed at accept or in its TLS handshake. No
+/// HTTP answer goes out; the status in the log says which kind it was: a
+/// handshake that failed (401) or a limit that was full (503).
 fn refuse(common: &Common, addr: SocketAddr, code: &'static str, reason: &str) {
-    common.refusals.record(
-        &common.metrics,
-        addr.ip(),
-        &Refusal::unauthorized(code, reason),
-    );
+    let refusal = match code {
+        "tls_handshake" | "tls_exporter" => Refusal::unauthorized(code, reason),
+        _ => Refusal::busy(code, reason),
+    };
+    common.refusals.record(&common.metrics, addr.ip(), &refusal);
 }
 
 /// Reads the certificate again on SIGHUP and when its files change, until the
