@@ -849,3 +849,53 @@ fn tls_1_2_without_the_extended_master_secret_is_refused() {
         (refused(&rt, &http, &entrance, "tls_handshake") >= 1.0).then_some(())
     });
 }
+
+/// Each TLS handshake costs the listener a key exchange: one address may start
+/// `tls_handshakes_per_minute` of them, and its connections past that are
+/// closed before any handshake, while another address is served as usual.
+#[test]
+fn tls_handshakes_are_rate_limited_per_address() {
+    use std::io::Read;
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&root.path().join("pki"), "rate-ca");
+    dandelion_core::tls::trust(&ca.ca_file).unwrap();
+    let (cert, key) = ca.issue("entrance");
+    let entrance = DaemonBuilder::new("entrance", &root.path().join("entrance"))
+        .top("[limits]")
+        .top("tls_handshakes_per_minute = 5")
+        .tls(&cert, &key)
+        .spawn();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let flood: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            rt.block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(([127, 0, 0, 7], 0).into()).unwrap();
+                let stream = socket.connect(entrance.addr()).await.unwrap();
+                stream.into_std().unwrap()
+            })
+        })
+        .collect();
+    // Handshakes start in tasks of their own, in no set order: which three
+    // are closed is the scheduler's choice, that three are is the limit's.
+    let closed = |tcp: &std::net::TcpStream| {
+        tcp.set_nonblocking(true).unwrap();
+        match tcp.peek(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    };
+    wait_for("three connections closed", Duration::from_secs(5), || {
+        (flood.iter().filter(|t| closed(t)).count() >= 3).then_some(())
+    });
+    assert_eq!(
+        flood.iter().filter(|t| closed(t)).count(),
+        3,
+        "the five within the rate wait for their ClientHello"
+    );
+    let http = HttpClient::default();
+    let health = rt.block_on(http.get(&format!("{}/healthz", https(&entrance)), &[]));
+    assert_eq!(health.unwrap().status, 200, "another address is served");
+    assert_eq!(refused(&rt, &http, &entrance, "tls_rate"), 3.0);
+}
