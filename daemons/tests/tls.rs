@@ -855,7 +855,6 @@ fn tls_1_2_without_the_extended_master_secret_is_refused() {
 /// closed before any handshake, while another address is served as usual.
 #[test]
 fn tls_handshakes_are_rate_limited_per_address() {
-    use std::io::Read;
     let root = tempfile::tempdir().unwrap();
     let ca = TestCa::new(&root.path().join("pki"), "rate-ca");
     dandelion_core::tls::trust(&ca.ca_file).unwrap();
