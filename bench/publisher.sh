@@ -54,7 +54,7 @@ JOIN=bench-join-token
 # Boxes and the publisher pin the entrance's ID (docs/operations.md).
 EID=$("$BIN" --data-dir "$W/entrance" id entrance | awk '/^id/ {print $2}')
 EWS="ws://127.0.0.1:$E/dandelion/ws#$EID"
-printf 'log_file = false\n[entrance]\njoin_token = "%s"\npublisher_keys = ["%s"]\nheartbeat_interval = 2\n' \
+printf 'log_file = false\n[entrance]\njoin_token = "%s"\npublisher_keys = ["%s"]\nheartbeat_interval = 2\nreachability_private = true\n' \
   "$JOIN" "$KEY" >"$W/entrance.toml"
 printf 'log_file = false\n[box]\nentrances = ["%s"]\njoin_token = "%s"\npublisher_keys = ["%s"]\nheartbeat_interval = 2\nmax_ttl = "2h"\n' \
   "$EWS" "$JOIN" "$KEY" >"$W/box.toml"
@@ -72,9 +72,11 @@ done
 start_bg "$W/publisher.out" "" "$BIN" --config "$W/publisher.toml" --data-dir "$W/publisher" --log-level info publisher --listen "127.0.0.1:$P"
 PUB=$STARTED_PID
 PURL="http://127.0.0.1:$P"; TOKEN_FILE="$W/publisher/admin.token"
+# The publisher's /api/ lists boxes' data URLs: admin token only.
+admin_curl() { curl -s -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$@"; }
 wait_http "$PURL/healthz" 20 "$PUB" '^200$' || die "the publisher did not start: $(cat "$W/publisher.out")"
 for _ in $(seq 120); do
-  n=$(curl -s "$PURL/api/ranking" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
+  n=$(admin_curl "$PURL/api/ranking" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
   (( n >= 3 )) && break; sleep 0.5
 done
 (( n >= 3 )) || die "the publisher sees $n of 3 boxes after 60 s"
@@ -111,7 +113,7 @@ print(f"1 GiB share of plain loopback TCP: end to end {e2e:.0f} MB/s = {e2e/d:.2
       f"(median {f:.0f} MB/s, runs {min(tcp['file']):.0f}-{max(tcp['file']):.0f}); "
       f"intake alone {put/f:.2f}x, placement alone {place/f:.2f}x of TCP to file+fsync")
 EOF
-  port=$(curl -s "$PURL/api/files/big/file.bin" | python3 -c 'import json,sys,urllib.parse as u; print(u.urlsplit(json.load(sys.stdin)["placements"][0]["url"]).port)')
+  port=$(admin_curl "$PURL/api/files/big/file.bin" | python3 -c 'import json,sys,urllib.parse as u; print(u.urlsplit(json.load(sys.stdin)["placements"][0]["url"]).port)')
   bp=$(box_of_port "$port")
   echo "after 1 GiB: publisher peak $(rss "$PUB" VmHWM) (now $(rss "$PUB" VmRSS)); receiving box :$port peak $(rss "$bp" VmHWM) (now $(rss "$bp" VmRSS))"
   rm -f "$W/big.bin"
@@ -145,7 +147,7 @@ machine "the latency phase" "$M0"
 from_log bench/lat "latency, one at a time"
 
 per_box() {   # per_box PREFIX: how many of the files under PREFIX each box holds
-  curl -s "$PURL/api/files" | python3 -c '
+  admin_curl "$PURL/api/files" | python3 -c '
 import json, sys, collections
 c = collections.Counter(pl["url"].split("/")[2] for j in json.load(sys.stdin) if j["name"].startswith(sys.argv[1] + "/") for pl in j["placements"])
 print(f"{sys.argv[1]} files per box:", ", ".join(f"{k} {v}" for k, v in sorted(c.items())))' "$1"
@@ -157,7 +159,7 @@ M0=$(cpu_snapshot)
 machine "the throughput phase" "$M0"
 from_log bench/tp "throughput, $CONC in flight"
 per_box bench/tp
-curl -s "$PURL/api/ranking" | python3 -c '
+admin_curl "$PURL/api/ranking" | python3 -c '
 import json, sys
 print("ranking now:", "; ".join("%s score %.2f (reliability %.2f, throughput %.2f)" % (r["box"][:16], r["score"], r["reliability"], r["throughput"]) for r in json.load(sys.stdin)))'
 echo "after the segments: publisher peak $(rss "$PUB" VmHWM) (now $(rss "$PUB" VmRSS)), boxes now $(for b in "${BOX_PIDS[@]}"; do printf '%s, ' "$(rss "$b" VmRSS)"; done | sed 's/, $//')"

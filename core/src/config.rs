@@ -191,6 +191,15 @@ pub struct EntranceConfig {
     /// How long one check may take.
     #[serde(deserialize_with = "duration")]
     pub reachability_timeout: Duration,
+    /// Whether a box's data URL may lead to a loopback, private or link-local
+    /// address. Off for a network on the internet, where such a URL would make
+    /// the entrance probe its own networks; on for one inside a LAN or a
+    /// machine (`dandelion up` sets it).
+    pub reachability_private: bool,
+    /// Addresses a box's data URL may lead to besides the one the box connects
+    /// from (a box that connects over IPv6 and serves on IPv4, a front that
+    /// serves for boxes behind it).
+    pub reachability_allow: Vec<IpAddr>,
     /// How long an evicted box is refused.
     #[serde(deserialize_with = "duration")]
     pub ban_time: Duration,
@@ -221,6 +230,8 @@ impl Default for EntranceConfig {
             reachability_check: true,
             reachability_interval: Duration::from_secs(300),
             reachability_timeout: Duration::from_secs(3),
+            reachability_private: false,
+            reachability_allow: Vec::new(),
             ban_time: Duration::from_secs(3600),
         }
     }
@@ -775,7 +786,7 @@ heartbeat_interval = 3
              `listen`, `tls_cert`, `tls_key`, `admin_token_file`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
              `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`, \
              `self_preservation_min_boxes`, `join_token`, `join_token_file`, `namespace`, `reachability_check`, \
-             `reachability_interval`, `reachability_timeout`, `ban_time`"
+             `reachability_interval`, `reachability_timeout`, `reachability_private`, `reachability_allow`, `ban_time`"
         );
     }
 

@@ -202,6 +202,99 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// `GET url` from exactly `addr`, whatever the URL's host resolves to by
+    /// now: the caller resolved it once and decided `addr` may be dialled (a
+    /// name that resolves elsewhere the second time cannot move the request).
+    /// One connection, no pool; the URL's host goes in `Host` and TLS's server
+    /// name. No redirect is followed: a 3xx comes back as it is.
+    pub async fn get_at(
+        &self,
+        url: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<Response, HttpError> {
+        tokio::time::timeout(self.timeout, self.get_at_inner(url, addr))
+            .await
+            .map_err(|_| HttpError::Timeout {
+                url: url.to_owned(),
+                secs: self.timeout.as_secs(),
+            })?
+    }
+
+    async fn get_at_inner(
+        &self,
+        url: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<Response, HttpError> {
+        use hyper_util::rt::TokioIo;
+        let fail = |cause: String| HttpError::Failed {
+            url: url.to_owned(),
+            cause,
+        };
+        let bad = || HttpError::BadUrl(url.escape_debug().to_string());
+        let uri: http::Uri = url.parse().map_err(|_| bad())?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad()),
+        };
+        let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
+            return Err(bad());
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = Request::get(path)
+            .header(http::header::HOST, authority.as_str())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| fail(format!("connecting to {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let response = if tls {
+            let config = crate::tls::client_config().map_err(|e| fail(e.to_string()))?;
+            let name = rustls_pki_types::ServerName::try_from(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+            )
+            .map_err(|_| bad())?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| fail(format!("TLS: {e}")))?;
+            send_once(TokioIo::new(stream), request).await
+        } else {
+            send_once(TokioIo::new(tcp), request).await
+        }
+        .map_err(|e| fail(error_chain(&e)))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, self.body_limit)
+            .collect()
+            .await
+            .map_err(|e| fail(format!("reading the body: {e}")))?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// One request on a fresh HTTP/1.1 connection over `io`.
+async fn send_once<T>(
+    io: T,
+    request: Request<http_body_util::Empty<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, hyper::Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    // Ends with the exchange: when the response is read and the sender dropped.
+    tokio::spawn(connection);
+    sender.send_request(request).await
+}
+
 fn tcp_connector(timeout: Duration) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(timeout));

@@ -14,6 +14,7 @@
 //! - [`paths`]: which file paths arriving from the network may be stored and
 //!   published;
 //! - [`geo`]: locating peers by address in GeoLite2-compatible databases;
+//!   [`ipscope`]: which addresses lead into private networks;
 //! - [`config`] and [`logging`]: the layered configuration and log set-up every
 //!   binary shares;
 //! - [`probe`]: the box's reading of its own CPU, memory, disk and network.
@@ -29,6 +30,7 @@ pub mod http;
 pub mod idcert;
 pub mod identity;
 pub mod ids;
+pub mod ipscope;
 pub mod logging;
 pub mod nonces;
 pub mod paths;

@@ -158,7 +158,10 @@ impl Client {
     async fn state(&self, name: &str) -> anyhow::Result<String> {
         let r = self
             .http
-            .get(&format!("{}/api/files/{name}", self.to), &[])
+            .get(
+                &format!("{}/api/files/{name}", self.to),
+                &[("authorization", &self.auth)],
+            )
             .await?;
         let v: serde_json::Value = r.json()?;
         Ok(v["state"].as_str().unwrap_or("?").to_owned())

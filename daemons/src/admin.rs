@@ -11,6 +11,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use dandelion_core::console::contexts::Context as ConsoleContext;
 use dandelion_core::http::{HttpClient, origin_of};
+use dandelion_core::secrets::admin_token_path;
 use dandelion_daemons::entrance::api::BoxView;
 
 use dandelion_daemons::cli::{BoxesArgs, EvictArgs};
@@ -18,38 +19,117 @@ use dandelion_daemons::cli::{BoxesArgs, EvictArgs};
 /// Where `dandelion up` runs its entrance, when no local network says otherwise.
 const DEFAULT_ENTRANCE: &str = "http://127.0.0.1:7070";
 
-/// The entrance given, else the context's, else the local network's in
-/// `data_dir` (whose CA is then trusted), else [`DEFAULT_ENTRANCE`].
-fn origin(
-    url: Option<&str>,
-    context: Option<&ConsoleContext>,
-    data_dir: &Path,
-) -> anyhow::Result<String> {
-    let from_context = match (url, context) {
-        (None, Some(c)) => Some(c.daemon_for("entrance")?.url.clone()),
-        _ => None,
-    };
-    let local = match (url, &from_context) {
-        (None, None) => dandelion_core::console::LocalNetwork::load_trusted(data_dir)?,
-        _ => None,
-    };
-    let url = url
-        .or(from_context.as_deref())
-        .or(local.as_ref().map(|net| net.entrance.as_str()))
-        .unwrap_or(DEFAULT_ENTRANCE);
-    let http_url = url
-        .replacen("ws://", "http://", 1)
-        .replacen("wss://", "https://", 1);
-    origin_of(&http_url)
-        .with_context(|| format!("`{url}` is not an entrance URL like http://host:7070"))
+/// An entrance to ask and the admin token to ask it with.
+pub struct EntranceTarget {
+    pub origin: String,
+    pub token: String,
+    http: HttpClient,
 }
 
+impl EntranceTarget {
+    /// The entrance given, else the context's, else the local network's in
+    /// `data_dir` (whose CA is then trusted), else [`DEFAULT_ENTRANCE`]; the token
+    /// given, else the context's, else the local network's entrance's, else the
+    /// one in `token_file` (the entrance's own, on its machine).
+    pub fn resolve(
+        url: Option<&str>,
+        token: Option<&str>,
+        context: Option<&ConsoleContext>,
+        data_dir: &Path,
+        token_file: &Path,
+    ) -> anyhow::Result<EntranceTarget> {
+        let context = context.filter(|_| url.is_none());
+        let daemon = context.map(|c| c.daemon_for("entrance")).transpose()?;
+        let local = match (url, context) {
+            (None, None) => dandelion_core::console::LocalNetwork::load_trusted(data_dir)?,
+            _ => None,
+        };
+        let given = url
+            .map(str::to_owned)
+            .or(daemon.map(|d| d.url.clone()))
+            .or(local.as_ref().map(|net| net.entrance.clone()))
+            .unwrap_or_else(|| DEFAULT_ENTRANCE.to_owned());
+        let http_url = given
+            .replacen("ws://", "http://", 1)
+            .replacen("wss://", "https://", 1);
+        let origin = origin_of(&http_url)
+            .with_context(|| format!("`{given}` is not an entrance URL like http://host:7070"))?;
+        let token = match (token, context.zip(daemon), &local) {
+            (Some(t), _, _) => t.trim().to_owned(),
+            (None, Some((c, daemon)), _) => daemon.token().map_err(|why| {
+                anyhow::anyhow!("context `{}`, daemon `{}`: {why}", c.name, daemon.name)
+            })?,
+            (None, None, Some(net)) => read_token(&admin_token_path(&net.entrance_dir))?,
+            (None, None, None) => read_token(token_file)?,
+        };
+        Ok(EntranceTarget {
+            origin,
+            token,
+            http: HttpClient::new(Duration::from_secs(10)),
+        })
+    }
+
+    /// Sends one admin request; the answer's body when it succeeded, else an
+    /// error with the entrance's reason.
+    pub async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let url = format!("{}{path}", self.origin);
+        let auth = format!("Bearer {}", self.token);
+        let mut headers = vec![("authorization", auth.as_str())];
+        let body = match body {
+            Some(v) => {
+                headers.push(("content-type", "application/json"));
+                Bytes::from(serde_json::to_vec(&v)?)
+            }
+            None => Bytes::new(),
+        };
+        let response = self
+            .http
+            .request(method, &url, &headers, body)
+            .await
+            .with_context(|| format!("asking the entrance at {}", self.origin))?;
+        anyhow::ensure!(
+            response.status.is_success(),
+            "{url} answered {}: {}",
+            response.status,
+            response.text().trim()
+        );
+        Ok(response.body)
+    }
+}
+
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| {
+            format!(
+                "cannot read the entrance's admin token {} (give --token or DANDELION_ADMIN_TOKEN, \
+                 or --data-dir of the entrance)",
+                path.display()
+            )
+        })?
+        .trim()
+        .to_owned())
+}
+
+/// `token_file`: where the entrance's admin token is read when neither
+/// `--token`, a context nor a local network gives one (`Config::admin_token_file`).
 pub async fn boxes(
     args: &BoxesArgs,
     context: Option<&ConsoleContext>,
     data_dir: &Path,
+    token_file: &Path,
 ) -> anyhow::Result<()> {
-    let origin = origin(args.entrance.as_deref(), context, data_dir)?;
+    let target = EntranceTarget::resolve(
+        args.entrance.as_deref(),
+        args.token.as_deref(),
+        context,
+        data_dir,
+        token_file,
+    )?;
     let mut query = Vec::new();
     if let Some(s) = &args.state {
         query.push(format!("state={}", urlencode(s)));
@@ -57,20 +137,10 @@ pub async fn boxes(
     if let Some(c) = &args.country {
         query.push(format!("country={}", urlencode(c)));
     }
-    let url = format!("{origin}/api/boxes?{}", query.join("&"));
-    let response = HttpClient::new(Duration::from_secs(10))
-        .get(&url, &[])
-        .await
-        .with_context(|| format!("asking {origin} for its boxes"))?;
-    anyhow::ensure!(
-        response.status.is_success(),
-        "{url} answered {}: {}",
-        response.status,
-        response.text().trim()
-    );
-    let boxes: Vec<BoxView> = response
-        .json()
-        .with_context(|| format!("{url} did not answer with a box list"))?;
+    let path = format!("/api/boxes?{}", query.join("&"));
+    let body = target.call(http::Method::GET, &path, None).await?;
+    let boxes: Vec<BoxView> = serde_json::from_slice(&body)
+        .with_context(|| format!("{}{path} did not answer with a box list", target.origin))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&boxes)?);
     } else {
@@ -79,58 +149,25 @@ pub async fn boxes(
     Ok(())
 }
 
-/// `token_file`: where the entrance's admin token is read when `--token` is
-/// not given (`Config::admin_token_file`).
 pub async fn evict(
     args: &EvictArgs,
     context: Option<&ConsoleContext>,
     data_dir: &Path,
     token_file: &Path,
 ) -> anyhow::Result<()> {
-    let origin = origin(args.entrance.as_deref(), context, data_dir)?;
-    let token = match (&args.token, context) {
-        (Some(t), _) => t.trim().to_owned(),
-        (None, Some(c)) if args.entrance.is_none() => {
-            let daemon = c.daemon_for("entrance")?;
-            daemon.token().map_err(|why| {
-                anyhow::anyhow!("context `{}`, daemon `{}`: {why}", c.name, daemon.name)
-            })?
-        }
-        (None, _) => {
-            let path = token_file;
-            std::fs::read_to_string(path)
-                .with_context(|| {
-                    format!(
-                        "cannot read the admin token {} (give --token or DANDELION_ADMIN_TOKEN, or \
-                         --data-dir of the entrance)",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_owned()
-        }
-    };
-    let url = format!("{origin}/api/boxes/{}/evict", args.box_id);
-    let auth = format!("Bearer {token}");
-    let body = serde_json::to_vec(&serde_json::json!({ "reason": args.reason }))?;
-    let response = HttpClient::new(Duration::from_secs(10))
-        .request(
-            http::Method::POST,
-            &url,
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            Bytes::from(body),
-        )
+    let target = EntranceTarget::resolve(
+        args.entrance.as_deref(),
+        args.token.as_deref(),
+        context,
+        data_dir,
+        token_file,
+    )?;
+    let path = format!("/api/boxes/{}/evict", urlencode(&args.box_id));
+    let body = serde_json::json!({ "reason": args.reason });
+    target
+        .call(http::Method::POST, &path, Some(body))
         .await
-        .with_context(|| format!("asking {origin} to evict {}", args.box_id))?;
-    anyhow::ensure!(
-        response.status.is_success(),
-        "eviction refused: {}: {}",
-        response.status,
-        response.text().trim()
-    );
+        .with_context(|| format!("evicting {}", args.box_id))?;
     println!("evicted {}: {}", args.box_id, args.reason);
     Ok(())
 }

@@ -192,6 +192,14 @@ pub struct WhereArgs {
     /// Publisher URL (default: the local network started by `dandelion up`).
     #[arg(long, env = "DANDELION_PUBLISHER", value_name = "URL")]
     pub to: Option<String>,
+    /// The publisher's admin token (default: read from its data directory).
+    #[arg(
+        long,
+        env = "DANDELION_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +216,14 @@ pub struct BoxesArgs {
     /// Entrance URL (default: the local network started by `dandelion up`).
     #[arg(long, env = "DANDELION_ENTRANCE", value_name = "URL")]
     pub entrance: Option<String>,
+    /// Admin token (default: read from the entrance's data directory).
+    #[arg(
+        long,
+        env = "DANDELION_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

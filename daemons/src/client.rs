@@ -235,7 +235,10 @@ impl Target<'_> {
     async fn state(&self, name: &str) -> Option<String> {
         let r = self
             .http
-            .get(&format!("{}/api/files/{}", self.base, url_path(name)), &[])
+            .get(
+                &format!("{}/api/files/{}", self.base, url_path(name)),
+                &[("authorization", &self.auth)],
+            )
             .await
             .ok()?;
         let v: serde_json::Value = r.json().ok()?;
@@ -648,13 +651,24 @@ pub async fn where_is(
     context: Option<&ConsoleContext>,
     args: &WhereArgs,
 ) -> anyhow::Result<()> {
-    let (base, _) = publisher_target(config, context, args.to.as_deref(), Some(""))?;
+    let (base, token) =
+        publisher_target(config, context, args.to.as_deref(), args.token.as_deref())?;
+    let auth = format!("Bearer {token}");
     let response = HttpClient::default()
-        .get(&format!("{base}/api/files/{}", url_path(&args.name)), &[])
+        .get(
+            &format!("{base}/api/files/{}", url_path(&args.name)),
+            &[("authorization", &auth)],
+        )
         .await?;
     if response.status == http::StatusCode::NOT_FOUND {
         bail!("the publisher has no file named `{}`", args.name);
     }
+    anyhow::ensure!(
+        response.status.is_success(),
+        "the publisher refused ({}): {}",
+        response.status,
+        response.text().trim()
+    );
     let v: serde_json::Value = response
         .json()
         .context("the publisher's answer does not decode")?;

@@ -265,6 +265,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         .route("/healthz", get(api::healthz))
         .route(dandelion_core::protocol::UPLINK_PATH, post(api::uplink))
         .route("/api/boxes", get(api::list))
+        .route("/api/summary", get(api::summary))
         .route("/api/boxes/{id}/evict", post(api::evict))
         .route("/api/boxes/{id}/location", put(api::locate))
         .with_state(shared.clone())

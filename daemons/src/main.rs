@@ -45,7 +45,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&config, file.as_deref(), args.role)),
         Command::Id(args) => check::print_id(&config, args.role),
-        Command::Boxes(args) => runtime.block_on(admin::boxes(&args, context, &config.data_dir)),
+        Command::Boxes(args) => runtime.block_on(admin::boxes(
+            &args,
+            context,
+            &config.data_dir,
+            &config.admin_token_file(Role::Entrance),
+        )),
         Command::Evict(args) => runtime.block_on(admin::evict(
             &args,
             context,

@@ -113,6 +113,8 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     entrance_cfg.entrance.public_url = Some(entrance_url.clone());
     entrance_cfg.entrance.publisher_keys = vec![publisher_key.clone()];
     entrance_cfg.entrance.join_token = Some(join_token.clone());
+    // Everything runs on this machine: its data URLs are loopback addresses.
+    entrance_cfg.entrance.reachability_private = true;
 
     let mut publisher_cfg = role_config(base, publisher_dir.clone());
     let (cert, key) = with_tls(&mut publisher_cfg, &publisher_dir)?;
@@ -239,7 +241,12 @@ async fn place_boxes(net: &LocalNetwork, count: usize) -> anyhow::Result<()> {
     let auth = format!("Bearer {}", token.trim());
     let deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
     let ids = loop {
-        if let Ok(r) = http.get(&format!("{}/api/boxes", net.entrance), &[]).await
+        if let Ok(r) = http
+            .get(
+                &format!("{}/api/boxes", net.entrance),
+                &[("authorization", &auth)],
+            )
+            .await
             && let Ok(list) = r.json::<serde_json::Value>()
         {
             let ids: Vec<String> = list

@@ -252,8 +252,10 @@ impl Lab {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
-    fn json(&self, url: &str) -> Value {
-        let r = self.get(url, &[]);
+    /// `GET {daemon}{path}` with the daemon's admin token, as JSON.
+    fn json(&self, daemon: &Daemon, path: &str) -> Value {
+        let url = format!("{}{path}", daemon.origin());
+        let r = self.get(&url, &[("authorization", &daemon.admin_auth())]);
         r.json()
             .unwrap_or_else(|e| panic!("GET {url}: {e}: {}", r.text()))
     }
@@ -270,7 +272,7 @@ impl Lab {
 
     /// The entrance's `/api/boxes` entry for `id`.
     fn listed(&self, entrance: &Daemon, id: &NodeId) -> Option<Value> {
-        self.json(&format!("{}/api/boxes", entrance.origin()))
+        self.json(entrance, "/api/boxes")
             .as_array()?
             .iter()
             .find(|b| b["id"] == id.as_str())
@@ -293,9 +295,8 @@ impl Lab {
 
     /// Waits until the publisher ranks every box in `ids`: it will send to them.
     fn wait_ranked(&self, publisher: &Daemon, ids: &[&NodeId]) {
-        let url = format!("{}/api/ranking", publisher.origin());
         wait_for("the publisher to rank the attacker's boxes", SOON, || {
-            let ranking = self.json(&url);
+            let ranking = self.json(publisher, "/api/ranking");
             let ranked = ranking.as_array()?;
             ids.iter()
                 .all(|id| ranked.iter().any(|r| r["box"] == id.as_str()))
@@ -1274,7 +1275,7 @@ fn a_box_cannot_move_its_data_url_after_passing_the_check() {
 
     // Meanwhile and after, the publisher was never handed the moved-to URL.
     let publisher_view = || {
-        lab.json(&format!("{}/api/boxes", net.publisher.origin()))
+        lab.json(&net.publisher, "/api/boxes")
             .as_array()
             .and_then(|a| a.iter().find(|b| b["box"] == me.id().as_str()).cloned())
     };

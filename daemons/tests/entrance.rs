@@ -57,6 +57,8 @@ struct TestEntrance {
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     publisher: Arc<Identity>,
+    /// `Bearer <admin token>` (the entrance writes it before it listens).
+    admin_auth: String,
 }
 
 impl TestEntrance {
@@ -67,7 +69,10 @@ impl TestEntrance {
 
     async fn api_boxes(&self, query: &str) -> Vec<BoxView> {
         HttpClient::default()
-            .get(&format!("{}/api/boxes{query}", self.origin), &[])
+            .get(
+                &format!("{}/api/boxes{query}", self.origin),
+                &[("authorization", &self.admin_auth)],
+            )
             .await
             .unwrap()
             .json()
@@ -118,11 +123,31 @@ fn base_config(dir: &Path, publisher: &Identity) -> Config {
         ..Config::default()
     };
     c.entrance.join_token = Some(JOIN.into());
+    // Simulated boxes serve on this machine's loopback addresses.
+    c.entrance.reachability_private = true;
     c.entrance.publisher_keys = vec![publisher.public_key_hex()];
     c.entrance.heartbeat_interval = Duration::from_secs(1);
     c.entrance.expire_box_time = Duration::from_secs(30);
     c.entrance.geoip_db = Some(dandelion_testkit::geo::write_city_db(dir));
     c
+}
+
+/// The content of a file another task is about to write.
+async fn wait_for_file(path: &std::path::Path) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = tokio::fs::read_to_string(path).await
+            && !text.trim().is_empty()
+        {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} was not written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn start_with(config: &Config, publisher: &Arc<Identity>) -> TestEntrance {
@@ -132,6 +157,7 @@ async fn start_with(config: &Config, publisher: &Arc<Identity>) -> TestEntrance 
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
     let config = config.clone();
+    let token_file = config.admin_token_file(Role::Entrance);
     let id = Identity::load_or_create(&config.data_dir, Role::Entrance)
         .unwrap()
         .id()
@@ -140,7 +166,9 @@ async fn start_with(config: &Config, publisher: &Arc<Identity>) -> TestEntrance 
         let shutdown = shutdown.clone();
         async move { entrance::run(listener, &config, shutdown).await }
     });
+    let admin_auth = wait_for_file(&token_file).await;
     TestEntrance {
+        admin_auth: format!("Bearer {}", admin_auth.trim()),
         id,
         origin: format!("http://{addr}"),
         url: format!("ws://{addr}/dandelion/ws"),

@@ -23,8 +23,20 @@ struct Network {
 }
 
 impl Network {
+    /// `GET url`, with the admin token of the daemon it names: the APIs that
+    /// list boxes and placements are the operator's.
     fn get(&self, url: &str) -> dandelion_core::http::Response {
-        self.rt.block_on(self.http.get(url, &[])).unwrap()
+        let daemon = std::iter::once(&self.entrance)
+            .chain(std::iter::once(&self.publisher))
+            .chain(&self.boxes)
+            .find(|d| url.starts_with(&d.origin()));
+        let auth = daemon.map(Daemon::admin_auth);
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
+        self.rt.block_on(self.http.get(url, &headers)).unwrap()
     }
 
     fn json(&self, url: &str) -> Value {
@@ -358,7 +370,11 @@ fn a_publisher_killed_in_the_middle_of_100_pushes_loses_no_acknowledged_file() {
             &format!("{name} to be placed after the crash"),
             Duration::from_secs(60),
             || {
-                let v = net.rt.block_on(net.http.get(&status_url, &[])).ok()?;
+                let auth = net.publisher.admin_auth();
+                let v = net
+                    .rt
+                    .block_on(net.http.get(&status_url, &[("authorization", &auth)]))
+                    .ok()?;
                 let v: Value = v.json().ok()?;
                 (v["state"] == "placed").then_some(())
             },

@@ -110,8 +110,14 @@ fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box()
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = HttpClient::default();
     let get = |url: &str| rt.block_on(http.get(url, &[])).ok();
+    let entrance_auth = entrance.admin_auth();
     wait_for("three active boxes", Duration::from_secs(30), || {
-        let list: Value = get(&format!("{}/api/boxes", entrance.origin()))?
+        let list: Value = rt
+            .block_on(http.get(
+                &format!("{}/api/boxes", entrance.origin()),
+                &[("authorization", &entrance_auth)],
+            ))
+            .ok()?
             .json()
             .ok()?;
         let active = list

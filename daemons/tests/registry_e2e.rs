@@ -167,10 +167,10 @@ impl Net {
     fn api_boxes_at(&self, entrance: &Daemon) -> Vec<BoxView> {
         let r = self
             .rt
-            .block_on(
-                self.http
-                    .get(&format!("{}/api/boxes", entrance.origin()), &[]),
-            )
+            .block_on(self.http.get(
+                &format!("{}/api/boxes", entrance.origin()),
+                &[("authorization", &entrance.admin_auth())],
+            ))
             .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         r.json().unwrap()

@@ -113,7 +113,12 @@ fn a_whole_network_runs_on_https_and_wss() {
     // https:// data URL.
     let boxes_url = format!("{}/api/boxes", https(&entrance));
     let active = || {
-        let boxes: serde_json::Value = rt.block_on(http.get(&boxes_url, &[])).ok()?.json().ok()?;
+        let auth = entrance.admin_auth();
+        let boxes: serde_json::Value = rt
+            .block_on(http.get(&boxes_url, &[("authorization", &auth)]))
+            .ok()?
+            .json()
+            .ok()?;
         let b = boxes.as_array()?.first()?.clone();
         (b["state"] == "active").then_some(b)
     };
@@ -476,9 +481,13 @@ fn dandelion_up_runs_the_local_network_on_tls() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = HttpClient::default();
+    let auth = format!("Bearer {}", local.daemons[0].token().unwrap());
     wait_for("the box to be active", SOON, || {
         let boxes: serde_json::Value = rt
-            .block_on(http.get("https://127.0.0.1:7070/api/boxes", &[]))
+            .block_on(http.get(
+                "https://127.0.0.1:7070/api/boxes",
+                &[("authorization", &auth)],
+            ))
             .ok()?
             .json()
             .ok()?;

@@ -28,6 +28,7 @@ pub struct DaemonBuilder {
     listen: Ipv4Addr,
     alone: bool,
     host: Option<Host>,
+    internet: bool,
 }
 
 impl DaemonBuilder {
@@ -44,7 +45,16 @@ impl DaemonBuilder {
             listen: Ipv4Addr::LOCALHOST,
             alone: false,
             host: None,
+            internet: false,
         }
+    }
+
+    /// An entrance as on the internet: it calls no box's data URL on a
+    /// private or loopback address (`reachability_private` left off, where
+    /// every other test entrance has it on).
+    pub fn internet(mut self) -> Self {
+        self.internet = true;
+        self
     }
 
     /// A `key = value` line (TOML) at the top level of the config file.
@@ -130,6 +140,10 @@ impl DaemonBuilder {
         for line in &self.section {
             text.push_str(line);
             text.push('\n');
+        }
+        if self.role == "entrance" && !self.internet {
+            // Test boxes serve on loopback or a namespace LAN's private addresses.
+            text.push_str("reachability_private = true\n");
         }
         fs::write(&config_path, text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
@@ -233,6 +247,15 @@ impl Daemon {
 
     pub fn data_dir(&self) -> &Path {
         &self.builder.data_dir
+    }
+
+    /// `Bearer <admin token>`, for the daemon's admin API (the token it wrote
+    /// into its data directory).
+    pub fn admin_auth(&self) -> String {
+        let path = self.data_dir().join("admin.token");
+        let token = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        format!("Bearer {}", token.trim())
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -437,7 +437,14 @@ fn the_documented_deployment_works_across_five_hosts() {
         "{said}"
     );
     wait_for_on("the clip placed on both boxes", || {
-        let out = run(&mut client(&["where", "clip.ts", "--to", &public]));
+        let out = run(&mut client(&[
+            "where",
+            "clip.ts",
+            "--to",
+            &public,
+            "--token",
+            publisher_token.trim(),
+        ]));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (text.contains(&b1_host.ip().to_string()) && text.contains(&b2_host.ip().to_string()))
             .then_some(())

@@ -86,6 +86,87 @@ impl BoxView {
     }
 }
 
+/// What anyone may learn of an entrance's boxes (`GET /api/summary`): counts and
+/// capacity per country and region, never a household's address, exact place
+/// or data URL. Those stay behind the admin token (`GET /api/boxes`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub boxes: u64,
+    /// Boxes per state, every state present.
+    pub states: std::collections::BTreeMap<String, u64>,
+    /// Upload the active boxes may give, bytes per second (their caps added up).
+    pub upload_capacity: u64,
+    /// Storage the active boxes have free, bytes.
+    pub free_storage: u64,
+    /// Active boxes per country and region, most boxes first.
+    pub regions: Vec<RegionSummary>,
+}
+
+/// Active boxes of one country and region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionSummary {
+    pub country: String,
+    pub region: String,
+    pub boxes: u64,
+    pub upload_capacity: u64,
+}
+
+impl Summary {
+    /// Adds up `boxes`: every box counts in `states`; only active ones count as
+    /// capacity and in `regions`, which is what a publisher could use.
+    pub fn of(boxes: &[BoxView]) -> Summary {
+        let mut summary = Summary {
+            boxes: boxes.len() as u64,
+            states: BoxState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), 0))
+                .collect(),
+            ..Summary::default()
+        };
+        let mut regions: std::collections::BTreeMap<(String, String), (u64, u64)> =
+            std::collections::BTreeMap::new();
+        for b in boxes {
+            *summary
+                .states
+                .entry(b.state.as_str().to_owned())
+                .or_default() += 1;
+            if b.state != BoxState::Active {
+                continue;
+            }
+            let cap = b.upload_cap.unwrap_or(0);
+            summary.upload_capacity = summary.upload_capacity.saturating_add(cap);
+            summary.free_storage = summary
+                .free_storage
+                .saturating_add(b.free_storage.unwrap_or(0));
+            let unknown = || "unknown".to_owned();
+            let key = (
+                b.geo.country.clone().unwrap_or_else(unknown),
+                b.geo.region.clone().unwrap_or_else(unknown),
+            );
+            let entry = regions.entry(key).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.saturating_add(cap);
+        }
+        summary.regions = regions
+            .into_iter()
+            .map(
+                |((country, region), (boxes, upload_capacity))| RegionSummary {
+                    country,
+                    region,
+                    boxes,
+                    upload_capacity,
+                },
+            )
+            .collect();
+        summary.regions.sort_by(|a, b| {
+            b.boxes
+                .cmp(&a.boxes)
+                .then_with(|| a.country.cmp(&b.country))
+        });
+        summary
+    }
+}
+
 /// The entrance's own condition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntranceStatus {

@@ -1,6 +1,7 @@
-//! The entrance's HTTP side for operators: `/healthz` (with self-preservation and
-//! its reason), `GET /api/boxes` (filterable by state and country), and the
-//! admin-token guarded writes: eviction and a box's location override.
+//! The entrance's HTTP side: `/healthz` (with self-preservation and its reason)
+//! and `GET /api/summary` for anyone; behind the admin token `GET /api/boxes`
+//! (filterable by state and country, with households' addresses), eviction and
+//! a box's location override.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use super::Shared;
 use super::book::{Listed, now};
 use super::registry::Filter;
 
-pub use dandelion_core::console::BoxView;
+pub use dandelion_core::console::{BoxView, Summary};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
@@ -109,18 +110,44 @@ pub async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
-pub async fn list(State(shared): State<Arc<Shared>>, Query(filter): Query<Filter>) -> Response {
-    let listed = match shared.book.list().await {
-        Ok(l) => l,
-        Err(e) => return store_error(e),
-    };
+/// Every box as the entrance sees it now.
+async fn views(shared: &Shared) -> Result<Vec<BoxView>, Response> {
+    let listed = shared.book.list().await.map_err(store_error)?;
     let now = now();
-    let views: Vec<BoxView> = listed
+    Ok(listed
         .into_iter()
         .map(|l| box_view(l, now, shared.config.heartbeat_interval))
-        .filter(|v| filter.matches(v.state, v.legacy, &v.geo))
-        .collect();
-    Json(views).into_response()
+        .collect())
+}
+
+/// `GET /api/boxes` (admin token): every box with its household's address,
+/// location and data URL, which is why it is not public.
+pub async fn list(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(filter): Query<Filter>,
+) -> Response {
+    if let Err(refusal) = shared.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    match views(&shared).await {
+        Ok(views) => Json(
+            views
+                .into_iter()
+                .filter(|v| filter.matches(v.state, v.legacy, &v.geo))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/summary` (public): what the network offers, in aggregates.
+pub async fn summary(State(shared): State<Arc<Shared>>) -> Response {
+    match views(&shared).await {
+        Ok(views) => Json(Summary::of(&views)).into_response(),
+        Err(response) => response,
+    }
 }
 
 /// How a box looks at `now`: its stored record and last exchange, with `stale`

@@ -387,7 +387,7 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                     && rechecks.allow(std::time::Instant::now())
                 {
                     checked = Some(data_url.to_owned());
-                    reach::check_and_record(&shared, &exchange, &peer.public_key).await;
+                    reach::check_and_record(&shared, &exchange, &peer.public_key, Some(ip)).await;
                     // Its verdict changed the record: the next heartbeat must read.
                     memo = None;
                 }

@@ -1,6 +1,10 @@
 //! The publisher's HTTP side: users push files (`PUT /api/files/{name}`) and ask
 //! where they are; viewers ask for a name (`GET /{name}`) and are redirected to a
 //! box holding it, or served by the publisher itself while no box does.
+//!
+//! Everything under `/api/` needs the admin token: files' placements, the
+//! ranking and the box list name households' data URLs. Viewers need none of
+//! it; each redirect shows them one box, the one serving them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,14 +66,20 @@ pub fn check_name(name: &str) -> Result<String, String> {
 
 /// The boxes as the publisher ranks them now, each factor shown: what the console
 /// and an operator wondering "why that box?" want to see.
-async fn ranking(State(p): State<Arc<Publisher>>) -> Response {
+async fn ranking(State(p): State<Arc<Publisher>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = p.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
     axum::Json(super::console::ranking(&p).await).into_response()
 }
 
 /// Every box the publisher knows, as the publisher sees it: what the entrance
 /// says, whether it is live, its publish session, and what the serve probes
 /// found. What an operator wondering "why is nothing sent to that box?" needs.
-async fn boxes(State(p): State<Arc<Publisher>>) -> Response {
+async fn boxes(State(p): State<Arc<Publisher>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = p.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
     let now = now_secs();
     let sessions: HashMap<NodeId, SessionState> = p.links.sessions(now).into_iter().collect();
     let dir = p.directory.read().await;
@@ -295,7 +305,14 @@ fn describe(job: &Job, placements: &[Placement]) -> FileView {
     super::console::file_view(job, placements, now_secs())
 }
 
-async fn status(State(p): State<Arc<Publisher>>, Path(name): Path<String>) -> Response {
+async fn status(
+    State(p): State<Arc<Publisher>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(refusal) = p.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
     match p.records.file(&name).await {
         Ok(Some((job, placements))) => axum::Json(describe(&job, &placements)).into_response(),
         Ok(None) => error(
@@ -306,7 +323,10 @@ async fn status(State(p): State<Arc<Publisher>>, Path(name): Path<String>) -> Re
     }
 }
 
-async fn list(State(p): State<Arc<Publisher>>) -> Response {
+async fn list(State(p): State<Arc<Publisher>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = p.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
     match p.records.files().await {
         Ok(files) => {
             let out: Vec<FileView> = files
