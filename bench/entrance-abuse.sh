@@ -52,7 +52,7 @@ for mode in $ORDER; do
   n=$((n + 1))
   data="$WORK/$mode-$n"; mkdir -p "$data"
   port=$(free_port)
-  printf 'log_file = false\nlog_level = "warn"\nstore_cache = "512 MiB"\n[entrance]\njoin_token = "bench-join-token-0001"\nreachability_check = false\n' >"$data/dandelion.toml"
+  printf 'log_file = false\nlog_level = "warn"\nstore_cache = "512 MiB"\n[entrance]\njoin_token = "bench-join-token-0001"\nreachability_check = false\nnew_boxes_per_address_per_hour = 0\nnew_boxes_per_prefix_per_hour = 0\n' >"$data/dandelion.toml"
   id=$("$BIN" --data-dir "$data" id entrance | awk '/^id/ {print $2}')
   wait_quiet
   p0=$(pressure)

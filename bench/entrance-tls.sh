@@ -64,6 +64,7 @@ for mode in $ORDER; do
     printf '[limits]\nmax_connections = 30000\nmax_connections_per_address = 8192\nhandshakes_per_minute = 0\n'
     printf 'log_file = false\nlog_level = "warn"\nstore_cache = "512 MiB"\n[entrance]\n'
     printf 'join_token = "bench-join-token-0001"\nreachability_check = false\n'
+    printf 'new_boxes_per_address_per_hour = 0\nnew_boxes_per_prefix_per_hour = 0\n'
     if [[ $mode == tls ]]; then
       printf 'tls_cert = "%s"\ntls_key = "%s"\n' "$WORK/entrance.crt" "$WORK/entrance.key"
     fi

@@ -54,7 +54,7 @@ JOIN=bench-join-token
 # Boxes and the publisher pin the entrance's ID (docs/operations.md).
 EID=$("$BIN" --data-dir "$W/entrance" id entrance | awk '/^id/ {print $2}')
 EWS="ws://127.0.0.1:$E/dandelion/ws#$EID"
-printf 'log_file = false\n[entrance]\njoin_token = "%s"\npublisher_keys = ["%s"]\nheartbeat_interval = 2\nreachability_private = true\n' \
+printf 'log_file = false\n[entrance]\njoin_token = "%s"\npublisher_keys = ["%s"]\nheartbeat_interval = 2\nreachability_private = true\nnew_boxes_per_address_per_hour = 0\n' \
   "$JOIN" "$KEY" >"$W/entrance.toml"
 printf 'log_file = false\n[box]\nentrances = ["%s"]\njoin_token = "%s"\npublisher_keys = ["%s"]\nheartbeat_interval = 2\nmax_ttl = "2h"\n' \
   "$EWS" "$JOIN" "$KEY" >"$W/box.toml"

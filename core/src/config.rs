@@ -175,10 +175,21 @@ pub struct EntranceConfig {
     /// Fewer registered boxes than this never trigger self-preservation: one box
     /// of two going quiet is news about that box, not about the entrance.
     pub self_preservation_min_boxes: u32,
-    /// The network's join token boxes present, or a file holding it. With
-    /// neither, one is generated into `join.token` in the data directory.
+    /// A join token shared by every box, or a file holding it: for a closed
+    /// network whose box owners are all trusted alike. Without one, boxes join
+    /// only with an invitation (`dandelion invite`), each bound to an owner.
+    /// An older install's generated `join.token` in the data directory is still
+    /// honoured, with a warning.
     pub join_token: Option<String>,
     pub join_token_file: Option<PathBuf>,
+    /// Boxes one owner may enrol, unless `dandelion owners cap` says otherwise
+    /// for that owner; 0 for no cap.
+    pub max_boxes_per_owner: u32,
+    /// New box identities admitted per hour from one address (IPv4 address,
+    /// IPv6 /64) and from one network prefix (IPv4 /24, IPv6 /48); 0 switches
+    /// a limit off. Known boxes reconnecting are not counted.
+    pub new_boxes_per_address_per_hour: u32,
+    pub new_boxes_per_prefix_per_hour: u32,
     /// The key namespace of the registry in the store (`{namespace}:BOX_SET`, …).
     /// Entrances sharing one Redis set the same value to see the same boxes;
     /// when absent it is the entrance's own ID.
@@ -226,6 +237,9 @@ impl Default for EntranceConfig {
             self_preservation_min_boxes: 3,
             join_token: None,
             join_token_file: None,
+            max_boxes_per_owner: 4,
+            new_boxes_per_address_per_hour: 5,
+            new_boxes_per_prefix_per_hour: 20,
             namespace: None,
             reachability_check: true,
             reachability_interval: Duration::from_secs(300),
@@ -261,9 +275,15 @@ pub struct BoxConfig {
     /// join token to, and believes publisher keys from, only an entrance that
     /// proved that ID. More are learned from their replies, IDs included.
     pub entrances: Vec<PinnedUrl>,
-    /// The network's join token, or a file holding it.
+    /// The network's join token, or a file holding it, where the entrance
+    /// admits boxes by one shared token.
     pub join_token: Option<String>,
     pub join_token_file: Option<PathBuf>,
+    /// This box's invitation (`dinv-…`, from the operator's `dandelion invite`),
+    /// or a file holding it: presented until the entrance has enrolled the box,
+    /// harmless afterwards. Exclusive with a join token.
+    pub invitation: Option<String>,
+    pub invitation_file: Option<PathBuf>,
     #[serde(deserialize_with = "duration")]
     pub heartbeat_interval: Duration,
     /// Upload cap across all viewers, in bytes per second (`"2 MB"`); none if absent.
@@ -309,6 +329,8 @@ impl Default for BoxConfig {
             entrances: Vec::new(),
             join_token: None,
             join_token_file: None,
+            invitation: None,
+            invitation_file: None,
             heartbeat_interval: Duration::from_secs(5),
             upload_cap: None,
             max_downloads: 256,
@@ -620,6 +642,23 @@ impl Config {
                 return invalid(key, &reason);
             }
         }
+        let b = &self.boxnode;
+        if (b.join_token.is_some() || b.join_token_file.is_some())
+            && (b.invitation.is_some() || b.invitation_file.is_some())
+        {
+            return invalid(
+                "box.invitation",
+                "a box presents either a join token or an invitation, not both",
+            );
+        }
+        if let Some(code) = &b.invitation
+            && !code.trim().starts_with("dinv-")
+        {
+            return invalid(
+                "box.invitation",
+                "an invitation starts with `dinv-`; `dandelion invite OWNER` on the entrance makes one",
+            );
+        }
         if self.boxnode.heartbeat_interval.is_zero() {
             return invalid("box.heartbeat_interval", "must be longer than zero");
         }
@@ -785,7 +824,8 @@ heartbeat_interval = 3
             "config file /etc/dandelion/dandelion.toml, line 4, column 1: unknown field `expire_box_tme`, expected one of \
              `listen`, `tls_cert`, `tls_key`, `admin_token_file`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
              `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`, \
-             `self_preservation_min_boxes`, `join_token`, `join_token_file`, `namespace`, `reachability_check`, \
+             `self_preservation_min_boxes`, `join_token`, `join_token_file`, `max_boxes_per_owner`, \
+             `new_boxes_per_address_per_hour`, `new_boxes_per_prefix_per_hour`, `namespace`, `reachability_check`, \
              `reachability_interval`, `reachability_timeout`, `reachability_private`, `reachability_allow`, `ban_time`"
         );
     }

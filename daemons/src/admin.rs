@@ -1,4 +1,4 @@
-//! `dandelion boxes` and `dandelion evict`: operator commands that talk to a
+//! `dandelion boxes`, `evict`, `invite` and `owners`: operator commands that talk to a
 //! running entrance's HTTP API. The admin token comes from `--token` /
 //! `DANDELION_ADMIN_TOKEN`, else from the `--context`'s entrance, else from the
 //! entrance's admin token file (its `admin_token_file` or data directory),
@@ -14,7 +14,11 @@ use dandelion_core::http::{HttpClient, origin_of};
 use dandelion_core::secrets::admin_token_path;
 use dandelion_daemons::entrance::api::BoxView;
 
-use dandelion_daemons::cli::{BoxesArgs, EvictArgs};
+use dandelion_daemons::cli::{
+    BoxesArgs, EntranceAccess, EvictArgs, InviteArgs, OwnersAction, OwnersArgs,
+};
+use dandelion_daemons::entrance::api::InviteReply;
+use dandelion_daemons::entrance::enrol::OwnerView;
 
 /// Where `dandelion up` runs its entrance, when no local network says otherwise.
 const DEFAULT_ENTRANCE: &str = "http://127.0.0.1:7070";
@@ -124,8 +128,8 @@ pub async fn boxes(
     token_file: &Path,
 ) -> anyhow::Result<()> {
     let target = EntranceTarget::resolve(
-        args.entrance.as_deref(),
-        args.token.as_deref(),
+        args.access.entrance.as_deref(),
+        args.access.token.as_deref(),
         context,
         data_dir,
         token_file,
@@ -156,8 +160,8 @@ pub async fn evict(
     token_file: &Path,
 ) -> anyhow::Result<()> {
     let target = EntranceTarget::resolve(
-        args.entrance.as_deref(),
-        args.token.as_deref(),
+        args.access.entrance.as_deref(),
+        args.access.token.as_deref(),
         context,
         data_dir,
         token_file,
@@ -170,6 +174,147 @@ pub async fn evict(
         .with_context(|| format!("evicting {}", args.box_id))?;
     println!("evicted {}: {}", args.box_id, args.reason);
     Ok(())
+}
+
+fn target(
+    access: &EntranceAccess,
+    context: Option<&ConsoleContext>,
+    data_dir: &Path,
+    token_file: &Path,
+) -> anyhow::Result<EntranceTarget> {
+    EntranceTarget::resolve(
+        access.entrance.as_deref(),
+        access.token.as_deref(),
+        context,
+        data_dir,
+        token_file,
+    )
+}
+
+pub async fn invite(
+    args: &InviteArgs,
+    context: Option<&ConsoleContext>,
+    data_dir: &Path,
+    token_file: &Path,
+) -> anyhow::Result<()> {
+    let target = target(&args.access, context, data_dir, token_file)?;
+    let body = serde_json::json!({
+        "owner": args.owner,
+        "expires_in_secs": args.expires.as_secs(),
+    });
+    let answer = target
+        .call(http::Method::POST, "/api/invitations", Some(body))
+        .await
+        .with_context(|| format!("inviting a box for {}", args.owner))?;
+    let reply: InviteReply = serde_json::from_slice(&answer)
+        .with_context(|| format!("{} did not answer with an invitation", target.origin))?;
+    eprintln!(
+        "Invitation for {}, good for one box until {} (shown once, keep it secret):",
+        reply.owner,
+        rfc3339(reply.expires)
+    );
+    println!("{}", reply.code);
+    eprintln!(
+        "On the box, in the [box] section of its config: invitation = \"{}\"",
+        reply.code
+    );
+    Ok(())
+}
+
+pub async fn owners(
+    args: &OwnersArgs,
+    context: Option<&ConsoleContext>,
+    data_dir: &Path,
+    token_file: &Path,
+) -> anyhow::Result<()> {
+    let target = target(&args.access, context, data_dir, token_file)?;
+    match &args.action {
+        Some(OwnersAction::Revoke { owner, reason }) => {
+            let path = format!("/api/owners/{}/revoke", urlencode(owner));
+            let answer = target
+                .call(
+                    http::Method::POST,
+                    &path,
+                    Some(serde_json::json!({ "reason": reason })),
+                )
+                .await
+                .with_context(|| format!("revoking {owner}"))?;
+            let boxes = serde_json::from_slice::<serde_json::Value>(&answer)
+                .ok()
+                .and_then(|v| v["boxes"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            println!(
+                "revoked {owner} ({boxes} boxes removed, their keys refused for good): {reason}"
+            );
+        }
+        Some(OwnersAction::Cap { owner, max_boxes }) => {
+            let cap =
+                match max_boxes.as_str() {
+                    "default" => None,
+                    n => Some(n.parse::<u32>().with_context(|| {
+                        format!("`{n}` is not a number of boxes (or `default`)")
+                    })?),
+                };
+            let path = format!("/api/owners/{}/cap", urlencode(owner));
+            target
+                .call(
+                    http::Method::PUT,
+                    &path,
+                    Some(serde_json::json!({ "max_boxes": cap })),
+                )
+                .await
+                .with_context(|| format!("capping {owner}"))?;
+            match cap {
+                Some(0) => println!("{owner} may enrol any number of boxes"),
+                Some(n) => println!("{owner} may enrol at most {n} boxes"),
+                None => println!("{owner} is back to the entrance's max_boxes_per_owner"),
+            }
+        }
+        None => {
+            let answer = target.call(http::Method::GET, "/api/owners", None).await?;
+            let owners: Vec<OwnerView> = serde_json::from_slice(&answer)
+                .with_context(|| format!("{} did not answer with an owner list", target.origin))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&owners)?);
+            } else {
+                print!("{}", owners_table(&owners));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The table `dandelion owners` prints.
+pub fn owners_table(owners: &[OwnerView]) -> String {
+    let mut out = format!(
+        "{:<32} {:>5} {:>4} {:>7}  {}\n",
+        "OWNER", "BOXES", "CAP", "INVITES", "STATUS"
+    );
+    for o in owners {
+        let cap = if o.max_boxes == 0 {
+            "-".to_owned()
+        } else {
+            o.max_boxes.to_string()
+        };
+        let status = o.revoked.as_ref().map_or_else(
+            || "ok".to_owned(),
+            |r| format!("revoked {}: {}", rfc3339(r.at), r.reason),
+        );
+        out.push_str(&format!(
+            "{:<32} {:>5} {:>4} {:>7}  {status}\n",
+            o.owner,
+            o.boxes.len(),
+            cap,
+            o.pending_invitations
+        ));
+    }
+    out
+}
+
+fn rfc3339(at: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped non-negative
+    let time = UNIX_EPOCH + Duration::from_secs(at.max(0.0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 fn urlencode(text: &str) -> String {

@@ -68,7 +68,9 @@ pub struct BoxState {
     pub public_base: String,
     /// Where publishers open sessions: `ws://<public>/dandelion/<box-id>/ws`.
     pub connect_ws: String,
-    join_token: Option<String>,
+    /// What the box presents to entrances: the join token, or its invitation
+    /// (which, once redeemed, only its uplink test still needs).
+    credential: Option<String>,
     host: String,
     port: u16,
     /// The last uplink measurement, bytes per second (0: none yet).
@@ -187,13 +189,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             .replacen("http://", "wss://", 1),
         common.identity.id()
     );
-    let join_token = match (&box_config.join_token, &box_config.join_token_file) {
-        (Some(token), _) => Some(token.trim().to_owned()),
-        (None, Some(file)) => {
-            Some(dandelion_core::secrets::read_token_file(file).context("box.join_token_file")?)
-        }
-        (None, None) => None,
-    };
+    let credential = credential(&box_config)?;
     let storage = storage::Storage::open(
         &config.data_dir,
         common.store.clone(),
@@ -232,7 +228,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         learned_keys: RwLock::new(HashMap::new()),
         public_base,
         connect_ws,
-        join_token,
+        credential,
         host,
         port,
         uplink: std::sync::atomic::AtomicU64::new(0),
@@ -369,4 +365,25 @@ fn host_port(base: &str) -> Option<(String, u16)> {
         _ => 80,
     });
     Some((host, port))
+}
+
+/// The box's credential: its join token or its invitation, inline or from a file.
+fn credential(b: &dandelion_core::config::BoxConfig) -> anyhow::Result<Option<String>> {
+    use dandelion_core::secrets::read_token_file;
+    Ok(
+        match (
+            &b.join_token,
+            &b.join_token_file,
+            &b.invitation,
+            &b.invitation_file,
+        ) {
+            (Some(token), ..) => Some(token.trim().to_owned()),
+            (None, Some(file), ..) => Some(read_token_file(file).context("box.join_token_file")?),
+            (None, None, Some(code), _) => Some(code.trim().to_owned()),
+            (None, None, None, Some(file)) => {
+                Some(read_token_file(file).context("box.invitation_file")?)
+            }
+            (None, None, None, None) => None,
+        },
+    )
 }

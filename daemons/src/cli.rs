@@ -120,6 +120,11 @@ pub enum Command {
     Boxes(BoxesArgs),
     /// Evict a box from the entrance at once and refuse its heartbeats for a while.
     Evict(EvictArgs),
+    /// Issue an invitation: a one-time code that enrols one box for an owner
+    /// (printed alone on stdout; the box sets it as box.invitation).
+    Invite(InviteArgs),
+    /// List box owners with their boxes; revoke an owner or cap their boxes.
+    Owners(OwnersArgs),
     /// Check the configuration, data directory, identity and store, then exit.
     Check(CheckArgs),
     /// Print a role's ID and public key (creating its key pair on first use).
@@ -213,17 +218,70 @@ pub struct BoxesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub access: EntranceAccess,
+}
+
+/// How operator commands reach the entrance's admin API.
+#[derive(Debug, Args)]
+pub struct EntranceAccess {
     /// Entrance URL (default: the local network started by `dandelion up`).
-    #[arg(long, env = "DANDELION_ENTRANCE", value_name = "URL")]
+    #[arg(long, global = true, env = "DANDELION_ENTRANCE", value_name = "URL")]
     pub entrance: Option<String>,
     /// Admin token (default: read from the entrance's data directory).
     #[arg(
         long,
+        global = true,
         env = "DANDELION_ADMIN_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// Whom the box will belong to: a name of letters, digits and ._@+-
+    /// (an e-mail address does). Revoking the owner removes all their boxes.
+    #[arg(value_name = "OWNER")]
+    pub owner: String,
+    /// How long the invitation stays valid, e.g. 1h or 7d (at most 90d).
+    #[arg(long, value_parser = config::parse_duration, default_value = "7d", value_name = "DURATION")]
+    pub expires: Duration,
+    #[command(flatten)]
+    pub access: EntranceAccess,
+}
+
+#[derive(Debug, Args)]
+pub struct OwnersArgs {
+    #[command(subcommand)]
+    pub action: Option<OwnersAction>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub access: EntranceAccess,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OwnersAction {
+    /// Revoke an owner: their boxes leave at once and their keys can never join
+    /// again; their unused invitations are void.
+    Revoke {
+        #[arg(value_name = "OWNER")]
+        owner: String,
+        /// Why; logged and shown in the console's events.
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Set how many boxes an owner may enrol (0: no cap; `default`: the
+    /// entrance's max_boxes_per_owner).
+    Cap {
+        #[arg(value_name = "OWNER")]
+        owner: String,
+        #[arg(value_name = "N|default")]
+        max_boxes: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -234,17 +292,8 @@ pub struct EvictArgs {
     /// Why; the box and the event log are told.
     #[arg(long, required = true)]
     pub reason: String,
-    /// Entrance URL (default: the local network started by `dandelion up`).
-    #[arg(long, env = "DANDELION_ENTRANCE", value_name = "URL")]
-    pub entrance: Option<String>,
-    /// Admin token (default: read from the entrance's data directory).
-    #[arg(
-        long,
-        env = "DANDELION_ADMIN_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub access: EntranceAccess,
 }
 
 #[derive(Debug, Args)]

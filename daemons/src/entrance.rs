@@ -5,14 +5,17 @@
 //! self-preservation, ranking) as plain functions; [`book`] keeps all registry
 //! state in the store, so entrances sharing a namespace agree and a restart loses
 //! nothing; [`session`] admits WebSocket peers and runs their sessions;
-//! [`reach`] dials boxes back to prove they can be reached; [`locate`] finds
+//! [`enrol`] binds boxes to their owners and [`newcomers`] limits how fast
+//! new identities arrive; [`reach`] dials boxes back to prove they can be reached; [`locate`] finds
 //! where a box is; [`sweep`] expires silent boxes (or holds back when
 //! self-preservation says so); [`api`] is the HTTP side for operators.
 
 pub mod api;
 pub mod book;
 pub mod console;
+pub mod enrol;
 pub mod locate;
+pub mod newcomers;
 pub mod reach;
 pub mod registry;
 pub mod session;
@@ -47,7 +50,8 @@ use book::Book;
 /// The WebSocket path, as the original's (with and without the trailing slash).
 pub const WS_PATH: &str = "/dandelion/ws";
 
-/// The join token file generated into the data directory when none is configured.
+/// The join token file older installs generated into the data directory; still
+/// honoured where it exists, never created.
 pub fn join_token_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("join.token")
 }
@@ -72,7 +76,10 @@ pub struct Shared {
     pub common: Arc<Common>,
     pub config: EntranceConfig,
     pub book: Book,
-    pub join_token: String,
+    pub enrolment: enrol::Enrolment,
+    pub newcomers: newcomers::Newcomers,
+    /// The shared join token, where this network admits boxes by one.
+    pub join_token: Option<String>,
     pub geo: Option<GeoDb>,
     /// This entrance's URL and ID as handed to boxes and publishers.
     pub own: PinnedUrl,
@@ -150,7 +157,7 @@ impl Shared {
     }
 }
 
-fn load_join_token(config: &Config) -> anyhow::Result<String> {
+fn load_join_token(config: &Config) -> anyhow::Result<Option<String>> {
     let e = &config.entrance;
     if let Some(token) = e
         .join_token
@@ -158,19 +165,26 @@ fn load_join_token(config: &Config) -> anyhow::Result<String> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
     {
-        return Ok(token.to_owned());
+        return Ok(Some(token.to_owned()));
     }
     if let Some(path) = &e.join_token_file {
-        return secrets::read_token_file(path).context("entrance.join_token_file");
+        return secrets::read_token_file(path)
+            .map(Some)
+            .context("entrance.join_token_file");
     }
     let path = join_token_path(&config.data_dir);
-    let (token, created) = secrets::load_or_create(&path, || secrets::random_hex(32))?;
-    if created {
-        tracing::info!(path = %path.display(), "created the join token; give it to box owners");
-    } else {
-        tracing::info!(path = %path.display(), "using the join token");
+    if path.exists() {
+        tracing::warn!(
+            path = %path.display(),
+            "using the join token an older version generated: anyone holding it can join boxes \
+             under no owner; enrol boxes with `dandelion invite` and delete the file to stop that"
+        );
+        return secrets::read_token_file(&path)
+            .map(Some)
+            .context("the generated join token");
     }
-    Ok(token)
+    tracing::info!("no join token: boxes join with invitations (`dandelion invite OWNER`)");
+    Ok(None)
 }
 
 /// Runs the entrance on `listener` until `shutdown` is triggered, then waits
@@ -236,6 +250,11 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         .register("boxes", "Boxes known, by state", metrics.boxes.clone());
     let shared = Arc::new(Shared {
         book: Book::new(common.store.clone(), &namespace),
+        enrolment: enrol::Enrolment::new(common.store.clone(), &namespace),
+        newcomers: newcomers::Newcomers::new(
+            e.new_boxes_per_address_per_hour,
+            e.new_boxes_per_prefix_per_hour,
+        ),
         join_token: load_join_token(config)?,
         reach_http: HttpClient::new(e.reachability_timeout).with_body_limit(16 << 10),
         config: e,
@@ -268,6 +287,10 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         .route("/api/summary", get(api::summary))
         .route("/api/boxes/{id}/evict", post(api::evict))
         .route("/api/boxes/{id}/location", put(api::locate))
+        .route("/api/invitations", post(api::invite))
+        .route("/api/owners", get(api::owners))
+        .route("/api/owners/{owner}/revoke", post(api::revoke))
+        .route("/api/owners/{owner}/cap", put(api::cap))
         .with_state(shared.clone())
         .merge(crate::console::routes(
             common.clone(),

@@ -57,6 +57,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &config.data_dir,
             &config.admin_token_file(Role::Entrance),
         )),
+        Command::Invite(args) => runtime.block_on(admin::invite(
+            &args,
+            context,
+            &config.data_dir,
+            &config.admin_token_file(Role::Entrance),
+        )),
+        Command::Owners(args) => runtime.block_on(admin::owners(
+            &args,
+            context,
+            &config.data_dir,
+            &config.admin_token_file(Role::Entrance),
+        )),
         Command::Push(args) => runtime.block_on(client::push(&config, context, &args)),
         Command::Where(args) => runtime.block_on(client::where_is(&config, context, &args)),
         Command::Entrance(args) => {

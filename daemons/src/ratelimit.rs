@@ -54,19 +54,29 @@ pub struct RateLimits {
 /// One keyed limiter, replaceable when it must start over (governor's has no
 /// reset). An RwLock: every check takes the read side; only pruning writes.
 #[derive(Debug)]
-struct Limiter {
+pub(crate) struct Limiter {
     quota: Quota,
     inner: RwLock<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl Limiter {
-    fn check(&self, key: &IpAddr) -> bool {
+    /// A limiter of `n` per hour with a burst of `n`; `None` (no limit) for 0.
+    pub(crate) fn per_hour(n: u32) -> Option<Limiter> {
+        let n = NonZeroU32::new(n)?;
+        let quota = Quota::per_hour(n).allow_burst(n);
+        Some(Limiter {
+            quota,
+            inner: RwLock::new(DefaultKeyedRateLimiter::keyed(quota)),
+        })
+    }
+
+    pub(crate) fn check(&self, key: &IpAddr) -> bool {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner.check_key(key).is_ok()
     }
 
     /// Prunes, starts over when still too large, and says how many remain.
-    fn prune(&self, name: &str) -> usize {
+    pub(crate) fn prune(&self, name: &str) -> usize {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.retain_recent();
         if inner.len() > MAX_TRACKED {

@@ -1,8 +1,9 @@
 //! `dandelion up`: a whole Dandelion network on one machine — one entrance, N
 //! boxes and one publisher, each with its own port and data directory under one
-//! base directory, on the embedded store — wired together (publisher key, join
-//! token, entrance URL pinned to the entrance's ID), on TLS under a private CA of
-//! its own (`localca`), and stopped together on Ctrl-C.
+//! base directory, on the embedded store — wired together (publisher key,
+//! entrance URL pinned to the entrance's ID, each box enrolled with an
+//! invitation the entrance issued, as an operator's would be), on TLS under a
+//! private CA of its own (`localca`), and stopped together on Ctrl-C.
 //!
 //! On loopback every box has the same address, so each box gets a demonstration
 //! location through the entrance's operator override (shown as an override),
@@ -92,8 +93,6 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     let entrance_id = Identity::load_or_create(&entrance_dir, Role::Entrance)?
         .id()
         .clone();
-    let (join_token, _) =
-        secrets::load_or_create(&root.join("join.token"), || secrets::random_hex(32))?;
     let entrance_url = format!("wss://127.0.0.1:{ENTRANCE_PORT}/dandelion/ws");
     let entrance_pin = PinnedUrl::new(&entrance_url, entrance_id)?;
     // Every daemon on TLS under the network's own CA, which every client of
@@ -112,9 +111,12 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     entrance_cfg.entrance.listen = entrance_listener.local_addr()?;
     entrance_cfg.entrance.public_url = Some(entrance_url.clone());
     entrance_cfg.entrance.publisher_keys = vec![publisher_key.clone()];
-    entrance_cfg.entrance.join_token = Some(join_token.clone());
-    // Everything runs on this machine: its data URLs are loopback addresses.
+    // Everything runs on this machine: its data URLs are loopback addresses,
+    // all its boxes belong to its one user and come from one address.
     entrance_cfg.entrance.reachability_private = true;
+    entrance_cfg.entrance.max_boxes_per_owner = 0;
+    entrance_cfg.entrance.new_boxes_per_address_per_hour = 0;
+    entrance_cfg.entrance.new_boxes_per_prefix_per_hour = 0;
 
     let mut publisher_cfg = role_config(base, publisher_dir.clone());
     let (cert, key) = with_tls(&mut publisher_cfg, &publisher_dir)?;
@@ -135,7 +137,12 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
         let (cfg, s) = (entrance_cfg.clone(), shutdown.clone());
         async move { report("entrance", entrance::run(entrance_listener, &cfg, s).await) }
     }));
-    for (listener, dir) in box_listeners.into_iter().zip(&box_dirs) {
+    let entrance_origin = format!("https://127.0.0.1:{ENTRANCE_PORT}");
+    let invitations = tokio::select! {
+        () = shutdown.cancelled() => Vec::new(),
+        codes = invite_boxes(&entrance_origin, &entrance_dir, boxes.into()) => codes?,
+    };
+    for ((listener, dir), invitation) in box_listeners.into_iter().zip(&box_dirs).zip(invitations) {
         let addr = listener.local_addr()?;
         let mut cfg = role_config(base, dir.clone());
         let (cert, key) = with_tls(&mut cfg, dir)?;
@@ -144,7 +151,7 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
         cfg.boxnode.listen = addr;
         cfg.boxnode.public_url = Some(format!("https://{addr}"));
         cfg.boxnode.entrances = vec![entrance_pin.clone()];
-        cfg.boxnode.join_token = Some(join_token.clone());
+        cfg.boxnode.invitation = Some(invitation);
         cfg.boxnode.publisher_keys = vec![publisher_key.clone()];
         cfg.boxnode.heartbeat_interval = Duration::from_secs(2);
         box_urls.push(format!("https://{addr}"));
@@ -164,7 +171,7 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     }));
 
     let network = LocalNetwork {
-        entrance: format!("https://127.0.0.1:{ENTRANCE_PORT}"),
+        entrance: entrance_origin,
         publisher: format!("https://127.0.0.1:{PUBLISHER_PORT}"),
         boxes: box_urls.clone(),
         entrance_dir: entrance_dir.clone(),
@@ -231,6 +238,62 @@ fn report(role: &str, result: anyhow::Result<()>) {
     if let Err(e) = result {
         tracing::error!("the {role} stopped: {e:#}");
     }
+}
+
+/// The owner `dandelion up` enrols its boxes for.
+const LOCAL_OWNER: &str = "local";
+
+/// How long an invitation of `dandelion up` is good for: its boxes redeem it
+/// within seconds; an enrolled box (a restart) leaves its new one unused.
+const LOCAL_INVITATION_VALIDITY: Duration = Duration::from_secs(600);
+
+/// One invitation per box, issued through the entrance's admin API as
+/// `dandelion invite` would, once the entrance answers.
+async fn invite_boxes(
+    entrance: &str,
+    entrance_dir: &Path,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let http = HttpClient::default();
+    let token = std::fs::read_to_string(admin_token_path(entrance_dir))
+        .context("cannot read the entrance's admin token")?;
+    let auth = format!("Bearer {}", token.trim());
+    let body = serde_json::to_vec(&serde_json::json!({
+        "owner": LOCAL_OWNER,
+        "expires_in_secs": LOCAL_INVITATION_VALIDITY.as_secs(),
+    }))?;
+    let deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
+    let mut codes = Vec::with_capacity(count);
+    while codes.len() < count {
+        let answer = http
+            .request(
+                http::Method::POST,
+                &format!("{entrance}/api/invitations"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.clone().into(),
+            )
+            .await;
+        match answer {
+            Ok(r) if r.status.is_success() => {
+                codes.push(r.json::<entrance::api::InviteReply>()?.code);
+                continue;
+            }
+            Ok(r) if r.status.is_client_error() => bail!(
+                "the entrance refused to invite the boxes: {} {}",
+                r.status,
+                r.text().trim()
+            ),
+            // Not up yet (or its store is still opening): asked again shortly.
+            Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {}
+            Ok(r) => bail!("the entrance could not invite the boxes: {}", r.status),
+            Err(e) => return Err(e).context("the entrance did not answer to invite the boxes"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(codes)
 }
 
 /// Waits for the boxes to register, then sets their demonstration locations.

@@ -48,6 +48,8 @@ fn help_describes_every_command() {
         "where",
         "boxes",
         "evict",
+        "invite",
+        "owners",
         "check",
         "id",
     ] {
@@ -265,7 +267,7 @@ fn unknown_config_key_names_file_line_and_key() {
         stderr(&out),
         format!(
             "error: config file {}, line 4, column 1: unknown field `max_dowloads`, expected one of `listen`, \
-             `tls_cert`, `tls_key`, `admin_token_file`, `trusted_proxies`, `public_url`, `entrances`, `join_token`, `join_token_file`, `heartbeat_interval`, `upload_cap`, \
+             `tls_cert`, `tls_key`, `admin_token_file`, `trusted_proxies`, `public_url`, `entrances`, `join_token`, `join_token_file`, `invitation`, `invitation_file`, `heartbeat_interval`, `upload_cap`, \
              `max_downloads`, `max_publisher_sessions`, `upload_memory`, `storage_quota`, `publisher_quota`, `max_file_size`, `max_ttl`, `publisher_keys`, \
              `bind_outgoing`, `uplink_test_size`, `uplink_test_interval`\n",
             config.display()

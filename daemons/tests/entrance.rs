@@ -125,6 +125,9 @@ fn base_config(dir: &Path, publisher: &Identity) -> Config {
     c.entrance.join_token = Some(JOIN.into());
     // Simulated boxes serve on this machine's loopback addresses.
     c.entrance.reachability_private = true;
+    // Many simulated boxes come from one address.
+    c.entrance.new_boxes_per_address_per_hour = 0;
+    c.entrance.new_boxes_per_prefix_per_hour = 0;
     c.entrance.publisher_keys = vec![publisher.public_key_hex()];
     c.entrance.heartbeat_interval = Duration::from_secs(1);
     c.entrance.expire_box_time = Duration::from_secs(30);

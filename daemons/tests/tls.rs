@@ -493,6 +493,14 @@ fn dandelion_up_runs_the_local_network_on_tls() {
             .ok()?;
         (boxes.as_array()?.first()?["state"] == "active").then_some(())
     });
+    // Enrolled as an operator's box is, by an invitation under an owner: no
+    // join token anywhere.
+    let owners = run(&mut dandelion(&["owners", "--json"]));
+    let owners: serde_json::Value = serde_json::from_slice(&owners.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&owners.stderr)));
+    assert_eq!(owners[0]["owner"], "local", "{owners}");
+    assert_eq!(owners[0]["boxes"].as_array().unwrap().len(), 1, "{owners}");
+    assert!(!data.join("join.token").exists() && !data.join("entrance/join.token").exists());
 
     let file = root.path().join("seg.ts");
     std::fs::write(&file, vec![7u8; 50_000]).unwrap();

@@ -51,7 +51,8 @@ impl DaemonBuilder {
 
     /// An entrance as on the internet: it calls no box's data URL on a
     /// private or loopback address (`reachability_private` left off, where
-    /// every other test entrance has it on).
+    /// every other test entrance has it on) and limits new box identities per
+    /// address and prefix (every other test entrance has no such limits).
     pub fn internet(mut self) -> Self {
         self.internet = true;
         self
@@ -142,8 +143,11 @@ impl DaemonBuilder {
             text.push('\n');
         }
         if self.role == "entrance" && !self.internet {
-            // Test boxes serve on loopback or a namespace LAN's private addresses.
+            // Test boxes serve on loopback or a namespace LAN's private
+            // addresses, and many of them start from one address.
             text.push_str("reachability_private = true\n");
+            text.push_str("new_boxes_per_address_per_hour = 0\n");
+            text.push_str("new_boxes_per_prefix_per_hour = 0\n");
         }
         fs::write(&config_path, text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));

@@ -157,6 +157,7 @@ pub fn publisher_view() -> PublisherView {
                 storage: 0.98,
                 reliability: 0.75,
                 throughput: 0.6,
+                probation: false,
             },
             RankRow {
                 box_id: fixture_id("box", 5),
@@ -166,6 +167,7 @@ pub fn publisher_view() -> PublisherView {
                 storage: 0.97,
                 reliability: 0.5,
                 throughput: 0.5,
+                probation: true,
             },
         ],
         queue: vec!["live/seg42.ts".into()],

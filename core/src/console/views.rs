@@ -228,6 +228,9 @@ pub struct RankRow {
     pub storage: f64,
     pub reliability: f64,
     pub throughput: f64,
+    /// Not yet measured: a small share of placements and viewers.
+    #[serde(default)]
+    pub probation: bool,
 }
 
 /// Everything a publisher knows, as one message.

@@ -69,6 +69,38 @@ impl Keys {
         self.key("ENTRANCE_URLS")
     }
 
+    /// Entrance: unredeemed invitations by the SHA-256 of their code (the code
+    /// itself is never stored), `{ID}:INVITATIONS`.
+    pub fn invitations(&self) -> String {
+        self.key("INVITATIONS")
+    }
+
+    /// Entrance: box owners (created, cap, revocation), `{ID}:OWNERS`.
+    pub fn owners(&self) -> String {
+        self.key("OWNERS")
+    }
+
+    /// Entrance: enrolled boxes and whom they belong to, `{ID}:ENROLLED`.
+    pub fn enrolled(&self) -> String {
+        self.key("ENROLLED")
+    }
+
+    /// Entrance: the boxes of one owner, `{ID}:OWNER_BOXES:<owner>`.
+    pub fn owner_boxes(&self, owner: &str) -> String {
+        self.key(&format!("OWNER_BOXES:{owner}"))
+    }
+
+    /// Entrance: redeemed invitations (digest → box), so a box's uplink test can
+    /// present its code again, `{ID}:REDEEMED`.
+    pub fn redeemed(&self) -> String {
+        self.key("REDEEMED")
+    }
+
+    /// Entrance: boxes of revoked owners, refused for good, `{ID}:REVOKED_BOXES`.
+    pub fn revoked_boxes(&self) -> String {
+        self.key("REVOKED_BOXES")
+    }
+
     // --- box ---
 
     /// Box: what it reports about itself, `{ID}:SELF_EXCHANGE`.

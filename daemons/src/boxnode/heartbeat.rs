@@ -182,7 +182,7 @@ async fn entrance_task(state: Arc<BoxState>, url: String, id: NodeId) {
             &url,
             &id,
             &state.common.identity,
-            state.join_token.as_deref(),
+            state.credential.as_deref(),
             options,
         );
         let connected = tokio::select! {
@@ -342,7 +342,7 @@ async fn uplink_once(
 ) -> Result<u64, String> {
     let origin = dandelion_core::http::origin_of(url)
         .ok_or_else(|| format!("`{url}` has no HTTP origin"))?;
-    let token = state.join_token.clone().unwrap_or_default();
+    let token = state.credential.clone().unwrap_or_default();
     let auth = format!("Bearer {token}");
     let body = bytes::Bytes::from(vec![0u8; usize::try_from(size).map_err(|e| e.to_string())?]);
     let started = std::time::Instant::now();

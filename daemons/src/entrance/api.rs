@@ -1,7 +1,8 @@
 //! The entrance's HTTP side: `/healthz` (with self-preservation and its reason)
 //! and `GET /api/summary` for anyone; behind the admin token `GET /api/boxes`
-//! (filterable by state and country, with households' addresses), eviction and
-//! a box's location override.
+//! (filterable by state and country, with households' addresses), eviction,
+//! a box's location override, and enrolment: invitations, owners, their caps
+//! and revocation.
 
 use std::sync::Arc;
 
@@ -42,7 +43,8 @@ fn store_error(e: impl std::fmt::Display) -> Response {
 /// to pour arbitrary traffic into the entrance.
 pub const MAX_UPLINK_BYTES: u64 = 16 << 20;
 
-/// `POST /dandelion/uplink` (join token): reads and discards the body, timing it
+/// `POST /dandelion/uplink` (the box's redeemed invitation, or the join
+/// token): reads and discards the body, timing it
 /// from the first byte to the last, so a box learns what its uplink can carry.
 pub async fn uplink(
     State(shared): State<Arc<Shared>>,
@@ -50,16 +52,31 @@ pub async fn uplink(
     body: axum::body::Body,
 ) -> Response {
     use futures_util::StreamExt;
-    match crate::handshake::bearer(&headers) {
-        Some(t) if crate::handshake::token_matches(t, &shared.join_token) => {}
-        Some(_) => return (StatusCode::FORBIDDEN, "wrong join token\n").into_response(),
+    let member = match crate::handshake::bearer(&headers) {
+        Some(code) if super::enrol::is_code(code) => {
+            match shared.enrolment.redeemed_by_member(code).await {
+                Ok(member) => member,
+                Err(e) => return store_error(e),
+            }
+        }
+        Some(token) => shared
+            .join_token
+            .as_deref()
+            .is_some_and(|expected| crate::handshake::token_matches(token, expected)),
         None => {
             return (
                 StatusCode::UNAUTHORIZED,
-                "the uplink test needs the join token\n",
+                "the uplink test needs the box's invitation or the join token\n",
             )
                 .into_response();
         }
+    };
+    if !member {
+        return (
+            StatusCode::FORBIDDEN,
+            "not the invitation of an enrolled box, nor the join token\n",
+        )
+            .into_response();
     }
     if crate::server::declared_length(&headers).is_some_and(|n| n > MAX_UPLINK_BYTES) {
         return (
@@ -287,5 +304,164 @@ pub async fn locate(
         Ok(true) => Json(geo).into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, format!("no box {id} here\n")).into_response(),
         Err(e) => store_error(e),
+    }
+}
+
+fn enrol_error(e: super::enrol::EnrolError) -> Response {
+    use super::enrol::EnrolError;
+    match e {
+        EnrolError::Store(e) => store_error(e),
+        EnrolError::Invalid(text) => (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response(),
+        other => (StatusCode::INTERNAL_SERVER_ERROR, format!("{other}\n")).into_response(),
+    }
+}
+
+/// What an invitation is asked with.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InviteRequest {
+    pub owner: String,
+    /// Seconds the invitation stays valid; a week when absent.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// What a new invitation is answered with: its code, shown this once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InviteReply {
+    pub code: String,
+    pub owner: String,
+    pub expires: f64,
+}
+
+/// How long an invitation is valid when the operator does not say.
+pub const DEFAULT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// `POST /api/invitations` with `{"owner": …, "expires_in_secs": …}` (admin
+/// token): a one-time code that enrols one box for that owner.
+pub async fn invite(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Json<InviteRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(refusal) = shared.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"owner\": \"…\", \"expires_in_secs\": …}}: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let validity = request
+        .expires_in_secs
+        .map_or(DEFAULT_VALIDITY, std::time::Duration::from_secs);
+    match shared
+        .enrolment
+        .invite(&request.owner, validity, now())
+        .await
+    {
+        Ok((code, invitation)) => {
+            tracing::info!(owner = %invitation.owner, "invitation issued");
+            Json(InviteReply {
+                code,
+                owner: invitation.owner,
+                expires: invitation.expires,
+            })
+            .into_response()
+        }
+        Err(e) => enrol_error(e),
+    }
+}
+
+/// `GET /api/owners` (admin token): every owner with their boxes, cap,
+/// pending invitations and revocation.
+pub async fn owners(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = shared.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    match shared
+        .enrolment
+        .owners(shared.config.max_boxes_per_owner, now())
+        .await
+    {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `POST /api/owners/{owner}/revoke` with `{"reason": …}` (admin token): the
+/// owner's boxes are evicted at once, on every entrance sharing the registry,
+/// and their keys refused for good; their unused invitations are void.
+pub async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<EvictRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(refusal) = shared.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    let reason = match body {
+        Ok(Json(r)) if !r.reason.trim().is_empty() => r.reason.trim().to_owned(),
+        _ => {
+            return (StatusCode::BAD_REQUEST, "expected {\"reason\": \"…\"}\n").into_response();
+        }
+    };
+    let now = now();
+    let boxes = match shared.enrolment.revoke(&owner, &reason, now).await {
+        Ok(boxes) => boxes,
+        Err(e) => return enrol_error(e),
+    };
+    // Evicted as well as revoked: the ban reaches sessions on every entrance
+    // sharing the registry at their next heartbeat; admission refuses the keys
+    // after the ban has ended.
+    let until = now + shared.config.ban_time.as_secs_f64();
+    let text = format!("owner {owner} revoked: {reason}");
+    for id in &boxes {
+        if let Err(e) = shared.book.evict(id, &text, until, now).await {
+            return store_error(e);
+        }
+        shared.metrics.evictions.inc();
+        shared.notify_evicted(id, &super::session::ban_text(&text, until));
+    }
+    tracing::warn!(%owner, boxes = boxes.len(), "owner revoked by an operator: {reason}");
+    shared.common.console.event(
+        Level::Warn,
+        format!("owner {owner} revoked ({} boxes): {reason}", boxes.len()),
+    );
+    Json(serde_json::json!({ "owner": owner, "boxes": boxes, "reason": reason })).into_response()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CapRequest {
+    /// Boxes this owner may enrol; `null` for the configured default, 0 for no cap.
+    pub max_boxes: Option<u32>,
+}
+
+/// `PUT /api/owners/{owner}/cap` with `{"max_boxes": n}` (admin token).
+pub async fn cap(
+    State(shared): State<Arc<Shared>>,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<CapRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(refusal) = shared.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    let Ok(Json(request)) = body else {
+        return (StatusCode::BAD_REQUEST, "expected {\"max_boxes\": n}\n").into_response();
+    };
+    match shared
+        .enrolment
+        .set_cap(&owner, request.max_boxes, now())
+        .await
+    {
+        Ok(()) => Json(serde_json::json!({ "owner": owner, "max_boxes": request.max_boxes }))
+            .into_response(),
+        Err(e) => enrol_error(e),
     }
 }

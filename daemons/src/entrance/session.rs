@@ -3,7 +3,7 @@
 //!
 //! Admission happens on the upgrade request, so a refused peer gets 401/403 with
 //! the reason before any WebSocket exists: a box proves its key-derived ID and
-//! presents the join token and must not be banned; a publisher proves its ID and
+//! is enrolled or enrols now ([`admit_box`]); a publisher proves its ID and
 //! must hold one of the configured publisher keys; a peer with no proof at all is
 //! the original 2017 code, admitted only with `legacy_peers`. Inside a session
 //! every message must carry the proven ID, so no box can heartbeat or say goodbye
@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Shared;
 use super::book::{Beat, Checked, Heartbeat, Memo, now};
+use super::enrol::{self, EnrolError, Standing};
 use super::registry::{self, BoxState, Candidate, rank};
 use super::{locate, reach};
 use crate::handshake::{self, Peer, Refusal};
@@ -57,7 +58,7 @@ pub async fn handle(
     );
     // Cloned: a borrowed request (its body is not Sync) cannot be held across an await.
     let headers = request.headers().clone();
-    let admitted = match admit(&shared, &headers, remote.channel()).await {
+    let admitted = match admit(&shared, &headers, remote.channel(), ip).await {
         Ok(a) => a,
         Err(refusal) => {
             shared
@@ -82,6 +83,7 @@ async fn admit(
     shared: &Shared,
     headers: &HeaderMap,
     channel: Channel,
+    ip: IpAddr,
 ) -> Result<Admitted, Refusal> {
     let common = &shared.common;
     let Some(peer) =
@@ -97,30 +99,9 @@ async fn admit(
         ));
     };
     match peer.id.role() {
-        Role::Box => {
-            match handshake::bearer(headers) {
-                Some(t) if handshake::token_matches(t, &shared.join_token) => {}
-                _ => {
-                    return Err(Refusal::forbidden(
-                        "join_token",
-                        "wrong or missing join token",
-                    ));
-                }
-            }
-            let ban = shared
-                .book
-                .ban(peer.id.as_str(), now())
-                .await
-                .map_err(|e| Refusal {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    code: "store",
-                    reason: format!("the registry is unavailable: {e}"),
-                })?;
-            if let Some((until, reason)) = ban {
-                return Err(Refusal::forbidden("evicted", ban_text(&reason, until)));
-            }
-            Ok(Admitted::Box(peer))
-        }
+        Role::Box => admit_box(shared, headers, peer, ip)
+            .await
+            .map(Admitted::Box),
         Role::Publisher => {
             let known = shared
                 .config
@@ -144,6 +125,116 @@ async fn admit(
             "an entrance may not connect here; expected a box or a publisher",
         )),
     }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Refusal {
+    Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "store",
+        reason: format!("the registry is unavailable: {e}"),
+    }
+}
+
+/// A box's admission, in this order: a box of a revoked owner never, whatever
+/// it presents; an evicted box not before its ban ends; an enrolled box on its
+/// key alone; a new identity with the join token (where there is one) or an
+/// invitation, within the new-identity limits.
+async fn admit_box(
+    shared: &Shared,
+    headers: &HeaderMap,
+    peer: Peer,
+    ip: IpAddr,
+) -> Result<Peer, Refusal> {
+    let id = peer.id.as_str();
+    let standing = shared.enrolment.standing(id).await.map_err(unavailable)?;
+    if let Standing::Revoked { owner, reason } = &standing {
+        return Err(Refusal::forbidden(
+            "revoked",
+            format!("box {id} belongs to revoked owner `{owner}`: {reason}"),
+        ));
+    }
+    if let Some((until, reason)) = shared.book.ban(id, now()).await.map_err(unavailable)? {
+        return Err(Refusal::forbidden("evicted", ban_text(&reason, until)));
+    }
+    if matches!(standing, Standing::Enrolled { .. }) {
+        return Ok(peer);
+    }
+    match handshake::bearer(headers) {
+        Some(code) if enrol::is_code(code) => {
+            let claim = shared
+                .enrolment
+                .prepare(code, shared.config.max_boxes_per_owner, now())
+                .await
+                .map_err(enrol_refusal)?;
+            newcomer(shared, ip)?;
+            let owner = shared
+                .enrolment
+                .claim(claim, id, now())
+                .await
+                .map_err(enrol_refusal)?;
+            tracing::info!(box_id = %id, %owner, %ip, "box enrolled");
+            shared
+                .common
+                .console
+                .event(Level::Info, format!("box {id} enrolled for {owner}"));
+            Ok(peer)
+        }
+        Some(token) => {
+            let Some(expected) = &shared.join_token else {
+                return Err(Refusal::forbidden(
+                    "not_enrolled",
+                    "this entrance has no join token: a box joins with an invitation \
+                     (box.invitation = \"dinv-…\", from the operator's `dandelion invite OWNER`)",
+                ));
+            };
+            if !handshake::token_matches(token, expected) {
+                return Err(Refusal::forbidden(
+                    "join_token",
+                    "wrong or missing join token",
+                ));
+            }
+            if shared.book.listed(id).await.map_err(unavailable)?.is_none() {
+                newcomer(shared, ip)?;
+            }
+            Ok(peer)
+        }
+        None if shared.join_token.is_some() => Err(Refusal::forbidden(
+            "join_token",
+            "wrong or missing join token",
+        )),
+        None => Err(Refusal::unauthorized(
+            "not_enrolled",
+            "this box is not enrolled: start it with box.invitation = \"dinv-…\" from the \
+             operator's `dandelion invite OWNER`",
+        )),
+    }
+}
+
+fn enrol_refusal(e: EnrolError) -> Refusal {
+    match e {
+        EnrolError::NotAdmitted(n) => Refusal::forbidden(n.code(), n.to_string()),
+        other => unavailable(other),
+    }
+}
+
+/// Counts one new identity from `ip`, refusing it past the hourly limits.
+fn newcomer(shared: &Shared, ip: IpAddr) -> Result<(), Refusal> {
+    shared.newcomers.admit(ip).map_err(|refused| {
+        if refused.newsworthy {
+            shared.common.console.event(
+                Level::Warn,
+                format!(
+                    "new boxes from {} {} refused: more than {} an hour",
+                    refused.scope, refused.key, refused.per_hour
+                ),
+            );
+        }
+        Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "new_identity_rate",
+            reason: refused.to_string(),
+        }
+    })
 }
 
 /// What a banned box is told: why, and until when.

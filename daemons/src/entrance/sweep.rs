@@ -2,7 +2,8 @@
 //! each round atomically pops what has expired, so entrances sharing a store
 //! never expire the same box twice and nothing scans the whole registry. Before
 //! popping, self-preservation decides whether to hold back (see
-//! `registry::self_preservation`). Every few seconds it also recounts the `boxes` gauge.
+//! `registry::self_preservation`). Every few seconds it also recounts the `boxes` gauge, and
+//! now and then prunes the new-identity limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ const POP_BATCH: usize = 1000;
 /// if shorter): it reads every box, so not every round.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
 
+/// How often the new-identity limits forget full buckets.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// How often the sweep runs: often enough that expiry is punctual to about a
 /// heartbeat, capped at one second.
 fn period(heartbeat: Duration) -> Duration {
@@ -32,6 +36,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let gauge_every = GAUGE_EVERY.min(shared.config.heartbeat_interval);
     let mut counted: Option<tokio::time::Instant> = None;
+    let mut pruned = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -39,6 +44,10 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
         }
         if let Err(e) = round(&shared).await {
             tracing::warn!("expiry sweep failed; retrying next round: {e}");
+        }
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            shared.newcomers.prune();
         }
         if counted.is_none_or(|t| t.elapsed() >= gauge_every) {
             counted = Some(tokio::time::Instant::now());

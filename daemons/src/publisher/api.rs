@@ -431,6 +431,7 @@ async fn view(
                     };
                     Some(Holder {
                         live: dir.is_live(&id, now),
+                        probation: dir.get(&id).is_none_or(|b| b.on_probation()),
                         serve,
                         box_id: id,
                         url: pl.url.clone(),
@@ -441,7 +442,8 @@ async fn view(
                 })
                 .collect()
         };
-        if let Some(best) = best_holder(&holders, now, tls)
+        let admit_probation = p.draw(1000) < super::ranking::PROBATION_PER_MILLE;
+        if let Some(best) = best_holder(&holders, now, tls, admit_probation)
             && let Ok(location) = HeaderValue::from_str(&best.url)
         {
             p.metrics.redirects.inc();

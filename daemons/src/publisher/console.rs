@@ -62,6 +62,7 @@ pub async fn ranking(p: &Publisher) -> Vec<RankRow> {
             storage: r.factors.storage,
             reliability: r.factors.reliability,
             throughput: r.factors.throughput,
+            probation: r.probation,
         })
         .collect()
 }

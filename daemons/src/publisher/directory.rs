@@ -21,6 +21,11 @@ pub const STATE_FIELD: &str = "STATE";
 /// Weight of the newest throughput sample in the moving average.
 const THROUGHPUT_ALPHA: f64 = 0.3;
 
+/// Smallest transfer whose rate is a throughput sample: a smaller one times the
+/// round trip and the box's fsync, not the line (a 20-byte file "measured" a
+/// gigabit box at 5 kB/s).
+pub const MIN_THROUGHPUT_SAMPLE: u64 = 64 * 1024;
+
 /// How long a box that failed a transfer is passed over.
 pub const FAILURE_COOL_OFF_SECS: u64 = 30;
 
@@ -35,6 +40,8 @@ pub struct KnownBox {
     pub failures: u32,
     /// Bytes per second measured by this publisher, smoothed.
     pub throughput: Option<f64>,
+    /// Transfers that measured it.
+    pub throughput_samples: u32,
     /// Skipped for placements and redirects until then.
     pub failing_until: u64,
     /// What the serve probes found.
@@ -42,6 +49,11 @@ pub struct KnownBox {
 }
 
 impl KnownBox {
+    /// Whether the box is still to be measured ([`super::ranking::on_probation`]).
+    pub fn on_probation(&self) -> bool {
+        super::ranking::on_probation(self.successes, self.serve.answered)
+    }
+
     pub fn location(&self) -> Option<(f64, f64)> {
         self.exchange.geoip.as_ref().and_then(|g| g.lat_lon())
     }
@@ -81,6 +93,7 @@ impl Directory {
                             successes: 0,
                             failures: 0,
                             throughput: None,
+                            throughput_samples: 0,
                             failing_until: 0,
                             serve: ServeHealth::default(),
                         },
@@ -169,6 +182,8 @@ impl Directory {
                     successes: b.successes,
                     failures: b.failures,
                     throughput: b.throughput,
+                    throughput_samples: b.throughput_samples,
+                    probation: b.on_probation(),
                 }
             })
             .collect()
@@ -177,8 +192,9 @@ impl Directory {
     pub fn record_success(&mut self, id: &NodeId, bytes: u64, seconds: f64) {
         if let Some(b) = self.boxes.get_mut(id) {
             b.successes = b.successes.saturating_add(1);
-            if seconds > 0.0 && bytes > 0 {
+            if seconds > 0.0 && bytes >= MIN_THROUGHPUT_SAMPLE {
                 let sample = bytes as f64 / seconds;
+                b.throughput_samples = b.throughput_samples.saturating_add(1);
                 b.throughput = Some(match b.throughput {
                     Some(t) => t + THROUGHPUT_ALPHA * (sample - t),
                     None => sample,
@@ -251,8 +267,12 @@ mod tests {
         d.record_failure(&id, 10);
         assert!(!d.is_live(&id, 20));
         assert!(d.is_live(&id, 10 + FAILURE_COOL_OFF_SECS));
+        d.record_success(&id, 1_000, 0.001);
+        assert_eq!(d.get(&id).unwrap().throughput, None, "too small to measure");
         d.record_success(&id, 1_000_000, 0.5);
         assert_eq!(d.get(&id).unwrap().throughput, Some(2_000_000.0));
+        assert_eq!(d.get(&id).unwrap().throughput_samples, 1);
+        assert_eq!(d.get(&id).unwrap().successes, 2);
     }
 
     #[test]

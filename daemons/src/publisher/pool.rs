@@ -316,6 +316,7 @@ mod tests {
                 id: id(n),
                 score,
                 factors: f,
+                probation: false,
             })
             .collect()
     }

@@ -47,6 +47,8 @@ pub struct ServeHealth {
     pub probed_at: Option<u64>,
     /// Probes that failed in a row; 0 once one succeeds.
     pub failures: u32,
+    /// Probes answered, ever: a box none answered is still on probation.
+    pub answered: u32,
     /// Why the last probe failed.
     pub error: Option<String>,
     /// The copy whose probe failed, probed again until it answers or the box's
@@ -87,6 +89,7 @@ impl ServeHealth {
         match result {
             Ok(()) => {
                 self.failures = 0;
+                self.answered = self.answered.saturating_add(1);
                 self.error = None;
                 self.failed_url = None;
                 if was_serving {

@@ -10,6 +10,17 @@
 //! household — and so does keeping the better of two draws while the scores stay
 //! put between heartbeats: with two good boxes the better one always won, which
 //! the publisher benchmark showed as a thousand segments on one box.
+//!
+//! What a box says about itself costs it nothing to say, so a claim is only a
+//! prior: reported spare upload and free storage never score above neutral
+//! (a box saying it is busy or full loses; one claiming a gigabit gains
+//! nothing), and the weight of the upload claim passes to the throughput this
+//! publisher measured as its transfers succeed ([`PRIOR_TRANSFERS`]). A box
+//! not yet measured — fewer than [`MEASURED_AFTER`] transfers, or no serve
+//! probe answered — is *on probation*: while measured boxes are there, the
+//! boxes on probation share [`PROBATION_PER_MILLE`] of the placements between
+//! them, however many they are, so twenty invented identities get what one new
+//! box would.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -25,6 +36,23 @@ const RATE_SCALE: f64 = 1_048_576.0;
 const STORAGE_SCALE: f64 = 1_073_741_824.0;
 /// Boxes scoring within this share of the best are "good" for the random draw.
 const GOOD_ENOUGH: f64 = 0.8;
+/// What a factor nobody measured scores, and the most a claim can score.
+const NEUTRAL: f64 = 0.5;
+/// Transfers whose measured throughput weigh as much as the reported upload:
+/// after this many the claim counts half, after ten times as many a tenth.
+pub const PRIOR_TRANSFERS: f64 = 3.0;
+/// Successful transfers after which a box (that also answered a serve probe)
+/// leaves probation.
+pub const MEASURED_AFTER: u32 = 3;
+/// The share of placements, and of viewers, that boxes on probation get
+/// together while measured boxes are there: one in ten.
+pub const PROBATION_PER_MILLE: usize = 100;
+
+/// Whether a box is still on probation: too few transfers measured, or no
+/// serve probe answered yet.
+pub fn on_probation(transfers: u32, serve_probes_answered: u32) -> bool {
+    transfers < MEASURED_AFTER || serve_probes_answered == 0
+}
 
 /// What the publisher knows about a box when it ranks it.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +70,12 @@ pub struct Candidate {
     /// Transfers to this box that this publisher saw succeed and fail recently.
     pub successes: u32,
     pub failures: u32,
-    /// Throughput this publisher measured to the box, bytes per second.
+    /// Throughput this publisher measured to the box, bytes per second, and
+    /// how many transfers measured it.
     pub throughput: Option<f64>,
+    pub throughput_samples: u32,
+    /// Not yet measured ([`on_probation`]).
+    pub probation: bool,
 }
 
 /// How much each factor counts.
@@ -83,6 +115,7 @@ pub struct Ranked {
     pub id: NodeId,
     pub score: f64,
     pub factors: Factors,
+    pub probation: bool,
 }
 
 fn saturate(value: f64, scale: f64) -> f64 {
@@ -101,19 +134,34 @@ pub fn score(c: &Candidate, w: &Weights) -> Option<Ranked> {
     let nearness = c
         .distance_km
         .map_or(0.5, |d| 1.0 / (1.0 + d.max(0.0) / NEAR_KM));
+    // Claims: never above neutral.
     let spare_upload = match (c.upload_cap, c.upload_rate) {
         (Some(cap), rate) if cap > 0 => {
             saturate(cap.saturating_sub(rate.unwrap_or(0)) as f64, RATE_SCALE)
         }
-        _ => 0.5,
-    };
+        _ => NEUTRAL,
+    }
+    .min(NEUTRAL);
     let storage = c
         .storage_free
-        .map_or(0.5, |free| saturate(free as f64, STORAGE_SCALE));
+        .map_or(NEUTRAL, |free| saturate(free as f64, STORAGE_SCALE))
+        .min(NEUTRAL);
     // Laplace's rule: one failure of a new box is not a verdict.
     let reliability =
         (f64::from(c.successes) + 1.0) / (f64::from(c.successes) + f64::from(c.failures) + 2.0);
-    let throughput = c.throughput.map_or(0.5, |t| saturate(t, RATE_SCALE));
+    let throughput = c.throughput.map_or(NEUTRAL, |t| saturate(t, RATE_SCALE));
+    // The upload claim's weight passes to the measured throughput.
+    let measured = if c.throughput.is_some() {
+        f64::from(c.throughput_samples)
+    } else {
+        0.0
+    };
+    let claim_share = PRIOR_TRANSFERS / (PRIOR_TRANSFERS + measured);
+    let w = Weights {
+        spare_upload: w.spare_upload * claim_share,
+        throughput: w.throughput + w.spare_upload * (1.0 - claim_share),
+        ..*w
+    };
     let factors = Factors {
         nearness,
         spare_upload,
@@ -132,6 +180,7 @@ pub fn score(c: &Candidate, w: &Weights) -> Option<Ranked> {
         id: c.id.clone(),
         score,
         factors,
+        probation: c.probation,
     })
 }
 
@@ -179,40 +228,70 @@ impl fmt::Display for Choice {
     }
 }
 
+/// Whether one draw goes to the boxes on probation: [`PROBATION_PER_MILLE`]
+/// of them do while there are measured boxes too; all do when there are none.
+pub fn probation_turn(measured_left: bool, pick: &mut dyn FnMut(usize) -> usize) -> bool {
+    !measured_left || pick(1000) < PROBATION_PER_MILLE
+}
+
 /// Picks `k` distinct boxes from `ranked` (best first), skipping `exclude` (boxes
 /// that already hold the file or just failed it). `pick(n)` returns a random index
-/// below `n`; it is a parameter so tests are deterministic.
+/// below `n`; it is a parameter so tests are deterministic. Each pick first
+/// decides between the measured boxes and those on probation
+/// ([`probation_turn`]), then draws within that group.
 pub fn choose(
     ranked: &[Ranked],
     k: usize,
     exclude: &HashSet<NodeId>,
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Vec<Choice> {
-    let mut left: Vec<&Ranked> = ranked.iter().filter(|r| !exclude.contains(&r.id)).collect();
     let mut chosen = Vec::new();
-    while chosen.len() < k && !left.is_empty() {
-        let best = left.first().map_or(0.0, |r| r.score);
-        let pool = left
-            .iter()
-            .take_while(|r| r.score >= best * GOOD_ENOUGH)
-            .count()
-            .max(1);
-        let (winner, runner_up) = if pool >= 2 {
-            let winner = weighted(&left[..pool], pick);
-            // The next best of the pool is what the winner was chosen over.
-            (winner, Some(usize::from(winner == 0)))
-        } else {
-            (0, (left.len() > 1).then_some(1))
+    while chosen.len() < k {
+        let taken = |r: &&Ranked| {
+            exclude.contains(&r.id) || chosen.iter().any(|c: &Choice| c.chosen.id == r.id)
         };
-        let runner_up = runner_up.and_then(|i| left.get(i)).map(|r| (*r).clone());
-        let won = left.remove(winner);
-        chosen.push(Choice {
-            chosen: won.clone(),
-            runner_up,
-            pool,
-        });
+        let measured: Vec<&Ranked> = ranked
+            .iter()
+            .filter(|r| !r.probation && !taken(r))
+            .collect();
+        let on_probation: Vec<&Ranked> =
+            ranked.iter().filter(|r| r.probation && !taken(r)).collect();
+        let group = if on_probation.is_empty() {
+            measured
+        } else if probation_turn(!measured.is_empty(), pick) {
+            on_probation
+        } else {
+            measured
+        };
+        let Some(choice) = draw(&group, pick) else {
+            break;
+        };
+        chosen.push(choice);
     }
     chosen
+}
+
+/// One box from `left` (best first): drawn among the good ones.
+fn draw(left: &[&Ranked], pick: &mut dyn FnMut(usize) -> usize) -> Option<Choice> {
+    let best = left.first()?.score;
+    let pool = left
+        .iter()
+        .take_while(|r| r.score >= best * GOOD_ENOUGH)
+        .count()
+        .max(1);
+    let (winner, runner_up) = if pool >= 2 {
+        let winner = weighted(&left[..pool], pick);
+        // The next best of the pool is what the winner was chosen over.
+        (winner, Some(usize::from(winner == 0)))
+    } else {
+        (0, (left.len() > 1).then_some(1))
+    };
+    let runner_up = runner_up.and_then(|i| left.get(i)).map(|r| (*r).clone());
+    Some(Choice {
+        chosen: left.get(winner).map(|r| (*r).clone())?,
+        runner_up,
+        pool,
+    })
 }
 
 /// An index into `pool`, each as likely as its score.
@@ -262,6 +341,8 @@ mod tests {
             successes: 0,
             failures: 0,
             throughput: None,
+            throughput_samples: 0,
+            probation: false,
         }
     }
 
@@ -369,6 +450,82 @@ mod tests {
             3,
             "no more boxes than there are"
         );
+    }
+
+    #[test]
+    fn claims_never_lift_a_box_and_measurements_replace_them() {
+        let w = Weights::default();
+        // A new box claiming a gigabit and a petabyte scores as one claiming
+        // nothing; a box saying it is busy scores lower.
+        let mut boaster = candidate(1);
+        boaster.upload_cap = Some(1 << 30);
+        boaster.upload_rate = Some(0);
+        boaster.storage_free = Some(1 << 50);
+        let quiet = candidate(2);
+        let boast = score(&boaster, &w).unwrap().score;
+        assert!((boast - score(&quiet, &w).unwrap().score).abs() < 1e-9);
+        let mut busy = candidate(3);
+        busy.upload_cap = Some(1_000_000);
+        busy.upload_rate = Some(1_000_000);
+        assert!(score(&busy, &w).unwrap().score < boast);
+        // A box that carried files well out-ranks the boaster...
+        let mut proven = candidate(4);
+        proven.successes = 30;
+        proven.throughput = Some(8_000_000.0);
+        proven.throughput_samples = 30;
+        assert!(score(&proven, &w).unwrap().score > boast + 0.1);
+        // ...and once measured, what it claims hardly matters: the upload claim
+        // passed its weight to what was measured.
+        let mut claims_little = proven.clone();
+        claims_little.upload_cap = Some(100_000);
+        claims_little.upload_rate = Some(90_000);
+        let drop = score(&proven, &w).unwrap().score - score(&claims_little, &w).unwrap().score;
+        let unmeasured_drop = score(&quiet, &w).unwrap().score - {
+            let mut c = candidate(5);
+            c.upload_cap = Some(100_000);
+            c.upload_rate = Some(90_000);
+            score(&c, &w).unwrap().score
+        };
+        assert!(drop < unmeasured_drop / 5.0, "{drop} vs {unmeasured_drop}");
+    }
+
+    #[test]
+    fn boxes_on_probation_share_a_tenth_of_placements_however_many_they_are() {
+        let w = Weights::default();
+        let mut cands = Vec::new();
+        for n in 1..=2 {
+            let mut measured = candidate(n);
+            measured.successes = 10;
+            measured.throughput = Some(2_000_000.0);
+            measured.throughput_samples = 10;
+            cands.push(measured);
+        }
+        for n in 10..30 {
+            let mut sybil = candidate(n);
+            sybil.probation = true;
+            sybil.upload_cap = Some(1 << 30);
+            cands.push(sybil);
+        }
+        let ranked = rank(&cands, &w);
+        let mut pick = draws(3);
+        let mut to_probation = 0;
+        for _ in 0..2000 {
+            let c = &choose(&ranked, 1, &HashSet::new(), &mut pick)[0];
+            if c.chosen.probation {
+                to_probation += 1;
+            }
+        }
+        assert!(
+            (100..300).contains(&to_probation),
+            "twenty boxes on probation got {to_probation} of 2000"
+        );
+        // Alone, boxes on probation take everything: a new network works.
+        let fresh: Vec<Candidate> = cands.iter().filter(|c| c.probation).cloned().collect();
+        let ranked = rank(&fresh, &w);
+        assert_eq!(choose(&ranked, 2, &HashSet::new(), &mut pick).len(), 2);
+        assert!(on_probation(MEASURED_AFTER - 1, 5));
+        assert!(on_probation(MEASURED_AFTER, 0));
+        assert!(!on_probation(MEASURED_AFTER, 1));
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! whose last serve probe failed ([`super::probe`]) is skipped until a probe
 //! succeeds again, and when no box qualifies the publisher serves the bytes
 //! itself (the origin of last resort).
+//!
+//! A box on probation (not yet measured, `ranking::on_probation`) is a
+//! stranger's claim: it is sent only the share of viewers the caller lets it
+//! have (`admit_probation`, drawn at `ranking::PROBATION_PER_MILLE`), unless
+//! no measured box holds the file.
 
 use std::cmp::Ordering;
 
@@ -35,6 +40,8 @@ pub struct Holder {
     pub load: f64,
     /// When the box will delete the copy (Unix seconds).
     pub expires_at: u64,
+    /// Not yet measured by this publisher.
+    pub probation: bool,
 }
 
 /// A box's standing according to the serve probes.
@@ -60,19 +67,35 @@ fn mixed_content(h: &Holder, https_viewer: bool) -> bool {
 }
 
 /// The box to redirect to, if any may serve the file now; `https_viewer` when
-/// the viewer asked over TLS.
-pub fn best_holder(holders: &[Holder], now: u64, https_viewer: bool) -> Option<&Holder> {
-    holders
-        .iter()
-        .filter(|h| h.live && h.serve != Serve::Failing && h.expires_at > now)
-        .min_by(|a, b| {
-            mixed_content(a, https_viewer)
-                .cmp(&mixed_content(b, https_viewer))
-                .then(distance_step(a).cmp(&distance_step(b)))
-                .then(a.serve.cmp(&b.serve))
-                .then(a.load.partial_cmp(&b.load).unwrap_or(Ordering::Equal))
-                .then_with(|| a.box_id.cmp(&b.box_id))
-        })
+/// the viewer asked over TLS; `admit_probation` when this viewer may go to a
+/// box on probation although a measured one holds the file.
+pub fn best_holder(
+    holders: &[Holder],
+    now: u64,
+    https_viewer: bool,
+    admit_probation: bool,
+) -> Option<&Holder> {
+    let best = |probation_too: bool| {
+        holders
+            .iter()
+            .filter(|h| h.live && h.serve != Serve::Failing && h.expires_at > now)
+            .filter(|h| probation_too || !h.probation)
+            .min_by(|a, b| order(a, b, https_viewer))
+    };
+    if admit_probation {
+        best(true)
+    } else {
+        best(false).or_else(|| best(true))
+    }
+}
+
+fn order(a: &Holder, b: &Holder, https_viewer: bool) -> Ordering {
+    mixed_content(a, https_viewer)
+        .cmp(&mixed_content(b, https_viewer))
+        .then(distance_step(a).cmp(&distance_step(b)))
+        .then(a.serve.cmp(&b.serve))
+        .then(a.load.partial_cmp(&b.load).unwrap_or(Ordering::Equal))
+        .then_with(|| a.box_id.cmp(&b.box_id))
 }
 
 #[cfg(test)]
@@ -88,7 +111,23 @@ mod tests {
             distance_km,
             load,
             expires_at: 1_000,
+            probation: false,
         }
+    }
+
+    #[test]
+    fn a_box_on_probation_gets_viewers_only_when_admitted_or_alone() {
+        let mut stranger = holder(1, Some(1.0), 0.0);
+        stranger.probation = true;
+        let measured = holder(2, Some(3000.0), 0.8);
+        let all = [stranger.clone(), measured.clone()];
+        assert_eq!(best_holder(&all, 0, false, false), Some(&measured));
+        assert_eq!(best_holder(&all, 0, false, true), Some(&stranger));
+        assert_eq!(
+            best_holder(&[stranger.clone()], 0, false, false),
+            Some(&stranger),
+            "alone, it serves rather than the origin"
+        );
     }
 
     #[test]
@@ -97,7 +136,7 @@ mod tests {
         let near_busy = holder(2, Some(10.0), 0.9);
         let near_idle = holder(3, Some(60.0), 0.1);
         let all = [far, near_busy, near_idle.clone()];
-        assert_eq!(best_holder(&all, 0, false), Some(&near_idle));
+        assert_eq!(best_holder(&all, 0, false, false), Some(&near_idle));
     }
 
     #[test]
@@ -110,9 +149,9 @@ mod tests {
         expired.expires_at = 10;
         let unknown = holder(4, None, 0.5);
         let all = [dead, failing, expired, unknown.clone()];
-        assert_eq!(best_holder(&all, 10, false), Some(&unknown));
+        assert_eq!(best_holder(&all, 10, false, false), Some(&unknown));
         assert_eq!(
-            best_holder(&all[..3], 10, false),
+            best_holder(&all[..3], 10, false, false),
             None,
             "nobody qualifies: serve from the origin"
         );
@@ -124,9 +163,9 @@ mod tests {
         near_failing.serve = Serve::Failing;
         let far_serving = holder(2, Some(4000.0), 0.9);
         let all = [near_failing.clone(), far_serving.clone()];
-        assert_eq!(best_holder(&all, 0, false), Some(&far_serving));
+        assert_eq!(best_holder(&all, 0, false, false), Some(&far_serving));
         assert_eq!(
-            best_holder(&[near_failing], 0, false),
+            best_holder(&[near_failing], 0, false, false),
             None,
             "the origin serves"
         );
@@ -138,11 +177,11 @@ mod tests {
         fresh.serve = Serve::Unprobed;
         let proven = holder(2, Some(20.0), 0.5);
         let all = [fresh.clone(), proven.clone()];
-        assert_eq!(best_holder(&all, 0, false), Some(&proven));
+        assert_eq!(best_holder(&all, 0, false, false), Some(&proven));
         let far_proven = holder(3, Some(3000.0), 0.0);
         let all = [fresh.clone(), far_proven];
         assert_eq!(
-            best_holder(&all, 0, false),
+            best_holder(&all, 0, false, false),
             Some(&fresh),
             "nearness still comes first"
         );
@@ -156,9 +195,9 @@ mod tests {
             ..holder(2, Some(5000.0), 0.9)
         };
         let all = [near_plain.clone(), far_tls.clone()];
-        assert_eq!(best_holder(&all, 0, true), Some(&far_tls));
-        assert_eq!(best_holder(&all, 0, false), Some(&near_plain));
+        assert_eq!(best_holder(&all, 0, true, false), Some(&far_tls));
+        assert_eq!(best_holder(&all, 0, false, false), Some(&near_plain));
         // Without an https copy, the plain one still beats the origin.
-        assert_eq!(best_holder(&all[..1], 0, true), Some(&near_plain));
+        assert_eq!(best_holder(&all[..1], 0, true, false), Some(&near_plain));
     }
 }
