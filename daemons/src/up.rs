@@ -126,8 +126,12 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     publisher_cfg.publisher.entrances = vec![entrance_pin.clone()];
     publisher_cfg.publisher.search_interval = Duration::from_secs(2);
 
-    // Made now, not by the entrance, so `place_boxes` can read it straight away.
-    secrets::load_or_create(&admin_token_path(&entrance_dir), || secrets::random_hex(32))?;
+    // Every admin token made now, not by the daemons as they start, so
+    // `invite_boxes` and `place_boxes` can read the entrance's straight away and
+    // network.json and the console context never name a file not there yet.
+    for dir in [&entrance_dir, &publisher_dir].into_iter().chain(&box_dirs) {
+        secrets::load_or_create(&admin_token_path(dir), || secrets::random_hex(32))?;
+    }
 
     // The roles are not tracked tasks of `shutdown`: each drains the tracker when
     // it stops, and would otherwise wait for itself.
