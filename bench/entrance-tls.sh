@@ -11,7 +11,7 @@
 # stops it. Before each run it waits (at most QUIET_WAIT s) for the CPU pressure
 # (/proc/pressure/cpu, some avg10) to fall under QUIET_BELOW % and prints it.
 #
-# Usage: [DANDELION_BIN=…] [LOAD_BIN=…] [ORDER="plain tls plain tls"]
+# Usage: [DANDELION_BIN=…] [LOAD_BIN=…] [ORDER="plain tls plain tls"] [STORE=redis://…]
 #        bench/entrance-tls.sh [entrance_load options, default:
 #        --boxes 4000 --interval 5 --duration 30]
 # Needs: cargo build --release -p dandelion-daemons --bin dandelion --example entrance_load;
@@ -61,8 +61,9 @@ for mode in $ORDER; do
   {
     # The load comes from 8 addresses (127.0.0.2-.9), thousands of sessions
     # each: the per-address limits are lifted for it, the total raised.
+    printf 'log_file = false\nlog_level = "warn"\nstore_cache = "512 MiB"\n'
     printf '[limits]\nmax_connections = 30000\nmax_connections_per_address = 8192\nhandshakes_per_minute = 0\n'
-    printf 'log_file = false\nlog_level = "warn"\nstore_cache = "512 MiB"\n[entrance]\n'
+    printf '[entrance]\n'
     printf 'join_token = "bench-join-token-0001"\nreachability_check = false\n'
     printf 'new_boxes_per_address_per_hour = 0\nnew_boxes_per_prefix_per_hour = 0\n'
     if [[ $mode == tls ]]; then
@@ -77,9 +78,10 @@ for mode in $ORDER; do
   esac
   wait_quiet
   p0=$(pressure); load0=$(cut -d' ' -f1 /proc/loadavg)
-  "$BIN" --config "$data/dandelion.toml" --data-dir "$data" entrance --listen "127.0.0.1:$port" 2>"$data/entrance.err" &
+  "$BIN" --config "$data/dandelion.toml" --data-dir "$data" ${STORE:+--store "$STORE"} entrance --listen "127.0.0.1:$port" 2>"$data/entrance.err" &
   ENT=$!
   for _ in $(seq 100); do curl -sf --cacert "$WORK/ca.pem" "$health" >/dev/null && break; sleep 0.1; done
+  kill -0 "$ENT" 2>/dev/null || { echo "the entrance did not start:" >&2; cat "$data/entrance.err" >&2; exit 1; }
   sleep 3
   idle=$(awk '/VmRSS/ {print $2}' /proc/$ENT/status)
   echo "== run $n: $mode, CPU pressure before $p0 %, load average $load0, entrance idle VmRSS $idle kB"
