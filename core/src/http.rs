@@ -160,16 +160,9 @@ impl HttpClient {
             url: url.to_owned(),
             cause,
         };
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|_| HttpError::BadUrl(url.escape_debug().to_string()))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(HttpError::BadUrl(url.escape_debug().to_string())),
-        };
+        let (uri, tls) = parse_url(url)?;
         let Some(host) = uri.host() else {
-            return Err(HttpError::BadUrl(url.escape_debug().to_string()));
+            return Err(bad_url(url));
         };
         let carries_token = headers
             .iter()
@@ -188,17 +181,7 @@ impl HttpClient {
             self.inner.request(request).await
         }
         .map_err(|e| fail(error_chain(&e)))?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, self.body_limit)
-            .collect()
-            .await
-            .map_err(|e| fail(format!("reading the body: {e}")))?
-            .to_bytes();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        self.read(url, response).await
     }
 }
 
@@ -231,13 +214,8 @@ impl HttpClient {
             url: url.to_owned(),
             cause,
         };
-        let bad = || HttpError::BadUrl(url.escape_debug().to_string());
-        let uri: http::Uri = url.parse().map_err(|_| bad())?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(bad()),
-        };
+        let bad = || bad_url(url);
+        let (uri, tls) = parse_url(url)?;
         let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
             return Err(bad());
         };
@@ -267,11 +245,25 @@ impl HttpClient {
             send_once(TokioIo::new(tcp), request).await
         }
         .map_err(|e| fail(error_chain(&e)))?;
+        self.read(url, response).await
+    }
+}
+
+impl HttpClient {
+    /// A response with its body read, up to the client's body limit.
+    async fn read(
+        &self,
+        url: &str,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<Response, HttpError> {
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, self.body_limit)
             .collect()
             .await
-            .map_err(|e| fail(format!("reading the body: {e}")))?
+            .map_err(|e| HttpError::Failed {
+                url: url.to_owned(),
+                cause: format!("reading the body: {e}"),
+            })?
             .to_bytes();
         Ok(Response {
             status: parts.status,
@@ -279,6 +271,21 @@ impl HttpClient {
             body,
         })
     }
+}
+
+fn bad_url(url: &str) -> HttpError {
+    HttpError::BadUrl(url.escape_debug().to_string())
+}
+
+/// An `http://` or `https://` URL, and whether it is the latter.
+fn parse_url(url: &str) -> Result<(http::Uri, bool), HttpError> {
+    let uri: http::Uri = url.parse().map_err(|_| bad_url(url))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad_url(url)),
+    };
+    Ok((uri, tls))
 }
 
 /// One request on a fresh HTTP/1.1 connection over `io`.

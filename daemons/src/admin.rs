@@ -127,13 +127,7 @@ pub async fn boxes(
     data_dir: &Path,
     token_file: &Path,
 ) -> anyhow::Result<()> {
-    let target = EntranceTarget::resolve(
-        args.access.entrance.as_deref(),
-        args.access.token.as_deref(),
-        context,
-        data_dir,
-        token_file,
-    )?;
+    let target = target(&args.access, context, data_dir, token_file)?;
     let mut query = Vec::new();
     if let Some(s) = &args.state {
         query.push(format!("state={}", urlencode(s)));
@@ -159,13 +153,7 @@ pub async fn evict(
     data_dir: &Path,
     token_file: &Path,
 ) -> anyhow::Result<()> {
-    let target = EntranceTarget::resolve(
-        args.access.entrance.as_deref(),
-        args.access.token.as_deref(),
-        context,
-        data_dir,
-        token_file,
-    )?;
+    let target = target(&args.access, context, data_dir, token_file)?;
     let path = format!("/api/boxes/{}/evict", urlencode(&args.box_id));
     let body = serde_json::json!({ "reason": args.reason });
     target

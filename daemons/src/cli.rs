@@ -165,9 +165,6 @@ pub struct PushArgs {
     /// Files or directories to push.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Publisher URL (default: the local network started by `dandelion up`).
-    #[arg(long, env = "DANDELION_PUBLISHER", value_name = "URL")]
-    pub to: Option<String>,
     /// Name to publish a single file under (default: its file name).
     #[arg(long = "as", value_name = "NAME")]
     pub name: Option<String>,
@@ -180,20 +177,21 @@ pub struct PushArgs {
     /// Keep pushing what appears or changes in the directories (a live encoder's output).
     #[arg(long)]
     pub watch: bool,
-    /// The publisher's admin token (default: read from its data directory).
-    #[arg(
-        long,
-        env = "DANDELION_ADMIN_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub access: PublisherAccess,
 }
 
 #[derive(Debug, Args)]
 pub struct WhereArgs {
     /// The published name.
     pub name: String,
+    #[command(flatten)]
+    pub access: PublisherAccess,
+}
+
+/// How client commands reach a publisher.
+#[derive(Debug, Args)]
+pub struct PublisherAccess {
     /// Publisher URL (default: the local network started by `dandelion up`).
     #[arg(long, env = "DANDELION_PUBLISHER", value_name = "URL")]
     pub to: Option<String>,

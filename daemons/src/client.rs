@@ -26,9 +26,9 @@ pub use dandelion_core::console::{LocalNetwork, NETWORK_FILE};
 fn publisher_target(
     config: &Config,
     context: Option<&ConsoleContext>,
-    to: Option<&str>,
-    token: Option<&str>,
+    access: &crate::cli::PublisherAccess,
 ) -> anyhow::Result<(String, String)> {
+    let (to, token) = (access.to.as_deref(), access.token.as_deref());
     if let (Some(context), None) = (context, to) {
         let daemon = context.daemon_for("publisher")?;
         let token = match token {
@@ -258,8 +258,7 @@ pub async fn push(
         bail!("--ttl must be at least 1s");
     }
     let uploads = plan(&args.paths, args.name.as_deref())?;
-    let (base, token) =
-        publisher_target(config, context, args.to.as_deref(), args.token.as_deref())?;
+    let (base, token) = publisher_target(config, context, &args.access)?;
     let target = Target {
         http: HttpClient::default(),
         base,
@@ -651,8 +650,7 @@ pub async fn where_is(
     context: Option<&ConsoleContext>,
     args: &WhereArgs,
 ) -> anyhow::Result<()> {
-    let (base, token) =
-        publisher_target(config, context, args.to.as_deref(), args.token.as_deref())?;
+    let (base, token) = publisher_target(config, context, &args.access)?;
     let auth = format!("Bearer {token}");
     let response = HttpClient::default()
         .get(

@@ -318,6 +318,9 @@ fn boxes_join_by_invitation_once_and_a_revoked_owner_stays_out() {
     for id in [&stranger_id, &copy_id, &over_id] {
         assert_eq!(box_state(&c, &entrance, id), None, "{id} was admitted");
     }
+    // Owners and their boxes are the operator's business.
+    let (status, body) = c.get(&entrance, "/api/owners", false);
+    assert_eq!(status, 401, "{body}");
     let owners: Value =
         serde_json::from_str(&operator(&scratch, &entrance, &["owners", "--json"]).unwrap())
             .unwrap();

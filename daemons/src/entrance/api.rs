@@ -208,6 +208,23 @@ pub struct EvictRequest {
     pub reason: String,
 }
 
+/// The non-empty reason of an eviction or a revocation; a 400 to answer if none.
+fn reason_of(
+    body: Result<Json<EvictRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<String, (StatusCode, String)> {
+    match body {
+        Ok(Json(r)) if !r.reason.trim().is_empty() => Ok(r.reason.trim().to_owned()),
+        Ok(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "the reason must not be empty\n".to_owned(),
+        )),
+        Err(e) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"reason\": \"…\"}}: {e}\n"),
+        )),
+    }
+}
+
 fn box_id(text: &str) -> Result<NodeId, (StatusCode, String)> {
     match NodeId::parse(text) {
         Ok(id) if id.role() == Role::Box => Ok(id),
@@ -236,18 +253,9 @@ pub async fn evict(
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
-    let reason = match body {
-        Ok(Json(r)) if !r.reason.trim().is_empty() => r.reason.trim().to_owned(),
-        Ok(_) => {
-            return (StatusCode::BAD_REQUEST, "the reason must not be empty\n").into_response();
-        }
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"reason\": \"…\"}}: {e}\n"),
-            )
-                .into_response();
-        }
+    let reason = match reason_of(body) {
+        Ok(reason) => reason,
+        Err(refused) => return refused.into_response(),
     };
     let now = now();
     let until = now + shared.config.ban_time.as_secs_f64();
@@ -405,11 +413,9 @@ pub async fn revoke(
     if let Err(refusal) = shared.common.require_admin(&headers) {
         return refusal.into_response();
     }
-    let reason = match body {
-        Ok(Json(r)) if !r.reason.trim().is_empty() => r.reason.trim().to_owned(),
-        _ => {
-            return (StatusCode::BAD_REQUEST, "expected {\"reason\": \"…\"}\n").into_response();
-        }
+    let reason = match reason_of(body) {
+        Ok(reason) => reason,
+        Err(refused) => return refused.into_response(),
     };
     let now = now();
     let boxes = match shared.enrolment.revoke(&owner, &reason, now).await {
