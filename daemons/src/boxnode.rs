@@ -6,7 +6,7 @@
 //! `dandelion_core::paths` (which file names are safe), [`rules`] (TTL, quotas, serving
 //! headers), [`storage`] (files on disk and the expiry index, crash repair),
 //! [`session`] (publisher connections and transfers), [`serve`] (HTTP for
-//! viewers, with a [`cache`] of hot small files), [`limits`] (upload cap, concurrent downloads), [`traffic`]
+//! viewers, with a [`cache`] of hot small files and [`sendfile`] for plain GETs), [`limits`] (upload cap, concurrent downloads), [`traffic`]
 //! (accounting), [`heartbeat`] (the entrances) and [`api`] (reachability,
 //! admin listing). [`run`] wires them together.
 
@@ -16,6 +16,7 @@ pub mod console;
 pub mod heartbeat;
 pub mod limits;
 pub mod rules;
+pub mod sendfile;
 pub mod serve;
 pub mod session;
 pub mod storage;
@@ -254,7 +255,8 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     shutdown.spawn(sweeper(state.clone()));
     // Graceful shutdown waits for responses in flight; a viewer downloading
     // slowly under the upload cap must not hold the box up past the grace period.
-    let serving = server::serve_role(listener, routes(state), &common);
+    let front: Arc<dyn server::Front> = Arc::new(sendfile::FileFront::new(state.clone()));
+    let serving = server::serve_role(listener, routes(state), &common, Some(front));
     tokio::select! {
         served = serving => served.context("serving HTTP")?,
         () = async {

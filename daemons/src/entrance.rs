@@ -297,7 +297,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             Arc::new(console::Feed(shared.clone())),
         ))
         .merge(server::common_routes(common.clone()));
-    server::serve_role(listener, router, &common)
+    server::serve_role(listener, router, &common, None)
         .await
         .context("the entrance's HTTP server failed")?;
     if !tasks.drain(GRACE_PERIOD).await {

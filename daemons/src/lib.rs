@@ -23,6 +23,7 @@ pub mod localca;
 pub mod metrics;
 pub mod publisher;
 pub mod ratelimit;
+pub mod rewind;
 pub mod served;
 pub mod server;
 pub mod shutdown;

@@ -292,7 +292,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             Arc::new(console::Feed(publisher.clone())),
         ))
         .merge(server::common_routes(common.clone()));
-    server::serve_role(listener, router, &common).await?;
+    server::serve_role(listener, router, &common, None).await?;
     shutdown.trigger();
     if !shutdown.drain(GRACE_PERIOD).await {
         tracing::warn!("some tasks did not finish within the grace period");

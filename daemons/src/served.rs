@@ -14,8 +14,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_util::either::Either;
 
 use crate::admission::Slot;
 
@@ -68,6 +70,67 @@ impl<T> ServedIo<T> {
                 ));
             }
         }
+    }
+}
+
+/// Writes that bypass `AsyncWrite`, for plain TCP connections only: the box's
+/// zero-copy file answers ([`crate::boxnode::sendfile`]). Each counts as
+/// progress for the idle timeout like any other write.
+impl<T> ServedIo<Either<TcpStream, T>> {
+    /// Whether the connection is plain TCP, which these writes need.
+    pub fn is_plain_tcp(&self) -> bool {
+        matches!(self.inner, Either::Left(_))
+    }
+
+    /// Sends up to `count` bytes of `file` from `*offset` with sendfile(2): the
+    /// kernel moves them from the page cache to the socket without a copy
+    /// through this process. Advances `*offset`; 0 means the file ended.
+    pub async fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: &mut u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        self.write_with(|tcp| Ok(rustix::fs::sendfile(tcp, file, Some(offset), count)?))
+            .await
+    }
+
+    /// Sends some of `bytes` with `MSG_MORE`: the kernel holds a short
+    /// response head back until the body that follows fills the packet.
+    pub async fn send_more(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_with(|tcp| Ok(rustix::net::send(tcp, bytes, rustix::net::SendFlags::MORE)?))
+            .await
+    }
+
+    /// Runs `write` when the socket is writable, until it does not say
+    /// `WouldBlock`, within the idle timeout.
+    async fn write_with(
+        &mut self,
+        mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            loop {
+                let Either::Left(tcp) = &self.inner else {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::Unsupported)));
+                };
+                match tcp.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return self.poll_idle(cx).map(Err),
+                }
+                match tcp.try_io(Interest::WRITABLE, || write(tcp)) {
+                    Ok(n) => {
+                        if n > 0 {
+                            self.moved();
+                        }
+                        return Poll::Ready(Ok(n));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        })
+        .await
     }
 }
 

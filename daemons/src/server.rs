@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use crate::admission::{self, Admission};
 use crate::console::Hub;
 use crate::handshake::{Refusal, RefusalLog, bearer};
-use crate::listener::{Listener, Remote};
+use crate::listener::{Io, Listener, Remote};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Kind, RateLimits};
 use crate::shutdown::Shutdown;
@@ -312,15 +312,17 @@ pub async fn serve(
     router: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    serve_on(Listener::plain(listener)?, router, shutdown).await
+    serve_on(Listener::plain(listener)?, router, shutdown, None).await
 }
 
 /// Serves a role's `router` until its shutdown, every request with credentials
-/// through [`guard_credentials`].
+/// through [`guard_credentials`], plain connections through `front` first when
+/// the role has one.
 pub async fn serve_role(
     listener: Listener,
     router: Router,
     common: &Arc<Common>,
+    front: Option<Arc<dyn Front>>,
 ) -> std::io::Result<()> {
     let router = router.layer(axum::middleware::from_fn_with_state(
         common.clone(),
@@ -336,7 +338,7 @@ pub async fn serve_role(
             }
         }
     });
-    serve_on(listener, router, common.shutdown.clone()).await
+    serve_on(listener, router, common.shutdown.clone(), front).await
 }
 
 /// How often the rate limiters forget addresses that went quiet.
@@ -418,6 +420,21 @@ async fn guard_credentials(
     response
 }
 
+/// What a role answers on plain-TCP connections before hyper sees them: the
+/// box's zero-copy file path ([`crate::boxnode::sendfile`]).
+pub trait Front: Send + Sync + 'static {
+    /// Answers what it can of the requests on `io`, reading each head within
+    /// `header_timeout` and none after `stop`. Gives the connection back with
+    /// the bytes it read but did not answer, for hyper to serve from there, or
+    /// `None` when the connection is done.
+    fn serve(
+        self: Arc<Self>,
+        io: Io,
+        stop: tokio_util::sync::CancellationToken,
+        header_timeout: std::time::Duration,
+    ) -> futures_util::future::BoxFuture<'static, Option<(Io, bytes::Bytes)>>;
+}
+
 /// Serves `router` until shutdown, passing each connection's peer to handlers
 /// (`ConnectInfo<Remote>`), under the listener's limits: the request headers
 /// within `header_read_timeout`, which is also how long an idle keep-alive
@@ -430,6 +447,7 @@ pub async fn serve_on(
     mut listener: Listener,
     router: Router,
     shutdown: Shutdown,
+    front: Option<Arc<dyn Front>>,
 ) -> std::io::Result<()> {
     let token = shutdown.token();
     // Everything a role loads at start (keys, store, recovery) is done and the
@@ -447,6 +465,7 @@ pub async fn serve_on(
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(listener.limits().header_read_timeout)
         .keep_alive(true);
+    let header_timeout = listener.limits().header_read_timeout;
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (io, remote) = tokio::select! {
@@ -460,11 +479,21 @@ pub async fn serve_on(
                 .insert(axum::extract::ConnectInfo(remote));
             tower::ServiceExt::oneshot(router.clone(), request)
         });
-        let connection = http
-            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-            .with_upgrades();
+        let http = http.clone();
+        let front = front.clone();
         let token = token.clone();
         connections.spawn(async move {
+            let (io, read) = match front {
+                Some(front) if io.is_plain_tcp() => {
+                    match front.serve(io, token.clone(), header_timeout).await {
+                        Some(handed) => handed,
+                        None => return,
+                    }
+                }
+                _ => (io, bytes::Bytes::new()),
+            };
+            let io = hyper_util::rt::TokioIo::new(crate::rewind::Rewind::new(read, io));
+            let connection = http.serve_connection(io, service).with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => return,

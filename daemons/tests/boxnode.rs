@@ -1001,3 +1001,168 @@ async fn heartbeats_reach_the_entrance_teach_trusted_keys_and_end_with_goodbye()
         .unwrap();
     shutdown.trigger();
 }
+
+/// One HTTP/1.1 response off `s`: status, headers (names lowercased) and body
+/// (none for a `HEAD`, whose `content-length` describes the `GET`).
+async fn read_response(
+    s: &mut tokio::net::TcpStream,
+    head_only: bool,
+) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8(head).unwrap();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: std::collections::HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0u8; if head_only { 0 } else { len }];
+    s.read_exact(&mut body).await.unwrap();
+    (status, headers, body)
+}
+
+/// The box answers plain whole-file GETs and HEADs itself with sendfile and
+/// hands a connection to hyper at its first other request (a range, a missing
+/// file, ...). A player must not tell the two apart: pipelined on one
+/// keep-alive connection, every answer is byte-exact and the 200s carry the
+/// same validators, type, caching and CORS headers; `Connection: close` is
+/// honoured; the traffic counters count every byte either way.
+#[tokio::test]
+async fn plain_gets_answered_zero_copy_and_by_hyper_agree_on_one_connection() {
+    let b = start_box(|_| {}).await;
+    let (mut conn, _) = publish(&b.ws, &b.id, &b.publisher).await;
+    let data = pattern(300 * 1024);
+    let url = stored_url(&upload(&mut conn, "/live/seg 1.ts", None, 1, &data, 1 << 20).await);
+    let addr = b.origin.trim_start_matches("http://").to_owned();
+    let path = url.trim_start_matches(&b.origin).to_owned();
+    assert!(path.contains("%20"), "{path}");
+    let missing = path.replace("seg%201", "seg%202");
+
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let pipelined = format!(
+        "GET {path}?v=1 HTTP/1.1\r\nHost: x\r\n\r\n\
+         HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n\
+         GET {path} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET {missing} HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    s.write_all(pipelined.as_bytes()).await.unwrap();
+    let (status, fast, body) = read_response(&mut s, false).await;
+    assert_eq!(status, 200);
+    assert!(body == data, "the zero-copy body is byte-exact");
+    let (status, head, body) = read_response(&mut s, true).await;
+    assert_eq!((status, body.len()), (200, 0));
+    assert_eq!(head.get("content-length"), Some(&data.len().to_string()));
+    let (status, ranged, body) = read_response(&mut s, false).await;
+    assert_eq!(status, 206);
+    assert_eq!(body, &data[10..20]);
+    assert_eq!(ranged.get("etag"), fast.get("etag"));
+    let (status, hyper, body) = read_response(&mut s, false).await;
+    assert_eq!(status, 200);
+    assert!(body == data, "after the hand-over hyper answers the rest");
+    for name in [
+        "content-type",
+        "content-length",
+        "etag",
+        "last-modified",
+        "cache-control",
+        "accept-ranges",
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+    ] {
+        assert_eq!(fast.get(name), hyper.get(name), "{name}");
+        assert_eq!(fast.get(name), head.get(name), "{name}");
+    }
+    assert_eq!(
+        fast.get("content-type").map(String::as_str),
+        Some("video/mp2t")
+    );
+    assert!(fast.contains_key("date"));
+    let (status, _, _) = read_response(&mut s, false).await;
+    assert_eq!(status, 404);
+
+    // Connection: close is answered, then the box closes.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, headers, body) = read_response(&mut s, false).await;
+    assert_eq!((status, body.len()), (200, data.len()));
+    assert_eq!(headers.get("connection").map(String::as_str), Some("close"));
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the box closes after Connection: close")
+        .unwrap();
+    assert!(rest.is_empty());
+
+    // Three full bodies and ten bytes, whichever path sent them.
+    let served = 3 * data.len() + 10;
+    let metrics = HttpClient::default()
+        .get(&format!("{}/metrics", b.origin), &[])
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains(&format!("dandelion_box_served_bytes_total {served}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dandelion_box_served_requests_total 5"),
+        "{metrics}"
+    );
+}
+
+/// The attack on the zero-copy path's own head reading: half a request, or
+/// none, holds a connection only for `header_read_timeout`, and viewers are
+/// served meanwhile.
+#[tokio::test]
+async fn a_half_sent_request_on_the_file_path_is_closed_after_the_header_timeout() {
+    let b = start_box(|c| c.limits.header_read_timeout = Duration::from_secs(1)).await;
+    let (mut conn, _) = publish(&b.ws, &b.id, &b.publisher).await;
+    let data = pattern(1000);
+    let url = stored_url(&upload(&mut conn, "/a.ts", None, 1, &data, 1 << 20).await);
+    let addr = b.origin.trim_start_matches("http://").to_owned();
+    let path = url.trim_start_matches(&b.origin).to_owned();
+
+    // (A connection that sends nothing is the listener's: it waits for the
+    // first byte to tell TLS from plain HTTP, within its handshake timeout.)
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes())
+        .await
+        .unwrap();
+    // After a whole answer, an idle keep-alive connection waits as long.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(read_response(&mut kept, false).await.2 == data);
+
+    let viewer = HttpClient::default().get(&url, &[]).await.unwrap();
+    assert_eq!(viewer.status, 200);
+    let started = Instant::now();
+    for s in [&mut half, &mut kept] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("closed within the header timeout")
+            .ok();
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+}

@@ -670,7 +670,7 @@ fn a_relay_at_a_pinned_url_gets_no_token_and_no_signature() {
             )
             .route("/dandelion/ws", axum::routing::any(relay_upgrade))
             .with_state(relay);
-        tokio::spawn(serve_on(listener, router, shutdown.clone()));
+        tokio::spawn(serve_on(listener, router, shutdown.clone(), None));
         format!("wss://{addr}/dandelion/ws")
     });
 

@@ -92,25 +92,33 @@ impl Cache {
             let meta = file.metadata()?;
             let mut body = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
             file.read_to_end(&mut body)?;
-            let modified = meta.modified()?;
-            let since = modified
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
+            let (etag, last_modified) = validators(&meta)?;
             Ok(Cached {
                 version,
-                etag: format!(
-                    "\"{:x}.{:08x}-{:x}\"",
-                    since.as_secs(),
-                    since.subsec_nanos(),
-                    meta.len()
-                ),
-                last_modified: httpdate::fmt_http_date(modified),
+                etag,
+                last_modified,
                 body: Bytes::from(body),
             })
         })
         .await
         .map_err(std::io::Error::other)?
     }
+}
+
+/// The `ETag` and `Last-Modified` that tower-http's `ServeFile` sends for a
+/// file with this metadata: every path that answers for a file agrees on them.
+pub fn validators(meta: &std::fs::Metadata) -> std::io::Result<(String, String)> {
+    let modified = meta.modified()?;
+    let since = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let etag = format!(
+        "\"{:x}.{:08x}-{:x}\"",
+        since.as_secs(),
+        since.subsec_nanos(),
+        meta.len()
+    );
+    Ok((etag, httpdate::fmt_http_date(modified)))
 }
 
 fn len(body: &Bytes) -> u64 {

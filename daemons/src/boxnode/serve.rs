@@ -23,7 +23,7 @@ use dandelion_core::paths;
 
 /// Response body chunk size: 64 KiB matches the upload cap's burst, so one chunk
 /// is one wait on the bucket.
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// The fallback route: everything that is not one of the box's own endpoints.
 pub async fn file(State(state): State<Arc<BoxState>>, request: Request) -> Response {
@@ -78,6 +78,7 @@ pub async fn file(State(state): State<Arc<BoxState>>, request: Request) -> Respo
             },
         };
         if let Some(cached) = cached {
+            let len = cached.body.len();
             let mut response = Response::new(Body::from(cached.body));
             let h = response.headers_mut();
             h.insert(
@@ -85,6 +86,9 @@ pub async fn file(State(state): State<Arc<BoxState>>, request: Request) -> Respo
                 HeaderValue::from_static(rules::content_type(&member)),
             );
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            // The metered stream has no size of its own: without this hyper
+            // would send the file chunked and players could show no progress.
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             if let Ok(v) = HeaderValue::from_str(&cached.etag) {
                 h.insert(header::ETAG, v);
             }
@@ -204,6 +208,9 @@ fn not_found() -> Response {
     )
 }
 
+/// What a player's script may read of a file response.
+pub const EXPOSE_HEADERS: &str = "Content-Range, Accept-Ranges, Content-Length, ETag";
+
 /// The original nginx's CORS headers, plus what players need to read ranges.
 fn with_cors(mut response: Response, preflight: bool) -> Response {
     let h = response.headers_mut();
@@ -213,7 +220,7 @@ fn with_cors(mut response: Response, preflight: bool) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Range, Accept-Ranges, Content-Length, ETag"),
+        HeaderValue::from_static(EXPOSE_HEADERS),
     );
     if preflight {
         h.insert(
