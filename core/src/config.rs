@@ -384,7 +384,8 @@ pub struct PublisherConfig {
     #[serde(deserialize_with = "duration")]
     pub max_ttl: Duration,
     pub max_file_size: ByteSize,
-    /// Transfers to boxes in flight at once.
+    /// Files being placed at once; a publish session carries up to
+    /// `link::PIPELINE` transfers at once, so the default fills 4 sessions.
     pub max_transfers: usize,
     /// Failed transfers after which a file is reported failed.
     pub max_attempts: u32,
@@ -423,7 +424,7 @@ impl Default for PublisherConfig {
             default_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(24 * 3600),
             max_file_size: ByteSize::gib(4),
-            max_transfers: 8,
+            max_transfers: 16,
             max_attempts: 5,
             audience_location: None,
             unverified_boxes: false,

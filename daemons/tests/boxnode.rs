@@ -1166,3 +1166,64 @@ async fn a_half_sent_request_on_the_file_path_is_closed_after_the_header_timeout
     }
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+/// A publisher keeps several transfers in flight on one session: the box reads
+/// the next file's frames while earlier ones are made durable, and answers
+/// each by its transfer id. Twelve files sent back to back, without waiting,
+/// get twelve verdicts (in any order), each naming its own transfer and file,
+/// and every file is served byte-exact; one refused among them (a bad
+/// SHA-256) is refused alone.
+#[tokio::test]
+async fn transfers_pipelined_on_one_session_each_get_their_own_verdict() {
+    let b = start_box(|_| {}).await;
+    let (mut conn, _) = publish(&b.ws, &b.id, &b.publisher).await;
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| {
+            let mut data = pattern(40 * 1024 + i * 1000);
+            data[0] = u8::try_from(i).unwrap();
+            (format!("/live/seg-{i}.ts"), data)
+        })
+        .collect();
+    for (i, (path, data)) in files.iter().enumerate() {
+        let transfer = 100 + i as u64;
+        let frame = if i == 5 {
+            // Other bytes of the same length: the hash no longer matches.
+            let other = pattern(data.len() + 1);
+            Frame {
+                header: FrameHeader::Start(StartHeader {
+                    path: path.clone(),
+                    ttl: None,
+                    chunked: Some(ChunkedStart {
+                        transfer,
+                        size: data.len() as u64,
+                        sha256: sha256(data),
+                    }),
+                    extra: Map::new(),
+                }),
+                payload: Bytes::copy_from_slice(&other[1..]),
+            }
+            .encode()
+        } else {
+            start_frame(path, None, transfer, data, data.len())
+        };
+        conn.send_binary(frame).await.unwrap();
+    }
+    let mut verdicts = std::collections::HashMap::new();
+    for _ in 0..files.len() {
+        let r = result(&mut conn).await;
+        let transfer = r.transfer.expect("a chunked transfer's verdict names it");
+        assert!(verdicts.insert(transfer, r).is_none(), "one verdict each");
+    }
+    let http = HttpClient::default();
+    for (i, (path, data)) in files.iter().enumerate() {
+        let r = &verdicts[&(100 + i as u64)];
+        assert_eq!(&r.file_path, path);
+        if i == 5 {
+            assert_eq!(refused_code(r), "hash_mismatch");
+            continue;
+        }
+        let got = http.get(&stored_url(r), &[]).await.unwrap();
+        assert_eq!(got.status, 200);
+        assert!(got.body == data.as_slice(), "{path} is byte-exact");
+    }
+}

@@ -23,6 +23,9 @@ use dandelion_core::paths;
 use dandelion_core::protocol::{
     ErrorReply, Header, Message, PublishReply, TransferOutcome, TransferResult,
 };
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
@@ -126,7 +129,15 @@ struct Session {
     refused: HashSet<TransferId>,
     /// Frames refused in a row; a peer that only sends garbage is cut off.
     strikes: u32,
+    /// Completed chunked transfers being made durable, each ending in its
+    /// verdict. They land side by side so one transfer's fsyncs do not hold
+    /// up the next one's bytes (a publisher keeps several in flight).
+    landings: FuturesUnordered<BoxFuture<'static, Message>>,
 }
+
+/// Transfers of one session landing at once; beyond, the session stops
+/// reading frames until one has landed.
+pub const MAX_LANDINGS: usize = 8;
 
 struct Upload {
     pending: Pending,
@@ -144,6 +155,7 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
         pending: HashMap::new(),
         refused: HashSet::new(),
         strikes: 0,
+        landings: FuturesUnordered::new(),
     };
     let shutdown = session.state.common.shutdown.clone();
     let mut published = false;
@@ -156,7 +168,13 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
                 ).await;
                 break;
             }
-            incoming = conn.recv() => incoming,
+            Some(verdict) = session.landings.next(), if !session.landings.is_empty() => {
+                if conn.send(&verdict).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            incoming = conn.recv(), if session.landings.len() < MAX_LANDINGS => incoming,
         };
         let replies = match incoming {
             Ok(None) => break,
@@ -226,6 +244,9 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
             }
         }
     }
+    // What completed lands even if its verdict can no longer be sent: the
+    // publisher sends it again, and an overwrite is harmless.
+    while session.landings.next().await.is_some() {}
     if published {
         session.state.publisher_session(&session.publisher, false);
     }
@@ -271,22 +292,15 @@ impl Session {
         reason: String,
         headers: Map<String, Value>,
     ) -> Message {
-        self.state.common.metrics.refuse(code);
-        tracing::info!(publisher = %self.publisher, path, code, "refused a file: {reason}");
-        self.state
-            .common
-            .console
-            .event(Level::Warn, format!("refused {path} ({code}): {reason}"));
-        Message::Transfer(TransferResult {
-            header: self.header(),
+        refusal(
+            &self.state,
+            &self.publisher,
             transfer,
-            file_path: path.to_owned(),
-            outcome: TransferOutcome::Refused {
-                reason,
-                code: code.to_owned(),
-            },
+            path,
+            code,
+            reason,
             headers,
-        })
+        )
     }
 
     async fn frame(&mut self, bytes: bytes::Bytes) -> Vec<Message> {
@@ -410,37 +424,20 @@ impl Session {
         let Some(upload) = self.pending.remove(&key) else {
             return Vec::new();
         };
-        let Upload {
-            pending,
-            path,
-            ttl,
-            extra,
-        } = upload;
-        let member = pending.member.clone();
-        match self.state.storage.land(pending, completed.size, ttl).await {
-            Ok(()) => {
-                tracing::debug!(publisher = %self.publisher, path, size = completed.size, "stored");
-                let console = &self.state.common.console;
-                console.event(
-                    Level::Info,
-                    format!("stored {path} ({} bytes, TTL {ttl}s)", completed.size),
-                );
-                console.touch();
-                vec![Message::Transfer(TransferResult {
-                    header: self.header(),
-                    transfer: key,
-                    file_path: path,
-                    outcome: TransferOutcome::Stored {
-                        size: completed.size,
-                        sha256: completed.sha256,
-                        url: paths::file_url(&self.state.public_base, &member),
-                    },
-                    headers: extra,
-                })]
-            }
-            Err(refusal) => {
-                vec![self.refusal(key, &path, refusal.code(), refusal.to_string(), extra)]
-            }
+        let landing = land(
+            self.state.clone(),
+            self.publisher.clone(),
+            key,
+            upload,
+            completed,
+        );
+        if key.is_some() {
+            self.landings.push(Box::pin(landing));
+            Vec::new()
+        } else {
+            // The original's one-frame transfers carry no id to tell verdicts
+            // apart: they land in order.
+            vec![landing.await]
         }
     }
 
@@ -456,4 +453,80 @@ impl Session {
             .unwrap_or_default();
         vec![self.refusal(key, &path, refusal.code(), refusal.to_string(), extra)]
     }
+}
+
+/// Makes a completed upload durable and says so: the transfer's verdict.
+async fn land(
+    state: Arc<BoxState>,
+    publisher: String,
+    key: Option<TransferId>,
+    upload: Upload,
+    completed: frame::Completed,
+) -> Message {
+    let Upload {
+        pending,
+        path,
+        ttl,
+        extra,
+    } = upload;
+    let member = pending.member.clone();
+    match state.storage.land(pending, completed.size, ttl).await {
+        Ok(()) => {
+            tracing::debug!(%publisher, path, size = completed.size, "stored");
+            let console = &state.common.console;
+            console.event(
+                Level::Info,
+                format!("stored {path} ({} bytes, TTL {ttl}s)", completed.size),
+            );
+            console.touch();
+            Message::Transfer(TransferResult {
+                header: state.header(),
+                transfer: key,
+                file_path: path,
+                outcome: TransferOutcome::Stored {
+                    size: completed.size,
+                    sha256: completed.sha256,
+                    url: paths::file_url(&state.public_base, &member),
+                },
+                headers: extra,
+            })
+        }
+        Err(refused) => refusal(
+            &state,
+            &publisher,
+            key,
+            &path,
+            refused.code(),
+            refused.to_string(),
+            extra,
+        ),
+    }
+}
+
+/// A transfer's refusal: counted, logged, shown on the console.
+fn refusal(
+    state: &BoxState,
+    publisher: &str,
+    transfer: Option<TransferId>,
+    path: &str,
+    code: &str,
+    reason: String,
+    headers: Map<String, Value>,
+) -> Message {
+    state.common.metrics.refuse(code);
+    tracing::info!(publisher, path, code, "refused a file: {reason}");
+    state
+        .common
+        .console
+        .event(Level::Warn, format!("refused {path} ({code}): {reason}"));
+    Message::Transfer(TransferResult {
+        header: state.header(),
+        transfer,
+        file_path: path.to_owned(),
+        outcome: TransferOutcome::Refused {
+            reason,
+            code: code.to_owned(),
+        },
+        headers,
+    })
 }

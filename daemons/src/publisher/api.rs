@@ -188,12 +188,13 @@ async fn push(
         failures: Vec::new(),
     };
     // Durable before acknowledged: bytes fsynced and renamed, job recorded, queued.
-    let recorded = async {
-        // A name pushed again starts afresh: its old copies hold other bytes.
-        p.records.save(&job, Vec::clear).await?;
-        p.queue.push(&name).await
-    };
-    if let Err(e) = recorded.await {
+    // A name pushed again starts afresh: its old copies hold other bytes. The
+    // job and its place in the queue are one commit.
+    let recorded = p
+        .records
+        .save_with(&job, Vec::clear, |batch| p.queue.push_in(batch, &name))
+        .await;
+    if let Err(e) = recorded {
         tracing::error!(file = %name, "cannot queue an accepted file: {e}");
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -279,18 +280,24 @@ async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String),
                 )
             })?;
         }
-        file.sync_all().await.map_err(|e| {
+        file.flush().await.map_err(|e| {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot store the upload: {e}"),
             )
         })?;
-        tokio::fs::rename(&tmp, &final_path).await.map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot store the upload: {e}"),
-            )
-        })?;
+        let file = file.into_std().await;
+        let (from, to) = (tmp.clone(), final_path.clone());
+        tokio::task::spawn_blocking(move || make_durable(&file, &from, &to))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|done| done)
+            .map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot store the upload: {e}"),
+                )
+            })?;
         Ok((size, format!("{:x}", hasher.finalize())))
     }
     .await;
@@ -298,6 +305,23 @@ async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String),
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     result
+}
+
+/// The upload's bytes synced, the file renamed into place and the rename
+/// synced too (its directory): only then may the push be acknowledged, or a
+/// crash could leave a queued job whose copy is gone. One trip to the blocking
+/// pool for all three.
+fn make_durable(
+    file: &std::fs::File,
+    tmp: &std::path::Path,
+    target: &std::path::Path,
+) -> std::io::Result<()> {
+    file.sync_all()?;
+    std::fs::rename(tmp, target)?;
+    if let Some(dir) = target.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A job and its placements, read together so the state never contradicts them.

@@ -1,5 +1,6 @@
 //! A publish session with one box: open it (proving the publisher's ID), then
-//! stream files over it one at a time and wait for the box's verdict on each.
+//! stream files over it, up to [`PIPELINE`] waiting for the box's verdict at
+//! once.
 //!
 //! Each link is a task that owns its WebSocket; senders talk to it through a
 //! channel, so one slow box never holds up transfers to another. A link that
@@ -8,6 +9,7 @@
 //! using it and when it was last used, so the pool never closes a session under
 //! a transfer and keeps one that is in regular use.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,7 +20,7 @@ use dandelion_core::connection::{ClientConnection, ConnectionError, Incoming, co
 use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::NodeId;
-use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
+use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome, TransferResult};
 use serde_json::{Map, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
@@ -211,6 +213,30 @@ pub enum Ended {
     Lost,
 }
 
+/// Transfers one session carries at once: the next file's bytes go out while
+/// the box makes the previous ones durable. A box lands up to
+/// `boxnode::session::MAX_LANDINGS` at once; an older box lands one at a time
+/// and answers in order, which the ids match just the same.
+pub const PIPELINE: usize = 4;
+
+/// A transfer sent and waiting for its verdict.
+struct Waiting {
+    file: SendFile,
+    reply: oneshot::Sender<Result<Stored, String>>,
+    started: Instant,
+    deadline: tokio::time::Instant,
+    /// How long the transfer had from its first frame to its verdict.
+    limit: Duration,
+}
+
+/// What woke the session. Short-lived, one at a time: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Request(Option<Request>),
+    Incoming(Result<Option<Incoming>, ConnectionError>),
+    Deadline,
+}
+
 async fn run(
     box_id: NodeId,
     mut conn: ClientConnection,
@@ -219,62 +245,139 @@ async fn run(
     stop: CancellationToken,
 ) -> Ended {
     let mut next_transfer: u64 = 1;
+    let mut waiting: HashMap<u64, Waiting> = HashMap::new();
     let mut ended = Ended::Closed;
+    let mut why = "the connection to the box closed mid-transfer".to_owned();
     loop {
+        let earliest = waiting.values().map(|w| w.deadline).min();
         // While idle the session is read too, so a box that dies (`kill -9`, a
         // power cut: the kernel resets the connection) is noticed at once
         // instead of at the next transfer or when an entrance expires it.
         // `recv` is cancel-safe: its only wait is the WebSocket stream's `next`.
-        let request = tokio::select! {
+        let wake = tokio::select! {
             () = stop.cancelled() => break,
-            request = rx.recv() => request,
-            incoming = conn.recv() => match incoming {
-                Ok(Some(_)) | Err(dandelion_core::connection::ConnectionError::BadMessage(_)) => continue,
-                Ok(None) | Err(_) => {
-                    ended = Ended::Lost;
+            request = rx.recv(), if waiting.len() < PIPELINE => Wake::Request(request),
+            incoming = conn.recv() => Wake::Incoming(incoming),
+            () = sleep_until(earliest), if earliest.is_some() => Wake::Deadline,
+        };
+        match wake {
+            Wake::Request(None) => break,
+            Wake::Request(Some(Request { file, reply })) => {
+                let transfer = next_transfer;
+                next_transfer += 1;
+                let limit = VERDICT_GRACE + Duration::from_secs(file.size / SLOWEST_RATE);
+                let deadline = tokio::time::Instant::now() + limit;
+                let sent = tokio::time::timeout_at(
+                    deadline,
+                    send_frames(&mut conn, &file, transfer, chunk),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "connection: the file was not sent within {}s",
+                        limit.as_secs()
+                    ))
+                });
+                match sent {
+                    Ok(()) => {
+                        waiting.insert(
+                            transfer,
+                            Waiting {
+                                file,
+                                reply,
+                                started: Instant::now(),
+                                deadline,
+                                limit,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        let broken = e.starts_with("connection:");
+                        let _ = reply.send(Err(e));
+                        if broken {
+                            break;
+                        }
+                    }
+                }
+            }
+            Wake::Incoming(Ok(Some(Incoming::Message(Message::Transfer(result))))) => {
+                let Some(w) = result.transfer.and_then(|t| waiting.remove(&t)) else {
+                    continue;
+                };
+                let verdict = judge(&w.file, result).map(|(url, headers)| Stored {
+                    url,
+                    headers,
+                    seconds: w.started.elapsed().as_secs_f64(),
+                });
+                let _ = w.reply.send(verdict);
+            }
+            Wake::Incoming(Ok(Some(Incoming::Message(Message::Error(e))))) => {
+                if !waiting.is_empty() {
+                    why = format!("connection: box error: {}", e.error);
                     break;
                 }
-            },
-        };
-        let Some(Request { file, reply }) = request else {
-            break;
-        };
-        let transfer = next_transfer;
-        next_transfer += 1;
-        let started = Instant::now();
-        let deadline = VERDICT_GRACE + Duration::from_secs(file.size / SLOWEST_RATE);
-        let result = tokio::time::timeout(deadline, send_one(&mut conn, &file, transfer, chunk))
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "no verdict from the box within {}s",
-                    deadline.as_secs()
-                ))
-            });
-        let broken = result.as_ref().is_err_and(|e| e.starts_with("connection:"));
-        let result = result.map(|(url, headers)| Stored {
-            url,
-            headers,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        let _ = reply.send(result);
-        if broken {
-            break;
+            }
+            Wake::Incoming(Ok(Some(_))) => {}
+            Wake::Incoming(Ok(None)) => {
+                why = "connection: the box closed the session".into();
+                ended = if waiting.is_empty() {
+                    Ended::Lost
+                } else {
+                    Ended::Closed
+                };
+                break;
+            }
+            Wake::Incoming(Err(e)) if e.is_fatal() => {
+                why = format!("connection: {e}");
+                ended = if waiting.is_empty() {
+                    Ended::Lost
+                } else {
+                    Ended::Closed
+                };
+                break;
+            }
+            Wake::Incoming(Err(e)) => tracing::debug!("ignoring a bad message from a box: {e}"),
+            Wake::Deadline => {
+                let now = tokio::time::Instant::now();
+                let late: Vec<u64> = waiting
+                    .iter()
+                    .filter(|(_, w)| w.deadline <= now)
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in late {
+                    if let Some(w) = waiting.remove(&t) {
+                        let _ = w.reply.send(Err(format!(
+                            "no verdict from the box within {}s",
+                            w.limit.as_secs()
+                        )));
+                    }
+                }
+            }
         }
+    }
+    for (_, w) in waiting.drain() {
+        let _ = w.reply.send(Err(why.clone()));
     }
     tracing::debug!(box_id = %box_id, ?ended, "publish session ended");
     conn.close().await;
     ended
 }
 
-/// Streams one file and waits for its `TRANSFER` verdict. Errors that leave the
-/// connection unusable start with `connection:`.
-async fn send_one(
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Streams one file as chunked frames. Errors that leave the connection
+/// unusable start with `connection:`.
+async fn send_frames(
     conn: &mut ClientConnection,
     file: &SendFile,
     transfer: u64,
     chunk: usize,
-) -> Result<(String, Map<String, Value>), String> {
+) -> Result<(), String> {
     let mut source = tokio::fs::File::open(&file.path).await.map_err(|e| {
         format!(
             "cannot read the publisher's copy {}: {e}",
@@ -285,8 +388,11 @@ async fn send_one(
     let mut buf = vec![0u8; chunk];
     loop {
         let n = read_full(&mut source, &mut buf).await.map_err(|e| {
+            // Once frames went out, the box waits for the rest: only a new
+            // session clears that transfer.
+            let broken = if offset > 0 { "connection: " } else { "" };
             format!(
-                "cannot read the publisher's copy {}: {e}",
+                "{broken}cannot read the publisher's copy {}: {e}",
                 file.path.display()
             )
         })?;
@@ -314,38 +420,28 @@ async fn send_one(
         }
     }
     if offset != file.size {
+        // The box waits for bytes that will never come: only a new session
+        // clears that transfer.
         return Err(format!(
-            "the publisher's copy changed: {offset} bytes read, {} expected",
+            "connection: the publisher's copy changed: {offset} bytes read, {} expected",
             file.size
         ));
     }
-    loop {
-        match conn.recv().await {
-            Ok(Some(Incoming::Message(Message::Transfer(result))))
-                if result.transfer == Some(transfer) =>
-            {
-                return match result.outcome {
-                    TransferOutcome::Stored { size, sha256, url }
-                        if size == file.size && sha256 == file.sha256 =>
-                    {
-                        Ok((url, result.headers))
-                    }
-                    TransferOutcome::Stored { size, sha256, .. } => Err(format!(
-                        "the box stored {size} bytes with SHA-256 {sha256}, not what was sent"
-                    )),
-                    TransferOutcome::Refused { reason, code } => {
-                        Err(format!("refused ({code}): {reason}"))
-                    }
-                };
-            }
-            Ok(Some(Incoming::Message(Message::Error(e)))) => {
-                return Err(format!("connection: box error: {}", e.error));
-            }
-            Ok(Some(_)) => continue,
-            Ok(None) => return Err("connection: the box closed the session".into()),
-            Err(e) if e.is_fatal() => return Err(format!("connection: {e}")),
-            Err(e) => tracing::debug!("ignoring a bad message from a box: {e}"),
+    Ok(())
+}
+
+/// The box's verdict on a file, checked against what was sent.
+fn judge(file: &SendFile, result: TransferResult) -> Result<(String, Map<String, Value>), String> {
+    match result.outcome {
+        TransferOutcome::Stored { size, sha256, url }
+            if size == file.size && sha256 == file.sha256 =>
+        {
+            Ok((url, result.headers))
         }
+        TransferOutcome::Stored { size, sha256, .. } => Err(format!(
+            "the box stored {size} bytes with SHA-256 {sha256}, not what was sent"
+        )),
+        TransferOutcome::Refused { reason, code } => Err(format!("refused ({code}): {reason}")),
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dandelion_core::store::keys::Keys;
-use dandelion_core::store::{Result, Store};
+use dandelion_core::store::{Batch, Result, Store};
 
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -36,6 +36,11 @@ impl Queue {
 
     /// Takes the next job, waiting up to `timeout` for one. The job stays in the
     /// in-flight list until [`Queue::finish`] or [`Queue::requeue`].
+    /// Queues `job` as part of `batch`, written with it.
+    pub fn push_in(&self, batch: &mut Batch, job: &str) {
+        batch.rpush(&self.waiting, &[job]);
+    }
+
     pub async fn take(&self, timeout: Duration) -> Result<Option<String>> {
         self.store
             .blmove(&self.waiting, &self.in_flight, timeout)
