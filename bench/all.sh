@@ -36,10 +36,17 @@ run box bash "$ROOT/bench/box.sh"
 run publisher bash "$ROOT/bench/publisher.sh"
 run entrance env ORDER=plain bash "$ROOT/bench/entrance-tls.sh" --boxes 18000 --interval 4.5 --duration 30
 if command -v redis-server >/dev/null; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  redis-server --port "$port" --save '' --appendonly no --daemonize yes --logfile "$OUT/redis.log" >/dev/null
+  # Loopback only; a port just freed can still be taken (the entrance runs leave
+  # 18 000 connections in TIME_WAIT), so a start that does not answer is tried
+  # again on another port.
+  for _attempt in 1 2 3 4 5; do
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes --logfile "$OUT/redis.log" >/dev/null
+    up=0
+    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+    (( up )) && break
+  done
   trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true' EXIT
-  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   run entrance-redis env ORDER=plain STORE="redis://127.0.0.1:$port/0" \
     bash "$ROOT/bench/entrance-tls.sh" --boxes 18000 --interval 4.5 --duration 30
 fi

@@ -322,29 +322,37 @@ impl Storage {
         }
         let base = self.inner.root.join(&pending.publisher);
         let _landing = self.inner.landing.lock().await;
-        // Checked again: a directory may have changed since the transfer began.
-        let target = paths::check_on_disk(&base, &pending.rel)?;
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| io("creating the directory", e))?;
-        }
+        // Two trips to the blocking pool rather than one per call: landings
+        // are many (live segments) and each trip is two thread wake-ups.
+        let rel = pending.rel.clone();
+        let target = blocking(move || {
+            // Checked again: a directory may have changed since the transfer began.
+            let target = paths::check_on_disk(&base, &rel)?;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io("creating the directory", e))?;
+            }
+            Ok(target)
+        })
+        .await?;
         let expires = now_secs().saturating_add(ttl);
         self.inner
             .store
             .zadd(&self.inner.index_key, &pending.member, secs_score(expires))
             .await
             .map_err(|e| StoreRefusal::Io(format!("recording the expiry: {e}")))?;
-        tokio::fs::rename(&pending.temp, &target)
-            .await
-            .map_err(|e| io("moving the file into place", e))?;
+        let temp = pending.temp.clone();
+        blocking(move || {
+            std::fs::rename(&temp, &target).map_err(|e| io("moving the file into place", e))?;
+            // The rename is durable once the directory is synced.
+            if let Some(parent) = target.parent()
+                && let Ok(dir) = std::fs::File::open(parent)
+            {
+                let _ = dir.sync_all();
+            }
+            Ok(())
+        })
+        .await?;
         pending.landed = true;
-        // The rename is durable once the directory is synced.
-        if let Some(parent) = target.parent()
-            && let Ok(dir) = tokio::fs::File::open(parent).await
-        {
-            let _ = dir.sync_all().await;
-        }
         let mut table = self.table();
         let version = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         let old = table.files.insert(
@@ -535,4 +543,13 @@ fn remove_orphans(root: &Path, keep: &std::collections::HashSet<String>) -> anyh
         }
     }
     Ok(removed)
+}
+
+/// Runs filesystem work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreRefusal> + Send + 'static,
+) -> Result<T, StoreRefusal> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(StoreRefusal::Io(format!("a filesystem task failed: {e}"))))
 }

@@ -378,6 +378,9 @@ async fn send_frames(
     transfer: u64,
     chunk: usize,
 ) -> Result<(), String> {
+    if file.size <= chunk as u64 {
+        return send_whole(conn, file, transfer).await;
+    }
     let mut source = tokio::fs::File::open(&file.path).await.map_err(|e| {
         format!(
             "cannot read the publisher's copy {}: {e}",
@@ -398,16 +401,7 @@ async fn send_frames(
         })?;
         let payload = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
         let header = if offset == 0 {
-            FrameHeader::Start(StartHeader {
-                path: format!("/{}", file.name),
-                ttl: Some(file.ttl),
-                chunked: Some(ChunkedStart {
-                    transfer,
-                    size: file.size,
-                    sha256: file.sha256.clone(),
-                }),
-                extra: Map::new(),
-            })
+            start_header(file, transfer)
         } else {
             FrameHeader::Continue { transfer, offset }
         };
@@ -428,6 +422,57 @@ async fn send_frames(
         ));
     }
     Ok(())
+}
+
+/// A file that fits one frame (a live segment): read in one trip to the
+/// blocking pool and sent without a copy.
+async fn send_whole(
+    conn: &mut ClientConnection,
+    file: &SendFile,
+    transfer: u64,
+) -> Result<(), String> {
+    let path = file.path.clone();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|read| read)
+        .map_err(|e| {
+            format!(
+                "cannot read the publisher's copy {}: {e}",
+                file.path.display()
+            )
+        })?;
+    if bytes.len() as u64 != file.size {
+        return Err(format!(
+            "the publisher's copy changed: {} bytes, {} expected",
+            bytes.len(),
+            file.size
+        ));
+    }
+    let header = start_header(file, transfer);
+    conn.send_binary(
+        Frame {
+            header,
+            payload: Bytes::from(bytes),
+        }
+        .encode(),
+    )
+    .await
+    .map_err(|e| format!("connection: {e}"))
+}
+
+/// The frame header that opens a file's transfer.
+fn start_header(file: &SendFile, transfer: u64) -> FrameHeader {
+    FrameHeader::Start(StartHeader {
+        path: format!("/{}", file.name),
+        ttl: Some(file.ttl),
+        chunked: Some(ChunkedStart {
+            transfer,
+            size: file.size,
+            sha256: file.sha256.clone(),
+        }),
+        extra: Map::new(),
+    })
 }
 
 /// The box's verdict on a file, checked against what was sent.
