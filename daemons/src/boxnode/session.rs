@@ -27,7 +27,6 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Map, Value};
-use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 use super::BoxState;
@@ -403,19 +402,15 @@ impl Session {
             }
         }
         if let Some(chunk) = event.data {
-            let written = match self
-                .pending
-                .get_mut(&key)
-                .and_then(|u| u.pending.file.as_mut())
-            {
-                Some(file) => file
-                    .write_all(&chunk.bytes)
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => Err("no open file for this transfer".to_owned()),
+            let last = event.completed.is_some();
+            let written = match self.pending.get_mut(&key) {
+                Some(upload) => upload.pending.write(chunk.bytes, last).await,
+                None => Err(StoreRefusal::Io(
+                    "no open file for this transfer".to_owned(),
+                )),
             };
-            if let Err(e) = written {
-                return self.fail(key, StoreRefusal::Io(e));
+            if let Err(refusal) = written {
+                return self.fail(key, refusal);
             }
         }
         let Some(completed) = event.completed else {
