@@ -701,13 +701,16 @@ async fn batch_applies_its_writes_in_order(s: Arc<dyn Store>) {
         .zrem(z, &["nope"])
         .sadd(st, &["new", "x"])
         .srem(st, &["old"])
-        .rpush(l, &["b", "c"])
-        .rpush(l, &["d"])
+        .rpush(l, &["b", "c", "x", "x"])
+        .rpush(l, &["d", "x"])
+        // From the head, two of the three: the last stays.
+        .lrem(l, 2, "x")
+        .lrem("{t}:no-list", 1, "x")
         // A key changes type only through a delete.
         .del(retyped)
         .zadd(retyped, "m", f64::INFINITY)
         .del("{t}:never-was");
-    assert_eq!(batch.len(), 12);
+    assert_eq!(batch.len(), 14);
     s.apply(&batch).await.unwrap();
     assert_eq!(
         s.hgetall(h).await.unwrap(),
@@ -725,8 +728,9 @@ async fn batch_applies_its_writes_in_order(s: Arc<dyn Store>) {
     );
     assert_eq!(
         s.lrange(l, 0, -1).await.unwrap(),
-        strings(&["a", "b", "c", "d"])
+        strings(&["a", "b", "c", "d", "x"])
     );
+    assert!(!s.exists("{t}:no-list").await.unwrap());
     assert_eq!(s.zscore(retyped, "m").await.unwrap(), Some(f64::INFINITY));
     assert!(!s.exists("{t}:never-was").await.unwrap());
 

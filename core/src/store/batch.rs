@@ -58,6 +58,13 @@ pub enum Write {
     Srem { key: String, members: Vec<String> },
     /// Appends values to a list.
     Rpush { key: String, values: Vec<String> },
+    /// Removes `count` items equal to `value` from a list (from the tail when
+    /// negative, every one when 0).
+    Lrem {
+        key: String,
+        count: i64,
+        value: String,
+    },
     /// Deletes a key of any type.
     Del { key: String },
 }
@@ -73,6 +80,7 @@ impl Write {
             | Self::Sadd { key, .. }
             | Self::Srem { key, .. }
             | Self::Rpush { key, .. }
+            | Self::Lrem { key, .. }
             | Self::Del { key } => key,
         }
     }
@@ -83,7 +91,7 @@ impl Write {
             Self::Hset { .. } | Self::Hdel { .. } => Some(KeyType::Hash),
             Self::Zadd { .. } | Self::Zrem { .. } => Some(KeyType::ZSet),
             Self::Sadd { .. } | Self::Srem { .. } => Some(KeyType::Set),
-            Self::Rpush { .. } => Some(KeyType::List),
+            Self::Rpush { .. } | Self::Lrem { .. } => Some(KeyType::List),
             Self::Del { .. } => None,
         }
     }
@@ -106,7 +114,7 @@ impl Write {
             | Self::Sadd { members, .. }
             | Self::Srem { members, .. } => members.is_empty(),
             Self::Rpush { values, .. } => values.is_empty(),
-            Self::Zadd { .. } | Self::Del { .. } => false,
+            Self::Zadd { .. } | Self::Lrem { .. } | Self::Del { .. } => false,
         }
     }
 }
@@ -261,6 +269,15 @@ impl Batch {
         self.push(Write::Rpush {
             key: key.to_owned(),
             values: owned(values),
+        })
+    }
+
+    /// [`Store::lrem`](super::Store::lrem) as part of the batch.
+    pub fn lrem(&mut self, key: &str, count: i64, value: &str) -> &mut Self {
+        self.push(Write::Lrem {
+            key: key.to_owned(),
+            count,
+            value: value.to_owned(),
         })
     }
 

@@ -902,6 +902,7 @@ impl<'txn> Tables<'txn> {
             Write::Sadd { members, .. } => self.sadd(key, members).map(drop),
             Write::Srem { members, .. } => self.srem(key, members).map(drop),
             Write::Rpush { values, .. } => self.list_push(key, values, false).map(drop),
+            Write::Lrem { count, value, .. } => self.list_remove(key, *count, value).map(drop),
             Write::Del { .. } => self.del(key).map(drop),
         };
         result.map_err(|e| {
@@ -911,6 +912,40 @@ impl<'txn> Tables<'txn> {
                 e
             }
         })
+    }
+
+    /// LREM: the first `count` items equal to `value` (from the tail when
+    /// negative, all when 0); how many went.
+    fn list_remove(&mut self, k: &str, count: i64, value: &str) -> Result<u64> {
+        if !expect_kind(&self.types, k, Kind::List)? {
+            return Ok(0);
+        }
+        let matching = list_items(&self.list_items, k)?
+            .into_iter()
+            .filter(|(_, v)| v == value)
+            .map(|(seq, _)| seq);
+        let limit = usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX);
+        let doomed: Vec<i64> = match count {
+            0 => matching.collect(),
+            c if c > 0 => matching.take(limit).collect(),
+            _ => matching.rev().take(limit).collect(),
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        for seq in &doomed {
+            self.list_items.remove((k, *seq))?;
+        }
+        let (head, tail, len) = self
+            .list_meta
+            .get(k)?
+            .map(|m| m.value())
+            .ok_or_else(|| corrupt(k, "list without metadata"))?;
+        let removed = doomed.len() as u64;
+        self.list_meta
+            .insert(k, (head, tail, len.saturating_sub(removed)))?;
+        self.forget_if_empty(k, Kind::List)?;
+        Ok(removed)
     }
 
     fn list_push(&mut self, key: &str, values: &[String], left: bool) -> Result<u64> {
@@ -1194,35 +1229,7 @@ impl Store for EmbeddedStore {
     async fn lrem(&self, key: &str, count: i64, value: &str) -> Result<u64> {
         let (k, value) = (key.to_owned(), value.to_owned());
         self.write("LREM", key, false, move |t| {
-            if !expect_kind(&t.types, &k, Kind::List)? {
-                return Ok(0);
-            }
-            let matching = list_items(&t.list_items, &k)?
-                .into_iter()
-                .filter(|(_, v)| *v == value)
-                .map(|(seq, _)| seq);
-            let limit = usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX);
-            let doomed: Vec<i64> = match count {
-                0 => matching.collect(),
-                c if c > 0 => matching.take(limit).collect(),
-                _ => matching.rev().take(limit).collect(),
-            };
-            if doomed.is_empty() {
-                return Ok(0);
-            }
-            for seq in &doomed {
-                t.list_items.remove((k.as_str(), *seq))?;
-            }
-            let (head, tail, len) = t
-                .list_meta
-                .get(k.as_str())?
-                .map(|m| m.value())
-                .ok_or_else(|| corrupt(&k, "list without metadata"))?;
-            let removed = doomed.len() as u64;
-            t.list_meta
-                .insert(k.as_str(), (head, tail, len.saturating_sub(removed)))?;
-            t.forget_if_empty(&k, Kind::List)?;
-            Ok(removed)
+            t.list_remove(&k, count, &value)
         })
         .await
     }

@@ -369,6 +369,7 @@ fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<String>)>
             Write::Sadd { members, .. } => ("SADD", members.clone()),
             Write::Srem { members, .. } => ("SREM", members.clone()),
             Write::Rpush { values, .. } => ("RPUSH", values.clone()),
+            Write::Lrem { count, value, .. } => ("LREM", vec![count.to_string(), value.clone()]),
             Write::Del { .. } => ("DEL", Vec::new()),
         };
         argv.push(command.to_owned());

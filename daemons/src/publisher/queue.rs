@@ -48,6 +48,12 @@ impl Queue {
     }
 
     /// The job is done, one way or the other.
+    /// Takes `job` off the in-flight list as part of `batch`, written with it
+    /// (the placement that finished it: one commit instead of two).
+    pub fn finish_in(&self, batch: &mut Batch, job: &str) {
+        batch.lrem(&self.in_flight, 1, job);
+    }
+
     pub async fn finish(&self, job: &str) -> Result<()> {
         self.store.lrem(&self.in_flight, 1, job).await.map(drop)
     }

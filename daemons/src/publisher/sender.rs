@@ -28,6 +28,9 @@ const MIN_TTL_TO_REPLACE: u64 = 3;
 
 enum Next {
     Done,
+    /// Done, and already off the in-flight list (in the batch that recorded
+    /// the placements).
+    Finished,
     Retry,
 }
 
@@ -63,6 +66,7 @@ pub async fn run(p: Arc<Publisher>, worker: usize) {
         };
         let result = match next {
             Next::Done => p.queue.finish(&name).await,
+            Next::Finished => Ok(()),
             Next::Retry => {
                 pause(&p, RETRY_DELAY).await;
                 p.queue.requeue(&name).await
@@ -180,13 +184,22 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
         .iter()
         .map(|pl| (pl.box_id.clone(), pl.url.clone()))
         .collect();
+    let finished = matches!(next, Next::Done);
     p.records
-        .save(&job, |all| {
-            for placement in placed {
-                all.retain(|pl| pl.box_id != placement.box_id);
-                all.push(placement);
-            }
-        })
+        .save_with(
+            &job,
+            |all| {
+                for placement in placed {
+                    all.retain(|pl| pl.box_id != placement.box_id);
+                    all.push(placement);
+                }
+            },
+            |batch| {
+                if finished {
+                    p.queue.finish_in(batch, name);
+                }
+            },
+        )
         .await
         .map_err(|e| e.to_string())?;
     for (box_id, url) in log {
@@ -197,7 +210,7 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
             .event(Level::Info, format!("placed {name} on {box_id}"));
     }
     p.common.console.touch();
-    Ok(next)
+    Ok(if finished { Next::Finished } else { next })
 }
 
 /// Streams the job's bytes to one box; the placement on success. Viewers are
