@@ -226,6 +226,7 @@ pub const PIPELINE: usize = 4;
 struct Waiting {
     file: SendFile,
     reply: oneshot::Sender<Result<Stored, String>>,
+    /// When its first frame went out.
     started: Instant,
     deadline: tokio::time::Instant,
     /// How long the transfer had from its first frame to its verdict.
@@ -270,6 +271,8 @@ async fn run(
                 next_transfer += 1;
                 let limit = VERDICT_GRACE + Duration::from_secs(file.size / SLOWEST_RATE);
                 let deadline = tokio::time::Instant::now() + limit;
+                // From the first byte: what the ranking measures as throughput.
+                let started = Instant::now();
                 let sent = tokio::time::timeout_at(
                     deadline,
                     send_frames(&mut conn, &file, transfer, chunk),
@@ -288,7 +291,7 @@ async fn run(
                             Waiting {
                                 file,
                                 reply,
-                                started: Instant::now(),
+                                started,
                                 deadline,
                                 limit,
                             },
