@@ -25,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod console;
 pub mod frame;
+pub mod fsio;
 pub mod geo;
 pub mod http;
 pub mod idcert;

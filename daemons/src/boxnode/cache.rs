@@ -86,7 +86,7 @@ impl Cache {
     /// Reads a file into a cache entry, with `ServeFile`'s validators. One trip
     /// to the blocking pool, and contents and metadata from the same open file.
     pub async fn load(path: std::path::PathBuf, version: u64) -> std::io::Result<Cached> {
-        tokio::task::spawn_blocking(move || {
+        dandelion_core::fsio::blocking(move || {
             use std::io::Read;
             let mut file = std::fs::File::open(&path)?;
             let meta = file.metadata()?;
@@ -101,7 +101,6 @@ impl Cache {
             })
         })
         .await
-        .map_err(std::io::Error::other)?
     }
 }
 

@@ -283,25 +283,6 @@ impl Session {
         })
     }
 
-    fn refusal(
-        &self,
-        transfer: Option<TransferId>,
-        path: &str,
-        code: &str,
-        reason: String,
-        headers: Map<String, Value>,
-    ) -> Message {
-        refusal(
-            &self.state,
-            &self.publisher,
-            transfer,
-            path,
-            code,
-            reason,
-            headers,
-        )
-    }
-
     async fn frame(&mut self, bytes: bytes::Bytes) -> Vec<Message> {
         // Decoded without the file-size limit so that a too-large start frame is
         // refused by `accept`, where its transfer id is known: its later frames are
@@ -354,7 +335,15 @@ impl Session {
         if let Some(t) = transfer {
             self.remember_refused(t);
         }
-        vec![self.refusal(transfer, &path, e.reason_code(), e.to_string(), extra)]
+        vec![refused_file(
+            &self.state,
+            &self.publisher,
+            transfer,
+            &path,
+            e.reason_code(),
+            e.to_string(),
+            extra,
+        )]
     }
 
     fn remember_refused(&mut self, transfer: TransferId) {
@@ -391,7 +380,9 @@ impl Session {
                         self.transfers.abort(t);
                         self.remember_refused(t);
                     }
-                    return vec![self.refusal(
+                    return vec![refused_file(
+                        &self.state,
+                        &self.publisher,
                         key,
                         &started.path,
                         refusal.code(),
@@ -446,7 +437,15 @@ impl Session {
             .remove(&key)
             .map(|u| (u.path, u.extra))
             .unwrap_or_default();
-        vec![self.refusal(key, &path, refusal.code(), refusal.to_string(), extra)]
+        vec![refused_file(
+            &self.state,
+            &self.publisher,
+            key,
+            &path,
+            refusal.code(),
+            refusal.to_string(),
+            extra,
+        )]
     }
 }
 
@@ -486,7 +485,7 @@ async fn land(
                 headers: extra,
             })
         }
-        Err(refused) => refusal(
+        Err(refused) => refused_file(
             &state,
             &publisher,
             key,
@@ -499,7 +498,7 @@ async fn land(
 }
 
 /// A transfer's refusal: counted, logged, shown on the console.
-fn refusal(
+fn refused_file(
     state: &BoxState,
     publisher: &str,
     transfer: Option<TransferId>,

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dandelion_core::config::parse_duration;
 use dandelion_core::console::{FileView, Level};
+use dandelion_core::fsio;
 use dandelion_core::ids::NodeId;
 use dandelion_core::paths;
 use dandelion_core::proxies;
@@ -294,14 +295,14 @@ async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String),
             }
         }
         let (from, to) = (tmp.clone(), final_path.clone());
-        let durable = match file {
+        match file {
             Some(mut file) => {
                 file.flush().await.map_err(stored)?;
                 let file = file.into_std().await;
-                tokio::task::spawn_blocking(move || make_durable(&file, &from, &to)).await
+                fsio::blocking(move || make_durable(&file, &from, &to)).await
             }
             None => {
-                tokio::task::spawn_blocking(move || {
+                fsio::blocking(move || {
                     use std::io::Write;
                     let mut file = std::fs::File::create(&from)?;
                     file.write_all(&gathered)?;
@@ -309,11 +310,8 @@ async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String),
                 })
                 .await
             }
-        };
-        durable
-            .map_err(std::io::Error::other)
-            .and_then(|done| done)
-            .map_err(stored)?;
+        }
+        .map_err(stored)?;
         Ok((size, format!("{:x}", hasher.finalize())))
     }
     .await;

@@ -438,10 +438,8 @@ async fn send_whole(
     transfer: u64,
 ) -> Result<(), String> {
     let path = file.path.clone();
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+    let bytes = dandelion_core::fsio::blocking(move || std::fs::read(path))
         .await
-        .map_err(std::io::Error::other)
-        .and_then(|read| read)
         .map_err(|e| {
             format!(
                 "cannot read the publisher's copy {}: {e}",
