@@ -24,6 +24,20 @@
 //!
 //! A start frame with none of `SIZE`/`SHA256`/`TRANSFER` is the original's one-shot frame.
 //!
+//! Protocol `dandelion/2` (a box says so in its `PUBLISH` reply's `VERSION`) lets the hash come
+//! last, so that a publisher can forward a file while it is still being uploaded to it
+//! (cut-through), before it knows the hash:
+//!
+//! - a start frame may leave `SHA256` out;
+//! - the **final frame** of such a transfer is a continue frame that also carries `SHA256`; its
+//!   payload (often empty) ends exactly at `SIZE`. The transfer completes there, and only there,
+//!   once the hash matches;
+//! - an **abort frame**, `TRANSFER` and `ABORT` (a reason for the box's log), drops an open
+//!   transfer without ending the connection: the upload feeding it failed.
+//!
+//! A `dandelion/1` publisher never sends either, and a box accepts both kinds of start frame
+//! from anyone: a transfer whose hash comes last is verified all the same.
+//!
 //! Decoding has two layers. [`Frame::decode`] is stateless: it checks the framing, the header
 //! fields and the per-frame [`Limits`], and hands back the payload as a zero-copy slice of the
 //! message. [`Transfers`] is the per-connection state machine a box feeds frame after frame:
@@ -64,9 +78,11 @@ pub const SHA256: &str = "SHA256";
 pub const TRANSFER: &str = "TRANSFER";
 /// Byte offset of a continue frame's payload in the file.
 pub const OFFSET: &str = "OFFSET";
+/// Drops an open transfer; the value is the publisher's reason.
+pub const ABORT: &str = "ABORT";
 /// Keys that never end up in [`StartHeader::extra`] and that the encoder never writes from it,
 /// so that user metadata cannot shadow a protocol field.
-pub const RESERVED_KEYS: [&str; 6] = [FILE_PATH, TTL, SIZE, SHA256, TRANSFER, OFFSET];
+pub const RESERVED_KEYS: [&str; 7] = [FILE_PATH, TTL, SIZE, SHA256, TRANSFER, OFFSET, ABORT];
 
 /// What a missing `TTL` means: the original box's hard-coded default.
 pub const DEFAULT_TTL_SECS: u64 = 60;
@@ -144,8 +160,9 @@ pub struct ChunkedStart {
     pub transfer: TransferId,
     /// Total bytes; the transfer completes when this many bytes have arrived.
     pub size: u64,
-    /// 64 lower-case hex digits; the decoder lower-cases what the publisher sent.
-    pub sha256: String,
+    /// 64 lower-case hex digits; the decoder lower-cases what the publisher sent. `None`: the
+    /// hash comes in the final frame (`dandelion/2`, cut-through).
+    pub sha256: Option<String>,
 }
 
 /// The two kinds of frame.
@@ -159,6 +176,22 @@ pub enum FrameHeader {
         transfer: TransferId,
         /// Where the payload goes; must be exactly where the previous chunk ended.
         offset: u64,
+    },
+    /// The last bytes of a transfer whose start frame had no `SHA256`, and the hash.
+    Finish {
+        /// The id from the start frame.
+        transfer: TransferId,
+        /// Where the payload goes; the payload must end at `SIZE`.
+        offset: u64,
+        /// 64 lower-case hex digits.
+        sha256: String,
+    },
+    /// Drops an open transfer.
+    Abort {
+        /// The id from the start frame.
+        transfer: TransferId,
+        /// Why, shortened: for the box's log.
+        reason: String,
     },
 }
 
@@ -241,10 +274,8 @@ impl Frame {
                         }
                     }
                     Some(chunked) => {
-                        if !header::is_lower_hex_sha256(&chunked.sha256) {
-                            return Err(FrameError::BadSha256 {
-                                value: header::snippet(&chunked.sha256),
-                            });
+                        if let Some(sha256) = &chunked.sha256 {
+                            check_sha256(sha256)?;
                         }
                         if chunked.size > limits.max_file_size {
                             return Err(FrameError::FileTooLarge {
@@ -258,6 +289,15 @@ impl Frame {
             }
             FrameHeader::Continue { transfer, .. } => {
                 check_payload(&self.payload, limits.max_chunk_bytes, Some(*transfer))?;
+            }
+            FrameHeader::Finish {
+                transfer, sha256, ..
+            } => {
+                check_sha256(sha256)?;
+                check_payload(&self.payload, limits.max_chunk_bytes, Some(*transfer))?;
+            }
+            FrameHeader::Abort { transfer, .. } => {
+                check_payload(&self.payload, 0, Some(*transfer))?;
             }
         }
         Ok(())
@@ -279,7 +319,9 @@ impl Frame {
                 }
                 if let Some(chunked) = &start.chunked {
                     map.insert(SIZE.to_owned(), Value::from(chunked.size));
-                    map.insert(SHA256.to_owned(), Value::from(chunked.sha256.as_str()));
+                    if let Some(sha256) = &chunked.sha256 {
+                        map.insert(SHA256.to_owned(), Value::from(sha256.as_str()));
+                    }
                     map.insert(TRANSFER.to_owned(), Value::from(chunked.transfer));
                 }
                 for (key, value) in &start.extra {
@@ -292,6 +334,19 @@ impl Frame {
                 map.insert(TRANSFER.to_owned(), Value::from(*transfer));
                 map.insert(OFFSET.to_owned(), Value::from(*offset));
             }
+            FrameHeader::Finish {
+                transfer,
+                offset,
+                sha256,
+            } => {
+                map.insert(TRANSFER.to_owned(), Value::from(*transfer));
+                map.insert(OFFSET.to_owned(), Value::from(*offset));
+                map.insert(SHA256.to_owned(), Value::from(sha256.as_str()));
+            }
+            FrameHeader::Abort { transfer, reason } => {
+                map.insert(TRANSFER.to_owned(), Value::from(*transfer));
+                map.insert(ABORT.to_owned(), Value::from(reason.as_str()));
+            }
         }
         // `<` only ever occurs inside JSON strings, where `\u003c` means the same thing.
         let json = Value::Object(map).to_string().replace('<', "\\u003c");
@@ -303,6 +358,16 @@ impl Frame {
         out.put_slice(END_MARKER);
         out.put_slice(&self.payload);
         out.freeze()
+    }
+}
+
+fn check_sha256(sha256: &str) -> Result<(), FrameError> {
+    if header::is_lower_hex_sha256(sha256) {
+        Ok(())
+    } else {
+        Err(FrameError::BadSha256 {
+            value: header::snippet(sha256),
+        })
     }
 }
 

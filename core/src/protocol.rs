@@ -25,7 +25,16 @@ pub use refusal::ErrorReply;
 pub use registry::{Exchange, ExchangeReply, Goodbye, Search, SearchOrder, SearchReply};
 
 /// Sent in every message's `VERSION`; peers without one are the original's.
-pub const PROTOCOL_VERSION: &str = "dandelion/1";
+///
+/// - `dandelion/1`: chunked file frames with `SHA256` in the start frame.
+/// - `dandelion/2`: a file's `SHA256` may come in its final frame, and an abort frame drops
+///   one transfer (see [`crate::frame`]), so that a publisher can forward a file while it is
+///   still being uploaded. A publisher uses them only with a box whose `PUBLISH` reply says 2
+///   or more.
+pub const PROTOCOL_VERSION: &str = "dandelion/2";
+
+/// The first version in which a box takes a file's hash in its final frame.
+pub const HASH_LAST_SINCE: u32 = 2;
 
 /// Where an entrance takes a box's uplink measurement: a bounded upload that it
 /// times and answers with `{"BYTES": n, "SECONDS": s}`.

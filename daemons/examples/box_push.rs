@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
                     chunked: Some(ChunkedStart {
                         transfer,
                         size,
-                        sha256: format!("{:x}", hasher.clone().finalize()),
+                        sha256: Some(format!("{:x}", hasher.clone().finalize())),
                     }),
                     extra: Default::default(),
                 })

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod console;
+pub mod cutthrough;
 pub mod directory;
 pub mod jobs;
 pub mod link;

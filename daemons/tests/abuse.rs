@@ -424,7 +424,7 @@ fn hostile_sessions_keep_a_box_within_its_memory_budget() {
                                 chunked: Some(ChunkedStart {
                                     transfer: 1,
                                     size: body.len() as u64,
-                                    sha256: sha256.clone(),
+                                    sha256: Some(sha256.clone()),
                                 }),
                                 extra: Default::default(),
                             })

@@ -68,8 +68,8 @@ use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::nonces::NonceBook;
 use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{
-    Exchange, ExchangeReply, Goodbye, Header, Message, Publish, PublishReply, TransferOutcome,
-    TransferResult,
+    Exchange, ExchangeReply, Goodbye, Header, Message, PROTOCOL_VERSION, Publish, PublishReply,
+    TransferOutcome, TransferResult,
 };
 use dandelion_daemons::handshake;
 use dandelion_daemons::shutdown::Shutdown;
@@ -114,6 +114,9 @@ enum Seen {
         path: String,
         authorization: Option<String>,
     },
+    /// A file frame received by a fake box: `start` (with `+sha256` when it
+    /// named the hash), `continue`, `final` or `abort`.
+    Frame(String),
     /// Something of the attacker's own went wrong (for failure messages).
     Trouble(String),
 }
@@ -987,6 +990,8 @@ struct Liar {
     data_url: String,
     shutdown: Shutdown,
     journal: Journal,
+    /// The `VERSION` it answers `PUBLISH` with.
+    version: &'static str,
 }
 
 /// An honest nonce and server proof: the liar is the box it says it is.
@@ -1033,6 +1038,8 @@ struct Upload {
     transfer: u64,
     size: u64,
     bytes: Vec<u8>,
+    /// From the start frame or, `dandelion/2`, the final frame.
+    hash_known: bool,
 }
 
 /// Receives files as a box does and confirms each, with its true size and
@@ -1042,8 +1049,10 @@ async fn liar_session(l: Liar, publisher: NodeId, mut conn: ServerConnection) {
     while let Ok(Some(incoming)) = conn.recv().await {
         let frame = match incoming {
             Incoming::Message(Message::Publish(_)) => {
+                let mut header = Header::new(l.me.id().clone());
+                header.version = Some(l.version.to_owned());
                 let reply = Message::PublishReply(PublishReply {
-                    header: Header::new(l.me.id().clone()),
+                    header,
                     data_url: Some(format!("{}/{publisher}/", l.data_url)),
                     max_file_size: Some(1 << 30),
                     max_frame: Some(1 << 20),
@@ -1061,6 +1070,16 @@ async fn liar_session(l: Liar, publisher: NodeId, mut conn: ServerConnection) {
             },
             Incoming::Message(_) => continue,
         };
+        let kind = match &frame.header {
+            FrameHeader::Start(StartHeader {
+                chunked: Some(c), ..
+            }) if c.sha256.is_some() => "start+sha256",
+            FrameHeader::Start(_) => "start",
+            FrameHeader::Continue { .. } => "continue",
+            FrameHeader::Finish { .. } => "final",
+            FrameHeader::Abort { .. } => "abort",
+        };
+        l.journal.note(Seen::Frame(kind.to_owned()));
         match frame.header {
             FrameHeader::Start(StartHeader {
                 path,
@@ -1072,6 +1091,7 @@ async fn liar_session(l: Liar, publisher: NodeId, mut conn: ServerConnection) {
                     transfer: chunked.transfer,
                     size: chunked.size,
                     bytes: frame.payload.to_vec(),
+                    hash_known: chunked.sha256.is_some(),
                 });
             }
             FrameHeader::Continue { transfer, .. } => {
@@ -1079,11 +1099,18 @@ async fn liar_session(l: Liar, publisher: NodeId, mut conn: ServerConnection) {
                     u.bytes.extend_from_slice(&frame.payload);
                 }
             }
+            FrameHeader::Finish { transfer, .. } => {
+                if let Some(u) = upload.as_mut().filter(|u| u.transfer == transfer) {
+                    u.bytes.extend_from_slice(&frame.payload);
+                    u.hash_known = true;
+                }
+            }
+            FrameHeader::Abort { .. } => upload = None,
             FrameHeader::Start(_) => {
                 return l.journal.note(Seen::Trouble("a one-shot frame".into()));
             }
         }
-        let Some(done) = upload.take_if(|u| u.bytes.len() as u64 >= u.size) else {
+        let Some(done) = upload.take_if(|u| u.hash_known && u.bytes.len() as u64 >= u.size) else {
             continue;
         };
         let confirmation = Message::Transfer(TransferResult {
@@ -1133,6 +1160,7 @@ fn a_box_cannot_choose_where_viewers_are_sent() {
             data_url: origin.to_owned(),
             shutdown: Shutdown::new(),
             journal: journal.clone(),
+            version: PROTOCOL_VERSION,
         };
         Router::new()
             .route(NONCE_PATH, get(liar_nonce))
@@ -1213,6 +1241,99 @@ fn a_box_cannot_choose_where_viewers_are_sent() {
 }
 
 // ---------------------------------------------------------------------------
+// 4b. Not an attack: the same fake box speaking an older protocol version.
+// ---------------------------------------------------------------------------
+
+/// Older boxes keep working: a box that speaks `dandelion/1` cannot take a
+/// file's hash last, so it gets the file from the publisher's copy with the
+/// hash first, while a `dandelion/2` box gets the upload as it arrives
+/// (cut-through: no hash in the start frame, a final frame with it). Both
+/// copies count once the boxes confirmed them.
+#[test]
+fn a_dandelion_1_box_gets_the_hash_first_and_a_dandelion_2_box_gets_the_upload_as_it_arrives() {
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(root.path(), 0)
+        .publisher_setting("keep_sessions = 0")
+        .start();
+    let lab = Lab::new();
+    let publisher = id_of(&net.publisher, Role::Publisher);
+    let name = "film.bin";
+    let bytes = content(3 << 20, 11);
+
+    let mut boxes = Vec::new();
+    for version in ["dandelion/1", PROTOCOL_VERSION] {
+        let me = Arc::new(Identity::generate(Role::Box).unwrap());
+        let journal = Journal::default();
+        let mut honest = String::new();
+        let origin = lab.serve(|origin| {
+            honest = dandelion_core::paths::file_url(origin, &format!("{}/{name}", publisher.id()));
+            let fake = Liar {
+                me: me.clone(),
+                nonces: Arc::new(NonceBook::generate().unwrap()),
+                phish: honest.clone(),
+                data_url: origin.to_owned(),
+                shutdown: Shutdown::new(),
+                journal: journal.clone(),
+                version,
+            };
+            Router::new()
+                .route(NONCE_PATH, get(liar_nonce))
+                .route("/dandelion/{box_id}/ws", any(liar_ws))
+                .with_state(fake)
+                .merge(reachability_route(&me, origin))
+                .merge(recorder(&journal))
+        });
+        heartbeat(&lab, &me, pin(&net.entrance), &origin, &journal);
+        lab.wait_active(&net.entrance, me.id(), &journal);
+        boxes.push((me, journal, version, honest));
+    }
+    let ids: Vec<&NodeId> = boxes.iter().map(|(me, ..)| me.id()).collect();
+    lab.wait_ranked(&net.publisher, &ids);
+
+    lab.push(&net.publisher, name, &bytes, "replicas=2&ttl=120s");
+    let status = wait_for("both copies recorded", SOON, || {
+        let status = lab.file_status(&net.publisher, name);
+        let placed = status["placements"].as_array()?.len();
+        (placed == 2).then_some(status)
+    });
+    for (me, journal, version, honest) in &boxes {
+        let frames: Vec<String> = journal
+            .all()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Frame(kind) => Some(kind),
+                _ => None,
+            })
+            .collect();
+        let (first, middle, last) = match version {
+            &"dandelion/1" => ("start+sha256", "continue", "continue"),
+            _ => ("start", "continue", "final"),
+        };
+        assert_eq!(
+            frames.first().map(String::as_str),
+            Some(first),
+            "{version}: {frames:?}"
+        );
+        assert_eq!(
+            frames.last().map(String::as_str),
+            Some(last),
+            "{version}: {frames:?}"
+        );
+        assert!(
+            frames[1..frames.len() - 1].iter().all(|f| f == middle),
+            "{version}: {frames:?}"
+        );
+        let placement = status["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["box"] == me.id().as_str())
+            .unwrap_or_else(|| panic!("no copy on the {version} box: {status}"));
+        assert_eq!(placement["url"], honest.as_str());
+    }
+}
+
+// ---------------------------------------------------------------------------
 // 5. A box moving its data URL once it passed the reachability check.
 // ---------------------------------------------------------------------------
 
@@ -1243,6 +1364,7 @@ fn a_box_cannot_move_its_data_url_after_passing_the_check() {
             data_url: origin.to_owned(),
             shutdown: Shutdown::new(),
             journal: journal.clone(),
+            version: PROTOCOL_VERSION,
         };
         Router::new()
             .route(NONCE_PATH, get(liar_nonce))

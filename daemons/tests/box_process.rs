@@ -110,7 +110,7 @@ async fn a_file_expires_on_time_across_kill_9_and_restart() {
                 chunked: Some(ChunkedStart {
                     transfer: transfer as u64,
                     size: body.len() as u64,
-                    sha256: format!("{:x}", Sha256::digest(&body)),
+                    sha256: Some(format!("{:x}", Sha256::digest(&body))),
                 }),
                 extra: Default::default(),
             }),

@@ -140,7 +140,7 @@ fn start_frame(path: &str, ttl: Option<u64>, transfer: u64, data: &[u8], first: 
             chunked: Some(ChunkedStart {
                 transfer,
                 size: data.len() as u64,
-                sha256: sha256(data),
+                sha256: Some(sha256(data)),
             }),
             extra: Map::new(),
         }),
@@ -577,7 +577,7 @@ async fn every_refusal_says_why_and_leaves_nothing_on_disk() {
     )
     .unwrap();
     if let FrameHeader::Start(s) = &mut start.header {
-        s.chunked.as_mut().unwrap().sha256 = sha256(b"something else");
+        s.chunked.as_mut().unwrap().sha256 = Some(sha256(b"something else"));
     }
     conn.send_binary(start.encode()).await.unwrap();
     conn.send_binary(continue_frame(transfer, 2000, &data[2000..]))
@@ -1196,7 +1196,7 @@ async fn transfers_pipelined_on_one_session_each_get_their_own_verdict() {
                     chunked: Some(ChunkedStart {
                         transfer,
                         size: data.len() as u64,
-                        sha256: sha256(data),
+                        sha256: Some(sha256(data)),
                     }),
                     extra: Map::new(),
                 }),
@@ -1226,4 +1226,108 @@ async fn transfers_pipelined_on_one_session_each_get_their_own_verdict() {
         assert_eq!(got.status, 200);
         assert!(got.body == data.as_slice(), "{path} is byte-exact");
     }
+}
+
+/// `dandelion/2` on a real box: a transfer whose hash comes in its final frame
+/// is stored only once that hash matches; a wrong one is refused and leaves
+/// nothing; an aborted one leaves no partial file and no verdict, and the
+/// session goes on.
+#[tokio::test]
+async fn hash_last_transfers_are_verified_at_their_final_frame_and_abort_cleanly() {
+    let b = start_box(|_| {}).await;
+    let (mut conn, reply) = publish(&b.ws, &b.id, &b.publisher).await;
+    assert_eq!(
+        reply.header.level(),
+        2,
+        "the box says it takes the hash last"
+    );
+    let data = pattern(300 * 1024);
+    let opening = |transfer: u64, path: &str| {
+        Frame {
+            header: FrameHeader::Start(StartHeader {
+                path: path.to_owned(),
+                ttl: None,
+                chunked: Some(ChunkedStart {
+                    transfer,
+                    size: data.len() as u64,
+                    sha256: None,
+                }),
+                extra: Map::new(),
+            }),
+            payload: Bytes::copy_from_slice(&data[..100 * 1024]),
+        }
+        .encode()
+    };
+    let last = |transfer: u64, sha256: String| {
+        Frame {
+            header: FrameHeader::Finish {
+                transfer,
+                offset: data.len() as u64,
+                sha256,
+            },
+            payload: Bytes::new(),
+        }
+        .encode()
+    };
+    let partials = || {
+        std::fs::read_dir(b.data_dir.join("files").join(".partial"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+
+    // Aborted half way: the partial file goes, and no verdict comes.
+    conn.send_binary(opening(1, "/gone.bin")).await.unwrap();
+    conn.send_binary(continue_frame(1, 100 * 1024, &data[100 * 1024..200 * 1024]))
+        .await
+        .unwrap();
+    conn.send_binary(
+        Frame {
+            header: FrameHeader::Abort {
+                transfer: 1,
+                reason: "the upload was cut off".into(),
+            },
+            payload: Bytes::new(),
+        }
+        .encode(),
+    )
+    .await
+    .unwrap();
+
+    // Every byte, then the wrong hash: refused.
+    conn.send_binary(opening(2, "/wrong.bin")).await.unwrap();
+    conn.send_binary(continue_frame(2, 100 * 1024, &data[100 * 1024..]))
+        .await
+        .unwrap();
+    conn.send_binary(last(2, sha256(b"other bytes")))
+        .await
+        .unwrap();
+    let r = result(&mut conn).await;
+    assert_eq!(
+        (r.transfer, refused_code(&r)),
+        (Some(2), "hash_mismatch".into())
+    );
+
+    // Every byte, then the right hash: stored, byte-exact.
+    conn.send_binary(opening(3, "/right.bin")).await.unwrap();
+    conn.send_binary(continue_frame(3, 100 * 1024, &data[100 * 1024..]))
+        .await
+        .unwrap();
+    conn.send_binary(last(3, sha256(&data))).await.unwrap();
+    let r = result(&mut conn).await;
+    assert_eq!(
+        r.transfer,
+        Some(3),
+        "no verdict for the aborted transfer came first"
+    );
+    let got = HttpClient::default()
+        .get(&stored_url(&r), &[])
+        .await
+        .unwrap();
+    assert!(got.body == data.as_slice(), "the stored file is byte-exact");
+    assert_eq!(partials(), 0, "no partial file is left behind");
+    let stored = std::fs::read_dir(b.data_dir.join("files").join(b.publisher.id().as_str()))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect::<Vec<_>>();
+    assert_eq!(stored, ["right.bin"]);
 }

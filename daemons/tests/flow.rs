@@ -917,3 +917,167 @@ fn a_box_that_fails_to_serve_is_skipped_and_what_it_held_is_placed_again() {
         "{metrics}"
     );
 }
+
+/// An upload written by hand, so that a test can pause it half way or cut it
+/// off: `PUT /api/files/{target}` with a `Content-Length` of `size`.
+struct RawPut(std::net::TcpStream);
+
+impl RawPut {
+    fn begin(net: &Network, target: &str, size: usize) -> RawPut {
+        use std::io::Write;
+        let address = net.publisher.origin().replace("http://", "");
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let head = format!(
+            "PUT /api/files/{target} HTTP/1.1\r\nHost: {address}\r\nAuthorization: {}\r\n\
+             Content-Length: {size}\r\n\r\n",
+            net.publisher.admin_auth()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        RawPut(stream)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.0.write_all(bytes).unwrap();
+    }
+
+    /// The response's status line, once the whole body was written.
+    fn status(mut self) -> String {
+        use std::io::Read;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n") && self.0.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).trim_end().to_owned()
+    }
+}
+
+/// Bytes of transfers under way on each box (`files/.partial/`).
+fn partial_bytes(net: &Network) -> Vec<u64> {
+    net.boxes
+        .iter()
+        .map(|b| {
+            std::fs::read_dir(b.data_dir().join("files").join(".partial"))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok()?.metadata().ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// When the publisher's session to each box opened, by box ID.
+fn sessions_opened_at(net: &Network) -> Vec<(String, Value)> {
+    let mut rows: Vec<(String, Value)> = publisher_boxes(net)
+        .iter()
+        .map(|b| {
+            (
+                b["box"].as_str().unwrap_or_default().to_owned(),
+                b["session"]["opened_at"].clone(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// Cut-through: a big upload is on its boxes before it has finished arriving
+/// at the publisher, the copies are whole and verified once it has; an upload
+/// cut off half way leaves nothing anywhere, and the publish sessions it used
+/// carry on.
+#[test]
+fn a_big_upload_reaches_the_boxes_while_it_arrives_and_one_cut_off_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start(root.path(), 2);
+    wait_active_boxes(&net, 2);
+    wait_for(
+        "the publisher to know both boxes",
+        Duration::from_secs(30),
+        || {
+            (publisher_boxes(&net)
+                .iter()
+                .filter(|b| b["live"] == true)
+                .count()
+                == 2)
+                .then_some(())
+        },
+    );
+    let size = 6 << 20;
+    let bytes = content(size, 61);
+
+    let mut upload = RawPut::begin(&net, "film.bin?replicas=2", size);
+    upload.write(&bytes[..size / 2]);
+    wait_for(
+        "both boxes to hold part of the file while its upload is paused",
+        Duration::from_secs(30),
+        || {
+            let partial = partial_bytes(&net);
+            partial.iter().all(|b| *b >= 1 << 20).then_some(())
+        },
+    );
+    upload.write(&bytes[size / 2..]);
+    let status = upload.status();
+    assert!(status.starts_with("HTTP/1.1 202"), "{status}");
+    let file_url = format!("{}/api/files/film.bin", net.publisher.origin());
+    let placements = wait_for("both copies recorded", Duration::from_secs(30), || {
+        let status = net.json(&file_url);
+        let placements = status["placements"].as_array()?.clone();
+        (placements.len() == 2).then_some(placements)
+    });
+    for placement in placements {
+        let url = placement["url"].as_str().unwrap().to_owned();
+        let (_, body) = fetch_from(&net, url.clone()).unwrap();
+        assert!(body == bytes, "the copy at {url} is not the upload");
+    }
+
+    let sessions = sessions_opened_at(&net);
+    let mut upload = RawPut::begin(&net, "cut.bin?replicas=2", size);
+    upload.write(&bytes[..size / 2]);
+    wait_for(
+        "both boxes to hold part of the second file",
+        Duration::from_secs(30),
+        || {
+            partial_bytes(&net)
+                .iter()
+                .all(|b| *b >= 1 << 20)
+                .then_some(())
+        },
+    );
+    drop(upload);
+    wait_for(
+        "the boxes to drop what they had of the cut-off upload",
+        Duration::from_secs(30),
+        || partial_bytes(&net).iter().all(|b| *b == 0).then_some(()),
+    );
+    let cut = net.get(&format!("{}/api/files/cut.bin", net.publisher.origin()));
+    assert_eq!(cut.status, 404, "the cut-off upload is not a file");
+    for b in &net.boxes {
+        let stored = walk(&b.data_dir().join("files"));
+        assert!(!stored.iter().any(|p| p.ends_with("cut.bin")), "{stored:?}");
+    }
+    assert_eq!(
+        sessions_opened_at(&net),
+        sessions,
+        "the publish sessions carry on"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

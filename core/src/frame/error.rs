@@ -178,6 +178,26 @@ pub enum FrameError {
         /// The hash of what arrived.
         actual: String,
     },
+    /// A final frame whose payload does not end at `SIZE`: the hash may only follow the last
+    /// byte.
+    #[error(
+        "transfer {transfer}: SHA256 came with bytes ending at {end}, but it may only come with \
+         the frame that ends the file at SIZE {size}"
+    )]
+    HashBeforeEnd {
+        /// The transfer.
+        transfer: TransferId,
+        /// Where the frame's bytes end.
+        end: u64,
+        /// The transfer's `SIZE`.
+        size: u64,
+    },
+    /// A final frame for a transfer whose start frame already carried `SHA256`.
+    #[error("transfer {transfer}: SHA256 was already given in its start frame")]
+    HashGivenTwice {
+        /// The transfer.
+        transfer: TransferId,
+    },
 }
 
 fn transfer_prefix(transfer: Option<TransferId>) -> String {
@@ -214,6 +234,8 @@ impl FrameError {
             Self::DuplicateTransfer { .. } => "duplicate_transfer",
             Self::TooManyTransfers { .. } => "too_many_transfers",
             Self::HashMismatch { .. } => "hash_mismatch",
+            Self::HashBeforeEnd { .. } => "hash_before_end",
+            Self::HashGivenTwice { .. } => "hash_given_twice",
         }
     }
 
@@ -229,7 +251,9 @@ impl FrameError {
             | Self::OffsetPastSize { transfer, .. }
             | Self::UnknownTransfer { transfer }
             | Self::DuplicateTransfer { transfer }
-            | Self::HashMismatch { transfer, .. } => Some(*transfer),
+            | Self::HashMismatch { transfer, .. }
+            | Self::HashBeforeEnd { transfer, .. }
+            | Self::HashGivenTwice { transfer } => Some(*transfer),
             _ => None,
         }
     }

@@ -3,9 +3,12 @@
 use serde_json::{Map, Number, Value};
 
 use super::{
-    ChunkedStart, FILE_PATH, FrameError, FrameHeader, MAX_TTL_SECS, OFFSET, SHA256, SIZE,
+    ABORT, ChunkedStart, FILE_PATH, FrameError, FrameHeader, MAX_TTL_SECS, OFFSET, SHA256, SIZE,
     StartHeader, TRANSFER, TTL,
 };
+
+/// Longest `ABORT` reason kept: it only goes to the box's log.
+const MAX_ABORT_REASON_CHARS: usize = 200;
 
 /// What a count field must look like, for error messages.
 const COUNT: &str = "a non-negative integer (number or numeric string)";
@@ -35,6 +38,7 @@ fn from_object(object: Map<String, Value>) -> Result<FrameHeader, FrameError> {
     let mut sha256 = None;
     let mut transfer = None;
     let mut offset = None;
+    let mut abort = None;
     let mut extra = Map::new();
     // Iterating (rather than removing the known keys) keeps the extra keys in the order the
     // publisher sent them.
@@ -46,6 +50,7 @@ fn from_object(object: Map<String, Value>) -> Result<FrameHeader, FrameError> {
             SHA256 => sha256 = Some(value),
             TRANSFER => transfer = Some(value),
             OFFSET => offset = Some(value),
+            ABORT => abort = Some(value),
             _ => {
                 extra.insert(key, value);
             }
@@ -53,21 +58,42 @@ fn from_object(object: Map<String, Value>) -> Result<FrameHeader, FrameError> {
     }
 
     let Some(path) = path else {
-        // A continue frame. Other keys are ignored: room for later extensions.
-        if transfer.is_none() && offset.is_none() {
+        // A continue, final or abort frame. Other keys are ignored: room for
+        // later extensions.
+        if transfer.is_none() && offset.is_none() && abort.is_none() {
             // Neither kind of frame: name the field the original always required.
             return Err(FrameError::MissingField(FILE_PATH));
         }
-        let transfer = transfer.ok_or(FrameError::MissingField(TRANSFER))?;
-        let offset = offset.ok_or(FrameError::MissingField(OFFSET))?;
-        return Ok(FrameHeader::Continue {
-            transfer: count(TRANSFER, &transfer)?,
-            offset: count(OFFSET, &offset)?,
+        let transfer = count(
+            TRANSFER,
+            &transfer.ok_or(FrameError::MissingField(TRANSFER))?,
+        )?;
+        if let Some(reason) = abort {
+            let reason = match reason {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            return Ok(FrameHeader::Abort {
+                transfer,
+                reason: snippet_of(&reason, MAX_ABORT_REASON_CHARS),
+            });
+        }
+        let offset = count(OFFSET, &offset.ok_or(FrameError::MissingField(OFFSET))?)?;
+        return Ok(match sha256 {
+            None => FrameHeader::Continue { transfer, offset },
+            Some(sha256) => FrameHeader::Finish {
+                transfer,
+                offset,
+                sha256: parse_sha256(&sha256)?,
+            },
         });
     };
 
     if offset.is_some() {
         return Err(FrameError::UnexpectedField { field: OFFSET });
+    }
+    if abort.is_some() {
+        return Err(FrameError::UnexpectedField { field: ABORT });
     }
     let path = match path {
         Value::String(path) => path,
@@ -90,19 +116,14 @@ fn from_object(object: Map<String, Value>) -> Result<FrameHeader, FrameError> {
     };
     let chunked = match (size, sha256, transfer) {
         (None, None, None) => None,
-        (Some(size), Some(sha256), Some(transfer)) => Some(ChunkedStart {
+        // Without SHA256 the hash comes in the final frame (dandelion/2).
+        (Some(size), sha256, Some(transfer)) => Some(ChunkedStart {
             transfer: count(TRANSFER, &transfer)?,
             size: count(SIZE, &size)?,
-            sha256: parse_sha256(&sha256)?,
+            sha256: sha256.as_ref().map(parse_sha256).transpose()?,
         }),
-        (size, sha256, _) => {
-            let missing = if size.is_none() {
-                SIZE
-            } else if sha256.is_none() {
-                SHA256
-            } else {
-                TRANSFER
-            };
+        (size, _, _) => {
+            let missing = if size.is_none() { SIZE } else { TRANSFER };
             return Err(FrameError::MissingField(missing));
         }
     };
@@ -239,7 +260,11 @@ pub(super) fn is_lower_hex_sha256(text: &str) -> bool {
 
 /// At most [`SNIPPET_CHARS`] characters of a peer's value, cut on a character boundary.
 pub(super) fn snippet(text: &str) -> String {
-    match text.char_indices().nth(SNIPPET_CHARS) {
+    snippet_of(text, SNIPPET_CHARS)
+}
+
+fn snippet_of(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
         Some((cut, _)) => format!("{}…", text.get(..cut).unwrap_or_default()),
         None => text.to_owned(),
     }

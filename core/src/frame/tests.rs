@@ -45,7 +45,7 @@ fn start(transfer: TransferId, data: &[u8], first: usize) -> Frame {
             chunked: Some(ChunkedStart {
                 transfer,
                 size: data.len() as u64,
-                sha256: sha(data),
+                sha256: Some(sha(data)),
             }),
             extra: Map::new(),
         }),
@@ -56,6 +56,34 @@ fn start(transfer: TransferId, data: &[u8], first: usize) -> Frame {
 fn cont(transfer: TransferId, offset: u64, payload: &[u8]) -> Frame {
     Frame {
         header: FrameHeader::Continue { transfer, offset },
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+/// A `dandelion/2` start frame: no `SHA256`, which comes in the final frame.
+fn start_deferred(transfer: TransferId, size: u64, first: &[u8]) -> Frame {
+    Frame {
+        header: FrameHeader::Start(StartHeader {
+            path: "/f".into(),
+            ttl: None,
+            chunked: Some(ChunkedStart {
+                transfer,
+                size,
+                sha256: None,
+            }),
+            extra: Map::new(),
+        }),
+        payload: Bytes::copy_from_slice(first),
+    }
+}
+
+fn finish(transfer: TransferId, offset: u64, payload: &[u8], sha256: &str) -> Frame {
+    Frame {
+        header: FrameHeader::Finish {
+            transfer,
+            offset,
+            sha256: sha256.to_owned(),
+        },
         payload: Bytes::copy_from_slice(payload),
     }
 }
@@ -152,7 +180,7 @@ fn chunked_start_fields_decode_from_numbers_and_strings() {
         Some(ChunkedStart {
             transfer: 7,
             size: 3,
-            sha256: sha(b"abc"),
+            sha256: Some(sha(b"abc")),
         })
     );
     assert_eq!(Value::Object(header.extra.clone()), json!({"X": 1}));
@@ -203,7 +231,7 @@ fn encoder_writes_numbers_and_escapes_markers_inside_headers() {
             chunked: Some(ChunkedStart {
                 transfer: 3,
                 size: 10,
-                sha256: sha(b"0123456789"),
+                sha256: Some(sha(b"0123456789")),
             }),
             extra,
         }),
@@ -370,10 +398,8 @@ fn missing_fields_are_named() {
             format!(r#"{{"FILE_PATH":"/a","SHA256":"{sha}","TRANSFER":1}}"#),
             SIZE,
         ),
-        (
-            r#"{"FILE_PATH":"/a","SIZE":0,"TRANSFER":1}"#.to_owned(),
-            SHA256,
-        ),
+        (r#"{"FILE_PATH":"/a","SIZE":0}"#.to_owned(), TRANSFER),
+        (r#"{"ABORT":"x"}"#.to_owned(), TRANSFER),
         (
             format!(r#"{{"FILE_PATH":"/a","SIZE":0,"SHA256":"{sha}"}}"#),
             TRANSFER,
@@ -529,7 +555,7 @@ fn bad_sha256() {
         ..
     }) = &mut frame.header
     {
-        chunked.sha256 = chunked.sha256.to_uppercase();
+        chunked.sha256 = chunked.sha256.as_deref().map(str::to_uppercase);
     }
     assert_eq!(
         frame
@@ -889,6 +915,172 @@ fn error_values_are_shortened() {
     assert!(error.to_string().len() < 200, "{error}");
 }
 
+// ---------------------------------------------------------------- dandelion/2: the hash comes last
+
+#[test]
+fn a_hash_in_the_final_frame_completes_the_transfer_only_there() {
+    let data = b"0123456789abcdef";
+    let mut transfers = Transfers::new(Limits::default());
+    let event = transfers.accept(start_deferred(4, 16, &data[..6])).unwrap();
+    assert_eq!(event.started.unwrap().expected_sha256, None);
+    assert_eq!(event.completed, None);
+    // Every byte in, but no hash yet: still open.
+    let event = transfers.accept(cont(4, 6, &data[6..])).unwrap();
+    assert_eq!(event.completed, None);
+    assert_eq!(transfers.len(), 1);
+    // The final frame, empty, at SIZE.
+    let event = transfers.accept(finish(4, 16, b"", &sha(data))).unwrap();
+    assert_eq!((event.data, event.aborted), (None, None));
+    assert_eq!(
+        event.completed,
+        Some(Completed {
+            size: 16,
+            sha256: sha(data),
+            verified: true
+        })
+    );
+    assert!(transfers.is_empty());
+
+    // The final frame may carry the last bytes too, and a whole file.
+    let event = transfers
+        .accept(start_deferred(5, 16, &data[..10]))
+        .unwrap();
+    assert_eq!(event.completed, None);
+    let event = transfers
+        .accept(finish(5, 10, &data[10..], &sha(data)))
+        .unwrap();
+    assert_eq!(event.data.unwrap().offset, 10);
+    assert!(event.completed.unwrap().verified);
+    transfers.accept(start_deferred(6, 0, b"")).unwrap();
+    let event = transfers.accept(finish(6, 0, b"", &sha(b""))).unwrap();
+    assert_eq!(event.completed.unwrap().size, 0);
+    assert!(transfers.is_empty());
+}
+
+#[test]
+fn a_final_frame_is_refused_with_a_wrong_hash_too_early_or_twice() {
+    let data = b"0123456789";
+    let mut transfers = Transfers::new(Limits::default());
+    transfers.accept(start_deferred(1, 10, data)).unwrap();
+    let error = transfers
+        .accept(finish(1, 10, b"", &sha(b"other")))
+        .unwrap_err();
+    assert_eq!(
+        (error.reason_code(), error.transfer()),
+        ("hash_mismatch", Some(1))
+    );
+    assert!(transfers.is_empty(), "a refused transfer is closed");
+
+    transfers.accept(start_deferred(2, 10, &data[..4])).unwrap();
+    let error = transfers
+        .accept(finish(2, 4, &data[4..8], &sha(data)))
+        .unwrap_err();
+    assert_eq!(
+        error,
+        FrameError::HashBeforeEnd {
+            transfer: 2,
+            end: 8,
+            size: 10
+        }
+    );
+    assert!(transfers.is_empty());
+
+    // A dandelion/1 start frame already named the hash: a second one is refused, not compared.
+    transfers.accept(start(3, data, 4)).unwrap();
+    let error = transfers
+        .accept(finish(3, 4, &data[4..], &sha(data)))
+        .unwrap_err();
+    assert_eq!(error, FrameError::HashGivenTwice { transfer: 3 });
+    assert!(transfers.is_empty());
+
+    // No final frame for a transfer that is not open.
+    let error = transfers.accept(finish(9, 0, b"", &sha(b""))).unwrap_err();
+    assert_eq!(error, FrameError::UnknownTransfer { transfer: 9 });
+}
+
+#[test]
+fn an_abort_frame_closes_one_transfer_and_leaves_the_others() {
+    let mut transfers = Transfers::new(Limits::default());
+    transfers.accept(start_deferred(1, 10, b"0123")).unwrap();
+    transfers.accept(start(2, b"0123456789", 4)).unwrap();
+    let frame = Frame::decode(
+        message(r#"{"TRANSFER":1,"ABORT":"the upload was cut off"}"#, b""),
+        &Limits::default(),
+    )
+    .unwrap();
+    let event = transfers.accept(frame).unwrap();
+    assert_eq!(event.transfer, Some(1));
+    assert_eq!(event.aborted.as_deref(), Some("the upload was cut off"));
+    assert_eq!(
+        (event.started, event.data, event.completed),
+        (None, None, None)
+    );
+    assert_eq!(transfers.active().len(), 1);
+    assert_eq!(
+        transfers.accept(cont(1, 4, b"45")).unwrap_err(),
+        FrameError::UnknownTransfer { transfer: 1 }
+    );
+    assert!(
+        transfers
+            .accept(cont(2, 4, b"456789"))
+            .unwrap()
+            .completed
+            .is_some()
+    );
+
+    // Reasons of any type and length are kept short; an abort carries no bytes.
+    let long = "x".repeat(5000);
+    let frame = decode(&format!(r#"{{"TRANSFER":7,"ABORT":"{long}"}}"#), b"").unwrap();
+    let FrameHeader::Abort { reason, .. } = frame.header else {
+        panic!("not an abort: {frame:?}");
+    };
+    assert!(reason.chars().count() < 300);
+    assert!(decode(r#"{"TRANSFER":7,"ABORT":1}"#, b"").is_ok());
+    assert_eq!(
+        decode(r#"{"TRANSFER":7,"ABORT":"x"}"#, b"junk")
+            .unwrap_err()
+            .reason_code(),
+        "payload_too_large"
+    );
+    // In a start frame ABORT means nothing and is refused rather than kept as metadata.
+    assert_eq!(
+        decode_err(r#"{"FILE_PATH":"/a","ABORT":"x"}"#),
+        FrameError::UnexpectedField { field: ABORT }
+    );
+}
+
+#[test]
+fn final_and_abort_frames_round_trip_and_keep_the_original_number_styles() {
+    let hash = sha(b"abc");
+    for frame in [
+        finish(3, 7, b"xyz", &hash),
+        Frame {
+            header: FrameHeader::Abort {
+                transfer: 3,
+                reason: "gone".into(),
+            },
+            payload: Bytes::new(),
+        },
+        start_deferred(3, 7, b"abc"),
+    ] {
+        assert_eq!(
+            Frame::decode(frame.encode(), &Limits::default()).unwrap(),
+            frame
+        );
+    }
+    let upper = hash.to_uppercase();
+    let frame = decode(
+        &format!(r#"{{"TRANSFER":"3","OFFSET":"7","SHA256":"{upper}"}}"#),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(frame.header, finish(3, 7, b"", &hash).header);
+    assert_eq!(
+        decode_err(r#"{"TRANSFER":3,"OFFSET":7,"SHA256":"nope"}"#).reason_code(),
+        "bad_sha256"
+    );
+}
+
 // ---------------------------------------------------------------- properties
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -921,6 +1113,7 @@ proptest! {
         chunk_sizes in prop::collection::vec(1usize..700, 1..20),
         transfer in any::<u64>(),
         string_numbers in any::<bool>(),
+        hash_last in any::<bool>(),
     ) {
         let extra: Map<String, Value> = extra
             .into_iter()
@@ -931,7 +1124,11 @@ proptest! {
         let header = StartHeader {
             path: path.clone(),
             ttl,
-            chunked: Some(ChunkedStart { transfer, size: data.len() as u64, sha256: sha(&data) }),
+            chunked: Some(ChunkedStart {
+                transfer,
+                size: data.len() as u64,
+                sha256: (!hash_last).then(|| sha(&data)),
+            }),
             extra: extra.clone(),
         };
         let mut messages = vec![Frame {
@@ -951,6 +1148,9 @@ proptest! {
             };
             messages.push(msg);
             offset += len;
+        }
+        if hash_last {
+            messages.push(finish(transfer, offset as u64, b"", &sha(&data)).encode());
         }
 
         let mut transfers = Transfers::new(limits.clone());

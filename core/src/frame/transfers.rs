@@ -21,6 +21,9 @@ pub struct Event {
     pub data: Option<Chunk>,
     /// Set when the last byte arrived and the hash was checked: move the file into place.
     pub completed: Option<Completed>,
+    /// Set by an abort frame: the transfer is closed, drop its partial file. The publisher's
+    /// reason, for the log.
+    pub aborted: Option<String>,
 }
 
 /// A new file, as announced by its start frame.
@@ -32,7 +35,8 @@ pub struct Started {
     pub ttl: Option<u64>,
     /// Total bytes (for the one-shot frame, its payload's length).
     pub size: u64,
-    /// `None` for the one-shot frame: the original sent no hash.
+    /// `None` for the one-shot frame (the original sent no hash) and for a transfer whose hash
+    /// comes in its final frame.
     pub expected_sha256: Option<String>,
     /// User metadata to return with the placement.
     pub extra: Map<String, Value>,
@@ -55,7 +59,7 @@ pub struct Completed {
     /// Lower-case hex SHA-256 of the bytes received.
     pub sha256: String,
     /// Whether `sha256` was compared with the publisher's `SHA256` (false only for the
-    /// one-shot frame, which carries none).
+    /// one-shot frame, which carries none; a final frame's `SHA256` counts).
     pub verified: bool,
 }
 
@@ -88,7 +92,8 @@ struct Open {
     path: String,
     size: u64,
     received: u64,
-    expected_sha256: String,
+    /// From the start frame, or from the final frame once it came.
+    expected_sha256: Option<String>,
     hasher: Sha256,
 }
 
@@ -148,7 +153,26 @@ impl Transfers {
         let Frame { header, payload } = frame;
         match header {
             FrameHeader::Start(start) => self.start(start, payload),
-            FrameHeader::Continue { transfer, offset } => self.chunk(transfer, offset, payload),
+            FrameHeader::Continue { transfer, offset } => {
+                self.chunk(transfer, offset, payload, None)
+            }
+            FrameHeader::Finish {
+                transfer,
+                offset,
+                sha256,
+            } => self.chunk(transfer, offset, payload, Some(sha256)),
+            FrameHeader::Abort { transfer, reason } => {
+                if self.open.remove(&transfer).is_none() {
+                    return Err(FrameError::UnknownTransfer { transfer });
+                }
+                Ok(Event {
+                    transfer: Some(transfer),
+                    started: None,
+                    data: None,
+                    completed: None,
+                    aborted: Some(reason),
+                })
+            }
         }
     }
 
@@ -178,6 +202,7 @@ impl Transfers {
                     sha256,
                     verified: false,
                 }),
+                aborted: None,
             });
         };
         let transfer = chunked.transfer;
@@ -205,7 +230,7 @@ impl Transfers {
             expected_sha256: chunked.sha256.clone(),
             hasher,
         };
-        let completed = if len == chunked.size {
+        let completed = if len == chunked.size && open.expected_sha256.is_some() {
             Some(finish(transfer, open)?)
         } else {
             self.open.insert(transfer, open);
@@ -217,11 +242,12 @@ impl Transfers {
                 path,
                 ttl,
                 size: chunked.size,
-                expected_sha256: Some(chunked.sha256),
+                expected_sha256: chunked.sha256,
                 extra,
             }),
             data: chunk(0, payload),
             completed,
+            aborted: None,
         })
     }
 
@@ -230,6 +256,7 @@ impl Transfers {
         transfer: TransferId,
         offset: u64,
         payload: Bytes,
+        sha256: Option<String>,
     ) -> Result<Event, FrameError> {
         let Some(open) = self.open.get_mut(&transfer) else {
             return Err(FrameError::UnknownTransfer { transfer });
@@ -259,9 +286,23 @@ impl Transfers {
                 });
             }
         };
+        if let Some(sha256) = sha256 {
+            if open.expected_sha256.is_some() {
+                return Err(FrameError::HashGivenTwice { transfer });
+            }
+            if end != open.size {
+                return Err(FrameError::HashBeforeEnd {
+                    transfer,
+                    end,
+                    size: open.size,
+                });
+            }
+            open.expected_sha256 = Some(sha256);
+        }
         open.hasher.update(&payload);
         open.received = end;
-        let done = end == open.size;
+        // A transfer whose hash comes last waits for it even with every byte in.
+        let done = end == open.size && open.expected_sha256.is_some();
         let finished = if done {
             self.open.remove(&transfer)
         } else {
@@ -276,6 +317,7 @@ impl Transfers {
             started: None,
             data: chunk(offset, payload),
             completed,
+            aborted: None,
         })
     }
 
@@ -321,10 +363,11 @@ fn chunk(offset: u64, bytes: Bytes) -> Option<Chunk> {
 
 fn finish(transfer: TransferId, open: Open) -> Result<Completed, FrameError> {
     let actual = format!("{:x}", open.hasher.finalize());
-    if actual != open.expected_sha256 {
+    let expected = open.expected_sha256.unwrap_or_default();
+    if actual != expected {
         return Err(FrameError::HashMismatch {
             transfer,
-            expected: open.expected_sha256,
+            expected,
             actual,
         });
     }

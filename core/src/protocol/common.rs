@@ -52,6 +52,17 @@ impl Header {
     pub fn is_legacy(&self) -> bool {
         self.version.is_none()
     }
+
+    /// The protocol level the peer speaks: `N` of `dandelion/N`, 0 for the original (no
+    /// `VERSION`) and for anything unrecognised, so that a feature is used only with peers that
+    /// said they have it.
+    pub fn level(&self) -> u32 {
+        self.version
+            .as_deref()
+            .and_then(|v| v.strip_prefix("dandelion/"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// Location of a peer, with the original README's field names. `LOC` is
@@ -225,6 +236,23 @@ pub struct TrafficFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_come_from_version_and_unknown_ones_get_nothing() {
+        let id: NodeId = "box-0123456789abcdef0123456789abcdef".parse().unwrap();
+        let mut header = Header::new(id);
+        assert_eq!(header.level(), 2);
+        for (version, level) in [
+            (None, 0),
+            (Some("dandelion/1"), 1),
+            (Some("dandelion/3"), 3),
+            (Some("dandelion/x"), 0),
+            (Some("other/2"), 0),
+        ] {
+            header.version = version.map(str::to_owned);
+            assert_eq!(header.level(), level, "{version:?}");
+        }
+    }
 
     #[test]
     fn loc_parses_and_range_checks() {

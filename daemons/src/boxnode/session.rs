@@ -302,7 +302,9 @@ impl Session {
         };
         let start = match &frame.header {
             FrameHeader::Start(s) => Some((s.chunked.as_ref().map(|c| c.transfer), s.path.clone())),
-            FrameHeader::Continue { .. } => None,
+            FrameHeader::Continue { .. }
+            | FrameHeader::Finish { .. }
+            | FrameHeader::Abort { .. } => None,
         };
         match self.transfers.accept(frame) {
             Ok(event) => {
@@ -355,6 +357,14 @@ impl Session {
 
     async fn event(&mut self, event: Event) -> Vec<Message> {
         let key = event.transfer;
+        if let Some(reason) = event.aborted {
+            // Dropping the upload deletes its partial file. The publisher
+            // expects no verdict.
+            if let Some(upload) = self.pending.remove(&key) {
+                tracing::debug!(publisher = %self.publisher, path = %upload.path, "transfer aborted by the publisher: {reason}");
+            }
+            return Vec::new();
+        }
         if let Some(started) = event.started {
             // A new one-shot frame replaces nothing: the previous one completed at once.
             let ttl = rules::effective_ttl(started.ttl, self.state.config.max_ttl);

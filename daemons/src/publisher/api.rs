@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::{Bytes, BytesMut};
 use dandelion_core::config::parse_duration;
 use dandelion_core::console::{FileView, Level};
 use dandelion_core::fsio;
@@ -26,10 +27,10 @@ use dandelion_core::proxies;
 use futures_util::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use super::cutthrough::Forwards;
 use super::jobs::{Job, JobState, Placement};
 use super::pool::SessionState;
 use super::redirect::{Holder, Serve, best_holder};
@@ -164,7 +165,8 @@ async fn push(
         }
     };
     let max = p.config.max_file_size.as_u64();
-    if let Some(declared) = crate::server::declared_length(request.headers())
+    let declared = crate::server::declared_length(request.headers());
+    if let Some(declared) = declared
         && declared > max
     {
         return error(
@@ -173,7 +175,15 @@ async fn push(
         );
     }
     let url = viewer_url(&p, request.headers(), &remote, &name);
-    let (size, sha256) = match receive(&p, &name, request.into_body()).await {
+    // A file of a known size too big to take in one piece goes on to its boxes
+    // while it arrives.
+    let mut forwards = match declared {
+        Some(size) if size > PIECE as u64 => {
+            Forwards::open(&p, &name, size, ttl.as_secs(), replicas).await
+        }
+        _ => Forwards::default(),
+    };
+    let (size, sha256) = match receive(&p, &name, request.into_body(), &mut forwards).await {
         Ok(done) => done,
         Err(response) => return response,
     };
@@ -188,12 +198,20 @@ async fn push(
         attempts: 0,
         failures: Vec::new(),
     };
-    // Durable before acknowledged: bytes fsynced and renamed, job recorded, queued.
-    // A name pushed again starts afresh: its old copies hold other bytes. The
-    // job and its place in the queue are one commit.
+    // Durable before acknowledged: bytes fsynced and renamed, job recorded, queued
+    // (or in flight, when boxes are receiving it already). A name pushed again
+    // starts afresh: its old copies hold other bytes. The job and its place in
+    // the queue are one commit.
+    let cut_through = !forwards.is_empty();
     let recorded = p
         .records
-        .save_with(&job, Vec::clear, |batch| p.queue.push_in(batch, &name))
+        .save_with(&job, Vec::clear, |batch| {
+            if cut_through {
+                p.queue.hold_in(batch, &name);
+            } else {
+                p.queue.push_in(batch, &name);
+            }
+        })
         .await;
     if let Err(e) = recorded {
         tracing::error!(file = %name, "cannot queue an accepted file: {e}");
@@ -201,6 +219,9 @@ async fn push(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot queue the file: {e}"),
         );
+    }
+    if cut_through {
+        forwards.settle_later(p.clone(), job.clone());
     }
     p.metrics.accepted.inc();
     tracing::info!(file = %name, size, ttl = job.ttl, replicas, "accepted");
@@ -243,14 +264,52 @@ fn viewer_url(p: &Publisher, headers: &HeaderMap, remote: &Remote, name: &str) -
     Some(format!("{base}/{}", paths::url_path(name)))
 }
 
-/// Uploads up to this size are gathered in memory and written, synced and
-/// renamed in one trip to the blocking pool: a live segment is 100 KiB – 1 MiB,
-/// and each trip costs two thread wake-ups. Larger ones stream to the file.
-const IN_MEMORY: usize = 512 * 1024;
+/// Bytes gathered from the request body before they go to the file (and, cut
+/// through, to the boxes) in one piece: one trip to the blocking pool per
+/// piece, and a whole live segment (100 KiB – 1 MiB) in a single trip that
+/// also syncs and renames it. The hash is taken on the same trip, off the
+/// async threads, while the piece is on its way to the boxes.
+const PIECE: usize = 1024 * 1024;
+
+/// The publisher's copy while it is written: the file and the hash of what is
+/// in it, handed to the blocking pool and back for each piece.
+struct Copy {
+    file: std::fs::File,
+    hasher: Sha256,
+}
+
+impl Copy {
+    async fn create(tmp: &std::path::Path) -> std::io::Result<Copy> {
+        let tmp = tmp.to_owned();
+        fsio::blocking(move || {
+            Ok(Copy {
+                file: std::fs::File::create(tmp)?,
+                hasher: Sha256::new(),
+            })
+        })
+        .await
+    }
+
+    async fn append(mut self, piece: Bytes) -> std::io::Result<Copy> {
+        fsio::blocking(move || {
+            use std::io::Write;
+            self.hasher.update(&piece);
+            self.file.write_all(&piece)?;
+            Ok(self)
+        })
+        .await
+    }
+}
 
 /// Streams the request body into the publisher's copy: a temporary file, hashed
-/// on the way, fsynced and renamed into place. Nothing is left behind on failure.
-async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String), Response> {
+/// on the way, fsynced and renamed into place, and into `forwards`. Nothing is
+/// left behind on failure.
+async fn receive(
+    p: &Publisher,
+    name: &str,
+    body: Body,
+    forwards: &mut Forwards,
+) -> Result<(u64, String), Response> {
     let max = p.config.max_file_size.as_u64();
     let final_path = p.origin_path(name);
     let tmp = final_path.with_extension(format!("partial-{}", p.draw(usize::MAX)));
@@ -261,11 +320,10 @@ async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String),
         )
     };
     let result = async {
-        let mut hasher = Sha256::new();
         let mut size: u64 = 0;
-        // The bytes not in a file yet; the file once there were too many.
-        let mut gathered = bytes::BytesMut::new();
-        let mut file: Option<tokio::fs::File> = None;
+        // The bytes not in the file yet.
+        let mut gathered = BytesMut::new();
+        let mut copy: Option<Copy> = None;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
@@ -281,38 +339,42 @@ async fn receive(p: &Publisher, name: &str, body: Body) -> Result<(u64, String),
                     format!("the file is over the {max}-byte limit"),
                 ));
             }
-            hasher.update(&chunk);
-            if let Some(file) = file.as_mut() {
-                file.write_all(&chunk).await.map_err(stored)?;
-                continue;
-            }
             gathered.extend_from_slice(&chunk);
-            if gathered.len() > IN_MEMORY {
-                let mut created = tokio::fs::File::create(&tmp).await.map_err(stored)?;
-                created.write_all(&gathered).await.map_err(stored)?;
-                gathered = bytes::BytesMut::new();
-                file = Some(created);
+            if gathered.len() >= PIECE {
+                let piece = gathered.split().freeze();
+                let file = match copy.take() {
+                    Some(copy) => copy,
+                    None => Copy::create(&tmp).await.map_err(stored)?,
+                };
+                let (appended, ()) =
+                    tokio::join!(file.append(piece.clone()), forwards.feed(&piece));
+                copy = Some(appended.map_err(stored)?);
             }
         }
+        let rest = gathered.freeze();
         let (from, to) = (tmp.clone(), final_path.clone());
-        match file {
-            Some(mut file) => {
-                file.flush().await.map_err(stored)?;
-                let file = file.into_std().await;
-                fsio::blocking(move || make_durable(&file, &from, &to)).await
-            }
-            None => {
-                fsio::blocking(move || {
-                    use std::io::Write;
-                    let mut file = std::fs::File::create(&from)?;
-                    file.write_all(&gathered)?;
-                    make_durable(&file, &from, &to)
-                })
-                .await
-            }
-        }
-        .map_err(stored)?;
-        Ok((size, format!("{:x}", hasher.finalize())))
+        let Some(copy) = copy else {
+            // Small enough for one trip: written, hashed and made durable at once.
+            return fsio::blocking(move || {
+                use std::io::Write;
+                let mut file = std::fs::File::create(&from)?;
+                file.write_all(&rest)?;
+                make_durable(&file, &from, &to)?;
+                Ok((size, format!("{:x}", Sha256::digest(&rest))))
+            })
+            .await
+            .map_err(stored);
+        };
+        let (appended, ()) = tokio::join!(copy.append(rest.clone()), forwards.feed(&rest));
+        let Copy { file, hasher } = appended.map_err(stored)?;
+        let sha256 = format!("{:x}", hasher.finalize());
+        // The boxes verify and land while the publisher's copy is synced.
+        let (durable, ()) = tokio::join!(
+            fsio::blocking(move || make_durable(&file, &from, &to)),
+            forwards.end(&sha256)
+        );
+        durable.map_err(stored)?;
+        Ok((size, sha256))
     }
     .await;
     if result.is_err() {

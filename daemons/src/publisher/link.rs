@@ -2,6 +2,10 @@
 //! stream files over it, up to [`PIPELINE`] waiting for the box's verdict at
 //! once.
 //!
+//! A file goes either from the publisher's copy ([`Link::send`]) or, with a box
+//! that speaks `dandelion/2`, piece by piece while it is still being uploaded
+//! ([`Link::stream`], cut-through): its hash then goes in the final frame.
+//!
 //! Each link is a task that owns its WebSocket; senders talk to it through a
 //! channel, so one slow box never holds up transfers to another. A link that
 //! breaks answers its pending request with the reason and ends; the pool
@@ -20,7 +24,9 @@ use dandelion_core::connection::{ClientConnection, ConnectionError, Incoming, co
 use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
 use dandelion_core::identity::Identity;
 use dandelion_core::ids::NodeId;
-use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome, TransferResult};
+use dandelion_core::protocol::{
+    HASH_LAST_SINCE, Header, Message, Publish, TransferOutcome, TransferResult,
+};
 use serde_json::{Map, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
@@ -50,10 +56,48 @@ pub struct SendFile {
     pub ttl: u64,
 }
 
+/// A file forwarded while it is still arriving: its hash comes at the end.
+#[derive(Debug, Clone)]
+pub struct StreamFile {
+    /// The published name; the box gets it as `FILE_PATH` with a leading `/`.
+    pub name: String,
+    pub size: u64,
+    pub ttl: u64,
+}
+
+/// What the intake feeds a stream, in order. Dropping the sender before
+/// [`Piece::End`] aborts the transfer on the box.
+#[derive(Debug)]
+pub enum Piece {
+    /// The next bytes of the file.
+    Data(Bytes),
+    /// Every byte was fed; the file's SHA-256 (lower-case hex).
+    End { sha256: String },
+}
+
+/// A stream being fed: where its pieces go and where its verdict comes.
+#[derive(Debug)]
+pub struct Stream {
+    pub pieces: mpsc::Sender<Piece>,
+    pub verdict: oneshot::Receiver<Result<Stored, String>>,
+    _counted: InFlight,
+}
+
+/// Pieces buffered per stream: with the intake's 1 MiB pieces, what the
+/// publisher holds for one box while that box is slower than the upload.
+const STREAM_BUFFER: usize = 2;
+
+/// What a link is asked to send.
+#[derive(Debug)]
+enum Outgoing {
+    File(SendFile),
+    Stream(StreamFile, mpsc::Receiver<Piece>),
+}
+
 /// A file and where its verdict goes.
 #[derive(Debug)]
 struct Request {
-    file: SendFile,
+    outgoing: Outgoing,
     reply: oneshot::Sender<Result<Stored, String>>,
 }
 
@@ -71,6 +115,8 @@ pub struct Link {
     pub box_id: NodeId,
     tx: mpsc::Sender<Request>,
     usage: Arc<Usage>,
+    /// The box's protocol level, from its `PUBLISH` reply.
+    level: u32,
 }
 
 /// How a link is used, shared by its clones.
@@ -83,9 +129,17 @@ struct Usage {
 
 /// Counts one transfer for as long as it runs, however `send` ends (a cancelled
 /// sender included).
-struct InFlight<'a>(&'a Usage);
+#[derive(Debug)]
+struct InFlight(Arc<Usage>);
 
-impl Drop for InFlight<'_> {
+impl InFlight {
+    fn new(usage: &Arc<Usage>) -> InFlight {
+        usage.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(usage.clone())
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.last_used.store(super::now_secs(), Ordering::Relaxed);
@@ -127,22 +181,68 @@ impl Link {
                 in_flight: AtomicUsize::new(0),
                 last_used: AtomicU64::new(0),
             }),
+            level: 0,
         }
+    }
+
+    /// Whether the box takes a file's hash in its final frame, which
+    /// [`Link::stream`] needs.
+    pub fn takes_hash_last(&self) -> bool {
+        self.level >= HASH_LAST_SINCE
     }
 
     /// Sends a file and waits for the box's verdict.
     pub async fn send(&self, file: SendFile) -> Result<Stored, String> {
-        self.usage.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _counted = InFlight(&self.usage);
+        let _counted = InFlight::new(&self.usage);
         let (reply, verdict) = oneshot::channel();
         self.tx
-            .send(Request { file, reply })
+            .send(Request {
+                outgoing: Outgoing::File(file),
+                reply,
+            })
             .await
             .map_err(|_| "the connection to the box is closed".to_owned())?;
-        verdict
-            .await
-            .unwrap_or_else(|_| Err("the connection to the box closed mid-transfer".to_owned()))
+        verdict.await.unwrap_or_else(|_| Err(closed_mid_transfer()))
     }
+
+    /// Opens a transfer fed piece by piece (cut-through). Only for a box that
+    /// [`takes_hash_last`](Link::takes_hash_last). The session may still be
+    /// busy with earlier transfers: the pieces wait in the stream's buffer.
+    pub async fn stream(&self, file: StreamFile) -> Result<Stream, String> {
+        if !self.takes_hash_last() {
+            return Err(format!(
+                "box {} speaks protocol level {}: it cannot take a file's hash last",
+                self.box_id, self.level
+            ));
+        }
+        let counted = InFlight::new(&self.usage);
+        let (pieces, rx) = mpsc::channel(STREAM_BUFFER);
+        let (reply, verdict) = oneshot::channel();
+        self.tx
+            .send(Request {
+                outgoing: Outgoing::Stream(file, rx),
+                reply,
+            })
+            .await
+            .map_err(|_| "the connection to the box is closed".to_owned())?;
+        Ok(Stream {
+            pieces,
+            verdict,
+            _counted: counted,
+        })
+    }
+}
+
+impl Stream {
+    /// The box's verdict, once [`Piece::End`] was fed.
+    pub async fn verdict(self) -> Result<Stored, String> {
+        let Stream { verdict, .. } = self;
+        verdict.await.unwrap_or_else(|_| Err(closed_mid_transfer()))
+    }
+}
+
+fn closed_mid_transfer() -> String {
+    "the connection to the box closed mid-transfer".to_owned()
 }
 
 /// Why a publish session did not open.
@@ -179,11 +279,14 @@ pub async fn open(
     }))
     .await
     .map_err(|e| failed(e.to_string()))?;
-    let chunk = match conn.recv().await {
-        Ok(Some(Incoming::Message(Message::PublishReply(reply)))) => reply
-            .max_frame
-            .and_then(|m| usize::try_from(m).ok())
-            .map_or(DEFAULT_CHUNK, |m| m.clamp(4096, DEFAULT_CHUNK)),
+    let (chunk, level) = match conn.recv().await {
+        Ok(Some(Incoming::Message(Message::PublishReply(reply)))) => (
+            reply
+                .max_frame
+                .and_then(|m| usize::try_from(m).ok())
+                .map_or(DEFAULT_CHUNK, |m| m.clamp(4096, DEFAULT_CHUNK)),
+            reply.header.level(),
+        ),
         Ok(Some(Incoming::Message(Message::Error(e)))) => {
             return Err(failed(format!("the box refused: {}", e.error)));
         }
@@ -201,6 +304,7 @@ pub async fn open(
             in_flight: AtomicUsize::new(0),
             last_used: AtomicU64::new(now),
         }),
+        level,
     };
     Ok((link, run(box_id, conn, rx, chunk, stop)))
 }
@@ -224,7 +328,9 @@ pub const PIPELINE: usize = 4;
 
 /// A transfer sent and waiting for its verdict.
 struct Waiting {
-    file: SendFile,
+    /// What the box must confirm.
+    size: u64,
+    sha256: String,
     reply: oneshot::Sender<Result<Stored, String>>,
     /// When its first frame went out.
     started: Instant,
@@ -233,12 +339,45 @@ struct Waiting {
     limit: Duration,
 }
 
+/// A transfer whose bytes are still arriving from the intake.
+struct Streaming {
+    transfer: u64,
+    file: StreamFile,
+    pieces: mpsc::Receiver<Piece>,
+    reply: oneshot::Sender<Result<Stored, String>>,
+    /// Bytes sent so far; the start frame went out once this or `begun` is set.
+    sent: u64,
+    begun: bool,
+    started: Instant,
+}
+
 /// What woke the session. Short-lived, one at a time: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Wake {
     Request(Option<Request>),
+    /// The next piece of `streams[i]`; `None` when the intake dropped it.
+    Piece(usize, Option<Piece>),
     Incoming(Result<Option<Incoming>, ConnectionError>),
     Deadline,
+}
+
+/// The next piece of any stream being fed, with the stream's index.
+/// Cancel-safe: it only polls the receivers.
+async fn next_piece(streams: &mut [Streaming]) -> (usize, Option<Piece>) {
+    std::future::poll_fn(|cx| {
+        for (i, s) in streams.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(piece) = s.pieces.poll_recv(cx) {
+                return std::task::Poll::Ready((i, piece));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// How long one piece may take to reach the box.
+fn piece_limit(len: usize) -> Duration {
+    VERDICT_GRACE + Duration::from_secs(len as u64 / SLOWEST_RATE)
 }
 
 async fn run(
@@ -250,23 +389,45 @@ async fn run(
 ) -> Ended {
     let mut next_transfer: u64 = 1;
     let mut waiting: HashMap<u64, Waiting> = HashMap::new();
+    let mut streams: Vec<Streaming> = Vec::new();
     let mut ended = Ended::Closed;
     let mut why = "the connection to the box closed mid-transfer".to_owned();
     loop {
         let earliest = waiting.values().map(|w| w.deadline).min();
+        let busy = waiting.len() + streams.len();
         // While idle the session is read too, so a box that dies (`kill -9`, a
         // power cut: the kernel resets the connection) is noticed at once
         // instead of at the next transfer or when an entrance expires it.
         // `recv` is cancel-safe: its only wait is the WebSocket stream's `next`.
         let wake = tokio::select! {
             () = stop.cancelled() => break,
-            request = rx.recv(), if waiting.len() < PIPELINE => Wake::Request(request),
+            request = rx.recv(), if busy < PIPELINE => Wake::Request(request),
+            (i, piece) = next_piece(&mut streams), if !streams.is_empty() => Wake::Piece(i, piece),
             incoming = conn.recv() => Wake::Incoming(incoming),
             () = sleep_until(earliest), if earliest.is_some() => Wake::Deadline,
         };
         match wake {
             Wake::Request(None) => break,
-            Wake::Request(Some(Request { file, reply })) => {
+            Wake::Request(Some(Request {
+                outgoing: Outgoing::Stream(file, pieces),
+                reply,
+            })) => {
+                let transfer = next_transfer;
+                next_transfer += 1;
+                streams.push(Streaming {
+                    transfer,
+                    file,
+                    pieces,
+                    reply,
+                    sent: 0,
+                    begun: false,
+                    started: Instant::now(),
+                });
+            }
+            Wake::Request(Some(Request {
+                outgoing: Outgoing::File(file),
+                reply,
+            })) => {
                 let transfer = next_transfer;
                 next_transfer += 1;
                 let limit = VERDICT_GRACE + Duration::from_secs(file.size / SLOWEST_RATE);
@@ -289,7 +450,8 @@ async fn run(
                         waiting.insert(
                             transfer,
                             Waiting {
-                                file,
+                                size: file.size,
+                                sha256: file.sha256,
                                 reply,
                                 started,
                                 deadline,
@@ -306,11 +468,82 @@ async fn run(
                     }
                 }
             }
+            Wake::Piece(i, piece) => {
+                if i >= streams.len() {
+                    continue;
+                }
+                let fed = match piece {
+                    Some(piece) => feed(&mut conn, &mut streams[i], piece, chunk).await,
+                    None => Fed::Abort("the upload ended before the whole file came".into()),
+                };
+                match fed {
+                    Fed::More => {}
+                    Fed::Sent(sha256) => {
+                        let s = streams.swap_remove(i);
+                        let deadline = tokio::time::Instant::now() + VERDICT_GRACE;
+                        waiting.insert(
+                            s.transfer,
+                            Waiting {
+                                size: s.file.size,
+                                sha256,
+                                reply: s.reply,
+                                started: s.started,
+                                deadline,
+                                limit: VERDICT_GRACE,
+                            },
+                        );
+                    }
+                    Fed::Abort(reason) => {
+                        let s = streams.swap_remove(i);
+                        let aborted = if s.begun {
+                            let frame = Frame {
+                                header: FrameHeader::Abort {
+                                    transfer: s.transfer,
+                                    reason: reason.clone(),
+                                },
+                                payload: Bytes::new(),
+                            };
+                            send_in_time(&mut conn, frame.encode(), piece_limit(0)).await
+                        } else {
+                            Ok(())
+                        };
+                        let _ = s.reply.send(Err(reason));
+                        if let Err(e) = aborted {
+                            why = e;
+                            break;
+                        }
+                    }
+                    Fed::Broken(e) => {
+                        let s = streams.swap_remove(i);
+                        let _ = s.reply.send(Err(e.clone()));
+                        why = e;
+                        break;
+                    }
+                }
+            }
             Wake::Incoming(Ok(Some(Incoming::Message(Message::Transfer(result))))) => {
+                // A verdict before the end of a stream is a refusal (quota, a
+                // path the box will not store): stop feeding it.
+                if let Some(i) = streams
+                    .iter()
+                    .position(|s| Some(s.transfer) == result.transfer)
+                {
+                    let s = streams.swap_remove(i);
+                    let verdict = match result.outcome {
+                        TransferOutcome::Refused { reason, code } => {
+                            format!("refused ({code}): {reason}")
+                        }
+                        TransferOutcome::Stored { .. } => {
+                            "the box confirmed a file before its last byte".to_owned()
+                        }
+                    };
+                    let _ = s.reply.send(Err(verdict));
+                    continue;
+                }
                 let Some(w) = result.transfer.and_then(|t| waiting.remove(&t)) else {
                     continue;
                 };
-                let verdict = judge(&w.file, result).map(|(url, headers)| Stored {
+                let verdict = judge(w.size, &w.sha256, result).map(|(url, headers)| Stored {
                     url,
                     headers,
                     seconds: w.started.elapsed().as_secs_f64(),
@@ -318,7 +551,7 @@ async fn run(
                 let _ = w.reply.send(verdict);
             }
             Wake::Incoming(Ok(Some(Incoming::Message(Message::Error(e))))) => {
-                if !waiting.is_empty() {
+                if !waiting.is_empty() || !streams.is_empty() {
                     why = format!("connection: box error: {}", e.error);
                     break;
                 }
@@ -326,7 +559,7 @@ async fn run(
             Wake::Incoming(Ok(Some(_))) => {}
             Wake::Incoming(Ok(None)) => {
                 why = "connection: the box closed the session".into();
-                ended = if waiting.is_empty() {
+                ended = if waiting.is_empty() && streams.is_empty() {
                     Ended::Lost
                 } else {
                     Ended::Closed
@@ -335,7 +568,7 @@ async fn run(
             }
             Wake::Incoming(Err(e)) if e.is_fatal() => {
                 why = format!("connection: {e}");
-                ended = if waiting.is_empty() {
+                ended = if waiting.is_empty() && streams.is_empty() {
                     Ended::Lost
                 } else {
                     Ended::Closed
@@ -364,6 +597,9 @@ async fn run(
     for (_, w) in waiting.drain() {
         let _ = w.reply.send(Err(why.clone()));
     }
+    for s in streams.drain(..) {
+        let _ = s.reply.send(Err(why.clone()));
+    }
     tracing::debug!(box_id = %box_id, ?ended, "publish session ended");
     conn.close().await;
     ended
@@ -373,6 +609,101 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What feeding a stream one piece led to.
+enum Fed {
+    /// Waiting for more pieces.
+    More,
+    /// The final frame went out: wait for the verdict on this hash.
+    Sent(String),
+    /// The transfer must be dropped on the box (if it began there), for this reason.
+    Abort(String),
+    /// The connection is unusable.
+    Broken(String),
+}
+
+/// Sends what one piece of a stream makes: its bytes in frames of at most
+/// `chunk`, the first of them the start frame (no `SHA256`: it comes last),
+/// or the final frame with the hash.
+async fn feed(conn: &mut ClientConnection, s: &mut Streaming, piece: Piece, chunk: usize) -> Fed {
+    match piece {
+        Piece::Data(mut bytes) => {
+            let end = s.sent + bytes.len() as u64;
+            if end > s.file.size {
+                return Fed::Abort(format!(
+                    "the upload is longer than the {} bytes announced",
+                    s.file.size
+                ));
+            }
+            while !bytes.is_empty() {
+                let payload = bytes.split_to(bytes.len().min(chunk));
+                let len = payload.len();
+                let header = if s.begun {
+                    FrameHeader::Continue {
+                        transfer: s.transfer,
+                        offset: s.sent,
+                    }
+                } else {
+                    stream_start(&s.file, s.transfer)
+                };
+                let frame = Frame { header, payload }.encode();
+                if let Err(e) = send_in_time(conn, frame, piece_limit(len)).await {
+                    return Fed::Broken(e);
+                }
+                s.begun = true;
+                s.sent += len as u64;
+            }
+            Fed::More
+        }
+        Piece::End { sha256 } => {
+            if s.sent != s.file.size {
+                return Fed::Abort(format!(
+                    "the upload ended at {} of the {} bytes announced",
+                    s.sent, s.file.size
+                ));
+            }
+            if !s.begun {
+                let start = Frame {
+                    header: stream_start(&s.file, s.transfer),
+                    payload: Bytes::new(),
+                };
+                if let Err(e) = send_in_time(conn, start.encode(), piece_limit(0)).await {
+                    return Fed::Broken(e);
+                }
+                s.begun = true;
+            }
+            let last = Frame {
+                header: FrameHeader::Finish {
+                    transfer: s.transfer,
+                    offset: s.sent,
+                    sha256: sha256.clone(),
+                },
+                payload: Bytes::new(),
+            };
+            match send_in_time(conn, last.encode(), piece_limit(0)).await {
+                Ok(()) => Fed::Sent(sha256),
+                Err(e) => Fed::Broken(e),
+            }
+        }
+    }
+}
+
+/// Sends one message unless the box takes longer than `limit` to accept it.
+/// Errors start with `connection:`: the session is unusable after them.
+async fn send_in_time(
+    conn: &mut ClientConnection,
+    message: Bytes,
+    limit: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(limit, conn.send_binary(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("connection: {e}")),
+        Err(_) => Err(format!(
+            "connection: the box took more than {}s to take a frame",
+            limit.as_secs()
+        )),
     }
 }
 
@@ -467,23 +798,42 @@ async fn send_whole(
 
 /// The frame header that opens a file's transfer.
 fn start_header(file: &SendFile, transfer: u64) -> FrameHeader {
+    opening(
+        &file.name,
+        file.ttl,
+        transfer,
+        file.size,
+        Some(file.sha256.clone()),
+    )
+}
+
+/// The frame header that opens a stream's transfer: the hash comes last.
+fn stream_start(file: &StreamFile, transfer: u64) -> FrameHeader {
+    opening(&file.name, file.ttl, transfer, file.size, None)
+}
+
+fn opening(name: &str, ttl: u64, transfer: u64, size: u64, sha256: Option<String>) -> FrameHeader {
     FrameHeader::Start(StartHeader {
-        path: format!("/{}", file.name),
-        ttl: Some(file.ttl),
+        path: format!("/{name}"),
+        ttl: Some(ttl),
         chunked: Some(ChunkedStart {
             transfer,
-            size: file.size,
-            sha256: file.sha256.clone(),
+            size,
+            sha256,
         }),
         extra: Map::new(),
     })
 }
 
 /// The box's verdict on a file, checked against what was sent.
-fn judge(file: &SendFile, result: TransferResult) -> Result<(String, Map<String, Value>), String> {
+fn judge(
+    sent_size: u64,
+    sent_sha256: &str,
+    result: TransferResult,
+) -> Result<(String, Map<String, Value>), String> {
     match result.outcome {
         TransferOutcome::Stored { size, sha256, url }
-            if size == file.size && sha256 == file.sha256 =>
+            if size == sent_size && sha256 == sent_sha256 =>
         {
             Ok((url, result.headers))
         }

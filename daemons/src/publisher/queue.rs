@@ -34,26 +34,33 @@ impl Queue {
         self.store.rpush(&self.waiting, &[job]).await.map(drop)
     }
 
-    /// Takes the next job, waiting up to `timeout` for one. The job stays in the
-    /// in-flight list until [`Queue::finish`] or [`Queue::requeue`].
     /// Queues `job` as part of `batch`, written with it.
     pub fn push_in(&self, batch: &mut Batch, job: &str) {
         batch.rpush(&self.waiting, &[job]);
     }
 
+    /// Records `job` as taken by a sender already, as part of `batch`: a
+    /// cut-through upload whose boxes are receiving it
+    /// ([`super::cutthrough`]). It is finished or requeued like any taken job.
+    pub fn hold_in(&self, batch: &mut Batch, job: &str) {
+        batch.rpush(&self.in_flight, &[job]);
+    }
+
+    /// Takes the next job, waiting up to `timeout` for one. The job stays in the
+    /// in-flight list until [`Queue::finish`] or [`Queue::requeue`].
     pub async fn take(&self, timeout: Duration) -> Result<Option<String>> {
         self.store
             .blmove(&self.waiting, &self.in_flight, timeout)
             .await
     }
 
-    /// The job is done, one way or the other.
     /// Takes `job` off the in-flight list as part of `batch`, written with it
     /// (the placement that finished it: one commit instead of two).
     pub fn finish_in(&self, batch: &mut Batch, job: &str) {
         batch.lrem(&self.in_flight, 1, job);
     }
 
+    /// The job is done, one way or the other.
     pub async fn finish(&self, job: &str) -> Result<()> {
         self.store.lrem(&self.in_flight, 1, job).await.map(drop)
     }

@@ -13,7 +13,7 @@ use dandelion_core::paths;
 use futures_util::future::join_all;
 
 use super::jobs::{Failure, Job, JobState, Placement};
-use super::link::SendFile;
+use super::link::{SendFile, Stored};
 use super::ranking::{choose, rank};
 use super::{Publisher, now_secs};
 
@@ -26,7 +26,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// Files with less TTL left than this are not worth re-placing.
 const MIN_TTL_TO_REPLACE: u64 = 3;
 
-enum Next {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
     Done,
     /// Done, and already off the in-flight list (in the batch that recorded
     /// the placements).
@@ -64,18 +65,23 @@ pub async fn run(p: Arc<Publisher>, worker: usize) {
                 Next::Retry
             }
         };
-        let result = match next {
-            Next::Done => p.queue.finish(&name).await,
-            Next::Finished => Ok(()),
-            Next::Retry => {
-                pause(&p, RETRY_DELAY).await;
-                p.queue.requeue(&name).await
-            }
-        };
-        if let Err(e) = result {
-            // The job stays in flight and comes back at the next start-up.
-            tracing::warn!(worker, file = %name, "cannot update the sending queue: {e}");
+        advance(&p, &name, next).await;
+    }
+}
+
+/// Moves a job that was in flight on as [`place`] or [`settle`] decided.
+pub async fn advance(p: &Publisher, name: &str, next: Next) {
+    let result = match next {
+        Next::Done => p.queue.finish(name).await,
+        Next::Finished => Ok(()),
+        Next::Retry => {
+            pause(p, RETRY_DELAY).await;
+            p.queue.requeue(name).await
         }
+    };
+    if let Err(e) = result {
+        // The job stays in flight and comes back at the next start-up.
+        tracing::warn!(file = %name, "cannot update the sending queue: {e}");
     }
 }
 
@@ -141,13 +147,50 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
             .map(|choice| send_to(p, &job, choice.chosen.id.clone())),
     )
     .await;
+    let outcomes = choices
+        .iter()
+        .zip(results)
+        .map(|(choice, result)| Outcome {
+            box_id: choice.chosen.id.clone(),
+            trace: choice.to_string(),
+            result,
+        })
+        .collect();
+    settle(p, job, live, outcomes).await
+}
+
+/// How sending a job to one box ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub box_id: NodeId,
+    /// Why this box was chosen, kept with the placement.
+    pub trace: String,
+    pub result: Result<Placement, String>,
+}
+
+/// Records what sending `job` to some boxes achieved, with `live` copies
+/// already serving: the placements, the failures, and the state they lead to,
+/// in one write with the job's removal from the in-flight list when it is
+/// finished.
+pub async fn settle(
+    p: &Publisher,
+    mut job: Job,
+    live: usize,
+    outcomes: Vec<Outcome>,
+) -> Result<Next, String> {
+    let name = job.name.clone();
+    let name = name.as_str();
     job.attempts = job.attempts.saturating_add(1);
     let mut placed = Vec::new();
-    for (choice, result) in choices.iter().zip(results) {
-        let box_id = &choice.chosen.id;
+    for Outcome {
+        box_id,
+        trace,
+        result,
+    } in outcomes
+    {
         match result {
             Ok(mut placement) => {
-                placement.trace = choice.to_string();
+                placement.trace = trace;
                 placed.push(placement);
             }
             Err(reason) => {
@@ -157,8 +200,11 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
                     Level::Warn,
                     format!("sending {name} to {box_id} failed: {reason}"),
                 );
-                p.directory.write().await.record_failure(box_id, now_secs());
-                note_failure(&mut job, Some(box_id), &reason, now_secs());
+                p.directory
+                    .write()
+                    .await
+                    .record_failure(&box_id, now_secs());
+                note_failure(&mut job, Some(&box_id), &reason, now_secs());
             }
         }
     }
@@ -213,21 +259,9 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
     Ok(if finished { Next::Finished } else { next })
 }
 
-/// Streams the job's bytes to one box; the placement on success. Viewers are
-/// sent only to the URL the publisher derives from the box's data URL (as the
-/// entrance verified it); a box confirming any other URL has not placed the file.
+/// Streams the job's bytes to one box; the placement on success.
 async fn send_to(p: &Publisher, job: &Job, box_id: NodeId) -> Result<Placement, String> {
-    let data_url = p
-        .directory
-        .read()
-        .await
-        .get(&box_id)
-        .and_then(|b| b.exchange.data_url.clone())
-        .ok_or_else(|| format!("box {box_id} advertises no DATA_URL"))?;
-    let url = paths::file_url(
-        &data_url,
-        &format!("{}/{}", p.common.identity.id(), job.name),
-    );
+    let url = placement_url(p, &job.name, &box_id).await?;
     let link = p.link(&box_id).await?;
     let ttl = job.ttl_left(now_secs()).max(1);
     let stored = link
@@ -239,6 +273,36 @@ async fn send_to(p: &Publisher, job: &Job, box_id: NodeId) -> Result<Placement, 
             ttl,
         })
         .await?;
+    confirm(p, job.size, &box_id, url, ttl, stored).await
+}
+
+/// Where viewers are sent for `name` on `box_id`: only under the box's data URL
+/// as the entrance verified it.
+pub async fn placement_url(p: &Publisher, name: &str, box_id: &NodeId) -> Result<String, String> {
+    let data_url = p
+        .directory
+        .read()
+        .await
+        .get(box_id)
+        .and_then(|b| b.exchange.data_url.clone())
+        .ok_or_else(|| format!("box {box_id} advertises no DATA_URL"))?;
+    Ok(paths::file_url(
+        &data_url,
+        &format!("{}/{name}", p.common.identity.id()),
+    ))
+}
+
+/// The placement a box's confirmation makes, if it names the URL the publisher
+/// derived ([`placement_url`]): a box confirming any other URL has not placed
+/// the file. Counts the transfer for the box's ranking.
+pub async fn confirm(
+    p: &Publisher,
+    size: u64,
+    box_id: &NodeId,
+    url: String,
+    ttl: u64,
+    stored: Stored,
+) -> Result<Placement, String> {
     if stored.url != url {
         p.common.metrics.refuse("placement_url");
         return Err(format!(
@@ -255,7 +319,7 @@ async fn send_to(p: &Publisher, job: &Job, box_id: NodeId) -> Result<Placement, 
     p.directory
         .write()
         .await
-        .record_success(&box_id, job.size, stored.seconds);
+        .record_success(box_id, size, stored.seconds);
     let now = now_secs();
     Ok(Placement {
         box_id: box_id.to_string(),
