@@ -327,7 +327,10 @@ async fn big(a: &Args) -> anyhow::Result<()> {
         .request_stream(
             Method::PUT,
             &url,
-            &[("authorization", &client.auth)],
+            &[
+                ("authorization", &client.auth),
+                ("content-length", &size.to_string()),
+            ],
             stream,
         )
         .await?;

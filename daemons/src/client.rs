@@ -198,8 +198,17 @@ impl Target<'_> {
         let file = tokio::fs::File::open(&u.path)
             .await
             .with_context(|| format!("cannot read {}", u.path.display()))?;
+        let size = file
+            .metadata()
+            .await
+            .with_context(|| format!("cannot read {}", u.path.display()))?
+            .len();
         let bars = bars.map(|(b, o)| (b.clone(), o.clone()));
-        let stream = ReaderStream::with_capacity(file, 256 * 1024).inspect(move |chunk| {
+        // The length up front lets the publisher forward a big file to its
+        // boxes while it arrives (cut-through); a file that changes size on
+        // the way fails the push instead of sending other bytes than announced.
+        let body = tokio::io::AsyncReadExt::take(file, size);
+        let stream = ReaderStream::with_capacity(body, 256 * 1024).inspect(move |chunk| {
             if let (Ok(c), Some((b, o))) = (chunk, &bars) {
                 b.inc(c.len() as u64);
                 o.inc(c.len() as u64);
@@ -210,7 +219,10 @@ impl Target<'_> {
             .request_stream(
                 Method::PUT,
                 &self.url(&u.name),
-                &[("authorization", &self.auth)],
+                &[
+                    ("authorization", &self.auth),
+                    ("content-length", &size.to_string()),
+                ],
                 stream,
             )
             .await?;

@@ -28,6 +28,7 @@ use anyhow::Context;
 use dandelion_core::store::{Order, Store};
 
 use super::rules::{self, QuotaRefusal, Quotas, Usage};
+use dandelion_core::fsio;
 use dandelion_core::paths::{self, PathRefusal};
 
 /// One live stored file.
@@ -119,19 +120,32 @@ pub struct Pending {
     file: Option<std::fs::File>,
     /// The last write synced the file: landing need not.
     synced: bool,
+    /// A big file's pages go to disk while it arrives.
+    behind: fsio::WriteBehind,
+    /// The write under way, and its length.
+    writing: Option<(Writing, u64)>,
     reserved: u64,
     landed: bool,
 }
+
+/// A write on the blocking pool: the file comes back with the result.
+type Writing = tokio::task::JoinHandle<(Option<std::fs::File>, Result<(), StoreRefusal>)>;
 
 impl Pending {
     /// Appends `bytes` to the temporary file, and syncs it when `last`: one
     /// trip to the blocking pool for what was three (create, write, fsync)
     /// when a file comes in one frame, as live segments do.
+    ///
+    /// A write that is not the last is left running while the session reads
+    /// and hashes the next frame; the next call (or landing) waits for it and
+    /// reports its failure.
     pub async fn write(&mut self, bytes: bytes::Bytes, last: bool) -> Result<(), StoreRefusal> {
         use std::io::Write;
+        self.written().await?;
+        let len = bytes.len() as u64;
         let file = self.file.take();
         let temp = self.temp.clone();
-        let (file, written) = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let mut file = match file {
                 Some(file) => file,
                 None => match std::fs::File::create(&temp) {
@@ -149,22 +163,52 @@ impl Pending {
                 .and_then(|()| if last { file.sync_all() } else { Ok(()) })
                 .map_err(|e| StoreRefusal::Io(format!("writing the temporary file: {e}")));
             (Some(file), written)
-        })
-        .await
-        .unwrap_or_else(|e| {
+        });
+        self.writing = Some((task, len));
+        if !last {
+            return Ok(());
+        }
+        self.written().await?;
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Waits for the write under way, if any; its failure is the transfer's.
+    async fn written(&mut self) -> Result<(), StoreRefusal> {
+        let Some((task, len)) = self.writing.take() else {
+            return Ok(());
+        };
+        let (file, written) = task.await.unwrap_or_else(|e| {
             (
                 None,
                 Err(StoreRefusal::Io(format!("a filesystem task failed: {e}"))),
             )
         });
         self.file = file;
-        self.synced = last && written.is_ok();
-        written
+        written?;
+        if let Some(file) = self.file.as_ref() {
+            self.behind
+                .wrote(file, len)
+                .map_err(|e| StoreRefusal::Io(format!("writing the temporary file: {e}")))?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        if !self.landed
+            && let Some((task, _)) = self.writing.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // The write under way may create the file after this: remove it
+            // once that write is over.
+            let temp = self.temp.clone();
+            runtime.spawn(async move {
+                let _ = task.await;
+                let _ = tokio::fs::remove_file(temp).await;
+            });
+        }
         if !self.landed {
             // Best effort and synchronous: a temporary file must not outlive its transfer.
             let _ = std::fs::remove_file(&self.temp);
@@ -332,6 +376,8 @@ impl Storage {
             temp,
             file: None,
             synced: false,
+            behind: fsio::WriteBehind::default(),
+            writing: None,
             reserved: size,
             landed: false,
         })
@@ -358,6 +404,8 @@ impl Storage {
         ttl: u64,
     ) -> Result<(), StoreRefusal> {
         let io = |what: &str, e: std::io::Error| StoreRefusal::Io(format!("{what}: {e}"));
+        pending.written().await?;
+        pending.behind.settle().await.map_err(|e| io("fsync", e))?;
         if !pending.synced {
             let file = pending.file.take();
             let temp = pending.temp.clone();

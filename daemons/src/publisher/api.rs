@@ -271,33 +271,70 @@ fn viewer_url(p: &Publisher, headers: &HeaderMap, remote: &Remote, name: &str) -
 /// async threads, while the piece is on its way to the boxes.
 const PIECE: usize = 1024 * 1024;
 
-/// The publisher's copy while it is written: the file and the hash of what is
-/// in it, handed to the blocking pool and back for each piece.
+/// The publisher's copy while it is written. Each piece is written and
+/// hashed on the blocking pool, the two side by side, while the intake
+/// receives the next piece: the network, the disk and the hash each keep
+/// going instead of taking turns.
 struct Copy {
-    file: std::fs::File,
-    hasher: Sha256,
+    file: Arc<std::fs::File>,
+    /// `None` while a piece is being hashed.
+    hasher: Option<Sha256>,
+    behind: fsio::WriteBehind,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    hashing: Option<tokio::task::JoinHandle<Sha256>>,
+    /// Bytes of the piece under way.
+    under_way: u64,
 }
 
 impl Copy {
     async fn create(tmp: &std::path::Path) -> std::io::Result<Copy> {
         let tmp = tmp.to_owned();
-        fsio::blocking(move || {
-            Ok(Copy {
-                file: std::fs::File::create(tmp)?,
-                hasher: Sha256::new(),
-            })
+        let file = fsio::blocking(move || std::fs::File::create(tmp)).await?;
+        Ok(Copy {
+            file: Arc::new(file),
+            hasher: Some(Sha256::new()),
+            behind: fsio::WriteBehind::default(),
+            writing: None,
+            hashing: None,
+            under_way: 0,
         })
-        .await
     }
 
-    async fn append(mut self, piece: Bytes) -> std::io::Result<Copy> {
-        fsio::blocking(move || {
+    /// Waits for the previous piece, then starts writing and hashing `piece`.
+    async fn push(&mut self, piece: Bytes) -> std::io::Result<()> {
+        self.done().await?;
+        let mut hasher = self.hasher.take().unwrap_or_default();
+        let (file, bytes) = (self.file.clone(), piece.clone());
+        self.writing = Some(tokio::task::spawn_blocking(move || {
             use std::io::Write;
-            self.hasher.update(&piece);
-            self.file.write_all(&piece)?;
-            Ok(self)
-        })
-        .await
+            (&*file).write_all(&bytes)
+        }));
+        self.under_way = piece.len() as u64;
+        self.hashing = Some(tokio::task::spawn_blocking(move || {
+            hasher.update(&piece);
+            hasher
+        }));
+        Ok(())
+    }
+
+    /// Waits for the piece under way.
+    async fn done(&mut self) -> std::io::Result<()> {
+        if let Some(hashing) = self.hashing.take() {
+            self.hasher = Some(hashing.await.map_err(std::io::Error::other)?);
+        }
+        if let Some(writing) = self.writing.take() {
+            writing.await.map_err(std::io::Error::other)??;
+            self.behind.wrote(&self.file, self.under_way)?;
+        }
+        Ok(())
+    }
+
+    /// Every piece written: the file, its hash, and no flush under way.
+    async fn finish(mut self) -> std::io::Result<(Arc<std::fs::File>, String)> {
+        self.done().await?;
+        self.behind.settle().await?;
+        let hasher = self.hasher.take().unwrap_or_default();
+        Ok((self.file, format!("{:x}", hasher.finalize())))
     }
 }
 
@@ -342,18 +379,19 @@ async fn receive(
             gathered.extend_from_slice(&chunk);
             if gathered.len() >= PIECE {
                 let piece = gathered.split().freeze();
-                let file = match copy.take() {
-                    Some(copy) => copy,
-                    None => Copy::create(&tmp).await.map_err(stored)?,
-                };
-                let (appended, ()) =
-                    tokio::join!(file.append(piece.clone()), forwards.feed(&piece));
-                copy = Some(appended.map_err(stored)?);
+                if copy.is_none() {
+                    copy = Some(Copy::create(&tmp).await.map_err(stored)?);
+                }
+                if let Some(copy) = copy.as_mut() {
+                    let (pushed, ()) =
+                        tokio::join!(copy.push(piece.clone()), forwards.feed(&piece));
+                    pushed.map_err(stored)?;
+                }
             }
         }
         let rest = gathered.freeze();
         let (from, to) = (tmp.clone(), final_path.clone());
-        let Some(copy) = copy else {
+        let Some(mut copy) = copy else {
             // Small enough for one trip: written, hashed and made durable at once.
             return fsio::blocking(move || {
                 use std::io::Write;
@@ -365,9 +403,9 @@ async fn receive(
             .await
             .map_err(stored);
         };
-        let (appended, ()) = tokio::join!(copy.append(rest.clone()), forwards.feed(&rest));
-        let Copy { file, hasher } = appended.map_err(stored)?;
-        let sha256 = format!("{:x}", hasher.finalize());
+        let (pushed, ()) = tokio::join!(copy.push(rest.clone()), forwards.feed(&rest));
+        pushed.map_err(stored)?;
+        let (file, sha256) = copy.finish().await.map_err(stored)?;
         // The boxes verify and land while the publisher's copy is synced.
         let (durable, ()) = tokio::join!(
             fsio::blocking(move || make_durable(&file, &from, &to)),
