@@ -18,7 +18,8 @@
 # Usage: bench/publisher.sh [--skip-big] [--latency-count N] [--count N] [--concurrency C]
 #                           [extra redirect-vs-nginx.sh options after --]
 # Needs: cargo build --release -p dandelion-daemons --bin dandelion --example publisher_bench;
-#        nginx, wrk, curl, python3. Run time about 2.5 minutes; needs ~3.5 GiB in /tmp.
+#        nginx, wrk, curl, python3. Run time about 2.5 minutes; needs ~3.5 GiB in /tmp
+#        (or in BENCH_DIR, where the work directory goes when it is set).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="${SHARED_BENCH:-$ROOT/../shared/bench}"
@@ -40,6 +41,17 @@ while (( $# )); do
 done
 need nginx wrk curl python3 setsid
 bench_init pub-bench
+# Every copy of every file lives in the work directory, /tmp unless BENCH_DIR
+# names another. File creation there is the largest cost per segment, and on
+# the shared machine these figures come from it is not steady: 19-740 us per
+# create of an empty file, depending on the history of the block group the
+# directory lands in (ext4 without a journal skips inodes freed in the last
+# 30 s, and the disk is shared). See docs/performance.md, "Issue 17".
+if [[ -n "${BENCH_DIR:-}" ]]; then
+  mkdir -p "$BENCH_DIR"
+  rmdir "$BENCH_WORK"
+  BENCH_WORK="$(mktemp -d "$BENCH_DIR/pub-bench.XXXXXX")"
+fi
 W="$BENCH_WORK"
 
 rss() { awk -v k="$2:" '$1 == k {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
