@@ -406,6 +406,12 @@ pub struct PublisherConfig {
     /// How long one serve probe may take before it counts as failed.
     #[serde(deserialize_with = "duration")]
     pub serve_probe_timeout: Duration,
+    /// How long an upload forwarded to boxes as it arrives (cut-through) may
+    /// send nothing before its boxes' transfers are dropped: a stalled upload
+    /// must not hold a publish session's places. The publisher's own copy
+    /// still completes if the upload resumes; the boxes get it afterwards.
+    #[serde(deserialize_with = "duration")]
+    pub upload_stall_timeout: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -432,6 +438,7 @@ impl Default for PublisherConfig {
             keep_sessions: 4,
             serve_probe_interval: Duration::from_secs(10),
             serve_probe_timeout: Duration::from_secs(2),
+            upload_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -700,6 +707,9 @@ impl Config {
         }
         if self.publisher.serve_probe_timeout.is_zero() {
             return invalid("publisher.serve_probe_timeout", "must be longer than zero");
+        }
+        if self.publisher.upload_stall_timeout.is_zero() {
+            return invalid("publisher.upload_stall_timeout", "must be longer than zero");
         }
         Ok(())
     }

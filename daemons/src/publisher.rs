@@ -16,6 +16,7 @@ pub mod api;
 pub mod console;
 pub mod cutthrough;
 pub mod directory;
+pub mod intake;
 pub mod jobs;
 pub mod link;
 pub mod pool;

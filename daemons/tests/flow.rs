@@ -1081,3 +1081,55 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// An upload that stalls half way lets go of its boxes after
+/// `upload_stall_timeout` (their partial copies go, the publish sessions stay
+/// free for other files), and when it completes after all, the boxes get the
+/// file from the publisher's copy.
+#[test]
+fn a_stalled_upload_lets_go_of_its_boxes_and_they_get_it_once_it_completes() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start_with(root.path(), 2, false, &["upload_stall_timeout = 1"]);
+    wait_active_boxes(&net, 2);
+    wait_for(
+        "the publisher to know both boxes",
+        Duration::from_secs(30),
+        || {
+            (publisher_boxes(&net)
+                .iter()
+                .filter(|b| b["live"] == true)
+                .count()
+                == 2)
+                .then_some(())
+        },
+    );
+    let size = 4 << 20;
+    let bytes = content(size, 67);
+    let mut upload = RawPut::begin(&net, "slow.bin?replicas=2", size);
+    upload.write(&bytes[..size / 2]);
+    wait_for(
+        "both boxes to hold part of the file",
+        Duration::from_secs(30),
+        || partial_bytes(&net).iter().all(|b| *b > 0).then_some(()),
+    );
+    // The upload says nothing more, and its connection stays open.
+    wait_for(
+        "the boxes to let go of the stalled upload",
+        Duration::from_secs(30),
+        || partial_bytes(&net).iter().all(|b| *b == 0).then_some(()),
+    );
+    upload.write(&bytes[size / 2..]);
+    let status = upload.status();
+    assert!(status.starts_with("HTTP/1.1 202"), "{status}");
+    let file_url = format!("{}/api/files/slow.bin", net.publisher.origin());
+    let placements = wait_for("both copies recorded", Duration::from_secs(30), || {
+        let status = net.json(&file_url);
+        let placements = status["placements"].as_array()?.clone();
+        (placements.len() == 2).then_some(placements)
+    });
+    for placement in placements {
+        let url = placement["url"].as_str().unwrap().to_owned();
+        let (_, body) = fetch_from(&net, url.clone()).unwrap();
+        assert!(body == bytes, "the copy at {url} is not the upload");
+    }
+}

@@ -17,20 +17,17 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::{Bytes, BytesMut};
 use dandelion_core::config::parse_duration;
 use dandelion_core::console::{FileView, Level};
-use dandelion_core::fsio;
 use dandelion_core::ids::NodeId;
 use dandelion_core::paths;
 use dandelion_core::proxies;
-use futures_util::StreamExt;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::cutthrough::Forwards;
+use super::intake;
 use super::jobs::{Job, JobState, Placement};
 use super::pool::SessionState;
 use super::redirect::{Holder, Serve, best_holder};
@@ -50,7 +47,7 @@ pub fn router(p: Arc<Publisher>) -> Router {
         .with_state(p)
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
 }
 
@@ -178,12 +175,13 @@ async fn push(
     // A file of a known size too big to take in one piece goes on to its boxes
     // while it arrives.
     let mut forwards = match declared {
-        Some(size) if size > PIECE as u64 => {
+        Some(size) if size > intake::PIECE as u64 => {
             Forwards::open(&p, &name, size, ttl.as_secs(), replicas).await
         }
         _ => Forwards::default(),
     };
-    let (size, sha256) = match receive(&p, &name, request.into_body(), &mut forwards).await {
+    let (size, sha256) = match intake::receive(&p, &name, request.into_body(), &mut forwards).await
+    {
         Ok(done) => done,
         Err(response) => return response,
     };
@@ -262,180 +260,6 @@ fn viewer_url(p: &Publisher, headers: &HeaderMap, remote: &Remote, name: &str) -
         }
     };
     Some(format!("{base}/{}", paths::url_path(name)))
-}
-
-/// Bytes gathered from the request body before they go to the file (and, cut
-/// through, to the boxes) in one piece: one trip to the blocking pool per
-/// piece, and a whole live segment (100 KiB – 1 MiB) in a single trip that
-/// also syncs and renames it. The hash is taken on the same trip, off the
-/// async threads, while the piece is on its way to the boxes.
-const PIECE: usize = 1024 * 1024;
-
-/// The publisher's copy while it is written. Each piece is written and
-/// hashed on the blocking pool, the two side by side, while the intake
-/// receives the next piece: the network, the disk and the hash each keep
-/// going instead of taking turns.
-struct Copy {
-    file: Arc<std::fs::File>,
-    /// `None` while a piece is being hashed.
-    hasher: Option<Sha256>,
-    behind: fsio::WriteBehind,
-    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    hashing: Option<tokio::task::JoinHandle<Sha256>>,
-    /// Bytes of the piece under way.
-    under_way: u64,
-}
-
-impl Copy {
-    async fn create(tmp: &std::path::Path) -> std::io::Result<Copy> {
-        let tmp = tmp.to_owned();
-        let file = fsio::blocking(move || std::fs::File::create(tmp)).await?;
-        Ok(Copy {
-            file: Arc::new(file),
-            hasher: Some(Sha256::new()),
-            behind: fsio::WriteBehind::default(),
-            writing: None,
-            hashing: None,
-            under_way: 0,
-        })
-    }
-
-    /// Waits for the previous piece, then starts writing and hashing `piece`.
-    async fn push(&mut self, piece: Bytes) -> std::io::Result<()> {
-        self.done().await?;
-        let mut hasher = self.hasher.take().unwrap_or_default();
-        let (file, bytes) = (self.file.clone(), piece.clone());
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            (&*file).write_all(&bytes)
-        }));
-        self.under_way = piece.len() as u64;
-        self.hashing = Some(tokio::task::spawn_blocking(move || {
-            hasher.update(&piece);
-            hasher
-        }));
-        Ok(())
-    }
-
-    /// Waits for the piece under way.
-    async fn done(&mut self) -> std::io::Result<()> {
-        if let Some(hashing) = self.hashing.take() {
-            self.hasher = Some(hashing.await.map_err(std::io::Error::other)?);
-        }
-        if let Some(writing) = self.writing.take() {
-            writing.await.map_err(std::io::Error::other)??;
-            self.behind.wrote(&self.file, self.under_way)?;
-        }
-        Ok(())
-    }
-
-    /// Every piece written: the file, its hash, and no flush under way.
-    async fn finish(mut self) -> std::io::Result<(Arc<std::fs::File>, String)> {
-        self.done().await?;
-        self.behind.settle().await?;
-        let hasher = self.hasher.take().unwrap_or_default();
-        Ok((self.file, format!("{:x}", hasher.finalize())))
-    }
-}
-
-/// Streams the request body into the publisher's copy: a temporary file, hashed
-/// on the way, fsynced and renamed into place, and into `forwards`. Nothing is
-/// left behind on failure.
-async fn receive(
-    p: &Publisher,
-    name: &str,
-    body: Body,
-    forwards: &mut Forwards,
-) -> Result<(u64, String), Response> {
-    let max = p.config.max_file_size.as_u64();
-    let final_path = p.origin_path(name);
-    let tmp = final_path.with_extension(format!("partial-{}", p.draw(usize::MAX)));
-    let stored = |e: std::io::Error| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot store the upload: {e}"),
-        )
-    };
-    let result = async {
-        let mut size: u64 = 0;
-        // The bytes not in the file yet.
-        let mut gathered = BytesMut::new();
-        let mut copy: Option<Copy> = None;
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the upload was cut off: {e}"),
-                )
-            })?;
-            size += chunk.len() as u64;
-            if size > max {
-                return Err(error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the file is over the {max}-byte limit"),
-                ));
-            }
-            gathered.extend_from_slice(&chunk);
-            if gathered.len() >= PIECE {
-                let piece = gathered.split().freeze();
-                if copy.is_none() {
-                    copy = Some(Copy::create(&tmp).await.map_err(stored)?);
-                }
-                if let Some(copy) = copy.as_mut() {
-                    let (pushed, ()) =
-                        tokio::join!(copy.push(piece.clone()), forwards.feed(&piece));
-                    pushed.map_err(stored)?;
-                }
-            }
-        }
-        let rest = gathered.freeze();
-        let (from, to) = (tmp.clone(), final_path.clone());
-        let Some(mut copy) = copy else {
-            // Small enough for one trip: written, hashed and made durable at once.
-            return fsio::blocking(move || {
-                use std::io::Write;
-                let mut file = std::fs::File::create(&from)?;
-                file.write_all(&rest)?;
-                make_durable(&file, &from, &to)?;
-                Ok((size, format!("{:x}", Sha256::digest(&rest))))
-            })
-            .await
-            .map_err(stored);
-        };
-        let (pushed, ()) = tokio::join!(copy.push(rest.clone()), forwards.feed(&rest));
-        pushed.map_err(stored)?;
-        let (file, sha256) = copy.finish().await.map_err(stored)?;
-        // The boxes verify and land while the publisher's copy is synced.
-        let (durable, ()) = tokio::join!(
-            fsio::blocking(move || make_durable(&file, &from, &to)),
-            forwards.end(&sha256)
-        );
-        durable.map_err(stored)?;
-        Ok((size, sha256))
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
-}
-
-/// The upload's bytes synced, the file renamed into place and the rename
-/// synced too (its directory): only then may the push be acknowledged, or a
-/// crash could leave a queued job whose copy is gone. One trip to the blocking
-/// pool for all three.
-fn make_durable(
-    file: &std::fs::File,
-    tmp: &std::path::Path,
-    target: &std::path::Path,
-) -> std::io::Result<()> {
-    file.sync_all()?;
-    std::fs::rename(tmp, target)?;
-    if let Some(dir) = target.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// A job and its placements, read together so the state never contradicts them.

@@ -27,7 +27,7 @@ use dandelion_core::ids::NodeId;
 use futures_util::future::join_all;
 
 use super::jobs::Job;
-use super::link::{Piece, Stream, StreamFile};
+use super::link::{Failed, Piece, Stream, StreamFile};
 use super::ranking::{choose, rank};
 use super::sender::{self, Next, Outcome};
 use super::{Publisher, now_secs};
@@ -183,22 +183,27 @@ impl Forwards {
         });
     }
 
+    /// What each box made of the upload. A transfer dropped because the
+    /// upload stalled is no outcome at all: nothing is held against the box,
+    /// and the senders place that copy.
     async fn verdicts(self, p: &Publisher, size: u64) -> Vec<Outcome> {
-        join_all(self.list.into_iter().map(|f| async move {
+        let outcomes = join_all(self.list.into_iter().map(|f| async move {
             let result = match (f.stream, f.failure) {
                 (Some(stream), None) => match stream.verdict().await {
                     Ok(stored) => sender::confirm(p, size, &f.box_id, f.url, f.ttl, stored).await,
-                    Err(e) => Err(e),
+                    Err(Failed { upload: true, .. }) => return None,
+                    Err(Failed { reason, .. }) => Err(reason),
                 },
                 (_, failure) => Err(failure_or(failure)),
             };
-            Outcome {
+            Some(Outcome {
                 box_id: f.box_id,
                 trace: f.trace,
                 result,
-            }
+            })
         }))
-        .await
+        .await;
+        outcomes.into_iter().flatten().collect()
     }
 }
 

@@ -79,7 +79,7 @@ pub enum Piece {
 #[derive(Debug)]
 pub struct Stream {
     pub pieces: mpsc::Sender<Piece>,
-    pub verdict: oneshot::Receiver<Result<Stored, String>>,
+    pub verdict: oneshot::Receiver<Result<Stored, Failed>>,
     _counted: InFlight,
 }
 
@@ -98,7 +98,7 @@ enum Outgoing {
 #[derive(Debug)]
 struct Request {
     outgoing: Outgoing,
-    reply: oneshot::Sender<Result<Stored, String>>,
+    reply: oneshot::Sender<Result<Stored, Failed>>,
 }
 
 /// The box's confirmation.
@@ -202,7 +202,10 @@ impl Link {
             })
             .await
             .map_err(|_| "the connection to the box is closed".to_owned())?;
-        verdict.await.unwrap_or_else(|_| Err(closed_mid_transfer()))
+        match verdict.await {
+            Ok(verdict) => verdict.map_err(|f| f.reason),
+            Err(_) => Err(closed_mid_transfer()),
+        }
     }
 
     /// Opens a transfer fed piece by piece (cut-through). Only for a box that
@@ -235,9 +238,29 @@ impl Link {
 
 impl Stream {
     /// The box's verdict, once [`Piece::End`] was fed.
-    pub async fn verdict(self) -> Result<Stored, String> {
+    pub async fn verdict(self) -> Result<Stored, Failed> {
         let Stream { verdict, .. } = self;
-        verdict.await.unwrap_or_else(|_| Err(closed_mid_transfer()))
+        verdict
+            .await
+            .unwrap_or_else(|_| Err(closed_mid_transfer().into()))
+    }
+}
+
+/// Why a transfer placed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub reason: String,
+    /// The upload feeding a stream stalled or ended early: nothing the box
+    /// did, so not held against it.
+    pub upload: bool,
+}
+
+impl From<String> for Failed {
+    fn from(reason: String) -> Failed {
+        Failed {
+            reason,
+            upload: false,
+        }
     }
 }
 
@@ -264,6 +287,7 @@ pub async fn open(
     box_id: NodeId,
     connect_ws: &str,
     identity: &Identity,
+    stall: Duration,
     stop: CancellationToken,
 ) -> Result<(Link, impl Future<Output = Ended> + Send + 'static), OpenError> {
     let failed = |e: String| OpenError::Failed(e);
@@ -306,7 +330,7 @@ pub async fn open(
         }),
         level,
     };
-    Ok((link, run(box_id, conn, rx, chunk, stop)))
+    Ok((link, run(box_id, conn, rx, chunk, stall, stop)))
 }
 
 /// How a publish session ended.
@@ -331,7 +355,7 @@ struct Waiting {
     /// What the box must confirm.
     size: u64,
     sha256: String,
-    reply: oneshot::Sender<Result<Stored, String>>,
+    reply: oneshot::Sender<Result<Stored, Failed>>,
     /// When its first frame went out.
     started: Instant,
     deadline: tokio::time::Instant,
@@ -344,11 +368,16 @@ struct Streaming {
     transfer: u64,
     file: StreamFile,
     pieces: mpsc::Receiver<Piece>,
-    reply: oneshot::Sender<Result<Stored, String>>,
-    /// Bytes sent so far; the start frame went out once this or `begun` is set.
+    reply: oneshot::Sender<Result<Stored, Failed>>,
+    /// Bytes sent so far.
     sent: u64,
+    /// Whether the start frame went out.
     begun: bool,
     started: Instant,
+    /// When the stream is given up if no piece came (`upload_stall_timeout`):
+    /// an upload that stalls must not hold one of the session's [`PIPELINE`]
+    /// places for ever.
+    idle_until: tokio::time::Instant,
 }
 
 /// What woke the session. Short-lived, one at a time: its size does not matter.
@@ -385,6 +414,7 @@ async fn run(
     mut conn: ClientConnection,
     mut rx: mpsc::Receiver<Request>,
     chunk: usize,
+    stall: Duration,
     stop: CancellationToken,
 ) -> Ended {
     let mut next_transfer: u64 = 1;
@@ -393,7 +423,11 @@ async fn run(
     let mut ended = Ended::Closed;
     let mut why = "the connection to the box closed mid-transfer".to_owned();
     loop {
-        let earliest = waiting.values().map(|w| w.deadline).min();
+        let earliest = waiting
+            .values()
+            .map(|w| w.deadline)
+            .chain(streams.iter().map(|s| s.idle_until))
+            .min();
         let busy = waiting.len() + streams.len();
         // While idle the session is read too, so a box that dies (`kill -9`, a
         // power cut: the kernel resets the connection) is noticed at once
@@ -422,6 +456,7 @@ async fn run(
                     sent: 0,
                     begun: false,
                     started: Instant::now(),
+                    idle_until: tokio::time::Instant::now() + stall,
                 });
             }
             Wake::Request(Some(Request {
@@ -461,7 +496,7 @@ async fn run(
                     }
                     Err(e) => {
                         let broken = e.starts_with("connection:");
-                        let _ = reply.send(Err(e));
+                        let _ = reply.send(Err(e.into()));
                         if broken {
                             break;
                         }
@@ -477,7 +512,9 @@ async fn run(
                     None => Fed::Abort("the upload ended before the whole file came".into()),
                 };
                 match fed {
-                    Fed::More => {}
+                    Fed::More => {
+                        streams[i].idle_until = tokio::time::Instant::now() + stall;
+                    }
                     Fed::Sent(sha256) => {
                         let s = streams.swap_remove(i);
                         let deadline = tokio::time::Instant::now() + VERDICT_GRACE;
@@ -495,27 +532,14 @@ async fn run(
                     }
                     Fed::Abort(reason) => {
                         let s = streams.swap_remove(i);
-                        let aborted = if s.begun {
-                            let frame = Frame {
-                                header: FrameHeader::Abort {
-                                    transfer: s.transfer,
-                                    reason: reason.clone(),
-                                },
-                                payload: Bytes::new(),
-                            };
-                            send_in_time(&mut conn, frame.encode(), piece_limit(0)).await
-                        } else {
-                            Ok(())
-                        };
-                        let _ = s.reply.send(Err(reason));
-                        if let Err(e) = aborted {
+                        if let Err(e) = abort(&mut conn, s, reason).await {
                             why = e;
                             break;
                         }
                     }
                     Fed::Broken(e) => {
                         let s = streams.swap_remove(i);
-                        let _ = s.reply.send(Err(e.clone()));
+                        let _ = s.reply.send(Err(e.clone().into()));
                         why = e;
                         break;
                     }
@@ -537,7 +561,7 @@ async fn run(
                             "the box confirmed a file before its last byte".to_owned()
                         }
                     };
-                    let _ = s.reply.send(Err(verdict));
+                    let _ = s.reply.send(Err(verdict.into()));
                     continue;
                 }
                 let Some(w) = result.transfer.and_then(|t| waiting.remove(&t)) else {
@@ -548,7 +572,7 @@ async fn run(
                     headers,
                     seconds: w.started.elapsed().as_secs_f64(),
                 });
-                let _ = w.reply.send(verdict);
+                let _ = w.reply.send(verdict.map_err(Failed::from));
             }
             Wake::Incoming(Ok(Some(Incoming::Message(Message::Error(e))))) => {
                 if !waiting.is_empty() || !streams.is_empty() {
@@ -578,6 +602,21 @@ async fn run(
             Wake::Incoming(Err(e)) => tracing::debug!("ignoring a bad message from a box: {e}"),
             Wake::Deadline => {
                 let now = tokio::time::Instant::now();
+                let (stalled, going): (Vec<_>, Vec<_>) =
+                    streams.drain(..).partition(|s| s.idle_until <= now);
+                streams = going;
+                let mut broken = None;
+                for s in stalled {
+                    let reason = format!("the upload sent nothing for {}s", stall.as_secs());
+                    if let Err(e) = abort(&mut conn, s, reason).await {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = broken {
+                    why = e;
+                    break;
+                }
                 let late: Vec<u64> = waiting
                     .iter()
                     .filter(|(_, w)| w.deadline <= now)
@@ -585,20 +624,20 @@ async fn run(
                     .collect();
                 for t in late {
                     if let Some(w) = waiting.remove(&t) {
-                        let _ = w.reply.send(Err(format!(
+                        let _ = w.reply.send(Err(Failed::from(format!(
                             "no verdict from the box within {}s",
                             w.limit.as_secs()
-                        )));
+                        ))));
                     }
                 }
             }
         }
     }
     for (_, w) in waiting.drain() {
-        let _ = w.reply.send(Err(why.clone()));
+        let _ = w.reply.send(Err(why.clone().into()));
     }
     for s in streams.drain(..) {
-        let _ = s.reply.send(Err(why.clone()));
+        let _ = s.reply.send(Err(why.clone().into()));
     }
     tracing::debug!(box_id = %box_id, ?ended, "publish session ended");
     conn.close().await;
@@ -688,6 +727,28 @@ async fn feed(conn: &mut ClientConnection, s: &mut Streaming, piece: Piece, chun
             }
         }
     }
+}
+
+/// Drops a stream whose upload failed: tells the box, if its transfer began
+/// there, and the intake. An error means the session is unusable.
+async fn abort(conn: &mut ClientConnection, s: Streaming, reason: String) -> Result<(), String> {
+    let sent = if s.begun {
+        let frame = Frame {
+            header: FrameHeader::Abort {
+                transfer: s.transfer,
+                reason: reason.clone(),
+            },
+            payload: Bytes::new(),
+        };
+        send_in_time(conn, frame.encode(), piece_limit(0)).await
+    } else {
+        Ok(())
+    };
+    let _ = s.reply.send(Err(Failed {
+        reason,
+        upload: true,
+    }));
+    sent
 }
 
 /// Sends one message unless the box takes longer than `limit` to accept it.

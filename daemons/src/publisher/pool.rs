@@ -222,7 +222,8 @@ async fn open(p: &Publisher, box_id: &NodeId) -> Result<Link, String> {
             .ok_or_else(|| format!("box {box_id} advertises no CONNECT_WS"))?
     };
     let stop = p.common.shutdown.token();
-    let (link, task) = link::open(box_id.clone(), &url, &p.common.identity, stop)
+    let stall = p.config.upload_stall_timeout;
+    let (link, task) = link::open(box_id.clone(), &url, &p.common.identity, stall, stop)
         .await
         .map_err(|e| {
             if let link::OpenError::Unproven(reason) = &e {
