@@ -36,6 +36,11 @@ use super::{Publisher, now_secs};
 /// without it.
 const STALL: Duration = Duration::from_secs(10);
 
+/// How long an upload waits for a publish session to one of its boxes to
+/// open before it goes on without that box. Sessions to the best boxes are
+/// usually open already (`keep_sessions`).
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+
 /// The streams one upload feeds.
 #[derive(Debug, Default)]
 pub struct Forwards {
@@ -72,7 +77,11 @@ impl Forwards {
         let opened = join_all(choices.iter().map(|choice| async move {
             let box_id = choice.chosen.id.clone();
             let url = sender::placement_url(p, name, &box_id).await?;
-            let link = p.link(&box_id).await?;
+            // The upload waits for this: a box whose session is not open
+            // within OPEN_WAIT gets its copy from the senders later.
+            let link = tokio::time::timeout(OPEN_WAIT, p.link(&box_id))
+                .await
+                .map_err(|_| format!("no session within {}s", OPEN_WAIT.as_secs()))??;
             let stream = link
                 .stream(StreamFile {
                     name: name.to_owned(),

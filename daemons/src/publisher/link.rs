@@ -390,12 +390,18 @@ enum Wake {
     Deadline,
 }
 
-/// The next piece of any stream being fed, with the stream's index.
-/// Cancel-safe: it only polls the receivers.
-async fn next_piece(streams: &mut [Streaming]) -> (usize, Option<Piece>) {
+/// The next piece of any stream being fed, with the stream's index; the
+/// streams are asked in turn from `first`, so that two uploads to one box
+/// share it instead of the first starving the second. Cancel-safe: it only
+/// polls the receivers.
+async fn next_piece(streams: &mut [Streaming], first: usize) -> (usize, Option<Piece>) {
     std::future::poll_fn(|cx| {
-        for (i, s) in streams.iter_mut().enumerate() {
-            if let std::task::Poll::Ready(piece) = s.pieces.poll_recv(cx) {
+        let n = streams.len();
+        for k in 0..n {
+            let i = (first + k) % n;
+            if let Some(s) = streams.get_mut(i)
+                && let std::task::Poll::Ready(piece) = s.pieces.poll_recv(cx)
+            {
                 return std::task::Poll::Ready((i, piece));
             }
         }
@@ -420,6 +426,8 @@ async fn run(
     let mut next_transfer: u64 = 1;
     let mut waiting: HashMap<u64, Waiting> = HashMap::new();
     let mut streams: Vec<Streaming> = Vec::new();
+    // Which stream is asked first for its next piece.
+    let mut turn = 0;
     let mut ended = Ended::Closed;
     let mut why = "the connection to the box closed mid-transfer".to_owned();
     loop {
@@ -436,7 +444,7 @@ async fn run(
         let wake = tokio::select! {
             () = stop.cancelled() => break,
             request = rx.recv(), if busy < PIPELINE => Wake::Request(request),
-            (i, piece) = next_piece(&mut streams), if !streams.is_empty() => Wake::Piece(i, piece),
+            (i, piece) = next_piece(&mut streams, turn), if !streams.is_empty() => Wake::Piece(i, piece),
             incoming = conn.recv() => Wake::Incoming(incoming),
             () = sleep_until(earliest), if earliest.is_some() => Wake::Deadline,
         };
@@ -507,6 +515,7 @@ async fn run(
                 if i >= streams.len() {
                     continue;
                 }
+                turn = i + 1;
                 let fed = match piece {
                     Some(piece) => feed(&mut conn, &mut streams[i], piece, chunk).await,
                     None => Fed::Abort("the upload ended before the whole file came".into()),
@@ -919,4 +928,46 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
         filled += n;
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn streaming(transfer: u64, pieces: usize) -> Streaming {
+        let (tx, rx) = mpsc::channel(pieces);
+        for _ in 0..pieces {
+            tx.try_send(Piece::Data(Bytes::from_static(b"x"))).unwrap();
+        }
+        Streaming {
+            transfer,
+            file: StreamFile {
+                name: format!("f{transfer}"),
+                size: 10,
+                ttl: 60,
+            },
+            pieces: rx,
+            reply: oneshot::channel().0,
+            sent: 0,
+            begun: false,
+            started: Instant::now(),
+            idle_until: tokio::time::Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn two_uploads_to_one_box_take_turns() {
+        let mut streams = vec![streaming(1, 3), streaming(2, 3)];
+        let mut turn = 0;
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let (i, piece) = next_piece(&mut streams, turn).await;
+            assert!(matches!(piece, Some(Piece::Data(_))));
+            order.push(streams[i].transfer);
+            turn = i + 1;
+        }
+        assert_eq!(order, [1, 2, 1, 2], "neither upload starves the other");
+    }
 }
