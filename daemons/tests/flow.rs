@@ -285,12 +285,16 @@ fn a_publisher_killed_in_the_middle_of_100_pushes_loses_no_acknowledged_file() {
     wait_active_boxes(&net, 3);
     let token = admin_token(&net);
     let origin = net.publisher.origin();
+    // Every tenth file is over one piece (1 MiB): it is cut through, recorded
+    // in flight rather than queued, and must come back from a crash as well.
     let files: Vec<(String, Vec<u8>)> = (0..FILES)
         .map(|i| {
-            (
-                format!("crash/seg{i:03}.ts"),
-                content(4_000 + i * 37, i as u64 + 1000),
-            )
+            let len = if i % 10 == 5 {
+                1_500_000 + i
+            } else {
+                4_000 + i * 37
+            };
+            (format!("crash/seg{i:03}.ts"), content(len, i as u64 + 1000))
         })
         .collect();
 
