@@ -17,7 +17,9 @@
 //! dropped from the cut-through (its transfer aborted) and counted as a failed
 //! transfer; the senders place the missing copies from the publisher's copy.
 //! A slow box slows the upload down by at most that much: memory stays at a few
-//! pieces per box.
+//! pieces per box. The other way round, an upload that sends nothing for
+//! `upload_stall_timeout` lets go of its boxes' transfers (the link decides,
+//! [`super::link::Failed::upload`]) without anything held against them.
 
 use std::sync::Arc;
 use std::time::Duration;
