@@ -13,7 +13,7 @@
 //! ([`super::sender::settle`]). A crash in between leaves it in flight, which
 //! the next start-up queues again.
 //!
-//! A box that falls behind by more than [`STALL`] or refuses the file is
+//! A box that falls behind by more than `STALL` (10 s) or refuses the file is
 //! dropped from the cut-through (its transfer aborted) and counted as a failed
 //! transfer; the senders place the missing copies from the publisher's copy.
 //! A slow box slows the upload down by at most that much: memory stays at a few
