@@ -576,24 +576,11 @@ fn a_declared_oversized_push_is_refused_before_its_body() {
         .read_exact(&mut head)
         .expect("an answer without the body");
     assert_eq!(&head, b"HTTP/1.1 413");
-    let leftovers: Vec<_> = walk(dir.path())
+    let leftovers: Vec<_> = dandelion_testkit::files_under(dir.path())
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("huge"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// The attack: guessing the join token. Wrong tokens were refused but never

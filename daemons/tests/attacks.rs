@@ -994,6 +994,34 @@ struct Liar {
     version: &'static str,
 }
 
+/// A fake box at `origin` as [`Liar`] (the box `me`, confirming files at
+/// `phish`, answering `PUBLISH` with `version`), with the reachability proof
+/// and a recorder of every other request in `journal`.
+fn liar_box(
+    me: &Arc<Identity>,
+    journal: &Journal,
+    phish: String,
+    origin: &str,
+    version: &'static str,
+) -> Router {
+    let liar = Liar {
+        me: me.clone(),
+        nonces: Arc::new(NonceBook::generate().unwrap()),
+        phish,
+        data_url: origin.to_owned(),
+        shutdown: Shutdown::new(),
+        journal: journal.clone(),
+        version,
+    };
+    Router::new()
+        .route(NONCE_PATH, get(liar_nonce))
+        .route("/dandelion/ws", any(liar_ws))
+        .route("/dandelion/{box_id}/ws", any(liar_ws))
+        .with_state(liar)
+        .merge(reachability_route(me, origin))
+        .merge(recorder(journal))
+}
+
 /// An honest nonce and server proof: the liar is the box it says it is.
 async fn liar_nonce(State(l): State<Liar>, Query(q): Query<HashMap<String, String>>) -> Response {
     l.journal.note(Seen::NonceAsked {
@@ -1153,22 +1181,7 @@ fn a_box_cannot_choose_where_viewers_are_sent() {
     let mut data_url = String::new();
     let origin = lab.serve(|origin| {
         data_url = origin.to_owned();
-        let liar = Liar {
-            me: me.clone(),
-            nonces: Arc::new(NonceBook::generate().unwrap()),
-            phish: phish.clone(),
-            data_url: origin.to_owned(),
-            shutdown: Shutdown::new(),
-            journal: journal.clone(),
-            version: PROTOCOL_VERSION,
-        };
-        Router::new()
-            .route(NONCE_PATH, get(liar_nonce))
-            .route("/dandelion/ws", any(liar_ws))
-            .route("/dandelion/{box_id}/ws", any(liar_ws))
-            .with_state(liar)
-            .merge(reachability_route(&me, origin))
-            .merge(recorder(&journal))
+        liar_box(&me, &journal, phish.clone(), origin, PROTOCOL_VERSION)
     });
     heartbeat(&lab, &me, pin(&net.entrance), &origin, &journal);
     lab.wait_active(&net.entrance, me.id(), &journal);
@@ -1267,21 +1280,7 @@ fn a_dandelion_1_box_gets_the_hash_first_and_a_dandelion_2_box_gets_the_upload_a
         let mut honest = String::new();
         let origin = lab.serve(|origin| {
             honest = dandelion_core::paths::file_url(origin, &format!("{}/{name}", publisher.id()));
-            let fake = Liar {
-                me: me.clone(),
-                nonces: Arc::new(NonceBook::generate().unwrap()),
-                phish: honest.clone(),
-                data_url: origin.to_owned(),
-                shutdown: Shutdown::new(),
-                journal: journal.clone(),
-                version,
-            };
-            Router::new()
-                .route(NONCE_PATH, get(liar_nonce))
-                .route("/dandelion/{box_id}/ws", any(liar_ws))
-                .with_state(fake)
-                .merge(reachability_route(&me, origin))
-                .merge(recorder(&journal))
+            liar_box(&me, &journal, honest.clone(), origin, version)
         });
         heartbeat(&lab, &me, pin(&net.entrance), &origin, &journal);
         lab.wait_active(&net.entrance, me.id(), &journal);
@@ -1356,23 +1355,8 @@ fn a_box_cannot_move_its_data_url_after_passing_the_check() {
     // A box honest at its first URL, which confirms files at the moved-to host.
     let me = Arc::new(Identity::generate(Role::Box).unwrap());
     let journal = Journal::default();
-    let origin = lab.serve(|origin| {
-        let liar = Liar {
-            me: me.clone(),
-            nonces: Arc::new(NonceBook::generate().unwrap()),
-            phish: phish.clone(),
-            data_url: origin.to_owned(),
-            shutdown: Shutdown::new(),
-            journal: journal.clone(),
-            version: PROTOCOL_VERSION,
-        };
-        Router::new()
-            .route(NONCE_PATH, get(liar_nonce))
-            .route("/dandelion/{box_id}/ws", any(liar_ws))
-            .with_state(liar)
-            .merge(reachability_route(&me, origin))
-            .merge(recorder(&journal))
-    });
+    let origin =
+        lab.serve(|origin| liar_box(&me, &journal, phish.clone(), origin, PROTOCOL_VERSION));
     let advertised = Arc::new(Mutex::new(origin.clone()));
     heartbeat_advertising(
         &lab,

@@ -133,18 +133,38 @@ fn sha256(data: &[u8]) -> String {
 }
 
 fn start_frame(path: &str, ttl: Option<u64>, transfer: u64, data: &[u8], first: usize) -> Bytes {
+    opening_frame(
+        path,
+        ttl,
+        transfer,
+        data.len(),
+        Some(sha256(data)),
+        &data[..first],
+    )
+}
+
+/// A chunked start frame announcing `size` bytes and `sha256` (`None`: the
+/// hash comes last), carrying `payload`, which need not be what it announces.
+fn opening_frame(
+    path: &str,
+    ttl: Option<u64>,
+    transfer: u64,
+    size: usize,
+    sha256: Option<String>,
+    payload: &[u8],
+) -> Bytes {
     Frame {
         header: FrameHeader::Start(StartHeader {
             path: path.to_owned(),
             ttl,
             chunked: Some(ChunkedStart {
                 transfer,
-                size: data.len() as u64,
-                sha256: Some(sha256(data)),
+                size: size as u64,
+                sha256,
             }),
             extra: Map::new(),
         }),
-        payload: Bytes::copy_from_slice(&data[..first]),
+        payload: Bytes::copy_from_slice(payload),
     }
     .encode()
 }
@@ -1189,20 +1209,14 @@ async fn transfers_pipelined_on_one_session_each_get_their_own_verdict() {
         let frame = if i == 5 {
             // Other bytes of the same length: the hash no longer matches.
             let other = pattern(data.len() + 1);
-            Frame {
-                header: FrameHeader::Start(StartHeader {
-                    path: path.clone(),
-                    ttl: None,
-                    chunked: Some(ChunkedStart {
-                        transfer,
-                        size: data.len() as u64,
-                        sha256: Some(sha256(data)),
-                    }),
-                    extra: Map::new(),
-                }),
-                payload: Bytes::copy_from_slice(&other[1..]),
-            }
-            .encode()
+            opening_frame(
+                path,
+                None,
+                transfer,
+                data.len(),
+                Some(sha256(data)),
+                &other[1..],
+            )
         } else {
             start_frame(path, None, transfer, data, data.len())
         };
@@ -1243,20 +1257,7 @@ async fn hash_last_transfers_are_verified_at_their_final_frame_and_abort_cleanly
     );
     let data = pattern(300 * 1024);
     let opening = |transfer: u64, path: &str| {
-        Frame {
-            header: FrameHeader::Start(StartHeader {
-                path: path.to_owned(),
-                ttl: None,
-                chunked: Some(ChunkedStart {
-                    transfer,
-                    size: data.len() as u64,
-                    sha256: None,
-                }),
-                extra: Map::new(),
-            }),
-            payload: Bytes::copy_from_slice(&data[..100 * 1024]),
-        }
-        .encode()
+        opening_frame(path, None, transfer, data.len(), None, &data[..100 * 1024])
     };
     let last = |transfer: u64, sha256: String| {
         Frame {

@@ -11,7 +11,7 @@ use dandelion_core::http::HttpClient;
 use dandelion_testkit::daemon::Daemon;
 use dandelion_testkit::network::NetworkBuilder;
 use dandelion_testkit::process::{binary, run};
-use dandelion_testkit::wait_for;
+use dandelion_testkit::{files_under, wait_for};
 use serde_json::Value;
 
 struct Network {
@@ -960,6 +960,41 @@ impl RawPut {
     }
 }
 
+/// Waits until the publisher counts `n` live boxes: it will choose them.
+fn wait_publisher_knows(net: &Network, n: usize) {
+    wait_for(
+        &format!("the publisher to know {n} live boxes"),
+        Duration::from_secs(30),
+        || {
+            let live = publisher_boxes(net)
+                .iter()
+                .filter(|b| b["live"] == true)
+                .count();
+            (live == n).then_some(())
+        },
+    );
+}
+
+/// Waits until `name` has `n` copies recorded, then fetches each from its box
+/// and checks it is `bytes`.
+fn assert_copies(net: &Network, name: &str, n: usize, bytes: &[u8]) {
+    let file_url = format!("{}/api/files/{name}", net.publisher.origin());
+    let placements = wait_for(
+        &format!("{n} copies of {name} recorded"),
+        Duration::from_secs(30),
+        || {
+            let status = net.json(&file_url);
+            let placements = status["placements"].as_array()?.clone();
+            (placements.len() == n).then_some(placements)
+        },
+    );
+    for placement in placements {
+        let url = placement["url"].as_str().unwrap().to_owned();
+        let (_, body) = fetch_from(net, url.clone()).unwrap();
+        assert!(body == bytes, "the copy at {url} is not the upload");
+    }
+}
+
 /// Bytes of transfers under way on each box (`files/.partial/`).
 fn partial_bytes(net: &Network) -> Vec<u64> {
     net.boxes
@@ -1001,18 +1036,7 @@ fn a_big_upload_reaches_the_boxes_while_it_arrives_and_one_cut_off_leaves_nothin
     let root = tempfile::tempdir().unwrap();
     let net = start(root.path(), 2);
     wait_active_boxes(&net, 2);
-    wait_for(
-        "the publisher to know both boxes",
-        Duration::from_secs(30),
-        || {
-            (publisher_boxes(&net)
-                .iter()
-                .filter(|b| b["live"] == true)
-                .count()
-                == 2)
-                .then_some(())
-        },
-    );
+    wait_publisher_knows(&net, 2);
     let size = 6 << 20;
     let bytes = content(size, 61);
 
@@ -1029,17 +1053,7 @@ fn a_big_upload_reaches_the_boxes_while_it_arrives_and_one_cut_off_leaves_nothin
     upload.write(&bytes[size / 2..]);
     let status = upload.status();
     assert!(status.starts_with("HTTP/1.1 202"), "{status}");
-    let file_url = format!("{}/api/files/film.bin", net.publisher.origin());
-    let placements = wait_for("both copies recorded", Duration::from_secs(30), || {
-        let status = net.json(&file_url);
-        let placements = status["placements"].as_array()?.clone();
-        (placements.len() == 2).then_some(placements)
-    });
-    for placement in placements {
-        let url = placement["url"].as_str().unwrap().to_owned();
-        let (_, body) = fetch_from(&net, url.clone()).unwrap();
-        assert!(body == bytes, "the copy at {url} is not the upload");
-    }
+    assert_copies(&net, "film.bin", 2, &bytes);
 
     let sessions = sessions_opened_at(&net);
     let mut upload = RawPut::begin(&net, "cut.bin?replicas=2", size);
@@ -1063,7 +1077,7 @@ fn a_big_upload_reaches_the_boxes_while_it_arrives_and_one_cut_off_leaves_nothin
     let cut = net.get(&format!("{}/api/files/cut.bin", net.publisher.origin()));
     assert_eq!(cut.status, 404, "the cut-off upload is not a file");
     for b in &net.boxes {
-        let stored = walk(&b.data_dir().join("files"));
+        let stored = files_under(&b.data_dir().join("files"));
         assert!(!stored.iter().any(|p| p.ends_with("cut.bin")), "{stored:?}");
     }
     assert_eq!(
@@ -1071,19 +1085,6 @@ fn a_big_upload_reaches_the_boxes_while_it_arrives_and_one_cut_off_leaves_nothin
         sessions,
         "the publish sessions carry on"
     );
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// An upload that stalls half way lets go of its boxes after
@@ -1095,18 +1096,7 @@ fn a_stalled_upload_lets_go_of_its_boxes_and_they_get_it_once_it_completes() {
     let root = tempfile::tempdir().unwrap();
     let net = start_with(root.path(), 2, false, &["upload_stall_timeout = 1"]);
     wait_active_boxes(&net, 2);
-    wait_for(
-        "the publisher to know both boxes",
-        Duration::from_secs(30),
-        || {
-            (publisher_boxes(&net)
-                .iter()
-                .filter(|b| b["live"] == true)
-                .count()
-                == 2)
-                .then_some(())
-        },
-    );
+    wait_publisher_knows(&net, 2);
     let size = 4 << 20;
     let bytes = content(size, 67);
     let mut upload = RawPut::begin(&net, "slow.bin?replicas=2", size);
@@ -1125,15 +1115,5 @@ fn a_stalled_upload_lets_go_of_its_boxes_and_they_get_it_once_it_completes() {
     upload.write(&bytes[size / 2..]);
     let status = upload.status();
     assert!(status.starts_with("HTTP/1.1 202"), "{status}");
-    let file_url = format!("{}/api/files/slow.bin", net.publisher.origin());
-    let placements = wait_for("both copies recorded", Duration::from_secs(30), || {
-        let status = net.json(&file_url);
-        let placements = status["placements"].as_array()?.clone();
-        (placements.len() == 2).then_some(placements)
-    });
-    for placement in placements {
-        let url = placement["url"].as_str().unwrap().to_owned();
-        let (_, body) = fetch_from(&net, url.clone()).unwrap();
-        assert!(body == bytes, "the copy at {url} is not the upload");
-    }
+    assert_copies(&net, "slow.bin", 2, &bytes);
 }
