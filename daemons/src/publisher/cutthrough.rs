@@ -177,22 +177,6 @@ impl Forwards {
                 () = shutdown.cancelled() => return,
                 outcomes = self.verdicts(&p, job.size) => outcomes,
             };
-            // Pushed again meanwhile: the newer upload is that name's file now,
-            // and these copies are of other bytes. Its own intake places it.
-            match p.records.job(&name).await {
-                Ok(Some(now))
-                    if now.sha256 == job.sha256 && now.accepted_at == job.accepted_at => {}
-                Ok(_) => {
-                    tracing::info!(file = %name, "pushed again while cut through; the older upload's copies are not recorded");
-                    sender::advance(&p, &name, Next::Done).await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(file = %name, "cannot read the job back after a cut-through: {e}");
-                    sender::advance(&p, &name, Next::Retry).await;
-                    return;
-                }
-            }
             match sender::settle(&p, job, 0, outcomes).await {
                 // The copies that did not make it are placed by the senders
                 // from the publisher's copy, at once.

@@ -232,6 +232,16 @@ impl Records {
         also: impl FnOnce(&mut Batch),
     ) -> Result<Vec<Placement>, StoreError> {
         let _guard = self.lock(&job.name).write().await;
+        self.write(job, change, also).await
+    }
+
+    /// The write of [`Records::save_with`], under the name's lock.
+    async fn write(
+        &self,
+        job: &Job,
+        change: impl FnOnce(&mut Vec<Placement>),
+        also: impl FnOnce(&mut Batch),
+    ) -> Result<Vec<Placement>, StoreError> {
         let name = job.name.as_str();
         let mut placements = self.placements(name).await?;
         change(&mut placements);
@@ -248,6 +258,25 @@ impl Records {
         also(&mut batch);
         self.store.apply(&batch).await?;
         Ok(placements)
+    }
+
+    /// [`Records::save_with`] for a job read before a transfer: written only if
+    /// the name still holds that upload (same SHA-256, accepted at the same
+    /// time), checked under the name's lock. `None` when the name was pushed
+    /// again meanwhile: the older upload's copies are of other bytes, and
+    /// writing its job back would put its size and hash over the newer one's.
+    pub async fn save_if_current(
+        &self,
+        job: &Job,
+        change: impl FnOnce(&mut Vec<Placement>),
+        also: impl FnOnce(&mut Batch),
+    ) -> Result<Option<Vec<Placement>>, StoreError> {
+        let _guard = self.lock(&job.name).write().await;
+        let current = self.job(&job.name).await?;
+        if !current.is_some_and(|c| c.sha256 == job.sha256 && c.accepted_at == job.accepted_at) {
+            return Ok(None);
+        }
+        self.write(job, change, also).await.map(Some)
     }
 
     /// Every name's placements, without their jobs (use [`Records::files`] to
@@ -301,6 +330,54 @@ mod tests {
             trace: String::new(),
             headers: BTreeMap::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_placement_of_an_upload_pushed_over_since_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("r.redb")).unwrap());
+        let records = Records::new(
+            store,
+            &Keys::new("publisher-0123456789abcdef0123456789abcdef"),
+        );
+        let older = job(JobState::Queued, 0);
+        records.save(&older, Vec::clear).await.unwrap();
+        let newer = Job {
+            sha256: "11".repeat(32),
+            accepted_at: 2,
+            ..older.clone()
+        };
+        records.save(&newer, Vec::clear).await.unwrap();
+        let placed = Job {
+            state: JobState::Placed,
+            ..older.clone()
+        };
+        let saved = records
+            .save_if_current(&placed, |all| all.push(placement(1)), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(saved, None);
+        let (stored, placements) = records.file(&older.name).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.sha256, stored.state),
+            (newer.sha256.clone(), JobState::Queued)
+        );
+        assert!(placements.is_empty());
+
+        let placed = Job {
+            state: JobState::Placed,
+            ..newer
+        };
+        let saved = records
+            .save_if_current(&placed, |all| all.push(placement(1)), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            saved.map(|p| p.len()),
+            Some(1),
+            "the current upload is recorded"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,7 +171,8 @@ pub struct Outcome {
 /// Records what sending `job` to some boxes achieved, with `live` copies
 /// already serving: the placements, the failures, and the state they lead to,
 /// in one write with the job's removal from the in-flight list when it is
-/// finished.
+/// finished. If the name was pushed again meanwhile, nothing is recorded and
+/// this job is done: the newer upload is placed on its own.
 pub async fn settle(
     p: &Publisher,
     mut job: Job,
@@ -231,8 +232,9 @@ pub async fn settle(
         .map(|pl| (pl.box_id.clone(), pl.url.clone()))
         .collect();
     let finished = matches!(next, Next::Done);
-    p.records
-        .save_with(
+    let saved = p
+        .records
+        .save_if_current(
             &job,
             |all| {
                 for placement in placed {
@@ -248,6 +250,10 @@ pub async fn settle(
         )
         .await
         .map_err(|e| e.to_string())?;
+    if saved.is_none() {
+        tracing::info!(file = %name, "pushed again while being placed; this upload's copies are not recorded");
+        return Ok(Next::Done);
+    }
     for (box_id, url) in log {
         p.metrics.placements.inc();
         tracing::info!(file = %name, box_id = %box_id, url = %url, "placed");
