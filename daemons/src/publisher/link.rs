@@ -760,6 +760,14 @@ async fn abort(conn: &mut ClientConnection, s: Streaming, reason: String) -> Res
     sent
 }
 
+/// Sends one message; an error starts with `connection:`, for the session is
+/// unusable after it.
+async fn send(conn: &mut ClientConnection, message: Bytes) -> Result<(), String> {
+    conn.send_binary(message)
+        .await
+        .map_err(|e| format!("connection: {e}"))
+}
+
 /// Sends one message unless the box takes longer than `limit` to accept it.
 /// Errors start with `connection:`: the session is unusable after them.
 async fn send_in_time(
@@ -767,9 +775,8 @@ async fn send_in_time(
     message: Bytes,
     limit: Duration,
 ) -> Result<(), String> {
-    match tokio::time::timeout(limit, conn.send_binary(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("connection: {e}")),
+    match tokio::time::timeout(limit, send(conn, message)).await {
+        Ok(sent) => sent,
         Err(_) => Err(format!(
             "connection: the box took more than {}s to take a frame",
             limit.as_secs()
@@ -812,9 +819,7 @@ async fn send_frames(
         } else {
             FrameHeader::Continue { transfer, offset }
         };
-        conn.send_binary(Frame { header, payload }.encode())
-            .await
-            .map_err(|e| format!("connection: {e}"))?;
+        send(conn, Frame { header, payload }.encode()).await?;
         offset += n as u64;
         if n == 0 || offset >= file.size {
             break;
@@ -855,15 +860,11 @@ async fn send_whole(
         ));
     }
     let header = start_header(file, transfer);
-    conn.send_binary(
-        Frame {
-            header,
-            payload: Bytes::from(bytes),
-        }
-        .encode(),
-    )
-    .await
-    .map_err(|e| format!("connection: {e}"))
+    let frame = Frame {
+        header,
+        payload: Bytes::from(bytes),
+    };
+    send(conn, frame.encode()).await
 }
 
 /// The frame header that opens a file's transfer.
