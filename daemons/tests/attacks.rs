@@ -992,17 +992,21 @@ struct Liar {
     journal: Journal,
     /// The `VERSION` it answers `PUBLISH` with.
     version: &'static str,
+    /// Confirms a file as soon as its start frame came, before its bytes.
+    eager: bool,
 }
 
 /// A fake box at `origin` as [`Liar`] (the box `me`, confirming files at
-/// `phish`, answering `PUBLISH` with `version`), with the reachability proof
-/// and a recorder of every other request in `journal`.
+/// `phish`, answering `PUBLISH` with `version`, confirming files before their
+/// bytes came when `eager`), with the reachability proof and a recorder of
+/// every other request in `journal`.
 fn liar_box(
     me: &Arc<Identity>,
     journal: &Journal,
     phish: String,
     origin: &str,
     version: &'static str,
+    eager: bool,
 ) -> Router {
     let liar = Liar {
         me: me.clone(),
@@ -1012,6 +1016,7 @@ fn liar_box(
         shutdown: Shutdown::new(),
         journal: journal.clone(),
         version,
+        eager,
     };
     Router::new()
         .route(NONCE_PATH, get(liar_nonce))
@@ -1138,7 +1143,9 @@ async fn liar_session(l: Liar, publisher: NodeId, mut conn: ServerConnection) {
                 return l.journal.note(Seen::Trouble("a one-shot frame".into()));
             }
         }
-        let Some(done) = upload.take_if(|u| u.hash_known && u.bytes.len() as u64 >= u.size) else {
+        let Some(done) =
+            upload.take_if(|u| l.eager || (u.hash_known && u.bytes.len() as u64 >= u.size))
+        else {
             continue;
         };
         let confirmation = Message::Transfer(TransferResult {
@@ -1146,7 +1153,8 @@ async fn liar_session(l: Liar, publisher: NodeId, mut conn: ServerConnection) {
             transfer: Some(done.transfer),
             file_path: done.path.clone(),
             outcome: TransferOutcome::Stored {
-                size: done.bytes.len() as u64,
+                // An eager box claims the size it was told.
+                size: done.size,
                 sha256: format!("{:x}", Sha256::digest(&done.bytes)),
                 url: l.phish.clone(),
             },
@@ -1181,7 +1189,14 @@ fn a_box_cannot_choose_where_viewers_are_sent() {
     let mut data_url = String::new();
     let origin = lab.serve(|origin| {
         data_url = origin.to_owned();
-        liar_box(&me, &journal, phish.clone(), origin, PROTOCOL_VERSION)
+        liar_box(
+            &me,
+            &journal,
+            phish.clone(),
+            origin,
+            PROTOCOL_VERSION,
+            false,
+        )
     });
     heartbeat(&lab, &me, pin(&net.entrance), &origin, &journal);
     lab.wait_active(&net.entrance, me.id(), &journal);
@@ -1280,7 +1295,7 @@ fn a_dandelion_1_box_gets_the_hash_first_and_a_dandelion_2_box_gets_the_upload_a
         let mut honest = String::new();
         let origin = lab.serve(|origin| {
             honest = dandelion_core::paths::file_url(origin, &format!("{}/{name}", publisher.id()));
-            liar_box(&me, &journal, honest.clone(), origin, version)
+            liar_box(&me, &journal, honest.clone(), origin, version, false)
         });
         heartbeat(&lab, &me, pin(&net.entrance), &origin, &journal);
         lab.wait_active(&net.entrance, me.id(), &journal);
@@ -1332,6 +1347,61 @@ fn a_dandelion_1_box_gets_the_hash_first_and_a_dandelion_2_box_gets_the_upload_a
     }
 }
 
+/// The attack: a box confirms a file the moment its transfer opens, with the
+/// size it was told, before a byte of a cut-through upload reached it — a copy
+/// the publisher would send viewers to and that does not exist. A verdict
+/// before the final frame is a refusal, whatever it says, and one after it
+/// must name the hash the publisher computed: the copy is not recorded.
+#[test]
+fn a_box_confirming_a_cut_through_upload_before_its_last_byte_places_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(root.path(), 0)
+        .publisher_setting("keep_sessions = 0")
+        .start();
+    let lab = Lab::new();
+    let publisher = id_of(&net.publisher, Role::Publisher);
+    let name = "early.bin";
+    let bytes = content(3 << 20, 13);
+    let me = Arc::new(Identity::generate(Role::Box).unwrap());
+    let journal = Journal::default();
+    let origin = lab.serve(|origin| {
+        let url = dandelion_core::paths::file_url(origin, &format!("{}/{name}", publisher.id()));
+        liar_box(&me, &journal, url, origin, PROTOCOL_VERSION, true)
+    });
+    heartbeat(&lab, &me, pin(&net.entrance), &origin, &journal);
+    lab.wait_active(&net.entrance, me.id(), &journal);
+    lab.wait_ranked(&net.publisher, &[me.id()]);
+
+    lab.push(&net.publisher, name, &bytes, "replicas=1&ttl=120s");
+    let status = wait_for("the early confirmation to be judged", SOON, || {
+        let status = lab.file_status(&net.publisher, name);
+        let judged = status["failures"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["box_id"] == me.id().as_str()));
+        judged.then_some(status)
+    });
+    assert!(
+        journal.all().contains(&Seen::Frame("start".into())),
+        "the upload was cut through: {:?}",
+        journal.all()
+    );
+    let reasons: Vec<&str> = status["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["reason"].as_str())
+        .collect();
+    // Whether the confirmation overtakes the last frames on loopback is a
+    // race: refused as early, or as not matching the hash sent after it.
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("before its last byte") || r.contains("not what was sent")),
+        "{reasons:?}"
+    );
+    assert_eq!(status["placements"], serde_json::json!([]), "{status}");
+}
+
 // ---------------------------------------------------------------------------
 // 5. A box moving its data URL once it passed the reachability check.
 // ---------------------------------------------------------------------------
@@ -1355,8 +1425,16 @@ fn a_box_cannot_move_its_data_url_after_passing_the_check() {
     // A box honest at its first URL, which confirms files at the moved-to host.
     let me = Arc::new(Identity::generate(Role::Box).unwrap());
     let journal = Journal::default();
-    let origin =
-        lab.serve(|origin| liar_box(&me, &journal, phish.clone(), origin, PROTOCOL_VERSION));
+    let origin = lab.serve(|origin| {
+        liar_box(
+            &me,
+            &journal,
+            phish.clone(),
+            origin,
+            PROTOCOL_VERSION,
+            false,
+        )
+    });
     let advertised = Arc::new(Mutex::new(origin.clone()));
     heartbeat_advertising(
         &lab,
