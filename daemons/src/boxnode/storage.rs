@@ -116,11 +116,12 @@ pub struct Pending {
     pub member: String,
     pub temp: PathBuf,
     /// The temporary file, created by the first write (or by landing, for an
-    /// empty file).
-    file: Option<std::fs::File>,
+    /// empty file). A big one is written past the page cache.
+    file: Option<fsio::DirectFile>,
     /// The last write synced the file: landing need not.
     synced: bool,
-    /// A big file's pages go to disk while it arrives.
+    /// A big file's pages go to disk while it arrives, where they were not
+    /// written past the cache.
     behind: fsio::WriteBehind,
     /// The write under way, and its length.
     writing: Option<(Writing, u64)>,
@@ -128,8 +129,21 @@ pub struct Pending {
     landed: bool,
 }
 
+/// Transfers bigger than this are written past the page cache: they are
+/// not live segments, whose readers come at once and find them in the cache.
+const BIG: u64 = fsio::STAGE as u64;
+
+fn create_temp(temp: &Path, big: bool) -> Result<fsio::DirectFile, StoreRefusal> {
+    let created = if big {
+        fsio::DirectFile::create(temp)
+    } else {
+        fsio::DirectFile::create_cached(temp)
+    };
+    created.map_err(|e| StoreRefusal::Io(format!("creating a temporary file: {e}")))
+}
+
 /// A write on the blocking pool: the file comes back with the result.
-type Writing = tokio::task::JoinHandle<(Option<std::fs::File>, Result<(), StoreRefusal>)>;
+type Writing = tokio::task::JoinHandle<(Option<fsio::DirectFile>, Result<(), StoreRefusal>)>;
 
 impl Pending {
     /// Appends `bytes` to the temporary file, and syncs it when `last`: one
@@ -140,29 +154,32 @@ impl Pending {
     /// and hashes the next frame; the next call (or landing) waits for it and
     /// reports its failure.
     pub async fn write(&mut self, bytes: bytes::Bytes, last: bool) -> Result<(), StoreRefusal> {
-        use std::io::Write;
         self.written().await?;
         let len = bytes.len() as u64;
         let file = self.file.take();
-        let temp = self.temp.clone();
+        let (temp, big) = (self.temp.clone(), self.reserved > BIG);
         let task = tokio::task::spawn_blocking(move || {
             let mut file = match file {
                 Some(file) => file,
-                None => match std::fs::File::create(&temp) {
+                None => match create_temp(&temp, big) {
                     Ok(file) => file,
-                    Err(e) => {
-                        return (
-                            None,
-                            Err(StoreRefusal::Io(format!("creating a temporary file: {e}"))),
-                        );
-                    }
+                    Err(e) => return (None, Err(e)),
                 },
             };
-            let written = file
-                .write_all(&bytes)
-                .and_then(|()| if last { file.sync_all() } else { Ok(()) })
-                .map_err(|e| StoreRefusal::Io(format!("writing the temporary file: {e}")));
-            (Some(file), written)
+            let failed =
+                |e: std::io::Error| StoreRefusal::Io(format!("writing the temporary file: {e}"));
+            if let Err(e) = file.write_all(&bytes) {
+                return (Some(file), Err(failed(e)));
+            }
+            if !last {
+                return (Some(file), Ok(()));
+            }
+            (
+                None,
+                file.finish()
+                    .and_then(|file| file.sync_all())
+                    .map_err(failed),
+            )
         });
         self.writing = Some((task, len));
         if !last {
@@ -186,9 +203,9 @@ impl Pending {
         });
         self.file = file;
         written?;
-        if let Some(file) = self.file.as_ref() {
+        if let Some(file) = self.file.as_ref().filter(|f| !f.is_direct()) {
             self.behind
-                .wrote(file, len)
+                .wrote(file.file(), len)
                 .map_err(|e| StoreRefusal::Io(format!("writing the temporary file: {e}")))?;
         }
         Ok(())
@@ -413,8 +430,9 @@ impl Storage {
                 let file = match file {
                     Some(file) => file,
                     // No byte came: an empty file.
-                    None => std::fs::File::create(&temp).map_err(|e| io("creating the file", e))?,
+                    None => create_temp(&temp, false)?,
                 };
+                let file = file.finish().map_err(|e| io("writing the file", e))?;
                 file.sync_all().map_err(|e| io("fsync", e))
             })
             .await?;

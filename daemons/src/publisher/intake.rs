@@ -3,8 +3,6 @@
 //! goes on to the boxes ([`super::cutthrough`]) as it arrives. Nothing is left
 //! behind when the upload fails.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -26,24 +24,30 @@ pub const PIECE: usize = 1024 * 1024;
 /// The publisher's copy while it is written. Each piece is written and
 /// hashed on the blocking pool, the two side by side, while the intake
 /// receives the next piece: the network, the disk and the hash each keep
-/// going instead of taking turns.
+/// going instead of taking turns. The file goes past the page cache where the
+/// filesystem allows it ([`fsio::DirectFile`]); otherwise its pages are
+/// written back as it grows ([`fsio::WriteBehind`]).
 struct Copy {
-    file: Arc<std::fs::File>,
+    /// `None` while a piece is being written.
+    file: Option<fsio::DirectFile>,
     /// `None` while a piece is being hashed.
     hasher: Option<Sha256>,
     behind: fsio::WriteBehind,
-    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    writing: Option<Writing>,
     hashing: Option<tokio::task::JoinHandle<Sha256>>,
     /// Bytes of the piece under way.
     under_way: u64,
 }
 
+/// A piece being written: the file comes back with the outcome.
+type Writing = tokio::task::JoinHandle<(fsio::DirectFile, std::io::Result<()>)>;
+
 impl Copy {
     async fn create(tmp: &std::path::Path) -> std::io::Result<Copy> {
         let tmp = tmp.to_owned();
-        let file = fsio::blocking(move || std::fs::File::create(tmp)).await?;
+        let file = fsio::blocking(move || fsio::DirectFile::create(&tmp)).await?;
         Ok(Copy {
-            file: Arc::new(file),
+            file: Some(file),
             hasher: Some(Sha256::new()),
             behind: fsio::WriteBehind::default(),
             writing: None,
@@ -56,10 +60,11 @@ impl Copy {
     async fn push(&mut self, piece: Bytes) -> std::io::Result<()> {
         self.done().await?;
         let mut hasher = self.hasher.take().unwrap_or_default();
-        let (file, bytes) = (self.file.clone(), piece.clone());
+        let mut file = self.file.take().ok_or_else(gone)?;
+        let bytes = piece.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            (&*file).write_all(&bytes)
+            let written = file.write_all(&bytes);
+            (file, written)
         }));
         self.under_way = piece.len() as u64;
         self.hashing = Some(tokio::task::spawn_blocking(move || {
@@ -75,19 +80,31 @@ impl Copy {
             self.hasher = Some(hashing.await.map_err(std::io::Error::other)?);
         }
         if let Some(writing) = self.writing.take() {
-            writing.await.map_err(std::io::Error::other)??;
-            self.behind.wrote(&self.file, self.under_way)?;
+            let (file, written) = writing.await.map_err(std::io::Error::other)?;
+            written?;
+            if !file.is_direct() {
+                self.behind.wrote(file.file(), self.under_way)?;
+            }
+            self.file = Some(file);
         }
         Ok(())
     }
 
-    /// Every piece written: the file, its hash, and no flush under way.
-    async fn finish(mut self) -> std::io::Result<(Arc<std::fs::File>, String)> {
+    /// Every piece handed over: the file (its last block still to be written
+    /// by [`fsio::DirectFile::finish`]), its hash, and no flush under way.
+    async fn finish(mut self) -> std::io::Result<(fsio::DirectFile, String)> {
         self.done().await?;
         self.behind.settle().await?;
         let hasher = self.hasher.take().unwrap_or_default();
-        Ok((self.file, format!("{:x}", hasher.finalize())))
+        let file = self.file.take().ok_or_else(gone)?;
+        Ok((file, format!("{:x}", hasher.finalize())))
     }
+}
+
+/// A write task that never gave the file back: it panicked, and the error
+/// was already returned by [`Copy::done`].
+fn gone() -> std::io::Error {
+    std::io::Error::other("the file was lost by an earlier failed write")
 }
 
 /// Streams the request body into the publisher's copy: a temporary file, hashed
@@ -160,7 +177,7 @@ pub async fn receive(
         let (file, sha256) = copy.finish().await.map_err(stored)?;
         // The boxes verify and land while the publisher's copy is synced.
         let (durable, ()) = tokio::join!(
-            fsio::blocking(move || make_durable(&file, &from, &to)),
+            fsio::blocking(move || make_durable(&file.finish()?, &from, &to)),
             forwards.end(&sha256)
         );
         durable.map_err(stored)?;
