@@ -101,8 +101,8 @@ impl Copy {
     }
 }
 
-/// A write task that never gave the file back: it panicked, and the error
-/// was already returned by [`Copy::done`].
+/// The file is not back from its last write: that write failed (or its task
+/// panicked), and [`Copy::done`] already returned the error.
 fn gone() -> std::io::Error {
     std::io::Error::other("the file was lost by an earlier failed write")
 }
