@@ -7,7 +7,8 @@
 //! samples, in `copy_folio_from_iter_atomic`): page-cache pages the kernel
 //! had not used lately cost ten times as much to fill as recently freed ones.
 //! With `O_DIRECT` the disk reads the bytes from the writer's own buffer; the
-//! only copy is into that buffer, which is reused and stays warm. Nothing is
+//! only copy is into that buffer, whose memory the allocator hands from one
+//! write to the next, so it stays warm. Nothing is
 //! lost by skipping the cache: the file is read again only when it is sent on
 //! or served, and the boxes serve hot files from their own cache then.
 
@@ -30,23 +31,27 @@ pub const STAGE: usize = 1024 * 1024;
 /// (some filesystems do not: it is then written the ordinary way, and
 /// [`DirectFile::is_direct`] says so). Blocking: use it on the blocking pool.
 ///
-/// Bytes are gathered in an aligned buffer and written a whole [`STAGE`] at a
-/// time; the tail goes out padded to a block at [`DirectFile::finish`], and
-/// the file is then cut to its real length. Until `finish`, the file on disk
-/// is not the upload: callers write into a temporary file, as before.
+/// Each [`DirectFile::write_all`] writes every whole block it can at once,
+/// from an aligned buffer of at most [`STAGE`] bytes that lives only for the
+/// call (the allocator hands the same warm memory to the next one); only the
+/// last partial block, under 4 KiB, is kept until the next call. An open
+/// transfer that is not writing therefore holds next to no memory: a box with
+/// many transfers open stays within its upload budget. The tail goes out
+/// padded to a block at [`DirectFile::finish`], and the file is then cut to
+/// its real length. Until `finish`, the file on disk is not the upload:
+/// callers write into a temporary file, as before.
 #[derive(Debug)]
 pub struct DirectFile {
     file: File,
     direct: bool,
-    stage: Vec<u8>,
-    /// Where the aligned part of `stage` begins.
-    start: usize,
-    /// Bytes gathered in the aligned part, not yet written.
-    filled: usize,
+    /// The bytes after the last whole block, not yet written.
+    tail: Vec<u8>,
     /// Bytes handed to [`DirectFile::write_all`] so far.
     len: u64,
-    /// Bytes already on disk: where the gathered ones go.
+    /// Bytes already on disk: where `tail` goes.
     flushed: u64,
+    /// The last block went out padded: the file is longer than `len`.
+    padded: bool,
 }
 
 impl DirectFile {
@@ -72,21 +77,13 @@ impl DirectFile {
             Some(Err(e)) if is_unsupported(&e) => (options.open(path)?, false),
             Some(Err(e)) => return Err(e),
         };
-        let (stage, start) = if direct {
-            let stage = vec![0; STAGE + ALIGN];
-            let start = stage.as_ptr().align_offset(ALIGN);
-            (stage, start)
-        } else {
-            (Vec::new(), 0)
-        };
         Ok(DirectFile {
             file,
             direct,
-            stage,
-            start,
-            filled: 0,
+            tail: Vec::new(),
             len: 0,
             flushed: 0,
+            padded: false,
         })
     }
 
@@ -101,7 +98,7 @@ impl DirectFile {
         &self.file
     }
 
-    /// Bytes written so far (some may still be gathered in the buffer).
+    /// Bytes written so far (the last partial block may still be held).
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -111,63 +108,99 @@ impl DirectFile {
         self.len == 0
     }
 
-    /// Appends `bytes`.
-    pub fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+    /// Appends `bytes`: every whole block now, the rest at the next call.
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.len = self.len.saturating_add(bytes.len() as u64);
         if !self.direct {
             return self.file.write_all(bytes);
         }
-        while !bytes.is_empty() {
-            let n = (STAGE - self.filled).min(bytes.len());
-            let at = self.start + self.filled;
-            self.stage[at..at + n].copy_from_slice(&bytes[..n]);
-            self.filled += n;
-            bytes = &bytes[n..];
-            if self.filled == STAGE {
-                self.write_stage(STAGE)?;
+        let total = self.tail.len() + bytes.len();
+        let mut whole = total - total % ALIGN;
+        let mut rest = bytes;
+        if whole > 0 {
+            let mut stage = Stage::new(whole.min(STAGE));
+            while whole > 0 {
+                let n = whole.min(STAGE);
+                let from_rest = n - self.tail.len();
+                stage.fill(&[&self.tail, &rest[..from_rest]]);
+                self.tail.clear();
+                rest = &rest[from_rest..];
+                self.write_block(stage.bytes(), n)?;
+                whole -= n;
             }
         }
+        self.tail.extend_from_slice(rest);
         Ok(())
     }
 
-    /// Writes what is still gathered and returns the file at its exact length,
+    /// Writes what is still held and returns the file at its exact length,
     /// not yet synced.
     pub fn finish(mut self) -> io::Result<File> {
-        if self.direct && self.filled > 0 {
-            let padded = self.filled.next_multiple_of(ALIGN);
-            let (from, to) = (self.start + self.filled, self.start + padded);
-            self.stage[from..to].fill(0);
-            self.write_stage(padded)?;
+        if !self.tail.is_empty() {
+            if self.direct {
+                let real = self.tail.len();
+                let mut stage = Stage::new(ALIGN);
+                stage.fill(&[&self.tail, &[0; ALIGN][..ALIGN - real]]);
+                self.padded = true;
+                self.write_block(stage.bytes(), real)?;
+            } else {
+                self.file.write_all(&self.tail)?;
+            }
         }
-        if self.direct {
+        if self.padded {
             // Cut the padding of the last block off.
             self.file.set_len(self.len)?;
         }
         Ok(self.file)
     }
 
-    /// Writes the first `n` bytes of the aligned buffer (the gathered bytes,
-    /// padded to a block at the end) and empties it. A filesystem that
-    /// accepted `O_DIRECT` at open and refuses it on write gets this and the
-    /// rest the ordinary way.
-    fn write_stage(&mut self, n: usize) -> io::Result<()> {
-        let staged = &self.stage[self.start..self.start + n];
-        match self.file.write_all(staged) {
+    /// Writes `block` (whole blocks, of which the first `real` bytes are the
+    /// upload's). A filesystem that accepted `O_DIRECT` at open and refuses it
+    /// on write gets this and the rest the ordinary way.
+    fn write_block(&mut self, block: &[u8], real: usize) -> io::Result<()> {
+        match self.file.write_all(block) {
             Ok(()) => {}
             Err(e) if is_unsupported(&e) => {
                 let flags = rustix::fs::fcntl_getfl(&self.file)?;
                 rustix::fs::fcntl_setfl(&self.file, flags - OFlags::DIRECT)?;
                 self.direct = false;
-                // A refused write may have left part of the stage behind.
+                self.padded = false;
+                // A refused write may have left part of the block behind.
                 self.file.seek(SeekFrom::Start(self.flushed))?;
-                let real = &self.stage[self.start..self.start + self.filled];
-                self.file.write_all(real)?;
+                self.file.write_all(&block[..real])?;
             }
             Err(e) => return Err(e),
         }
-        self.flushed += self.filled as u64;
-        self.filled = 0;
+        self.flushed += real as u64;
         Ok(())
+    }
+}
+
+/// An aligned buffer for one call's writes: allocated without zeroing, the
+/// bytes to write start at a block boundary inside it.
+struct Stage {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Stage {
+    fn new(capacity: usize) -> Stage {
+        let mut buf: Vec<u8> = Vec::with_capacity(capacity + ALIGN);
+        let start = buf.as_ptr().align_offset(ALIGN);
+        buf.resize(start, 0);
+        Stage { buf, start }
+    }
+
+    /// Replaces the staged bytes with `parts`, one after the other.
+    fn fill(&mut self, parts: &[&[u8]]) {
+        self.buf.truncate(self.start);
+        for part in parts {
+            self.buf.extend_from_slice(part);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 }
 
@@ -187,6 +220,8 @@ mod tests {
     fn write_in_pieces(mut file: DirectFile, data: &[u8], piece: usize) {
         for chunk in data.chunks(piece) {
             file.write_all(chunk).unwrap();
+            // Between writes an open transfer holds a partial block at most.
+            assert!(file.tail.capacity() < 2 * ALIGN, "{}", file.tail.capacity());
         }
         assert_eq!(file.len(), data.len() as u64);
         file.finish().unwrap().sync_all().unwrap();
