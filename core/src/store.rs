@@ -141,6 +141,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Number of members.
     async fn scard(&self, key: &str) -> Result<u64>;
 
+    // --- values of bytes (written with [`Batch::set`]) ---
+
+    /// The bytes `key` was set to; `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>>;
+
     // --- keys ---
 
     /// Deletes keys of any type; returns how many existed.

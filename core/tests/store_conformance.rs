@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use dandelion_core::store::{Batch, EmbeddedStore, Order, RedisStore, Store, StoreError};
 use dandelion_testkit::redis::RedisServer;
 
@@ -77,6 +78,7 @@ conformance!(
     batch_guard_applies_only_while_its_field_holds,
     racing_guarded_updates_lose_none,
     hgetall_many_reads_keys_in_order,
+    values_of_bytes,
 );
 
 fn assert_wrong_type<T: std::fmt::Debug>(result: Result<T, StoreError>, key: &str) {
@@ -491,6 +493,60 @@ async fn wrong_type_changes_nothing(s: Arc<dyn Store>) {
         scored(&[("m", 1.0)])
     );
     assert_eq!(s.lrange(l, 0, -1).await.unwrap(), strings(&["v"]));
+}
+
+/// A value of bytes (a publisher's copy of a small file) goes in with a batch,
+/// with the other writes of its commit, and comes back byte for byte — any
+/// bytes, not only UTF-8 — until replaced or deleted. It is a type like the
+/// others: a batch cannot make a hash of it, nor it of a hash.
+async fn values_of_bytes(s: Arc<dyn Store>) {
+    let (v, h) = ("{v}:blob", "{v}:h");
+    assert_eq!(s.get(v).await.unwrap(), None);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut batch = Batch::new();
+    batch
+        .set(v, Bytes::from(big.clone()))
+        .hset(h, &[("f", "1")]);
+    s.apply(&batch).await.unwrap();
+    assert_eq!(s.get(v).await.unwrap().as_deref(), Some(big.as_slice()));
+    assert!(s.exists(v).await.unwrap());
+    assert!(s.scan_prefix("{v}:").await.unwrap().contains(&v.to_owned()));
+
+    // Replaced whole, by a shorter value that is not UTF-8.
+    let odd = Bytes::from_static(&[0xff, 0x00, 0xfe, b'\n', 0x80]);
+    s.apply(Batch::new().set(v, odd.clone())).await.unwrap();
+    assert_eq!(s.get(v).await.unwrap(), Some(odd.clone()));
+    let empty = Bytes::new();
+    s.apply(Batch::new().set("{v}:empty", empty.clone()))
+        .await
+        .unwrap();
+    assert_eq!(s.get("{v}:empty").await.unwrap(), Some(empty));
+
+    // Types: each fails the whole batch and changes nothing.
+    let failed = s
+        .apply(
+            Batch::new()
+                .hset("{v}:other", &[("f", "x")])
+                .set(h, odd.clone()),
+        )
+        .await;
+    assert_wrong_type(failed, h);
+    assert!(!s.exists("{v}:other").await.unwrap());
+    assert_wrong_type(s.apply(Batch::new().hset(v, &[("f", "x")])).await, v);
+    assert_wrong_type(s.hget(v, "f").await, v);
+    assert_wrong_type(s.get(h).await, h);
+    assert_eq!(s.get(v).await.unwrap(), Some(odd.clone()));
+    // `del` first lets a batch change a key's type.
+    s.apply(Batch::new().del(h).set(h, odd.clone()))
+        .await
+        .unwrap();
+    assert_eq!(s.get(h).await.unwrap(), Some(odd));
+
+    assert_eq!(s.del(&[v, h]).await.unwrap(), 2);
+    assert_eq!(s.get(v).await.unwrap(), None);
+    // A deleted value's key can hold another type.
+    s.sadd(v, &["m"]).await.unwrap();
+    assert_eq!(s.scard(v).await.unwrap(), 1);
 }
 
 /// Runs `pop` in a task, pushes from here, and expects the task to get the value

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+
 use super::{Result, StoreError};
 
 /// The type a key holds, as far as a batch is concerned.
@@ -18,6 +20,8 @@ pub(crate) enum KeyType {
     Set,
     ZSet,
     List,
+    /// A value of bytes (a Redis string).
+    Blob,
 }
 
 impl KeyType {
@@ -29,6 +33,7 @@ impl KeyType {
             Self::Set => "set",
             Self::ZSet => "zset",
             Self::List => "list",
+            Self::Blob => "string",
         }
     }
 }
@@ -65,6 +70,8 @@ pub enum Write {
         count: i64,
         value: String,
     },
+    /// Sets a key to a value of bytes, replacing the value it held.
+    Set { key: String, value: Bytes },
     /// Deletes a key of any type.
     Del { key: String },
 }
@@ -81,6 +88,7 @@ impl Write {
             | Self::Srem { key, .. }
             | Self::Rpush { key, .. }
             | Self::Lrem { key, .. }
+            | Self::Set { key, .. }
             | Self::Del { key } => key,
         }
     }
@@ -92,6 +100,7 @@ impl Write {
             Self::Zadd { .. } | Self::Zrem { .. } => Some(KeyType::ZSet),
             Self::Sadd { .. } | Self::Srem { .. } => Some(KeyType::Set),
             Self::Rpush { .. } | Self::Lrem { .. } => Some(KeyType::List),
+            Self::Set { .. } => Some(KeyType::Blob),
             Self::Del { .. } => None,
         }
     }
@@ -100,7 +109,11 @@ impl Write {
     fn adds(&self) -> bool {
         matches!(
             self,
-            Self::Hset { .. } | Self::Zadd { .. } | Self::Sadd { .. } | Self::Rpush { .. }
+            Self::Hset { .. }
+                | Self::Zadd { .. }
+                | Self::Sadd { .. }
+                | Self::Rpush { .. }
+                | Self::Set { .. }
         )
     }
 
@@ -114,7 +127,7 @@ impl Write {
             | Self::Sadd { members, .. }
             | Self::Srem { members, .. } => members.is_empty(),
             Self::Rpush { values, .. } => values.is_empty(),
-            Self::Zadd { .. } | Self::Lrem { .. } | Self::Del { .. } => false,
+            Self::Zadd { .. } | Self::Lrem { .. } | Self::Set { .. } | Self::Del { .. } => false,
         }
     }
 }
@@ -278,6 +291,16 @@ impl Batch {
             key: key.to_owned(),
             count,
             value: value.to_owned(),
+        })
+    }
+
+    /// Sets `key` to `value` (read back with [`Store::get`](super::Store::get)). A
+    /// key that holds a value already gets the new one; a key of another type
+    /// fails the batch, as elsewhere: `del` it first.
+    pub fn set(&mut self, key: &str, value: Bytes) -> &mut Self {
+        self.push(Write::Set {
+            key: key.to_owned(),
+            value,
         })
     }
 

@@ -69,6 +69,7 @@ const LIST_ITEMS: TableDefinition<(&str, i64), &str> = TableDefinition::new("lis
 /// `(head, tail, len)`: items live at sequence numbers in `head..tail`; `len` is kept
 /// separately because `LREM` leaves gaps (renumbering would rewrite the whole list).
 const LIST_META: TableDefinition<&str, (i64, i64, u64)> = TableDefinition::new("list_meta");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 
 /// The type of a key, as stored in `key_types`. The numbers are on disk: never reuse
 /// one.
@@ -78,6 +79,7 @@ enum Kind {
     Set = 2,
     ZSet = 3,
     List = 4,
+    Blob = 5,
 }
 
 impl From<Kind> for KeyType {
@@ -87,6 +89,7 @@ impl From<Kind> for KeyType {
             Kind::Set => Self::Set,
             Kind::ZSet => Self::ZSet,
             Kind::List => Self::List,
+            Kind::Blob => Self::Blob,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Kind {
             2 => Ok(Self::Set),
             3 => Ok(Self::ZSet),
             4 => Ok(Self::List),
+            5 => Ok(Self::Blob),
             other => Err(StoreError::Corrupt {
                 key: key.to_owned(),
                 detail: format!("unknown type code {other}"),
@@ -701,6 +705,7 @@ struct Tables<'txn> {
     zscores: Table<'txn, (&'static str, u64, &'static str), ()>,
     list_items: Table<'txn, (&'static str, i64), &'static str>,
     list_meta: Table<'txn, &'static str, (i64, i64, u64)>,
+    blobs: Table<'txn, &'static str, &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -713,6 +718,7 @@ impl<'txn> Tables<'txn> {
             zscores: txn.open_table(ZSCORES)?,
             list_items: txn.open_table(LIST_ITEMS)?,
             list_meta: txn.open_table(LIST_META)?,
+            blobs: txn.open_table(BLOBS)?,
         })
     }
 
@@ -759,6 +765,9 @@ impl<'txn> Tables<'txn> {
                 }
                 self.list_meta.remove(key)?;
             }
+            Kind::Blob => {
+                self.blobs.remove(key)?;
+            }
         }
         self.types.remove(key)?;
         Ok(())
@@ -777,6 +786,7 @@ impl<'txn> Tables<'txn> {
             Kind::Set => !has_sub_keys(&self.sets, key)?,
             Kind::ZSet => !has_sub_keys(&self.zmembers, key)?,
             Kind::List => list_len(&self.list_meta, key)? == 0,
+            Kind::Blob => false,
         };
         if empty {
             self.types.remove(key)?;
@@ -877,6 +887,12 @@ impl<'txn> Tables<'txn> {
         Ok(removed)
     }
 
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        expect_kind(&self.types, key, Kind::Blob)?;
+        self.blobs.insert(key, value)?;
+        self.set_kind(key, Kind::Blob)
+    }
+
     fn del(&mut self, key: &str) -> Result<bool> {
         match kind_of(&self.types, key)? {
             Some(kind) => {
@@ -903,6 +919,7 @@ impl<'txn> Tables<'txn> {
             Write::Srem { members, .. } => self.srem(key, members).map(drop),
             Write::Rpush { values, .. } => self.list_push(key, values, false).map(drop),
             Write::Lrem { count, value, .. } => self.list_remove(key, *count, value).map(drop),
+            Write::Set { value, .. } => self.set(key, value),
             Write::Del { .. } => self.del(key).map(drop),
         };
         result.map_err(|e| {
@@ -1319,6 +1336,20 @@ impl Store for EmbeddedStore {
                 return Ok(0);
             }
             Ok(sub_keys(&txn.open_table(SETS)?, &k)?.len() as u64)
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>> {
+        let k = key.to_owned();
+        self.read("GET", key, move |txn| {
+            if !expect_kind(&txn.open_table(TYPES)?, &k, Kind::Blob)? {
+                return Ok(None);
+            }
+            Ok(txn
+                .open_table(BLOBS)?
+                .get(k.as_str())?
+                .map(|v| bytes::Bytes::copy_from_slice(v.value())))
         })
         .await
     }

@@ -319,7 +319,8 @@ fn glob_escape(s: &str) -> String {
 }
 
 /// The `KEYS` and `ARGV` of [`APPLY_BATCH`] for `batch`, keys prefixed.
-fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<String>)> {
+/// `ARGV` is bytes: a [`Write::Set`] carries a value that need not be UTF-8.
+fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<Vec<u8>>)> {
     let plan = batch.plan()?;
     let mut keys: Vec<String> = Vec::new();
     let mut index = |key: &str| -> String {
@@ -334,24 +335,24 @@ fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<String>)>
         // Lua indices start at 1.
         (i + 1).to_string()
     };
-    let mut argv = vec![plan.checks.len().to_string()];
+    let mut argv: Vec<Vec<u8>> = vec![plan.checks.len().to_string().into_bytes()];
     for (key, required) in &plan.checks {
-        argv.push(index(key));
+        argv.push(index(key).into_bytes());
         argv.push(
             match required {
                 Requirement::AbsentOr(kind) => kind.redis_name(),
                 Requirement::Absent => "none",
             }
-            .to_owned(),
+            .into(),
         );
     }
-    argv.push(batch.guards().len().to_string());
+    argv.push(batch.guards().len().to_string().into_bytes());
     for guard in batch.guards() {
-        argv.push(index(&guard.key));
-        argv.push(guard.field.clone());
+        argv.push(index(&guard.key).into_bytes());
+        argv.push(guard.field.clone().into_bytes());
         match &guard.value {
-            Some(value) => argv.extend(["1".to_owned(), value.clone()]),
-            None => argv.extend(["0".to_owned(), String::new()]),
+            Some(value) => argv.extend([b"1".to_vec(), value.clone().into_bytes()]),
+            None => argv.extend([b"0".to_vec(), Vec::new()]),
         }
     }
     for write in batch.writes() {
@@ -370,12 +371,21 @@ fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<String>)>
             Write::Srem { members, .. } => ("SREM", members.clone()),
             Write::Rpush { values, .. } => ("RPUSH", values.clone()),
             Write::Lrem { count, value, .. } => ("LREM", vec![count.to_string(), value.clone()]),
+            Write::Set { value, .. } => {
+                argv.extend([
+                    b"SET".to_vec(),
+                    index(write.key()).into_bytes(),
+                    b"1".to_vec(),
+                    value.to_vec(),
+                ]);
+                continue;
+            }
             Write::Del { .. } => ("DEL", Vec::new()),
         };
-        argv.push(command.to_owned());
-        argv.push(index(write.key()));
-        argv.push(args.len().to_string());
-        argv.extend(args);
+        argv.push(command.into());
+        argv.push(index(write.key()).into_bytes());
+        argv.push(args.len().to_string().into_bytes());
+        argv.extend(args.into_iter().map(String::into_bytes));
     }
     Ok((keys, argv))
 }
@@ -638,6 +648,12 @@ impl Store for RedisStore {
     async fn scard(&self, key: &str) -> Result<u64> {
         let cmd = redis::cmd("SCARD").arg(self.k(key)).take();
         self.run(&cmd, "SCARD", key).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>> {
+        let cmd = redis::cmd("GET").arg(self.k(key)).take();
+        let value: Option<Vec<u8>> = self.run(&cmd, "GET", key).await?;
+        Ok(value.map(bytes::Bytes::from))
     }
 
     async fn del(&self, keys: &[&str]) -> Result<u64> {
