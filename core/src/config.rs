@@ -384,6 +384,12 @@ pub struct PublisherConfig {
     #[serde(deserialize_with = "duration")]
     pub max_ttl: Duration,
     pub max_file_size: ByteSize,
+    /// Files up to this size are kept in the store, in the commit that
+    /// acknowledges their push, instead of as files in the origin directory:
+    /// one group-committed write for many live segments instead of a create,
+    /// two fsyncs and a rename each. On Redis they take its memory for their
+    /// TTL. 0 keeps every file on disk; at most [`STORE_FILES_UP_TO_MAX`].
+    pub store_files_up_to: ByteSize,
     /// Files being placed at once; a publish session carries up to
     /// `link::PIPELINE` transfers at once, so the default fills 4 sessions.
     pub max_transfers: usize,
@@ -414,6 +420,10 @@ pub struct PublisherConfig {
     pub upload_stall_timeout: Duration,
 }
 
+/// The largest `publisher.store_files_up_to`: an upload is gathered in memory
+/// up to this size before its bytes go anywhere (`publisher::intake::PIECE`).
+pub const STORE_FILES_UP_TO_MAX: ByteSize = ByteSize::mib(1);
+
 impl Default for PublisherConfig {
     fn default() -> Self {
         PublisherConfig {
@@ -430,6 +440,7 @@ impl Default for PublisherConfig {
             default_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(24 * 3600),
             max_file_size: ByteSize::gib(4),
+            store_files_up_to: ByteSize::mib(1),
             max_transfers: 16,
             max_attempts: 5,
             audience_location: None,
@@ -705,6 +716,13 @@ impl Config {
         if self.publisher.max_transfers == 0 {
             return invalid("publisher.max_transfers", "must be at least 1");
         }
+        if self.publisher.store_files_up_to > STORE_FILES_UP_TO_MAX {
+            return invalid(
+                "publisher.store_files_up_to",
+                "must be at most 1 MiB: bigger files are streamed to disk and to \
+                 their boxes as they arrive",
+            );
+        }
         if self.publisher.serve_probe_timeout.is_zero() {
             return invalid("publisher.serve_probe_timeout", "must be longer than zero");
         }
@@ -888,6 +906,12 @@ heartbeat_interval = 3
         assert_eq!(
             err.to_string(),
             "config file /etc/dandelion/dandelion.toml: invalid setting `publisher.serve_probe_timeout`: must be longer than zero"
+        );
+        let err = parse("[publisher]\nstore_files_up_to = \"2 MiB\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config file /etc/dandelion/dandelion.toml: invalid setting `publisher.store_files_up_to`: \
+             must be at most 1 MiB: bigger files are streamed to disk and to their boxes as they arrive"
         );
         let err = parse("store_prefix = \"{x}\"\n").unwrap_err();
         assert_eq!(

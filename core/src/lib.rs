@@ -12,7 +12,7 @@
 //! - [`store`]: the Redis-like store every daemon keeps its state in, embedded
 //!   (redb) or on a shared Redis, with the original's key names;
 //! - [`paths`]: which file paths arriving from the network may be stored and
-//!   published;
+//!   published; [`media`]: the `Content-Type` a published name is served with;
 //! - [`geo`]: locating peers by address in GeoLite2-compatible databases;
 //!   [`ipscope`]: which addresses lead into private networks;
 //! - [`config`] and [`logging`]: the layered configuration and log set-up every
@@ -33,6 +33,7 @@ pub mod identity;
 pub mod ids;
 pub mod ipscope;
 pub mod logging;
+pub mod media;
 pub mod nonces;
 pub mod paths;
 pub mod pinned;

@@ -1117,3 +1117,109 @@ fn a_stalled_upload_lets_go_of_its_boxes_and_they_get_it_once_it_completes() {
     assert!(status.starts_with("HTTP/1.1 202"), "{status}");
     assert_copies(&net, "slow.bin", 2, &bytes);
 }
+
+/// The names whose bytes the publisher keeps in its store (its own redb file;
+/// the publisher must be stopped for another process to open it).
+fn names_in_store(net: &Network) -> Vec<String> {
+    use dandelion_core::store::{EmbeddedStore, Store};
+    let path = net.publisher.data_dir().join("dandelion.redb");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let keys = net.rt.block_on(store.scan_prefix("")).unwrap();
+    keys.iter()
+        .filter_map(|k| k.split_once(":FILE:ORIGIN:").map(|(_, n)| n.to_owned()))
+        .collect()
+}
+
+#[test]
+fn small_files_are_kept_in_the_store_and_served_from_it_until_they_expire() {
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start(root.path(), 1);
+    wait_active_boxes(&net, 1);
+    let origin_dir = net.publisher.data_dir().join("origin");
+    let put = |name: &str, bytes: &[u8], ttl: &str| {
+        let file = root.path().join("upload");
+        std::fs::write(&file, bytes).unwrap();
+        let out = push(&net, &file, &["--as", name, "--ttl", ttl]);
+        assert!(out.status.success(), "{out:?}");
+    };
+    let placed_bytes = |name: &str, want: &[u8]| {
+        wait_for(
+            &format!("{name} served from a box with the bytes pushed last"),
+            Duration::from_secs(30),
+            || {
+                let (box_url, body) = view(&net, name)?;
+                (box_url.is_some() && body == want).then_some(())
+            },
+        );
+    };
+
+    // A playlist is served by the publisher itself: from the store, with the
+    // type players pick their demuxer by, and no file written for it.
+    let playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg0.ts\n".to_vec();
+    put("live/index.m3u8", &playlist, "10m");
+    let url = format!("{}/live/index.m3u8", net.publisher.origin());
+    let served = net.rt.block_on(net.http.get(&url, &[])).unwrap();
+    assert_eq!(served.status, 200);
+    assert_eq!(served.body.to_vec(), playlist);
+    assert_eq!(
+        served.headers["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    // A segment goes from the store to its box, byte for byte.
+    let segment = content(100 * 1024, 71);
+    put("live/seg0.ts", &segment, "10m");
+    placed_bytes("live/seg0.ts", &segment);
+    assert_eq!(
+        files_under(&origin_dir),
+        Vec::<std::path::PathBuf>::new(),
+        "small files leave no file in the origin directory"
+    );
+
+    // One name, pushed big (a file), then small (the store), then big again:
+    // each time the newest bytes are what viewers get.
+    let big = content(1_500_000, 72);
+    put("vod/movie.mp4", &big, "10m");
+    placed_bytes("vod/movie.mp4", &big);
+    let small = content(20_000, 73);
+    put("vod/movie.mp4", &small, "10m");
+    placed_bytes("vod/movie.mp4", &small);
+    let big_again = content(1_200_000, 74);
+    put("vod/movie.mp4", &big_again, "10m");
+    placed_bytes("vod/movie.mp4", &big_again);
+
+    // A small file whose TTL runs out goes with its job.
+    put("live/old.ts", &content(5_000, 75), "2s");
+    wait_for(
+        "live/old.ts forgotten after its TTL",
+        Duration::from_secs(30),
+        || {
+            let url = format!("{}/live/old.ts", net.publisher.origin());
+            let r = net.rt.block_on(net.http.get(&url, &[])).ok()?;
+            (r.status == 404).then_some(())
+        },
+    );
+
+    // What is left in the store is exactly the small files still alive.
+    assert!(net.publisher.terminate(Duration::from_secs(20)));
+    let mut kept = names_in_store(&net);
+    kept.sort();
+    assert_eq!(kept, ["live/index.m3u8", "live/seg0.ts"]);
+}
+
+#[test]
+fn with_store_files_up_to_0_every_copy_is_a_file() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start_with(root.path(), 1, false, &["store_files_up_to = 0"]);
+    wait_active_boxes(&net, 1);
+    let file = root.path().join("seg.ts");
+    let bytes = content(30_000, 76);
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(push(&net, &file, &["--as", "a/seg.ts"]).status.success());
+    wait_for("a/seg.ts on its box", Duration::from_secs(30), || {
+        let (box_url, body) = view(&net, "a/seg.ts")?;
+        (box_url.is_some() && body == bytes).then_some(())
+    });
+    let on_disk = files_under(&net.publisher.data_dir().join("origin"));
+    assert_eq!(on_disk.len(), 1, "{on_disk:?}");
+    assert_eq!(std::fs::read(&on_disk[0]).unwrap(), bytes);
+}

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use dandelion_core::frame::DEFAULT_TTL_SECS;
+pub use dandelion_core::media::content_type;
 
 /// Seconds a file is kept: a missing `TTL` is the original's 60 s, the original's
 /// `0` ("forever") is the box's maximum, and nothing exceeds the maximum — a
@@ -97,33 +98,6 @@ pub fn check_quota(size: u64, usage: Usage, quotas: Quotas) -> Result<(), QuotaR
         });
     }
     Ok(())
-}
-
-/// `Content-Type` by extension: what HLS/DASH players check, then the common rest.
-pub fn content_type(path: &str) -> &'static str {
-    let ext = path
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "m3u8" | "m3u" => "application/vnd.apple.mpegurl",
-        "mpd" => "application/dash+xml",
-        "ts" => "video/mp2t",
-        "m4s" => "video/iso.segment",
-        "mp4" | "m4v" => "video/mp4",
-        "m4a" => "audio/mp4",
-        "aac" => "audio/aac",
-        "mp3" => "audio/mpeg",
-        "webm" => "video/webm",
-        "vtt" => "text/vtt",
-        "key" => "application/octet-stream",
-        "json" => "application/json",
-        "txt" => "text/plain; charset=utf-8",
-        "html" | "htm" => "text/html; charset=utf-8",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        _ => "application/octet-stream",
-    }
 }
 
 /// Longest `max-age` a segment gets: short, because the box may drop it early

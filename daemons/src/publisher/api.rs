@@ -28,7 +28,7 @@ use tower_http::services::ServeFile;
 
 use super::cutthrough::Forwards;
 use super::intake;
-use super::jobs::{Job, JobState, Placement};
+use super::jobs::{Job, JobState, Origin, Placement};
 use super::pool::SessionState;
 use super::redirect::{Holder, Serve, best_holder};
 use super::{Publisher, now_secs};
@@ -180,8 +180,11 @@ async fn push(
         }
         _ => Forwards::default(),
     };
-    let (size, sha256) = match intake::receive(&p, &name, request.into_body(), &mut forwards).await
-    {
+    let intake::Received {
+        size,
+        sha256,
+        for_store,
+    } = match intake::receive(&p, &name, request.into_body(), &mut forwards).await {
         Ok(done) => done,
         Err(response) => return response,
     };
@@ -195,15 +198,27 @@ async fn push(
         state: JobState::Queued,
         attempts: 0,
         failures: Vec::new(),
+        origin: if for_store.is_some() {
+            Origin::Store
+        } else {
+            Origin::File
+        },
     };
-    // Durable before acknowledged: bytes fsynced and renamed, job recorded, queued
-    // (or in flight, when boxes are receiving it already). A name pushed again
-    // starts afresh: its old copies hold other bytes. The job and its place in
-    // the queue are one commit.
+    // Durable before acknowledged: bytes fsynced and renamed (or in the store),
+    // job recorded, queued (or in flight, when boxes are receiving it already).
+    // A name pushed again starts afresh: its old copies hold other bytes. The
+    // job, its bytes when small and its place in the queue are one commit. A
+    // file left by an earlier push of the name as a file goes when this job
+    // expires.
     let cut_through = !forwards.is_empty();
+    let origin_key = p.records.origin_key(&name);
     let recorded = p
         .records
         .save_with(&job, Vec::clear, |batch| {
+            match for_store {
+                Some(bytes) => batch.set(&origin_key, bytes),
+                None => batch.del(&origin_key),
+            };
             if cut_through {
                 p.queue.hold_in(batch, &name);
             } else {
@@ -330,6 +345,21 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// A file kept in the store, served whole: its bytes are in memory already,
+/// and a server may answer a `Range` with the whole file (`200`). `HEAD` gets
+/// the same headers without the body (axum drops it).
+fn from_store(name: &str, bytes: bytes::Bytes) -> Response {
+    let len = bytes.len();
+    let mut r = Response::new(Body::from(bytes));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(dandelion_core::media::content_type(name)),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
 fn is_playlist(name: &str) -> bool {
     name.rsplit('.')
         .next()
@@ -421,10 +451,19 @@ async fn view(
         }
     }
     // No box holds it (yet), or it is a playlist: the origin of last resort.
-    let path = p.origin_path(&name);
-    let mut response = match ServeFile::new(&path).oneshot(request).await {
-        Ok(r) => r.map(Body::new),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    let mut response = match job.origin {
+        Origin::File => match ServeFile::new(p.origin_path(&name)).oneshot(request).await {
+            Ok(r) => r.map(Body::new),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+        Origin::Store => match p.records.origin(&name).await {
+            Ok(Some(bytes)) => from_store(&name, bytes),
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                format!("`{}` is gone from the store", name.escape_debug()),
+            ),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        },
     };
     if response.status().is_success() {
         let sent = response

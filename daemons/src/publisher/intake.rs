@@ -1,7 +1,9 @@
 //! Intake: the body of a push becomes the publisher's copy — a temporary
 //! file, hashed on the way, synced and renamed into place — and, cut through,
-//! goes on to the boxes ([`super::cutthrough`]) as it arrives. Nothing is left
-//! behind when the upload fails.
+//! goes on to the boxes ([`super::cutthrough`]) as it arrives. A small file
+//! (up to `publisher.store_files_up_to`) never touches the disk here: its bytes
+//! go into the store with its job, in the commit that acknowledges the push.
+//! Nothing is left behind when the upload fails.
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -107,15 +109,26 @@ fn gone() -> std::io::Error {
     std::io::Error::other("the file was lost by an earlier failed write")
 }
 
+/// An upload received whole.
+#[derive(Debug)]
+pub struct Received {
+    pub size: u64,
+    pub sha256: String,
+    /// The bytes, when they are to be kept in the store with the job: nothing
+    /// of them is on disk yet. `None`: the file is durable in the origin
+    /// directory.
+    pub for_store: Option<Bytes>,
+}
+
 /// Streams the request body into the publisher's copy: a temporary file, hashed
-/// on the way, fsynced and renamed into place, and into `forwards`. Nothing is
-/// left behind on failure.
+/// on the way, fsynced and renamed into place, and into `forwards` — or, for a
+/// small file, into memory for the store. Nothing is left behind on failure.
 pub async fn receive(
     p: &Publisher,
     name: &str,
     body: Body,
     forwards: &mut Forwards,
-) -> Result<(u64, String), Response> {
+) -> Result<Received, Response> {
     let max = p.config.max_file_size.as_u64();
     let final_path = p.origin_path(name);
     let tmp = final_path.with_extension(format!("partial-{}", p.draw(usize::MAX)));
@@ -161,13 +174,29 @@ pub async fn receive(
         let rest = gathered.freeze();
         let (from, to) = (tmp.clone(), final_path.clone());
         let Some(mut copy) = copy else {
+            if size <= p.config.store_files_up_to.as_u64() {
+                // Durable with the job, in the store's commit.
+                let bytes = rest.clone();
+                let sha256 = fsio::blocking(move || Ok(format!("{:x}", Sha256::digest(&bytes))))
+                    .await
+                    .map_err(stored)?;
+                return Ok(Received {
+                    size,
+                    sha256,
+                    for_store: Some(rest),
+                });
+            }
             // Small enough for one trip: written, hashed and made durable at once.
             return fsio::blocking(move || {
                 use std::io::Write;
                 let mut file = std::fs::File::create(&from)?;
                 file.write_all(&rest)?;
                 make_durable(&file, &from, &to)?;
-                Ok((size, format!("{:x}", Sha256::digest(&rest))))
+                Ok(Received {
+                    size,
+                    sha256: format!("{:x}", Sha256::digest(&rest)),
+                    for_store: None,
+                })
             })
             .await
             .map_err(stored);
@@ -181,7 +210,11 @@ pub async fn receive(
             forwards.end(&sha256)
         );
         durable.map_err(stored)?;
-        Ok((size, sha256))
+        Ok(Received {
+            size,
+            sha256,
+            for_store: None,
+        })
     }
     .await;
     if result.is_err() {

@@ -5,7 +5,9 @@
 //! Both live in the store as JSON, one hash field per name: jobs in
 //! `{ID}:FILE:JOBS`, placements in `{ID}:FILE:PROCESSED_FILES` — the original's
 //! key, which it wrote before a box had stored anything; ours is written only
-//! after the box confirmed size and SHA-256.
+//! after the box confirmed size and SHA-256. A small file's bytes (up to
+//! `publisher.store_files_up_to`) are kept in the store too, at
+//! `{ID}:FILE:ORIGIN:<name>`, written in the commit that records its job.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +37,17 @@ impl JobState {
     }
 }
 
+/// Where the publisher keeps its own copy of a file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A file in the origin directory (every job written before this field).
+    #[default]
+    File,
+    /// A value in the store, beside the job ([`Records::origin`]).
+    Store,
+}
+
 /// One failed attempt to place a file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
@@ -56,6 +69,8 @@ pub struct Job {
     pub attempts: u32,
     #[serde(default)]
     pub failures: Vec<Failure>,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 impl Job {
@@ -96,6 +111,8 @@ pub struct Records {
     store: Arc<dyn Store>,
     jobs: String,
     placements: String,
+    /// `{ID}:FILE:ORIGIN:`, followed by a name: a small file's bytes.
+    origins: String,
     // Writers read placements, change them and write them back with the job;
     // readers of the pair read two keys. A read/write lock per name keeps a
     // writer from losing another's update and a reader from seeing the pair
@@ -123,6 +140,7 @@ impl Records {
             store,
             jobs: format!("{}:FILE:JOBS", keys.prefix()),
             placements: keys.processed_files(),
+            origins: format!("{}:FILE:ORIGIN:", keys.prefix()),
             locks: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
         }
     }
@@ -192,13 +210,25 @@ impl Records {
             .collect())
     }
 
-    /// Forgets a name entirely (its TTL ran out).
+    /// The key of `name`'s bytes when its job says [`Origin::Store`].
+    pub fn origin_key(&self, name: &str) -> String {
+        format!("{}{name}", self.origins)
+    }
+
+    /// The bytes of a file kept in the store; `None` if they are not there.
+    pub async fn origin(&self, name: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.store.get(&self.origin_key(name)).await
+    }
+
+    /// Forgets a name entirely (its TTL ran out), with its bytes if the store
+    /// held them.
     pub async fn forget(&self, name: &str) -> Result<(), StoreError> {
         let _guard = self.lock(name).write().await;
         let mut batch = Batch::new();
         batch
             .hdel(&self.jobs, &[name])
-            .hdel(&self.placements, &[name]);
+            .hdel(&self.placements, &[name])
+            .del(&self.origin_key(name));
         self.store.apply(&batch).await
     }
 
@@ -318,6 +348,7 @@ mod tests {
             state,
             attempts,
             failures: Vec::new(),
+            origin: Origin::File,
         }
     }
 

@@ -50,10 +50,19 @@ pub struct SendFile {
     /// The published name; the box gets it as `FILE_PATH` with a leading `/`.
     pub name: String,
     /// The publisher's own copy of the bytes.
-    pub path: PathBuf,
+    pub source: Source,
     pub size: u64,
     pub sha256: String,
     pub ttl: u64,
+}
+
+/// Where the bytes of a [`SendFile`] are read from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file in the origin directory.
+    File(PathBuf),
+    /// Bytes kept in the store, already read.
+    Memory(Bytes),
 }
 
 /// A file forwarded while it is still arriving: its hash comes at the end.
@@ -792,15 +801,16 @@ async fn send_frames(
     transfer: u64,
     chunk: usize,
 ) -> Result<(), String> {
+    let path = match &file.source {
+        Source::Memory(bytes) => return send_memory(conn, file, bytes, transfer, chunk).await,
+        Source::File(path) => path,
+    };
     if file.size <= chunk as u64 {
-        return send_whole(conn, file, transfer).await;
+        return send_whole(conn, file, path, transfer).await;
     }
-    let mut source = tokio::fs::File::open(&file.path).await.map_err(|e| {
-        format!(
-            "cannot read the publisher's copy {}: {e}",
-            file.path.display()
-        )
-    })?;
+    let mut source = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot read the publisher's copy {}: {e}", path.display()))?;
     let mut offset: u64 = 0;
     let mut buf = vec![0u8; chunk];
     loop {
@@ -810,7 +820,7 @@ async fn send_frames(
             let broken = if offset > 0 { "connection: " } else { "" };
             format!(
                 "{broken}cannot read the publisher's copy {}: {e}",
-                file.path.display()
+                path.display()
             )
         })?;
         let payload = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
@@ -841,17 +851,13 @@ async fn send_frames(
 async fn send_whole(
     conn: &mut ClientConnection,
     file: &SendFile,
+    path: &std::path::Path,
     transfer: u64,
 ) -> Result<(), String> {
-    let path = file.path.clone();
-    let bytes = dandelion_core::fsio::blocking(move || std::fs::read(path))
+    let owned = path.to_owned();
+    let bytes = dandelion_core::fsio::blocking(move || std::fs::read(owned))
         .await
-        .map_err(|e| {
-            format!(
-                "cannot read the publisher's copy {}: {e}",
-                file.path.display()
-            )
-        })?;
+        .map_err(|e| format!("cannot read the publisher's copy {}: {e}", path.display()))?;
     if bytes.len() as u64 != file.size {
         return Err(format!(
             "the publisher's copy changed: {} bytes, {} expected",
@@ -865,6 +871,42 @@ async fn send_whole(
         payload: Bytes::from(bytes),
     };
     send(conn, frame.encode()).await
+}
+
+/// A file kept in the store: its bytes in frames of at most `chunk`, each a
+/// slice of the one buffer.
+async fn send_memory(
+    conn: &mut ClientConnection,
+    file: &SendFile,
+    bytes: &Bytes,
+    transfer: u64,
+    chunk: usize,
+) -> Result<(), String> {
+    if bytes.len() as u64 != file.size {
+        return Err(format!(
+            "the publisher's copy in the store has {} bytes, {} expected",
+            bytes.len(),
+            file.size
+        ));
+    }
+    let mut offset = 0;
+    loop {
+        let end = bytes.len().min(offset + chunk.max(1));
+        let header = if offset == 0 {
+            start_header(file, transfer)
+        } else {
+            FrameHeader::Continue {
+                transfer,
+                offset: offset as u64,
+            }
+        };
+        let payload = bytes.slice(offset..end);
+        send(conn, Frame { header, payload }.encode()).await?;
+        offset = end;
+        if offset >= bytes.len() {
+            return Ok(());
+        }
+    }
 }
 
 /// The frame header that opens a file's transfer.

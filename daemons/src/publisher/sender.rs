@@ -12,8 +12,8 @@ use dandelion_core::ids::NodeId;
 use dandelion_core::paths;
 use futures_util::future::join_all;
 
-use super::jobs::{Failure, Job, JobState, Placement};
-use super::link::{SendFile, Stored};
+use super::jobs::{Failure, Job, JobState, Origin, Placement};
+use super::link::{SendFile, Source, Stored};
 use super::ranking::{choose, rank};
 use super::{Publisher, now_secs};
 
@@ -141,10 +141,11 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
         p.records.put_job(&job).await.map_err(|e| e.to_string())?;
         return Ok(Next::Retry);
     }
+    let source = source(p, &job).await?;
     let results = join_all(
         choices
             .iter()
-            .map(|choice| send_to(p, &job, choice.chosen.id.clone())),
+            .map(|choice| send_to(p, &job, &source, choice.chosen.id.clone())),
     )
     .await;
     let outcomes = choices
@@ -265,15 +266,35 @@ pub async fn settle(
     Ok(if finished { Next::Finished } else { next })
 }
 
+/// Where the publisher's copy of `job` is read from: read once for all its
+/// boxes when the store holds it.
+async fn source(p: &Publisher, job: &Job) -> Result<Source, String> {
+    Ok(match job.origin {
+        Origin::File => Source::File(p.origin_path(&job.name)),
+        Origin::Store => Source::Memory(
+            p.records
+                .origin(&job.name)
+                .await
+                .map_err(|e| format!("cannot read the publisher's copy from the store: {e}"))?
+                .ok_or("the publisher's copy is gone from the store")?,
+        ),
+    })
+}
+
 /// Streams the job's bytes to one box; the placement on success.
-async fn send_to(p: &Publisher, job: &Job, box_id: NodeId) -> Result<Placement, String> {
+async fn send_to(
+    p: &Publisher,
+    job: &Job,
+    source: &Source,
+    box_id: NodeId,
+) -> Result<Placement, String> {
     let url = placement_url(p, &job.name, &box_id).await?;
     let link = p.link(&box_id).await?;
     let ttl = job.ttl_left(now_secs()).max(1);
     let stored = link
         .send(SendFile {
             name: job.name.clone(),
-            path: p.origin_path(&job.name),
+            source: source.clone(),
             size: job.size,
             sha256: job.sha256.clone(),
             ttl,
@@ -383,6 +404,8 @@ async fn sweep_once(p: &Publisher) -> Result<(), String> {
                 .forget(&job.name)
                 .await
                 .map_err(|e| e.to_string())?;
+            // Also when the job's bytes were in the store: a file from an
+            // earlier push of the name may still be there.
             let _ = tokio::fs::remove_file(p.origin_path(&job.name)).await;
             continue;
         }
