@@ -17,6 +17,8 @@
 #
 # Usage: bench/publisher.sh [--skip-big] [--latency-count N] [--count N] [--concurrency C]
 #                           [extra redirect-vs-nginx.sh options after --]
+#        PUB_EXTRA='store_files_up_to = 0\n' bench/publisher.sh ...  adds lines to the
+#        publisher's [publisher] section, to compare settings in the same conditions.
 # Needs: cargo build --release -p dandelion-daemons --bin dandelion --example publisher_bench;
 #        nginx, wrk, curl, python3. Run time about 2.5 minutes; needs ~3.5 GiB in /tmp
 #        (or in BENCH_DIR, where the work directory goes when it is set).
@@ -72,7 +74,7 @@ printf 'log_file = false\n[box]\nentrances = ["%s"]\njoin_token = "%s"\npublishe
   "$EWS" "$JOIN" "$KEY" >"$W/box.toml"
 # The publisher logs at info to its dandelion.log: its `accepted` and `placed` lines
 # carry its own microsecond timestamps.
-printf '[publisher]\nentrances = ["%s"]\nsearch_interval = 1\nmax_ttl = "2h"\n' "$EWS" >"$W/publisher.toml"
+printf '[publisher]\nentrances = ["%s"]\nsearch_interval = 1\nmax_ttl = "2h"\n%b' "$EWS" "${PUB_EXTRA:-}" >"$W/publisher.toml"
 
 start_bg "$W/entrance.out" "" "$BIN" --config "$W/entrance.toml" --data-dir "$W/entrance" --log-level warn entrance --listen "127.0.0.1:$E"
 wait_http "http://127.0.0.1:$E/healthz" 20 "$STARTED_PID" '^200$' || die "the entrance did not start: $(cat "$W/entrance.out")"

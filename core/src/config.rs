@@ -387,9 +387,10 @@ pub struct PublisherConfig {
     /// Files up to this size are kept in the store, in the commit that
     /// acknowledges their push, instead of as files in the origin directory:
     /// one group-committed write for many live segments instead of a create,
-    /// two fsyncs and a rename each. On Redis they take its memory for their
-    /// TTL. 0 keeps every file on disk; at most [`STORE_FILES_UP_TO_MAX`].
-    pub store_files_up_to: ByteSize,
+    /// two fsyncs and a rename each. On Redis they would take its memory for
+    /// their TTL, so unset means 1 MiB on the embedded store and 0 (every file
+    /// on disk) on Redis. At most [`STORE_FILES_UP_TO_MAX`].
+    pub store_files_up_to: Option<ByteSize>,
     /// Files being placed at once; a publish session carries up to
     /// `link::PIPELINE` transfers at once, so the default fills 4 sessions.
     pub max_transfers: usize,
@@ -420,9 +421,22 @@ pub struct PublisherConfig {
     pub upload_stall_timeout: Duration,
 }
 
-/// The largest `publisher.store_files_up_to`: an upload is gathered in memory
-/// up to this size before its bytes go anywhere (`publisher::intake::PIECE`).
+/// The largest `publisher.store_files_up_to`, and its value on the embedded
+/// store: an upload is gathered in memory up to this size before its bytes go
+/// anywhere (`publisher::intake::PIECE`).
 pub const STORE_FILES_UP_TO_MAX: ByteSize = ByteSize::mib(1);
+
+impl PublisherConfig {
+    /// `store_files_up_to` in bytes, its default worked out for the store in
+    /// use (`shared`: Redis).
+    pub fn store_files_up_to(&self, shared: bool) -> u64 {
+        match self.store_files_up_to {
+            Some(size) => size.as_u64(),
+            None if shared => 0,
+            None => STORE_FILES_UP_TO_MAX.as_u64(),
+        }
+    }
+}
 
 impl Default for PublisherConfig {
     fn default() -> Self {
@@ -440,7 +454,7 @@ impl Default for PublisherConfig {
             default_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(24 * 3600),
             max_file_size: ByteSize::gib(4),
-            store_files_up_to: ByteSize::mib(1),
+            store_files_up_to: None,
             max_transfers: 16,
             max_attempts: 5,
             audience_location: None,
@@ -716,7 +730,11 @@ impl Config {
         if self.publisher.max_transfers == 0 {
             return invalid("publisher.max_transfers", "must be at least 1");
         }
-        if self.publisher.store_files_up_to > STORE_FILES_UP_TO_MAX {
+        if self
+            .publisher
+            .store_files_up_to
+            .is_some_and(|size| size > STORE_FILES_UP_TO_MAX)
+        {
             return invalid(
                 "publisher.store_files_up_to",
                 "must be at most 1 MiB: bigger files are streamed to disk and to \

@@ -64,7 +64,10 @@ fn start_with(root: &Path, boxes: usize, located: bool, publisher: &[&str]) -> N
     for line in publisher {
         builder = builder.publisher_setting(*line);
     }
-    let started = builder.start();
+    network(builder.start())
+}
+
+fn network(started: dandelion_testkit::network::Network) -> Network {
     Network {
         entrance: started.entrance,
         boxes: started.boxes,
@@ -1206,20 +1209,76 @@ fn small_files_are_kept_in_the_store_and_served_from_it_until_they_expire() {
     assert_eq!(kept, ["live/index.m3u8", "live/seg0.ts"]);
 }
 
+/// Pushes a small file and waits until a box serves it; how many files the
+/// publisher's origin directory then holds.
+fn push_small_and_count_origin_files(net: &Network, root: &Path, seed: u64) -> usize {
+    let file = root.join("seg.ts");
+    let bytes = content(30_000, seed);
+    std::fs::write(&file, &bytes).unwrap();
+    let name = format!("a/seg{seed}.ts");
+    assert!(push(net, &file, &["--as", &name]).status.success());
+    wait_for(
+        &format!("{name} on its box"),
+        Duration::from_secs(30),
+        || {
+            let (box_url, body) = view(net, &name)?;
+            (box_url.is_some() && body == bytes).then_some(())
+        },
+    );
+    let on_disk = files_under(&net.publisher.data_dir().join("origin"));
+    for path in &on_disk {
+        assert_eq!(std::fs::read(path).unwrap(), bytes);
+    }
+    on_disk.len()
+}
+
 #[test]
 fn with_store_files_up_to_0_every_copy_is_a_file() {
     let root = tempfile::tempdir().unwrap();
     let net = start_with(root.path(), 1, false, &["store_files_up_to = 0"]);
     wait_active_boxes(&net, 1);
-    let file = root.path().join("seg.ts");
-    let bytes = content(30_000, 76);
-    std::fs::write(&file, &bytes).unwrap();
-    assert!(push(&net, &file, &["--as", "a/seg.ts"]).status.success());
-    wait_for("a/seg.ts on its box", Duration::from_secs(30), || {
-        let (box_url, body) = view(&net, "a/seg.ts")?;
-        (box_url.is_some() && body == bytes).then_some(())
-    });
-    let on_disk = files_under(&net.publisher.data_dir().join("origin"));
-    assert_eq!(on_disk.len(), 1, "{on_disk:?}");
-    assert_eq!(std::fs::read(&on_disk[0]).unwrap(), bytes);
+    assert_eq!(push_small_and_count_origin_files(&net, root.path(), 76), 1);
+}
+
+/// On Redis, small files stay on disk unless the operator says otherwise (they
+/// would take Redis's memory); when told, they live in Redis and come back
+/// from it after the publisher is killed.
+#[test]
+fn on_redis_small_files_are_files_unless_the_store_is_asked_to_keep_them() {
+    use dandelion_testkit::redis::RedisServer;
+    let redis = RedisServer::start();
+    let store = format!("store = {:?}", redis.url());
+
+    let root = tempfile::tempdir().unwrap();
+    let started = NetworkBuilder::new(root.path(), 1)
+        .publisher_top(store.clone())
+        .start();
+    let net = network(started);
+    wait_active_boxes(&net, 1);
+    assert_eq!(push_small_and_count_origin_files(&net, root.path(), 77), 1);
+    drop(net);
+
+    let root = tempfile::tempdir().unwrap();
+    let started = NetworkBuilder::new(root.path(), 1)
+        .publisher_top(store)
+        .publisher_top("store_prefix = \"second\"")
+        .publisher_setting("store_files_up_to = \"1 MiB\"")
+        .start();
+    let mut net = network(started);
+    wait_active_boxes(&net, 1);
+    assert_eq!(push_small_and_count_origin_files(&net, root.path(), 78), 0);
+    let playlist = root.path().join("index.m3u8");
+    std::fs::write(&playlist, b"#EXTM3U\n").unwrap();
+    assert!(
+        push(&net, &playlist, &["--as", "a/index.m3u8"])
+            .status
+            .success()
+    );
+    net.publisher.restart();
+    let url = format!("{}/a/index.m3u8", net.publisher.origin());
+    let served = net.rt.block_on(net.http.get(&url, &[])).unwrap();
+    assert_eq!(
+        (served.status.as_u16(), &served.body[..]),
+        (200, &b"#EXTM3U\n"[..])
+    );
 }

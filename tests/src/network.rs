@@ -61,6 +61,7 @@ pub struct NetworkBuilder {
     heartbeat_secs: u64,
     expire_secs: u64,
     publisher_lines: Vec<String>,
+    publisher_top: Vec<String>,
     tls: bool,
 }
 
@@ -74,6 +75,7 @@ impl NetworkBuilder {
             heartbeat_secs: 1,
             expire_secs: 10,
             publisher_lines: Vec::new(),
+            publisher_top: Vec::new(),
             tls: false,
         }
     }
@@ -103,6 +105,13 @@ impl NetworkBuilder {
     /// A `key = value` line (TOML) for the publisher's section.
     pub fn publisher_setting(mut self, line: impl Into<String>) -> Self {
         self.publisher_lines.push(line.into());
+        self
+    }
+
+    /// A top-level `key = value` line (TOML) for the publisher's config: its
+    /// `store`, for one.
+    pub fn publisher_top(mut self, line: impl Into<String>) -> Self {
+        self.publisher_top.push(line.into());
         self
     }
 
@@ -159,6 +168,9 @@ impl NetworkBuilder {
             .set("search_interval = 1");
         for line in &self.publisher_lines {
             publisher = publisher.set(line.clone());
+        }
+        for line in &self.publisher_top {
+            publisher = publisher.top(line.clone());
         }
         if let Some(db) = &geo_db {
             publisher = publisher.set(format!("geoip_db = {:?}", db.display().to_string()));
