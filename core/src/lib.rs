@@ -42,5 +42,6 @@ pub mod protocol;
 pub mod proxies;
 pub mod secrets;
 pub mod store;
+pub mod stripes;
 pub mod tls;
 pub mod tokens;

@@ -26,6 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use dandelion_core::store::{Order, Store};
+use dandelion_core::stripes::Stripes;
 
 use super::rules::{self, QuotaRefusal, Quotas, Usage};
 use dandelion_core::fsio;
@@ -98,10 +99,14 @@ struct Inner {
     quotas: Quotas,
     // A std Mutex: held for map updates only, never across an await.
     table: std::sync::Mutex<Table>,
-    // Serialises "index then file" updates of one box (landing, sweeping), so a
+    // Serialise "index then file" updates of one name (landing, sweeping), so a
     // sweep never deletes a file that a push just replaced under the same name.
-    // A tokio Mutex, because it is held across store and filesystem awaits.
-    landing: tokio::sync::Mutex<()>,
+    // Names share [`LANDING_STRIPES`] locks ([`Stripes`]): one lock for the whole box, held
+    // across a durable commit and a directory fsync, let a box land one file
+    // at a time (about 300 a second) and kept its store from grouping their
+    // commits. Tokio mutexes, because they are held across store and
+    // filesystem awaits.
+    landing: Stripes<tokio::sync::Mutex<()>>,
     /// Numbers temporary files and file versions: unique while the process runs.
     counter: AtomicU64,
 }
@@ -262,7 +267,7 @@ impl Storage {
                 index_key,
                 quotas,
                 table: std::sync::Mutex::new(Table::default()),
-                landing: tokio::sync::Mutex::new(()),
+                landing: Stripes::new(LANDING_STRIPES),
                 counter: AtomicU64::new(0),
             }),
         };
@@ -439,7 +444,7 @@ impl Storage {
         }
         pending.file = None;
         let base = self.inner.root.join(&pending.publisher);
-        let _landing = self.inner.landing.lock().await;
+        let _landing = self.landing(&pending.member).lock().await;
         // Two trips to the blocking pool rather than one per call: landings
         // are many (live segments) and each trip is two thread wake-ups.
         let rel = pending.rel.clone();
@@ -548,6 +553,11 @@ impl Storage {
         }
     }
 
+    /// The lock that orders landings and the sweep for `member`.
+    fn landing(&self, member: &str) -> &tokio::sync::Mutex<()> {
+        self.inner.landing.of(member)
+    }
+
     /// Deletes every file whose time is up: file first, index entry second.
     /// Returns how many went.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
@@ -566,7 +576,7 @@ impl Storage {
             .context("cannot read the expiry index")?;
         let mut removed = 0;
         for (member, _) in due {
-            let _landing = self.inner.landing.lock().await;
+            let _landing = self.landing(&member).lock().await;
             // A push may have renewed it since the range was read.
             let score = self
                 .inner
@@ -596,6 +606,11 @@ impl Storage {
         Ok(removed)
     }
 }
+
+/// Locks the names a box lands are spread over: landings of different names
+/// rarely wait for each other (a session lands up to
+/// `session::MAX_LANDINGS` at once, from up to `box.max_publisher_sessions`).
+const LANDING_STRIPES: usize = 64;
 
 fn publisher_of(member: &str) -> &str {
     member.split_once('/').map_or(member, |(p, _)| p)

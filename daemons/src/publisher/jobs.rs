@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use dandelion_core::store::keys::Keys;
 use dandelion_core::store::{Batch, Store, StoreError};
+use dandelion_core::stripes::Stripes;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +121,7 @@ pub struct Records {
     // held each save across a durable commit, so saves ran one at a time and
     // capped a publisher near 350 files/s. A tokio lock: it is held across
     // store calls.
-    locks: Arc<[tokio::sync::RwLock<()>]>,
+    locks: Arc<Stripes<tokio::sync::RwLock<()>>>,
 }
 
 /// Locks the names are spread over: saves of different names rarely wait for
@@ -141,21 +142,18 @@ impl Records {
             jobs: format!("{}:FILE:JOBS", keys.prefix()),
             placements: keys.processed_files(),
             origins: format!("{}:FILE:ORIGIN:", keys.prefix()),
-            locks: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
+            locks: Arc::new(Stripes::new(STRIPES)),
         }
     }
 
     fn lock(&self, name: &str) -> &tokio::sync::RwLock<()> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(name);
-        let stripe = usize::try_from(hash % STRIPES as u64).unwrap_or(0);
-        &self.locks[stripe]
+        self.locks.of(name)
     }
 
     /// Every name's lock for reading, always in the same order.
     async fn read_all(&self) -> Vec<tokio::sync::RwLockReadGuard<'_, ()>> {
         let mut guards = Vec::with_capacity(STRIPES);
-        for lock in self.locks.iter() {
+        for lock in self.locks.all() {
             guards.push(lock.read().await);
         }
         guards
