@@ -474,6 +474,177 @@ fn hostile_sessions_keep_a_box_within_its_memory_budget() {
     );
 }
 
+/// Holds a process's direct writes to the disk under `dir` to `bytes_per_sec`
+/// (cgroup v1 `blkio` throttling), as a slow SD card would. `None` where this
+/// machine has no such controller, the directory no block device, or the test
+/// no right to use them.
+struct SlowDisk {
+    group: std::path::PathBuf,
+    pid: u32,
+}
+
+impl SlowDisk {
+    const ROOT: &str = "/sys/fs/cgroup/blkio";
+
+    fn new(pid: u32, dir: &std::path::Path, bytes_per_sec: u64) -> Option<SlowDisk> {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::path::Path::new(Self::ROOT);
+        if !root.join("blkio.throttle.write_bps_device").exists() {
+            return None;
+        }
+        let dev = std::fs::metadata(dir).ok()?.dev();
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        // Throttling is set on a whole disk, not on a partition of it.
+        let sys = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+        let disk = if sys.join("partition").exists() {
+            std::fs::read_to_string(sys.join("../dev")).ok()?
+        } else {
+            std::fs::read_to_string(sys.join("dev")).ok()?
+        };
+        let group = root.join(format!("dandelion-test-{}-{pid}", std::process::id()));
+        std::fs::create_dir(&group).ok()?;
+        let slow = SlowDisk { group, pid };
+        std::fs::write(
+            slow.group.join("blkio.throttle.write_bps_device"),
+            format!("{} {bytes_per_sec}", disk.trim()),
+        )
+        .ok()?;
+        std::fs::write(slow.group.join("cgroup.procs"), pid.to_string()).ok()?;
+        Some(slow)
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        let root = std::path::Path::new(Self::ROOT);
+        let _ = std::fs::write(root.join("cgroup.procs"), self.pid.to_string());
+        let _ = std::fs::remove_dir(&self.group);
+    }
+}
+
+/// The attack: a trusted publisher (or whoever stole its key) fills every
+/// session with every transfer it may open (16 sessions × 8), each a file big
+/// enough to be written past the page cache (through an aligned copy of each
+/// frame), and sends 1 MiB frames as fast as it can to a box whose disk is
+/// slow. A frame used to leave `upload_memory` as soon as its write was
+/// started, not when it ended: the writes piled up, each holding its frame
+/// and its copy, far past the budget. Now a frame counts until its write ends.
+#[test]
+fn writes_under_way_count_against_the_upload_memory() {
+    use bytes::Bytes;
+    use dandelion_core::connection::{Incoming, connect_as};
+    use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
+    use dandelion_core::identity::Identity;
+    use dandelion_core::ids::{NodeId, Role};
+    use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
+    use sha2::{Digest, Sha256};
+
+    const BUDGET_KIB: u64 = 64 << 10;
+    const CHUNK: usize = 1 << 20;
+    const SIZE: usize = CHUNK + 4096;
+    const SESSIONS: usize = 16;
+    const TRANSFERS: u64 = 8;
+
+    let dir = tempfile::tempdir().unwrap();
+    let box_dir = dir.path().join("box");
+    let box_id = NodeId::parse(&dandelion_testkit::network::identity(&box_dir, "box").0).unwrap();
+    let publisher = Identity::generate(Role::Publisher).unwrap();
+    // Declared first, dropped last: the box must be gone before its group.
+    let slow;
+    let boxd = DaemonBuilder::new("box", &box_dir)
+        .set(format!(
+            "publisher_keys = [{:?}]",
+            publisher.public_key_hex()
+        ))
+        .spawn();
+    let pid = boxd.pid().unwrap();
+    slow = SlowDisk::new(pid, &box_dir, 64 << 20);
+    if slow.is_none() {
+        eprintln!(
+            "skipping: no cgroup v1 blkio throttling here (needs root and {}) to make the box's disk slow",
+            SlowDisk::ROOT
+        );
+        return;
+    }
+    let (idle, _) = memory_kib(pid);
+    let url = format!("ws://127.0.0.1:{}/dandelion/ws", boxd.port());
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stored = runtime.block_on(async {
+        let body = Bytes::from(vec![3u8; SIZE]);
+        let sha256 = format!("{:x}", Sha256::digest(&body));
+        let mut tasks = Vec::new();
+        for s in 0..SESSIONS {
+            let mut conn = connect_as(&url, &box_id, &publisher, None).await.unwrap();
+            let (body, sha256, me) = (body.clone(), sha256.clone(), publisher.id().clone());
+            tasks.push(tokio::spawn(async move {
+                conn.send(&Message::Publish(Publish {
+                    header: Header::new(me),
+                    extra: Default::default(),
+                }))
+                .await
+                .unwrap();
+                let _reply = conn.recv().await.unwrap();
+                // The first 1 MiB of all eight, then their last 4 KiB.
+                for (n, part) in [0..CHUNK, CHUNK..SIZE].into_iter().enumerate() {
+                    for t in 1..=TRANSFERS {
+                        let header = if n == 0 {
+                            FrameHeader::Start(StartHeader {
+                                path: format!("/big/{s}-{t}.bin"),
+                                ttl: Some(600),
+                                chunked: Some(ChunkedStart {
+                                    transfer: t,
+                                    size: SIZE as u64,
+                                    sha256: Some(sha256.clone()),
+                                }),
+                                extra: Default::default(),
+                            })
+                        } else {
+                            FrameHeader::Continue {
+                                transfer: t,
+                                offset: part.start as u64,
+                            }
+                        };
+                        let payload = body.slice(part.clone());
+                        conn.send_binary(Frame { header, payload }.encode())
+                            .await
+                            .unwrap();
+                    }
+                }
+                let mut stored = 0;
+                for _ in 0..TRANSFERS {
+                    if let Ok(Some(Incoming::Message(Message::Transfer(r)))) = conn.recv().await
+                        && matches!(r.outcome, TransferOutcome::Stored { .. })
+                    {
+                        stored += 1;
+                    }
+                }
+                stored
+            }));
+        }
+        let mut stored = 0;
+        for task in tasks {
+            stored += task.await.unwrap();
+        }
+        stored
+    });
+    let (_, peak) = memory_kib(pid);
+    eprintln!("box memory: {} KiB idle, {} KiB peak", idle, peak);
+    assert_eq!(
+        stored,
+        SESSIONS * TRANSFERS as usize,
+        "every transfer is stored"
+    );
+    assert!(
+        peak < idle + BUDGET_KIB,
+        "the box peaked at {} MiB from {} MiB idle; the budget is {} MiB more",
+        peak >> 10,
+        idle >> 10,
+        BUDGET_KIB >> 10
+    );
+}
+
 /// The attack: six box identities each put an 800 KB field in their
 /// `EXCHANGE`, which pushed the entrance's `SEARCH` answer past the publisher's
 /// 4 MiB message limit, and the publisher then forgot every box. Now an

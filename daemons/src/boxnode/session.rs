@@ -34,6 +34,7 @@ use super::rules;
 use super::storage::{Pending, StoreRefusal};
 use crate::handshake::{self, Peer, Refusal};
 use crate::ws::ServerConnection;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// `/dandelion/ws` and `/dandelion/ws/`.
 pub async fn publisher_ws(
@@ -202,10 +203,12 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
             }
             Ok(Some(Incoming::Binary(bytes))) => {
                 // Until its bytes are on disk the frame counts against
-                // upload_memory; when that is full this session waits here
-                // and, not reading, lets TCP hold its publisher back.
+                // upload_memory (the permit goes with its write, which may
+                // end after this loop has moved on); when that is full this
+                // session waits here and, not reading, lets TCP hold its
+                // publisher back.
                 let size = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                let Ok(_in_flight) = session
+                let Ok(in_flight) = session
                     .state
                     .upload_memory
                     .clone()
@@ -214,7 +217,7 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
                 else {
                     break;
                 };
-                let replies = session.frame(bytes).await;
+                let replies = session.frame(bytes, in_flight).await;
                 if session.strikes >= MAX_CONSECUTIVE_ERRORS {
                     for reply in &replies {
                         let _ = conn.send(reply).await;
@@ -283,7 +286,9 @@ impl Session {
         })
     }
 
-    async fn frame(&mut self, bytes: bytes::Bytes) -> Vec<Message> {
+    /// `held` is the frame's share of `upload_memory`, given up when its bytes
+    /// are written (or dropped).
+    async fn frame(&mut self, bytes: bytes::Bytes, held: OwnedSemaphorePermit) -> Vec<Message> {
         // Decoded without the file-size limit so that a too-large start frame is
         // refused by `accept`, where its transfer id is known: its later frames are
         // then dropped quietly instead of each drawing an "unknown transfer".
@@ -309,7 +314,7 @@ impl Session {
         match self.transfers.accept(frame) {
             Ok(event) => {
                 self.strikes = 0;
-                self.event(event).await
+                self.event(event, held).await
             }
             Err(e) => self.frame_error(e, start),
         }
@@ -355,7 +360,7 @@ impl Session {
         self.refused.insert(transfer);
     }
 
-    async fn event(&mut self, event: Event) -> Vec<Message> {
+    async fn event(&mut self, event: Event, held: OwnedSemaphorePermit) -> Vec<Message> {
         let key = event.transfer;
         if let Some(reason) = event.aborted {
             // Dropping the upload deletes its partial file. The publisher
@@ -405,7 +410,7 @@ impl Session {
         if let Some(chunk) = event.data {
             let last = event.completed.is_some();
             let written = match self.pending.get_mut(&key) {
-                Some(upload) => upload.pending.write(chunk.bytes, last).await,
+                Some(upload) => upload.pending.write(chunk.bytes, last, held).await,
                 None => Err(StoreRefusal::Io(
                     "no open file for this transfer".to_owned(),
                 )),

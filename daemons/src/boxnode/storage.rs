@@ -157,13 +157,22 @@ impl Pending {
     ///
     /// A write that is not the last is left running while the session reads
     /// and hashes the next frame; the next call (or landing) waits for it and
-    /// reports its failure.
-    pub async fn write(&mut self, bytes: bytes::Bytes, last: bool) -> Result<(), StoreRefusal> {
+    /// reports its failure. `held` (the bytes' share of `box.upload_memory`)
+    /// is given up when the write ends, also when nobody waits for it any
+    /// more: until then the bytes, and a direct file's aligned copy of them,
+    /// are in memory.
+    pub async fn write(
+        &mut self,
+        bytes: bytes::Bytes,
+        last: bool,
+        held: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), StoreRefusal> {
         self.written().await?;
         let len = bytes.len() as u64;
         let file = self.file.take();
         let (temp, big) = (self.temp.clone(), self.reserved > BIG);
         let task = tokio::task::spawn_blocking(move || {
+            let _held = held;
             let mut file = match file {
                 Some(file) => file,
                 None => match create_temp(&temp, big) {
