@@ -1238,6 +1238,12 @@ fn with_store_files_up_to_0_every_copy_is_a_file() {
     let net = start_with(root.path(), 1, false, &["store_files_up_to = 0"]);
     wait_active_boxes(&net, 1);
     assert_eq!(push_small_and_count_origin_files(&net, root.path(), 76), 1);
+    // Not even an empty one goes into the store.
+    let empty = root.path().join("empty.ts");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(push(&net, &empty, &["--as", "a/empty.ts"]).status.success());
+    let on_disk = files_under(&net.publisher.data_dir().join("origin"));
+    assert_eq!(on_disk.len(), 2, "{on_disk:?}");
 }
 
 /// On Redis, small files stay on disk unless the operator says otherwise (they

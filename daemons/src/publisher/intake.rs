@@ -174,7 +174,8 @@ pub async fn receive(
         let rest = gathered.freeze();
         let (from, to) = (tmp.clone(), final_path.clone());
         let Some(mut copy) = copy else {
-            if size <= p.config.store_files_up_to(p.common.store.shared()) {
+            let keep = p.config.store_files_up_to(p.common.store.shared());
+            if keep > 0 && size <= keep {
                 // Durable with the job, in the store's commit.
                 let bytes = rest.clone();
                 let sha256 = fsio::blocking(move || Ok(format!("{:x}", Sha256::digest(&bytes))))
