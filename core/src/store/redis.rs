@@ -356,36 +356,37 @@ fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<Vec<u8>>)
         }
     }
     for write in batch.writes() {
-        let (command, args): (&str, Vec<String>) = match write {
+        let text = |items: &[String]| -> Vec<Vec<u8>> {
+            items.iter().map(|i| i.clone().into_bytes()).collect()
+        };
+        let (command, args): (&str, Vec<Vec<u8>>) = match write {
             Write::Hset { fields, .. } => (
                 "HSET",
                 fields
                     .iter()
-                    .flat_map(|(f, v)| [f.clone(), v.clone()])
+                    .flat_map(|(f, v)| [f.clone().into_bytes(), v.clone().into_bytes()])
                     .collect(),
             ),
-            Write::Hdel { fields, .. } => ("HDEL", fields.clone()),
-            Write::Zadd { member, score, .. } => ("ZADD", vec![score_arg(*score)?, member.clone()]),
-            Write::Zrem { members, .. } => ("ZREM", members.clone()),
-            Write::Sadd { members, .. } => ("SADD", members.clone()),
-            Write::Srem { members, .. } => ("SREM", members.clone()),
-            Write::Rpush { values, .. } => ("RPUSH", values.clone()),
-            Write::Lrem { count, value, .. } => ("LREM", vec![count.to_string(), value.clone()]),
-            Write::Set { value, .. } => {
-                argv.extend([
-                    b"SET".to_vec(),
-                    index(write.key()).into_bytes(),
-                    b"1".to_vec(),
-                    value.to_vec(),
-                ]);
-                continue;
-            }
+            Write::Hdel { fields, .. } => ("HDEL", text(fields)),
+            Write::Zadd { member, score, .. } => (
+                "ZADD",
+                vec![score_arg(*score)?.into_bytes(), member.clone().into_bytes()],
+            ),
+            Write::Zrem { members, .. } => ("ZREM", text(members)),
+            Write::Sadd { members, .. } => ("SADD", text(members)),
+            Write::Srem { members, .. } => ("SREM", text(members)),
+            Write::Rpush { values, .. } => ("RPUSH", text(values)),
+            Write::Lrem { count, value, .. } => (
+                "LREM",
+                vec![count.to_string().into_bytes(), value.clone().into_bytes()],
+            ),
+            Write::Set { value, .. } => ("SET", vec![value.to_vec()]),
             Write::Del { .. } => ("DEL", Vec::new()),
         };
         argv.push(command.into());
         argv.push(index(write.key()).into_bytes());
         argv.push(args.len().to_string().into_bytes());
-        argv.extend(args.into_iter().map(String::into_bytes));
+        argv.extend(args);
     }
     Ok((keys, argv))
 }
