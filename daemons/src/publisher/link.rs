@@ -824,11 +824,7 @@ async fn send_frames(
             )
         })?;
         let payload = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-        let header = if offset == 0 {
-            start_header(file, transfer)
-        } else {
-            FrameHeader::Continue { transfer, offset }
-        };
+        let header = chunk_header(file, transfer, offset);
         send(conn, Frame { header, payload }.encode()).await?;
         offset += n as u64;
         if n == 0 || offset >= file.size {
@@ -892,20 +888,23 @@ async fn send_memory(
     let mut offset = 0;
     loop {
         let end = bytes.len().min(offset + chunk.max(1));
-        let header = if offset == 0 {
-            start_header(file, transfer)
-        } else {
-            FrameHeader::Continue {
-                transfer,
-                offset: offset as u64,
-            }
-        };
+        let header = chunk_header(file, transfer, offset as u64);
         let payload = bytes.slice(offset..end);
         send(conn, Frame { header, payload }.encode()).await?;
         offset = end;
         if offset >= bytes.len() {
             return Ok(());
         }
+    }
+}
+
+/// The header of the frame carrying `file`'s bytes from `offset`: the first
+/// opens the transfer.
+fn chunk_header(file: &SendFile, transfer: u64, offset: u64) -> FrameHeader {
+    if offset == 0 {
+        start_header(file, transfer)
+    } else {
+        FrameHeader::Continue { transfer, offset }
     }
 }
 
