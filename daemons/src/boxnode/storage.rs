@@ -155,9 +155,8 @@ impl Pending {
     /// trip to the blocking pool for what was three (create, write, fsync)
     /// when a file comes in one frame, as live segments do.
     ///
-    /// A write that is not the last is left running while the session reads
-    /// and hashes the next frame; the next call (or landing) waits for it and
-    /// reports its failure. `held` (the bytes' share of `box.upload_memory`)
+    /// The write is left running while the session reads and hashes the next
+    /// frame; the next call (or landing) waits for it and reports its failure. `held` (the bytes' share of `box.upload_memory`)
     /// is given up when the write ends, also when nobody waits for it any
     /// more: until then the bytes, and a direct file's aligned copy of them,
     /// are in memory.
@@ -196,11 +195,9 @@ impl Pending {
             )
         });
         self.writing = Some((task, len));
-        if !last {
-            return Ok(());
-        }
-        self.written().await?;
-        self.synced = true;
+        // The last write's fsync is waited for by landing, off the session:
+        // the session reads the next file while this one reaches the disk.
+        self.synced = last;
         Ok(())
     }
 
