@@ -163,7 +163,7 @@ impl Publisher {
         let listed: std::collections::HashSet<String> =
             waiting.into_iter().chain(in_flight).collect();
         let mut queued = 0;
-        for job in self.records.jobs().await? {
+        for job in self.records.jobs() {
             if job.state == jobs::JobState::Queued && !listed.contains(&job.name) {
                 self.queue.push(&job.name).await?;
                 queued += 1;
@@ -237,7 +237,9 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     directory.allow_legacy = pc.unverified_boxes;
     let publisher = Arc::new(Publisher {
         queue: Queue::new(common.store.clone(), &keys),
-        records: Records::new(common.store.clone(), &keys),
+        records: Records::open(common.store.clone(), &keys)
+            .await
+            .context("cannot read the publisher's records")?,
         directory: Arc::new(RwLock::new(directory)),
         links: Arc::default(),
         http: HttpClient::default(),

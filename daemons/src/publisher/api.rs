@@ -290,13 +290,12 @@ async fn status(
     if let Err(refusal) = p.common.require_admin(&headers) {
         return refusal.into_response();
     }
-    match p.records.file(&name).await {
-        Ok(Some((job, placements))) => axum::Json(describe(&job, &placements)).into_response(),
-        Ok(None) => error(
+    match p.records.known(&name) {
+        Some(k) => axum::Json(describe(&k.job, &k.placements)).into_response(),
+        None => error(
             StatusCode::NOT_FOUND,
             format!("no file named `{}`", name.escape_debug()),
         ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
@@ -304,16 +303,13 @@ async fn list(State(p): State<Arc<Publisher>>, headers: HeaderMap) -> Response {
     if let Err(refusal) = p.common.require_admin(&headers) {
         return refusal.into_response();
     }
-    match p.records.files().await {
-        Ok(files) => {
-            let out: Vec<FileView> = files
-                .iter()
-                .map(|(job, placements)| describe(job, placements))
-                .collect();
-            axum::Json(out).into_response()
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+    let out: Vec<FileView> = p
+        .records
+        .all()
+        .iter()
+        .map(|k| describe(&k.job, &k.placements))
+        .collect();
+    axum::Json(out).into_response()
 }
 
 /// CORS for browser players: they check it on every response of a redirect chain.
@@ -374,18 +370,15 @@ async fn view(
     }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
-    let job = match p.records.job(&name).await {
-        Ok(Some(job)) => job,
-        Ok(None) => {
-            let mut r = error(
-                StatusCode::NOT_FOUND,
-                format!("no file named `{}`", name.escape_debug()),
-            );
-            cors(r.headers_mut());
-            return r;
-        }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    let Some(known) = p.records.known(&name) else {
+        let mut r = error(
+            StatusCode::NOT_FOUND,
+            format!("no file named `{}`", name.escape_debug()),
+        );
+        cors(r.headers_mut());
+        return r;
     };
+    let job = &known.job;
     let now = now_secs();
     if !is_playlist(&name) {
         // Behind a TLS-terminating proxy (`trusted_proxies`), what it says of
@@ -398,10 +391,10 @@ async fn view(
             .as_ref()
             .and_then(|g| g.lookup(viewer_ip))
             .and_then(|g| g.lat_lon());
-        let placements = p.records.placements(&name).await.unwrap_or_default();
         let holders: Vec<Holder> = {
             let dir = p.directory.read().await;
-            placements
+            known
+                .placements
                 .iter()
                 .filter_map(|pl| {
                     let id: NodeId = pl.box_id.parse().ok()?;

@@ -75,12 +75,12 @@ pub struct Feed(pub Arc<Publisher>);
 impl Source for Feed {
     async fn view(&self) -> Result<Update, String> {
         let p = &self.0;
-        let records = p.records.files().await.map_err(|e| e.to_string())?;
+        let records = p.records.all();
         let (queue, sending) = p.queue.snapshot().await.map_err(|e| e.to_string())?;
         let now = now_secs();
         let mut files: Vec<FileView> = records
             .iter()
-            .map(|(job, placements)| file_view(job, placements, now))
+            .map(|k| file_view(&k.job, &k.placements, now))
             .collect();
         // Newest first: what an operator pushed last is what they look for.
         files.sort_by(|a, b| b.ttl_left.cmp(&a.ttl_left).then(a.name.cmp(&b.name)));

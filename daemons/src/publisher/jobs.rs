@@ -9,7 +9,7 @@
 //! `publisher.store_files_up_to`) are kept in the store too, at
 //! `{ID}:FILE:ORIGIN:<name>`, written in the commit that records its job.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use dandelion_core::store::keys::Keys;
@@ -100,13 +100,29 @@ pub struct Placement {
     pub headers: BTreeMap<String, serde_json::Value>,
 }
 
-/// Job and placement records on the store.
+/// A name's job and its placements as last written together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Known {
+    pub job: Job,
+    pub placements: Vec<Placement>,
+}
+
+/// Job and placement records: durable in the store, read from memory.
 ///
 /// A job's state and its placements describe one fact — "this file is on these
 /// boxes" — so every change that touches placements writes the job in the same
-/// atomic store batch, and readers that report both take them under one lock:
-/// the API can then never show a file as `queued` while its placement is already
-/// serving viewers, nor `placed` with its placements just trimmed away.
+/// atomic store batch, and the copy in memory is replaced whole after that
+/// batch is applied: a reader can never see a file `queued` while its
+/// placement is already serving viewers, nor `placed` with its placements just
+/// trimmed away.
+///
+/// Every read comes from memory, loaded from the store at start-up and kept
+/// true by the writes below, which are the only writes of these keys (the
+/// store's namespace is this publisher's own). A redirect is a map lookup, not
+/// a store read and two JSON decodes (issue 18: the viewer path at nginx's
+/// pace), and viewers keep being redirected while the store is unreachable.
+/// A write whose outcome the store left unknown (a Redis timeout after the
+/// command went out) leaves memory as it was; the name's next write sets both.
 #[derive(Debug, Clone)]
 pub struct Records {
     store: Arc<dyn Store>,
@@ -114,18 +130,18 @@ pub struct Records {
     placements: String,
     /// `{ID}:FILE:ORIGIN:`, followed by a name: a small file's bytes.
     origins: String,
-    // Writers read placements, change them and write them back with the job;
-    // readers of the pair read two keys. A read/write lock per name keeps a
-    // writer from losing another's update and a reader from seeing the pair
-    // between two writes. Names share [`STRIPES`] locks: one lock for all names
-    // held each save across a durable commit, so saves ran one at a time and
-    // capped a publisher near 350 files/s. A tokio lock: it is held across
-    // store calls.
-    locks: Arc<Stripes<tokio::sync::RwLock<()>>>,
+    known: Arc<std::sync::RwLock<HashMap<String, Arc<Known>>>>,
+    // Writers read placements, change them and write them back with the job:
+    // a lock per name keeps one from losing another's update, and keeps the
+    // order of the store's writes of a name the order of memory's. Names
+    // share [`STRIPES`] locks: one lock for all names held each save across
+    // a durable commit, so saves ran one at a time and capped a publisher
+    // near 350 files/s. A tokio lock: it is held across store calls.
+    locks: Arc<Stripes<tokio::sync::Mutex<()>>>,
 }
 
 /// Locks the names are spread over: saves of different names rarely wait for
-/// each other, and a reader of every name takes them all.
+/// each other.
 const STRIPES: usize = 64;
 
 fn corrupt(key: &str, name: &str, e: serde_json::Error) -> StoreError {
@@ -136,76 +152,83 @@ fn corrupt(key: &str, name: &str, e: serde_json::Error) -> StoreError {
 }
 
 impl Records {
-    pub fn new(store: Arc<dyn Store>, keys: &Keys) -> Records {
-        Records {
+    /// The records of the publisher whose keys are `keys`, read into memory.
+    pub async fn open(store: Arc<dyn Store>, keys: &Keys) -> Result<Records, StoreError> {
+        let records = Records {
             store,
             jobs: format!("{}:FILE:JOBS", keys.prefix()),
             placements: keys.processed_files(),
             origins: format!("{}:FILE:ORIGIN:", keys.prefix()),
+            known: Arc::default(),
             locks: Arc::new(Stripes::new(STRIPES)),
+        };
+        let jobs = records.store.hgetall(&records.jobs).await?;
+        let mut placements = records.store.hgetall(&records.placements).await?;
+        let mut known = HashMap::with_capacity(jobs.len());
+        for (name, text) in &jobs {
+            let job = parse_job(&records.jobs, name, text)?;
+            let placed = match placements.remove(name) {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| corrupt(&records.placements, name, e))?,
+                None => Vec::new(),
+            };
+            known.insert(
+                name.clone(),
+                Arc::new(Known {
+                    job,
+                    placements: placed,
+                }),
+            );
         }
+        *records.table_mut() = known;
+        Ok(records)
     }
 
-    fn lock(&self, name: &str) -> &tokio::sync::RwLock<()> {
+    fn lock(&self, name: &str) -> &tokio::sync::Mutex<()> {
         self.locks.of(name)
     }
 
-    /// Every name's lock for reading, always in the same order.
-    async fn read_all(&self) -> Vec<tokio::sync::RwLockReadGuard<'_, ()>> {
-        let mut guards = Vec::with_capacity(STRIPES);
-        for lock in self.locks.all() {
-            guards.push(lock.read().await);
-        }
-        guards
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Known>>> {
+        self.known.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A job alone, for callers that do not report its placements with it.
-    pub async fn job(&self, name: &str) -> Result<Option<Job>, StoreError> {
-        match self.store.hget(&self.jobs, name).await? {
-            None => Ok(None),
-            Some(text) => parse_job(&self.jobs, name, &text).map(Some),
-        }
+    fn table_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Known>>> {
+        self.known.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A name's job and placements, as they were written together.
+    pub fn known(&self, name: &str) -> Option<Arc<Known>> {
+        self.table().get(name).cloned()
+    }
+
+    /// [`Records::known`] for a name learnt from the store rather than from
+    /// these records: the sending queue, which a write's batch fills in the
+    /// same commit as the job. That commit is visible before the writer has
+    /// put the job in memory; the writer still holds the name's lock until it
+    /// has.
+    pub async fn known_after_write(&self, name: &str) -> Option<Arc<Known>> {
+        let _settled = self.lock(name).lock().await;
+        self.known(name)
+    }
+
+    /// A job alone.
+    pub fn job(&self, name: &str) -> Option<Job> {
+        self.known(name).map(|k| k.job.clone())
+    }
+
+    /// Every job.
+    pub fn jobs(&self) -> Vec<Job> {
+        self.table().values().map(|k| k.job.clone()).collect()
+    }
+
+    /// Every name's job and placements.
+    pub fn all(&self) -> Vec<Arc<Known>> {
+        self.table().values().cloned().collect()
     }
 
     /// Writes a job whose placements do not change.
     pub async fn put_job(&self, job: &Job) -> Result<(), StoreError> {
-        let _guard = self.lock(&job.name).write().await;
-        let text = job_text(&self.jobs, job)?;
-        self.store
-            .hset(&self.jobs, &[(&job.name, &text)])
-            .await
-            .map(drop)
-    }
-
-    /// Every job, for callers that do not report placements with them.
-    pub async fn jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let all = self.store.hgetall(&self.jobs).await?;
-        all.iter()
-            .map(|(name, text)| parse_job(&self.jobs, name, text))
-            .collect()
-    }
-
-    /// A job and its placements as they were written together.
-    pub async fn file(&self, name: &str) -> Result<Option<(Job, Vec<Placement>)>, StoreError> {
-        let _guard = self.lock(name).read().await;
-        let Some(job) = self.job(name).await? else {
-            return Ok(None);
-        };
-        Ok(Some((job, self.placements(name).await?)))
-    }
-
-    /// Every job with its placements, as they were written together.
-    pub async fn files(&self) -> Result<Vec<(Job, Vec<Placement>)>, StoreError> {
-        let _guards = self.read_all().await;
-        let jobs = self.jobs().await?;
-        let mut placements = self.all_placements().await?;
-        Ok(jobs
-            .into_iter()
-            .map(|job| {
-                let placed = placements.remove(&job.name).unwrap_or_default();
-                (job, placed)
-            })
-            .collect())
+        self.save(job, |_| {}).await.map(drop)
     }
 
     /// The key of `name`'s bytes when its job says [`Origin::Store`].
@@ -221,23 +244,15 @@ impl Records {
     /// Forgets a name entirely (its TTL ran out), with its bytes if the store
     /// held them.
     pub async fn forget(&self, name: &str) -> Result<(), StoreError> {
-        let _guard = self.lock(name).write().await;
+        let _guard = self.lock(name).lock().await;
         let mut batch = Batch::new();
         batch
             .hdel(&self.jobs, &[name])
             .hdel(&self.placements, &[name])
             .del(&self.origin_key(name));
-        self.store.apply(&batch).await
-    }
-
-    /// A name's placements alone, for the redirect (which needs no job state).
-    pub async fn placements(&self, name: &str) -> Result<Vec<Placement>, StoreError> {
-        match self.store.hget(&self.placements, name).await? {
-            None => Ok(Vec::new()),
-            Some(text) => {
-                serde_json::from_str(&text).map_err(|e| corrupt(&self.placements, name, e))
-            }
-        }
+        self.store.apply(&batch).await?;
+        self.table_mut().remove(name);
+        Ok(())
     }
 
     /// Writes `job` and its placements as `change` edits them, in one atomic
@@ -259,7 +274,7 @@ impl Records {
         change: impl FnOnce(&mut Vec<Placement>),
         also: impl FnOnce(&mut Batch),
     ) -> Result<Vec<Placement>, StoreError> {
-        let _guard = self.lock(&job.name).write().await;
+        let _guard = self.lock(&job.name).lock().await;
         self.write(job, change, also).await
     }
 
@@ -271,7 +286,10 @@ impl Records {
         also: impl FnOnce(&mut Batch),
     ) -> Result<Vec<Placement>, StoreError> {
         let name = job.name.as_str();
-        let mut placements = self.placements(name).await?;
+        let mut placements = self
+            .known(name)
+            .map(|k| k.placements.clone())
+            .unwrap_or_default();
         change(&mut placements);
         let job_text = job_text(&self.jobs, job)?;
         let mut batch = Batch::new();
@@ -285,6 +303,13 @@ impl Records {
         }
         also(&mut batch);
         self.store.apply(&batch).await?;
+        self.table_mut().insert(
+            name.to_owned(),
+            Arc::new(Known {
+                job: job.clone(),
+                placements: placements.clone(),
+            }),
+        );
         Ok(placements)
     }
 
@@ -299,25 +324,12 @@ impl Records {
         change: impl FnOnce(&mut Vec<Placement>),
         also: impl FnOnce(&mut Batch),
     ) -> Result<Option<Vec<Placement>>, StoreError> {
-        let _guard = self.lock(&job.name).write().await;
-        let current = self.job(&job.name).await?;
+        let _guard = self.lock(&job.name).lock().await;
+        let current = self.job(&job.name);
         if !current.is_some_and(|c| c.sha256 == job.sha256 && c.accepted_at == job.accepted_at) {
             return Ok(None);
         }
         self.write(job, change, also).await.map(Some)
-    }
-
-    /// Every name's placements, without their jobs (use [`Records::files`] to
-    /// show them together).
-    pub async fn all_placements(&self) -> Result<BTreeMap<String, Vec<Placement>>, StoreError> {
-        let all = self.store.hgetall(&self.placements).await?;
-        all.iter()
-            .map(|(name, text)| {
-                serde_json::from_str(text)
-                    .map(|p| (name.clone(), p))
-                    .map_err(|e| corrupt(&self.placements, name, e))
-            })
-            .collect()
     }
 }
 
@@ -366,10 +378,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(&dir.path().join("r.redb")).unwrap());
-        let records = Records::new(
+        let records = Records::open(
             store,
             &Keys::new("publisher-0123456789abcdef0123456789abcdef"),
-        );
+        )
+        .await
+        .unwrap();
         let older = job(JobState::Queued, 0);
         records.save(&older, Vec::clear).await.unwrap();
         let newer = Job {
@@ -387,12 +401,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(saved, None);
-        let (stored, placements) = records.file(&older.name).await.unwrap().unwrap();
+        let known = records.known(&older.name).unwrap();
         assert_eq!(
-            (stored.sha256, stored.state),
+            (known.job.sha256.clone(), known.job.state),
             (newer.sha256.clone(), JobState::Queued)
         );
-        assert!(placements.is_empty());
+        assert!(known.placements.is_empty());
 
         let placed = Job {
             state: JobState::Placed,
@@ -414,10 +428,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(&dir.path().join("r.redb")).unwrap());
-        let records = Records::new(
+        let records = Records::open(
             store,
             &Keys::new("publisher-0123456789abcdef0123456789abcdef"),
-        );
+        )
+        .await
+        .unwrap();
         records
             .save(&job(JobState::Queued, 0), Vec::clear)
             .await
@@ -446,19 +462,20 @@ mod tests {
         let mut seen_placed = false;
         loop {
             let finished = writer.is_finished();
-            let (job, placements) = records.file("live/seg1.ts").await.unwrap().unwrap();
+            let known = records.known("live/seg1.ts").unwrap();
+            let (job, placements) = (&known.job, &known.placements);
             match job.state {
                 JobState::Placed => {
                     seen_placed = true;
-                    assert_eq!(placements, [placement(job.attempts)]);
+                    assert_eq!(placements, &[placement(job.attempts)]);
                 }
                 _ => assert!(placements.is_empty(), "{job:?} with {placements:?}"),
             }
-            let listed = records.files().await.unwrap();
+            let listed = records.all();
             assert_eq!(listed.len(), 1);
             assert_eq!(
-                listed[0].0.state == JobState::Placed,
-                !listed[0].1.is_empty()
+                listed[0].job.state == JobState::Placed,
+                !listed[0].placements.is_empty()
             );
             if finished {
                 break;
@@ -470,6 +487,46 @@ mod tests {
             "the last read is after the last save, which placed it"
         );
         records.forget("live/seg1.ts").await.unwrap();
-        assert_eq!(records.file("live/seg1.ts").await.unwrap(), None);
+        assert_eq!(records.known("live/seg1.ts"), None);
+    }
+
+    #[tokio::test]
+    async fn what_was_written_is_what_a_restart_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.redb");
+        let keys = Keys::new("publisher-0123456789abcdef0123456789abcdef");
+        let written = {
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&path).unwrap());
+            let records = Records::open(store, &keys).await.unwrap();
+            let placed = job(JobState::Placed, 1);
+            records
+                .save(&placed, |all| all.extend([placement(1), placement(2)]))
+                .await
+                .unwrap();
+            let other = Job {
+                name: "live/seg2.ts".into(),
+                ..job(JobState::Queued, 0)
+            };
+            records.save(&other, Vec::clear).await.unwrap();
+            let gone = Job {
+                name: "live/seg0.ts".into(),
+                ..job(JobState::Placed, 1)
+            };
+            records
+                .save(&gone, |all| all.push(placement(3)))
+                .await
+                .unwrap();
+            records.forget(&gone.name).await.unwrap();
+            let mut all: Vec<Known> = records.all().iter().map(|k| (**k).clone()).collect();
+            all.sort_by(|a, b| a.job.name.cmp(&b.job.name));
+            all
+        };
+        assert_eq!(written.len(), 2);
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&path).unwrap());
+        let records = Records::open(store, &keys).await.unwrap();
+        let mut read: Vec<Known> = records.all().iter().map(|k| (**k).clone()).collect();
+        read.sort_by(|a, b| a.job.name.cmp(&b.job.name));
+        assert_eq!(read, written);
+        assert_eq!(records.known("live/seg0.ts"), None);
     }
 }

@@ -289,19 +289,16 @@ pub async fn run(p: Arc<Publisher>) {
 
 async fn round(p: &Publisher, http: &HttpClient, interval: u64) -> Result<(), String> {
     let now = now_secs();
-    let placements = p
-        .records
-        .all_placements()
-        .await
-        .map_err(|e| e.to_string())?;
+    let files = p.records.all();
     let mut copies: HashMap<NodeId, Vec<Copy>> = HashMap::new();
-    let mut names: HashMap<&str, &str> = HashMap::new();
-    for (name, list) in &placements {
-        for pl in list {
+    // What each copy's size should be, by its URL.
+    let mut sizes: HashMap<&str, u64> = HashMap::new();
+    for known in &files {
+        for pl in &known.placements {
             let Ok(id) = pl.box_id.parse::<NodeId>() else {
                 continue;
             };
-            names.insert(&pl.url, name);
+            sizes.insert(&pl.url, known.job.size);
             copies.entry(id).or_default().push(Copy {
                 url: pl.url.clone(),
                 stored_at: pl.stored_at,
@@ -329,21 +326,9 @@ async fn round(p: &Publisher, http: &HttpClient, interval: u64) -> Result<(), St
     if targets.is_empty() {
         return Ok(());
     }
-    // Sizes only when something is probed: most ticks probe nothing.
-    let sizes: HashMap<String, u64> = p
-        .records
-        .jobs()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|j| (j.name, j.size))
-        .collect();
     for t in &mut targets {
         if let Expect::Copy { size } = &mut t.expect {
-            *size = names
-                .get(t.url.as_str())
-                .and_then(|n| sizes.get(*n))
-                .copied();
+            *size = sizes.get(t.url.as_str()).copied();
         }
     }
     let results: Vec<(Target, Option<Result<(), String>>)> = futures_util::stream::iter(targets)

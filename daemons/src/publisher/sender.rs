@@ -94,9 +94,10 @@ async fn pause(p: &Publisher, d: Duration) {
 
 /// Places what is missing of one job.
 async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
-    let Some(mut job) = p.records.job(name).await.map_err(|e| e.to_string())? else {
+    let Some(known) = p.records.known_after_write(name).await else {
         return Ok(Next::Done);
     };
+    let mut job = known.job.clone();
     if job.state != JobState::Queued {
         return Ok(Next::Done);
     }
@@ -111,11 +112,7 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
         p.records.put_job(&job).await.map_err(|e| e.to_string())?;
         return Ok(Next::Done);
     }
-    let placements = p
-        .records
-        .placements(name)
-        .await
-        .map_err(|e| e.to_string())?;
+    let placements = &known.placements;
     let (live, exclude) = {
         let dir = p.directory.read().await;
         let live = placements.iter().filter(|pl| holds(&dir, pl, now)).count();
@@ -396,9 +393,9 @@ pub async fn sweep(p: Arc<Publisher>) {
 
 async fn sweep_once(p: &Publisher) -> Result<(), String> {
     let now = now_secs();
-    let jobs = p.records.jobs().await.map_err(|e| e.to_string())?;
     let mut to_replace: Vec<(u64, String)> = Vec::new();
-    for job in jobs {
+    for known in p.records.all() {
+        let job = &known.job;
         if job.expires_at() <= now {
             p.records
                 .forget(&job.name)
@@ -412,14 +409,9 @@ async fn sweep_once(p: &Publisher) -> Result<(), String> {
         if job.state != JobState::Placed || job.ttl_left(now) < MIN_TTL_TO_REPLACE {
             continue;
         }
-        let placements = p
-            .records
-            .placements(&job.name)
-            .await
-            .map_err(|e| e.to_string())?;
         let lost = {
             let dir = p.directory.read().await;
-            placements.iter().any(|pl| !holds(&dir, pl, now))
+            known.placements.iter().any(|pl| !holds(&dir, pl, now))
         };
         if lost {
             to_replace.push((job.ttl_left(now), job.name.clone()));
@@ -427,7 +419,7 @@ async fn sweep_once(p: &Publisher) -> Result<(), String> {
     }
     to_replace.sort_by_key(|(ttl_left, _)| std::cmp::Reverse(*ttl_left));
     for (_, name) in to_replace {
-        let Some(mut job) = p.records.job(&name).await.map_err(|e| e.to_string())? else {
+        let Some(mut job) = p.records.job(&name) else {
             continue;
         };
         // Pushed again since the scan: the new job is queued already.
