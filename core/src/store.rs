@@ -176,6 +176,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// process. What a process remembers of its own writes is still the store's
     /// content only when the store is not shared.
     fn shared(&self) -> bool;
+
+    /// Whether the store answers now: a round trip to a Redis server, nothing
+    /// for the embedded file. `/healthz` asks it, within its own time limit.
+    async fn ping(&self) -> Result<()>;
 }
 
 /// `redis://user:secret@host/` → `redis://user:***@host/`: URLs end up in logs.

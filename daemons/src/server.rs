@@ -2,6 +2,7 @@
 //! admin token, store), the routes every role answers (`/`, `/metrics`, the
 //! handshake nonce), admin-token checks, and serving with graceful shutdown.
 
+use crate::health::Health;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ pub struct Common {
     pub admission: Arc<Admission>,
     /// Handshakes and failed credentials per address (see [`crate::ratelimit`]).
     pub rates: RateLimits,
+    /// What `/healthz` reports beyond answering (see [`crate::health`]).
+    pub health: Arc<Health>,
 }
 
 pub use dandelion_core::secrets::admin_token_path;
@@ -110,6 +113,14 @@ impl Common {
             limits.max_connections_per_address,
             &token_proxies,
         );
+        let health = Arc::new(Health::default());
+        if store.shared() {
+            shutdown.spawn(crate::health::watch_store(
+                store.clone(),
+                health.clone(),
+                shutdown.clone(),
+            ));
+        }
         Ok(Common {
             identity,
             store,
@@ -125,6 +136,7 @@ impl Common {
             token_proxies,
             limits,
             admission,
+            health,
         })
     }
 

@@ -1288,3 +1288,86 @@ fn on_redis_small_files_are_files_unless_the_store_is_asked_to_keep_them() {
         (200, &b"#EXTM3U\n"[..])
     );
 }
+
+/// `GET url` within `limit`: what a load balancer's health check or a viewer
+/// would give up after.
+fn get_within(net: &Network, url: &str, limit: Duration) -> dandelion_core::http::Response {
+    let started = std::time::Instant::now();
+    let response = net
+        .rt
+        .block_on(async { tokio::time::timeout(limit, net.http.get(url, &[])).await })
+        .unwrap_or_else(|_| panic!("{url} did not answer within {limit:?}"))
+        .unwrap();
+    assert!(
+        started.elapsed() < limit,
+        "{url} took {:?}",
+        started.elapsed()
+    );
+    response
+}
+
+#[test]
+fn viewers_are_redirected_and_health_says_degraded_while_the_store_is_frozen() {
+    use dandelion_testkit::redis::RedisServer;
+    let redis = RedisServer::start();
+    let store = format!("store = {:?}", redis.url());
+    let root = tempfile::tempdir().unwrap();
+    let started = NetworkBuilder::new(root.path(), 1)
+        .entrance_top(store.clone())
+        .publisher_top(store)
+        .start();
+    let net = network(started);
+    wait_active_boxes(&net, 1);
+    let body = content(64 * 1024, 97);
+    let file = root.path().join("frozen.bin");
+    std::fs::write(&file, &body).unwrap();
+    assert!(
+        push(&net, &file, &["--as", "a/frozen.bin", "--ttl", "10m"])
+            .status
+            .success()
+    );
+    wait_for("a/frozen.bin on its box", Duration::from_secs(30), || {
+        redirect_location(&net, "a/frozen.bin")
+    });
+    let health = |origin: String| {
+        let r = get_within(&net, &format!("{origin}/healthz"), Duration::from_secs(1));
+        assert_eq!(r.status, 200);
+        r.json::<Value>().unwrap()
+    };
+    assert_eq!(health(net.publisher.origin())["status"], "ok");
+    assert_eq!(health(net.entrance.origin())["status"], "ok");
+
+    let frozen = redis.freeze();
+    for origin in [net.publisher.origin(), net.entrance.origin()] {
+        let said = wait_for(
+            &format!("{origin}/healthz to say the store is away"),
+            Duration::from_secs(10),
+            || {
+                let h = health(origin.clone());
+                (h["status"] == "degraded").then_some(h)
+            },
+        );
+        let problems = said["problems"].to_string();
+        assert!(problems.contains("store: "), "{said}");
+    }
+    for _ in 0..5 {
+        let r = get_within(
+            &net,
+            &format!("{}/a/frozen.bin", net.publisher.origin()),
+            Duration::from_secs(1),
+        );
+        assert_eq!(r.status, 302, "a viewer is still sent to the box");
+        let location = r.headers["location"].to_str().unwrap().to_owned();
+        let (_, served) = fetch_from(&net, location).unwrap();
+        assert!(served == body, "the box serves the file's bytes");
+    }
+
+    drop(frozen);
+    for origin in [net.publisher.origin(), net.entrance.origin()] {
+        wait_for(
+            &format!("{origin}/healthz to say ok again"),
+            Duration::from_secs(20),
+            || (health(origin.clone())["status"] == "ok").then_some(()),
+        );
+    }
+}

@@ -62,6 +62,7 @@ pub struct NetworkBuilder {
     expire_secs: u64,
     publisher_lines: Vec<String>,
     publisher_top: Vec<String>,
+    entrance_top: Vec<String>,
     tls: bool,
 }
 
@@ -76,6 +77,7 @@ impl NetworkBuilder {
             expire_secs: 10,
             publisher_lines: Vec::new(),
             publisher_top: Vec::new(),
+            entrance_top: Vec::new(),
             tls: false,
         }
     }
@@ -115,6 +117,12 @@ impl NetworkBuilder {
         self
     }
 
+    /// A top-level `key = value` line (TOML) for the entrance's config.
+    pub fn entrance_top(mut self, line: impl Into<String>) -> Self {
+        self.entrance_top.push(line.into());
+        self
+    }
+
     pub fn start(self) -> Network {
         let root = &self.root;
         let ca = self
@@ -142,6 +150,9 @@ impl NetworkBuilder {
             .set(format!("expire_box_time = {}", self.expire_secs));
         if let Some(db) = &geo_db {
             entrance = entrance.set(format!("geoip_db = {:?}", db.display().to_string()));
+        }
+        for line in &self.entrance_top {
+            entrance = entrance.top(line.clone());
         }
         let entrance = secured(entrance, "entrance").spawn();
         let ws = if self.tls { "wss" } else { "ws" };

@@ -100,6 +100,35 @@ impl RedisServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Stops the server (SIGSTOP) until the guard is dropped: it keeps its
+    /// connections open and answers nothing, as a hung server does.
+    ///
+    /// # Panics
+    ///
+    /// If the signal cannot be sent.
+    pub fn freeze(&self) -> Frozen<'_> {
+        signal(self.child.id(), "-STOP");
+        Frozen(self)
+    }
+}
+
+/// A frozen [`RedisServer`]; dropping it lets the server go on (SIGCONT).
+#[derive(Debug)]
+pub struct Frozen<'a>(&'a RedisServer);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        signal(self.0.child.id(), "-CONT");
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "cannot send {which} to redis-server {pid}");
 }
 
 impl Drop for RedisServer {

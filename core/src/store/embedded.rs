@@ -1399,6 +1399,10 @@ impl Store for EmbeddedStore {
         false
     }
 
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());

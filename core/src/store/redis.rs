@@ -704,6 +704,12 @@ impl Store for RedisStore {
         true
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.run::<String>(&redis::cmd("PING"), "PING", "")
+            .await
+            .map(drop)
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());

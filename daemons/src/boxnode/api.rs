@@ -99,6 +99,14 @@ pub async fn hello(State(state): State<Arc<BoxState>>, Path(box_id): Path<String
     }
 }
 
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok`, or `degraded` with the reasons while an entrance session is down:
+/// the box still serves its files meanwhile, so it answers `200` either way.
+pub async fn healthz(State(state): State<Arc<BoxState>>) -> Response {
+    let report = state.common.health.report();
+    Json(serde_json::json!({
+        "status": report.status,
+        "role": "box",
+        "problems": report.problems,
+    }))
+    .into_response()
 }

@@ -13,6 +13,7 @@
 //! Entrances being down never stops the box: serving and storing go on, and each
 //! entrance's task keeps retrying on its own.
 
+use crate::health;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -175,6 +176,7 @@ async fn entrance_task(state: Arc<BoxState>, url: String, id: NodeId) {
         local_addr: state.config.bind_outgoing,
     };
     let mut backoff = MIN_BACKOFF;
+    let (health, part) = (state.common.health.clone(), health::entrance(&url));
     // A failure is logged when it starts or changes, not at every retry.
     let mut last_failure = String::new();
     loop {
@@ -193,16 +195,24 @@ async fn entrance_task(state: Arc<BoxState>, url: String, id: NodeId) {
             Ok(conn) => {
                 tracing::info!(url, entrance = %id, "connected to entrance");
                 state.entrances.set_proven(&id);
+                health.set(&part, None);
                 backoff = MIN_BACKOFF;
                 last_failure.clear();
-                match session(&state, &url, &id, conn).await {
+                let end = session(&state, &url, &id, conn).await;
+                let lost = match end {
                     End::Shutdown => return,
+                    End::Evicted => "evicted by the entrance",
+                    End::Lost => "the session was lost",
+                };
+                health.set(&part, Some(format!("{lost}; reconnecting")));
+                match end {
                     End::Evicted => EVICTED_BACKOFF,
-                    End::Lost => MIN_BACKOFF,
+                    _ => MIN_BACKOFF,
                 }
             }
             Err(e) => {
                 let text = e.to_string();
+                health.set(&part, Some(format!("cannot connect: {text}")));
                 let unproven = matches!(e, ConnectionError::Unproven { .. });
                 if unproven {
                     state.common.metrics.refuse("entrance_unproven");

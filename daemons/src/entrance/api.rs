@@ -23,12 +23,23 @@ pub use dandelion_core::console::{BoxView, Summary};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
+    /// `degraded` while the store does not answer (`problems` says how), else
+    /// `self-preservation` while expiry is held back (`reason` says why), else
+    /// `ok`.
     pub status: String,
     pub id: String,
-    pub boxes: usize,
+    /// Registered boxes; `None` when the store did not say within
+    /// [`HEALTH_STORE_WAIT`].
+    pub boxes: Option<usize>,
     pub self_preservation: bool,
     pub reason: Option<String>,
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
+
+/// How long `/healthz` waits for the store's count of boxes: it answers
+/// within a second even when the store is frozen, and says so.
+const HEALTH_STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 fn store_error(e: impl std::fmt::Display) -> Response {
     (
@@ -107,22 +118,32 @@ pub async fn uplink(
 }
 
 pub async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    let boxes = match shared.book.members().await {
-        Ok(m) => m.len(),
-        Err(e) => return store_error(e),
-    };
-    let reason = shared.preservation();
-    Json(Health {
-        status: if reason.is_some() {
-            "self-preservation"
-        } else {
-            "ok"
+    let health = &shared.common.health;
+    let boxes = if health.failing(crate::health::STORE) {
+        None
+    } else {
+        match tokio::time::timeout(HEALTH_STORE_WAIT, shared.book.members()).await {
+            Ok(Ok(m)) => Some(m.len()),
+            Ok(Err(e)) => return store_error(e),
+            Err(_) => None,
         }
-        .into(),
+    };
+    let report = health.report();
+    let reason = shared.preservation();
+    let status = if !report.problems.is_empty() {
+        report.status
+    } else if reason.is_some() {
+        "self-preservation"
+    } else {
+        "ok"
+    };
+    Json(Health {
+        status: status.into(),
         id: shared.common.identity.id().to_string(),
         boxes,
         self_preservation: reason.is_some(),
         reason,
+        problems: report.problems,
     })
     .into_response()
 }

@@ -121,9 +121,19 @@ async fn boxes(State(p): State<Arc<Publisher>>, headers: HeaderMap) -> Response 
     axum::Json(rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()).into_response()
 }
 
+/// Answers from memory: within a second whatever the store and the
+/// entrances do, `degraded` with the reasons while either does not answer
+/// (redirects go on from memory meanwhile).
 async fn healthz(State(p): State<Arc<Publisher>>) -> Response {
     let boxes = p.directory.read().await.len();
-    axum::Json(json!({ "status": "ok", "role": "publisher", "known_boxes": boxes })).into_response()
+    let report = p.common.health.report();
+    axum::Json(json!({
+        "status": report.status,
+        "role": "publisher",
+        "known_boxes": boxes,
+        "problems": report.problems,
+    }))
+    .into_response()
 }
 
 async fn push(

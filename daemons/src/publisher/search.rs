@@ -4,15 +4,14 @@
 //! boxes are forgotten only in rounds every entrance answered, so no entrance
 //! (or whoever fills its answers) can make the publisher forget its boxes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use dandelion_core::connection::{ConnectionError, Incoming, connect_as};
-use dandelion_core::ids::NodeId;
 use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{GeoIp, Header, Message, Search, SearchOrder};
 
 use super::{Publisher, now_secs};
+use crate::health;
 
 /// Boxes no entrance listed for this many search intervals are forgotten.
 const FORGET_AFTER_INTERVALS: u64 = 6;
@@ -21,8 +20,6 @@ const FORGET_AFTER_INTERVALS: u64 = 6;
 pub async fn run(publisher: Arc<Publisher>) {
     let interval = publisher.config.search_interval;
     let mut all_down_reported = false;
-    // Each entrance's failure is logged when it starts or changes, not every round.
-    let mut failing: HashMap<NodeId, String> = HashMap::new();
     loop {
         let mut answered = 0;
         let entrances = publisher.entrances();
@@ -31,14 +28,20 @@ pub async fn run(publisher: Arc<Publisher>) {
             match search_one(&publisher, entrance).await {
                 Ok(found) => {
                     answered += 1;
-                    failing.remove(entrance.id());
+                    if publisher.common.health.set(&health::entrance(url), None) {
+                        tracing::info!(entrance = %url, "the entrance answers searches again");
+                    }
                     tracing::debug!(entrance = %url, boxes = found, "search answered");
                 }
                 Err(e) => {
                     publisher.metrics.search_failures.inc();
-                    if failing.get(entrance.id()) != Some(&e) {
-                        tracing::warn!(entrance = %url, "search failed: {e}");
-                        failing.insert(entrance.id().clone(), e);
+                    let problem = format!("search failed: {e}");
+                    if publisher
+                        .common
+                        .health
+                        .set(&health::entrance(url), Some(problem.clone()))
+                    {
+                        tracing::warn!(entrance = %url, "{problem}");
                     }
                 }
             }

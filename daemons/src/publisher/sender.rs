@@ -427,15 +427,29 @@ async fn sweep_once(p: &Publisher) -> Result<(), String> {
             continue;
         }
         job.state = JobState::Queued;
-        let dir = p.directory.read().await;
+        // Decided before the write, not under the directory's lock across it:
+        // a store slow to answer would hold up every redirect and /healthz
+        // behind the next writer of the directory.
+        let holding: HashSet<String> = {
+            let dir = p.directory.read().await;
+            p.records
+                .known(&name)
+                .map(|k| {
+                    k.placements
+                        .iter()
+                        .filter(|pl| holds(&dir, pl, now))
+                        .map(|pl| pl.box_id.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         // Trimmed and queued in one write, so no reader sees the job `placed`
         // without the copies it was placed on.
         let kept = p
             .records
-            .save(&job, |all| all.retain(|pl| holds(&dir, pl, now)))
+            .save(&job, |all| all.retain(|pl| holding.contains(&pl.box_id)))
             .await
             .map_err(|e| e.to_string())?;
-        drop(dir);
         tracing::info!(file = %name, copies_left = kept.len(), "a box holding this file went away; re-placing it");
         p.common.console.event(
             Level::Warn,
