@@ -17,6 +17,7 @@ pub mod client;
 pub mod console;
 pub mod entrance;
 pub mod handshake;
+pub mod heads;
 pub mod health;
 pub mod launch;
 pub mod listener;

@@ -432,8 +432,8 @@ async fn guard_credentials(
     response
 }
 
-/// What a role answers on plain-TCP connections before hyper sees them: the
-/// box's zero-copy file path ([`crate::boxnode::sendfile`]).
+/// What a role answers on plain-TCP connections before hyper sees them
+/// ([`crate::heads`]): the box's zero-copy file path, the publisher's redirects.
 pub trait Front: Send + Sync + 'static {
     /// Answers what it can of the requests on `io`, reading each head within
     /// `header_timeout` and none after `stop`. Gives the connection back with
@@ -442,6 +442,7 @@ pub trait Front: Send + Sync + 'static {
     fn serve(
         self: Arc<Self>,
         io: Io,
+        remote: Remote,
         stop: tokio_util::sync::CancellationToken,
         header_timeout: std::time::Duration,
     ) -> futures_util::future::BoxFuture<'static, Option<(Io, bytes::Bytes)>>;
@@ -497,7 +498,7 @@ pub async fn serve_on(
         connections.spawn(async move {
             let (io, read) = match front {
                 Some(front) if io.is_plain_tcp() => {
-                    match front.serve(io, token.clone(), header_timeout).await {
+                    match front.serve(io, remote, token.clone(), header_timeout).await {
                         Some(handed) => handed,
                         None => return,
                     }

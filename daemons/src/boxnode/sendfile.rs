@@ -5,34 +5,23 @@
 //! socket: on the bench's 1 MiB files that copy alone was 40 % of the box's CPU
 //! and left it at 2.4× nginx's CPU per request. nginx sends files with
 //! sendfile(2), which moves pages from the page cache to the socket without the
-//! copy; hyper owns its writes and cannot. So the box reads the request heads of
-//! a plain connection itself ([`Front`]) and answers the simple ones here:
-//!
-//! - HTTP/1.1 `GET` or `HEAD` of a stored, unexpired file, with no `Range`, no
-//!   conditional header, no credentials, no body and no upgrade;
-//! - while a download slot is free and the file opens.
-//!
-//! Everything else — the first request that is not simple, TLS connections, a
-//! head that does not parse or does not fit — goes to hyper with the bytes read
-//! so far ([`crate::rewind`]), and hyper serves the connection from then on. So
-//! 404s, 503s, ranges, conditionals, errors and the box's own endpoints keep
-//! exactly one implementation; this path only ever answers `200` with the same
-//! headers the hyper path sends ([`cache::validators`], [`rules`], CORS).
+//! copy; hyper owns its writes and cannot. So the box answers the simple
+//! requests of a plain connection itself ([`crate::heads`]) when they ask for a
+//! stored, unexpired file, a download slot is free and the file opens; it only
+//! ever answers `200` with the same headers the hyper path sends
+//! ([`cache::validators`], [`rules`], CORS).
 //!
 //! The household controls hold as on the hyper path: the download slot is held
 //! until the last byte went out, the upload cap is taken in [`serve::CHUNK`]
 //! grants before each is sent, and the traffic counters count what the kernel
-//! reports sent. Request heads are read within `limits.header_read_timeout`, which
-//! is also how long an idle keep-alive connection waits, and none is read after
-//! shutdown began.
+//! reports sent.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
@@ -41,14 +30,9 @@ use super::cache;
 use super::rules;
 use super::serve;
 use super::storage::now_secs;
-use crate::listener::Io;
+use crate::heads::{self, Answer, SimpleGet};
+use crate::listener::{Io, Remote};
 use crate::server::Front;
-
-/// Longest request head read here; a longer one goes to hyper, which has its own
-/// limit and answers `431`.
-const MAX_HEAD: usize = 8 * 1024;
-/// Most headers in a request answered here; more go to hyper.
-const MAX_HEADERS: usize = 32;
 
 /// The box's [`Front`]: answers simple file requests with sendfile.
 #[derive(Debug)]
@@ -66,165 +50,37 @@ impl Front for FileFront {
     fn serve(
         self: Arc<Self>,
         io: Io,
+        remote: Remote,
         stop: CancellationToken,
         header_timeout: Duration,
     ) -> BoxFuture<'static, Option<(Io, Bytes)>> {
-        Box::pin(async move { self.connection(io, stop, header_timeout).await })
+        Box::pin(async move { heads::serve(&*self, io, remote, stop, header_timeout).await })
     }
-}
-
-/// What a complete request head asks for, as far as this path cares.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Parsed {
-    /// Not complete yet: read more.
-    Partial,
-    /// A request this path answers; its head is `len` bytes.
-    File { len: usize, request: FileRequest },
-    /// Anything else, including heads that do not parse: hyper's.
-    Other,
-}
-
-/// A whole-file request.
-#[derive(Debug, PartialEq, Eq)]
-pub struct FileRequest {
-    pub member: String,
-    pub head_only: bool,
-    /// The client asked to close after this response.
-    pub close: bool,
-}
-
-/// Decides what the head at the start of `buf` asks for.
-pub fn parse(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => match file_request(&request) {
-            Some(request) => Parsed::File { len, request },
-            None => Parsed::Other,
-        },
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Partial,
-        Ok(httparse::Status::Partial) | Err(_) => Parsed::Other,
-    }
-}
-
-fn file_request(request: &httparse::Request<'_, '_>) -> Option<FileRequest> {
-    if request.version != Some(1) {
-        return None;
-    }
-    let head_only = match request.method? {
-        "GET" => false,
-        "HEAD" => true,
-        _ => return None,
-    };
-    let target = request.path?;
-    let path = target.split_once('?').map_or(target, |(path, _query)| path);
-    if !path.starts_with('/') {
-        return None;
-    }
-    let member = serve::member_of(path)?;
-    let mut close = false;
-    for header in request.headers.iter() {
-        let name = header.name;
-        let value = std::str::from_utf8(header.value).ok()?;
-        if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case("upgrade") {
-                    return None;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            if value.trim() != "0" {
-                return None;
-            }
-        } else if passes_to_hyper(name) {
-            return None;
-        }
-    }
-    Some(FileRequest {
-        member,
-        head_only,
-        close,
-    })
-}
-
-/// Headers whose meaning this path does not implement.
-fn passes_to_hyper(name: &str) -> bool {
-    let lower = |prefix: &str| {
-        name.len() >= prefix.len()
-            && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-    };
-    lower("if-")
-        || lower("x-dandelion-")
-        || [
-            "range",
-            "authorization",
-            "transfer-encoding",
-            "expect",
-            "upgrade",
-        ]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// A file this path committed to answering.
-struct Opened {
+#[derive(Debug)]
+pub struct Opened {
+    member: String,
     file: std::fs::File,
     len: u64,
     head: Vec<u8>,
     _slot: OwnedSemaphorePermit,
 }
 
-impl FileFront {
-    async fn connection(
-        &self,
-        mut io: Io,
-        stop: CancellationToken,
-        header_timeout: Duration,
-    ) -> Option<(Io, Bytes)> {
-        let mut buf = BytesMut::with_capacity(1024);
-        loop {
-            let deadline = tokio::time::Instant::now() + header_timeout;
-            let (len, request) = loop {
-                match parse(&buf) {
-                    Parsed::File { len, request } => break (len, request),
-                    Parsed::Other => return Some((io, buf.freeze())),
-                    Parsed::Partial => {}
-                }
-                tokio::select! {
-                    read = io.read_buf(&mut buf) => match read {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) => {}
-                    },
-                    () = tokio::time::sleep_until(deadline) => return None,
-                    () = stop.cancelled(), if buf.is_empty() => return None,
-                }
-            };
-            let Some(opened) = self.open(&request) else {
-                // Not stored, no slot free, or gone meanwhile: hyper's answer.
-                return Some((io, buf.freeze()));
-            };
-            buf.advance(len);
-            if let Err(e) = self.send(&mut io, &request, opened).await {
-                tracing::debug!(member = %request.member, "download ended early: {e}");
-                return None;
-            }
-            if request.close || stop.is_cancelled() {
-                let _ = io.shutdown().await;
-                return None;
-            }
-        }
-    }
+impl Answer for FileFront {
+    type Ready = Opened;
 
-    /// The file and the head of its `200`, or `None` for hyper to answer. The
-    /// open and fstat are a file on the box's own disk, done inline as nginx
-    /// does them: a few microseconds, less than the hop to tokio's blocking pool.
-    fn open(&self, request: &FileRequest) -> Option<Opened> {
+    /// The file and the head of its `200`, or `None` for hyper to answer
+    /// (not a viewer URL, not stored, no slot free). The open and fstat are
+    /// a file on the box's own disk, done inline as nginx does them: a few
+    /// microseconds, less than the hop to tokio's blocking pool.
+    fn prepare(&self, request: &SimpleGet, _remote: &Remote) -> Option<Opened> {
         let state = &self.state;
-        let entry = state.storage.get(&request.member)?;
+        let member = serve::member_of(&request.path)?;
+        let entry = state.storage.get(&member)?;
         let slot = state.limits.try_download()?;
-        let file = std::fs::File::open(state.storage.root().join(&request.member)).ok()?;
+        let file = std::fs::File::open(state.storage.root().join(&member)).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
             return None;
@@ -232,16 +88,17 @@ impl FileFront {
         let (etag, last_modified) = cache::validators(&meta).ok()?;
         let ttl_left = entry.expires.saturating_sub(now_secs());
         let head = response_head(&Head {
-            content_type: rules::content_type(&request.member),
+            content_type: rules::content_type(&member),
             len: meta.len(),
             etag: &etag,
             last_modified: &last_modified,
-            cache_control: &rules::cache_control(&request.member, ttl_left),
+            cache_control: &rules::cache_control(&member, ttl_left),
             date: &httpdate::fmt_http_date(std::time::SystemTime::now()),
             close: request.close,
         });
-        state.traffic.request(&request.member);
+        state.traffic.request(&member);
         Some(Opened {
+            member,
             file,
             len: meta.len(),
             head,
@@ -249,15 +106,26 @@ impl FileFront {
         })
     }
 
+    fn send<'a>(
+        &'a self,
+        io: &'a mut Io,
+        request: &'a SimpleGet,
+        opened: Opened,
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(self.send_file(io, request, opened))
+    }
+}
+
+impl FileFront {
     /// Sends the head, then the body under the upload cap.
-    async fn send(&self, io: &mut Io, request: &FileRequest, opened: Opened) -> io::Result<()> {
+    async fn send_file(&self, io: &mut Io, request: &SimpleGet, opened: Opened) -> io::Result<()> {
         let body = if request.head_only { 0 } else { opened.len };
         let mut head = opened.head.as_slice();
         while !head.is_empty() {
             let n = if body > 0 {
                 io.send_more(head).await?
             } else {
-                io.write(head).await?
+                tokio::io::AsyncWriteExt::write(io, head).await?
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -285,7 +153,7 @@ impl FileFront {
                 }
                 self.state
                     .traffic
-                    .bytes(&request.member, u64::try_from(n).unwrap_or(u64::MAX));
+                    .bytes(&opened.member, u64::try_from(n).unwrap_or(u64::MAX));
             }
         }
         Ok(())
@@ -330,77 +198,6 @@ fn response_head(h: &Head<'_>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "publisher-0123456789abcdef0123456789abcdef";
-
-    fn file(head: &str) -> Parsed {
-        parse(head.replace("{ID}", ID).as_bytes())
-    }
-
-    #[test]
-    fn plain_gets_and_heads_of_viewer_urls_are_answered_here() {
-        let member = format!("{ID}/live/seg 1.ts");
-        let get = "GET /{ID}/live/seg%201.ts?x=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: hls\r\n\r\n";
-        assert_eq!(
-            file(&format!("{get}GET /next")),
-            Parsed::File {
-                len: get.replace("{ID}", ID).len(),
-                request: FileRequest {
-                    member: member.clone(),
-                    head_only: false,
-                    close: false
-                }
-            }
-        );
-        assert!(matches!(
-            file(
-                "HEAD /{ID}/live/seg%201.ts HTTP/1.1\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n"
-            ),
-            Parsed::File {
-                request: FileRequest {
-                    head_only: true,
-                    close: true,
-                    ..
-                },
-                ..
-            }
-        ));
-        assert_eq!(
-            file("GET /{ID}/live/seg.ts HTTP/1.1\r\nHost: a\r\n"),
-            Parsed::Partial
-        );
-    }
-
-    #[test]
-    fn everything_with_more_meaning_goes_to_hyper() {
-        for head in [
-            "GET /{ID}/a.ts HTTP/1.0\r\n\r\n",
-            "POST /{ID}/a.ts HTTP/1.1\r\n\r\n",
-            "OPTIONS /{ID}/a.ts HTTP/1.1\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nRange: bytes=0-1\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nif-none-match: \"x\"\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nIf-Modified-Since: Sun, 06 Dec 2026 00:00:00 GMT\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nAuthorization: Bearer x\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nX-Dandelion-ID: x\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-            "GET /{ID}/a.ts HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET http://host/{ID}/a.ts HTTP/1.1\r\n\r\n",
-            "GET /{ID}/../etc/passwd HTTP/1.1\r\n\r\n",
-            "GET /metrics HTTP/1.1\r\n\r\n",
-            "GET /healthz HTTP/1.1\r\n\r\n",
-            "GET /box-0123456789abcdef0123456789abcdef/a.ts HTTP/1.1\r\n\r\n",
-            "GET /{ID}/a.ts HTTP/1.1\r\nBad Header\r\n\r\n",
-            "\u{16}\u{3}\u{1}garbage",
-        ] {
-            assert_eq!(file(head), Parsed::Other, "{head}");
-        }
-        let many = format!("GET /{ID}/a.ts HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(40));
-        assert_eq!(parse(many.as_bytes()), Parsed::Other, "too many headers");
-        let long = format!("GET /{ID}/a.ts HTTP/1.1\r\nX-A: {}", "b".repeat(MAX_HEAD));
-        assert_eq!(parse(long.as_bytes()), Parsed::Other, "too long");
-    }
 
     #[test]
     fn the_head_says_what_the_hyper_path_says() {

@@ -169,7 +169,7 @@ fn metered(
 
 /// `/<publisher-id>/<path>` → `<publisher-id>/<path>`, if both parts are valid.
 pub fn member_of(uri_path: &str) -> Option<String> {
-    let decoded = percent_decode(uri_path.strip_prefix('/')?)?;
+    let decoded = crate::heads::percent_decode(uri_path.strip_prefix('/')?)?;
     let (publisher, rest) = decoded.split_once('/')?;
     let id = NodeId::parse(publisher).ok()?;
     if id.role() != Role::Publisher {
@@ -177,24 +177,6 @@ pub fn member_of(uri_path: &str) -> Option<String> {
     }
     let rel = paths::relative_path(rest).ok()?;
     Some(format!("{id}/{rel}"))
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn not_found() -> Response {
