@@ -16,6 +16,7 @@ pub mod api;
 pub mod console;
 pub mod cutthrough;
 pub mod directory;
+pub mod front;
 pub mod intake;
 pub mod jobs;
 pub mod link;
@@ -145,6 +146,17 @@ impl Publisher {
     /// The open publish session to a box, opening one if needed ([`pool::link`]).
     pub async fn link(&self, box_id: &NodeId) -> Result<Link, String> {
         pool::link(self, box_id).await
+    }
+
+    /// Where a viewer at `ip` is, when the GeoIP database says.
+    pub fn locate(&self, ip: std::net::IpAddr) -> Option<(f64, f64)> {
+        self.geo.as_ref()?.lookup(ip)?.lat_lon()
+    }
+
+    /// Whether this viewer may be sent to a box on probation although a
+    /// measured one holds the file (`ranking::PROBATION_PER_MILLE`).
+    pub fn admit_probation(&self) -> bool {
+        self.draw(1000) < ranking::PROBATION_PER_MILLE
     }
 
     /// The publisher's copy of a name's bytes.
@@ -296,7 +308,8 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
             Arc::new(console::Feed(publisher.clone())),
         ))
         .merge(server::common_routes(common.clone()));
-    server::serve_role(listener, router, &common, None).await?;
+    let front: Arc<dyn server::Front> = Arc::new(front::RedirectFront::new(publisher.clone()));
+    server::serve_role(listener, router, &common, Some(front)).await?;
     shutdown.trigger();
     if !shutdown.drain(GRACE_PERIOD).await {
         tracing::warn!("some tasks did not finish within the grace period");

@@ -1371,3 +1371,49 @@ fn viewers_are_redirected_and_health_says_degraded_while_the_store_is_frozen() {
         );
     }
 }
+
+#[test]
+fn a_redirect_says_the_same_on_the_fast_path_as_through_hyper() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start(root.path(), 1);
+    wait_active_boxes(&net, 1);
+    let file = root.path().join("same.ts");
+    std::fs::write(&file, content(4096, 98)).unwrap();
+    assert!(
+        push(&net, &file, &["--as", "a/same seg.ts"])
+            .status
+            .success()
+    );
+    let fast = wait_for("a/same seg.ts placed", Duration::from_secs(30), || {
+        let url = format!("{}/a/same%20seg.ts", net.publisher.origin());
+        let r = net.rt.block_on(net.http.get(&url, &[])).ok()?;
+        (r.status == 302).then_some(r)
+    });
+    // A proxy's header (from an address that is not a trusted proxy) sends
+    // the request through hyper, which decides alone what it means.
+    let url = format!("{}/a/same%20seg.ts", net.publisher.origin());
+    let hyper = net
+        .rt
+        .block_on(net.http.get(&url, &[("x-forwarded-for", "192.0.2.1")]))
+        .unwrap();
+    assert_eq!(hyper.status, 302);
+    for name in [
+        "location",
+        "cache-control",
+        "repr-digest",
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+        "content-length",
+    ] {
+        assert_eq!(
+            fast.headers.get(name),
+            hyper.headers.get(name),
+            "{name} differs"
+        );
+        assert!(fast.headers.contains_key(name), "{name} is missing");
+    }
+    assert!(fast.headers.contains_key("date"));
+    let (_, served) =
+        fetch_from(&net, fast.headers["location"].to_str().unwrap().to_owned()).unwrap();
+    assert_eq!(served, content(4096, 98));
+}

@@ -30,7 +30,7 @@ use super::cutthrough::Forwards;
 use super::intake;
 use super::jobs::{Job, JobState, Origin, Placement};
 use super::pool::SessionState;
-use super::redirect::{Holder, Serve, best_holder};
+use super::redirect::choose_url;
 use super::{Publisher, now_secs};
 
 /// Most copies of one file a push may ask for.
@@ -322,6 +322,10 @@ async fn list(State(p): State<Arc<Publisher>>, headers: HeaderMap) -> Response {
     axum::Json(out).into_response()
 }
 
+/// What browser players may read of the publisher's answers.
+pub(super) const EXPOSE_HEADERS: &str =
+    "Content-Length, Content-Range, Accept-Ranges, ETag, Location, Repr-Digest";
+
 /// CORS for browser players: they check it on every response of a redirect chain.
 fn cors(headers: &mut HeaderMap) {
     headers.insert(
@@ -330,19 +334,21 @@ fn cors(headers: &mut HeaderMap) {
     );
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(
-            "Content-Length, Content-Range, Accept-Ranges, ETag, Location, Repr-Digest",
-        ),
+        HeaderValue::from_static(EXPOSE_HEADERS),
     );
 }
 
 fn repr_digest(sha256_hex: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&repr_digest_text(sha256_hex)?).ok()
+}
+
+/// `Repr-Digest` (RFC 9530) of a file whose SHA-256 is `sha256_hex`.
+pub(super) fn repr_digest_text(sha256_hex: &str) -> Option<String> {
     let bytes = hex_decode(sha256_hex)?;
-    HeaderValue::from_str(&format!(
+    Some(format!(
         "sha-256=:{}:",
         data_encoding::BASE64.encode(&bytes)
     ))
-    .ok()
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
@@ -366,7 +372,7 @@ fn from_store(name: &str, bytes: bytes::Bytes) -> Response {
     r
 }
 
-fn is_playlist(name: &str) -> bool {
+pub(super) fn is_playlist(name: &str) -> bool {
     name.rsplit('.')
         .next()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("m3u8"))
@@ -396,50 +402,21 @@ async fn view(
         let proxies = &p.config.trusted_proxies;
         let tls = proxies::client_used_tls(tls, viewer.ip(), request.headers(), proxies);
         let viewer_ip = proxies::client_ip(viewer.ip(), request.headers(), proxies);
-        let viewer_at = p
-            .geo
-            .as_ref()
-            .and_then(|g| g.lookup(viewer_ip))
-            .and_then(|g| g.lat_lon());
-        let holders: Vec<Holder> = {
+        let viewer_at = p.locate(viewer_ip);
+        let admit_probation = p.admit_probation();
+        let best = {
             let dir = p.directory.read().await;
-            known
-                .placements
-                .iter()
-                .filter_map(|pl| {
-                    let id: NodeId = pl.box_id.parse().ok()?;
-                    let sys = dir.get(&id).and_then(|b| b.exchange.system_info.clone());
-                    let load = sys
-                        .and_then(|s| {
-                            Some(
-                                (s.upload_rate? as f64) / (s.upload_cap.filter(|c| *c > 0)? as f64),
-                            )
-                        })
-                        .unwrap_or(0.0);
-                    let distance_km = viewer_at
-                        .zip(dir.get(&id).and_then(|b| b.location()))
-                        .map(|(v, b)| dandelion_core::geo::haversine_km(v, b));
-                    let serve = match dir.get(&id).map(|b| &b.serve) {
-                        Some(h) if !h.serving() => Serve::Failing,
-                        Some(h) if h.probed_at.is_some() => Serve::Serving,
-                        _ => Serve::Unprobed,
-                    };
-                    Some(Holder {
-                        live: dir.is_live(&id, now),
-                        probation: dir.get(&id).is_none_or(|b| b.on_probation()),
-                        serve,
-                        box_id: id,
-                        url: pl.url.clone(),
-                        distance_km,
-                        load,
-                        expires_at: pl.expires_at,
-                    })
-                })
-                .collect()
+            choose_url(
+                &dir,
+                &known.placements,
+                viewer_at,
+                now,
+                tls,
+                admit_probation,
+            )
         };
-        let admit_probation = p.draw(1000) < super::ranking::PROBATION_PER_MILLE;
-        if let Some(best) = best_holder(&holders, now, tls, admit_probation)
-            && let Ok(location) = HeaderValue::from_str(&best.url)
+        if let Some(best) = best
+            && let Ok(location) = HeaderValue::from_str(&best)
         {
             p.metrics.redirects.inc();
             let mut r = StatusCode::FOUND.into_response();

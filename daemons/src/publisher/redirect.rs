@@ -21,6 +21,9 @@ use std::cmp::Ordering;
 
 use dandelion_core::ids::NodeId;
 
+use super::directory::Directory;
+use super::jobs::Placement;
+
 /// Distances within one step count as equally near.
 const DISTANCE_STEP_KM: f64 = 250.0;
 
@@ -87,6 +90,50 @@ pub fn best_holder(
     } else {
         best(false).or_else(|| best(true))
     }
+}
+
+/// Where to send a viewer at `viewer_at` for the file with `placements`: the
+/// URL of [`best_holder`] among them as `dir` knows their boxes, if any.
+pub fn choose_url(
+    dir: &Directory,
+    placements: &[Placement],
+    viewer_at: Option<(f64, f64)>,
+    now: u64,
+    https_viewer: bool,
+    admit_probation: bool,
+) -> Option<String> {
+    let holders: Vec<Holder> = placements
+        .iter()
+        .filter_map(|pl| {
+            let id: NodeId = pl.box_id.parse().ok()?;
+            let known = dir.get(&id);
+            let load = known
+                .and_then(|b| b.exchange.system_info.as_ref())
+                .and_then(|s| {
+                    Some((s.upload_rate? as f64) / (s.upload_cap.filter(|c| *c > 0)? as f64))
+                })
+                .unwrap_or(0.0);
+            let distance_km = viewer_at
+                .zip(known.and_then(|b| b.location()))
+                .map(|(v, b)| dandelion_core::geo::haversine_km(v, b));
+            let serve = match known.map(|b| &b.serve) {
+                Some(h) if !h.serving() => Serve::Failing,
+                Some(h) if h.probed_at.is_some() => Serve::Serving,
+                _ => Serve::Unprobed,
+            };
+            Some(Holder {
+                live: dir.is_live(&id, now),
+                probation: known.is_none_or(|b| b.on_probation()),
+                serve,
+                box_id: id,
+                url: pl.url.clone(),
+                distance_km,
+                load,
+                expires_at: pl.expires_at,
+            })
+        })
+        .collect();
+    best_holder(&holders, now, https_viewer, admit_probation).map(|h| h.url.clone())
 }
 
 fn order(a: &Holder, b: &Holder, https_viewer: bool) -> Ordering {
