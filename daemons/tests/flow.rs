@@ -1417,3 +1417,43 @@ fn a_redirect_says_the_same_on_the_fast_path_as_through_hyper() {
         fetch_from(&net, fast.headers["location"].to_str().unwrap().to_owned()).unwrap();
     assert_eq!(served, content(4096, 98));
 }
+
+#[test]
+fn a_box_and_a_publisher_say_degraded_while_their_entrance_is_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start(root.path(), 1);
+    wait_active_boxes(&net, 1);
+    let health = |net: &Network, origin: String| -> Value {
+        let r = get_within(net, &format!("{origin}/healthz"), Duration::from_secs(1));
+        assert_eq!(r.status, 200, "degraded or not, /healthz answers 200");
+        r.json().unwrap()
+    };
+    let (box_origin, publisher_origin) = (net.boxes[0].origin(), net.publisher.origin());
+    for origin in [&box_origin, &publisher_origin] {
+        wait_for(&format!("{origin} ok"), Duration::from_secs(30), || {
+            (health(&net, origin.clone())["status"] == "ok").then_some(())
+        });
+    }
+
+    net.entrance.kill9();
+    for origin in [&box_origin, &publisher_origin] {
+        let said = wait_for(
+            &format!("{origin} to say its entrance is gone"),
+            Duration::from_secs(15),
+            || {
+                let h = health(&net, origin.clone());
+                (h["status"] == "degraded").then_some(h)
+            },
+        );
+        assert!(said["problems"].to_string().contains("entrance "), "{said}");
+    }
+
+    net.entrance.restart();
+    for origin in [&box_origin, &publisher_origin] {
+        wait_for(
+            &format!("{origin} ok again"),
+            Duration::from_secs(40),
+            || (health(&net, origin.clone())["status"] == "ok").then_some(()),
+        );
+    }
+}
