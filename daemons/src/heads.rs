@@ -23,6 +23,7 @@
 //! shutdown began.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -31,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::{Io, Remote};
+use crate::server::Front;
 
 /// Longest request head read here; a longer one goes to hyper, which has its own
 /// limit and answers `431`.
@@ -79,6 +81,20 @@ pub trait Answer: Send + Sync + 'static {
         request: &'a SimpleGet,
         ready: Self::Ready,
     ) -> BoxFuture<'a, io::Result<()>>;
+}
+
+/// Every [`Answer`] is a role's [`Front`]: the simple requests of a plain
+/// connection go through [`serve`] first.
+impl<A: Answer> Front for A {
+    fn serve(
+        self: Arc<Self>,
+        io: Io,
+        remote: Remote,
+        stop: CancellationToken,
+        header_timeout: Duration,
+    ) -> BoxFuture<'static, Option<(Io, Bytes)>> {
+        Box::pin(async move { serve(&*self, io, remote, stop, header_timeout).await })
+    }
 }
 
 /// Decides what the head at the start of `buf` asks for.

@@ -18,23 +18,19 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
 
 use super::BoxState;
 use super::cache;
 use super::rules;
 use super::serve;
 use super::storage::now_secs;
-use crate::heads::{self, Answer, SimpleGet};
+use crate::heads::{Answer, SimpleGet};
 use crate::listener::{Io, Remote};
-use crate::server::Front;
 
-/// The box's [`Front`]: answers simple file requests with sendfile.
+/// The box's [`crate::server::Front`]: answers simple file requests with sendfile.
 #[derive(Debug)]
 pub struct FileFront {
     state: Arc<BoxState>,
@@ -43,18 +39,6 @@ pub struct FileFront {
 impl FileFront {
     pub fn new(state: Arc<BoxState>) -> FileFront {
         FileFront { state }
-    }
-}
-
-impl Front for FileFront {
-    fn serve(
-        self: Arc<Self>,
-        io: Io,
-        remote: Remote,
-        stop: CancellationToken,
-        header_timeout: Duration,
-    ) -> BoxFuture<'static, Option<(Io, Bytes)>> {
-        Box::pin(async move { heads::serve(&*self, io, remote, stop, header_timeout).await })
     }
 }
 

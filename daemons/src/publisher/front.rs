@@ -12,20 +12,16 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
 
 use super::api::{EXPOSE_HEADERS, is_playlist, repr_digest_text};
 use super::redirect::choose_url;
 use super::{Publisher, now_secs};
 use crate::heads::{self, Answer, SimpleGet};
 use crate::listener::{Io, Remote};
-use crate::server::Front;
 
-/// The publisher's [`Front`].
+/// The publisher's [`crate::server::Front`]: answers viewers' redirects.
 #[derive(Debug)]
 pub struct RedirectFront {
     p: Arc<Publisher>,
@@ -34,18 +30,6 @@ pub struct RedirectFront {
 impl RedirectFront {
     pub fn new(p: Arc<Publisher>) -> RedirectFront {
         RedirectFront { p }
-    }
-}
-
-impl Front for RedirectFront {
-    fn serve(
-        self: Arc<Self>,
-        io: Io,
-        remote: Remote,
-        stop: CancellationToken,
-        header_timeout: Duration,
-    ) -> BoxFuture<'static, Option<(Io, Bytes)>> {
-        Box::pin(async move { heads::serve(&*self, io, remote, stop, header_timeout).await })
     }
 }
 
