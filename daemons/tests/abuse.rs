@@ -334,6 +334,22 @@ fn a_nonce_flood_leaves_no_state_and_real_handshakes_pass() {
 
 /// A box (spawned in `box_dir`) that trusts a publisher key made for the
 /// test: the box's ID, the publisher, the box.
+/// Opens a publish session on `conn` as publisher `me`, as a publisher does
+/// before sending file frames.
+async fn publish(
+    conn: &mut dandelion_core::connection::ClientConnection,
+    me: dandelion_core::ids::NodeId,
+) {
+    use dandelion_core::protocol::{Header, Message, Publish};
+    conn.send(&Message::Publish(Publish {
+        header: Header::new(me),
+        extra: Default::default(),
+    }))
+    .await
+    .unwrap();
+    let _reply = conn.recv().await.unwrap();
+}
+
 fn box_trusting_a_new_publisher(
     box_dir: &std::path::Path,
 ) -> (
@@ -392,7 +408,7 @@ fn hostile_sessions_keep_a_box_within_its_memory_budget() {
     use bytes::Bytes;
     use dandelion_core::connection::{Incoming, connect_as};
     use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
-    use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
+    use dandelion_core::protocol::{Message, TransferOutcome};
     use sha2::{Digest, Sha256};
 
     const BUDGET_KIB: u64 = 64 << 10;
@@ -427,13 +443,7 @@ fn hostile_sessions_keep_a_box_within_its_memory_budget() {
                 let (oversized, body, sha256) = (oversized.clone(), body.clone(), sha256.clone());
                 let me = publisher.id().clone();
                 tokio::spawn(async move {
-                    conn.send(&Message::Publish(Publish {
-                        header: Header::new(me),
-                        extra: Default::default(),
-                    }))
-                    .await
-                    .unwrap();
-                    let _reply = conn.recv().await.unwrap();
+                    publish(&mut conn, me).await;
                     if i < 4 {
                         // Refused at its length: the session ends, nothing is buffered.
                         let _ = conn.send_binary(oversized).await;
@@ -552,7 +562,7 @@ fn writes_under_way_count_against_the_upload_memory() {
     use bytes::Bytes;
     use dandelion_core::connection::{Incoming, connect_as};
     use dandelion_core::frame::{ChunkedStart, Frame, FrameHeader, StartHeader};
-    use dandelion_core::protocol::{Header, Message, Publish, TransferOutcome};
+    use dandelion_core::protocol::{Message, TransferOutcome};
     use sha2::{Digest, Sha256};
 
     const BUDGET_KIB: u64 = 64 << 10;
@@ -587,13 +597,7 @@ fn writes_under_way_count_against_the_upload_memory() {
             let mut conn = connect_as(&url, &box_id, &publisher, None).await.unwrap();
             let (body, sha256, me) = (body.clone(), sha256.clone(), publisher.id().clone());
             tasks.push(tokio::spawn(async move {
-                conn.send(&Message::Publish(Publish {
-                    header: Header::new(me),
-                    extra: Default::default(),
-                }))
-                .await
-                .unwrap();
-                let _reply = conn.recv().await.unwrap();
+                publish(&mut conn, me).await;
                 // The first 1 MiB of all eight, then their last 4 KiB.
                 for (n, part) in [0..CHUNK, CHUNK..SIZE].into_iter().enumerate() {
                     for t in 1..=TRANSFERS {

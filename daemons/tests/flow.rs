@@ -1306,6 +1306,13 @@ fn get_within(net: &Network, url: &str, limit: Duration) -> dandelion_core::http
     response
 }
 
+/// A daemon's `/healthz`, which must answer within a second.
+fn health_of(net: &Network, origin: &str) -> Value {
+    let r = get_within(net, &format!("{origin}/healthz"), Duration::from_secs(1));
+    assert_eq!(r.status, 200, "degraded or not, /healthz answers 200");
+    r.json().unwrap()
+}
+
 #[test]
 fn viewers_are_redirected_and_health_says_degraded_while_the_store_is_frozen() {
     use dandelion_testkit::redis::RedisServer;
@@ -1329,13 +1336,8 @@ fn viewers_are_redirected_and_health_says_degraded_while_the_store_is_frozen() {
     wait_for("a/frozen.bin on its box", Duration::from_secs(30), || {
         redirect_location(&net, "a/frozen.bin")
     });
-    let health = |origin: String| {
-        let r = get_within(&net, &format!("{origin}/healthz"), Duration::from_secs(1));
-        assert_eq!(r.status, 200);
-        r.json::<Value>().unwrap()
-    };
-    assert_eq!(health(net.publisher.origin())["status"], "ok");
-    assert_eq!(health(net.entrance.origin())["status"], "ok");
+    assert_eq!(health_of(&net, &net.publisher.origin())["status"], "ok");
+    assert_eq!(health_of(&net, &net.entrance.origin())["status"], "ok");
 
     let frozen = redis.freeze();
     for origin in [net.publisher.origin(), net.entrance.origin()] {
@@ -1343,7 +1345,7 @@ fn viewers_are_redirected_and_health_says_degraded_while_the_store_is_frozen() {
             &format!("{origin}/healthz to say the store is away"),
             Duration::from_secs(10),
             || {
-                let h = health(origin.clone());
+                let h = health_of(&net, &origin);
                 (h["status"] == "degraded").then_some(h)
             },
         );
@@ -1367,7 +1369,7 @@ fn viewers_are_redirected_and_health_says_degraded_while_the_store_is_frozen() {
         wait_for(
             &format!("{origin}/healthz to say ok again"),
             Duration::from_secs(20),
-            || (health(origin.clone())["status"] == "ok").then_some(()),
+            || (health_of(&net, &origin)["status"] == "ok").then_some(()),
         );
     }
 }
@@ -1423,15 +1425,10 @@ fn a_box_and_a_publisher_say_degraded_while_their_entrance_is_gone() {
     let root = tempfile::tempdir().unwrap();
     let mut net = start(root.path(), 1);
     wait_active_boxes(&net, 1);
-    let health = |net: &Network, origin: String| -> Value {
-        let r = get_within(net, &format!("{origin}/healthz"), Duration::from_secs(1));
-        assert_eq!(r.status, 200, "degraded or not, /healthz answers 200");
-        r.json().unwrap()
-    };
     let (box_origin, publisher_origin) = (net.boxes[0].origin(), net.publisher.origin());
     for origin in [&box_origin, &publisher_origin] {
         wait_for(&format!("{origin} ok"), Duration::from_secs(30), || {
-            (health(&net, origin.clone())["status"] == "ok").then_some(())
+            (health_of(&net, origin)["status"] == "ok").then_some(())
         });
     }
 
@@ -1441,7 +1438,7 @@ fn a_box_and_a_publisher_say_degraded_while_their_entrance_is_gone() {
             &format!("{origin} to say its entrance is gone"),
             Duration::from_secs(15),
             || {
-                let h = health(&net, origin.clone());
+                let h = health_of(&net, origin);
                 (h["status"] == "degraded").then_some(h)
             },
         );
@@ -1453,7 +1450,7 @@ fn a_box_and_a_publisher_say_degraded_while_their_entrance_is_gone() {
         wait_for(
             &format!("{origin} ok again"),
             Duration::from_secs(40),
-            || (health(&net, origin.clone())["status"] == "ok").then_some(()),
+            || (health_of(&net, origin)["status"] == "ok").then_some(()),
         );
     }
 }
