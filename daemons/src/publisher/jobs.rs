@@ -154,22 +154,17 @@ fn corrupt(key: &str, name: &str, e: serde_json::Error) -> StoreError {
 impl Records {
     /// The records of the publisher whose keys are `keys`, read into memory.
     pub async fn open(store: Arc<dyn Store>, keys: &Keys) -> Result<Records, StoreError> {
-        let records = Records {
-            store,
-            jobs: format!("{}:FILE:JOBS", keys.prefix()),
-            placements: keys.processed_files(),
-            origins: format!("{}:FILE:ORIGIN:", keys.prefix()),
-            known: Arc::default(),
-            locks: Arc::new(Stripes::new(STRIPES)),
-        };
-        let jobs = records.store.hgetall(&records.jobs).await?;
-        let mut placements = records.store.hgetall(&records.placements).await?;
+        let jobs_key = format!("{}:FILE:JOBS", keys.prefix());
+        let placements_key = keys.processed_files();
+        let jobs = store.hgetall(&jobs_key).await?;
+        let mut placements = store.hgetall(&placements_key).await?;
         let mut known = HashMap::with_capacity(jobs.len());
         for (name, text) in &jobs {
-            let job = parse_job(&records.jobs, name, text)?;
+            let job = parse_job(&jobs_key, name, text)?;
             let placed = match placements.remove(name) {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|e| corrupt(&records.placements, name, e))?,
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|e| corrupt(&placements_key, name, e))?
+                }
                 None => Vec::new(),
             };
             known.insert(
@@ -180,8 +175,14 @@ impl Records {
                 }),
             );
         }
-        *records.table_mut() = known;
-        Ok(records)
+        Ok(Records {
+            store,
+            jobs: jobs_key,
+            placements: placements_key,
+            origins: format!("{}:FILE:ORIGIN:", keys.prefix()),
+            known: Arc::new(std::sync::RwLock::new(known)),
+            locks: Arc::new(Stripes::new(STRIPES)),
+        })
     }
 
     fn lock(&self, name: &str) -> &tokio::sync::Mutex<()> {
