@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dandelion_core::store::Store;
+use dandelion_core::store::{Store, StoreError};
 use serde::Serialize;
 
 use crate::shutdown::Shutdown;
@@ -102,17 +102,16 @@ const STORE_CHECK_WITHIN: Duration = Duration::from_millis(800);
 /// process runs; the embedded one is not watched.
 pub async fn watch_store(store: Arc<dyn Store>, health: Arc<Health>, shutdown: Shutdown) {
     loop {
-        let problem = match tokio::time::timeout(STORE_CHECK_WITHIN, store.ping()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!(
-                "no answer within {} ms",
-                STORE_CHECK_WITHIN.as_millis()
-            )),
-        };
+        let outcome = tokio::time::timeout(STORE_CHECK_WITHIN, store.ping())
+            .await
+            .ok();
+        let (problem, detail) = store_problem(outcome);
         if health.set(STORE, problem.clone()) {
             match problem {
-                Some(problem) => tracing::warn!("the store does not answer: {problem}"),
+                Some(problem) => tracing::warn!(
+                    "the store does not answer: {problem}{}",
+                    detail.map(|d| format!(": {d}")).unwrap_or_default()
+                ),
                 None => tracing::info!("the store answers again"),
             }
         }
@@ -120,6 +119,26 @@ pub async fn watch_store(store: Arc<dyn Store>, health: Arc<Health>, shutdown: S
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(STORE_CHECK_EVERY) => {}
         }
+    }
+}
+
+/// What `/healthz` says of a store check (`None`: it timed out), and the
+/// error's own text for the log only: it names the store's host and port, and
+/// `/healthz` answers anyone.
+fn store_problem(outcome: Option<Result<(), StoreError>>) -> (Option<String>, Option<String>) {
+    match outcome {
+        Some(Ok(())) => (None, None),
+        Some(Err(e)) => (
+            Some("the store failed a PING (the log says why)".to_owned()),
+            Some(e.to_string()),
+        ),
+        None => (
+            Some(format!(
+                "no answer within {} ms",
+                STORE_CHECK_WITHIN.as_millis()
+            )),
+            None,
+        ),
     }
 }
 
@@ -131,6 +150,21 @@ pub fn entrance(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_public_report_does_not_name_the_store() {
+        let failed = StoreError::Corrupt {
+            key: "PING on redis://:***@10.1.2.3:6379/".into(),
+            detail: "connection refused".into(),
+        };
+        let (public, log) = store_problem(Some(Err(failed)));
+        let public = public.unwrap();
+        assert!(!public.contains("10.1.2.3"), "{public}");
+        assert!(log.unwrap().contains("10.1.2.3:6379"));
+        let (timeout, _) = store_problem(None);
+        assert!(timeout.unwrap().contains("no answer"));
+        assert_eq!(store_problem(Some(Ok(()))), (None, None));
+    }
 
     #[test]
     fn degraded_while_any_part_has_a_problem_and_ok_once_none_has() {
