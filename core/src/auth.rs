@@ -313,8 +313,10 @@ pub enum AuthError {
     Random(String),
     #[error("a nonce secret must be at least {min} bytes; this one has {len}")]
     WeakSecret { len: usize, min: usize },
-    #[error("the set of used nonces is unavailable: {0}")]
-    UsedSetUnavailable(String),
+    /// The store's error is logged where it happens: it names the store's host,
+    /// and this text goes to an unauthenticated peer.
+    #[error("the set of used nonces is unavailable (the store does not answer); try again shortly")]
+    UsedSetUnavailable,
 }
 
 impl AuthError {
@@ -334,7 +336,7 @@ impl AuthError {
             AuthError::BadUrl => "bad_url",
             AuthError::NoServerProof => "no_server_proof",
             AuthError::Random(_) | AuthError::WeakSecret { .. } => "internal",
-            AuthError::UsedSetUnavailable(_) => "used_nonces_unavailable",
+            AuthError::UsedSetUnavailable => "used_nonces_unavailable",
         }
     }
 }

@@ -222,8 +222,10 @@ impl NonceBook {
                 Ok(())
             }
             Used::Store { store, key, max } => {
-                let unavailable =
-                    |e: crate::store::StoreError| AuthError::UsedSetUnavailable(e.to_string());
+                let unavailable = |e: crate::store::StoreError| {
+                    tracing::warn!("cannot check a nonce against the used set: {e}");
+                    AuthError::UsedSetUnavailable
+                };
                 #[allow(clippy::cast_precision_loss)]
                 let (now_f, expires_f) = (now as f64, expires as f64);
                 store

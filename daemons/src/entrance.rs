@@ -157,6 +157,14 @@ impl Shared {
     }
 }
 
+/// What a peer is told when the registry's store fails. The error itself names
+/// the store (a Redis host and port), which is nobody's business outside this
+/// machine: it goes to the log, and the peer learns only that it should retry.
+pub fn registry_unavailable(context: &str, e: &dyn std::fmt::Display) -> String {
+    tracing::warn!("{context}: the store failed: {e}");
+    "the registry is unavailable (its store does not answer); try again shortly".to_owned()
+}
+
 fn load_join_token(config: &Config) -> anyhow::Result<Option<String>> {
     let e = &config.entrance;
     if let Some(token) = e

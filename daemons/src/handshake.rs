@@ -63,8 +63,16 @@ impl Refusal {
 }
 
 impl From<AuthError> for Refusal {
+    /// A proof that failed is 401; a verifier that could not check it (too many
+    /// handshakes at once, the used-nonce set unreachable) is 503, so the peer
+    /// retries rather than doubting its credentials.
     fn from(e: AuthError) -> Refusal {
-        Refusal::unauthorized(e.reason_code(), e.to_string())
+        match e {
+            AuthError::Busy | AuthError::UsedSetUnavailable => {
+                Refusal::busy(e.reason_code(), e.to_string())
+            }
+            _ => Refusal::unauthorized(e.reason_code(), e.to_string()),
+        }
     }
 }
 

@@ -807,3 +807,54 @@ fn join_token_guesses_are_throttled_per_address() {
         ) >= 10
     );
 }
+
+/// A peer the registry cannot admit because its store is down learns that it
+/// should retry, not where the store lives: the Redis error names its host and
+/// port, and an unauthenticated caller has no business knowing either.
+#[test]
+fn a_failing_store_is_not_named_to_peers() {
+    use dandelion_core::connection::connect_as;
+    use dandelion_core::identity::Identity;
+    use dandelion_core::ids::{NodeId, Role};
+    use dandelion_testkit::network::{JOIN_TOKEN, entrance_id};
+    use dandelion_testkit::redis::RedisServer;
+
+    let redis = RedisServer::start();
+    let port = redis.port().to_string();
+    let root = tempfile::tempdir().unwrap();
+    let network = NetworkBuilder::new(root.path(), 1)
+        .entrance_top(format!("store = {:?}", redis.url()))
+        .start();
+    wait_for(
+        "the publisher to know the box",
+        Duration::from_secs(20),
+        || (known_boxes(&network.publisher) == 1).then_some(()),
+    );
+    drop(redis);
+    let entrance = NodeId::parse(&entrance_id(&root.path().join("entrance"))).unwrap();
+    let url = format!("ws://127.0.0.1:{}/dandelion/ws", network.entrance.port());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let refused = runtime.block_on(async {
+        let newcomer = Identity::generate(Role::Box).unwrap();
+        connect_as(&url, &entrance, &newcomer, Some(JOIN_TOKEN))
+            .await
+            .err()
+            .map(|e| e.to_string())
+    });
+    let refused = refused.expect("a newcomer is not admitted while the store is down");
+    assert!(
+        refused.contains("503"),
+        "a retry, not a bad credential: {refused}"
+    );
+    assert!(refused.contains("try again"), "{refused}");
+    assert!(
+        !refused.contains(&port),
+        "the store's port leaks: {refused}"
+    );
+    let (health, _) = get_from(Ipv4Addr::LOCALHOST, network.entrance.addr(), "/healthz");
+    assert!(!health.contains(&port), "the store's port leaks: {health}");
+    assert!(
+        network.entrance.log().contains(&port),
+        "the operator's log says which store failed"
+    );
+}

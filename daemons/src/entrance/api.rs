@@ -44,7 +44,10 @@ const HEALTH_STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(
 fn store_error(e: impl std::fmt::Display) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("the registry is unavailable: {e}\n"),
+        format!(
+            "{}\n",
+            super::registry_unavailable("cannot answer an HTTP request", &e)
+        ),
     )
         .into_response()
 }

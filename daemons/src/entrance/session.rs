@@ -131,7 +131,7 @@ fn unavailable(e: impl std::fmt::Display) -> Refusal {
     Refusal {
         status: StatusCode::SERVICE_UNAVAILABLE,
         code: "store",
-        reason: format!("the registry is unavailable: {e}"),
+        reason: super::registry_unavailable("cannot admit a peer", &e),
     }
 }
 
@@ -345,11 +345,10 @@ async fn answer_store_error(
     id: &str,
     e: &StoreError,
 ) -> bool {
-    tracing::warn!(box_id = %id, "cannot record a heartbeat: {e}");
     let reply = error_reply(
         shared,
         "store",
-        format!("the registry is unavailable: {e}"),
+        super::registry_unavailable(&format!("cannot record a heartbeat of {id}"), e),
         Some("EXCHANGE"),
     );
     conn.send(&reply).await.is_ok()
@@ -641,7 +640,7 @@ async fn legacy_exchange(shared: &Shared, exchange: &Exchange, ip: IpAddr) -> Me
         Err(e) => error_reply(
             shared,
             "store",
-            format!("the registry is unavailable: {e}"),
+            super::registry_unavailable("cannot answer a one-shot EXCHANGE", &e),
             Some("EXCHANGE"),
         ),
     }
@@ -659,7 +658,7 @@ async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) 
             return error_reply(
                 shared,
                 "store",
-                format!("the registry is unavailable: {e}"),
+                super::registry_unavailable("cannot answer a SEARCH", &e),
                 Some("SEARCH"),
             );
         }
