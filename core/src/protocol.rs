@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 pub use common::{GeoIp, Header, SystemInfo, TrafficFlow};
 pub use publish::{Publish, PublishReply, TransferOutcome, TransferResult};
 pub use refusal::ErrorReply;
-pub use registry::{Exchange, ExchangeReply, Goodbye, Search, SearchOrder, SearchReply};
+pub use registry::{BoxState, Exchange, ExchangeReply, Goodbye, Search, SearchOrder, SearchReply};
 
 /// Sent in every message's `VERSION`; peers without one are the original's.
 ///
@@ -50,6 +50,7 @@ pub enum Message {
     ExchangeReply(ExchangeReply),
     Search(Search),
     SearchReply(SearchReply),
+    BoxState(BoxState),
     Goodbye(Goodbye),
     Publish(Publish),
     PublishReply(PublishReply),
@@ -90,6 +91,7 @@ impl Message {
         match self {
             Message::Exchange(_) | Message::ExchangeReply(_) => "EXCHANGE",
             Message::Search(_) | Message::SearchReply(_) => "SEARCH",
+            Message::BoxState(_) => "BOX_STATE",
             Message::Goodbye(_) => "GOODBYE",
             Message::Publish(_) | Message::PublishReply(_) => "PUBLISH",
             Message::Transfer(_) => "TRANSFER",
@@ -104,6 +106,7 @@ impl Message {
             Message::ExchangeReply(m) => &m.header,
             Message::Search(m) => &m.header,
             Message::SearchReply(m) => &m.header,
+            Message::BoxState(m) => &m.header,
             Message::Goodbye(m) => &m.header,
             Message::Publish(m) => &m.header,
             Message::PublishReply(m) => &m.header,
@@ -153,6 +156,7 @@ impl Message {
                 typed(map, &command).map(Message::SearchReply)
             }
             ("SEARCH", _) => typed(map, &command).map(Message::Search),
+            ("BOX_STATE", _) => typed(map, &command).map(Message::BoxState),
             ("GOODBYE", _) => typed(map, &command).map(Message::Goodbye),
             ("PUBLISH", true) => typed(map, &command).map(Message::PublishReply),
             ("PUBLISH", false) => typed(map, &command).map(Message::Publish),
@@ -172,6 +176,7 @@ impl Message {
             Message::ExchangeReply(m) => (to_value(m), true),
             Message::Search(m) => (to_value(m), false),
             Message::SearchReply(m) => (to_value(m), false),
+            Message::BoxState(m) => (to_value(m), false),
             Message::Goodbye(m) => (to_value(m), false),
             Message::Publish(m) => (to_value(m), false),
             Message::PublishReply(m) => (to_value(m), true),

@@ -20,6 +20,7 @@ pub mod reach;
 pub mod registry;
 pub mod session;
 pub mod sweep;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,6 +93,8 @@ pub struct Shared {
     next_session: AtomicU64,
     /// Why expiry is held back, while it is. A std Mutex for the same reason.
     preservation: Mutex<Option<String>>,
+    /// Publishers watching for boxes that leave or come back.
+    pub watchers: watch::Watchers,
 }
 
 impl Shared {
@@ -120,11 +123,15 @@ impl Shared {
         (n, rx)
     }
 
-    fn detach(&self, box_id: &str, n: u64) {
+    /// Ends session `n` of `box_id`; true if it was the box's current session
+    /// (a box that reconnected before its old session ended has a newer one).
+    fn detach(&self, box_id: &str, n: u64) -> bool {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if sessions.get(box_id).is_some_and(|(m, _)| *m == n) {
+        let current = sessions.get(box_id).is_some_and(|(m, _)| *m == n);
+        if current {
             sessions.remove(box_id);
         }
+        current
     }
 
     /// Tells a box's live session (on this entrance) that it was evicted.
@@ -272,6 +279,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         sessions: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(0),
         preservation: Mutex::new(None),
+        watchers: watch::Watchers::default(),
         common: common.clone(),
     });
     tracing::info!(

@@ -100,6 +100,8 @@ pub struct Publisher {
     pub metrics: PublisherMetrics,
     /// Signalled after every search round, so senders can wait for the first.
     pub searched: Notify,
+    /// Wakes the serve prober early: an entrance said a box left or came back.
+    pub probe_wake: Notify,
     entrances: std::sync::RwLock<Vec<PinnedUrl>>,
     draws: AtomicU64,
 }
@@ -247,6 +249,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     }
     let mut directory = Directory::default();
     directory.allow_legacy = pc.unverified_boxes;
+    directory.lost_after_secs = pc.serve_probe_interval.as_secs();
     let publisher = Arc::new(Publisher {
         queue: Queue::new(common.store.clone(), &keys),
         records: Records::open(common.store.clone(), &keys)
@@ -261,6 +264,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         origin_dir,
         metrics: PublisherMetrics::default(),
         searched: Notify::new(),
+        probe_wake: Notify::new(),
         entrances: std::sync::RwLock::new(pc.entrances.clone()),
         draws: AtomicU64::new(0),
         config: pc,

@@ -96,6 +96,7 @@ impl TestEntrance {
             count: None,
             order: None,
             unverified: None,
+            watch: None,
             extra: Default::default(),
         };
         search(&mut s);

@@ -428,7 +428,8 @@ enum Loss {
     /// at once on its open publish session.
     Killed,
     /// SIGSTOP: a hung device or a cut cable — connections stay open and say
-    /// nothing, so only the entrance expiring it (expire_box_time = 10 s) tells.
+    /// nothing, so only the publisher's serve probes and the entrance expiring
+    /// it (expire_box_time = 10 s) tell.
     Frozen,
 }
 
@@ -547,6 +548,83 @@ fn box_goes_away(loss: Loss) {
             holder_of(&net, &files[i].0).as_deref(),
             Some(before[i].as_str())
         );
+    }
+}
+
+/// A box that stops serving leaves viewers' redirects within 3 s, killed (its
+/// sessions drop, and its entrance tells the watching publisher at once) or
+/// frozen (only the publisher's serve probes can tell: every second, for a box
+/// viewers are being sent to). Prints the times, for docs/performance.md.
+#[test]
+fn a_killed_or_frozen_box_leaves_redirects_within_three_seconds() {
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start(root.path(), 3);
+    wait_active_boxes(&net, 3);
+    let name = "steady/all.ts";
+    let bytes = content(40_000, 71);
+    let file = root.path().join("all.ts");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = push(
+        &net,
+        &file,
+        &["--as", name, "--replicas", "3", "--ttl", "300s"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("three copies", Duration::from_secs(30), || {
+        let v = net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+        (v["placements"].as_array()?.len() == 3).then_some(())
+    });
+    for loss in [Loss::Killed, Loss::Frozen] {
+        // Viewers keep asking, as players do, and are sent to one box.
+        let location = wait_for("a redirect", Duration::from_secs(10), || {
+            redirect_location(&net, name)
+        });
+        let victim = net
+            .boxes
+            .iter()
+            .position(|b| location.starts_with(&b.origin()))
+            .expect("the redirect names a box");
+        let victim_origin = net.boxes[victim].origin();
+        match loss {
+            Loss::Killed => net.boxes[victim].kill9(),
+            Loss::Frozen => {
+                let pid = net.boxes[victim].pid().unwrap();
+                assert!(
+                    Command::new("kill")
+                        .args(["-STOP", &pid.to_string()])
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+        }
+        let stopped = std::time::Instant::now();
+        let away = wait_for(
+            "redirects to avoid the stopped box",
+            Duration::from_secs(15),
+            || {
+                let l = redirect_location(&net, name)?;
+                (!l.starts_with(&victim_origin)).then(|| stopped.elapsed())
+            },
+        );
+        eprintln!("{loss:?}: redirects avoided the box after {away:?}");
+        assert!(
+            away <= Duration::from_secs(3),
+            "{loss:?}: viewers were sent to the stopped box for {away:?}"
+        );
+        for _ in 0..20 {
+            let l = redirect_location(&net, name).expect("a redirect");
+            assert!(
+                !l.starts_with(&victim_origin),
+                "{loss:?}: sent back to it: {l}"
+            );
+            let (_, body) = fetch_from(&net, l).expect("the other box serves it");
+            assert!(body == bytes);
+        }
     }
 }
 

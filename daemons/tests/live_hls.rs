@@ -8,32 +8,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dandelion_core::http::HttpClient;
 use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
-use dandelion_testkit::process::{Running, binary, run};
+use dandelion_testkit::media::{decoded_seconds, ffmpeg, live_encoder, require_ffmpeg};
+use dandelion_testkit::process::{Running, binary};
 use dandelion_testkit::wait_for;
 use serde_json::Value;
 
 const JOIN_TOKEN: &str = "live-test-join-token";
-
-fn publisher_key(dir: &Path) -> String {
-    let out = run(Command::new(binary("dandelion"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["id", "publisher"]));
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("public key:"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
 
 /// Sum of a Prometheus counter over all its series in `/metrics` text.
 fn metric(text: &str, name: &str) -> f64 {
@@ -46,42 +31,13 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// The last `time=HH:MM:SS.ss` ffmpeg printed: how much it decoded.
-fn decoded_seconds(log: &str) -> f64 {
-    log.rsplit("time=")
-        .next()
-        .filter(|_| log.contains("time="))
-        .and_then(|t| {
-            let t = t.get(..11)?;
-            let mut parts = t.split(':');
-            let h: f64 = parts.next()?.parse().ok()?;
-            let m: f64 = parts.next()?.parse().ok()?;
-            let s: f64 = parts.next()?.parse().ok()?;
-            Some(h * 3600.0 + m * 60.0 + s)
-        })
-        .unwrap_or(0.0)
-}
-
-fn ffmpeg() -> Command {
-    let mut c = Command::new("ffmpeg");
-    c.args(["-nostdin", "-hide_banner", "-y"]);
-    c
-}
-
 #[test]
 fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box() {
-    assert!(
-        Command::new("ffmpeg")
-            .arg("-version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success()),
-        "this test needs ffmpeg on the PATH (apt-get install ffmpeg; .ci/run does it)"
-    );
+    require_ffmpeg();
     let started = Instant::now();
     let root = tempfile::tempdir().unwrap();
     let publisher_dir = root.path().join("publisher");
-    let key = publisher_key(&publisher_dir);
+    let (_, key) = dandelion_testkit::network::identity(&publisher_dir, "publisher");
     let entrance_dir = root.path().join("entrance");
     let entrance_id = dandelion_testkit::network::entrance_id(&entrance_dir);
     let entrance = DaemonBuilder::new("entrance", &entrance_dir)
@@ -142,24 +98,7 @@ fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box()
     let live = root.path().join("live");
     std::fs::create_dir_all(&live).unwrap();
     let mut encoder = ffmpeg();
-    encoder
-        .args(["-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-re", "-f", "lavfi", "-i", "sine"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-        .args([
-            "-c:a",
-            "aac",
-            "-f",
-            "hls",
-            "-hls_time",
-            "1",
-            "-hls_list_size",
-            "6",
-        ])
-        .args(["-hls_flags", "delete_segments"])
-        .arg(live.join("index.m3u8"))
-        .stdout(Stdio::null())
-        .stderr(File::create(root.path().join("encoder.log")).unwrap());
+    live_encoder(&mut encoder, &live, &root.path().join("encoder.log"));
     let _encoder = Running::spawn(&mut encoder);
 
     let token = std::fs::read_to_string(publisher_dir.join("admin.token")).unwrap();

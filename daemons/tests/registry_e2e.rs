@@ -201,6 +201,7 @@ impl Net {
                 count: None,
                 order: None,
                 unverified: None,
+                watch: None,
                 extra: Default::default(),
             };
             conn.send(&Message::Search(search)).await.unwrap();

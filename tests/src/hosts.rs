@@ -48,6 +48,9 @@ pub struct Host {
     name: String,
     ns: String,
     ip: Ipv4Addr,
+    /// The switch's namespace and this host's port on it, to cut its cable.
+    switch: String,
+    port: String,
 }
 
 impl Lan {
@@ -114,6 +117,8 @@ impl Lan {
             name: name.to_owned(),
             ns,
             ip,
+            switch: self.switch.clone(),
+            port,
         }
     }
 }
@@ -141,6 +146,13 @@ impl Host {
     /// pseudo-terminal).
     pub fn namespace(&self) -> &str {
         &self.ns
+    }
+
+    /// Cuts the host's cable: its port on the switch goes down, and whatever is
+    /// sent to or from it vanishes without a reset — a dead line or a household
+    /// router that hung, which no peer can tell from a slow one.
+    pub fn cut(&self) {
+        must(&["-n", &self.switch, "link", "set", &self.port, "down"]);
     }
 
     /// `program` run on this host (`ip netns exec`, which execs it: the

@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod geo;
 pub mod hosts;
+pub mod media;
 pub mod network;
 pub mod process;
 pub mod redis;

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::common::{GeoIp, Header, SystemInfo, TrafficFlow};
 use super::lenient;
+use crate::ids::NodeId;
 
 /// A box's heartbeat to an entrance (and, in the original, to a peer box).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,8 +114,34 @@ pub struct Search {
         skip_serializing_if = "Option::is_none"
     )]
     pub unverified: Option<bool>,
+    /// Keep the session open after the answer and push a [`BoxState`] whenever a
+    /// box leaves or rejoins, so a dead box leaves viewers' redirects in
+    /// seconds rather than at the next search. Dandelion publishers only.
+    #[serde(rename = "WATCH", default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<bool>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// What an entrance tells a watching publisher (`SEARCH` with `WATCH`) about one
+/// box, as it happens. A hint, not a verdict: the publisher stops sending
+/// viewers to a box said to be gone until its own serve probe shows it serving,
+/// and probes one said to be back at once. Nothing is lost when one is missed:
+/// the next `SEARCH` answer carries the whole list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoxState {
+    #[serde(flatten)]
+    pub header: Header,
+    /// The box's ID.
+    #[serde(rename = "BOX")]
+    pub box_id: NodeId,
+    /// `active` (registered a session), `disconnected` (its session ended
+    /// without a goodbye), `gone` (said goodbye or expired), `unreachable` (its
+    /// reachability check failed), `evicted`.
+    #[serde(rename = "STATE")]
+    pub state: String,
+    #[serde(rename = "REASON", default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The entrance's answer to a `SEARCH`.

@@ -72,7 +72,14 @@ fn every_message_kind_round_trips() {
         count: Some(20),
         order: Some(SearchOrder::Nearest),
         unverified: Some(false),
+        watch: Some(true),
         extra: Default::default(),
+    }));
+    round_trip(Message::BoxState(BoxState {
+        header: Header::new(id(ENTRANCE)),
+        box_id: id(BOX),
+        state: "disconnected".into(),
+        reason: Some("its session ended".into()),
     }));
     round_trip(Message::SearchReply(SearchReply {
         header: Header::new(id(ENTRANCE)),

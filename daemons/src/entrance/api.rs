@@ -290,6 +290,9 @@ pub async fn evict(
     shared.metrics.evictions.inc();
     let text = super::session::ban_text(&reason, until);
     shared.notify_evicted(id.as_str(), &text);
+    shared
+        .watchers
+        .tell(id.as_str(), super::watch::EVICTED, reason.clone());
     tracing::warn!(box_id = %id, known, "box evicted by an operator: {reason}");
     let text = format!("{id} evicted by an operator: {reason}");
     super::console::changed(&shared, id.as_str(), Level::Warn, text).await;

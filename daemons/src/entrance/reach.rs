@@ -237,6 +237,9 @@ pub async fn check_and_record(
         Err(reason) => {
             tracing::info!(box_id = id, "box unreachable: {reason}");
             shared
+                .watchers
+                .tell(id, super::watch::UNREACHABLE, reason.clone());
+            shared
                 .book
                 .set_state(id, BoxState::Unreachable, reason, None, now())
                 .await

@@ -26,6 +26,7 @@ use dandelion_core::protocol::{
 };
 use dandelion_core::store::StoreError;
 use serde_json::Value;
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Shared;
@@ -375,6 +376,7 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
     // A box that keeps changing it is checked at most so often.
     let mut rechecks = reach::RecheckBudget::default();
     let mut registered = false;
+    let mut said_goodbye = false;
     // What this session stored last; the next heartbeat is decided from it.
     let mut memo: Option<Memo> = None;
     tracing::debug!(box_id = %id, %ip, "box session opened");
@@ -458,6 +460,9 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                 match beat {
                     Ok(Beat::Recorded { new, memo: stored }) => {
                         memo = Some(stored);
+                        if !registered {
+                            shared.watchers.tell(&id, super::watch::ACTIVE, "");
+                        }
                         super::console::heartbeat(&shared, &id, new).await;
                     }
                     Ok(Beat::Banned { until, reason }) => {
@@ -492,6 +497,10 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                 }
                 tracing::info!(box_id = %id, reason = goodbye.reason.as_deref().unwrap_or(""), "box said goodbye");
                 super::console::gone(&shared, &id, Level::Info, "said goodbye");
+                shared
+                    .watchers
+                    .tell(&id, super::watch::GONE, "it said goodbye");
+                said_goodbye = true;
                 conn.close().await;
                 break;
             }
@@ -509,7 +518,12 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
             }
         }
     }
-    shared.detach(&id, n);
+    // Sessions ended by this entrance's own shutdown say nothing about the box.
+    if shared.detach(&id, n) && registered && !said_goodbye && !shutdown.is_triggered() {
+        shared
+            .watchers
+            .tell(&id, super::watch::DISCONNECTED, "its session ended");
+    }
     tracing::debug!(box_id = %id, "box session ended");
 }
 
@@ -520,17 +534,35 @@ async fn publisher_session(
     ip: IpAddr,
 ) {
     let shutdown = shared.common.shutdown.clone();
+    // Box changes for a publisher that asked to watch (`SEARCH` with `WATCH`).
+    let mut watching: Option<broadcast::Receiver<super::watch::Change>> = None;
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => {
                 conn.close_with(CloseCode::Away, "entrance shutting down").await;
                 break;
             }
+            change = next_change(&mut watching) => {
+                let Some(change) = change else {
+                    // It fell behind: a fresh session resyncs with a SEARCH.
+                    conn.close_with(CloseCode::Again, "box changes overflowed; search again").await;
+                    break;
+                };
+                if let Some(m) = change.message(shared.common.identity.id())
+                    && conn.send(&m).await.is_err()
+                {
+                    break;
+                }
+                continue;
+            }
             incoming = conn.recv() => incoming,
         };
         let reply = match incoming {
             Ok(None) => break,
             Ok(Some(Incoming::Message(Message::Search(search)))) if search.header.id == peer.id => {
+                if search.watch == Some(true) && watching.is_none() {
+                    watching = Some(shared.watchers.subscribe());
+                }
                 search_reply(&shared, &search, false).await
             }
             Ok(Some(Incoming::Message(Message::Goodbye(_)))) => {
@@ -569,6 +601,18 @@ async fn publisher_session(
             break;
         }
     }
+}
+
+/// The next box change for a watching session; never, for one that is not
+/// watching; `None` when the session fell too far behind to catch up.
+async fn next_change(
+    watching: &mut Option<broadcast::Receiver<super::watch::Change>>,
+) -> Option<super::watch::Change> {
+    let Some(rx) = watching else {
+        return std::future::pending().await;
+    };
+    // Lagged or closed: either way the session cannot be kept in step.
+    rx.recv().await.ok()
 }
 
 /// The original's clients: one `EXCHANGE` or `SEARCH` per connection, then close.

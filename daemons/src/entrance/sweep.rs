@@ -97,6 +97,7 @@ async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError>
                 tracing::info!(box_id = %id, "box expired after {}s of silence", c.expire_box_time.as_secs());
                 let why = format!("expired after {}s of silence", c.expire_box_time.as_secs());
                 super::console::gone(shared, id, Level::Warn, &why);
+                shared.watchers.tell(id, super::watch::GONE, why);
             }
             shared.metrics.expired.inc_by(expired.len() as u64);
             if expired.len() < POP_BATCH {

@@ -46,6 +46,38 @@ pub struct KnownBox {
     pub failing_until: u64,
     /// What the serve probes found.
     pub serve: ServeHealth,
+    /// When a viewer was last sent to it: such a box is probed every second.
+    pub redirected_at: Stamp,
+}
+
+/// A Unix-seconds time set through a shared reference, so the redirect path
+/// can mark a box under the directory's read lock.
+#[derive(Debug, Default)]
+pub struct Stamp(std::sync::atomic::AtomicU64);
+
+impl Stamp {
+    pub fn set(&self, secs: u64) {
+        // Relaxed: a probe a moment early or late is all an ordering could cost.
+        if self.get() != secs {
+            self.0.store(secs, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clone for Stamp {
+    fn clone(&self) -> Self {
+        Stamp(self.get().into())
+    }
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 impl KnownBox {
@@ -64,6 +96,9 @@ pub struct Directory {
     boxes: HashMap<NodeId, KnownBox>,
     /// Whether legacy (unverified) boxes may take files.
     pub allow_legacy: bool,
+    /// How long a box must keep failing serve probes before its copies count
+    /// as lost (`ServeHealth::lost`): the serve probe interval.
+    pub lost_after_secs: u64,
 }
 
 impl Directory {
@@ -96,6 +131,7 @@ impl Directory {
                             throughput_samples: 0,
                             failing_until: 0,
                             serve: ServeHealth::default(),
+                            redirected_at: Stamp::default(),
                         },
                     );
                 }
@@ -150,9 +186,9 @@ impl Directory {
     /// that failed one probe still holds its copies, but viewers skip it and it
     /// takes no new files.)
     pub fn is_live(&self, id: &NodeId, now: u64) -> bool {
-        self.boxes
-            .get(id)
-            .is_some_and(|b| self.eligible(b) && b.failing_until <= now && !b.serve.lost())
+        self.boxes.get(id).is_some_and(|b| {
+            self.eligible(b) && b.failing_until <= now && !b.serve.lost(now, self.lost_after_secs)
+        })
     }
 
     /// Ranking input for every known box, as seen from `audience`.

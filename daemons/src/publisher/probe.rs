@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use dandelion_core::http::HttpClient;
 use dandelion_core::ids::NodeId;
-use futures_util::StreamExt;
 
 use super::{Publisher, now_secs};
 
@@ -56,6 +55,13 @@ pub struct ServeHealth {
     pub failed_url: Option<String>,
     /// When each copy was last probed, so probes go round every copy.
     probed: HashMap<String, u64>,
+    /// Why an entrance said the box left (its session dropped, it expired…):
+    /// viewers skip it until a probe shows it serving.
+    pub doubt: Option<String>,
+    /// Probe it at the next tick, whatever the interval says.
+    pub probe_soon: bool,
+    /// When its probes started failing (Unix seconds).
+    pub failing_since: Option<u64>,
 }
 
 /// How a probe result changed a box's standing.
@@ -71,12 +77,34 @@ pub enum Change {
 impl ServeHealth {
     /// Whether viewers may be sent to the box and it may take new files.
     pub fn serving(&self) -> bool {
-        self.failures == 0
+        self.failures == 0 && self.doubt.is_none()
     }
 
-    /// Whether the box's copies count as lost.
-    pub fn lost(&self) -> bool {
+    /// Whether the box's copies count as lost: [`LOST_AFTER`] probes failed in a
+    /// row, over at least `min_secs`. Probes come every second while viewers
+    /// are sent to a box; the span keeps that from moving every copy a box
+    /// holds within two seconds of a hiccup.
+    pub fn lost(&self, now: u64, min_secs: u64) -> bool {
         self.failures >= LOST_AFTER
+            && self
+                .failing_since
+                .is_some_and(|since| now.saturating_sub(since) >= min_secs)
+    }
+
+    /// Takes in an entrance's word about the box (`BOX_STATE`): any state but
+    /// `active` keeps viewers away until a probe succeeds; either way the box is
+    /// probed at once. True when viewers were being sent to it until now.
+    pub fn hint(&mut self, state: &str, reason: Option<&str>) -> bool {
+        self.probe_soon = true;
+        if state == "active" {
+            return false;
+        }
+        let was_serving = self.serving();
+        self.doubt = Some(match reason {
+            Some(r) => format!("an entrance says it is {state}: {r}"),
+            None => format!("an entrance says it is {state}"),
+        });
+        was_serving
     }
 
     /// Takes in a probe's result.
@@ -86,9 +114,12 @@ impl ServeHealth {
             self.probed.insert(target.url.clone(), now);
         }
         let was_serving = self.serving();
+        self.probe_soon = false;
         match result {
             Ok(()) => {
                 self.failures = 0;
+                self.failing_since = None;
+                self.doubt = None;
                 self.answered = self.answered.saturating_add(1);
                 self.error = None;
                 self.failed_url = None;
@@ -100,6 +131,7 @@ impl ServeHealth {
             }
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
+                self.failing_since.get_or_insert(now);
                 self.error = Some(e);
                 if matches!(target.expect, Expect::Copy { .. }) {
                     self.failed_url = Some(target.url.clone());
@@ -111,6 +143,13 @@ impl ServeHealth {
                 }
             }
         }
+    }
+
+    /// A probe that could not be made (a URL that is not HTTP): nothing learned,
+    /// but not to be tried again before the interval.
+    pub fn skipped(&mut self, now: u64) {
+        self.probed_at = Some(now);
+        self.probe_soon = false;
     }
 
     /// Forgets copies the box no longer holds, so the record stays as small as
@@ -159,9 +198,10 @@ pub fn target(
     now: u64,
     interval: u64,
 ) -> Option<Target> {
-    if health
-        .probed_at
-        .is_some_and(|at| now < at.saturating_add(interval))
+    if !health.probe_soon
+        && health
+            .probed_at
+            .is_some_and(|at| now < at.saturating_add(interval))
     {
         return None;
     }
@@ -266,28 +306,77 @@ async fn probe(http: &HttpClient, target: &Target) -> Option<Result<(), String>>
     }
 }
 
+/// How often the prober looks for boxes due a probe.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A box a viewer was sent to within this many seconds is *hot*: probed every
+/// [`HOT_INTERVAL_SECS`] with at most [`HOT_TIMEOUT`] to answer, so that one
+/// that stops (killed, frozen, its line cut) leaves viewers' redirects within
+/// about two seconds: the interval, a tick, the timeout.
+const HOT_FOR_SECS: u64 = 10;
+const HOT_INTERVAL_SECS: u64 = 1;
+const HOT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Ticks between sweeps of the per-copy probe records.
+const TIDY_EVERY_TICKS: u32 = 40;
+
 /// Runs until shutdown, unless probes are turned off (`serve_probe_interval = 0`).
+///
+/// Each probe runs as its own task and is recorded the moment it ends, so a box
+/// that hangs until the timeout holds up nobody else's verdict; a box has at
+/// most one probe in flight.
 pub async fn run(p: Arc<Publisher>) {
     let interval = p.config.serve_probe_interval;
     if interval.is_zero() {
         return;
     }
-    // Ticks finer than the interval, so a new copy is probed soon after it is
-    // placed; `target` keeps each box to one probe per interval.
-    let tick = interval.min(Duration::from_secs(1));
-    let http = client(p.config.serve_probe_timeout);
+    let interval = interval.as_secs().max(1);
+    let normal = Arc::new(client(p.config.serve_probe_timeout));
+    let hot = Arc::new(client(p.config.serve_probe_timeout.min(HOT_TIMEOUT)));
+    let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    let in_flight: Arc<std::sync::Mutex<HashSet<NodeId>>> = Arc::default();
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             () = p.common.shutdown.cancelled() => return,
-            () = tokio::time::sleep(tick) => {}
+            () = tokio::time::sleep(TICK) => {}
+            () = p.probe_wake.notified() => {}
         }
-        if let Err(e) = round(&p, &http, interval.as_secs().max(1)).await {
-            tracing::warn!("serve probes skipped: {e}");
+        ticks = ticks.wrapping_add(1);
+        let busy = in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let due = plan(&p, interval, &busy, ticks.is_multiple_of(TIDY_EVERY_TICKS)).await;
+        for (target, is_hot) in due {
+            in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(target.box_id.clone());
+            let http = if is_hot { hot.clone() } else { normal.clone() };
+            let (p, permits, in_flight) = (p.clone(), permits.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                if let Ok(_permit) = permits.acquire_owned().await {
+                    let result = probe(&http, &target).await;
+                    record(&p, &target, result).await;
+                }
+                in_flight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&target.box_id);
+            });
         }
     }
 }
 
-async fn round(p: &Publisher, http: &HttpClient, interval: u64) -> Result<(), String> {
+/// The probes due now, hot boxes first, leaving out boxes in `busy` (a probe
+/// in flight); with `tidy`, also forgets probe records of copies no longer placed.
+async fn plan(
+    p: &Publisher,
+    interval: u64,
+    busy: &HashSet<NodeId>,
+    tidy: bool,
+) -> Vec<(Target, bool)> {
     let now = now_secs();
     let files = p.records.all();
     let mut copies: HashMap<NodeId, Vec<Copy>> = HashMap::new();
@@ -307,73 +396,73 @@ async fn round(p: &Publisher, http: &HttpClient, interval: u64) -> Result<(), St
             });
         }
     }
-    let mut targets: Vec<Target> = {
+    if tidy {
+        let mut dir = p.directory.write().await;
+        for (id, b) in dir.iter_mut() {
+            let urls: HashSet<&str> = copies
+                .get(id)
+                .map(|c| c.iter().map(|c| c.url.as_str()).collect())
+                .unwrap_or_default();
+            b.serve.keep_copies(&urls);
+        }
+    }
+    let mut due: Vec<(Target, bool)> = {
         let dir = p.directory.read().await;
         dir.iter()
+            .filter(|(id, _)| !busy.contains(*id))
             .filter_map(|(id, b)| {
+                let sent = b.redirected_at.get();
+                let is_hot = sent > 0 && now.saturating_sub(sent) <= HOT_FOR_SECS;
+                let every = if is_hot { HOT_INTERVAL_SECS } else { interval };
                 let theirs = copies.get(id).map_or(&[][..], Vec::as_slice);
-                target(
-                    id,
-                    &b.serve,
-                    theirs,
-                    b.exchange.data_url.as_deref(),
-                    now,
-                    interval,
-                )
+                let data_url = b.exchange.data_url.as_deref();
+                target(id, &b.serve, theirs, data_url, now, every).map(|t| (t, is_hot))
             })
             .collect()
     };
-    if targets.is_empty() {
-        return Ok(());
-    }
-    for t in &mut targets {
+    for (t, _) in &mut due {
         if let Expect::Copy { size } = &mut t.expect {
             *size = sizes.get(t.url.as_str()).copied();
         }
     }
-    let results: Vec<(Target, Option<Result<(), String>>)> = futures_util::stream::iter(targets)
-        .map(|t| async move {
-            let result = probe(http, &t).await;
-            (t, result)
-        })
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
+    due.sort_by_key(|(_, is_hot)| !is_hot);
+    due
+}
+
+/// Takes in one probe's result the moment it is known.
+async fn record(p: &Publisher, t: &Target, result: Option<Result<(), String>>) {
     let now = now_secs();
     let mut dir = p.directory.write().await;
-    for (id, b) in dir.iter_mut() {
-        let urls: HashSet<&str> = copies
-            .get(id)
-            .map(|c| c.iter().map(|c| c.url.as_str()).collect())
-            .unwrap_or_default();
-        b.serve.keep_copies(&urls);
+    let lost_after = dir.lost_after_secs;
+    let Some(b) = dir.get_mut(&t.box_id) else {
+        return;
+    };
+    let Some(result) = result else {
+        b.serve.skipped(now);
+        return;
+    };
+    if result.is_err() {
+        p.metrics.probe_failures.inc();
     }
-    for (t, result) in results {
-        let Some(result) = result else { continue };
-        if result.is_err() {
-            p.metrics.probe_failures.inc();
+    let was_lost = b.serve.lost(now, lost_after);
+    match b.serve.record(t, now, result) {
+        Change::Failing => tracing::warn!(
+            box_id = %t.box_id,
+            "the box fails to serve viewers ({}); redirects skip it",
+            b.serve.error.as_deref().unwrap_or("")
+        ),
+        Change::Recovered => {
+            tracing::info!(box_id = %t.box_id, url = %t.url, "the box serves viewers again");
         }
-        let Some(b) = dir.get_mut(&t.box_id) else {
-            continue;
-        };
-        match b.serve.record(&t, now, result) {
-            Change::Failing => tracing::warn!(
-                box_id = %t.box_id,
-                "the box fails to serve viewers ({}); redirects skip it",
-                b.serve.error.as_deref().unwrap_or("")
-            ),
-            Change::Recovered => {
-                tracing::info!(box_id = %t.box_id, url = %t.url, "the box serves viewers again");
-            }
-            Change::Unchanged if b.serve.failures == LOST_AFTER => tracing::warn!(
-                box_id = %t.box_id,
-                "the box still fails to serve viewers ({}); its copies count as lost",
-                b.serve.error.as_deref().unwrap_or("")
-            ),
-            Change::Unchanged => {}
-        }
+        Change::Unchanged => {}
     }
-    Ok(())
+    if !was_lost && b.serve.lost(now, lost_after) {
+        tracing::warn!(
+            box_id = %t.box_id,
+            "the box still fails to serve viewers ({}); its copies count as lost",
+            b.serve.error.as_deref().unwrap_or("")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -439,12 +528,13 @@ mod tests {
         let copies = [copy("http://b/a", 10), copy("http://b/b", 20)];
         let t = target(&id(), &h, &copies, Some("http://b/"), 100, 1).unwrap();
         assert_eq!(h.record(&t, 100, Err("404".into())), Change::Failing);
-        assert!(!h.serving() && !h.lost());
+        assert!(!h.serving() && !h.lost(100, 0));
         // The failed copy again, though the other was never probed.
         let again = target(&id(), &h, &copies, Some("http://b/"), 101, 1).unwrap();
         assert_eq!(again.url, t.url);
         assert_eq!(h.record(&again, 101, Err("404".into())), Change::Unchanged);
-        assert!(h.lost());
+        assert!(h.lost(101, 1));
+        assert!(!h.lost(101, 2), "not before failing for the span");
         // The sweep re-placed its copies: nothing left but the greeting.
         let hello = target(&id(), &h, &[], Some("http://b/"), 102, 1).unwrap();
         assert_eq!(hello.url, format!("http://b/dandelion/{}/", id()));
@@ -452,6 +542,29 @@ mod tests {
         assert_eq!(h.record(&hello, 102, Ok(())), Change::Recovered);
         assert!(h.serving() && h.failed_url.is_none());
         assert_eq!(target(&id(), &h, &[], None, 200, 1), None);
+    }
+
+    #[test]
+    fn an_entrance_saying_a_box_left_keeps_viewers_away_until_a_probe_answers() {
+        let mut h = ServeHealth::default();
+        let copies = [copy("http://b/a", 10)];
+        let t = target(&id(), &h, &copies, None, 100, 10).unwrap();
+        h.record(&t, 100, Ok(()));
+        assert_eq!(target(&id(), &h, &copies, None, 101, 10), None);
+        assert!(
+            h.hint("disconnected", Some("its session ended")),
+            "it was serving"
+        );
+        assert!(!h.serving(), "viewers skip it at once");
+        assert!(!h.lost(101, 0), "its copies still count");
+        let again = target(&id(), &h, &copies, None, 101, 10).expect("probed at once");
+        assert_eq!(h.record(&again, 101, Ok(())), Change::Recovered);
+        assert!(h.serving());
+        // Back, by its entrance's word: probed at once, but nothing changes until then.
+        h.record(&again, 102, Err("refused".into()));
+        assert!(!h.hint("active", None));
+        assert!(!h.serving());
+        assert!(target(&id(), &h, &copies, None, 102, 10).is_some());
     }
 
     #[test]

@@ -93,7 +93,9 @@ pub fn best_holder(
 }
 
 /// Where to send a viewer at `viewer_at` for the file with `placements`: the
-/// URL of [`best_holder`] among them as `dir` knows their boxes, if any.
+/// URL of [`best_holder`] among them as `dir` knows their boxes, if any. The
+/// chosen box is marked as sent viewers (`KnownBox::redirected_at`), which
+/// keeps serve probes on it every second while it has them.
 pub fn choose_url(
     dir: &Directory,
     placements: &[Placement],
@@ -133,7 +135,11 @@ pub fn choose_url(
             })
         })
         .collect();
-    best_holder(&holders, now, https_viewer, admit_probation).map(|h| h.url.clone())
+    let best = best_holder(&holders, now, https_viewer, admit_probation)?;
+    if let Some(b) = dir.get(&best.box_id) {
+        b.redirected_at.set(now);
+    }
+    Some(best.url.clone())
 }
 
 fn order(a: &Holder, b: &Holder, https_viewer: bool) -> Ordering {
