@@ -413,6 +413,11 @@ pub struct PublisherConfig {
     /// How long one serve probe may take before it counts as failed.
     #[serde(deserialize_with = "duration")]
     pub serve_probe_timeout: Duration,
+    /// How long a box may keep failing its serve probes before the copies it
+    /// holds are placed on other boxes. A box back within it (a restart, a
+    /// router rebooting) keeps its files once a probe shows it serves them.
+    #[serde(deserialize_with = "duration")]
+    pub replace_after: Duration,
     /// How long an upload forwarded to boxes as it arrives (cut-through) may
     /// send nothing before its boxes' transfers are dropped: a stalled upload
     /// must not hold a publish session's places. The publisher's own copy
@@ -463,6 +468,7 @@ impl Default for PublisherConfig {
             keep_sessions: 4,
             serve_probe_interval: Duration::from_secs(10),
             serve_probe_timeout: Duration::from_secs(2),
+            replace_after: Duration::from_secs(60),
             upload_stall_timeout: Duration::from_secs(30),
         }
     }

@@ -249,7 +249,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     }
     let mut directory = Directory::default();
     directory.allow_legacy = pc.unverified_boxes;
-    directory.lost_after_secs = pc.serve_probe_interval.as_secs();
+    directory.replace_after_secs = pc.replace_after.as_secs();
     let publisher = Arc::new(Publisher {
         queue: Queue::new(common.store.clone(), &keys),
         records: Records::open(common.store.clone(), &keys)

@@ -628,6 +628,119 @@ fn a_killed_or_frozen_box_leaves_redirects_within_three_seconds() {
     }
 }
 
+/// Copies confirmed stored by boxes, ever (`dandelion_placements_total`).
+fn placements_made(net: &Network) -> u64 {
+    let text = net
+        .get(&format!("{}/metrics", net.publisher.origin()))
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("dandelion_placements_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// A box that crashes and comes back within `replace_after` keeps its files:
+/// once a serve probe shows it serving them, viewers are sent to it again and
+/// nothing is sent anew. One that stays away has its files placed elsewhere,
+/// but not before `replace_after` has passed.
+#[test]
+fn a_box_back_within_the_grace_period_keeps_its_files_and_one_gone_longer_loses_them() {
+    const GRACE: Duration = Duration::from_secs(8);
+    let root = tempfile::tempdir().unwrap();
+    let mut net = start_with(root.path(), 3, false, &["replace_after = 8"]);
+    wait_active_boxes(&net, 3);
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("kept/seg{i}.ts"),
+                content(30_000 + i * 7, i as u64 + 40),
+            )
+        })
+        .collect();
+    for (name, bytes) in &files {
+        let file = root.path().join(name.replace('/', "-"));
+        std::fs::write(&file, bytes).unwrap();
+        let out = push(
+            &net,
+            &file,
+            &["--as", name, "--replicas", "1", "--ttl", "300s"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let urls = |net: &Network| -> Option<Vec<String>> {
+        files
+            .iter()
+            .map(|(name, _)| {
+                let v = net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+                let p = v["placements"].as_array()?;
+                (v["state"] == "placed" && p.len() == 1)
+                    .then(|| p[0]["url"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+            .collect()
+    };
+    let before = wait_for("six files placed", Duration::from_secs(30), || urls(&net));
+    let victim = net
+        .boxes
+        .iter()
+        .position(|b| before[0].starts_with(&b.origin()))
+        .unwrap();
+    let victim_origin = net.boxes[victim].origin();
+    let theirs: Vec<usize> = (0..files.len())
+        .filter(|&i| before[i].starts_with(&victim_origin))
+        .collect();
+    let sent = placements_made(&net);
+
+    // A crash and a restart on the same address, the files still on its disk.
+    net.boxes[victim].restart();
+    for &i in &theirs {
+        let (name, bytes) = &files[i];
+        let (location, body) = wait_for(
+            &format!("viewers of {name} to be sent to the restarted box"),
+            Duration::from_secs(20),
+            || {
+                let (l, b) = fetch_via_redirect(&net, name)?;
+                l.starts_with(&victim_origin).then_some((l, b))
+            },
+        );
+        assert_eq!(location, before[i]);
+        assert!(
+            body == *bytes,
+            "{name}: the restarted box serves other bytes"
+        );
+    }
+    assert_eq!(urls(&net).unwrap(), before, "a placement moved");
+    assert_eq!(placements_made(&net), sent, "a file was sent again");
+
+    // Gone for good: its files move, after the grace period and not before.
+    net.boxes[victim].kill9();
+    let killed = std::time::Instant::now();
+    let moved = wait_for(
+        "the dead box's files placed elsewhere",
+        Duration::from_secs(40),
+        || {
+            let now = urls(&net)?;
+            theirs
+                .iter()
+                .all(|&i| !now[i].starts_with(&victim_origin))
+                .then(|| killed.elapsed())
+        },
+    );
+    assert!(
+        moved >= GRACE,
+        "re-placed after {moved:?}, before the grace period"
+    );
+    for &i in &theirs {
+        let (name, bytes) = &files[i];
+        let (_, body) = fetch_via_redirect(&net, name).expect("served from its new box");
+        assert!(body == *bytes);
+    }
+}
+
 /// Where a viewer at `source` (127.0.0.x) is redirected for `name`: curl can
 /// leave from a chosen loopback address, which the publisher's GeoIP locates.
 fn redirect_from(net: &Network, source: &str, name: &str) -> String {

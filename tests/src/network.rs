@@ -177,6 +177,15 @@ impl NetworkBuilder {
         let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
             .set(format!("entrances = [{entrance_ws:?}]"))
             .set("search_interval = 1");
+        // Copies of a dead box are placed again after 3 s, not the default
+        // minute, unless the test says otherwise.
+        if !self
+            .publisher_lines
+            .iter()
+            .any(|l| l.starts_with("replace_after"))
+        {
+            publisher = publisher.set("replace_after = 3");
+        }
         for line in &self.publisher_lines {
             publisher = publisher.set(line.clone());
         }

@@ -97,8 +97,8 @@ pub struct Directory {
     /// Whether legacy (unverified) boxes may take files.
     pub allow_legacy: bool,
     /// How long a box must keep failing serve probes before its copies count
-    /// as lost (`ServeHealth::lost`): the serve probe interval.
-    pub lost_after_secs: u64,
+    /// as lost (`ServeHealth::lost`): `publisher.replace_after`.
+    pub replace_after_secs: u64,
 }
 
 impl Directory {
@@ -181,14 +181,15 @@ impl Directory {
         b.state == "active" || (self.allow_legacy && b.state == "legacy")
     }
 
-    /// Whether the box's copies still count: it is listed, has not just failed a
-    /// transfer or its session, and has not kept failing serve probes. (A box
-    /// that failed one probe still holds its copies, but viewers skip it and it
-    /// takes no new files.)
+    /// Whether the box's copies still count: it is listed and has not kept
+    /// failing serve probes for `replace_after`. A box that failed a probe, lost
+    /// its publish session or a transfer still holds its copies — viewers skip
+    /// it while it fails probes, and it takes no new files while cooling off —
+    /// so one that comes back within the grace period keeps them.
     pub fn is_live(&self, id: &NodeId, now: u64) -> bool {
-        self.boxes.get(id).is_some_and(|b| {
-            self.eligible(b) && b.failing_until <= now && !b.serve.lost(now, self.lost_after_secs)
-        })
+        self.boxes
+            .get(id)
+            .is_some_and(|b| self.eligible(b) && !b.serve.lost(now, self.replace_after_secs))
     }
 
     /// Ranking input for every known box, as seen from `audience`.

@@ -5,12 +5,12 @@
 //! session nor the entrance would ever tell.
 //!
 //! So the publisher asks the way a viewer would: a `HEAD` of a placed file's
-//! viewer URL, one box at a time at most once per `serve_probe_interval`, with a
-//! short timeout. New copies are probed first, then every copy in turn. A box
+//! viewer URL, one box at a time at most once per `serve_probe_interval` (every
+//! second for a box viewers are being sent to), with a short timeout. New copies are probed first, then every copy in turn. A box
 //! whose probe fails is *not serving*: redirects skip it and it takes no new
 //! files; the copy that failed is probed again next time. Failing
-//! [`LOST_AFTER`] probes in a row, its copies count as lost and the sweep
-//! re-places them. A box with no copy left to probe is asked for
+//! [`LOST_AFTER`] probes in a row over `replace_after`, its copies count as lost
+//! and the sweep re-places them. A box with no copy left to probe is asked for
 //! `/dandelion/<box-id>/` (the original's "HI <box-id>") to see whether its
 //! HTTP side answers again. Any probe that succeeds makes it serving again.
 //!
@@ -26,9 +26,9 @@ use dandelion_core::ids::NodeId;
 
 use super::{Publisher, now_secs};
 
-/// Probes failed in a row after which a box's copies count as lost. One failure
-/// already keeps viewers away; waiting for a second before re-placing keeps one
-/// lost packet from moving every file the box holds.
+/// Probes failed in a row, over `replace_after` at least, after which a box's
+/// copies count as lost. One failure already keeps viewers away; waiting keeps a
+/// lost packet or a restart from moving every file the box holds.
 pub const LOST_AFTER: u32 = 2;
 
 /// Copies with less TTL left than this are not probed: a box may delete a copy a
@@ -88,7 +88,9 @@ impl ServeHealth {
         self.failures >= LOST_AFTER
             && self
                 .failing_since
-                .is_some_and(|since| now.saturating_sub(since) >= min_secs)
+                // Strictly more: times are whole seconds, and "8 s" must never
+                // be 7.1 s of real time.
+                .is_some_and(|since| now.saturating_sub(since) > min_secs)
     }
 
     /// Takes in an entrance's word about the box (`BOX_STATE`): any state but
@@ -433,7 +435,7 @@ async fn plan(
 async fn record(p: &Publisher, t: &Target, result: Option<Result<(), String>>) {
     let now = now_secs();
     let mut dir = p.directory.write().await;
-    let lost_after = dir.lost_after_secs;
+    let lost_after = dir.replace_after_secs;
     let Some(b) = dir.get_mut(&t.box_id) else {
         return;
     };
@@ -452,6 +454,9 @@ async fn record(p: &Publisher, t: &Target, result: Option<Result<(), String>>) {
             b.serve.error.as_deref().unwrap_or("")
         ),
         Change::Recovered => {
+            // Back (a restart, say): what cooled it off is over, and it keeps
+            // the copies it still serves.
+            b.failing_until = 0;
             tracing::info!(box_id = %t.box_id, url = %t.url, "the box serves viewers again");
         }
         Change::Unchanged => {}
@@ -533,8 +538,9 @@ mod tests {
         let again = target(&id(), &h, &copies, Some("http://b/"), 101, 1).unwrap();
         assert_eq!(again.url, t.url);
         assert_eq!(h.record(&again, 101, Err("404".into())), Change::Unchanged);
-        assert!(h.lost(101, 1));
-        assert!(!h.lost(101, 2), "not before failing for the span");
+        assert!(h.lost(101, 0));
+        assert!(!h.lost(101, 1), "not before failing for the span");
+        assert!(h.lost(102, 1));
         // The sweep re-placed its copies: nothing left but the greeting.
         let hello = target(&id(), &h, &[], Some("http://b/"), 102, 1).unwrap();
         assert_eq!(hello.url, format!("http://b/dandelion/{}/", id()));
