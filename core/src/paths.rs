@@ -155,6 +155,14 @@ pub fn check_on_disk(base: &Path, rel: &str) -> Result<PathBuf, PathRefusal> {
     Ok(path)
 }
 
+/// The stream a file belongs to, for the offload ledger: its name up to the
+/// last `/` (`live/seg7.ts` → `live`), or `""` for a name without one. The
+/// segments and playlist of one HLS stream share a directory, so the
+/// directory is the stream.
+pub fn stream_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
 /// Percent-encodes what a URL path cannot carry as is; `/` stays a separator.
 pub fn url_path(member: &str) -> String {
     let mut out = String::with_capacity(member.len());
@@ -179,6 +187,13 @@ pub fn file_url(data_url: &str, member: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_files_stream_is_its_directory() {
+        assert_eq!(stream_of("live/seg7.ts"), "live");
+        assert_eq!(stream_of("a/b/index.m3u8"), "a/b");
+        assert_eq!(stream_of("top.bin"), "");
+    }
 
     #[test]
     fn the_originals_absolute_paths_become_relative() {

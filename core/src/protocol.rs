@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 pub use common::{GeoIp, Header, SystemInfo, TrafficFlow};
-pub use publish::{Publish, PublishReply, TransferOutcome, TransferResult};
+pub use publish::{
+    Publish, PublishReply, ServedCount, TrafficQuery, TrafficReply, TransferOutcome, TransferResult,
+};
 pub use refusal::ErrorReply;
 pub use registry::{BoxState, Exchange, ExchangeReply, Goodbye, Search, SearchOrder, SearchReply};
 
@@ -55,6 +57,8 @@ pub enum Message {
     Publish(Publish),
     PublishReply(PublishReply),
     Transfer(TransferResult),
+    Traffic(TrafficQuery),
+    TrafficReply(TrafficReply),
     Error(ErrorReply),
 }
 
@@ -95,6 +99,7 @@ impl Message {
             Message::Goodbye(_) => "GOODBYE",
             Message::Publish(_) | Message::PublishReply(_) => "PUBLISH",
             Message::Transfer(_) => "TRANSFER",
+            Message::Traffic(_) | Message::TrafficReply(_) => "TRAFFIC",
             Message::Error(_) => "ERROR",
         }
     }
@@ -111,6 +116,8 @@ impl Message {
             Message::Publish(m) => &m.header,
             Message::PublishReply(m) => &m.header,
             Message::Transfer(m) => &m.header,
+            Message::Traffic(m) => &m.header,
+            Message::TrafficReply(m) => &m.header,
             Message::Error(m) => &m.header,
         }
     }
@@ -160,6 +167,8 @@ impl Message {
             ("GOODBYE", _) => typed(map, &command).map(Message::Goodbye),
             ("PUBLISH", true) => typed(map, &command).map(Message::PublishReply),
             ("PUBLISH", false) => typed(map, &command).map(Message::Publish),
+            ("TRAFFIC", true) => typed(map, &command).map(Message::TrafficReply),
+            ("TRAFFIC", false) => typed(map, &command).map(Message::Traffic),
             ("TRANSFER", _) => {
                 map.insert("COMMAND".into(), Value::from("TRANSFER"));
                 typed(map, &command).map(Message::Transfer)
@@ -181,6 +190,8 @@ impl Message {
             Message::Publish(m) => (to_value(m), false),
             Message::PublishReply(m) => (to_value(m), true),
             Message::Transfer(m) => (to_value(m), false),
+            Message::Traffic(m) => (to_value(m), false),
+            Message::TrafficReply(m) => (to_value(m), true),
             Message::Error(m) => (to_value(m), false),
         };
         if let Value::Object(map) = &mut value {

@@ -116,6 +116,9 @@ pub enum Command {
     Push(PushArgs),
     /// Show which boxes hold a file, their URLs and the TTL left.
     Where(WhereArgs),
+    /// Show the publisher's offload ledger: the share of viewer bytes served by
+    /// boxes, per stream and in total.
+    Stats(StatsArgs),
     /// List the entrance's boxes as a table.
     Boxes(BoxesArgs),
     /// Evict a box from the entrance at once and refuse its heartbeats for a while.
@@ -185,6 +188,15 @@ pub struct PushArgs {
 pub struct WhereArgs {
     /// The published name.
     pub name: String,
+    #[command(flatten)]
+    pub access: PublisherAccess,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print the ledger as JSON (what `GET /api/ledger` answers).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub access: PublisherAccess,
 }

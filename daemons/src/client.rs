@@ -15,7 +15,7 @@ use http::Method;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio_util::io::ReaderStream;
 
-use crate::cli::{PushArgs, WhereArgs};
+use crate::cli::{PushArgs, StatsArgs, WhereArgs};
 use crate::publisher::api::check_name;
 use crate::server::admin_token_path;
 
@@ -657,6 +657,78 @@ mod watch {
 }
 
 /// `dandelion where`.
+/// `dandelion stats`: the publisher's offload ledger as a table.
+pub async fn stats(
+    config: &Config,
+    context: Option<&ConsoleContext>,
+    args: &StatsArgs,
+) -> anyhow::Result<()> {
+    let (base, token) = publisher_target(config, context, &args.access)?;
+    let auth = format!("Bearer {token}");
+    let response = HttpClient::default()
+        .get(&format!("{base}/api/ledger"), &[("authorization", &auth)])
+        .await?;
+    anyhow::ensure!(
+        response.status.is_success(),
+        "the publisher refused ({}): {}",
+        response.status,
+        response.text().trim()
+    );
+    if args.json {
+        println!("{}", response.text().trim());
+        return Ok(());
+    }
+    let ledger: dandelion_core::console::OffloadView = response
+        .json()
+        .context("the publisher's ledger does not decode")?;
+    print!("{}", ledger_table(&ledger));
+    Ok(())
+}
+
+fn share_text(share: Option<f64>) -> String {
+    share.map_or_else(|| "-".to_owned(), |s| format!("{:.1}%", s * 100.0))
+}
+
+/// The ledger as `dandelion stats` prints it: the figure operators look at
+/// first, then one row per stream.
+fn ledger_table(l: &dandelion_core::console::OffloadView) -> String {
+    use bytesize::ByteSize;
+    let t = &l.total;
+    let mut out = format!(
+        "viewer bytes served by boxes: {}  (boxes {} in {} requests, publisher {}; uploaded to boxes {})\n",
+        share_text(l.box_share),
+        ByteSize(t.box_bytes),
+        t.box_requests,
+        ByteSize(t.origin_bytes),
+        ByteSize(t.uploaded_bytes),
+    );
+    if l.streams.is_empty() {
+        out.push_str("no viewer has been served yet\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<32} {:>10} {:>12} {:>10} {:>12} {:>12}\n",
+        "STREAM", "FROM BOXES", "BOX BYTES", "REQUESTS", "PUBLISHER", "UPLOADED"
+    ));
+    for s in &l.streams {
+        let name = if s.stream.is_empty() {
+            "(top level)"
+        } else {
+            s.stream.as_str()
+        };
+        out.push_str(&format!(
+            "{:<32} {:>10} {:>12} {:>10} {:>12} {:>12}\n",
+            name,
+            share_text(s.box_share),
+            ByteSize(s.row.box_bytes).to_string(),
+            s.row.box_requests,
+            ByteSize(s.row.origin_bytes).to_string(),
+            ByteSize(s.row.uploaded_bytes).to_string(),
+        ));
+    }
+    out
+}
+
 pub async fn where_is(
     config: &Config,
     context: Option<&ConsoleContext>,

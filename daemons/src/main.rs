@@ -71,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )),
         Command::Push(args) => runtime.block_on(client::push(&config, context, &args)),
         Command::Where(args) => runtime.block_on(client::where_is(&config, context, &args)),
+        Command::Stats(args) => runtime.block_on(client::stats(&config, context, &args)),
         Command::Entrance(args) => {
             // An entrance's --entrance flags name its peers.
             launch::apply_role_args(

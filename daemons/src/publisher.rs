@@ -19,6 +19,7 @@ pub mod directory;
 pub mod front;
 pub mod intake;
 pub mod jobs;
+pub mod ledger;
 pub mod link;
 pub mod pool;
 pub mod probe;
@@ -41,7 +42,10 @@ use dandelion_core::ids::{NodeId, Role};
 use dandelion_core::pinned::PinnedUrl;
 use dandelion_core::protocol::{Exchange, Message};
 use dandelion_core::store::keys::Keys;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, RwLock};
 
@@ -75,6 +79,17 @@ pub struct PublisherMetrics {
     pub accepted: Counter,
     pub probe_failures: Counter,
     pub search_failures: Counter,
+    /// The offload ledger's figures per stream ([`ledger`]).
+    pub offload_box_bytes: Family<StreamLabel, Counter>,
+    pub offload_origin_bytes: Family<StreamLabel, Counter>,
+    pub offload_uploaded_bytes: Family<StreamLabel, Counter>,
+    pub offload_box_share: Gauge<f64, AtomicU64>,
+}
+
+/// A stream's name as a metric label; the ledger bounds how many there are.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub stream: String,
 }
 
 /// Everything the publisher's tasks share.
@@ -102,11 +117,41 @@ pub struct Publisher {
     pub searched: Notify,
     /// Wakes the serve prober early: an entrance said a box left or came back.
     pub probe_wake: Notify,
+    /// Who served viewers what. A std Mutex: short sums, never held across an await.
+    ledger: std::sync::Mutex<ledger::Ledger>,
     entrances: std::sync::RwLock<Vec<PinnedUrl>>,
     draws: AtomicU64,
 }
 
 impl Publisher {
+    pub fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The publisher served `bytes` of `name` to a viewer itself.
+    pub fn served_itself(&self, name: &str, bytes: u64) {
+        let stream = self
+            .ledger()
+            .origin(dandelion_core::paths::stream_of(name), bytes);
+        self.metrics
+            .offload_origin_bytes
+            .get_or_create(&StreamLabel { stream })
+            .inc_by(bytes);
+    }
+
+    /// A box confirmed storing a copy of `name`, `bytes` long.
+    pub fn uploaded(&self, name: &str, bytes: u64) {
+        let stream = self
+            .ledger()
+            .uploaded(dandelion_core::paths::stream_of(name), bytes);
+        self.metrics
+            .offload_uploaded_bytes
+            .get_or_create(&StreamLabel { stream })
+            .inc_by(bytes);
+    }
+
     /// Entrances, each with the ID it must prove: configured plus learned from
     /// the `ENTRANCES` of replies.
     pub fn entrances(&self) -> Vec<PinnedUrl> {
@@ -265,6 +310,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         metrics: PublisherMetrics::default(),
         searched: Notify::new(),
         probe_wake: Notify::new(),
+        ledger: std::sync::Mutex::default(),
         entrances: std::sync::RwLock::new(pc.entrances.clone()),
         draws: AtomicU64::new(0),
         config: pc,
@@ -306,6 +352,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     shutdown.spawn(sender::sweep(publisher.clone()));
     shutdown.spawn(pool::keep(publisher.clone()));
     shutdown.spawn(probe::run(publisher.clone()));
+    shutdown.spawn(ledger::collect(publisher.clone()));
     let router = api::router(publisher.clone())
         .merge(crate::console::routes(
             common.clone(),
@@ -371,6 +418,26 @@ fn register_metrics(p: &Arc<Publisher>) {
         "serve_probe_failures",
         "Serve probes of a box that failed (refused, timed out, not 2xx, wrong size)",
         p.metrics.probe_failures.clone(),
+    );
+    m.register(
+        "offload_box_bytes",
+        "Viewer bytes boxes say they served of this publisher's files, by stream",
+        p.metrics.offload_box_bytes.clone(),
+    );
+    m.register(
+        "offload_origin_bytes",
+        "Viewer bytes the publisher served itself (fallbacks and playlists), by stream",
+        p.metrics.offload_origin_bytes.clone(),
+    );
+    m.register(
+        "offload_uploaded_bytes",
+        "Bytes of copies boxes confirmed storing, by stream",
+        p.metrics.offload_uploaded_bytes.clone(),
+    );
+    m.register(
+        "offload_box_share",
+        "Share of viewer bytes served by boxes (0 to 1; 0 before any)",
+        p.metrics.offload_box_share.clone(),
     );
     m.register(
         "search_failures",

@@ -741,6 +741,126 @@ fn a_box_back_within_the_grace_period_keeps_its_files_and_one_gone_longer_loses_
     }
 }
 
+/// The offload ledger adds up to the bytes viewers really fetched: from the
+/// boxes (their counters, collected every 10 s), from the publisher itself (a
+/// playlist), and what was uploaded to boxes — per stream and in total, in
+/// `/api/ledger`, `/metrics` and `dandelion stats`.
+#[test]
+fn the_offload_ledger_counts_the_bytes_viewers_fetched() {
+    let root = tempfile::tempdir().unwrap();
+    let net = start(root.path(), 2);
+    wait_active_boxes(&net, 2);
+    let files = [
+        ("show/a.ts", content(100_000, 81), "2"),
+        ("show/b.ts", content(60_000, 82), "2"),
+        ("other.bin", content(30_000, 83), "1"),
+        (
+            "show/index.m3u8",
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:2\na.ts\nb.ts\n".to_vec(),
+            "1",
+        ),
+    ];
+    for (name, bytes, replicas) in &files {
+        let file = root.path().join(name.replace('/', "-"));
+        std::fs::write(&file, bytes).unwrap();
+        let out = push(
+            &net,
+            &file,
+            &["--as", name, "--replicas", replicas, "--ttl", "300s"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut uploaded = 0;
+    for (name, bytes, replicas) in &files {
+        let copies: usize = replicas.parse().unwrap();
+        wait_for(&format!("{name} placed"), Duration::from_secs(30), || {
+            let v = net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
+            (v["state"] == "placed" && v["placements"].as_array()?.len() == copies).then_some(())
+        });
+        uploaded += bytes.len() * copies;
+    }
+    // Viewers: segments from boxes, the playlist from the publisher.
+    let mut from_boxes = std::collections::HashMap::<&str, usize>::new();
+    for (name, times) in [("show/a.ts", 3), ("show/b.ts", 2), ("other.bin", 1)] {
+        for _ in 0..times {
+            let (_, body) = fetch_via_redirect(&net, name).expect("served by a box");
+            let stream = name.rsplit_once('/').map_or("", |(d, _)| d);
+            *from_boxes.entry(stream).or_default() += body.len();
+        }
+    }
+    let mut from_publisher = 0;
+    for _ in 0..2 {
+        let r = net.get(&format!("{}/show/index.m3u8", net.publisher.origin()));
+        assert_eq!(r.status, 200);
+        from_publisher += r.body.len();
+    }
+    let boxes_total: usize = from_boxes.values().sum();
+    let ledger = wait_for(
+        "the ledger to count what the boxes served",
+        Duration::from_secs(40),
+        || {
+            let v = net.json(&format!("{}/api/ledger", net.publisher.origin()));
+            (v["total"]["box_bytes"] == boxes_total).then_some(v)
+        },
+    );
+    let stream = |name: &str| {
+        ledger["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stream"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no stream {name:?} in {ledger}"))
+    };
+    assert_eq!(stream("show")["box_bytes"], from_boxes["show"], "{ledger}");
+    assert_eq!(stream("")["box_bytes"], from_boxes[""], "{ledger}");
+    assert_eq!(stream("show")["origin_bytes"], from_publisher, "{ledger}");
+    assert_eq!(ledger["total"]["origin_bytes"], from_publisher, "{ledger}");
+    assert_eq!(ledger["total"]["uploaded_bytes"], uploaded, "{ledger}");
+    assert!(ledger["total"]["box_requests"].as_u64().unwrap() >= 6);
+    let share = ledger["box_share"].as_f64().unwrap();
+    let expected = boxes_total as f64 / (boxes_total + from_publisher) as f64;
+    assert!((share - expected).abs() < 1e-9, "{ledger}");
+
+    let metrics = net
+        .get(&format!("{}/metrics", net.publisher.origin()))
+        .text();
+    assert!(
+        metrics.contains(&format!(
+            "dandelion_offload_box_bytes_total{{stream=\"show\"}} {}",
+            from_boxes["show"]
+        )),
+        "{metrics}"
+    );
+    let out = run(Command::new(binary("dandelion"))
+        .arg("stats")
+        .args([
+            "--to",
+            &net.publisher.origin(),
+            "--token",
+            &admin_token(&net),
+        ])
+        .env_remove("DANDELION_CONFIG"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "viewer bytes served by boxes: {:.1}%",
+            expected * 100.0
+        )),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("show ")), "{text}");
+}
+
 /// Where a viewer at `source` (127.0.0.x) is redirected for `name`: curl can
 /// leave from a chosen loopback address, which the publisher's GeoIP locates.
 fn redirect_from(net: &Network, source: &str, name: &str) -> String {

@@ -4,7 +4,8 @@
 
 use dandelion_core::console::{
     BoxNodeView, BoxState, BoxView, EntranceStatus, EntranceView, Event, FailureView, FileView,
-    Hello, Level, PlacementView, PublisherView, RankRow, StoredFile, Update,
+    Hello, Level, OffloadRow, OffloadView, PlacementView, PublisherView, RankRow, StoredFile,
+    Update,
 };
 use dandelion_core::protocol::GeoIp;
 
@@ -173,6 +174,16 @@ pub fn publisher_view() -> PublisherView {
         queue: vec!["live/seg42.ts".into()],
         sending: vec![],
         known_boxes: 5,
+        offload: Some(OffloadView {
+            total: OffloadRow {
+                box_bytes: 3_250_000_000,
+                box_requests: 4_100,
+                origin_bytes: 48_000_000,
+                uploaded_bytes: 410_000_000,
+            },
+            box_share: Some(3_250_000_000.0 / 3_298_000_000.0),
+            streams: vec![],
+        }),
     }
 }
 

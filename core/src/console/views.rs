@@ -242,6 +242,54 @@ pub struct PublisherView {
     pub queue: Vec<String>,
     pub sending: Vec<String>,
     pub known_boxes: usize,
+    /// Who served viewers what (absent from publishers before the ledger).
+    #[serde(default)]
+    pub offload: Option<OffloadView>,
+}
+
+/// One stream's offload figures, or the total's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadRow {
+    /// Viewer bytes and requests the boxes say they served.
+    pub box_bytes: u64,
+    pub box_requests: u64,
+    /// Bytes the publisher served viewers itself: fallbacks and playlists.
+    pub origin_bytes: u64,
+    /// Bytes of copies boxes confirmed storing.
+    pub uploaded_bytes: u64,
+}
+
+impl OffloadRow {
+    /// The share of viewer bytes served by boxes, when any were served.
+    pub fn box_share(&self) -> Option<f64> {
+        let viewers = self.box_bytes.saturating_add(self.origin_bytes);
+        #[allow(clippy::cast_precision_loss)]
+        (viewers > 0).then(|| self.box_bytes as f64 / viewers as f64)
+    }
+
+    pub fn add(&mut self, other: &OffloadRow) {
+        self.box_bytes = self.box_bytes.saturating_add(other.box_bytes);
+        self.box_requests = self.box_requests.saturating_add(other.box_requests);
+        self.origin_bytes = self.origin_bytes.saturating_add(other.origin_bytes);
+        self.uploaded_bytes = self.uploaded_bytes.saturating_add(other.uploaded_bytes);
+    }
+}
+
+/// A publisher's offload ledger: the total, then each stream, most viewer
+/// bytes first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OffloadView {
+    pub total: OffloadRow,
+    pub box_share: Option<f64>,
+    pub streams: Vec<OffloadStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OffloadStream {
+    pub stream: String,
+    #[serde(flatten)]
+    pub row: OffloadRow,
+    pub box_share: Option<f64>,
 }
 
 /// One file a box holds.

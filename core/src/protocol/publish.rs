@@ -174,3 +174,34 @@ impl<'de> Deserialize<'de> for TransferResult {
         })
     }
 }
+
+/// Served bytes and requests, as a box counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedCount {
+    #[serde(rename = "BYTES")]
+    pub bytes: u64,
+    #[serde(rename = "REQUESTS")]
+    pub requests: u64,
+}
+
+/// A publisher asking a box what it served of the publisher's files, on a
+/// publish session (so only that publisher is answered).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficQuery {
+    #[serde(flatten)]
+    pub header: Header,
+}
+
+/// A box's answer to [`TrafficQuery`]: what it served of the asking
+/// publisher's files since `SINCE` (when its counters started: its start), per
+/// stream (`paths::stream_of`). Counts only grow while `SINCE` stays the same.
+/// The box's word: the publisher's offload ledger says so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficReply {
+    #[serde(flatten)]
+    pub header: Header,
+    #[serde(rename = "SINCE")]
+    pub since: u64,
+    #[serde(rename = "STREAMS", default)]
+    pub streams: BTreeMap<String, ServedCount>,
+}

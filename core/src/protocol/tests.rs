@@ -75,6 +75,21 @@ fn every_message_kind_round_trips() {
         watch: Some(true),
         extra: Default::default(),
     }));
+    round_trip(Message::Traffic(TrafficQuery {
+        header: Header::new(id(PUBLISHER)),
+    }));
+    round_trip(Message::TrafficReply(TrafficReply {
+        header: Header::new(id(BOX)),
+        since: 1_700_000_000,
+        streams: [(
+            "live".to_owned(),
+            ServedCount {
+                bytes: 1 << 20,
+                requests: 3,
+            },
+        )]
+        .into(),
+    }));
     round_trip(Message::BoxState(BoxState {
         header: Header::new(id(ENTRANCE)),
         box_id: id(BOX),

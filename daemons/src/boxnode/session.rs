@@ -21,7 +21,8 @@ use dandelion_core::frame::{self, Event, Frame, FrameError, FrameHeader, Transfe
 use dandelion_core::ids::Role;
 use dandelion_core::paths;
 use dandelion_core::protocol::{
-    ErrorReply, Header, Message, PublishReply, TransferOutcome, TransferResult,
+    ErrorReply, Header, Message, PublishReply, ServedCount, TrafficReply, TransferOutcome,
+    TransferResult,
 };
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -191,6 +192,9 @@ async fn run(state: Arc<BoxState>, peer: Peer, mut conn: ServerConnection) {
                 vec![Message::PublishReply(session.publish_reply())]
             }
             Ok(Some(Incoming::Message(Message::Goodbye(_)))) => break,
+            Ok(Some(Incoming::Message(Message::Traffic(_)))) => {
+                vec![Message::TrafficReply(session.traffic_reply())]
+            }
             Ok(Some(Incoming::Message(other))) => vec![session.error(
                 "unexpected_command",
                 &format!(
@@ -272,6 +276,28 @@ impl Session {
             max_frame: u64::try_from(limits.max_chunk_bytes).ok(),
             quota_free: self.state.storage.quota_free(&self.publisher),
             extra: Default::default(),
+        }
+    }
+
+    /// What this box served of the session's publisher's files, per stream:
+    /// the publisher's offload ledger. Only the publisher the session proved
+    /// is answered, and only about its own files.
+    fn traffic_reply(&self) -> TrafficReply {
+        let traffic = &self.state.traffic;
+        TrafficReply {
+            header: self.header(),
+            since: traffic.since,
+            streams: traffic
+                .streams_of(&self.publisher)
+                .into_iter()
+                .map(|(stream, s)| {
+                    let count = ServedCount {
+                        bytes: s.bytes,
+                        requests: s.requests,
+                    };
+                    (stream, count)
+                })
+                .collect(),
         }
     }
 

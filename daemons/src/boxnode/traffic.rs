@@ -1,8 +1,10 @@
 //! What the box served: bytes and requests per file and in total, for the
 //! heartbeat's `TRAFFIC_FLOW`, `/metrics` and the console's file list, plus a
-//! recent upload rate for `SYSTEM_INFO`.
+//! recent upload rate for `SYSTEM_INFO`; and per publisher and stream since the
+//! box started, for each publisher's offload ledger (`TRAFFIC` on a publish
+//! session).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -22,9 +24,23 @@ pub struct Traffic {
     requests: Counter,
     // A std Mutex: one short map update per response chunk, never held across an await.
     per_file: Mutex<HashMap<String, Served>>,
+    /// Counts of files no longer stored, by publisher and stream, so a
+    /// publisher's totals keep growing after its files expire. Bounded:
+    /// [`MAX_STREAMS`] per publisher, and publishers are the trusted few.
+    retired: Mutex<HashMap<String, HashMap<String, Served>>>,
     rate: Mutex<(Instant, u64)>,
     last_total: AtomicU64,
+    /// When the counters started (Unix seconds): a publisher seeing another
+    /// value knows the box restarted and its counts began again.
+    pub since: u64,
 }
+
+/// Streams counted per publisher; past it, new streams' counts go to
+/// [`OTHER_STREAMS`]. Also the most a `TRAFFIC` answer lists.
+pub const MAX_STREAMS: usize = 512;
+
+/// Where streams past [`MAX_STREAMS`] are counted.
+pub const OTHER_STREAMS: &str = "(other streams)";
 
 impl Traffic {
     /// Counters registered in `metrics` as `dandelion_box_served_bytes_total` and
@@ -46,8 +62,10 @@ impl Traffic {
             bytes,
             requests,
             per_file: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
             rate: Mutex::new((Instant::now(), 0)),
             last_total: AtomicU64::new(0),
+            since: super::storage::now_secs(),
         }
     }
 
@@ -76,9 +94,49 @@ impl Traffic {
         self.files().get(member).copied().unwrap_or_default()
     }
 
-    /// Drops the counts of files no longer stored, so the map stays as small as storage.
+    /// Drops the counts of files no longer stored, so the map stays as small as
+    /// storage; what they served stays in their stream's count.
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
-        self.files().retain(|m, _| live(m));
+        let mut gone = Vec::new();
+        self.files().retain(|m, served| {
+            let keep = live(m);
+            if !keep {
+                gone.push((m.clone(), *served));
+            }
+            keep
+        });
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        for (member, served) in gone {
+            let Some((publisher, name)) = member.split_once('/') else {
+                continue;
+            };
+            let streams = retired.entry(publisher.to_owned()).or_default();
+            add(streams, dandelion_core::paths::stream_of(name), served);
+        }
+    }
+
+    /// What the box served of `publisher`'s files since [`Traffic::since`], per
+    /// stream, at most [`MAX_STREAMS`] of them.
+    pub fn streams_of(&self, publisher: &str) -> BTreeMap<String, Served> {
+        let mut streams: HashMap<String, Served> = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(publisher)
+            .cloned()
+            .unwrap_or_default();
+        for (member, served) in self.files().iter() {
+            if let Some((p, name)) = member.split_once('/')
+                && p == publisher
+            {
+                add(
+                    &mut streams,
+                    dandelion_core::paths::stream_of(name),
+                    *served,
+                );
+            }
+        }
+        streams.into_iter().collect()
     }
 
     /// Bytes per second served since the previous call.
@@ -96,5 +154,72 @@ impl Traffic {
         )]
         let per_sec = (delta as f64 / secs) as u64;
         per_sec
+    }
+}
+
+/// Adds `served` to `stream`'s count, or to [`OTHER_STREAMS`] once `streams`
+/// holds [`MAX_STREAMS`] others.
+fn add(streams: &mut HashMap<String, Served>, stream: &str, served: Served) {
+    let key = if streams.contains_key(stream) || streams.len() < MAX_STREAMS - 1 {
+        stream
+    } else {
+        OTHER_STREAMS
+    };
+    let count = streams.entry(key.to_owned()).or_default();
+    count.bytes = count.bytes.saturating_add(served.bytes);
+    count.requests = count.requests.saturating_add(served.requests);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publishers_streams_keep_what_expired_files_served() {
+        let t = Traffic::new(&crate::metrics::Metrics::new());
+        for (member, n) in [
+            ("p1/live/a.ts", 100),
+            ("p1/live/b.ts", 50),
+            ("p1/vod.mp4", 7),
+            ("p2/live/a.ts", 9),
+        ] {
+            t.request(member);
+            t.bytes(member, n);
+        }
+        t.retain(|m| m != "p1/live/a.ts");
+        t.bytes("p1/live/b.ts", 1);
+        let s = t.streams_of("p1");
+        assert_eq!(
+            s["live"],
+            Served {
+                bytes: 151,
+                requests: 2
+            }
+        );
+        assert_eq!(
+            s[""],
+            Served {
+                bytes: 7,
+                requests: 1
+            }
+        );
+        assert_eq!(s.len(), 2, "p2's stream is not p1's business");
+    }
+
+    #[test]
+    fn streams_past_the_cap_are_counted_together() {
+        let mut streams = HashMap::new();
+        for i in 0..MAX_STREAMS + 10 {
+            add(
+                &mut streams,
+                &format!("s{i}"),
+                Served {
+                    bytes: 1,
+                    requests: 1,
+                },
+            );
+        }
+        assert_eq!(streams.len(), MAX_STREAMS);
+        assert_eq!(streams[OTHER_STREAMS].bytes, 11);
     }
 }

@@ -42,6 +42,7 @@ pub fn router(p: Arc<Publisher>) -> Router {
         .route("/api/files", get(list))
         .route("/api/ranking", get(ranking))
         .route("/api/boxes", get(boxes))
+        .route("/api/ledger", get(ledger))
         .route("/api/files/{*name}", get(status).put(push))
         .route("/{*name}", get(view))
         .with_state(p)
@@ -70,6 +71,17 @@ async fn ranking(State(p): State<Arc<Publisher>>, headers: HeaderMap) -> Respons
         return refusal.into_response();
     }
     axum::Json(super::console::ranking(&p).await).into_response()
+}
+
+/// The offload ledger (`publisher/ledger.rs`): per stream and in total, the
+/// viewer bytes boxes served, those the publisher served itself and the bytes
+/// it uploaded to boxes.
+async fn ledger(State(p): State<Arc<Publisher>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = p.common.require_admin(&headers) {
+        return refusal.into_response();
+    }
+    let view = p.ledger().view();
+    axum::Json(view).into_response()
 }
 
 /// Every box the publisher knows, as the publisher sees it: what the entrance
@@ -457,6 +469,7 @@ async fn view(
         } else {
             p.metrics.origin_bytes.inc_by(sent);
         }
+        p.served_itself(&name, sent);
         let h = response.headers_mut();
         if is_playlist(&name) {
             h.insert(

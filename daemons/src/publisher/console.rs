@@ -90,6 +90,7 @@ impl Source for Feed {
             queue,
             sending,
             known_boxes: p.directory.read().await.len(),
+            offload: Some(p.ledger().view()),
         }))
     }
 }

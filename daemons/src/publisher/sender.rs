@@ -179,6 +179,7 @@ pub async fn settle(
 ) -> Result<Next, String> {
     let name = job.name.clone();
     let name = name.as_str();
+    let size = job.size;
     job.attempts = job.attempts.saturating_add(1);
     let mut placed = Vec::new();
     for Outcome {
@@ -254,6 +255,7 @@ pub async fn settle(
     }
     for (box_id, url) in log {
         p.metrics.placements.inc();
+        p.uploaded(name, size);
         tracing::info!(file = %name, box_id = %box_id, url = %url, "placed");
         p.common
             .console

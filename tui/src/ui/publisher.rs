@@ -69,8 +69,25 @@ pub fn files(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
         ])
         .style(theme.text())
     }));
+    // The offload share: what operators look at first.
+    let offload = p
+        .offload
+        .as_ref()
+        .and_then(|o| {
+            let share = o.box_share? * 100.0;
+            Some(if table_area.width >= 110 {
+                format!(
+                    " · {share:.1}% from boxes ({} / {} origin)",
+                    bytes(o.total.box_bytes),
+                    bytes(o.total.origin_bytes)
+                )
+            } else {
+                format!(" · {share:.1}% from boxes")
+            })
+        })
+        .unwrap_or_default();
     let title = format!(
-        "Files {} · queued {} · sending {} · boxes known {}",
+        "Files {} · queued {} · sending {} · boxes known {}{offload}",
         files.len(),
         p.queue.len(),
         p.sending.len(),
