@@ -21,6 +21,7 @@ pub mod intake;
 pub mod jobs;
 pub mod ledger;
 pub mod link;
+pub mod origin_cache;
 pub mod pool;
 pub mod probe;
 pub mod queue;
@@ -119,6 +120,8 @@ pub struct Publisher {
     pub probe_wake: Notify,
     /// Who served viewers what. A std Mutex: short sums, never held across an await.
     ledger: std::sync::Mutex<ledger::Ledger>,
+    /// Small origin files in memory, for the front path.
+    pub origin_cache: origin_cache::OriginCache,
     entrances: std::sync::RwLock<Vec<PinnedUrl>>,
     draws: AtomicU64,
 }
@@ -311,6 +314,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         searched: Notify::new(),
         probe_wake: Notify::new(),
         ledger: std::sync::Mutex::default(),
+        origin_cache: origin_cache::OriginCache::default(),
         entrances: std::sync::RwLock::new(pc.entrances.clone()),
         draws: AtomicU64::new(0),
         config: pc,

@@ -1729,6 +1729,42 @@ fn a_redirect_says_the_same_on_the_fast_path_as_through_hyper() {
     let (_, served) =
         fetch_from(&net, fast.headers["location"].to_str().unwrap().to_owned()).unwrap();
     assert_eq!(served, content(4096, 98));
+
+    // A playlist: hyper reads it from the store once, then the fast path
+    // answers from memory, with the same headers and bytes.
+    let playlist = root.path().join("index.m3u8");
+    let text = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\nsame%20seg.ts\n";
+    std::fs::write(&playlist, text).unwrap();
+    assert!(
+        push(&net, &playlist, &["--as", "a/index.m3u8"])
+            .status
+            .success()
+    );
+    let url = format!("{}/a/index.m3u8", net.publisher.origin());
+    let through_hyper = net
+        .rt
+        .block_on(net.http.get(&url, &[("x-forwarded-for", "192.0.2.1")]))
+        .unwrap();
+    let fast = net.rt.block_on(net.http.get(&url, &[])).unwrap();
+    for r in [&through_hyper, &fast] {
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body[..], &text[..]);
+    }
+    for name in [
+        "content-type",
+        "content-length",
+        "cache-control",
+        "repr-digest",
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+    ] {
+        assert_eq!(
+            fast.headers.get(name),
+            through_hyper.headers.get(name),
+            "{name} differs"
+        );
+        assert!(fast.headers.contains_key(name), "{name} is missing");
+    }
 }
 
 #[test]

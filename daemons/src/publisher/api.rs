@@ -449,7 +449,10 @@ async fn view(
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
         },
         Origin::Store => match p.records.origin(&name).await {
-            Ok(Some(bytes)) => from_store(&name, bytes),
+            Ok(Some(bytes)) => {
+                p.origin_cache.put(&name, &job.sha256, bytes.clone());
+                from_store(&name, bytes)
+            }
             Ok(None) => error(
                 StatusCode::NOT_FOUND,
                 format!("`{}` is gone from the store", name.escape_debug()),

@@ -1,12 +1,15 @@
-//! Viewers' redirects answered before hyper ([`crate::heads`]).
+//! Viewers' redirects and playlists answered before hyper ([`crate::heads`]).
 //!
 //! A live stream's viewers ask the publisher for every segment; through hyper
 //! and axum each `302` cost 2.3 times nginx's CPU for `return 302` even with
 //! the records in memory (docs/performance.md, "Sixth pass"). Here a simple
 //! `GET` or `HEAD` of a placed file on a plain connection is answered with one
 //! write of a head built from memory, with the same decision and headers as
-//! [`super::api`]'s `view`. Everything else goes to hyper: playlists and files
-//! the origin serves, requests through proxies (what they say of the viewer is
+//! [`super::api`]'s `view`; so is a file the publisher serves itself — a
+//! playlist, or a file no box holds yet — when its body is in memory
+//! ([`super::origin_cache`]), with one write of head and body. Everything else
+//! goes to hyper: origin files not read since they were pushed or too big to
+//! keep, requests through proxies (what they say of the viewer is
 //! `trusted_proxies`' business), names hyper routes elsewhere, and any moment
 //! the directory is being written.
 
@@ -31,6 +34,56 @@ impl RedirectFront {
     pub fn new(p: Arc<Publisher>) -> RedirectFront {
         RedirectFront { p }
     }
+
+    /// The whole response of a file the publisher serves itself, head and
+    /// body, when its body is in memory for the job's current hash; the same
+    /// headers as hyper's `from_store`.
+    fn served_from_memory(
+        &self,
+        name: &str,
+        job: &super::jobs::Job,
+        request: &SimpleGet,
+    ) -> Option<Vec<u8>> {
+        if job.origin != super::jobs::Origin::Store {
+            return None;
+        }
+        let body = self.p.origin_cache.get(name, &job.sha256)?;
+        let playlist = is_playlist(name);
+        let content_type = if playlist {
+            "application/vnd.apple.mpegurl"
+        } else {
+            dandelion_core::media::content_type(name)
+        };
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n\
+             content-length: {}\r\ncache-control: no-cache\r\n\
+             access-control-allow-origin: *\r\naccess-control-expose-headers: {EXPOSE_HEADERS}\r\n\
+             date: {}\r\n",
+            body.len(),
+            httpdate::fmt_http_date(std::time::SystemTime::now())
+        );
+        if let Some(digest) = repr_digest_text(&job.sha256) {
+            out.push_str("repr-digest: ");
+            out.push_str(&digest);
+            out.push_str("\r\n");
+        }
+        if request.close {
+            out.push_str("connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        let mut out = out.into_bytes();
+        let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
+        if playlist {
+            self.p.metrics.playlist_bytes.inc_by(sent);
+        } else {
+            self.p.metrics.origin_bytes.inc_by(sent);
+        }
+        self.p.served_itself(name, sent);
+        if !request.head_only {
+            out.extend_from_slice(&body);
+        }
+        Some(out)
+    }
 }
 
 /// Names whose paths hyper routes to something else than a file.
@@ -49,15 +102,18 @@ impl Answer for RedirectFront {
             return None;
         }
         let name = heads::percent_decode(request.path.strip_prefix('/')?)?;
-        if routed_elsewhere(&name) || is_playlist(&name) {
+        if routed_elsewhere(&name) {
             return None;
         }
         let p = &self.p;
         let known = p.records.known(&name)?;
+        if is_playlist(&name) {
+            return self.served_from_memory(&name, &known.job, request);
+        }
         let now = now_secs();
         let viewer_at = p.locate(remote.addr.ip());
         let admit_probation = p.admit_probation();
-        let location = {
+        let chosen = {
             let dir = p.directory.try_read().ok()?;
             choose_url(
                 &dir,
@@ -66,7 +122,11 @@ impl Answer for RedirectFront {
                 now,
                 remote.tls,
                 admit_probation,
-            )?
+            )
+        };
+        let Some(location) = chosen else {
+            // No box may serve it: the origin of last resort.
+            return self.served_from_memory(&name, &known.job, request);
         };
         // As the hyper path: a URL that is no header value is not sent.
         if location.bytes().any(|b| b < 0x20 || b == 0x7f) {
