@@ -3,10 +3,11 @@
 //! one whose cable is cut. A player keeps playing, and the publisher's
 //! redirects avoid each dead box within 3 s.
 //!
-//! The player is ffmpeg, which gives up on a segment it cannot fetch in time
-//! and goes on with the next, so a stall shows as a failed segment in its log.
-//! Needs root and iproute2 for the namespaces (skipped, saying so, without)
-//! and ffmpeg on the PATH.
+//! Two players watch: ffmpeg, which gives up on a segment it cannot fetch in
+//! time and goes on with the next (a stall shows as a failed segment in its
+//! log), and hls.js in headless Chromium, which retries and reports its stalls.
+//! Needs root and iproute2 for the namespaces (skipped, saying so, without),
+//! ffmpeg, and Chromium with the npm packages in `tests/browser`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dandelion_testkit::browser::{Watched, hls_js, require_hls_js};
 use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
 use dandelion_testkit::hosts::{Host, Lan};
 use dandelion_testkit::media::{QUIET, decoded_seconds, ffmpeg, live_encoder, require_ffmpeg};
@@ -129,6 +131,7 @@ fn play_on(log: &Path, seconds: f64) {
 #[test]
 fn a_live_stream_plays_on_while_boxes_die_and_redirects_avoid_each_within_three_seconds() {
     require_ffmpeg();
+    require_hls_js();
     let Some(mut lan) = Lan::new("failover") else {
         return;
     };
@@ -219,6 +222,16 @@ fn a_live_stream_plays_on_while_boxes_die_and_redirects_avoid_each_within_three_
         .stdout(Stdio::null())
         .stderr(File::create(&player_log).unwrap());
     let mut player = Running::spawn(&mut player);
+    let browser_out = root.path().join("hls.js.out");
+    let mut browser = core.command("node");
+    hls_js(
+        &mut browser,
+        &format!("{origin}/live/index.m3u8"),
+        BROWSER_SECONDS,
+    )
+    .stdout(File::create(&browser_out).unwrap())
+    .stderr(File::create(root.path().join("hls.js.err")).unwrap());
+    let mut browser = Running::spawn(&mut browser);
     let stop = Arc::new(AtomicBool::new(false));
     let looks = watch_redirects(core.clone(), origin.clone(), stop.clone());
     play_on(&player_log, 6.0);
@@ -277,4 +290,27 @@ fn a_live_stream_plays_on_while_boxes_die_and_redirects_avoid_each_within_three_
         "playback stopped:\n{}",
         tail()
     );
+
+    let status = wait_for("hls.js to finish", Duration::from_secs(90), || {
+        browser.child().try_wait().ok().flatten()
+    });
+    let said = std::fs::read_to_string(&browser_out).unwrap_or_default();
+    let err = std::fs::read_to_string(root.path().join("hls.js.err")).unwrap_or_default();
+    assert!(status.success(), "the browser player failed: {said}{err}");
+    let watched =
+        Watched::parse(&said).unwrap_or_else(|| panic!("no report from hls.js: {said}{err}"));
+    eprintln!("hls.js: {watched:?}");
+    assert_eq!(watched.fatal, None, "hls.js gave up: {watched:?}");
+    assert!(
+        watched.stalls <= 3,
+        "more than one stall per dead box in hls.js: {watched:?}"
+    );
+    assert!(
+        watched.played >= f64::from(BROWSER_SECONDS) - 10.0,
+        "hls.js played only {:.1} s of {BROWSER_SECONDS}: {watched:?}",
+        watched.played
+    );
 }
+
+/// How long hls.js watches: from before the first death to after the last.
+const BROWSER_SECONDS: u32 = 45;
