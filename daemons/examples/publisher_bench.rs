@@ -12,7 +12,15 @@
 //! publisher_bench big --to URL --token-file F --file PATH [--name big/file.bin]
 //! # the baseline: the same file copied over a plain loopback TCP connection
 //! publisher_bench tcp --file PATH [--sink discard|DIR]
+//! # viewers at a steady rate: GETs of NAMES in rotation at RATE per second over
+//! # CONNECTIONS keep-alive connections, for SECONDS; latency percentiles
+//! publisher_bench rate --to URL --names a,b --rate 10000 --seconds 10 [--connections 64]
 //! ```
+//!
+//! `rate` is open-loop: each connection sends on a fixed schedule whether or not
+//! the answers keep up, and reports each request's time from its send to the
+//! end of its answer (what the server took, plus loopback) and from the moment
+//! it was due (which adds any backlog: no coordinated omission).
 //!
 //! `latency` and `throughput` time each file from the `202` of
 //! `PUT /api/files/{name}` until `GET /api/files/{name}` says `placed` (polled
@@ -45,12 +53,16 @@ struct Args {
     file: Option<PathBuf>,
     name: String,
     sink: String,
+    names: Vec<String>,
+    rate: f64,
+    seconds: f64,
+    connections: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let mode = it.next().context(
-        "usage: publisher_bench latency|throughput|big|tcp [options] (see the file's header)",
+        "usage: publisher_bench latency|throughput|big|tcp|rate [options] (see the file's header)",
     )?;
     let mut a = Args {
         mode,
@@ -66,6 +78,10 @@ fn parse_args() -> anyhow::Result<Args> {
         file: None,
         name: "big/file.bin".into(),
         sink: "discard".into(),
+        names: Vec::new(),
+        rate: 10_000.0,
+        seconds: 10.0,
+        connections: 64,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -88,6 +104,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--file" => a.file = Some(PathBuf::from(value()?)),
             "--name" => a.name = value()?,
             "--sink" => a.sink = value()?,
+            "--names" => a.names = value()?.split(',').map(str::to_owned).collect(),
+            "--rate" => a.rate = value()?.parse()?,
+            "--seconds" => a.seconds = value()?.parse()?,
+            "--connections" => a.connections = value()?.parse::<usize>()?.max(1),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -107,6 +127,7 @@ fn main() -> anyhow::Result<()> {
             "latency" => latency(&args).await,
             "throughput" => throughput(&args).await,
             "big" => big(&args).await,
+            "rate" => rate(&args).await,
             other => bail!("unknown mode {other}"),
         }
     })
@@ -418,4 +439,122 @@ fn tcp_copy(a: &Args) -> anyhow::Result<()> {
         got as f64 / 1e6 / secs
     );
     Ok(())
+}
+
+/// Viewers at a steady rate (see the header): per request, milliseconds from
+/// its send and from the moment it was due, over every connection.
+async fn rate(a: &Args) -> anyhow::Result<()> {
+    if a.names.is_empty() {
+        bail!("rate needs --names");
+    }
+    let addr =
+        a.to.strip_prefix("http://")
+            .context("rate speaks plain http:// only")?
+            .to_owned();
+    let per_connection = a.rate / a.connections as f64;
+    let every = Duration::from_secs_f64(1.0 / per_connection);
+    let count = (a.seconds * per_connection).ceil() as usize;
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let mut tasks = Vec::new();
+    for c in 0..a.connections {
+        let (addr, names) = (addr.clone(), a.names.clone());
+        // Connections start staggered across one interval, not all at once.
+        let first = start + every.mul_f64(c as f64 / a.connections as f64);
+        tasks.push(tokio::spawn(async move {
+            one_connection(&addr, &names, c, first, every, count).await
+        }));
+    }
+    let (mut served, mut due, mut codes) =
+        (Vec::new(), Vec::new(), std::collections::BTreeMap::new());
+    for t in tasks {
+        let (s, d, c) = t.await??;
+        served.extend(s);
+        due.extend(d);
+        for (code, n) in c {
+            *codes.entry(code).or_insert(0usize) += n;
+        }
+    }
+    let achieved = served.len() as f64 / a.seconds;
+    println!(
+        "rate: asked {:.0}/s, answered {:.0}/s over {} connections for {} s; statuses {codes:?}",
+        a.rate, achieved, a.connections, a.seconds
+    );
+    fine_summary("from send", served);
+    fine_summary("from due", due);
+    Ok(())
+}
+
+fn fine_summary(label: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{label}: n {} p50 {:.3} ms p90 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms max {:.3} ms",
+        ms.len(),
+        percentile(&ms, 50.0),
+        percentile(&ms, 90.0),
+        percentile(&ms, 99.0),
+        percentile(&ms, 99.9),
+        ms.last().copied().unwrap_or(f64::NAN),
+    );
+}
+
+type Timings = (Vec<f64>, Vec<f64>, Vec<(u16, usize)>);
+
+async fn one_connection(
+    addr: &str,
+    names: &[String],
+    offset: usize,
+    first: tokio::time::Instant,
+    every: Duration,
+    count: usize,
+) -> anyhow::Result<Timings> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut served, mut due) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    let mut codes: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    for k in 0..count {
+        let at = first + every.mul_f64(k as f64);
+        tokio::time::sleep_until(at).await;
+        let name = &names[(offset + k) % names.len()];
+        let request = format!("GET /{name} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        let sent = tokio::time::Instant::now();
+        stream.write_all(request.as_bytes()).await?;
+        // One answer: its head, then as many body bytes as it says.
+        buf.clear();
+        let (head_end, length) = loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("the server closed the connection");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let code = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                *codes.entry(code).or_default() += 1;
+                break (end + 4, length);
+            }
+        };
+        while buf.len() < head_end + length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("the server closed the connection mid-answer");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let done = tokio::time::Instant::now();
+        served.push((done - sent).as_secs_f64() * 1000.0);
+        due.push((done - at).as_secs_f64() * 1000.0);
+    }
+    Ok((served, due, codes.into_iter().collect()))
 }

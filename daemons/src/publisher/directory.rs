@@ -302,8 +302,10 @@ mod tests {
         d.update(vec![exchange(1, None, "0,0")], 0);
         let id = NodeId::parse(&format!("box-{:032x}", 1)).unwrap();
         d.record_failure(&id, 10);
-        assert!(!d.is_live(&id, 20));
-        assert!(d.is_live(&id, 10 + FAILURE_COOL_OFF_SECS));
+        let eligible = |d: &Directory, now| d.candidates(None, now)[0].eligible;
+        assert!(!eligible(&d, 20), "no new files while it cools off");
+        assert!(d.is_live(&id, 20), "but its copies still count");
+        assert!(eligible(&d, 10 + FAILURE_COOL_OFF_SECS));
         d.record_success(&id, 1_000, 0.001);
         assert_eq!(d.get(&id).unwrap().throughput, None, "too small to measure");
         d.record_success(&id, 1_000_000, 0.5);
@@ -339,5 +341,16 @@ mod tests {
         assert!(!d.is_live(&id, 5), "copies count as lost");
         d.get_mut(&id).unwrap().serve.record(&probe, 3, Ok(()));
         assert!(eligible(&d) && d.is_live(&id, 5));
+
+        // With a grace period, failing probes lose the copies only after it.
+        d.replace_after_secs = 30;
+        for at in [10, 11] {
+            d.get_mut(&id)
+                .unwrap()
+                .serve
+                .record(&probe, at, Err("refused".into()));
+        }
+        assert!(d.is_live(&id, 40), "back within the grace period: kept");
+        assert!(!d.is_live(&id, 41), "failing for longer: lost");
     }
 }

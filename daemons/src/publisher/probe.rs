@@ -6,8 +6,9 @@
 //!
 //! So the publisher asks the way a viewer would: a `HEAD` of a placed file's
 //! viewer URL, one box at a time at most once per `serve_probe_interval` (every
-//! second for a box viewers are being sent to), with a short timeout. New copies are probed first, then every copy in turn. A box
-//! whose probe fails is *not serving*: redirects skip it and it takes no new
+//! second for a box viewers are being sent to), with a short timeout. New
+//! copies are probed first, then every copy in turn. A box whose probe fails
+//! is *not serving*: redirects skip it and it takes no new
 //! files; the copy that failed is probed again next time. Failing
 //! [`LOST_AFTER`] probes in a row over `replace_after`, its copies count as lost
 //! and the sweep re-places them. A box with no copy left to probe is asked for
