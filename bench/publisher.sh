@@ -13,7 +13,9 @@
 #     lines (its own clock, no polling);
 #  3. throughput: 1 000 segments of 100 KiB, 16 pushes in flight, over the 3 boxes;
 #  4. redirects per second side by side with nginx's `return 302`
-#     (../shared/bench/redirect-vs-nginx.sh), for names placed in step 2.
+#     (../shared/bench/redirect-vs-nginx.sh), for names placed in step 2;
+#  5. redirect latency at a steady RATE (default 10 000/s), open loop
+#     (`publisher_bench rate`).
 #
 # Usage: bench/publisher.sh [--skip-big] [--latency-count N] [--count N] [--concurrency C]
 #                           [extra redirect-vs-nginx.sh options after --]
@@ -182,3 +184,9 @@ echo "after the segments: publisher peak $(rss "$PUB" VmHWM) (now $(rss "$PUB" V
 NAMES=$(sed -n 's/^names: //p' "$W/latency.txt" | cut -d, -f1-4)
 bash "$SHARED/redirect-vs-nginx.sh" --candidate-url-prefix "$PURL" --candidate-pid "$PUB" \
   --names "$NAMES" --target "http://127.0.0.1:${BP[0]}/$PUB_ID" "$@"
+
+# Redirects at a steady rate (RATE, default 10 000/s), open loop: the latency a
+# viewer sees while the publisher is loaded but not saturated.
+M0=$(cpu_snapshot)
+"$TOOL" rate --to "$PURL" --names "$NAMES" --rate "${RATE:-10000}" --seconds 10 --connections 64
+machine "the steady-rate redirects" "$M0"
