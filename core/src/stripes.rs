@@ -31,12 +31,6 @@ impl<L> Stripes<L> {
         let stripe = usize::try_from(hash % self.locks.len() as u64).unwrap_or(0);
         &self.locks[stripe]
     }
-
-    /// Every lock, always in the same order (take them in this order only, or
-    /// two takers of all can deadlock).
-    pub fn all(&self) -> impl Iterator<Item = &L> {
-        self.locks.iter()
-    }
 }
 
 #[cfg(test)]
@@ -55,8 +49,12 @@ mod tests {
             "64 names over 8 stripes: {}",
             distinct.len()
         );
-        assert_eq!(stripes.all().count(), 8);
+        assert!(distinct.len() <= 8);
         let one: Stripes<std::sync::Mutex<()>> = Stripes::new(0);
-        assert_eq!(one.all().count(), 1);
+        assert_eq!(
+            std::ptr::from_ref(one.of("a")),
+            std::ptr::from_ref(one.of("b")),
+            "asked for none, it still has one"
+        );
     }
 }
