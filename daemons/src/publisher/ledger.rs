@@ -47,7 +47,14 @@ struct Reported {
 pub struct Ledger {
     streams: HashMap<String, Row>,
     reported: HashMap<NodeId, Reported>,
+    /// Streams this publisher placed a copy of: the only ones a box's report
+    /// is taken for, so a box cannot fill the ledger (and the metrics' labels)
+    /// with names of its own.
+    placed: std::collections::HashSet<String>,
 }
+
+/// Streams remembered as placed; past it, reports of new ones are not taken.
+const MAX_PLACED_STREAMS: usize = 65_536;
 
 impl Ledger {
     /// The row `stream` is counted in: its own, or [`OTHER_STREAMS`] past the cap.
@@ -71,6 +78,9 @@ impl Ledger {
 
     /// A box confirmed storing a copy of `bytes` of `stream`.
     pub fn uploaded(&mut self, stream: &str, bytes: u64) -> String {
+        if self.placed.len() < MAX_PLACED_STREAMS && !self.placed.contains(stream) {
+            self.placed.insert(stream.to_owned());
+        }
         let (key, row) = self.row(stream);
         row.uploaded_bytes = row.uploaded_bytes.saturating_add(bytes);
         key
@@ -78,7 +88,8 @@ impl Ledger {
 
     /// Takes in a box's counters; returns what they add, per stream row. A box
     /// whose `since` changed restarted: its counts began again, all new. A
-    /// count that went down (which an honest box never reports) adds nothing.
+    /// count that went down (which an honest box never reports) adds nothing,
+    /// and neither does a stream this publisher never placed a copy of.
     pub fn take_report(
         &mut self,
         box_id: &NodeId,
@@ -93,6 +104,9 @@ impl Ledger {
             .unwrap_or_default();
         let mut added = Vec::new();
         for (stream, now) in &streams {
+            if !self.placed.contains(stream) {
+                continue;
+            }
             let was = before.streams.get(stream).copied().unwrap_or_default();
             let delta = ServedCount {
                 bytes: now.bytes.saturating_sub(was.bytes),
@@ -259,6 +273,7 @@ mod tests {
     fn reports_add_what_grew_and_a_restart_starts_the_count_again() {
         let mut l = Ledger::default();
         let a = box_id(1);
+        l.uploaded("live", 4000);
         let added = l.take_report(&a, 100, [("live".into(), count(1000, 2))].into());
         assert_eq!(added, vec![("live".to_owned(), count(1000, 2))]);
         assert!(
@@ -271,7 +286,11 @@ mod tests {
         // A count that went down adds nothing.
         l.take_report(&a, 200, [("live".into(), count(100, 1))].into());
         l.origin("live", 500);
-        l.uploaded("live", 4000);
+        // A stream no copy was placed of is a box's invention.
+        assert!(
+            l.take_report(&a, 200, [("spam".into(), count(1 << 40, 1))].into())
+                .is_empty()
+        );
         let v = l.view();
         assert_eq!(v.total.box_bytes, 1800);
         assert_eq!(v.total.box_requests, 4);
