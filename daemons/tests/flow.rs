@@ -101,6 +101,21 @@ fn push(net: &Network, file: &Path, extra: &[&str]) -> std::process::Output {
     run(&mut cmd)
 }
 
+/// Pushes `bytes` under `name` with `extra` flags, through a file in `root`;
+/// the push must succeed.
+fn push_bytes(net: &Network, root: &Path, name: &str, bytes: &[u8], extra: &[&str]) {
+    let file = root.join(name.replace('/', "-"));
+    std::fs::write(&file, bytes).unwrap();
+    let mut args = vec!["--as", name];
+    args.extend_from_slice(extra);
+    let out = push(net, &file, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_pushed_file_lands_on_k_boxes_and_is_fetched_through_a_redirect() {
     let root = tempfile::tempdir().unwrap();
@@ -456,17 +471,12 @@ fn box_goes_away(loss: Loss) {
         })
         .collect();
     for (name, bytes) in &files {
-        let file = root.path().join(name.replace('/', "-"));
-        std::fs::write(&file, bytes).unwrap();
-        let out = push(
+        push_bytes(
             &net,
-            &file,
-            &["--as", name, "--replicas", "1", "--ttl", "300s"],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            root.path(),
+            name,
+            bytes,
+            &["--replicas", "1", "--ttl", "300s"],
         );
     }
     let holder_of = |net: &Network, name: &str| -> Option<String> {
@@ -562,17 +572,12 @@ fn a_killed_or_frozen_box_leaves_redirects_within_three_seconds() {
     wait_active_boxes(&net, 3);
     let name = "steady/all.ts";
     let bytes = content(40_000, 71);
-    let file = root.path().join("all.ts");
-    std::fs::write(&file, &bytes).unwrap();
-    let out = push(
+    push_bytes(
         &net,
-        &file,
-        &["--as", name, "--replicas", "3", "--ttl", "300s"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        root.path(),
+        name,
+        &bytes,
+        &["--replicas", "3", "--ttl", "300s"],
     );
     wait_for("three copies", Duration::from_secs(30), || {
         let v = net.json(&format!("{}/api/files/{name}", net.publisher.origin()));
@@ -658,17 +663,12 @@ fn a_box_back_within_the_grace_period_keeps_its_files_and_one_gone_longer_loses_
         })
         .collect();
     for (name, bytes) in &files {
-        let file = root.path().join(name.replace('/', "-"));
-        std::fs::write(&file, bytes).unwrap();
-        let out = push(
+        push_bytes(
             &net,
-            &file,
-            &["--as", name, "--replicas", "1", "--ttl", "300s"],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            root.path(),
+            name,
+            bytes,
+            &["--replicas", "1", "--ttl", "300s"],
         );
     }
     let urls = |net: &Network| -> Option<Vec<String>> {
@@ -761,17 +761,12 @@ fn the_offload_ledger_counts_the_bytes_viewers_fetched() {
         ),
     ];
     for (name, bytes, replicas) in &files {
-        let file = root.path().join(name.replace('/', "-"));
-        std::fs::write(&file, bytes).unwrap();
-        let out = push(
+        push_bytes(
             &net,
-            &file,
-            &["--as", name, "--replicas", replicas, "--ttl", "300s"],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            root.path(),
+            name,
+            bytes,
+            &["--replicas", replicas, "--ttl", "300s"],
         );
     }
     let mut uploaded = 0;

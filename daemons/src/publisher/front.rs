@@ -62,15 +62,7 @@ impl RedirectFront {
             body.len(),
             httpdate::fmt_http_date(std::time::SystemTime::now())
         );
-        if let Some(digest) = repr_digest_text(&job.sha256) {
-            out.push_str("repr-digest: ");
-            out.push_str(&digest);
-            out.push_str("\r\n");
-        }
-        if request.close {
-            out.push_str("connection: close\r\n");
-        }
-        out.push_str("\r\n");
+        end_head(&mut out, &job.sha256, request);
         let mut out = out.into_bytes();
         let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
         if playlist {
@@ -84,6 +76,20 @@ impl RedirectFront {
         }
         Some(out)
     }
+}
+
+/// The end of every head this path writes: the file's `Repr-Digest`, the
+/// close the client asked for, and the blank line.
+fn end_head(head: &mut String, sha256: &str, request: &SimpleGet) {
+    if let Some(digest) = repr_digest_text(sha256) {
+        head.push_str("repr-digest: ");
+        head.push_str(&digest);
+        head.push_str("\r\n");
+    }
+    if request.close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
 }
 
 /// Names whose paths hyper routes to something else than a file.
@@ -139,15 +145,7 @@ impl Answer for RedirectFront {
              content-length: 0\r\ndate: {}\r\n",
             httpdate::fmt_http_date(std::time::SystemTime::now())
         );
-        if let Some(digest) = repr_digest_text(&known.job.sha256) {
-            head.push_str("repr-digest: ");
-            head.push_str(&digest);
-            head.push_str("\r\n");
-        }
-        if request.close {
-            head.push_str("connection: close\r\n");
-        }
-        head.push_str("\r\n");
+        end_head(&mut head, &known.job.sha256, request);
         Some(head.into_bytes())
     }
 
