@@ -381,6 +381,28 @@ async fn plan(
     tidy: bool,
 ) -> Vec<(Target, bool)> {
     let now = now_secs();
+    // The boxes a probe may be due for, and whether each is hot, from the
+    // directory alone: most ticks find none, and then the placements are not
+    // read at all (this runs four times a second).
+    let candidates: HashMap<NodeId, (u64, bool)> = {
+        let dir = p.directory.read().await;
+        dir.iter()
+            .filter(|(id, _)| !busy.contains(*id))
+            .filter_map(|(id, b)| {
+                let sent = b.redirected_at.get();
+                let is_hot = sent > 0 && now.saturating_sub(sent) <= HOT_FOR_SECS;
+                let every = if is_hot { HOT_INTERVAL_SECS } else { interval };
+                let due = b.serve.probe_soon
+                    || b.serve
+                        .probed_at
+                        .is_none_or(|at| now >= at.saturating_add(every));
+                due.then(|| (id.clone(), (every, is_hot)))
+            })
+            .collect()
+    };
+    if candidates.is_empty() && !tidy {
+        return Vec::new();
+    }
     let files = p.records.all();
     let mut copies: HashMap<NodeId, Vec<Copy>> = HashMap::new();
     // What each copy's size should be, by its URL.
@@ -390,6 +412,9 @@ async fn plan(
             let Ok(id) = pl.box_id.parse::<NodeId>() else {
                 continue;
             };
+            if !tidy && !candidates.contains_key(&id) {
+                continue;
+            }
             sizes.insert(&pl.url, known.job.size);
             copies.entry(id).or_default().push(Copy {
                 url: pl.url.clone(),
@@ -411,12 +436,10 @@ async fn plan(
     }
     let mut due: Vec<(Target, bool)> = {
         let dir = p.directory.read().await;
-        dir.iter()
-            .filter(|(id, _)| !busy.contains(*id))
-            .filter_map(|(id, b)| {
-                let sent = b.redirected_at.get();
-                let is_hot = sent > 0 && now.saturating_sub(sent) <= HOT_FOR_SECS;
-                let every = if is_hot { HOT_INTERVAL_SECS } else { interval };
+        candidates
+            .iter()
+            .filter_map(|(id, &(every, is_hot))| {
+                let b = dir.get(id)?;
                 let theirs = copies.get(id).map_or(&[][..], Vec::as_slice);
                 let data_url = b.exchange.data_url.as_deref();
                 target(id, &b.serve, theirs, data_url, now, every).map(|t| (t, is_hot))
