@@ -802,6 +802,15 @@ fn the_offload_ledger_counts_the_bytes_viewers_fetched() {
             (v["total"]["box_bytes"] == boxes_total).then_some(v)
         },
     );
+    // Audience figures are the operator's: no token, no ledger.
+    let anonymous = net
+        .rt
+        .block_on(
+            net.http
+                .get(&format!("{}/api/ledger", net.publisher.origin()), &[]),
+        )
+        .unwrap();
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
     let stream = |name: &str| {
         ledger["streams"]
             .as_array()
