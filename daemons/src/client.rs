@@ -226,36 +226,65 @@ impl Target<'_> {
                 stream,
             )
             .await?;
-        if response.status != http::StatusCode::ACCEPTED {
-            let detail = serde_json::from_slice::<serde_json::Value>(&response.body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| response.text());
-            bail!(
-                "{} was refused ({}): {}",
-                u.name,
-                response.status,
-                detail.trim()
-            );
-        }
-        Ok(serde_json::from_slice::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| v["url"].as_str().map(str::to_owned)))
+        accepted(&u.name, &response)
     }
 
-    /// The publisher's state for a name (`queued`, `placed`…), if it answers.
-    async fn state(&self, name: &str) -> Option<String> {
-        let r = self
+    /// Pushes `body` as `name`: a snapshot taken in memory, so what goes out
+    /// is exactly what the caller checked, whatever the file became since.
+    async fn send_bytes(&self, name: &str, body: bytes::Bytes) -> anyhow::Result<Option<String>> {
+        let response = self
+            .http
+            .request(
+                Method::PUT,
+                &self.url(name),
+                &[("authorization", &self.auth)],
+                body,
+            )
+            .await?;
+        accepted(name, &response)
+    }
+
+    /// Whether viewers asking for `name` are sent to a box: at least one copy
+    /// confirmed (all replicas need not be there yet), if the publisher answers.
+    async fn on_a_box(&self, name: &str) -> bool {
+        let Ok(r) = self
             .http
             .get(
                 &format!("{}/api/files/{}", self.base, url_path(name)),
                 &[("authorization", &self.auth)],
             )
             .await
-            .ok()?;
-        let v: serde_json::Value = r.json().ok()?;
-        v.get("state")?.as_str().map(str::to_owned)
+        else {
+            return false;
+        };
+        let Ok(v) = r.json::<serde_json::Value>() else {
+            return false;
+        };
+        v["state"] == "placed" || v["placements"].as_array().is_some_and(|p| !p.is_empty())
     }
+}
+
+/// The publisher's answer to a push: the file's viewer URL once accepted, or
+/// why it was refused.
+fn accepted(
+    name: &str,
+    response: &dandelion_core::http::Response,
+) -> anyhow::Result<Option<String>> {
+    if response.status != http::StatusCode::ACCEPTED {
+        let detail = serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| response.text());
+        bail!(
+            "{} was refused ({}): {}",
+            name,
+            response.status,
+            detail.trim()
+        );
+    }
+    Ok(serde_json::from_slice::<serde_json::Value>(&response.body)
+        .ok()
+        .and_then(|v| v["url"].as_str().map(str::to_owned)))
 }
 
 /// `dandelion push`.
@@ -320,9 +349,10 @@ pub async fn push(
 /// [`watch::SETTLE`], or — sooner — once a playlist lists it (an encoder adds a
 /// segment to its playlist only after closing it). Ready files go out oldest
 /// first, the order they were finished. A playlist goes out only after every
-/// segment it lists was accepted, and after waiting (at most
-/// [`watch::PLACE_WAIT`]) until they are placed, so viewers it sends for a
-/// segment are redirected to a box rather than served by the publisher.
+/// segment it lists was accepted, and after waiting (half a segment, at most
+/// [`watch::PLACE_WAIT`]) until each is on a box, so viewers it sends for a
+/// segment are redirected to a box rather than served by the publisher. What
+/// goes out is the playlist as read before its segments were pushed.
 mod watch {
     use std::collections::{HashMap, HashSet};
     use std::path::{Path, PathBuf};
@@ -376,12 +406,9 @@ mod watch {
                 .any(|s| name.ends_with(s))
     }
 
-    /// The files a playlist lists that are local and relative: its segments
-    /// (and variant playlists), as paths.
-    fn listed(playlist: &Path) -> Vec<PathBuf> {
-        let Ok(text) = std::fs::read_to_string(playlist) else {
-            return Vec::new();
-        };
+    /// The files a playlist at `playlist` whose text is `text` lists that are
+    /// local and relative: its segments (and variant playlists), as paths.
+    fn listed(playlist: &Path, text: &str) -> Vec<PathBuf> {
         let dir = playlist.parent().unwrap_or(Path::new(""));
         text.lines()
             .map(str::trim)
@@ -510,7 +537,10 @@ mod watch {
                 .filter(|s| is_playlist(&s.name))
                 .map(|s| s.path.clone())
                 .collect();
-            let listed_now: HashSet<PathBuf> = playlists.iter().flat_map(|p| listed(p)).collect();
+            let listed_now: HashSet<PathBuf> = playlists
+                .iter()
+                .flat_map(|p| listed(p, &std::fs::read_to_string(p).unwrap_or_default()))
+                .collect();
             let mut ready: Vec<&Seen> = self
                 .pending
                 .values()
@@ -570,44 +600,66 @@ mod watch {
             }
         }
 
+        /// Pushes a playlist once everything it lists is accepted. The playlist
+        /// is read once and that snapshot is what goes out: an encoder rewrites
+        /// it every segment, and a newer text could list segments not pushed
+        /// yet — a viewer would be refused them.
         async fn push_playlist(&mut self, target: &Target<'_>, playlist: &Path) {
-            let Some(seen) = self.pending.get(playlist) else {
+            let Some(name) = self.pending.get(playlist).map(|s| s.name.clone()) else {
                 return;
             };
-            let (name, version) = (seen.name.clone(), seen.version);
-            let segments = listed(playlist);
+            // The version before the bytes: a rewrite in between shows as a
+            // newer version at the next round, which pushes it again.
+            let Ok(meta) = std::fs::metadata(playlist) else {
+                return;
+            };
+            let version = (meta.len(), meta.modified().ok());
+            let Ok(text) = std::fs::read(playlist) else {
+                return;
+            };
             let mut names = Vec::new();
-            for segment in &segments {
-                let Some(meta) = std::fs::metadata(segment).ok() else {
+            for segment in listed(playlist, &String::from_utf8_lossy(&text)) {
+                let Some(meta) = std::fs::metadata(&segment).ok() else {
                     // Deleted by the encoder already; its copies live out their TTL.
                     continue;
                 };
+                // Seen at the last scan, or written since: named from the playlist.
+                let Some(seg_name) = self
+                    .pending
+                    .get(&segment)
+                    .map(|s| s.name.clone())
+                    .or_else(|| self.pending_name(&segment, playlist, &name))
+                else {
+                    continue;
+                };
                 let v = (meta.len(), meta.modified().ok());
-                if self.pushed.get(segment) != Some(&v) {
-                    let Some(seg_name) = self.pending.get(segment).map(|s| s.name.clone()) else {
-                        // Listed but outside the watched directories, or unseen yet.
-                        continue;
-                    };
-                    if !self.push(target, segment, &seg_name, v).await {
-                        // A playlist must not list what the publisher does not have.
-                        return;
-                    }
+                if self.pushed.get(&segment) != Some(&v)
+                    && !self.push(target, &segment, &seg_name, v).await
+                {
+                    // A playlist must not list what the publisher does not have.
+                    return;
                 }
-                if let Some(n) = self.pending_name(segment, playlist, &name) {
-                    names.push(n);
-                }
+                names.push(seg_name);
             }
-            let deadline = Instant::now() + PLACE_WAIT;
+            let deadline = Instant::now() + place_wait(&text);
             for n in names {
                 while !self.placed.contains(&n) && Instant::now() < deadline {
-                    if target.state(&n).await.as_deref() == Some("placed") {
+                    if target.on_a_box(&n).await {
                         self.placed.insert(n.clone());
                     } else {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
             }
-            self.push(target, playlist, &name, version).await;
+            let size = text.len() as u64;
+            match target.send_bytes(&name, text.into()).await {
+                Ok(url) => {
+                    println!("{}", super::queued_line(&name, size, url.as_deref()));
+                    self.pushed.insert(playlist.to_owned(), version);
+                    self.pending.remove(playlist);
+                }
+                Err(e) => eprintln!("{e:#}; trying again"),
+            }
         }
 
         /// A segment's published name, from the playlist's name and the
@@ -629,6 +681,20 @@ mod watch {
         }
     }
 
+    /// How long a playlist waits for its new segments to reach a box: half a
+    /// segment's duration, at most [`PLACE_WAIT`]. Longer, and the playlist
+    /// falls behind the stream while a box that died holds up a placement.
+    fn place_wait(playlist: &[u8]) -> Duration {
+        String::from_utf8_lossy(playlist)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("#EXT-X-TARGETDURATION:"))
+            .and_then(|d| d.trim().parse::<f64>().ok())
+            .filter(|d| d.is_finite() && *d > 0.0)
+            .map_or(PLACE_WAIT, |d| {
+                Duration::from_secs_f64(d / 2.0).min(PLACE_WAIT)
+            })
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -640,18 +706,26 @@ mod watch {
             assert!(!is_temporary(Path::new("/x/index3.ts")));
             let dir = tempfile::tempdir().unwrap();
             let playlist = dir.path().join("index.m3u8");
-            std::fs::write(
-                &playlist,
-                "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nindex3.ts\n#EXTINF:1.0,\nsub/index4.ts?x=1\nhttp://cdn/other.ts\n",
-            )
-            .unwrap();
+            let text = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nindex3.ts\n#EXTINF:1.0,\nsub/index4.ts?x=1\nhttp://cdn/other.ts\n";
             assert_eq!(
-                listed(&playlist),
+                listed(&playlist, text),
                 [
                     dir.path().join("index3.ts"),
                     dir.path().join("sub/index4.ts")
                 ]
             );
+        }
+
+        #[test]
+        fn a_playlist_waits_for_placement_at_most_half_a_segment() {
+            let wait = |t: &str| place_wait(t.as_bytes());
+            assert_eq!(
+                wait("#EXTM3U\n#EXT-X-TARGETDURATION:1\n"),
+                Duration::from_millis(500)
+            );
+            assert_eq!(wait("#EXTM3U\n#EXT-X-TARGETDURATION:20\n"), PLACE_WAIT);
+            assert_eq!(wait("#EXTM3U\n#EXT-X-TARGETDURATION:-3\n"), PLACE_WAIT);
+            assert_eq!(wait("#EXTM3U\n"), PLACE_WAIT);
         }
     }
 }

@@ -270,10 +270,21 @@ fn a_live_stream_plays_on_while_boxes_die_and_redirects_avoid_each_within_three_
     let log = std::fs::read_to_string(&player_log).unwrap();
     let tail = || log.lines().rev().take(40).collect::<Vec<_>>().join("\n");
     assert!(status.success(), "the player failed:\n{}", tail());
-    let failed: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("Failed to open segment") || l.contains("Failed to reload"))
+    let lines: Vec<&str> = log.lines().collect();
+    let failed: Vec<usize> = (0..lines.len())
+        .filter(|&i| {
+            lines[i].contains("Failed to open segment") || lines[i].contains("Failed to reload")
+        })
         .collect();
+    // Each failure with what ffmpeg said just before it: which URL it
+    // opened, and why that failed.
+    let failures = || {
+        failed
+            .iter()
+            .map(|&i| lines[i.saturating_sub(3)..=i].join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
     eprintln!(
         "redirects avoided the dead box after {}; the player failed {} segment(s), decoded {:.1} s",
         report.join(", "),
@@ -283,7 +294,7 @@ fn a_live_stream_plays_on_while_boxes_die_and_redirects_avoid_each_within_three_
     assert!(
         failed.len() <= 3,
         "more than one stall per dead box:\n{}",
-        failed.join("\n")
+        failures()
     );
     assert!(
         decoded_seconds(&log) >= 39.0,

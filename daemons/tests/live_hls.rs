@@ -192,3 +192,97 @@ fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box()
         "boxes served {served} < {segments} segments"
     );
 }
+
+/// An encoder rewrites its playlist every segment, also while `push --watch`
+/// waits for the previous one's segments to be placed (here forever: the
+/// network has no box). What the publisher serves as the playlist must only
+/// ever list segments it has: a listed segment it refuses is a failed
+/// segment in every player.
+#[test]
+fn a_watched_playlist_never_lists_a_segment_the_publisher_does_not_have() {
+    const SEGMENTS: u32 = 40;
+    let root = tempfile::tempdir().unwrap();
+    let publisher_dir = root.path().join("publisher");
+    let (_, key) = dandelion_testkit::network::identity(&publisher_dir, "publisher");
+    let entrance_dir = root.path().join("entrance");
+    let entrance_id = dandelion_testkit::network::entrance_id(&entrance_dir);
+    let entrance = DaemonBuilder::new("entrance", &entrance_dir)
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .set(format!("publisher_keys = [{key:?}]"))
+        .spawn();
+    let entrance_ws = format!(
+        "ws://127.0.0.1:{}/dandelion/ws#{entrance_id}",
+        entrance.port()
+    );
+    let publisher = DaemonBuilder::new("publisher", &publisher_dir)
+        .set(format!("entrances = [{entrance_ws:?}]"))
+        .spawn();
+
+    let live = root.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let token = std::fs::read_to_string(publisher_dir.join("admin.token")).unwrap();
+    let mut watcher = Command::new(binary("dandelion"));
+    watcher
+        .arg("push")
+        .arg("--watch")
+        .arg(&live)
+        .args(["--to", &publisher.origin(), "--token", token.trim()])
+        .args(["--ttl", "60s"])
+        .env_remove("DANDELION_CONFIG")
+        .stdout(File::create(root.path().join("watch.out")).unwrap())
+        .stderr(File::create(root.path().join("watch.err")).unwrap());
+    let _watcher = Running::spawn(&mut watcher);
+
+    // A fast encoder: a segment every 150 ms, six listed, the oldest deleted,
+    // the playlist replaced by rename as ffmpeg does. Its pace stands in for
+    // real time; nothing waits on it.
+    let dir = live.clone();
+    let encoder = std::thread::spawn(move || {
+        for n in 0..SEGMENTS {
+            std::fs::write(dir.join(format!("seg{n}.ts")), vec![n as u8; 4000]).unwrap();
+            let first = n.saturating_sub(5);
+            let mut text = format!(
+                "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
+            );
+            for k in first..=n {
+                text.push_str(&format!("#EXTINF:0.150,\nseg{k}.ts\n"));
+            }
+            std::fs::write(dir.join("index.m3u8.tmp"), text).unwrap();
+            std::fs::rename(dir.join("index.m3u8.tmp"), dir.join("index.m3u8")).unwrap();
+            if n >= 6 {
+                let _ = std::fs::remove_file(dir.join(format!("seg{}.ts", n - 6)));
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let get = |url: &str| rt.block_on(http.get(url, &[])).ok();
+    let playlist_url = format!("{}/live/index.m3u8", publisher.origin());
+    let mut refused = Vec::new();
+    let mut looks = 0;
+    let last = format!("seg{}.ts", SEGMENTS - 1);
+    wait_for(
+        "the publisher's playlist to list the last segment",
+        Duration::from_secs(60),
+        || {
+            let playlist = get(&playlist_url).filter(|r| r.status == 200)?.text();
+            looks += 1;
+            for seg in playlist.lines().filter(|l| l.ends_with(".ts")) {
+                let status = get(&format!("{}/live/{seg}", publisher.origin())).map(|r| r.status);
+                if status.is_none_or(|s| s != 200) {
+                    refused.push(format!("{seg}: {status:?}"));
+                }
+            }
+            playlist.contains(&last).then_some(())
+        },
+    );
+    encoder.join().unwrap();
+    assert!(looks >= 5, "only {looks} looks at the playlist");
+    assert!(
+        refused.is_empty(),
+        "the playlist listed segments the publisher refused: {refused:?}\nwatch:\n{}",
+        std::fs::read_to_string(root.path().join("watch.err")).unwrap_or_default()
+    );
+}
