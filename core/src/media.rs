@@ -2,6 +2,14 @@
 //! the publisher serve it with, the same from both, because players pick their
 //! demuxer by it.
 
+/// Whether a name is an HLS playlist (`.m3u8`): the publisher answers those
+/// itself, and `push --watch` sends one only after what it lists.
+pub fn is_playlist(name: &str) -> bool {
+    name.rsplit('.')
+        .next()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("m3u8"))
+}
+
 /// `Content-Type` by extension: what HLS/DASH players check, then the common rest.
 pub fn content_type(path: &str) -> &'static str {
     let ext = path

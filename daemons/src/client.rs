@@ -362,6 +362,8 @@ mod watch {
     use notify::RecursiveMode;
     use notify_debouncer_full::new_debouncer;
 
+    use dandelion_core::media::is_playlist;
+
     use super::{Target, Upload, walk};
     use crate::publisher::api::check_name;
 
@@ -385,12 +387,6 @@ mod watch {
         version: Version,
         /// When this version was first seen.
         since: Instant,
-    }
-
-    fn is_playlist(name: &str) -> bool {
-        name.rsplit('.')
-            .next()
-            .is_some_and(|e| e.eq_ignore_ascii_case("m3u8"))
     }
 
     /// Temporary files of encoders and editors are never pushed: hidden names,

@@ -17,6 +17,7 @@ pub mod console;
 pub mod cutthrough;
 pub mod directory;
 pub mod front;
+pub mod homes;
 pub mod intake;
 pub mod jobs;
 pub mod ledger;
@@ -29,6 +30,8 @@ pub mod ranking;
 pub mod redirect;
 pub mod search;
 pub mod sender;
+pub mod steering;
+pub mod steering_api;
 
 use std::hash::BuildHasher;
 use std::path::PathBuf;
@@ -122,6 +125,9 @@ pub struct Publisher {
     ledger: std::sync::Mutex<ledger::Ledger>,
     /// Small origin files in memory, for the front path.
     pub origin_cache: origin_cache::OriginCache,
+    /// The boxes each stream's segments go to. A std Mutex, never held across
+    /// an await.
+    homes: std::sync::Mutex<homes::Homes>,
     entrances: std::sync::RwLock<Vec<PinnedUrl>>,
     draws: AtomicU64,
 }
@@ -129,6 +135,12 @@ pub struct Publisher {
 impl Publisher {
     pub fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
         self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn homes(&self) -> std::sync::MutexGuard<'_, homes::Homes> {
+        self.homes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -315,6 +327,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         probe_wake: Notify::new(),
         ledger: std::sync::Mutex::default(),
         origin_cache: origin_cache::OriginCache::default(),
+        homes: std::sync::Mutex::default(),
         entrances: std::sync::RwLock::new(pc.entrances.clone()),
         draws: AtomicU64::new(0),
         config: pc,

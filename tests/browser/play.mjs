@@ -9,6 +9,10 @@
 //   loaded   fragments loaded
 //   errors   network errors hls.js reported (it retries them itself)
 //   fatal    the error that stopped playback, if one did
+//   origins  fragments loaded per origin (scheme://host:port) of the URL
+//            hls.js asked for: the publisher's for redirects, a box's for a
+//            content-steering pathway
+//   switches each time fragments started coming from another origin, with when
 //
 // Debian's chromium (CHROMIUM overrides /usr/bin/chromium), driven by
 // playwright-core: no browser download. Run `npm ci` here first.
@@ -40,18 +44,31 @@ try {
   const report = await page.evaluate(
     async ({ url, seconds }) => {
       const video = document.getElementById('v');
-      const r = { played: 0, stalls: 0, stalled: 0, waits: 0, loaded: 0, errors: [], fatal: null };
+      const r = {
+        played: 0, stalls: 0, stalled: 0, waits: 0, loaded: 0, errors: [], fatal: null,
+        origins: {}, switches: [],
+      };
       if (!Hls.isSupported()) {
         r.fatal = 'hls.js is not supported here (no MediaSource for H.264?)';
         return r;
       }
       const hls = new Hls({ liveSyncDurationCount: 3 });
-      hls.on(Hls.Events.FRAG_LOADED, () => r.loaded++);
+      let lastOrigin = null;
+      hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
+        r.loaded++;
+        const origin = new URL(d.frag.url).origin;
+        r.origins[origin] = (r.origins[origin] || 0) + 1;
+        if (origin !== lastOrigin) {
+          r.switches.push(`${((performance.now() - t0) / 1000).toFixed(1)}s ${origin}`);
+          lastOrigin = origin;
+        }
+      });
       hls.on(Hls.Events.ERROR, (_, d) => {
         if (d.type === Hls.ErrorTypes.NETWORK_ERROR) {
           const status = d.response && d.response.code ? ` (${d.response.code})` : '';
           const at = ((performance.now() - t0) / 1000).toFixed(1);
-          r.errors.push(`${at}s ${d.details}${status} ${d.frag ? d.frag.url : d.url || ''}`.trim());
+          const why = d.details.endsWith('ParsingError') && d.error ? ` (${d.error.message})` : '';
+          r.errors.push(`${at}s ${d.details}${status} ${d.frag ? d.frag.url : d.url || ''}${why}`.trim());
         }
         if (d.fatal) r.fatal = d.details;
       });

@@ -61,6 +61,13 @@ pub struct Watched {
     pub errors: Vec<String>,
     /// The error that stopped playback, if one did.
     pub fatal: Option<String>,
+    /// Fragments loaded per origin (`scheme://host:port`) of the URL hls.js
+    /// asked for: the publisher's when it was redirected, a box's when a
+    /// content-steering pathway sent it there directly.
+    pub origins: std::collections::BTreeMap<String, u64>,
+    /// Each time fragments started coming from another origin: `"12.3s
+    /// http://…"`.
+    pub switches: Vec<String>,
 }
 
 impl Watched {
@@ -80,6 +87,22 @@ impl Watched {
                 .filter_map(|e| e.as_str().map(str::to_owned))
                 .collect(),
             fatal: v["fatal"].as_str().map(str::to_owned),
+            origins: v["origins"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            switches: v["switches"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }
@@ -91,9 +114,11 @@ mod tests {
     #[test]
     fn the_players_line_is_read() {
         let w = Watched::parse(
-            "noise\n{\"played\":9.5,\"stalls\":1,\"stalled\":0.7,\"waits\":2,\"loaded\":12,\"errors\":[\"fragLoadError x\"],\"fatal\":null}\n",
+            "noise\n{\"played\":9.5,\"stalls\":1,\"stalled\":0.7,\"waits\":2,\"loaded\":12,\"errors\":[\"fragLoadError x\"],\"fatal\":null,\"origins\":{\"http://b:1\":12},\"switches\":[\"0.4s http://b:1\"]}\n",
         )
         .unwrap();
+        assert_eq!(w.origins.get("http://b:1"), Some(&12));
+        assert_eq!(w.switches, ["0.4s http://b:1"]);
         assert_eq!(w.stalls, 1);
         assert_eq!(w.errors, vec!["fragLoadError x".to_owned()]);
         assert_eq!(w.fatal, None);

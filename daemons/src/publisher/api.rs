@@ -31,6 +31,7 @@ use super::intake;
 use super::jobs::{Job, JobState, Origin, Placement};
 use super::pool::SessionState;
 use super::redirect::choose_url;
+use super::steering_api;
 use super::{Publisher, now_secs};
 
 /// Most copies of one file a push may ask for.
@@ -44,6 +45,12 @@ pub fn router(p: Arc<Publisher>) -> Router {
         .route("/api/boxes", get(boxes))
         .route("/api/ledger", get(ledger))
         .route("/api/files/{*name}", get(status).put(push))
+        .route("/dandelion/steer/{*name}", get(steering_api::multivariant))
+        .route("/dandelion/steering/{*name}", get(steering_api::manifest))
+        .route(
+            "/dandelion/pathway/{box_id}/{*name}",
+            get(steering_api::pathway),
+        )
         .route("/{*name}", get(view))
         .with_state(p)
 }
@@ -287,16 +294,34 @@ async fn push(
 /// (its address as viewers know it: a proxy, a CDN name), else under the
 /// address this request reached it at. `None` when neither is known.
 fn viewer_url(p: &Publisher, headers: &HeaderMap, remote: &Remote, name: &str) -> Option<String> {
-    let base = match &p.config.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
+    Some(format!(
+        "{}/{}",
+        viewer_base(p, headers, remote)?,
+        paths::url_path(name)
+    ))
+}
+
+/// The publisher's origin as viewers reach it, without a trailing `/`: the
+/// `public_url`, or the scheme and `Host` of the request. `None` when the
+/// request names no usable host: one that would not stay a host inside a URL
+/// or a quoted playlist attribute.
+pub(super) fn viewer_base(p: &Publisher, headers: &HeaderMap, remote: &Remote) -> Option<String> {
+    match &p.config.public_url {
+        Some(url) => Some(url.trim_end_matches('/').to_owned()),
         None => {
             let host = headers.get(header::HOST)?.to_str().ok()?;
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+            {
+                return None;
+            }
             let proxies = &p.config.trusted_proxies;
             let tls = proxies::client_used_tls(remote.tls, remote.addr.ip(), headers, proxies);
-            format!("{}://{host}", if tls { "https" } else { "http" })
+            Some(format!("{}://{host}", if tls { "https" } else { "http" }))
         }
-    };
-    Some(format!("{base}/{}", paths::url_path(name)))
+    }
 }
 
 /// A job and its placements, read together so the state never contradicts them.
@@ -339,7 +364,7 @@ pub(super) const EXPOSE_HEADERS: &str =
     "Content-Length, Content-Range, Accept-Ranges, ETag, Location, Repr-Digest";
 
 /// CORS for browser players: they check it on every response of a redirect chain.
-fn cors(headers: &mut HeaderMap) {
+pub(super) fn cors(headers: &mut HeaderMap) {
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
@@ -384,11 +409,7 @@ fn from_store(name: &str, bytes: bytes::Bytes) -> Response {
     r
 }
 
-pub(super) fn is_playlist(name: &str) -> bool {
-    name.rsplit('.')
-        .next()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("m3u8"))
-}
+pub(super) use dandelion_core::media::is_playlist;
 
 async fn view(
     State(p): State<Arc<Publisher>>,

@@ -30,7 +30,7 @@ use futures_util::future::join_all;
 
 use super::jobs::Job;
 use super::link::{Failed, Piece, Stream, StreamFile};
-use super::ranking::{choose, rank};
+use super::ranking::{choose_keeping, rank};
 use super::sender::{self, Next, Outcome};
 use super::{Publisher, now_secs};
 
@@ -73,9 +73,14 @@ impl Forwards {
             let dir = p.directory.read().await;
             rank(&dir.candidates(p.audience, now), &p.weights)
         };
-        let choices = choose(&ranked, replicas as usize, &Default::default(), &mut |n| {
-            p.draw(n)
-        });
+        let kept = p.homes().of(name);
+        let choices = choose_keeping(
+            &ranked,
+            replicas as usize,
+            &Default::default(),
+            &kept,
+            &mut |n| p.draw(n),
+        );
         let opened = join_all(choices.iter().map(|choice| async move {
             let box_id = choice.chosen.id.clone();
             let url = sender::placement_url(p, name, &box_id).await?;

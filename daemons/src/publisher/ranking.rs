@@ -204,6 +204,8 @@ pub struct Choice {
     pub runner_up: Option<Ranked>,
     /// How many boxes were good enough to be drawn from.
     pub pool: usize,
+    /// Kept because it holds the rest of the file's stream, not drawn.
+    pub kept: bool,
 }
 
 impl fmt::Display for Choice {
@@ -220,6 +222,9 @@ impl fmt::Display for Choice {
             c.factors.reliability,
             c.factors.throughput
         )?;
+        if self.kept {
+            return write!(f, "; kept: it holds the rest of the stream");
+        }
         match &self.runner_up {
             Some(r) => write!(f, "; next was {} at {:.2}", r.id, r.score)?,
             None => write!(f, "; no other box was eligible")?,
@@ -271,6 +276,41 @@ pub fn choose(
     chosen
 }
 
+/// [`choose`], but the boxes of `kept` that are still eligible and not
+/// excluded come first, in that order, without a draw: a stream's segments
+/// stay on the boxes that hold the rest of it ([`super::homes`]). The draw
+/// fills what `kept` does not.
+pub fn choose_keeping(
+    ranked: &[Ranked],
+    k: usize,
+    exclude: &HashSet<NodeId>,
+    kept: &[NodeId],
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Vec<Choice> {
+    let mut chosen: Vec<Choice> = Vec::new();
+    for id in kept {
+        if chosen.len() >= k {
+            break;
+        }
+        if exclude.contains(id) || chosen.iter().any(|c| c.chosen.id == *id) {
+            continue;
+        }
+        if let Some(r) = ranked.iter().find(|r| r.id == *id) {
+            chosen.push(Choice {
+                chosen: r.clone(),
+                runner_up: None,
+                pool: 1,
+                kept: true,
+            });
+        }
+    }
+    let mut taken = exclude.clone();
+    taken.extend(chosen.iter().map(|c| c.chosen.id.clone()));
+    let rest = choose(ranked, k - chosen.len(), &taken, pick);
+    chosen.extend(rest);
+    chosen
+}
+
 /// One box from `left` (best first): drawn among the good ones.
 fn draw(left: &[&Ranked], pick: &mut dyn FnMut(usize) -> usize) -> Option<Choice> {
     let best = left.first()?.score;
@@ -291,6 +331,7 @@ fn draw(left: &[&Ranked], pick: &mut dyn FnMut(usize) -> usize) -> Option<Choice
         chosen: left.get(winner).map(|r| (*r).clone())?,
         runner_up,
         pool,
+        kept: false,
     })
 }
 
@@ -487,6 +528,26 @@ mod tests {
             score(&c, &w).unwrap().score
         };
         assert!(drop < unmeasured_drop / 5.0, "{drop} vs {unmeasured_drop}");
+    }
+
+    #[test]
+    fn a_stream_keeps_its_eligible_boxes_and_draws_only_the_rest() {
+        let w = Weights::default();
+        let ranked = rank(&(1..=5).map(candidate).collect::<Vec<_>>(), &w);
+        let mut pick = draws(7);
+        // Box 9 is not eligible (not ranked), box 2 already holds the file.
+        let kept = [id(9), id(4), id(2), id(5)];
+        let exclude: HashSet<NodeId> = [id(2)].into();
+        let c = choose_keeping(&ranked, 3, &exclude, &kept, &mut pick);
+        let ids: Vec<&NodeId> = c.iter().map(|c| &c.chosen.id).collect();
+        assert_eq!(ids[..2], [&id(4), &id(5)]);
+        assert!(c[0].kept && c[1].kept && !c[2].kept);
+        assert!(![id(2), id(4), id(5)].contains(ids[2]), "{ids:?}");
+        assert!(c[0].to_string().contains("holds the rest of the stream"));
+        // Enough kept boxes: no draw at all.
+        let c = choose_keeping(&ranked, 1, &HashSet::new(), &kept, &mut |_| unreachable!());
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].chosen.id, id(4));
     }
 
     #[test]

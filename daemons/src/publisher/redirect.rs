@@ -47,6 +47,13 @@ pub struct Holder {
     pub probation: bool,
 }
 
+impl Holder {
+    /// Whether viewers may be sent to this copy now.
+    pub fn usable(&self, now: u64) -> bool {
+        self.live && self.serve != Serve::Failing && self.expires_at > now
+    }
+}
+
 /// A box's standing according to the serve probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Serve {
@@ -81,7 +88,7 @@ pub fn best_holder(
     let best = |probation_too: bool| {
         holders
             .iter()
-            .filter(|h| h.live && h.serve != Serve::Failing && h.expires_at > now)
+            .filter(|h| h.usable(now))
             .filter(|h| probation_too || !h.probation)
             .min_by(|a, b| order(a, b, https_viewer))
     };
@@ -104,7 +111,52 @@ pub fn choose_url(
     https_viewer: bool,
     admit_probation: bool,
 ) -> Option<String> {
-    let holders: Vec<Holder> = placements
+    let holders = holders(dir, placements, viewer_at, now);
+    let best = best_holder(&holders, now, https_viewer, admit_probation)?;
+    if let Some(b) = dir.get(&best.box_id) {
+        b.redirected_at.set(now);
+    }
+    Some(best.url.clone())
+}
+
+/// The holders a viewer may be sent to, in the order to try them: as
+/// [`best_holder`] would pick them one after the other, except that boxes
+/// equal in everything else are ordered by `tie` (a per-viewer number, so
+/// viewers spread over them) and copies a TLS page cannot fetch are left out.
+pub fn in_order(
+    holders: &[Holder],
+    now: u64,
+    https_viewer: bool,
+    admit_probation: bool,
+    tie: &dyn Fn(&NodeId) -> u64,
+) -> Vec<Holder> {
+    let usable = |probation_too: bool| -> Vec<Holder> {
+        holders
+            .iter()
+            .filter(|h| h.usable(now) && !mixed_content(h, https_viewer))
+            .filter(|h| probation_too || !h.probation)
+            .cloned()
+            .collect()
+    };
+    let mut out = usable(admit_probation);
+    if out.is_empty() {
+        out = usable(true);
+    }
+    out.sort_by(|a, b| {
+        order_without_id(a, b, https_viewer).then_with(|| tie(&a.box_id).cmp(&tie(&b.box_id)))
+    });
+    out
+}
+
+/// Every box holding one of `placements`, as `dir` knows it, seen from a
+/// viewer at `viewer_at`.
+pub fn holders(
+    dir: &Directory,
+    placements: &[Placement],
+    viewer_at: Option<(f64, f64)>,
+    now: u64,
+) -> Vec<Holder> {
+    placements
         .iter()
         .filter_map(|pl| {
             let id: NodeId = pl.box_id.parse().ok()?;
@@ -134,21 +186,19 @@ pub fn choose_url(
                 expires_at: pl.expires_at,
             })
         })
-        .collect();
-    let best = best_holder(&holders, now, https_viewer, admit_probation)?;
-    if let Some(b) = dir.get(&best.box_id) {
-        b.redirected_at.set(now);
-    }
-    Some(best.url.clone())
+        .collect()
 }
 
 fn order(a: &Holder, b: &Holder, https_viewer: bool) -> Ordering {
+    order_without_id(a, b, https_viewer).then_with(|| a.box_id.cmp(&b.box_id))
+}
+
+fn order_without_id(a: &Holder, b: &Holder, https_viewer: bool) -> Ordering {
     mixed_content(a, https_viewer)
         .cmp(&mixed_content(b, https_viewer))
         .then(distance_step(a).cmp(&distance_step(b)))
         .then(a.serve.cmp(&b.serve))
         .then(a.load.partial_cmp(&b.load).unwrap_or(Ordering::Equal))
-        .then_with(|| a.box_id.cmp(&b.box_id))
 }
 
 #[cfg(test)]

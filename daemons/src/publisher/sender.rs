@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 
 use super::jobs::{Failure, Job, JobState, Origin, Placement};
 use super::link::{SendFile, Source, Stored};
-use super::ranking::{choose, rank};
+use super::ranking::{choose_keeping, rank};
 use super::{Publisher, now_secs};
 
 /// How long a worker waits on an empty queue before checking for shutdown.
@@ -132,7 +132,8 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
         let dir = p.directory.read().await;
         rank(&dir.candidates(p.audience, now), &p.weights)
     };
-    let choices = choose(&ranked, missing, &exclude, &mut |n| p.draw(n));
+    let kept = p.homes().of(name);
+    let choices = choose_keeping(&ranked, missing, &exclude, &kept, &mut |n| p.draw(n));
     if choices.is_empty() {
         note_failure(&mut job, None, "no eligible box is known yet", now);
         p.records.put_job(&job).await.map_err(|e| e.to_string())?;
@@ -209,6 +210,14 @@ pub async fn settle(
         }
     }
     let stored = placed.len();
+    if live == 0 {
+        // A new file: where it went is where its stream lives now.
+        let boxes = placed
+            .iter()
+            .filter_map(|pl| pl.box_id.parse().ok())
+            .collect();
+        p.homes().placed(name, boxes);
+    }
     let box_failures = job.failures.iter().filter(|f| f.box_id.is_some()).count();
     let next = if live + stored >= job.replicas as usize {
         job.state = JobState::Placed;

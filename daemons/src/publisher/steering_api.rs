@@ -1,0 +1,280 @@
+//! Content steering over HTTP ([`super::steering`] decides): the multivariant
+//! playlist, the steering manifest computed for each viewer, and a stream's
+//! media playlist as each box's pathway.
+//!
+//! Viewers need no token, as for the playlist itself: each answer shows only
+//! boxes holding the stream asked for, as redirects do. Each is computed from
+//! memory (the records and the directory) and the playlist's bytes; nothing a
+//! viewer sends is fetched, stored or signed, and a box ID or name that is not
+//! known only gets a `404`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dandelion_core::ids::NodeId;
+use dandelion_core::paths::url_path;
+use dandelion_core::proxies;
+
+use super::api::{cors, error, is_playlist, viewer_base};
+use super::jobs::{Known, Origin};
+use super::redirect::{holders, in_order};
+use super::steering::{
+    MAX_PATHWAYS, Pathway, bandwidth, current_first, durations, manifest_path,
+    multivariant as multivariant_text, pathway_path, resolve, rewrite, segment_uris, spread,
+    whole_window,
+};
+use super::{Publisher, now_secs};
+use crate::listener::Remote;
+
+/// Larger playlists are not steered: a live window is a few kilobytes.
+const MAX_PLAYLIST_BYTES: u64 = 1 << 20;
+
+/// Who asks, as far as steering cares.
+struct Viewer {
+    /// The publisher's origin as this viewer reaches it.
+    base: String,
+    ip: IpAddr,
+    /// Whether the viewer's page is https (no plain-http box for it).
+    tls: bool,
+}
+
+fn viewer(p: &Publisher, headers: &HeaderMap, remote: &Remote) -> Result<Viewer, Refused> {
+    let base = viewer_base(p, headers, remote).ok_or_else(|| {
+        Refused(
+            StatusCode::BAD_REQUEST,
+            "the request names no usable Host (or set publisher.public_url)".into(),
+        )
+    })?;
+    let proxies = &p.config.trusted_proxies;
+    Ok(Viewer {
+        base,
+        ip: proxies::client_ip(remote.addr.ip(), headers, proxies),
+        tls: proxies::client_used_tls(remote.tls, remote.addr.ip(), headers, proxies),
+    })
+}
+
+/// A request steering cannot answer, and why; a browser may read why.
+#[derive(Debug)]
+pub struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut r = error(self.0, self.1);
+        cors(r.headers_mut());
+        r
+    }
+}
+
+/// A media playlist the publisher holds, with its text.
+async fn playlist(p: &Publisher, name: &str) -> Result<(Arc<Known>, String), Refused> {
+    let not_found = || {
+        Refused(
+            StatusCode::NOT_FOUND,
+            format!("no playlist named `{}`", name.escape_debug()),
+        )
+    };
+    let known = p
+        .records
+        .known(name)
+        .filter(|_| is_playlist(name))
+        .ok_or_else(not_found)?;
+    if known.job.size > MAX_PLAYLIST_BYTES {
+        return Err(Refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("`{}` is too big to steer", name.escape_debug()),
+        ));
+    }
+    let bytes = match known.job.origin {
+        Origin::Store => match p.origin_cache.get(name, &known.job.sha256) {
+            Some(b) => b,
+            None => match p.records.origin(name).await {
+                Ok(Some(b)) => {
+                    p.origin_cache.put(name, &known.job.sha256, b.clone());
+                    b
+                }
+                Ok(None) => return Err(not_found()),
+                Err(e) => return Err(Refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+            },
+        },
+        Origin::File => match tokio::fs::read(p.origin_path(name)).await {
+            Ok(b) => Bytes::from(b),
+            Err(_) => return Err(not_found()),
+        },
+    };
+    Ok((known, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// A playlist the publisher wrote for one viewer: counted as the playlists it
+/// serves itself are.
+fn playlist_response(p: &Publisher, name: &str, body: String) -> Response {
+    let sent = body.len() as u64;
+    p.metrics.playlist_bytes.inc_by(sent);
+    p.served_itself(name, sent);
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    cors(h);
+    r
+}
+
+/// `GET /dandelion/steer/<playlist>`: the multivariant playlist a steering
+/// player opens instead of the playlist itself.
+pub async fn multivariant(
+    State(p): State<Arc<Publisher>>,
+    Path(name): Path<String>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let v = viewer(&p, &headers, &remote)?;
+    let (_, text) = playlist(&p, &name).await?;
+    let sizes: Vec<(f64, u64)> = durations(&text)
+        .into_iter()
+        .filter_map(|(d, uri)| Some((d, p.records.known(&resolve(&name, uri)?)?.job.size)))
+        .collect();
+    let body = multivariant_text(
+        &format!("{}/{}", v.base, url_path(&name)),
+        &format!("{}{}", v.base, manifest_path(&name)),
+        bandwidth(&sizes),
+    );
+    Ok(playlist_response(&p, &name, body))
+}
+
+/// `GET /dandelion/steering/<playlist>`: this viewer's steering manifest.
+pub async fn manifest(
+    State(p): State<Arc<Publisher>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let v = viewer(&p, &headers, &remote)?;
+    let (_, text) = playlist(&p, &name).await?;
+    let now = now_secs();
+    let window: Vec<String> = segment_uris(&text)
+        .filter_map(|u| resolve(&name, u))
+        .collect();
+    let viewer_at = p.locate(v.ip);
+    let admit_probation = p.admit_probation();
+    let ordered = {
+        let dir = p.directory.read().await;
+        let per_segment: Vec<_> = window
+            .iter()
+            .map(|seg| {
+                p.records
+                    .known(seg)
+                    .map(|k| holders(&dir, &k.placements, viewer_at, now))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let usable: Vec<Vec<NodeId>> = per_segment
+            .iter()
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| h.usable(now))
+                    .map(|h| h.box_id.clone())
+                    .collect()
+            })
+            .collect();
+        let boxes = whole_window(&usable);
+        // What the boxes are ranked by: their copies of the newest segment
+        // the whole window counted.
+        let reference = match per_segment.len() {
+            0 | 1 => 0,
+            n => n - 2,
+        };
+        let candidates: Vec<_> = per_segment
+            .get(reference)
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| boxes.contains(&h.box_id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ordered = in_order(&candidates, now, v.tls, admit_probation, &|id| {
+            spread(v.ip, id)
+        });
+        if let Some(current) = query.get("_HLS_pathway") {
+            current_first(&mut ordered, |h| h.box_id.as_str() == current);
+        }
+        ordered
+    };
+    let pathways: Vec<Pathway> = ordered
+        .into_iter()
+        .take(MAX_PATHWAYS)
+        .map(|h| Pathway {
+            playlist_url: format!("{}{}", v.base, pathway_path(&h.box_id, &name)),
+            box_id: h.box_id,
+        })
+        .collect();
+    let body = super::steering::manifest(&pathways, &format!("{}{}", v.base, manifest_path(&name)));
+    let mut r = axum::Json(body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    cors(h);
+    Ok(r)
+}
+
+/// `GET /dandelion/pathway/<box>/<playlist>`: the media playlist as the
+/// pathway of one box, every segment it holds as its URL there and the rest
+/// as the publisher's own.
+pub async fn pathway(
+    State(p): State<Arc<Publisher>>,
+    Path((box_id, name)): Path<(String, String)>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let v = viewer(&p, &headers, &remote)?;
+    let Ok(box_id) = box_id.parse::<NodeId>() else {
+        return Err(Refused(StatusCode::NOT_FOUND, "no such pathway".into()));
+    };
+    let (_, text) = playlist(&p, &name).await?;
+    let now = now_secs();
+    let box_text = box_id.to_string();
+    let mut to_box = false;
+    let dir_of = name.rsplit_once('/').map_or("", |(d, _)| d);
+    let body = rewrite(&text, &mut |uri| {
+        let Some(segment) = resolve(&name, uri) else {
+            if uri.contains("://") || uri.starts_with("//") {
+                return (uri.to_owned(), false);
+            }
+            // Not a name the publisher could hold; kept where it pointed.
+            return (format!("{}/{}/{uri}", v.base, url_path(dir_of)), false);
+        };
+        // Whether the box holds it, not whether the box is well now: a URI
+        // must not change while the segment is listed. The manifest steers
+        // players away from a box that fails, and a dead box fails their
+        // fetches, which moves them too.
+        let on_box = p.records.known(&segment).and_then(|k| {
+            k.placements
+                .iter()
+                .find(|pl| {
+                    pl.box_id == box_text
+                        && pl.expires_at > now
+                        && (!v.tls || pl.url.starts_with("https://"))
+                })
+                .map(|pl| pl.url.clone())
+        });
+        match on_box {
+            Some(url) => {
+                to_box = true;
+                (url, true)
+            }
+            None => (format!("{}/{}", v.base, url_path(&segment)), false),
+        }
+    });
+    if to_box && let Some(b) = p.directory.read().await.get(&box_id) {
+        // Viewers fetch from it directly now: keep it probed every second.
+        b.redirected_at.set(now);
+    }
+    Ok(playlist_response(&p, &name, body))
+}

@@ -1,0 +1,227 @@
+//! HLS Content Steering with a real player: hls.js in headless Chromium opens
+//! the publisher's steered multivariant playlist of a live stream, fetches its
+//! segments straight from the boxes of its pathways (no redirect per segment),
+//! and when the box of its pathway is killed, moves to another box by itself
+//! and plays on.
+//!
+//! Needs ffmpeg (the encoder), and Chromium with the npm packages in
+//! `tests/browser` (`.ci/run` installs all of them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::process::Command;
+use std::time::Duration;
+
+use dandelion_core::http::HttpClient;
+use dandelion_testkit::browser::{Watched, hls_js, require_hls_js};
+use dandelion_testkit::media::{ffmpeg, live_encoder, require_ffmpeg};
+use dandelion_testkit::network::NetworkBuilder;
+use dandelion_testkit::process::{Running, binary};
+use dandelion_testkit::wait_for;
+use serde_json::Value;
+
+/// How long hls.js plays: long enough to settle on a box, lose it and play on.
+const PLAY_SECONDS: u32 = 40;
+
+/// Sum of a Prometheus counter over all its series in `/metrics` text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_steered_player_fetches_from_boxes_directly_and_leaves_a_dead_pathway_by_itself() {
+    require_ffmpeg();
+    require_hls_js();
+    let root = tempfile::tempdir().unwrap();
+    let mut net = NetworkBuilder::new(root.path(), 3).start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let get = |url: &str| {
+        rt.block_on(http.get(url, &[]))
+            .ok()
+            .filter(|r| r.status == 200)
+    };
+    let origin = net.publisher.origin();
+    wait_for(
+        "the publisher to know three boxes",
+        Duration::from_secs(30),
+        || {
+            let h: Value = get(&format!("{origin}/healthz"))?.json().ok()?;
+            (h["known_boxes"] == 3).then_some(())
+        },
+    );
+
+    let live = root.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let mut encoder = ffmpeg();
+    live_encoder(&mut encoder, &live, &root.path().join("encoder.log"));
+    let _encoder = Running::spawn(&mut encoder);
+    let token = std::fs::read_to_string(net.publisher.data_dir().join("admin.token")).unwrap();
+    let mut watcher = Command::new(binary("dandelion"));
+    watcher
+        .arg("push")
+        .arg("--watch")
+        .arg(&live)
+        .args(["--to", &origin, "--token", token.trim()])
+        .args(["--replicas", "2", "--ttl", "60s"])
+        .env_remove("DANDELION_CONFIG")
+        .stdout(File::create(root.path().join("watch.out")).unwrap())
+        .stderr(File::create(root.path().join("watch.err")).unwrap());
+    let _watcher = Running::spawn(&mut watcher);
+
+    // The stream lives on two boxes, each holding the whole window: the
+    // manifest offers both as pathways, before the origin.
+    let manifest_url = format!("{origin}/dandelion/steering/live/index.m3u8");
+    let pathways = |m: &Value| -> Vec<String> {
+        m["PATHWAY-PRIORITY"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = wait_for(
+        "the manifest to offer two box pathways",
+        Duration::from_secs(40),
+        || {
+            let m: Value = get(&manifest_url)?.json().ok()?;
+            let p = pathways(&m);
+            (p.len() == 3 && p[2] == "origin").then_some(m)
+        },
+    );
+    let pathway_playlist =
+        first["PATHWAY-CLONES"][0]["URI-REPLACEMENT"]["PER-VARIANT-URIS"]["main"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let listed = get(&pathway_playlist).unwrap().text();
+    assert!(
+        net.boxes
+            .iter()
+            .any(|b| listed.lines().any(|l| l.starts_with(&b.origin()))),
+        "a pathway playlist lists no segment on a box:\n{listed}"
+    );
+    let multivariant = get(&format!("{origin}/dandelion/steer/live/index.m3u8"))
+        .unwrap()
+        .text();
+    assert!(
+        multivariant.contains("#EXT-X-CONTENT-STEERING:SERVER-URI=")
+            && multivariant.contains("PATHWAY-ID=\"origin\""),
+        "{multivariant}"
+    );
+    let box_origins: Vec<String> = net.boxes.iter().map(|b| b.origin()).collect();
+    // Bytes each box served: viewers' fetches (the publisher's serve probes
+    // are HEADs, without a body).
+    let served = |i: usize| {
+        metric(
+            &get(&format!("{}/metrics", box_origins[i]))
+                .map(|r| r.text())
+                .unwrap_or_default(),
+            "dandelion_box_served_bytes_total",
+        )
+    };
+    let all_served = || (0..box_origins.len()).map(served).collect::<Vec<f64>>();
+    let redirects = || {
+        metric(
+            &get(&format!("{origin}/metrics")).unwrap().text(),
+            "dandelion_redirects_total",
+        )
+    };
+    let redirects_before = redirects();
+    let served_before = all_served();
+
+    let browser_out = root.path().join("hls.js.out");
+    let mut browser = Command::new("node");
+    hls_js(
+        &mut browser,
+        &format!("{origin}/dandelion/steer/live/index.m3u8"),
+        PLAY_SECONDS,
+    )
+    .stdout(File::create(&browser_out).unwrap())
+    .stderr(File::create(root.path().join("hls.js.err")).unwrap());
+    let mut browser = Running::spawn(&mut browser);
+
+    // Once the player fetches from its pathway's box (a few segments' worth
+    // of bytes), that box dies.
+    const SEGMENTS_WORTH: f64 = 150_000.0;
+    let victim = wait_for(
+        "the player to fetch segments from a box",
+        Duration::from_secs(30),
+        || {
+            let now = all_served();
+            (0..now.len()).find(|i| now[*i] >= served_before[*i] + SEGMENTS_WORTH)
+        },
+    );
+    let victim_origin = box_origins[victim].clone();
+    net.boxes[victim].kill9();
+    let others: Vec<usize> = (0..box_origins.len()).filter(|i| *i != victim).collect();
+    let others_before: f64 = others.iter().map(|i| served(*i)).sum();
+    wait_for(
+        "the player to fetch from another box",
+        Duration::from_secs(20),
+        || {
+            let now: f64 = others.iter().map(|i| served(*i)).sum();
+            (now >= others_before + SEGMENTS_WORTH).then_some(())
+        },
+    );
+
+    let status = wait_for(
+        "hls.js to finish",
+        Duration::from_secs(u64::from(PLAY_SECONDS) + 60),
+        || browser.child().try_wait().ok().flatten(),
+    );
+    let said = std::fs::read_to_string(&browser_out).unwrap_or_default();
+    let err = std::fs::read_to_string(root.path().join("hls.js.err")).unwrap_or_default();
+    assert!(status.success(), "the browser player failed: {said}{err}");
+    let watched =
+        Watched::parse(&said).unwrap_or_else(|| panic!("no report from hls.js: {said}{err}"));
+    let redirected = redirects() - redirects_before;
+    eprintln!("hls.js: {watched:?}; {redirected} redirects");
+    assert_eq!(watched.fatal, None, "hls.js gave up: {watched:?}");
+    assert!(
+        watched.stalls <= 1,
+        "more than one stall for one dead pathway: {watched:?}"
+    );
+    assert!(
+        watched.played >= f64::from(PLAY_SECONDS) - 10.0,
+        "hls.js played only {:.1} s of {PLAY_SECONDS}: {watched:?}",
+        watched.played
+    );
+    // Steered: nearly every segment came from a box's own URL, the victim's
+    // until it died and another's after; redirects only while the first
+    // manifest was on its way.
+    let from_boxes: u64 = watched
+        .origins
+        .iter()
+        .filter(|(o, _)| **o != origin)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        from_boxes * 10 >= watched.loaded * 8,
+        "only {from_boxes} of {} segments came straight from boxes: {watched:?}",
+        watched.loaded
+    );
+    assert!(
+        watched.origins.get(&victim_origin).copied().unwrap_or(0) >= 3,
+        "the player never used its first pathway: {watched:?}"
+    );
+    let last = watched.switches.last().unwrap();
+    assert!(
+        !last.ends_with(&victim_origin) && !last.ends_with(&origin),
+        "the player did not end on another box: {watched:?}"
+    );
+    assert!(
+        redirected * 4.0 <= watched.loaded as f64,
+        "{redirected} redirects for {} segments: {watched:?}",
+        watched.loaded
+    );
+}
