@@ -225,3 +225,100 @@ fn a_steered_player_fetches_from_boxes_directly_and_leaves_a_dead_pathway_by_its
         watched.loaded
     );
 }
+
+/// What a viewer controls in a steering request — the `Host` it names, the
+/// pathway and playlist it asks for, `_HLS_pathway` — changes only its own
+/// answer, and never makes the publisher write a URL it did not derive.
+#[test]
+fn steering_answers_only_about_known_streams_and_boxes_and_never_echo_a_bad_host() {
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(root.path(), 1).start();
+    let origin = net.publisher.origin();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let get = |url: &str, headers: &[(&str, &str)]| rt.block_on(http.get(url, headers)).unwrap();
+    wait_for(
+        "the publisher to know the box",
+        Duration::from_secs(30),
+        || {
+            let h: Value = get(&format!("{origin}/healthz"), &[]).json().ok()?;
+            (h["known_boxes"] == 1).then_some(())
+        },
+    );
+    let live = root.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(
+        live.join("index.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXTINF:2.0,\nseg0.ts\n#EXTINF:2.0,\nseg1.ts\n#EXTINF:2.0,\nhttp://elsewhere.example/x.ts\n",
+    )
+    .unwrap();
+    std::fs::write(live.join("seg0.ts"), vec![1u8; 5000]).unwrap();
+    std::fs::write(live.join("seg1.ts"), vec![2u8; 5000]).unwrap();
+    let token = std::fs::read_to_string(net.publisher.data_dir().join("admin.token")).unwrap();
+    let pushed = dandelion_testkit::process::run(
+        Command::new(binary("dandelion"))
+            .arg("push")
+            .arg(&live)
+            .args(["--to", &origin, "--token", token.trim()])
+            .env_remove("DANDELION_CONFIG"),
+    );
+    assert!(pushed.status.success(), "{pushed:?}");
+    let manifest_url = format!("{origin}/dandelion/steering/live/index.m3u8");
+    let manifest: Value = wait_for("the box to be a pathway", Duration::from_secs(30), || {
+        let m: Value = get(&manifest_url, &[]).json().ok()?;
+        (m["PATHWAY-PRIORITY"].as_array()?.len() == 2).then_some(m)
+    });
+    let box_id = manifest["PATHWAY-PRIORITY"][0].as_str().unwrap().to_owned();
+    let box_origin = net.boxes[0].origin();
+
+    // The box's pathway: its own URLs for what it holds, the foreign URL as
+    // written, nothing else.
+    let pathway = get(
+        &format!("{origin}/dandelion/pathway/{box_id}/live/index.m3u8"),
+        &[],
+    );
+    assert_eq!(pathway.status, 200);
+    let urls: Vec<String> = pathway
+        .text()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(urls.len(), 3, "{}", pathway.text());
+    assert!(
+        urls[0].starts_with(&box_origin) && urls[1].starts_with(&box_origin),
+        "{urls:?}"
+    );
+    assert_eq!(urls[2], "http://elsewhere.example/x.ts");
+
+    // A Host that would break out of a URL or a quoted attribute: refused.
+    for host in ["evil\"x", "a b", "evil.example/path"] {
+        for path in [
+            "/dandelion/steer/live/index.m3u8",
+            "/dandelion/steering/live/index.m3u8",
+        ] {
+            let r = get(&format!("{origin}{path}"), &[("host", host)]);
+            assert_eq!(r.status, 400, "{host:?} {path}: {}", r.text());
+            assert!(!r.text().contains("evil"), "{}", r.text());
+        }
+    }
+    // Boxes the publisher does not know, names that are not playlists or not
+    // known, traversal: refused.
+    for path in [
+        "/dandelion/pathway/box-00000000000000000000000000000000/live/index.m3u8",
+        "/dandelion/pathway/not-a-box/live/index.m3u8",
+        "/dandelion/steer/live/seg0.ts",
+        "/dandelion/steering/live/missing.m3u8",
+        "/dandelion/steer/../live/index.m3u8",
+    ] {
+        let r = get(&format!("{origin}{path}"), &[]);
+        assert!(r.status == 404 || r.status == 400, "{path}: {}", r.status);
+    }
+    // `_HLS_pathway` naming anything: the same pathways, no echo.
+    let m: Value = get(&format!("{manifest_url}?_HLS_pathway=%22evil"), &[])
+        .json()
+        .unwrap();
+    assert_eq!(m["PATHWAY-PRIORITY"], manifest["PATHWAY-PRIORITY"]);
+    assert!(!m.to_string().contains("evil"));
+}

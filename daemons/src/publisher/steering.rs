@@ -42,6 +42,10 @@ pub const VARIANT_ID: &str = "main";
 pub const TTL_SECS: u64 = 4;
 /// Most box pathways in one manifest.
 pub const MAX_PATHWAYS: usize = 4;
+/// Most segments, the newest, a manifest looks at: a live window is a handful,
+/// and a manifest is computed for every viewer every [`TTL_SECS`], so a long
+/// (or ended) playlist must not cost a lookup per segment each time.
+pub const MAX_WINDOW: usize = 32;
 /// Used when no segment of the window says how many bits a second it needs.
 const DEFAULT_BANDWIDTH: u64 = 2_000_000;
 
@@ -147,47 +151,62 @@ pub fn segment_uris(text: &str) -> impl Iterator<Item = &str> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
-/// `text` as one box's pathway: every URI replaced by `url_of(uri)`, which
-/// also says whether the URL is on the box — segment lines and the `URI="…"`
-/// of tags (`EXT-X-MAP`'s init segment, keys, parts). The pathway playlist is
-/// served from another path than the original, so a relative URI left as it
-/// was would resolve to nothing.
+/// Where a pathway playlist sends a player for one URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// To the pathway's box, which holds it.
+    OnBox,
+    /// Where the playlist already pointed, outside the publisher.
+    Foreign,
+    /// To the publisher: the box does not hold it (yet).
+    Publisher,
+}
+
+/// `text` as one box's pathway: every URI replaced by the URL `url_of` gives
+/// for it — segment lines and the `URI="…"` of tags (`EXT-X-MAP`'s init
+/// segment, keys, parts). The pathway playlist is served from another path
+/// than the original, so a relative URI left as it was would resolve to
+/// nothing.
 ///
 /// A player reloading a live playlist requires each media sequence number to
 /// keep its URI (hls.js fails the playlist otherwise). So the newest segments
 /// the box does not hold yet are left out until it does, rather than listed
-/// at the publisher's URL first and the box's later; a segment the box lacks
-/// before one it holds is listed at the publisher's URL. A box that holds
-/// none (it died) keeps every segment, each at the publisher's URL: the
-/// player's next reload sees every URI change, fails the pathway and moves
-/// to another. An ended playlist (`EXT-X-ENDLIST`) is not reloaded and keeps
-/// all its segments.
-pub fn rewrite(text: &str, url_of: &mut dyn FnMut(&str) -> (String, bool)) -> String {
+/// at the publisher's URL first and the box's later: the playlist ends before
+/// the first [`Held::Publisher`] segment after the last [`Held::OnBox`] one.
+/// A segment the box lacks before one it holds stays, at the publisher's URL.
+/// A box that holds none (it died) keeps every segment, each at the
+/// publisher's URL: the player's next reload sees every URI change, fails the
+/// pathway and moves to another. An ended playlist (`EXT-X-ENDLIST`) is not
+/// reloaded and keeps all its segments.
+pub fn rewrite(text: &str, url_of: &mut dyn FnMut(&str) -> (String, Held)) -> String {
     let ended = text.lines().any(|l| l.trim() == "#EXT-X-ENDLIST");
     let mut out = String::with_capacity(text.len() * 2);
-    // Where the output stood after each segment line, and whether that
-    // segment is on the box.
-    let mut segments: Vec<(usize, bool)> = Vec::new();
+    // Where the output stood after each segment's line, and where its URL
+    // sends the player.
+    let mut segments: Vec<(usize, Held)> = Vec::new();
     for line in text.lines() {
         let trimmed = line.trim();
         if trimmed.is_empty() {
             out.push_str(line);
         } else if !trimmed.starts_with('#') {
-            let (url, on_box) = url_of(trimmed);
+            let (url, held) = url_of(trimmed);
             out.push_str(&url);
             out.push('\n');
-            segments.push((out.len(), on_box));
+            segments.push((out.len(), held));
             continue;
         } else {
             out.push_str(&rewrite_attribute(line, &mut |u| url_of(u).0));
         }
         out.push('\n');
     }
-    if !ended && segments.iter().any(|(_, on_box)| *on_box) {
-        // Cut after the last segment on the box, with the tags of those after.
-        let keep = segments.iter().rposition(|(_, on_box)| *on_box);
-        if let Some(&(end, _)) = keep.and_then(|k| segments.get(k)) {
-            out.truncate(end);
+    if !ended && let Some(last) = segments.iter().rposition(|(_, h)| *h == Held::OnBox) {
+        // Cut at the end of the segment before the first one held back, so
+        // its tags go with it.
+        let held_back = segments[last + 1..]
+            .iter()
+            .position(|(_, h)| *h == Held::Publisher);
+        if let Some(k) = held_back {
+            out.truncate(segments[last + k].0);
         }
     }
     out
@@ -322,7 +341,7 @@ mod tests {
         let text = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MAP:URI=\"init.mp4\"\n\
                     #EXT-X-KEY:METHOD=AES-128,URI=\"k.key\",IV=0x1\n#EXT-X-DATERANGE:ID=\"a\",X-URI=\"keep\"\n\
                     #EXTINF:1.0,\nseg1.ts\n\n#EXTINF:1.0,\nseg2.ts\n";
-        let out = rewrite(text, &mut |u| (format!("http://b/{u}"), true));
+        let out = rewrite(text, &mut |u| (format!("http://b/{u}"), Held::OnBox));
         assert_eq!(
             out,
             "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MAP:URI=\"http://b/init.mp4\"\n\
@@ -342,9 +361,11 @@ mod tests {
         let on = |held: &'static [&'static str]| {
             move |u: &str| {
                 if held.contains(&u) {
-                    (format!("http://box/{u}"), true)
+                    (format!("http://box/{u}"), Held::OnBox)
+                } else if u.starts_with("http") {
+                    (u.to_owned(), Held::Foreign)
                 } else {
-                    (format!("http://pub/{u}"), false)
+                    (format!("http://pub/{u}"), Held::Publisher)
                 }
             }
         };
@@ -352,6 +373,12 @@ mod tests {
         assert_eq!(
             rewrite(text, &mut on(&["b.ts"])),
             "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:4\n#EXTINF:1,\nhttp://pub/a.ts\n#EXTINF:1,\nhttp://box/b.ts\n"
+        );
+        // A foreign URL never changes: it stays, up to the first held back.
+        let foreign = "#EXTM3U\n#EXTINF:1,\na.ts\n#EXTINF:1,\nhttp://cdn/x.ts\n#EXTINF:1,\nb.ts\n#EXTINF:1,\nhttp://cdn/y.ts\n";
+        assert_eq!(
+            rewrite(foreign, &mut on(&["a.ts"])),
+            "#EXTM3U\n#EXTINF:1,\nhttp://box/a.ts\n#EXTINF:1,\nhttp://cdn/x.ts\n"
         );
         // A box holding nothing: every segment, each at the publisher's URL.
         let dead = rewrite(text, &mut on(&[]));

@@ -24,7 +24,7 @@ use super::api::{cors, error, is_playlist, viewer_base};
 use super::jobs::{Known, Origin};
 use super::redirect::{holders, in_order};
 use super::steering::{
-    MAX_PATHWAYS, Pathway, bandwidth, current_first, durations, manifest_path,
+    Held, MAX_PATHWAYS, MAX_WINDOW, Pathway, bandwidth, current_first, durations, manifest_path,
     multivariant as multivariant_text, pathway_path, resolve, rewrite, segment_uris, spread,
     whole_window,
 };
@@ -159,9 +159,10 @@ pub async fn manifest(
     let v = viewer(&p, &headers, &remote)?;
     let (_, text) = playlist(&p, &name).await?;
     let now = now_secs();
-    let window: Vec<String> = segment_uris(&text)
+    let mut window: Vec<String> = segment_uris(&text)
         .filter_map(|u| resolve(&name, u))
         .collect();
+    window.drain(..window.len().saturating_sub(MAX_WINDOW));
     let viewer_at = p.locate(v.ip);
     let admit_probation = p.admit_probation();
     let ordered = {
@@ -234,9 +235,15 @@ pub async fn pathway(
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
     let v = viewer(&p, &headers, &remote)?;
+    // Only a box the publisher knows is a pathway; one it forgot answers
+    // 404, which makes a player on it move to another.
+    let no_such = || Refused(StatusCode::NOT_FOUND, "no such pathway".into());
     let Ok(box_id) = box_id.parse::<NodeId>() else {
-        return Err(Refused(StatusCode::NOT_FOUND, "no such pathway".into()));
+        return Err(no_such());
     };
+    if p.directory.read().await.get(&box_id).is_none() {
+        return Err(no_such());
+    }
     let (_, text) = playlist(&p, &name).await?;
     let now = now_secs();
     let box_text = box_id.to_string();
@@ -245,10 +252,13 @@ pub async fn pathway(
     let body = rewrite(&text, &mut |uri| {
         let Some(segment) = resolve(&name, uri) else {
             if uri.contains("://") || uri.starts_with("//") {
-                return (uri.to_owned(), false);
+                return (uri.to_owned(), Held::Foreign);
             }
             // Not a name the publisher could hold; kept where it pointed.
-            return (format!("{}/{}/{uri}", v.base, url_path(dir_of)), false);
+            return (
+                format!("{}/{}/{uri}", v.base, url_path(dir_of)),
+                Held::Foreign,
+            );
         };
         // Whether the box holds it, not whether the box is well now: a URI
         // must not change while the segment is listed. The manifest steers
@@ -267,9 +277,12 @@ pub async fn pathway(
         match on_box {
             Some(url) => {
                 to_box = true;
-                (url, true)
+                (url, Held::OnBox)
             }
-            None => (format!("{}/{}", v.base, url_path(&segment)), false),
+            None => (
+                format!("{}/{}", v.base, url_path(&segment)),
+                Held::Publisher,
+            ),
         }
     });
     if to_box && let Some(b) = p.directory.read().await.get(&box_id) {
