@@ -180,7 +180,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether the store answers now: a round trip to a Redis server, nothing
     /// for the embedded file. `/healthz` asks it, within its own time limit.
     async fn ping(&self) -> Result<()>;
+
+    /// The messages published on `channel` ([`Batch::publish`]) from now on,
+    /// in order, on a connection of their own. The stream ends when that
+    /// connection is lost: the subscriber must then assume it missed messages,
+    /// subscribe again and read what it follows afresh. The embedded store,
+    /// which no other process writes, gives a stream that never yields.
+    async fn subscribe(&self, channel: &str) -> Result<Messages>;
 }
+
+/// What [`Store::subscribe`] gives: each message's text.
+pub type Messages = std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>;
 
 /// `redis://user:secret@host/` → `redis://user:***@host/`: URLs end up in logs.
 pub fn redact_url(url: &str) -> String {

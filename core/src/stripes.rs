@@ -31,6 +31,12 @@ impl<L> Stripes<L> {
         let stripe = usize::try_from(hash % self.locks.len() as u64).unwrap_or(0);
         &self.locks[stripe]
     }
+
+    /// Every lock, always in the same order: whoever takes them all takes them
+    /// in this order, and everyone else takes one.
+    pub fn all(&self) -> impl Iterator<Item = &L> {
+        self.locks.iter()
+    }
 }
 
 #[cfg(test)]

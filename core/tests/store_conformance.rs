@@ -79,7 +79,40 @@ conformance!(
     racing_guarded_updates_lose_none,
     hgetall_many_reads_keys_in_order,
     values_of_bytes,
+    a_batch_publishes_after_its_writes_or_nowhere,
 );
+
+/// A subscriber that receives a batch's message finds the batch's writes;
+/// messages come in order, and a channel is not a key. The embedded store
+/// applies the batch and publishes nowhere.
+async fn a_batch_publishes_after_its_writes_or_nowhere(s: Arc<dyn Store>) {
+    use futures_util::StreamExt;
+    let mut messages = s.subscribe("{p}:CHANGES").await.unwrap();
+    for n in 0..3 {
+        let mut batch = Batch::new();
+        batch
+            .hset("{p}:H", &[(&format!("f{n}"), "v")])
+            .publish("{p}:CHANGES", &format!("m{n}"));
+        s.apply(&batch).await.unwrap();
+    }
+    assert!(!s.exists("{p}:CHANGES").await.unwrap());
+    if !s.shared() {
+        let nothing = tokio::time::timeout(Duration::from_millis(100), messages.next()).await;
+        assert!(nothing.is_err(), "the embedded store published {nothing:?}");
+        return;
+    }
+    for n in 0..3 {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m, format!("m{n}"));
+        assert_eq!(
+            s.hget("{p}:H", &format!("f{n}")).await.unwrap().as_deref(),
+            Some("v")
+        );
+    }
+}
 
 fn assert_wrong_type<T: std::fmt::Debug>(result: Result<T, StoreError>, key: &str) {
     match result {

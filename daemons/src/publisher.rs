@@ -370,6 +370,11 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     shutdown.spawn(pool::keep(publisher.clone()));
     shutdown.spawn(probe::run(publisher.clone()));
     shutdown.spawn(ledger::collect(publisher.clone()));
+    {
+        let records = publisher.records.clone();
+        let stop = shutdown.clone();
+        shutdown.spawn(async move { records.follow(stop).await });
+    }
     let router = api::router(publisher.clone())
         .merge(crate::console::routes(
             common.clone(),

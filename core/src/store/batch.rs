@@ -74,6 +74,8 @@ pub enum Write {
     Set { key: String, value: Bytes },
     /// Deletes a key of any type.
     Del { key: String },
+    /// Publishes `message` on the channel `key` (not a key: nothing is kept).
+    Publish { key: String, message: String },
 }
 
 impl Write {
@@ -89,7 +91,8 @@ impl Write {
             | Self::Rpush { key, .. }
             | Self::Lrem { key, .. }
             | Self::Set { key, .. }
-            | Self::Del { key } => key,
+            | Self::Del { key }
+            | Self::Publish { key, .. } => key,
         }
     }
 
@@ -101,7 +104,7 @@ impl Write {
             Self::Sadd { .. } | Self::Srem { .. } => Some(KeyType::Set),
             Self::Rpush { .. } | Self::Lrem { .. } => Some(KeyType::List),
             Self::Set { .. } => Some(KeyType::Blob),
-            Self::Del { .. } => None,
+            Self::Del { .. } | Self::Publish { .. } => None,
         }
     }
 
@@ -127,7 +130,11 @@ impl Write {
             | Self::Sadd { members, .. }
             | Self::Srem { members, .. } => members.is_empty(),
             Self::Rpush { values, .. } => values.is_empty(),
-            Self::Zadd { .. } | Self::Lrem { .. } | Self::Set { .. } | Self::Del { .. } => false,
+            Self::Zadd { .. }
+            | Self::Lrem { .. }
+            | Self::Set { .. }
+            | Self::Del { .. }
+            | Self::Publish { .. } => false,
         }
     }
 }
@@ -304,6 +311,17 @@ impl Batch {
         })
     }
 
+    /// Publishes `message` on `channel` as the batch applies, in the same
+    /// atomic step: a subscriber ([`Store::subscribe`](super::Store::subscribe))
+    /// that receives it finds the batch's writes in the store. The embedded
+    /// store, which no other process reads, publishes nowhere.
+    pub fn publish(&mut self, channel: &str, message: &str) -> &mut Self {
+        self.push(Write::Publish {
+            key: channel.to_owned(),
+            message: message.to_owned(),
+        })
+    }
+
     /// [`Store::del`](super::Store::del) of one key as part of the batch.
     pub fn del(&mut self, key: &str) -> &mut Self {
         self.push(Write::Del {
@@ -399,6 +417,10 @@ impl Batch {
         // A key not in here still holds whatever it held before the batch.
         let mut now: HashMap<&str, Option<KeyType>> = HashMap::new();
         for write in &self.writes {
+            if matches!(write, Write::Publish { .. }) {
+                // A channel, not a key: no type to check or to change.
+                continue;
+            }
             let key = write.key();
             let Some(want) = write.key_type() else {
                 now.insert(key, None);

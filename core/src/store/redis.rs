@@ -30,7 +30,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
 
 use super::batch::Requirement;
-use super::{Batch, Order, Result, Store, StoreError, Write, redact_url};
+use futures_util::StreamExt;
+
+use super::{Batch, Messages, Order, Result, Store, StoreError, Write, redact_url};
 
 /// The whole start-up check (connect, PING) must fit in this: a daemon pointed at a
 /// wrong address has to say so, not hang.
@@ -113,6 +115,9 @@ return 0
 pub struct RedisStore {
     inner: Arc<Inner>,
 }
+
+/// How long subscribing may take: a connection and one round trip.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Inner {
     /// The URL with its password masked, for messages.
@@ -382,6 +387,7 @@ fn batch_args(prefix: &str, batch: &Batch) -> Result<(Vec<String>, Vec<Vec<u8>>)
             ),
             Write::Set { value, .. } => ("SET", vec![value.to_vec()]),
             Write::Del { .. } => ("DEL", Vec::new()),
+            Write::Publish { message, .. } => ("PUBLISH", vec![message.clone().into_bytes()]),
         };
         argv.push(command.into());
         argv.push(index(write.key()).into_bytes());
@@ -708,6 +714,28 @@ impl Store for RedisStore {
         self.run::<String>(&redis::cmd("PING"), "PING", "")
             .await
             .map(drop)
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Messages> {
+        let timed_out = || {
+            RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the server did not answer the subscription in time",
+            ))
+        };
+        let subscribed = async {
+            let mut pubsub = self.inner.client.get_async_pubsub().await?;
+            pubsub.subscribe(self.k(channel)).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        let pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribed)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+            .map_err(|e| self.error(e, "SUBSCRIBE", channel))?;
+        Ok(Box::pin(pubsub.into_on_message().map(|m| {
+            // A payload that is not text is no message this code sent.
+            m.get_payload::<String>().unwrap_or_default()
+        })))
     }
 
     async fn apply(&self, batch: &Batch) -> Result<()> {

@@ -73,7 +73,7 @@ impl Forwards {
             let dir = p.directory.read().await;
             rank(&dir.candidates(p.audience, now), &p.weights)
         };
-        let kept = p.homes().of(name);
+        let kept = p.homes().of(name, now);
         let choices = choose_keeping(
             &ranked,
             replicas as usize,

@@ -123,6 +123,12 @@ pub struct Known {
 /// pace), and viewers keep being redirected while the store is unreachable.
 /// A write whose outcome the store left unknown (a Redis timeout after the
 /// command went out) leaves memory as it was; the name's next write sets both.
+///
+/// On a shared store (Redis) several publisher front ends write these keys.
+/// Each write then also publishes the name on the change channel in the same
+/// atomic batch, and [`Records::follow`] reads each name another front end
+/// wrote back from the store; a lost subscription reads everything again, so
+/// a change missed while it was down is not missed for good.
 #[derive(Debug, Clone)]
 pub struct Records {
     store: Arc<dyn Store>,
@@ -138,7 +144,34 @@ pub struct Records {
     // a durable commit, so saves ran one at a time and capped a publisher
     // near 350 files/s. A tokio lock: it is held across store calls.
     locks: Arc<Stripes<tokio::sync::Mutex<()>>>,
+    /// Where writes are announced, on a shared store.
+    feed: Option<Feed>,
 }
+
+/// The change channel of a shared store, and this process's name on it.
+#[derive(Debug, Clone)]
+struct Feed {
+    channel: String,
+    /// Random per process: its own announcements need no reading back.
+    instance: String,
+}
+
+impl Feed {
+    /// A change message: the writer, a tab, the name (names hold no control
+    /// characters).
+    fn message(&self, name: &str) -> String {
+        format!("{}\t{name}", self.instance)
+    }
+
+    /// The name another process wrote, from a message; `None` for our own.
+    fn foreign<'a>(&self, message: &'a str) -> Option<&'a str> {
+        let (by, name) = message.split_once('\t')?;
+        (by != self.instance && !name.is_empty()).then_some(name)
+    }
+}
+
+/// Wait before subscribing again after the change feed was lost.
+const FEED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Locks the names are spread over: saves of different names rarely wait for
 /// each other.
@@ -160,21 +193,18 @@ impl Records {
         let mut placements = store.hgetall(&placements_key).await?;
         let mut known = HashMap::with_capacity(jobs.len());
         for (name, text) in &jobs {
-            let job = parse_job(&jobs_key, name, text)?;
-            let placed = match placements.remove(name) {
-                Some(text) => {
-                    serde_json::from_str(&text).map_err(|e| corrupt(&placements_key, name, e))?
-                }
-                None => Vec::new(),
-            };
-            known.insert(
-                name.clone(),
-                Arc::new(Known {
-                    job,
-                    placements: placed,
-                }),
-            );
+            let k = known_of(
+                (&jobs_key, &placements_key),
+                name,
+                text,
+                placements.remove(name).as_deref(),
+            )?;
+            known.insert(name.clone(), Arc::new(k));
         }
+        let feed = store.shared().then(|| Feed {
+            channel: format!("{}:FILE:CHANGES", keys.prefix()),
+            instance: format!("{:016x}", getrandom::u64().unwrap_or(0)),
+        });
         Ok(Records {
             store,
             jobs: jobs_key,
@@ -182,7 +212,110 @@ impl Records {
             origins: format!("{}:FILE:ORIGIN:", keys.prefix()),
             known: Arc::new(std::sync::RwLock::new(known)),
             locks: Arc::new(Stripes::new(STRIPES)),
+            feed,
         })
+    }
+
+    /// Keeps memory true to the writes of other front ends sharing the store,
+    /// until `shutdown`: subscribes to the change channel, reads every record
+    /// afresh (what changed before the subscription), then reads back each
+    /// name another process announces. A lost subscription starts over. Does
+    /// nothing on a store no other process writes.
+    pub async fn follow(&self, shutdown: crate::shutdown::Shutdown) {
+        let Some(feed) = &self.feed else {
+            return;
+        };
+        let mut first = true;
+        while !shutdown.is_triggered() {
+            if !first {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(FEED_RETRY) => {}
+                }
+            }
+            first = false;
+            let mut messages = match self.store.subscribe(&feed.channel).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("cannot follow the other front ends' writes: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = self.resync().await {
+                tracing::warn!("cannot read the records again: {e}");
+                continue;
+            }
+            tracing::debug!("following the other front ends' writes");
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    m = futures_util::StreamExt::next(&mut messages) => m,
+                };
+                let Some(message) = message else {
+                    tracing::warn!("lost the other front ends' writes; reading every record again");
+                    break;
+                };
+                if let Some(name) = feed.foreign(&message)
+                    && let Err(e) = self.reload(name).await
+                {
+                    // Memory may be behind for this name: read all again.
+                    tracing::warn!(file = %name, "cannot read a record another front end wrote: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads one name's job and placements back from the store into memory.
+    async fn reload(&self, name: &str) -> Result<(), StoreError> {
+        let _guard = self.lock(name).lock().await;
+        let job = self.store.hget(&self.jobs, name).await?;
+        let placements = self.store.hget(&self.placements, name).await?;
+        let known = match job {
+            Some(text) => Some(self.known_from(name, &text, placements.as_deref())?),
+            None => None,
+        };
+        let mut table = self.table_mut();
+        match known {
+            Some(k) => table.insert(name.to_owned(), Arc::new(k)),
+            None => table.remove(name),
+        };
+        Ok(())
+    }
+
+    /// Reads every record from the store into memory, with every name's lock
+    /// held: no write of this process falls between the read and memory.
+    async fn resync(&self) -> Result<(), StoreError> {
+        let mut guards = Vec::new();
+        for lock in self.locks.all() {
+            guards.push(lock.lock().await);
+        }
+        let jobs = self.store.hgetall(&self.jobs).await?;
+        let mut placements = self.store.hgetall(&self.placements).await?;
+        let mut fresh = HashMap::with_capacity(jobs.len());
+        for (name, text) in &jobs {
+            let known = self.known_from(name, text, placements.remove(name).as_deref())?;
+            fresh.insert(name.clone(), Arc::new(known));
+        }
+        *self.table_mut() = fresh;
+        drop(guards);
+        Ok(())
+    }
+
+    fn known_from(
+        &self,
+        name: &str,
+        job: &str,
+        placements: Option<&str>,
+    ) -> Result<Known, StoreError> {
+        known_of((&self.jobs, &self.placements), name, job, placements)
+    }
+
+    /// Announces a write of `name` to the other front ends, in its batch.
+    fn announce(&self, batch: &mut Batch, name: &str) {
+        if let Some(feed) = &self.feed {
+            batch.publish(&feed.channel, &feed.message(name));
+        }
     }
 
     fn lock(&self, name: &str) -> &tokio::sync::Mutex<()> {
@@ -207,9 +340,19 @@ impl Records {
     /// same commit as the job. That commit is visible before the writer has
     /// put the job in memory; the writer still holds the name's lock until it
     /// has.
-    pub async fn known_after_write(&self, name: &str) -> Option<Arc<Known>> {
+    ///
+    /// On a shared store the queue is every front end's, and the job may be
+    /// another's, written a moment ago and not read here yet: it is read from
+    /// the store first.
+    /// A store that cannot be read is an error, not an unknown name: the job
+    /// must stay queued.
+    pub async fn known_after_write(&self, name: &str) -> Result<Option<Arc<Known>>, StoreError> {
+        if self.feed.is_some() {
+            self.reload(name).await?;
+            return Ok(self.known(name));
+        }
         let _settled = self.lock(name).lock().await;
-        self.known(name)
+        Ok(self.known(name))
     }
 
     /// A job alone.
@@ -251,6 +394,7 @@ impl Records {
             .hdel(&self.jobs, &[name])
             .hdel(&self.placements, &[name])
             .del(&self.origin_key(name));
+        self.announce(&mut batch, name);
         self.store.apply(&batch).await?;
         self.table_mut().remove(name);
         Ok(())
@@ -303,6 +447,7 @@ impl Records {
             batch.hset(&self.placements, &[(name, &text)]);
         }
         also(&mut batch);
+        self.announce(&mut batch, name);
         self.store.apply(&batch).await?;
         self.table_mut().insert(
             name.to_owned(),
@@ -332,6 +477,23 @@ impl Records {
         }
         self.write(job, change, also).await.map(Some)
     }
+}
+
+/// A name's record from the texts of its job and placements as stored under
+/// `keys` (jobs, placements).
+fn known_of(
+    keys: (&str, &str),
+    name: &str,
+    job: &str,
+    placements: Option<&str>,
+) -> Result<Known, StoreError> {
+    Ok(Known {
+        job: parse_job(keys.0, name, job)?,
+        placements: match placements {
+            Some(text) => serde_json::from_str(text).map_err(|e| corrupt(keys.1, name, e))?,
+            None => Vec::new(),
+        },
+    })
 }
 
 fn parse_job(key: &str, name: &str, text: &str) -> Result<Job, StoreError> {

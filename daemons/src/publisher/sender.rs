@@ -94,7 +94,12 @@ async fn pause(p: &Publisher, d: Duration) {
 
 /// Places what is missing of one job.
 async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
-    let Some(known) = p.records.known_after_write(name).await else {
+    let Some(known) = p
+        .records
+        .known_after_write(name)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(Next::Done);
     };
     let mut job = known.job.clone();
@@ -132,7 +137,7 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
         let dir = p.directory.read().await;
         rank(&dir.candidates(p.audience, now), &p.weights)
     };
-    let kept = p.homes().of(name);
+    let kept = p.homes().of(name, now);
     let choices = choose_keeping(&ranked, missing, &exclude, &kept, &mut |n| p.draw(n));
     if choices.is_empty() {
         note_failure(&mut job, None, "no eligible box is known yet", now);

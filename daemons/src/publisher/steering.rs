@@ -18,8 +18,8 @@
 //! way, or every one once the box fails its serve probes) as the publisher's
 //! redirect URL, so a stale pathway still plays.
 //!
-//! Placement keeps a stream on the same boxes ([`super::homes`]), so the
-//! boxes a stream's newest segment went to hold the whole window once it has
+//! Placement keeps a steered stream on the same boxes ([`super::homes`]), so
+//! the boxes its newest segment went to hold the whole window once it has
 //! rolled over. Players without steering (ffmpeg) keep using the plain
 //! playlist and its redirects; nothing here changes them.
 

@@ -159,6 +159,8 @@ pub async fn manifest(
     let v = viewer(&p, &headers, &remote)?;
     let (_, text) = playlist(&p, &name).await?;
     let now = now_secs();
+    // A steered stream keeps its segments together from now on.
+    p.homes().steered(&name, now);
     let mut window: Vec<String> = segment_uris(&text)
         .filter_map(|u| resolve(&name, u))
         .collect();

@@ -1,0 +1,169 @@
+//! Two publisher front ends sharing one Redis: either answers viewers for a
+//! file the other accepted, and the survivor keeps answering when the other is
+//! killed. Needs `redis-server` (`.ci/run` installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dandelion_core::http::HttpClient;
+use dandelion_testkit::daemon::DaemonBuilder;
+use dandelion_testkit::network::{NetworkBuilder, entrance_id};
+use dandelion_testkit::process::{binary, run};
+use dandelion_testkit::redis::RedisServer;
+use dandelion_testkit::wait_for;
+use serde_json::Value;
+
+/// Small files are kept in the store, so both front ends can read them.
+const IN_STORE: &str = "store_files_up_to = \"1 MiB\"";
+
+fn push(origin: &str, token: &str, file: &std::path::Path, name: &str) {
+    let out = run(Command::new(binary("dandelion"))
+        .arg("push")
+        .arg(file)
+        .args(["--to", origin, "--token", token.trim(), "--as", name])
+        .env_remove("DANDELION_CONFIG"));
+    assert!(out.status.success(), "push to {origin}: {out:?}");
+}
+
+#[test]
+fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_other() {
+    let redis = RedisServer::start();
+    let store = format!("store = {:?}", redis.url());
+    let root = tempfile::tempdir().unwrap();
+    let mut net = NetworkBuilder::new(root.path(), 2)
+        .publisher_top(store.clone())
+        .publisher_setting(IN_STORE)
+        .start();
+    // The second front end: the same publisher identity, its own data
+    // directory and admin token, the same Redis.
+    let b_dir = root.path().join("publisher-b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    std::fs::copy(
+        root.path().join("publisher/publisher.key"),
+        b_dir.join("publisher.key"),
+    )
+    .unwrap();
+    let entrance_ws = format!(
+        "ws://127.0.0.1:{}/dandelion/ws#{}",
+        net.entrance.port(),
+        entrance_id(&root.path().join("entrance"))
+    );
+    let b = DaemonBuilder::new("publisher", &b_dir)
+        .top(store)
+        .set(format!("entrances = [{entrance_ws:?}]"))
+        .set("search_interval = 1")
+        .set("replace_after = 3")
+        .set(IN_STORE)
+        .spawn();
+    let a_origin = net.publisher.origin();
+    let b_origin = b.origin();
+    let a_token = std::fs::read_to_string(root.path().join("publisher/admin.token")).unwrap();
+    let b_token = std::fs::read_to_string(b_dir.join("admin.token")).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let status = |url: &str| {
+        rt.block_on(http.get(url, &[]))
+            .ok()
+            .map(|r| r.status.as_u16())
+    };
+    for origin in [&a_origin, &b_origin] {
+        wait_for(
+            "each front end to know both boxes",
+            Duration::from_secs(30),
+            || {
+                let h: Value = rt
+                    .block_on(http.get(&format!("{origin}/healthz"), &[]))
+                    .ok()?
+                    .json()
+                    .ok()?;
+                (h["known_boxes"] == 2).then_some(())
+            },
+        );
+    }
+
+    let file = root.path().join("clip.ts");
+    std::fs::write(&file, vec![7u8; 20_000]).unwrap();
+    // Pushed to one, answered by the other: from its origin at first, then
+    // by redirect once placed. Never "no such file" for more than a moment.
+    for (to, token, other, name) in [
+        (&a_origin, &a_token, &b_origin, "a/clip.ts"),
+        (&b_origin, &b_token, &a_origin, "b/clip.ts"),
+    ] {
+        push(to, token, &file, name);
+        let pushed = Instant::now();
+        wait_for(
+            "the other front end to know the file",
+            Duration::from_secs(5),
+            || matches!(status(&format!("{other}/{name}")), Some(200 | 302)).then_some(()),
+        );
+        eprintln!(
+            "{name}: known by the other front end after {:?}",
+            pushed.elapsed()
+        );
+        wait_for(
+            "the other front end to redirect to a box",
+            Duration::from_secs(20),
+            || (status(&format!("{other}/{name}")) == Some(302)).then_some(()),
+        );
+    }
+
+    // One front end dies in the middle of pushes: every file it acknowledged
+    // is answered by the other (kept in the shared store), which takes the
+    // next pushes.
+    let pusher = {
+        let (a_origin, a_token, file) = (a_origin.clone(), a_token.clone(), file.clone());
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            for i in 0..40 {
+                let name = format!("during/clip{i}.ts");
+                let out = run(Command::new(binary("dandelion"))
+                    .arg("push")
+                    .arg(&file)
+                    .args(["--to", &a_origin, "--token", a_token.trim(), "--as", &name])
+                    .env_remove("DANDELION_CONFIG"));
+                if out.status.success() {
+                    acknowledged.push(name);
+                }
+            }
+            acknowledged
+        })
+    };
+    wait_for(
+        "A to acknowledge some pushes",
+        Duration::from_secs(20),
+        || {
+            matches!(
+                status(&format!("{b_origin}/during/clip3.ts")),
+                Some(200 | 302)
+            )
+            .then_some(())
+        },
+    );
+    net.publisher.kill9();
+    let acknowledged = pusher.join().unwrap();
+    eprintln!(
+        "A acknowledged {} of 40 pushes before it died",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 4, "{acknowledged:?}");
+    for name in acknowledged
+        .iter()
+        .map(String::as_str)
+        .chain(["a/clip.ts", "b/clip.ts"])
+    {
+        let answer = status(&format!("{b_origin}/{name}"));
+        assert!(
+            matches!(answer, Some(200 | 302)),
+            "{name}, acknowledged before the kill, is answered {answer:?} by the survivor"
+        );
+    }
+    push(&b_origin, &b_token, &file, "after/clip.ts");
+    wait_for(
+        "a push after the other front end died to be placed",
+        Duration::from_secs(20),
+        || (status(&format!("{b_origin}/after/clip.ts")) == Some(302)).then_some(()),
+    );
+}
