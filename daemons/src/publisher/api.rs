@@ -244,8 +244,8 @@ async fn push(
     let recorded = p
         .records
         .save_with(&job, Vec::clear, |batch| {
-            match for_store {
-                Some(bytes) => batch.set(&origin_key, bytes),
+            match &for_store {
+                Some(bytes) => batch.set(&origin_key, bytes.clone()),
                 None => batch.del(&origin_key),
             };
             if cut_through {

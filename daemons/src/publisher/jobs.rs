@@ -105,6 +105,9 @@ pub struct Placement {
 pub struct Known {
     pub job: Job,
     pub placements: Vec<Placement>,
+    /// How many writes of the name the shared store has seen (0 on a store
+    /// no other process writes): what the next write is conditional on.
+    pub version: u64,
 }
 
 /// Job and placement records: durable in the store, read from memory.
@@ -128,7 +131,11 @@ pub struct Known {
 /// Each write then also publishes the name on the change channel in the same
 /// atomic batch, and [`Records::follow`] reads each name another front end
 /// wrote back from the store; a lost subscription reads everything again, so
-/// a change missed while it was down is not missed for good.
+/// a change missed while it was down is not missed for good. Two front ends
+/// writing one name at once must not lose either's change: each write is
+/// conditional on the name's version (`{ID}:FILE:VERSIONS`) being the one its
+/// placements were read at, and on a conflict the name is read back and the
+/// change made again on what the other wrote.
 #[derive(Debug, Clone)]
 pub struct Records {
     store: Arc<dyn Store>,
@@ -136,6 +143,8 @@ pub struct Records {
     placements: String,
     /// `{ID}:FILE:ORIGIN:`, followed by a name: a small file's bytes.
     origins: String,
+    /// `{ID}:FILE:VERSIONS`: each name's write count, on a shared store.
+    versions: String,
     known: Arc<std::sync::RwLock<HashMap<String, Arc<Known>>>>,
     // Writers read placements, change them and write them back with the job:
     // a lock per name keeps one from losing another's update, and keeps the
@@ -170,6 +179,10 @@ impl Feed {
     }
 }
 
+/// Most times one write is made again because another front end wrote the
+/// name first.
+const MAX_CONFLICTS: usize = 16;
+
 /// Wait before subscribing again after the change feed was lost.
 const FEED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -189,8 +202,14 @@ impl Records {
     pub async fn open(store: Arc<dyn Store>, keys: &Keys) -> Result<Records, StoreError> {
         let jobs_key = format!("{}:FILE:JOBS", keys.prefix());
         let placements_key = keys.processed_files();
+        let versions_key = format!("{}:FILE:VERSIONS", keys.prefix());
         let jobs = store.hgetall(&jobs_key).await?;
         let mut placements = store.hgetall(&placements_key).await?;
+        let mut versions = if store.shared() {
+            store.hgetall(&versions_key).await?
+        } else {
+            BTreeMap::new()
+        };
         let mut known = HashMap::with_capacity(jobs.len());
         for (name, text) in &jobs {
             let k = known_of(
@@ -198,6 +217,7 @@ impl Records {
                 name,
                 text,
                 placements.remove(name).as_deref(),
+                versions.remove(name).as_deref(),
             )?;
             known.insert(name.clone(), Arc::new(k));
         }
@@ -210,6 +230,7 @@ impl Records {
             jobs: jobs_key,
             placements: placements_key,
             origins: format!("{}:FILE:ORIGIN:", keys.prefix()),
+            versions: versions_key,
             known: Arc::new(std::sync::RwLock::new(known)),
             locks: Arc::new(Stripes::new(STRIPES)),
             feed,
@@ -269,10 +290,18 @@ impl Records {
     /// Reads one name's job and placements back from the store into memory.
     async fn reload(&self, name: &str) -> Result<(), StoreError> {
         let _guard = self.lock(name).lock().await;
+        self.read_back(name).await
+    }
+
+    /// [`Records::reload`] with the name's lock already held.
+    async fn read_back(&self, name: &str) -> Result<(), StoreError> {
         let job = self.store.hget(&self.jobs, name).await?;
         let placements = self.store.hget(&self.placements, name).await?;
+        let version = self.store.hget(&self.versions, name).await?;
         let known = match job {
-            Some(text) => Some(self.known_from(name, &text, placements.as_deref())?),
+            Some(text) => {
+                Some(self.known_from(name, &text, placements.as_deref(), version.as_deref())?)
+            }
             None => None,
         };
         let mut table = self.table_mut();
@@ -292,9 +321,15 @@ impl Records {
         }
         let jobs = self.store.hgetall(&self.jobs).await?;
         let mut placements = self.store.hgetall(&self.placements).await?;
+        let mut versions = self.store.hgetall(&self.versions).await?;
         let mut fresh = HashMap::with_capacity(jobs.len());
         for (name, text) in &jobs {
-            let known = self.known_from(name, text, placements.remove(name).as_deref())?;
+            let known = self.known_from(
+                name,
+                text,
+                placements.remove(name).as_deref(),
+                versions.remove(name).as_deref(),
+            )?;
             fresh.insert(name.clone(), Arc::new(known));
         }
         *self.table_mut() = fresh;
@@ -307,8 +342,15 @@ impl Records {
         name: &str,
         job: &str,
         placements: Option<&str>,
+        version: Option<&str>,
     ) -> Result<Known, StoreError> {
-        known_of((&self.jobs, &self.placements), name, job, placements)
+        known_of(
+            (&self.jobs, &self.placements),
+            name,
+            job,
+            placements,
+            version,
+        )
     }
 
     /// Announces a write of `name` to the other front ends, in its batch.
@@ -393,6 +435,7 @@ impl Records {
         batch
             .hdel(&self.jobs, &[name])
             .hdel(&self.placements, &[name])
+            .hdel(&self.versions, &[name])
             .del(&self.origin_key(name));
         self.announce(&mut batch, name);
         self.store.apply(&batch).await?;
@@ -406,57 +449,87 @@ impl Records {
     pub async fn save(
         &self,
         job: &Job,
-        change: impl FnOnce(&mut Vec<Placement>),
+        change: impl FnMut(&mut Vec<Placement>),
     ) -> Result<Vec<Placement>, StoreError> {
         self.save_with(job, change, |_| {}).await
     }
 
     /// [`Records::save`], with writes of the caller's in the same batch (an
     /// accepted file's place in the sending queue: one durable commit).
+    /// `change` and `also` run again when another front end wrote the name
+    /// first.
     pub async fn save_with(
         &self,
         job: &Job,
-        change: impl FnOnce(&mut Vec<Placement>),
-        also: impl FnOnce(&mut Batch),
+        change: impl FnMut(&mut Vec<Placement>),
+        also: impl FnMut(&mut Batch),
     ) -> Result<Vec<Placement>, StoreError> {
         let _guard = self.lock(&job.name).lock().await;
-        self.write(job, change, also).await
+        let written = self.write(job, change, also, |_| true).await?;
+        Ok(written.unwrap_or_default())
     }
 
-    /// The write of [`Records::save_with`], under the name's lock.
+    /// The write of [`Records::save_with`], under the name's lock: `None`
+    /// when `still` says the record as it stands no longer wants it.
     async fn write(
         &self,
         job: &Job,
-        change: impl FnOnce(&mut Vec<Placement>),
-        also: impl FnOnce(&mut Batch),
-    ) -> Result<Vec<Placement>, StoreError> {
+        mut change: impl FnMut(&mut Vec<Placement>),
+        mut also: impl FnMut(&mut Batch),
+        still: impl Fn(Option<&Known>) -> bool,
+    ) -> Result<Option<Vec<Placement>>, StoreError> {
         let name = job.name.as_str();
-        let mut placements = self
-            .known(name)
-            .map(|k| k.placements.clone())
-            .unwrap_or_default();
-        change(&mut placements);
         let job_text = job_text(&self.jobs, job)?;
-        let mut batch = Batch::new();
-        batch.hset(&self.jobs, &[(name, &job_text)]);
-        if placements.is_empty() {
-            batch.hdel(&self.placements, &[name]);
-        } else {
-            let text = serde_json::to_string(&placements)
-                .map_err(|e| corrupt(&self.placements, name, e))?;
-            batch.hset(&self.placements, &[(name, &text)]);
+        let mut conflicts = 0;
+        loop {
+            let base = self.known(name);
+            if !still(base.as_deref()) {
+                return Ok(None);
+            }
+            let version = base.as_ref().map_or(0, |k| k.version);
+            let mut placements = base.map(|k| k.placements.clone()).unwrap_or_default();
+            change(&mut placements);
+            let mut batch = Batch::new();
+            batch.hset(&self.jobs, &[(name, &job_text)]);
+            if placements.is_empty() {
+                batch.hdel(&self.placements, &[name]);
+            } else {
+                let text = serde_json::to_string(&placements)
+                    .map_err(|e| corrupt(&self.placements, name, e))?;
+                batch.hset(&self.placements, &[(name, &text)]);
+            }
+            also(&mut batch);
+            let next = if self.feed.is_some() {
+                // Another front end's write since this one read the name
+                // makes this batch fail whole.
+                let seen = (version > 0).then(|| version.to_string());
+                batch.only_if(&self.versions, name, seen.as_deref());
+                let next = version.saturating_add(1);
+                batch.hset(&self.versions, &[(name, &next.to_string())]);
+                next
+            } else {
+                0
+            };
+            self.announce(&mut batch, name);
+            match self.store.apply(&batch).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) if conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    self.read_back(name).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            self.table_mut().insert(
+                name.to_owned(),
+                Arc::new(Known {
+                    job: job.clone(),
+                    placements: placements.clone(),
+                    version: next,
+                }),
+            );
+            return Ok(Some(placements));
         }
-        also(&mut batch);
-        self.announce(&mut batch, name);
-        self.store.apply(&batch).await?;
-        self.table_mut().insert(
-            name.to_owned(),
-            Arc::new(Known {
-                job: job.clone(),
-                placements: placements.clone(),
-            }),
-        );
-        Ok(placements)
     }
 
     /// [`Records::save_with`] for a job read before a transfer: written only if
@@ -467,15 +540,15 @@ impl Records {
     pub async fn save_if_current(
         &self,
         job: &Job,
-        change: impl FnOnce(&mut Vec<Placement>),
-        also: impl FnOnce(&mut Batch),
+        change: impl FnMut(&mut Vec<Placement>),
+        also: impl FnMut(&mut Batch),
     ) -> Result<Option<Vec<Placement>>, StoreError> {
         let _guard = self.lock(&job.name).lock().await;
-        let current = self.job(&job.name);
-        if !current.is_some_and(|c| c.sha256 == job.sha256 && c.accepted_at == job.accepted_at) {
-            return Ok(None);
-        }
-        self.write(job, change, also).await.map(Some)
+        self.write(job, change, also, |current| {
+            current
+                .is_some_and(|c| c.job.sha256 == job.sha256 && c.job.accepted_at == job.accepted_at)
+        })
+        .await
     }
 }
 
@@ -486,6 +559,7 @@ fn known_of(
     name: &str,
     job: &str,
     placements: Option<&str>,
+    version: Option<&str>,
 ) -> Result<Known, StoreError> {
     Ok(Known {
         job: parse_job(keys.0, name, job)?,
@@ -493,6 +567,9 @@ fn known_of(
             Some(text) => serde_json::from_str(text).map_err(|e| corrupt(keys.1, name, e))?,
             None => Vec::new(),
         },
+        // A version that does not parse is one no write will match: the
+        // next write conflicts, reads back and makes it whole again.
+        version: version.map_or(0, |v| v.parse().unwrap_or(u64::MAX)),
     })
 }
 
@@ -534,6 +611,57 @@ mod tests {
             trace: String::new(),
             headers: BTreeMap::new(),
         }
+    }
+
+    /// Two front ends on one Redis record copies of one file at once, each
+    /// from its own memory: every copy must be in the record at the end, in
+    /// the store and in both memories once the feed has caught up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn front_ends_writing_one_name_at_once_lose_no_placement() {
+        let redis = dandelion_testkit::redis::RedisServer::start();
+        let keys = Keys::new("publisher-0123456789abcdef0123456789abcdef");
+        let open = || async {
+            let store: Arc<dyn Store> = Arc::new(
+                dandelion_core::store::RedisStore::connect(&redis.url(), "")
+                    .await
+                    .unwrap(),
+            );
+            Records::open(store, &keys).await.unwrap()
+        };
+        let (a, b) = (open().await, open().await);
+        let shutdown = crate::shutdown::Shutdown::new();
+        for r in [&a, &b] {
+            let (r, stop) = (r.clone(), shutdown.clone());
+            tokio::spawn(async move { r.follow(stop).await });
+        }
+        let queued = job(JobState::Queued, 0);
+        a.save(&queued, Vec::clear).await.unwrap();
+        let writers: Vec<_> = (0..40u32)
+            .map(|n| {
+                let records = if n % 2 == 0 { a.clone() } else { b.clone() };
+                let queued = queued.clone();
+                tokio::spawn(async move {
+                    records
+                        .save(&queued, |all| all.push(placement(1000 + n)))
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let stored = b.store.hget(&b.placements, &queued.name).await.unwrap().unwrap();
+        let stored: Vec<Placement> = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored.len(), 40, "copies were lost: {stored:?}");
+        for r in [&a, &b] {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while r.known(&queued.name).unwrap().placements.len() != 40 {
+                assert!(tokio::time::Instant::now() < deadline, "memory never caught up");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        shutdown.trigger();
     }
 
     #[tokio::test]

@@ -250,9 +250,9 @@ pub async fn settle(
         .save_if_current(
             &job,
             |all| {
-                for placement in placed {
+                for placement in &placed {
                     all.retain(|pl| pl.box_id != placement.box_id);
-                    all.push(placement);
+                    all.push(placement.clone());
                 }
             },
             |batch| {
