@@ -110,6 +110,27 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
         );
     }
 
+    // A file too big for the store lives on the disk of the front end that
+    // took it until it is placed; the other redirects to its copies after,
+    // and its senders never fail it for lack of the bytes.
+    let big = root.path().join("film.bin");
+    std::fs::write(&big, vec![9u8; 2 << 20]).unwrap();
+    push(&a_origin, &a_token, &big, "big/film.bin");
+    wait_for(
+        "the other front end to redirect the big file to a box",
+        Duration::from_secs(20),
+        || (status(&format!("{b_origin}/big/film.bin")) == Some(302)).then_some(()),
+    );
+    let record: Value = rt
+        .block_on(http.get(
+            &format!("{a_origin}/api/files/big/film.bin"),
+            &[("authorization", &format!("Bearer {}", a_token.trim()))],
+        ))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(record["failures"], serde_json::json!([]), "{record}");
+
     // One front end dies in the middle of pushes: every file it acknowledged
     // is answered by the other (kept in the shared store), which takes the
     // next pushes.

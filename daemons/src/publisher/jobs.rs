@@ -372,6 +372,11 @@ impl Records {
         self.known.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether other front ends write these records too (a shared store).
+    pub fn shared(&self) -> bool {
+        self.feed.is_some()
+    }
+
     /// A name's job and placements, as they were written together.
     pub fn known(&self, name: &str) -> Option<Arc<Known>> {
         self.table().get(name).cloned()
@@ -651,13 +656,21 @@ mod tests {
         for w in writers {
             w.await.unwrap();
         }
-        let stored = b.store.hget(&b.placements, &queued.name).await.unwrap().unwrap();
+        let stored = b
+            .store
+            .hget(&b.placements, &queued.name)
+            .await
+            .unwrap()
+            .unwrap();
         let stored: Vec<Placement> = serde_json::from_str(&stored).unwrap();
         assert_eq!(stored.len(), 40, "copies were lost: {stored:?}");
         for r in [&a, &b] {
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
             while r.known(&queued.name).unwrap().placements.len() != 40 {
-                assert!(tokio::time::Instant::now() < deadline, "memory never caught up");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "memory never caught up"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }

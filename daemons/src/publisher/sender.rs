@@ -133,6 +133,18 @@ async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
         p.records.put_job(&job).await.map_err(|e| e.to_string())?;
         return Ok(Next::Done);
     }
+    if job.origin == Origin::File
+        && p.records.shared()
+        && !tokio::fs::try_exists(p.origin_path(name))
+            .await
+            .unwrap_or(false)
+    {
+        // Another front end took this upload and holds its bytes on its own
+        // disk; the sending queue is shared, so its senders take the job in
+        // turn. Trying here would only fail boxes that did nothing wrong.
+        tracing::debug!(file = %name, "the origin copy is on another front end's disk");
+        return Ok(Next::Retry);
+    }
     let ranked = {
         let dir = p.directory.read().await;
         rank(&dir.candidates(p.audience, now), &p.weights)
