@@ -274,18 +274,24 @@ fn steering_answers_only_about_known_streams_and_boxes_and_never_echo_a_bad_host
 
     // The box's pathway: its own URLs for what it holds, the foreign URL as
     // written, nothing else.
-    let pathway = get(
-        &format!("{origin}/dandelion/pathway/{box_id}/live/index.m3u8"),
-        &[],
+    // Until the box holds seg1 too, the playlist ends before it (its URI must
+    // not change once listed).
+    let pathway_url = format!("{origin}/dandelion/pathway/{box_id}/live/index.m3u8");
+    let urls: Vec<String> = wait_for(
+        "the pathway playlist to list both segments on the box",
+        Duration::from_secs(20),
+        || {
+            let pathway = get(&pathway_url, &[]);
+            assert_eq!(pathway.status, 200);
+            let urls: Vec<String> = pathway
+                .text()
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (urls.len() == 3).then_some(urls)
+        },
     );
-    assert_eq!(pathway.status, 200);
-    let urls: Vec<String> = pathway
-        .text()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(urls.len(), 3, "{}", pathway.text());
     assert!(
         urls[0].starts_with(&box_origin) && urls[1].starts_with(&box_origin),
         "{urls:?}"

@@ -293,11 +293,28 @@ impl Records {
         self.read_back(name).await
     }
 
-    /// [`Records::reload`] with the name's lock already held.
+    /// [`Records::reload`] with the name's lock already held. The three
+    /// fields are read one after the other, so the version is read before and
+    /// after: every write bumps it in the same batch, so the same version
+    /// twice means no write fell in between.
     async fn read_back(&self, name: &str) -> Result<(), StoreError> {
-        let job = self.store.hget(&self.jobs, name).await?;
-        let placements = self.store.hget(&self.placements, name).await?;
-        let version = self.store.hget(&self.versions, name).await?;
+        let mut tries = 0;
+        let (job, placements, version) = loop {
+            let before = self.store.hget(&self.versions, name).await?;
+            let job = self.store.hget(&self.jobs, name).await?;
+            let placements = self.store.hget(&self.placements, name).await?;
+            let after = self.store.hget(&self.versions, name).await?;
+            if before == after {
+                break (job, placements, after);
+            }
+            tries += 1;
+            if tries >= MAX_CONFLICTS {
+                return Err(StoreError::Conflict {
+                    key: self.versions.clone(),
+                    field: name.to_owned(),
+                });
+            }
+        };
         let known = match job {
             Some(text) => {
                 Some(self.known_from(name, &text, placements.as_deref(), version.as_deref())?)
@@ -319,9 +336,23 @@ impl Records {
         for lock in self.locks.all() {
             guards.push(lock.lock().await);
         }
+        // Other front ends write meanwhile: a name whose version moved while
+        // the hashes were read is read again on its own.
+        let before = self.store.hgetall(&self.versions).await?;
         let jobs = self.store.hgetall(&self.jobs).await?;
         let mut placements = self.store.hgetall(&self.placements).await?;
         let mut versions = self.store.hgetall(&self.versions).await?;
+        let moved: Vec<String> = versions
+            .iter()
+            .filter(|(name, v)| before.get(*name) != Some(*v))
+            .map(|(name, _)| name.clone())
+            .chain(
+                before
+                    .keys()
+                    .filter(|n| !versions.contains_key(*n))
+                    .cloned(),
+            )
+            .collect();
         let mut fresh = HashMap::with_capacity(jobs.len());
         for (name, text) in &jobs {
             let known = self.known_from(
@@ -333,6 +364,9 @@ impl Records {
             fresh.insert(name.clone(), Arc::new(known));
         }
         *self.table_mut() = fresh;
+        for name in moved {
+            self.read_back(&name).await?;
+        }
         drop(guards);
         Ok(())
     }
