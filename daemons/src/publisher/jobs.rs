@@ -120,8 +120,8 @@ pub struct Known {
 /// trimmed away.
 ///
 /// Every read comes from memory, loaded from the store at start-up and kept
-/// true by the writes below, which are the only writes of these keys (the
-/// store's namespace is this publisher's own). A redirect is a map lookup, not
+/// true by the writes below (the store's namespace is this publisher's own)
+/// and by those of the publisher's other front ends, below. A redirect is a map lookup, not
 /// a store read and two JSON decodes (issue 18: the viewer path at nginx's
 /// pace), and viewers keep being redirected while the store is unreachable.
 /// A write whose outcome the store left unknown (a Redis timeout after the
