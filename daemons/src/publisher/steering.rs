@@ -30,6 +30,8 @@ use dandelion_core::ids::NodeId;
 use dandelion_core::paths::{relative_path, url_path};
 use serde_json::{Value, json};
 
+use super::redirect::{Holder, in_order};
+
 /// The pathway of the publisher itself: its media playlist, segments by
 /// redirect. Always last, so a player that has penalised every box still plays.
 pub const ORIGIN_PATHWAY: &str = "origin";
@@ -286,6 +288,66 @@ pub fn durations(text: &str) -> Vec<(f64, &str)> {
     out
 }
 
+/// Who asks for a manifest, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Asking<'a> {
+    pub now: u64,
+    /// Whether the viewer's page is https: no plain-http box for it.
+    pub https: bool,
+    /// Whether this viewer may go to a box on probation although a measured
+    /// one holds the stream (drawn as for redirects).
+    pub admit_probation: bool,
+    pub ip: std::net::IpAddr,
+    /// The pathway the player says it is on (`_HLS_pathway`).
+    pub current: Option<&'a str>,
+}
+
+/// The box pathways for one viewer, best first, at most [`MAX_PATHWAYS`]:
+/// `per_segment[i]` are the holders of the window's segment `i`, oldest
+/// first. A box is a pathway when it holds the whole window
+/// ([`whole_window`], among copies viewers may be sent to); pathways are
+/// ordered as redirects choose boxes, by their copies of the newest segment
+/// the window counted, equal boxes in an order of the viewer's own
+/// ([`spread`]), and the player's current pathway first while offered.
+pub fn choose_pathways(per_segment: &[Vec<Holder>], asking: &Asking<'_>) -> Vec<Holder> {
+    let now = asking.now;
+    let usable: Vec<Vec<NodeId>> = per_segment
+        .iter()
+        .map(|hs| {
+            hs.iter()
+                .filter(|h| h.usable(now))
+                .map(|h| h.box_id.clone())
+                .collect()
+        })
+        .collect();
+    let boxes = whole_window(&usable);
+    let reference = match per_segment.len() {
+        0 | 1 => 0,
+        n => n - 2,
+    };
+    let candidates: Vec<Holder> = per_segment
+        .get(reference)
+        .map(|hs| {
+            hs.iter()
+                .filter(|h| boxes.contains(&h.box_id))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ordered = in_order(
+        &candidates,
+        now,
+        asking.https,
+        asking.admit_probation,
+        &|id| spread(asking.ip, id),
+    );
+    if let Some(current) = asking.current {
+        current_first(&mut ordered, |h| h.box_id.as_str() == current);
+    }
+    ordered.truncate(MAX_PATHWAYS);
+    ordered
+}
+
 /// The player's current pathway first (`_HLS_pathway`, which players add to
 /// the manifest's URL), when it is still offered: a player moves when its box
 /// fails or stops holding the stream, not each time the boxes' loads shift.
@@ -445,6 +507,64 @@ mod tests {
             durations(text),
             [(1.5, "a.ts"), (2.0, "b.ts"), (0.0, "c.ts")]
         );
+    }
+
+    fn holder(n: u8, url: &str) -> Holder {
+        Holder {
+            box_id: id(n),
+            url: format!("{url}/f{n}"),
+            live: true,
+            serve: super::super::redirect::Serve::Serving,
+            distance_km: None,
+            load: 0.0,
+            expires_at: 1_000,
+            probation: false,
+        }
+    }
+
+    #[test]
+    fn pathways_are_boxes_with_the_whole_window_that_this_viewer_can_fetch() {
+        let plain = |n| holder(n, "http://b");
+        let tls = |n| holder(n, "https://b");
+        let mut failing = plain(4);
+        failing.serve = super::super::redirect::Serve::Failing;
+        // Box 1 holds everything, box 2 misses the middle segment, box 3
+        // everything over https, box 4 everything but fails its probes, box 5
+        // only the newest (still on its way to the others).
+        let window = vec![
+            vec![plain(1), plain(2), tls(3), failing.clone()],
+            vec![plain(1), tls(3), failing.clone()],
+            vec![plain(1), plain(2), tls(3), failing, plain(5)],
+        ];
+        let asking = Asking {
+            now: 10,
+            https: false,
+            admit_probation: false,
+            ip: std::net::IpAddr::from([10, 0, 0, 1]),
+            current: None,
+        };
+        let ids = |hs: Vec<Holder>| hs.into_iter().map(|h| h.box_id).collect::<Vec<_>>();
+        let mut got = ids(choose_pathways(&window, &asking));
+        got.sort();
+        assert_eq!(got, [id(1), id(3)]);
+        // An https page cannot fetch from a plain-http box.
+        let https = Asking {
+            https: true,
+            ..asking
+        };
+        assert_eq!(ids(choose_pathways(&window, &https)), [id(3)]);
+        // The player's pathway stays first while offered.
+        for current in [id(1), id(3)] {
+            let text = current.to_string();
+            let sticky = Asking {
+                current: Some(&text),
+                ..asking
+            };
+            assert_eq!(ids(choose_pathways(&window, &sticky))[0], current);
+        }
+        // No more than MAX_PATHWAYS.
+        let many: Vec<Vec<Holder>> = (0..3).map(|_| (1..=9).map(plain).collect()).collect();
+        assert_eq!(choose_pathways(&many, &asking).len(), MAX_PATHWAYS);
     }
 
     #[test]

@@ -22,11 +22,10 @@ use dandelion_core::proxies;
 
 use super::api::{cors, error, is_playlist, viewer_base};
 use super::jobs::{Known, Origin};
-use super::redirect::{holders, in_order};
+use super::redirect::holders;
 use super::steering::{
-    Held, MAX_PATHWAYS, MAX_WINDOW, Pathway, bandwidth, current_first, durations, manifest_path,
-    multivariant as multivariant_text, pathway_path, resolve, rewrite, segment_uris, spread,
-    whole_window,
+    Asking, Held, MAX_WINDOW, Pathway, bandwidth, choose_pathways, durations, manifest_path,
+    multivariant as multivariant_text, pathway_path, resolve, rewrite, segment_uris,
 };
 use super::{Publisher, now_secs};
 use crate::listener::Remote;
@@ -178,42 +177,19 @@ pub async fn manifest(
                     .unwrap_or_default()
             })
             .collect();
-        let usable: Vec<Vec<NodeId>> = per_segment
-            .iter()
-            .map(|hs| {
-                hs.iter()
-                    .filter(|h| h.usable(now))
-                    .map(|h| h.box_id.clone())
-                    .collect()
-            })
-            .collect();
-        let boxes = whole_window(&usable);
-        // What the boxes are ranked by: their copies of the newest segment
-        // the whole window counted.
-        let reference = match per_segment.len() {
-            0 | 1 => 0,
-            n => n - 2,
-        };
-        let candidates: Vec<_> = per_segment
-            .get(reference)
-            .map(|hs| {
-                hs.iter()
-                    .filter(|h| boxes.contains(&h.box_id))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut ordered = in_order(&candidates, now, v.tls, admit_probation, &|id| {
-            spread(v.ip, id)
-        });
-        if let Some(current) = query.get("_HLS_pathway") {
-            current_first(&mut ordered, |h| h.box_id.as_str() == current);
-        }
-        ordered
+        choose_pathways(
+            &per_segment,
+            &Asking {
+                now,
+                https: v.tls,
+                admit_probation,
+                ip: v.ip,
+                current: query.get("_HLS_pathway").map(String::as_str),
+            },
+        )
     };
     let pathways: Vec<Pathway> = ordered
         .into_iter()
-        .take(MAX_PATHWAYS)
         .map(|h| Pathway {
             playlist_url: format!("{}{}", v.base, pathway_path(&h.box_id, &name)),
             box_id: h.box_id,
