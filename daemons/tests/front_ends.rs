@@ -111,8 +111,8 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
     }
 
     // A file too big for the store lives on the disk of the front end that
-    // took it until it is placed; the other redirects to its copies after,
-    // and its senders never fail it for lack of the bytes.
+    // took it; the other redirects to its copies, and its senders never fail
+    // it for lack of the bytes.
     let big = root.path().join("film.bin");
     std::fs::write(&big, vec![9u8; 2 << 20]).unwrap();
     push(&a_origin, &a_token, &big, "big/film.bin");
@@ -163,7 +163,30 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
             .then_some(())
         },
     );
+    // A file too big for the store, acknowledged by A just before it dies:
+    // acknowledged only once a box held it, so the survivor sends viewers to
+    // that copy.
+    push(&a_origin, &a_token, &big, "big/last.bin");
+    let record: Value = rt
+        .block_on(http.get(
+            &format!("{a_origin}/api/files/big/last.bin"),
+            &[("authorization", &format!("Bearer {}", a_token.trim()))],
+        ))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        record["placements"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "acknowledged before any box held a copy: {record}"
+    );
     net.publisher.kill9();
+    wait_for(
+        "the survivor to redirect the big file A acknowledged before dying",
+        Duration::from_secs(5),
+        || (status(&format!("{b_origin}/big/last.bin")) == Some(302)).then_some(()),
+    );
     let acknowledged = pusher.join().unwrap();
     eprintln!(
         "A acknowledged {} of 40 pushes before it died",
@@ -186,5 +209,30 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
         "a push after the other front end died to be placed",
         Duration::from_secs(20),
         || (status(&format!("{b_origin}/after/clip.ts")) == Some(302)).then_some(()),
+    );
+}
+
+/// On a shared store a file kept on disk is acknowledged only once a box
+/// holds a copy: with no box to take one, the push is refused, saying why.
+#[test]
+fn a_file_no_box_can_take_is_not_acknowledged_on_a_shared_store() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(root.path(), 0)
+        .publisher_top(format!("store = {:?}", redis.url()))
+        .start();
+    let token = std::fs::read_to_string(root.path().join("publisher/admin.token")).unwrap();
+    let big = root.path().join("film.bin");
+    std::fs::write(&big, vec![3u8; 2 << 20]).unwrap();
+    let out = run(Command::new(binary("dandelion"))
+        .arg("push")
+        .arg(&big)
+        .args(["--to", &net.publisher.origin(), "--token", token.trim()])
+        .env_remove("DANDELION_CONFIG"));
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("503") && said.contains("only once a box holds it"),
+        "{said}"
     );
 }

@@ -31,6 +31,7 @@ use super::intake;
 use super::jobs::{Job, JobState, Origin, Placement};
 use super::pool::SessionState;
 use super::redirect::choose_url;
+use super::sender::{self, Next};
 use super::steering_api;
 use super::{Publisher, now_secs};
 
@@ -240,6 +241,10 @@ async fn push(
     // file left by an earlier push of the name as a file goes when this job
     // expires.
     let cut_through = !forwards.is_empty();
+    // Several front ends share this publisher's records: a file kept on this
+    // front end's disk is acknowledged only once a box holds a copy, or this
+    // disk would be its only copy should this front end die.
+    let copy_first = p.records.shared() && job.origin == Origin::File;
     let origin_key = p.records.origin_key(&name);
     let recorded = p
         .records
@@ -248,7 +253,7 @@ async fn push(
                 Some(bytes) => batch.set(&origin_key, bytes.clone()),
                 None => batch.del(&origin_key),
             };
-            if cut_through {
+            if cut_through || copy_first {
                 p.queue.hold_in(batch, &name);
             } else {
                 p.queue.push_in(batch, &name);
@@ -262,7 +267,11 @@ async fn push(
             format!("cannot queue the file: {e}"),
         );
     }
-    if cut_through {
+    if copy_first {
+        if let Err(refusal) = first_copy(&p, forwards, &job).await {
+            return refusal;
+        }
+    } else if cut_through {
         forwards.settle_later(p.clone(), job.clone());
     }
     p.metrics.accepted.inc();
@@ -288,6 +297,46 @@ async fn push(
         })),
     )
         .into_response()
+}
+
+/// Places the first copy of an upload before it is acknowledged: through the
+/// boxes receiving it already, else as a sender would, now. The job, held in
+/// flight meanwhile, is finished or queued again for the copies still
+/// missing. With no copy on a box the push is refused (`503`): the job stays
+/// queued here, but only this disk holds the file.
+async fn first_copy(p: &Arc<Publisher>, forwards: Forwards, job: &Job) -> Result<(), Response> {
+    let name = job.name.as_str();
+    let next = if forwards.is_empty() {
+        sender::place(p, name).await
+    } else {
+        forwards.settle_now(p, job.clone()).await
+    };
+    let next = next.unwrap_or_else(|e| {
+        tracing::warn!(file = %name, "cannot place the first copy: {e}");
+        Next::Retry
+    });
+    let queued = match next {
+        // Queued again at once: the pause between tries is for the senders.
+        Next::Retry => p.queue.requeue(name).await,
+        Next::Done => p.queue.finish(name).await,
+        Next::Finished => Ok(()),
+    };
+    if let Err(e) = queued {
+        tracing::warn!(file = %name, "cannot update the sending queue: {e}");
+    }
+    let copies = p.records.known(name).map_or(0, |k| k.placements.len());
+    if copies == 0 {
+        tracing::warn!(file = %name, "no box took a first copy; the push is not acknowledged");
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no box took a copy of `{}` yet; with several front ends a file kept on disk \
+                 is acknowledged only once a box holds it: push it again",
+                name.escape_debug()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The URL players are given for `name`: under the publisher's `public_url`

@@ -199,6 +199,14 @@ impl Forwards {
         });
     }
 
+    /// Waits for what each box made of the upload and records it, as
+    /// [`Forwards::settle_later`] does, but now: for an upload that may be
+    /// acknowledged only once a box holds a copy.
+    pub async fn settle_now(self, p: &Publisher, job: Job) -> Result<Next, String> {
+        let outcomes = self.verdicts(p, job.size).await;
+        sender::settle(p, job, 0, outcomes).await
+    }
+
     /// What each box made of the upload. A transfer dropped because the
     /// upload stalled is no outcome at all: nothing is held against the box,
     /// and the senders place that copy.

@@ -93,7 +93,7 @@ async fn pause(p: &Publisher, d: Duration) {
 }
 
 /// Places what is missing of one job.
-async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
+pub async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
     let Some(known) = p
         .records
         .known_after_write(name)
