@@ -310,11 +310,16 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     let mut directory = Directory::default();
     directory.allow_legacy = pc.unverified_boxes;
     directory.replace_after_secs = pc.replace_after.as_secs();
+    let records = Records::open(common.store.clone(), &keys)
+        .await
+        .context("cannot read the publisher's records")?;
+    let queue = match records.instance() {
+        Some(instance) => Queue::shared_by(common.store.clone(), &keys, instance),
+        None => Queue::new(common.store.clone(), &keys),
+    };
     let publisher = Arc::new(Publisher {
-        queue: Queue::new(common.store.clone(), &keys),
-        records: Records::open(common.store.clone(), &keys)
-            .await
-            .context("cannot read the publisher's records")?,
+        queue,
+        records,
         directory: Arc::new(RwLock::new(directory)),
         links: Arc::default(),
         http: HttpClient::default(),
@@ -374,6 +379,9 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         let records = publisher.records.clone();
         let stop = shutdown.clone();
         shutdown.spawn(async move { records.follow(stop).await });
+        let queue = publisher.queue.clone();
+        let stop = shutdown.clone();
+        shutdown.spawn(async move { queue.keep_alive(stop).await });
     }
     let router = api::router(publisher.clone())
         .merge(crate::console::routes(

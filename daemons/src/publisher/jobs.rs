@@ -406,6 +406,11 @@ impl Records {
         self.known.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// This front end's name among those sharing the store, if it is shared.
+    pub fn instance(&self) -> Option<&str> {
+        self.feed.as_ref().map(|f| f.instance.as_str())
+    }
+
     /// Whether other front ends write these records too (a shared store).
     pub fn shared(&self) -> bool {
         self.feed.is_some()

@@ -6,6 +6,13 @@
 //! in the in-flight list, and [`Queue::recover`] puts it back at start-up: nothing
 //! acknowledged is lost, at the price of a job possibly being sent twice — which
 //! is harmless, because a box replaces a path atomically.
+//!
+//! Several front ends sharing one Redis ([`Queue::shared_by`]) share the
+//! queue, but each keeps its own in-flight list, `FILES_IN_FLIGHT:<instance>`,
+//! and says every few seconds that it is alive (`{ID}:FILE:SENDERS`). A front
+//! end that stopped saying so for [`DEAD_AFTER`] seconds is taken for dead:
+//! any other moves its in-flight jobs back to the queue
+//! ([`Queue::reclaim`]), rather than leaving them until it starts again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +20,43 @@ use std::time::Duration;
 use dandelion_core::store::keys::Keys;
 use dandelion_core::store::{Batch, Result, Store};
 
+/// How often a front end on a shared store says it is alive.
+pub const ALIVE_EVERY: Duration = Duration::from_secs(5);
+/// Silence after which a front end's in-flight jobs are taken back.
+pub const DEAD_AFTER: u64 = 30;
+
 #[derive(Debug, Clone)]
 pub struct Queue {
     store: Arc<dyn Store>,
     waiting: String,
     in_flight: String,
+    /// On a shared store: the name every in-flight list starts with (also the
+    /// list of a single publisher), the senders' hash and this front end.
+    shared: Option<SharedQueue>,
+}
+
+#[derive(Debug, Clone)]
+struct SharedQueue {
+    base: String,
+    senders: String,
+    instance: String,
+}
+
+/// The front ends in `senders` (instance → last said alive, Unix seconds)
+/// that have been silent for more than `after` seconds at `now`, other than
+/// `me`. A value that does not parse is as silent as can be.
+pub fn silent(
+    senders: &std::collections::BTreeMap<String, String>,
+    me: &str,
+    now: u64,
+    after: u64,
+) -> Vec<String> {
+    senders
+        .iter()
+        .filter(|(instance, _)| instance.as_str() != me)
+        .filter(|(_, seen)| now.saturating_sub(seen.parse().unwrap_or(0)) > after)
+        .map(|(instance, _)| instance.clone())
+        .collect()
 }
 
 impl Queue {
@@ -26,7 +65,54 @@ impl Queue {
             store,
             waiting: keys.files_sending_queue(),
             in_flight: keys.files_in_flight(),
+            shared: None,
         }
+    }
+
+    /// The queue of a front end `instance` among several on one store.
+    pub fn shared_by(store: Arc<dyn Store>, keys: &Keys, instance: &str) -> Queue {
+        let base = keys.files_in_flight();
+        Queue {
+            store,
+            waiting: keys.files_sending_queue(),
+            in_flight: format!("{base}:{instance}"),
+            shared: Some(SharedQueue {
+                senders: format!("{}:FILE:SENDERS", keys.prefix()),
+                base,
+                instance: instance.to_owned(),
+            }),
+        }
+    }
+
+    /// Says this front end is alive at `now` (a shared store; else nothing).
+    pub async fn alive(&self, now: u64) -> Result<()> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        self.store
+            .hset(&shared.senders, &[(&shared.instance, &now.to_string())])
+            .await
+            .map(drop)
+    }
+
+    /// Moves the in-flight jobs of every front end silent for more than
+    /// `after` seconds back to the queue, and forgets those front ends: how
+    /// many jobs came back. Two front ends reclaiming at once move each job
+    /// once (each move is atomic).
+    pub async fn reclaim(&self, now: u64, after: u64) -> Result<usize> {
+        let Some(shared) = &self.shared else {
+            return Ok(0);
+        };
+        let senders = self.store.hgetall(&shared.senders).await?;
+        let mut moved = 0;
+        for instance in silent(&senders, &shared.instance, now, after) {
+            let list = format!("{}:{instance}", shared.base);
+            while self.store.lmove(&list, &self.waiting).await?.is_some() {
+                moved += 1;
+            }
+            self.store.hdel(&shared.senders, &[&instance]).await?;
+        }
+        Ok(moved)
     }
 
     /// Queues a job at the back.
@@ -74,19 +160,63 @@ impl Queue {
 
     /// Puts every job a previous run left in flight back in front of the queue.
     /// Call once at start-up, before any sender runs.
+    /// On a shared store, also what the one in-flight list of a publisher
+    /// that ran alone holds.
     pub async fn recover(&self) -> Result<usize> {
         let mut moved = 0;
-        while let Some(job) = self.store.rpop(&self.in_flight).await? {
-            self.store.lpush(&self.waiting, &[&job]).await?;
-            moved += 1;
+        let lists = [Some(&self.in_flight), self.shared.as_ref().map(|s| &s.base)];
+        for list in lists.into_iter().flatten() {
+            while let Some(job) = self.store.rpop(list).await? {
+                self.store.lpush(&self.waiting, &[&job]).await?;
+                moved += 1;
+            }
         }
         Ok(moved)
     }
 
-    /// Jobs waiting and in flight, oldest first.
+    /// Until `shutdown`, on a shared store: says this front end is alive every
+    /// [`ALIVE_EVERY`] and takes back the jobs of front ends silent for
+    /// [`DEAD_AFTER`] seconds.
+    pub async fn keep_alive(&self, shutdown: crate::shutdown::Shutdown) {
+        if self.shared.is_none() {
+            return;
+        }
+        loop {
+            let now = super::now_secs();
+            if let Err(e) = self.alive(now).await {
+                tracing::warn!("cannot tell the other front ends this one is alive: {e}");
+            }
+            match self.reclaim(now, DEAD_AFTER).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    jobs = n,
+                    "queued again the jobs of a front end silent for {DEAD_AFTER} s"
+                ),
+                Err(e) => tracing::warn!("cannot take back a silent front end's jobs: {e}"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(ALIVE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Jobs waiting and in flight, oldest first; on a shared store, in
+    /// flight on any front end.
     pub async fn snapshot(&self) -> Result<(Vec<String>, Vec<String>)> {
         let waiting = self.store.lrange(&self.waiting, 0, -1).await?;
-        let in_flight = self.store.lrange(&self.in_flight, 0, -1).await?;
+        let mut in_flight = self.store.lrange(&self.in_flight, 0, -1).await?;
+        if let Some(shared) = &self.shared {
+            let senders = self.store.hgetall(&shared.senders).await?;
+            let others = senders
+                .keys()
+                .filter(|i| **i != shared.instance)
+                .map(|i| format!("{}:{i}", shared.base))
+                .chain([shared.base.clone()]);
+            for list in others {
+                in_flight.extend(self.store.lrange(&list, 0, -1).await?);
+            }
+        }
         Ok((waiting, in_flight))
     }
 }
@@ -103,6 +233,62 @@ mod tests {
             store,
             &Keys::new("publisher-0123456789abcdef0123456789abcdef"),
         )
+    }
+
+    #[test]
+    fn a_front_end_is_dead_after_its_silence_not_before() {
+        let senders: std::collections::BTreeMap<String, String> = [
+            ("me", "0"),
+            ("quiet", "100"),
+            ("fresh", "125"),
+            ("garbled", "x"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        assert_eq!(silent(&senders, "me", 130, 29), ["garbled", "quiet"]);
+        assert_eq!(silent(&senders, "me", 130, 30), ["garbled"]);
+    }
+
+    /// A front end takes a job and dies; another takes it back once the first
+    /// has been silent long enough, not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_front_ends_jobs_come_back_to_the_shared_queue() {
+        let redis = dandelion_testkit::redis::RedisServer::start();
+        let store: Arc<dyn Store> = Arc::new(
+            dandelion_core::store::RedisStore::connect(&redis.url(), "")
+                .await
+                .unwrap(),
+        );
+        let keys = Keys::new("publisher-0123456789abcdef0123456789abcdef");
+        let a = Queue::shared_by(store.clone(), &keys, "a");
+        let b = Queue::shared_by(store.clone(), &keys, "b");
+        a.push("seg1.ts").await.unwrap();
+        a.alive(100).await.unwrap();
+        assert_eq!(
+            a.take(Duration::from_millis(10)).await.unwrap().as_deref(),
+            Some("seg1.ts")
+        );
+        // B sees the job in flight, and nothing to take.
+        assert_eq!(
+            b.snapshot().await.unwrap(),
+            (vec![], vec!["seg1.ts".to_owned()])
+        );
+        assert_eq!(b.take(Duration::from_millis(10)).await.unwrap(), None);
+        b.alive(110).await.unwrap();
+        assert_eq!(b.reclaim(110, DEAD_AFTER).await.unwrap(), 0);
+        assert_eq!(
+            b.reclaim(100 + DEAD_AFTER + 1, DEAD_AFTER).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            b.take(Duration::from_millis(10)).await.unwrap().as_deref(),
+            Some("seg1.ts")
+        );
+        // A forgotten: nothing more to take back.
+        assert_eq!(b.reclaim(1_000, DEAD_AFTER).await.unwrap(), 0);
+        b.finish("seg1.ts").await.unwrap();
+        assert_eq!(b.snapshot().await.unwrap(), (vec![], vec![]));
     }
 
     #[tokio::test]
