@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dandelion_core::http::HttpClient;
@@ -131,6 +133,39 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
         .unwrap();
     assert_eq!(record["failures"], serde_json::json!([]), "{record}");
 
+    // A viewer plays through A the way a player behind a DNS name with both
+    // addresses would: it asks the front end it is on and, when that one
+    // does not answer, retries on the other and stays there.
+    let stop = Arc::new(AtomicBool::new(false));
+    let viewer = {
+        let (a_origin, b_origin, stop) = (a_origin.clone(), b_origin.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let http = HttpClient::default();
+            let (mut on, mut retries, mut served, mut refused) = (&a_origin, 0, 0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                for name in ["a/clip.ts", "b/clip.ts"] {
+                    let answer = rt.block_on(http.get(&format!("{on}/{name}"), &[]));
+                    match answer.map(|r| r.status.as_u16()) {
+                        Ok(200 | 302) => served += 1,
+                        Ok(other) => refused.push(format!("{name}: {other}")),
+                        Err(_) if on == &a_origin => {
+                            // Not answering: retry on the other front end.
+                            on = &b_origin;
+                            retries += 1;
+                            match rt.block_on(http.get(&format!("{on}/{name}"), &[])) {
+                                Ok(r) if matches!(r.status.as_u16(), 200 | 302) => served += 1,
+                                other => refused.push(format!("{name} on retry: {other:?}")),
+                            }
+                        }
+                        Err(e) => refused.push(format!("{name} on {on}: {e}")),
+                    }
+                }
+            }
+            (retries, served, refused)
+        })
+    };
+
     // One front end dies in the middle of pushes: every file it acknowledged
     // is answered by the other (kept in the shared store), which takes the
     // next pushes.
@@ -210,6 +245,15 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
         Duration::from_secs(20),
         || (status(&format!("{b_origin}/after/clip.ts")) == Some(302)).then_some(()),
     );
+    stop.store(true, Ordering::Relaxed);
+    let (retries, served, refused) = viewer.join().unwrap();
+    eprintln!("the viewer was served {served} times, with {retries} retry");
+    assert!(refused.is_empty(), "the viewer was refused: {refused:?}");
+    assert_eq!(
+        retries, 1,
+        "a front end's death must cost a viewer one retry"
+    );
+    assert!(served >= 10, "the viewer was served only {served} times");
 }
 
 /// On a shared store a file kept on disk is acknowledged only once a box
