@@ -210,17 +210,12 @@ impl Records {
         } else {
             BTreeMap::new()
         };
-        let mut known = HashMap::with_capacity(jobs.len());
-        for (name, text) in &jobs {
-            let k = known_of(
-                (&jobs_key, &placements_key),
-                name,
-                text,
-                placements.remove(name).as_deref(),
-                versions.remove(name).as_deref(),
-            )?;
-            known.insert(name.clone(), Arc::new(k));
-        }
+        let known = table_of(
+            (&jobs_key, &placements_key),
+            &jobs,
+            &mut placements,
+            &mut versions,
+        )?;
         let feed = store.shared().then(|| Feed {
             channel: format!("{}:FILE:CHANGES", keys.prefix()),
             instance: format!("{:016x}", getrandom::u64().unwrap_or(0)),
@@ -353,16 +348,12 @@ impl Records {
                     .cloned(),
             )
             .collect();
-        let mut fresh = HashMap::with_capacity(jobs.len());
-        for (name, text) in &jobs {
-            let known = self.known_from(
-                name,
-                text,
-                placements.remove(name).as_deref(),
-                versions.remove(name).as_deref(),
-            )?;
-            fresh.insert(name.clone(), Arc::new(known));
-        }
+        let fresh = table_of(
+            (&self.jobs, &self.placements),
+            &jobs,
+            &mut placements,
+            &mut versions,
+        )?;
         *self.table_mut() = fresh;
         for name in moved {
             self.read_back(&name).await?;
@@ -594,6 +585,28 @@ impl Records {
         })
         .await
     }
+}
+
+/// Every name's record from the stored hashes (jobs, placements, versions)
+/// under `keys` (jobs, placements).
+fn table_of(
+    keys: (&str, &str),
+    jobs: &BTreeMap<String, String>,
+    placements: &mut BTreeMap<String, String>,
+    versions: &mut BTreeMap<String, String>,
+) -> Result<HashMap<String, Arc<Known>>, StoreError> {
+    let mut table = HashMap::with_capacity(jobs.len());
+    for (name, text) in jobs {
+        let known = known_of(
+            keys,
+            name,
+            text,
+            placements.remove(name).as_deref(),
+            versions.remove(name).as_deref(),
+        )?;
+        table.insert(name.clone(), Arc::new(known));
+    }
+    Ok(table)
 }
 
 /// A name's record from the texts of its job and placements as stored under
