@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dandelion_testkit::browser::{Watched, hls_js, require_hls_js};
+use dandelion_testkit::browser::{finished, hls_js, require_hls_js};
 use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
 use dandelion_testkit::hosts::{Host, Lan};
 use dandelion_testkit::media::{QUIET, decoded_seconds, ffmpeg, live_encoder, require_ffmpeg};
@@ -302,14 +302,12 @@ fn a_live_stream_plays_on_while_boxes_die_and_redirects_avoid_each_within_three_
         tail()
     );
 
-    let status = wait_for("hls.js to finish", Duration::from_secs(90), || {
-        browser.child().try_wait().ok().flatten()
-    });
-    let said = std::fs::read_to_string(&browser_out).unwrap_or_default();
-    let err = std::fs::read_to_string(root.path().join("hls.js.err")).unwrap_or_default();
-    assert!(status.success(), "the browser player failed: {said}{err}");
-    let watched =
-        Watched::parse(&said).unwrap_or_else(|| panic!("no report from hls.js: {said}{err}"));
+    let watched = finished(
+        &mut browser,
+        &browser_out,
+        &root.path().join("hls.js.err"),
+        Duration::from_secs(90),
+    );
     eprintln!("hls.js: {watched:?}");
     assert_eq!(watched.fatal, None, "hls.js gave up: {watched:?}");
     assert!(

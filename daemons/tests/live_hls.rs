@@ -15,21 +15,10 @@ use dandelion_core::http::HttpClient;
 use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
 use dandelion_testkit::media::{decoded_seconds, ffmpeg, live_encoder, require_ffmpeg};
 use dandelion_testkit::process::{Running, binary};
-use dandelion_testkit::wait_for;
+use dandelion_testkit::{counter_sum, wait_for};
 use serde_json::Value;
 
 const JOIN_TOKEN: &str = "live-test-join-token";
-
-/// Sum of a Prometheus counter over all its series in `/metrics` text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[test]
 fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box() {
@@ -161,12 +150,12 @@ fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box()
     let metrics = get(&format!("{}/metrics", publisher.origin()))
         .unwrap()
         .text();
-    let origin = metric(&metrics, "dandelion_origin_bytes_total");
-    let redirects = metric(&metrics, "dandelion_redirects_total");
+    let origin = counter_sum(&metrics, "dandelion_origin_bytes_total");
+    let redirects = counter_sum(&metrics, "dandelion_redirects_total");
     let served: f64 = boxes
         .iter()
         .map(|b| {
-            metric(
+            counter_sum(
                 &get(&format!("{}/metrics", b.origin())).unwrap().text(),
                 "dandelion_box_served_requests_total",
             )
@@ -202,21 +191,9 @@ fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box()
 fn a_watched_playlist_never_lists_a_segment_the_publisher_does_not_have() {
     const SEGMENTS: u32 = 40;
     let root = tempfile::tempdir().unwrap();
-    let publisher_dir = root.path().join("publisher");
-    let (_, key) = dandelion_testkit::network::identity(&publisher_dir, "publisher");
-    let entrance_dir = root.path().join("entrance");
-    let entrance_id = dandelion_testkit::network::entrance_id(&entrance_dir);
-    let entrance = DaemonBuilder::new("entrance", &entrance_dir)
-        .set(format!("join_token = {JOIN_TOKEN:?}"))
-        .set(format!("publisher_keys = [{key:?}]"))
-        .spawn();
-    let entrance_ws = format!(
-        "ws://127.0.0.1:{}/dandelion/ws#{entrance_id}",
-        entrance.port()
-    );
-    let publisher = DaemonBuilder::new("publisher", &publisher_dir)
-        .set(format!("entrances = [{entrance_ws:?}]"))
-        .spawn();
+    let net = dandelion_testkit::network::NetworkBuilder::new(root.path(), 0).start();
+    let publisher = &net.publisher;
+    let publisher_dir = publisher.data_dir().to_owned();
 
     let live = root.path().join("live");
     std::fs::create_dir_all(&live).unwrap();

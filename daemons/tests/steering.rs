@@ -14,26 +14,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use dandelion_core::http::HttpClient;
-use dandelion_testkit::browser::{Watched, hls_js, require_hls_js};
+use dandelion_testkit::browser::{finished, hls_js, require_hls_js};
 use dandelion_testkit::media::{ffmpeg, live_encoder, require_ffmpeg};
 use dandelion_testkit::network::NetworkBuilder;
 use dandelion_testkit::process::{Running, binary};
-use dandelion_testkit::wait_for;
+use dandelion_testkit::{counter_sum, wait_for};
 use serde_json::Value;
 
 /// How long hls.js plays: long enough to settle on a box, lose it and play on.
 const PLAY_SECONDS: u32 = 40;
-
-/// Sum of a Prometheus counter over all its series in `/metrics` text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[test]
 fn a_steered_player_fetches_from_boxes_directly_and_leaves_a_dead_pathway_by_itself() {
@@ -122,7 +111,7 @@ fn a_steered_player_fetches_from_boxes_directly_and_leaves_a_dead_pathway_by_its
     // Bytes each box served: viewers' fetches (the publisher's serve probes
     // are HEADs, without a body).
     let served = |i: usize| {
-        metric(
+        counter_sum(
             &get(&format!("{}/metrics", box_origins[i]))
                 .map(|r| r.text())
                 .unwrap_or_default(),
@@ -131,7 +120,7 @@ fn a_steered_player_fetches_from_boxes_directly_and_leaves_a_dead_pathway_by_its
     };
     let all_served = || (0..box_origins.len()).map(served).collect::<Vec<f64>>();
     let redirects = || {
-        metric(
+        counter_sum(
             &get(&format!("{origin}/metrics")).unwrap().text(),
             "dandelion_redirects_total",
         )
@@ -174,16 +163,12 @@ fn a_steered_player_fetches_from_boxes_directly_and_leaves_a_dead_pathway_by_its
         },
     );
 
-    let status = wait_for(
-        "hls.js to finish",
+    let watched = finished(
+        &mut browser,
+        &browser_out,
+        &root.path().join("hls.js.err"),
         Duration::from_secs(u64::from(PLAY_SECONDS) + 60),
-        || browser.child().try_wait().ok().flatten(),
     );
-    let said = std::fs::read_to_string(&browser_out).unwrap_or_default();
-    let err = std::fs::read_to_string(root.path().join("hls.js.err")).unwrap_or_default();
-    assert!(status.success(), "the browser player failed: {said}{err}");
-    let watched =
-        Watched::parse(&said).unwrap_or_else(|| panic!("no report from hls.js: {said}{err}"));
     let redirected = redirects() - redirects_before;
     eprintln!("hls.js: {watched:?}; {redirected} redirects");
     assert_eq!(watched.fatal, None, "hls.js gave up: {watched:?}");

@@ -43,6 +43,28 @@ pub fn hls_js<'a>(c: &'a mut Command, url: &str, seconds: u32) -> &'a mut Comman
         .current_dir(dir())
 }
 
+/// Waits up to `within` for the player started with [`hls_js`] to end, and
+/// reads what it saw from its stdout file `out` (its stderr file `err` is
+/// shown when it failed).
+///
+/// # Panics
+///
+/// If it does not end in time, ends with a failure, or printed no report.
+pub fn finished(
+    player: &mut crate::process::Running,
+    out: &std::path::Path,
+    err: &std::path::Path,
+    within: std::time::Duration,
+) -> Watched {
+    let status = crate::wait_for("hls.js to finish", within, || {
+        player.child().try_wait().ok().flatten()
+    });
+    let said = std::fs::read_to_string(out).unwrap_or_default();
+    let err = std::fs::read_to_string(err).unwrap_or_default();
+    assert!(status.success(), "the browser player failed: {said}{err}");
+    Watched::parse(&said).unwrap_or_else(|| panic!("no report from hls.js: {said}{err}"))
+}
+
 /// What the browser's viewer saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Watched {
