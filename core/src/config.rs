@@ -163,6 +163,12 @@ pub struct EntranceConfig {
     pub publisher_keys: Vec<String>,
     /// Accept the original 2017 boxes and publishers, which cannot authenticate.
     pub legacy_peers: bool,
+    /// Where original 2017 publishers may search from: addresses (`"192.0.2.7"`)
+    /// or networks (`"192.0.2.0/24"`). They cannot prove who they are, so their
+    /// address is all there is to admit them by; they are shown legacy boxes
+    /// only. Empty (the default): no original publisher is answered.
+    #[serde(deserialize_with = "networks")]
+    pub legacy_publishers: Vec<ipnet::IpNet>,
     /// A GeoLite2-City compatible database for locating boxes.
     pub geoip_db: Option<PathBuf>,
     /// A GeoLite2-ASN compatible database for `ORG`.
@@ -230,6 +236,7 @@ impl Default for EntranceConfig {
             search_count: 20,
             publisher_keys: Vec::new(),
             legacy_peers: false,
+            legacy_publishers: Vec::new(),
             geoip_db: None,
             asn_db: None,
             trusted_proxies: Vec::new(),
@@ -778,6 +785,25 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
 }
 
+/// Addresses and networks: `"192.0.2.7"` is the network of that one address.
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            let text = text.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{}` is not an IP address or a network like 192.0.2.0/24",
+                        text.escape_debug()
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Parses `"90"`, `"90s"`, `"2m"`, `"1h 30m"`: shared by the config file and flags.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -870,13 +896,35 @@ heartbeat_interval = 3
     }
 
     #[test]
+    fn legacy_publishers_are_addresses_or_networks() {
+        let c = parse(
+            "[entrance]\nlegacy_publishers = [\"192.0.2.7\", \"198.51.100.9/24\", \"::1\"]\n",
+        )
+        .unwrap();
+        let nets: Vec<String> = c
+            .entrance
+            .legacy_publishers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["192.0.2.7/32", "198.51.100.0/24", "::1/128"]);
+        let err =
+            parse("[entrance]\nlegacy_publishers = [\"publisher.example.org\"]\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`publisher.example.org` is not an IP address or a network"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_file_line_and_key() {
         let err = parse("store = \"embedded\"\n\n[entrance]\nexpire_box_tme = 30\n").unwrap_err();
         assert_eq!(
             err.to_string(),
             "config file /etc/dandelion/dandelion.toml, line 4, column 1: unknown field `expire_box_tme`, expected one of \
              `listen`, `tls_cert`, `tls_key`, `admin_token_file`, `public_url`, `expire_box_time`, `heartbeat_interval`, `peers`, `search_count`, `publisher_keys`, \
-             `legacy_peers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`, \
+             `legacy_peers`, `legacy_publishers`, `geoip_db`, `asn_db`, `trusted_proxies`, `self_preservation_threshold`, \
              `self_preservation_min_boxes`, `join_token`, `join_token_file`, `max_boxes_per_owner`, \
              `new_boxes_per_address_per_hour`, `new_boxes_per_prefix_per_hour`, `namespace`, `reachability_check`, \
              `reachability_interval`, `reachability_timeout`, `reachability_private`, `reachability_allow`, `ban_time`"

@@ -263,6 +263,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// Sends a message built outside [`Message`]: the answers shaped for the
+    /// original 2017 peers (`crate::protocol::legacy`).
+    pub async fn send_value(&mut self, message: &serde_json::Value) -> Result<(), ConnectionError> {
+        self.ws.send(WsMessage::text(message.to_string())).await?;
+        Ok(())
+    }
+
     /// Sends one binary frame (a file frame).
     pub async fn send_binary(&mut self, frame: Bytes) -> Result<(), ConnectionError> {
         self.ws.send(WsMessage::Binary(frame)).await?;

@@ -9,6 +9,7 @@
 //! File data travels in binary frames; see [`crate::frame`].
 
 pub mod common;
+pub mod legacy;
 pub mod lenient;
 pub mod publish;
 pub mod records;

@@ -158,6 +158,12 @@ impl Shared {
         self.all_entrances().map(|p| p.url().to_owned()).collect()
     }
 
+    /// This entrance and its peers as the original 2017 peers can dial them
+    /// (`legacy::original_url`): those with an IPv4 address, or none.
+    pub fn legacy_entrance_urls(&self) -> Vec<String> {
+        dandelion_core::protocol::legacy::original_urls(self.all_entrances().map(PinnedUrl::url))
+    }
+
     /// `URL#ID`s handed out in `ENTRANCES`: what boxes and publishers learn from.
     pub fn entrances(&self) -> Vec<String> {
         self.all_entrances().map(ToString::to_string).collect()
@@ -218,10 +224,27 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         }
     };
     if e.legacy_peers {
+        let publishers = if e.legacy_publishers.is_empty() {
+            "no original publisher is answered until its address is in legacy_publishers".to_owned()
+        } else {
+            let nets: Vec<String> = e
+                .legacy_publishers
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!(
+                "original publishers from {} are shown legacy boxes only",
+                nets.join(", ")
+            )
+        };
         tracing::warn!(
-            "LEGACY PEERS ON: the original 2017 boxes and publishers are admitted without proving \
-             their IDs; their boxes are marked legacy and only handed to publishers that ask for \
-             unverified boxes"
+            "LEGACY PEERS ON: the original 2017 boxes are admitted without proving their IDs; \
+             their boxes are marked legacy and only handed to publishers that ask for unverified \
+             boxes; {publishers}"
+        );
+    } else if !e.legacy_publishers.is_empty() {
+        tracing::warn!(
+            "legacy_publishers is set but legacy_peers is off: nobody is admitted by it"
         );
     }
     let local = listener

@@ -749,17 +749,43 @@ async fn self_preservation_holds_expiry_back_when_most_boxes_go_silent() {
     e.stop().await;
 }
 
-const FIXTURE_EXCHANGE: &str =
-    include_str!("../../core/tests/fixtures/original-messages/01-box-to-entrance-EXCHANGE.json");
-const FIXTURE_SEARCH: &str = include_str!(
-    "../../core/tests/fixtures/original-messages/05-publisher-to-entrance-SEARCH.json"
-);
+macro_rules! original {
+    ($name:literal) => {
+        include_str!(concat!(
+            "../../core/tests/fixtures/original-messages/",
+            $name
+        ))
+    };
+}
 
-/// One original-style exchange: connect without credentials, send the text, read
-/// one reply, and the entrance closes.
-async fn legacy_round(url: &str, text: &str) -> Result<serde_json::Value, String> {
-    let conn = connect(url, &[]).await.map_err(|e| e.to_string())?;
-    let mut raw = conn.into_inner();
+const FIXTURE_EXCHANGE: &str = original!("01-box-to-entrance-EXCHANGE.json");
+const FIXTURE_EXCHANGE_WITH_TRAFFIC: &str =
+    original!("02-box-to-entrance-EXCHANGE-with-TRAFFIC_FLOW.json");
+const FIXTURE_SEARCH: &str = original!("05-publisher-to-entrance-SEARCH.json");
+const FIXTURE_PUBLISH: &str = original!("09-publisher-to-box-PUBLISH.json");
+/// The box of fixtures 01 and 02.
+const LEGACY_BOX: &str = "box-b1c394d6e16244c8950fa7ee24dfd7d6";
+
+/// One original-style exchange from `from`: connect without credentials, send
+/// the text, read one reply, and the entrance closes.
+async fn legacy_round_from(
+    from: IpAddr,
+    url: &str,
+    text: &str,
+) -> Result<serde_json::Value, String> {
+    let addr: SocketAddr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut raw, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| e.to_string())?;
     raw.send(WsMessage::text(text)).await.unwrap();
     loop {
         match raw.next().await {
@@ -770,40 +796,199 @@ async fn legacy_round(url: &str, text: &str) -> Result<serde_json::Value, String
     }
 }
 
+async fn legacy_round(url: &str, text: &str) -> Result<serde_json::Value, String> {
+    legacy_round_from(IpAddr::from([127, 0, 0, 1]), url, text).await
+}
+
+/// The original's URL check (`utils.check_is_valid_url`), as its regex: the
+/// original dials nothing else. Python's `re.match` anchors at the start only.
+fn original_would_dial(url: &str) -> bool {
+    regex_lite::Regex::new(
+        r"^https?://((\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})|(localhost))(:\d{1,5})?/.+",
+    )
+    .unwrap()
+    .is_match(url)
+}
+
+/// What an original peer does with a message, by its rules: it stores
+/// `BOX_SET` entries with aioredis `hmset_dict` (strings and numbers only; ours
+/// are all strings, as the original's were after their trip through Redis; an
+/// empty entry fails too), dials only URLs its check passes, and treats a
+/// message with `COMMAND` as an answer to act on.
+fn assert_original_can_take(reply: &serde_json::Value) {
+    let map = reply
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {reply}"));
+    for (key, value) in map {
+        match key.as_str() {
+            "ENTRANCE_URLS" => {
+                for url in value.as_array().unwrap() {
+                    let url = url.as_str().unwrap();
+                    assert!(original_would_dial(url), "ENTRANCE_URLS holds {url}");
+                }
+            }
+            "BOX_SET" => {
+                for (id, entry) in value.as_object().unwrap() {
+                    let entry = entry.as_object().unwrap();
+                    assert!(!entry.is_empty(), "{id}: an empty entry fails HMSET");
+                    for (field, v) in entry {
+                        assert!(v.is_string(), "{id}.{field} = {v}: not a string");
+                    }
+                    assert_eq!(entry["ID"], id.as_str());
+                    let ws = entry["CONNECT_WS"].as_str().unwrap();
+                    assert!(original_would_dial(ws), "{id} CONNECT_WS {ws}");
+                }
+            }
+            _ => assert!(value.is_string(), "{key} = {value}: not a string"),
+        }
+    }
+    if map.contains_key("ERROR") {
+        assert!(
+            !map.contains_key("COMMAND"),
+            "an ERROR in the original's shape has no COMMAND: {reply}"
+        );
+    }
+}
+
 #[tokio::test]
-async fn the_originals_clients_register_and_search_only_with_legacy_peers() {
+async fn the_originals_box_is_told_in_a_message_when_legacy_peers_are_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = Arc::new(Identity::generate(Role::Publisher).unwrap());
+    let off = start_with(&base_config(dir.path(), &publisher), &publisher).await;
+    // What the original box logs: a message with no COMMAND, whole.
+    let reply = legacy_round(&off.url, FIXTURE_EXCHANGE).await.unwrap();
+    assert_original_can_take(&reply);
+    let error = reply["ERROR"].as_str().unwrap();
+    assert!(
+        error.contains("does not admit the original 2017 peers"),
+        "{error}"
+    );
+    assert!(error.contains("legacy_peers = true"), "{error}");
+    assert_eq!(reply["CODE"], "legacy_off");
+    // Nothing was registered, and the refusal is counted.
+    assert!(off.api_boxes("").await.is_empty());
+    let metrics = HttpClient::default()
+        .get(&format!("{}/metrics", off.origin), &[])
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(metrics.contains(r#"reason="legacy_off""#), "{metrics}");
+    off.stop().await;
+}
+
+#[tokio::test]
+async fn the_originals_clients_get_answers_they_can_store_and_dial() {
     let dir = tempfile::tempdir().unwrap();
     let publisher = Arc::new(Identity::generate(Role::Publisher).unwrap());
     let mut config = base_config(dir.path(), &publisher);
-    let off = start_with(&config, &publisher).await;
-    let err = legacy_round(&off.url, FIXTURE_EXCHANGE).await.unwrap_err();
-    assert!(
-        err.contains("401 Unauthorized: prove your ID first"),
-        "{err}"
-    );
-    assert!(err.contains("legacy_peers is off"), "{err}");
-    off.stop().await;
-
     config.entrance.legacy_peers = true;
+    config.entrance.legacy_publishers = vec!["127.0.0.1/32".parse().unwrap()];
+    // Peers as an operator writes them: one the original can dial, one by name.
+    config.entrance.peers = vec![
+        "wss://127.0.0.9:7443/dandelion/ws#entrance-0123456789abcdef0123456789abcdef"
+            .parse()
+            .unwrap(),
+        "wss://entrance.invalid/dandelion/ws#entrance-fedcba9876543210fedcba9876543210"
+            .parse()
+            .unwrap(),
+    ];
     let on = start_with(&config, &publisher).await;
-    let reply = legacy_round(&on.url, FIXTURE_EXCHANGE).await.unwrap();
+
+    // An original box, with its traffic log entries (objects) along, on an
+    // address the test's GeoIP database knows.
+    let taipei = IpAddr::from([127, 0, 0, 2]);
+    let exchange = FIXTURE_EXCHANGE_WITH_TRAFFIC.replace("127.0.0.1", "127.0.0.2");
+    let reply = legacy_round_from(taipei, &on.url, &exchange).await.unwrap();
+    assert_original_can_take(&reply);
     assert_eq!(reply["MESSAGE"], "ACCEPTED");
     assert_eq!(reply["COMMAND"], "EXCHANGE");
-    assert!(reply["ENTRANCE_URLS"].is_array());
-    let legacy_id = "box-b1c394d6e16244c8950fa7ee24dfd7d6";
-    let listed = on.api_boxes("?state=legacy").await;
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].id, legacy_id);
-    assert!(listed[0].legacy);
-    // A verified publisher gets it only when asking for unverified boxes.
-    assert!(on.search_ids().await.is_empty());
+    let port = on.url.split(':').nth(2).unwrap().split('/').next().unwrap();
+    assert_eq!(
+        reply["ENTRANCE_URLS"],
+        serde_json::json!([
+            format!("http://127.0.0.1:{port}/dandelion/ws/"),
+            "https://127.0.0.9:7443/dandelion/ws/"
+        ]),
+        "ws:// said as http://, the entrance known by name left out"
+    );
+    for ours in ["ENTRANCES", "PUBLISHER_KEYS", "HEARTBEAT_INTERVAL"] {
+        assert!(reply.get(ours).is_none(), "{ours} in {reply}");
+    }
+    // Another original box, from elsewhere, naming the first one's address.
+    let pretender = "box-0000000000000000000000000000dead";
+    let claim = exchange.replace(LEGACY_BOX, pretender);
+    let reply = legacy_round_from(IpAddr::from([127, 0, 0, 3]), &on.url, &claim)
+        .await
+        .unwrap();
+    assert_eq!(reply["MESSAGE"], "ACCEPTED", "{reply}");
+    let mut listed: Vec<_> = on
+        .api_boxes("?state=legacy")
+        .await
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, [pretender, LEGACY_BOX]);
+
+    // A verified box on the same entrance, which Dandelion publishers are given.
+    let verified = SimBox::new(2).await;
+    let _session = verified.register(&on).await;
+    eventually("the verified box in search", || async {
+        on.search_ids()
+            .await
+            .contains(&verified.id().to_string())
+            .then_some(())
+    })
+    .await;
+    // A Dandelion publisher gets the legacy box only when it asks for unverified boxes.
+    assert!(!on.search_ids().await.contains(&LEGACY_BOX.to_owned()));
     let r = on.search(|s| s.unverified = Some(true)).await;
-    assert_eq!(r.boxes.len(), 1);
-    // The original publisher's SEARCH, as captured.
+    assert_eq!(r.boxes.len(), 3);
+
+    // The original publisher's SEARCH, as captured: the legacy box only, in strings.
     let reply = legacy_round(&on.url, FIXTURE_SEARCH).await.unwrap();
+    assert_original_can_take(&reply);
     assert_eq!(reply["COMMAND"], "SEARCH");
-    assert!(reply["BOX_SET"][legacy_id].is_object(), "{reply}");
-    assert_eq!(reply["BOX_SET"][legacy_id]["PORT"], "17270");
+    let box_set = reply["BOX_SET"].as_object().unwrap();
+    assert_eq!(box_set.keys().collect::<Vec<_>>(), [LEGACY_BOX], "{reply}");
+    let entry = &box_set[LEGACY_BOX];
+    assert_eq!(entry["PORT"], "17270");
+    assert_eq!(entry["CPU-NUM"], "2");
+    assert_eq!(entry["COMMAND"], "EXCHANGE");
+    assert_eq!(entry["IP"], "127.0.0.2");
+    assert_eq!(entry["GEOIP-CITY"], "Taipei");
+    assert!(
+        !entry
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("TRAFFIC_FLOW")),
+        "{entry}"
+    );
+    assert!(!reply.to_string().contains(verified.id().as_str()));
+
+    // From an address not in legacy_publishers: refused in a message it can log.
+    let reply = legacy_round_from(IpAddr::from([127, 0, 0, 2]), &on.url, FIXTURE_SEARCH)
+        .await
+        .unwrap();
+    assert_original_can_take(&reply);
+    assert!(reply.get("BOX_SET").is_none(), "{reply}");
+    let error = reply["ERROR"].as_str().unwrap();
+    assert!(error.contains("127.0.0.2 is not admitted"), "{error}");
+    assert!(error.contains("legacy_publishers"), "{error}");
+
+    // Every other answer an original peer can get here is one it can take.
+    let missing_port = r#"{"ID": "box-00000000000000000000000000000001", "IP": "127.0.0.1", "TYPE": "BOX", "COMMAND": "EXCHANGE", "PORT": {"not": "a port"}}"#;
+    let taken_id = FIXTURE_EXCHANGE.replace(LEGACY_BOX, verified.id().as_str());
+    for (what, text) in [
+        ("a PUBLISH sent to the entrance", FIXTURE_PUBLISH),
+        ("a malformed EXCHANGE", missing_port),
+        ("an EXCHANGE under a verified box's ID", taken_id.as_str()),
+    ] {
+        let reply = legacy_round(&on.url, text).await.unwrap();
+        assert_original_can_take(&reply);
+        assert!(reply["ERROR"].is_string(), "{what}: {reply}");
+    }
     on.stop().await;
 }
 

@@ -5,7 +5,8 @@
 //! the reason before any WebSocket exists: a box proves its key-derived ID and
 //! is enrolled or enrols now ([`admit_box`]); a publisher proves its ID and
 //! must hold one of the configured publisher keys; a peer with no proof at all is
-//! the original 2017 code, admitted only with `legacy_peers`. Inside a session
+//! the original 2017 code, admitted only with `legacy_peers` and otherwise told
+//! why in a message it can log ([`refuse_legacy`]). Inside a session
 //! every message must carry the proven ID, so no box can heartbeat or say goodbye
 //! for another.
 
@@ -22,7 +23,7 @@ use dandelion_core::connection::{ConnectionError, Incoming, MAX_SEARCH_REPLY};
 use dandelion_core::console::Level;
 use dandelion_core::ids::Role;
 use dandelion_core::protocol::{
-    ErrorReply, Exchange, ExchangeReply, Header, Message, Search, SearchOrder, SearchReply,
+    ErrorReply, Exchange, ExchangeReply, Header, Message, Search, SearchOrder, SearchReply, legacy,
 };
 use dandelion_core::store::StoreError;
 use serde_json::Value;
@@ -32,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::Shared;
 use super::book::{Beat, Checked, Heartbeat, Memo, now};
 use super::enrol::{self, EnrolError, Standing};
-use super::registry::{self, BoxState, Candidate, rank};
+use super::registry::{self, BoxInfo, BoxState, Candidate, rank};
 use super::{locate, reach};
 use crate::handshake::{self, Peer, Refusal};
 use crate::ws::{self, ServerConnection};
@@ -44,6 +45,8 @@ enum Admitted {
     Publisher(Peer),
     /// An original 2017 client: one message per connection, no proof.
     Legacy,
+    /// An original 2017 client while `legacy_peers` is off.
+    LegacyRefused,
 }
 
 /// `GET /dandelion/ws`: admits the peer, then upgrades.
@@ -60,6 +63,14 @@ pub async fn handle(
     // Cloned: a borrowed request (its body is not Sync) cannot be held across an await.
     let headers = request.headers().clone();
     let admitted = match admit(&shared, &headers, remote.channel(), ip).await {
+        Ok(Admitted::LegacyRefused) => {
+            shared.common.refusals.record(
+                &shared.common.metrics,
+                ip,
+                &Refusal::unauthorized("legacy_off", LEGACY_OFF),
+            );
+            Admitted::LegacyRefused
+        }
         Ok(a) => a,
         Err(refusal) => {
             shared
@@ -76,6 +87,7 @@ pub async fn handle(
             Admitted::Box(peer) => box_session(shared, conn, peer, ip).await,
             Admitted::Publisher(peer) => publisher_session(shared, conn, peer, ip).await,
             Admitted::Legacy => legacy_session(shared, conn, ip).await,
+            Admitted::LegacyRefused => refuse_legacy(shared, conn).await,
         }
     })
 }
@@ -90,14 +102,14 @@ async fn admit(
     let Some(peer) =
         handshake::verify_proof(headers, &common.nonces, common.identity.id(), channel).await?
     else {
-        if shared.config.legacy_peers {
-            return Ok(Admitted::Legacy);
-        }
-        return Err(Refusal::unauthorized(
-            "no_proof",
-            "prove your ID first (x-dandelion-id, -key, -nonce and -signature headers); \
-             this entrance does not admit the original unauthenticated clients (legacy_peers is off)",
-        ));
+        // No proof at all: the original's code, or something that is not a peer.
+        // A 401 would reach an original box's log only as "Invalid response
+        // status", so it is told in a message instead.
+        return Ok(if shared.config.legacy_peers {
+            Admitted::Legacy
+        } else {
+            Admitted::LegacyRefused
+        });
     };
     match peer.id.role() {
         Role::Box => admit_box(shared, headers, peer, ip)
@@ -268,6 +280,17 @@ fn error_reply(
     })
 }
 
+/// The refusal a receive error is counted as; `None` for a dropped or broken
+/// transport, which is how sessions end, not a refusal.
+fn refusal_code(e: &ConnectionError) -> Option<&'static str> {
+    match e {
+        ConnectionError::BadMessage(p) => Some(p.reason_code()),
+        ConnectionError::TooLarge { .. } => Some("too_large"),
+        ConnectionError::TooManyErrors(_) => Some("too_many_errors"),
+        _ => None,
+    }
+}
+
 /// Answers a message that does not decode; `false` when the session must end.
 async fn answer_bad(
     shared: &Shared,
@@ -275,15 +298,9 @@ async fn answer_bad(
     ip: IpAddr,
     e: &ConnectionError,
 ) -> bool {
-    let code = match e {
-        ConnectionError::BadMessage(p) => p.reason_code(),
-        ConnectionError::TooLarge { .. } => "too_large",
-        ConnectionError::TooManyErrors(_) => "too_many_errors",
-        // A dropped or broken transport is how sessions end, not a refusal.
-        other => {
-            tracing::debug!(%ip, "session ended: {other}");
-            return false;
-        }
+    let Some(code) = refusal_code(e) else {
+        tracing::debug!(%ip, "session ended: {e}");
+        return false;
     };
     let refusal = Refusal {
         status: StatusCode::BAD_REQUEST,
@@ -563,7 +580,7 @@ async fn publisher_session(
                 if search.watch == Some(true) && watching.is_none() {
                     watching = Some(shared.watchers.subscribe());
                 }
-                search_reply(&shared, &search, false).await
+                search_reply(&shared, &search).await
             }
             Ok(Some(Incoming::Message(Message::Goodbye(_)))) => {
                 conn.close().await;
@@ -615,56 +632,96 @@ async fn next_change(
     rx.recv().await.ok()
 }
 
-/// The original's clients: one `EXCHANGE` or `SEARCH` per connection, then close.
+/// What an original peer is told when `legacy_peers` is off.
+const LEGACY_OFF: &str = "this Dandelion entrance does not admit the original 2017 peers, which cannot \
+     prove their ID; its operator can admit them with legacy_peers = true in [entrance] \
+     (original publishers also need their address in legacy_publishers), or move this peer \
+     to Dandelion";
+
+/// How long an original peer has to send its one message before it is told
+/// anyway: it sends at once, and the answer is the same whatever it says.
+const LEGACY_FIRST_MESSAGE: Duration = Duration::from_secs(10);
+
+/// An original peer while `legacy_peers` is off: its one message is read
+/// (the original client writes before it reads, and a reply that beats its
+/// write can reset the connection under it), then answered with the refusal.
+async fn refuse_legacy(shared: Arc<Shared>, mut conn: ServerConnection) {
+    let _ = tokio::time::timeout(LEGACY_FIRST_MESSAGE, conn.recv()).await;
+    let _ = conn
+        .send_value(&legacy_error(&shared, "legacy_off", LEGACY_OFF))
+        .await;
+    conn.close_with(CloseCode::Policy, "legacy peers are not admitted")
+        .await;
+}
+
+/// An `ERROR` in the original's shape (see [`legacy::error_reply`]).
+fn legacy_error(shared: &Shared, code: &str, text: &str) -> Value {
+    legacy::error_reply(
+        &own_header(shared),
+        code,
+        text,
+        shared.legacy_entrance_urls(),
+    )
+}
+
+/// The original's clients: one `EXCHANGE` or `SEARCH` per connection, then
+/// close. Every answer is shaped for them ([`legacy`]).
 async fn legacy_session(shared: Arc<Shared>, mut conn: ServerConnection, ip: IpAddr) {
     let reply = match conn.recv().await {
         Ok(Some(Incoming::Message(Message::Exchange(exchange)))) => {
             legacy_exchange(&shared, &exchange, ip).await
         }
         Ok(Some(Incoming::Message(Message::Search(search)))) => {
-            search_reply(&shared, &search, true).await
+            legacy_search(&shared, &search, ip).await
         }
-        Ok(Some(Incoming::Message(m))) => error_reply(
+        Ok(Some(Incoming::Message(m))) => legacy_error(
             &shared,
             "unexpected_command",
-            format!("unexpected {} from an unauthenticated peer", m.command()),
-            Some(m.command()),
+            &format!("unexpected {} from an unauthenticated peer", m.command()),
         ),
-        Ok(Some(Incoming::Binary(_))) => error_reply(
+        Ok(Some(Incoming::Binary(_))) => legacy_error(
             &shared,
             "unexpected_binary",
             "the entrance takes no file frames",
-            None,
         ),
         Ok(None) => return,
         Err(e) => {
-            answer_bad(&shared, &mut conn, ip, &e).await;
+            if let Some(code) = refusal_code(&e) {
+                let refusal = Refusal {
+                    status: StatusCode::BAD_REQUEST,
+                    code,
+                    reason: e.to_string(),
+                };
+                shared
+                    .common
+                    .refusals
+                    .record(&shared.common.metrics, ip, &refusal);
+                if !e.is_fatal() {
+                    let _ = conn
+                        .send_value(&legacy_error(&shared, code, &e.to_string()))
+                        .await;
+                }
+            }
             conn.close().await;
             return;
         }
     };
-    let _ = conn.send(&reply).await;
+    let _ = conn.send_value(&reply).await;
     conn.close().await;
 }
 
-async fn legacy_exchange(shared: &Shared, exchange: &Exchange, ip: IpAddr) -> Message {
+async fn legacy_exchange(shared: &Shared, exchange: &Exchange, ip: IpAddr) -> Value {
     let id = exchange.header.id.as_str();
     if exchange.header.id.role() != Role::Box {
-        return error_reply(
-            shared,
-            "wrong_role",
-            "only a box sends EXCHANGE",
-            Some("EXCHANGE"),
-        );
+        return legacy_error(shared, "wrong_role", "only a box sends EXCHANGE");
     }
     // An unauthenticated peer must not take over a box that proved its ID.
     match shared.book.load_info(id).await {
         Ok(Some(info)) if !info.legacy => {
-            return error_reply(
+            return legacy_error(
                 shared,
                 "id_taken",
-                format!("{id} is registered by a box that proved its ID"),
-                Some("EXCHANGE"),
+                &format!("{id} is registered by a box that proved its ID"),
             );
         }
         _ => {}
@@ -674,30 +731,114 @@ async fn legacy_exchange(shared: &Shared, exchange: &Exchange, ip: IpAddr) -> Me
         .heartbeat(&heartbeat_of(shared, exchange, true, None, ip))
         .await
     {
-        Ok(Beat::Recorded { .. }) => exchange_reply(shared),
-        Ok(Beat::Banned { until, reason }) => error_reply(
-            shared,
-            "evicted",
-            ban_text(&reason, until),
-            Some("EXCHANGE"),
-        ),
-        Err(e) => error_reply(
+        Ok(Beat::Recorded { .. }) => {
+            legacy::exchange_reply(&own_header(shared), shared.legacy_entrance_urls())
+        }
+        Ok(Beat::Banned { until, reason }) => {
+            legacy_error(shared, "evicted", &ban_text(&reason, until))
+        }
+        Err(e) => legacy_error(
             shared,
             "store",
-            super::registry_unavailable("cannot answer a one-shot EXCHANGE", &e),
-            Some("EXCHANGE"),
+            &super::registry_unavailable("cannot answer a one-shot EXCHANGE", &e),
         ),
     }
 }
 
+/// An original publisher's `SEARCH`: answered only from the configured
+/// addresses, and only with legacy boxes — it proved nothing, so it learns
+/// nothing an unauthenticated peer could not (a verified box's address is
+/// the verified network's to give).
+async fn legacy_search(shared: &Shared, search: &Search, ip: IpAddr) -> Value {
+    let ip = ip.to_canonical();
+    if !shared
+        .config
+        .legacy_publishers
+        .iter()
+        .any(|net| net.contains(&ip))
+    {
+        let text = format!(
+            "an original publisher at {ip} is not admitted: the entrance's operator can list its \
+             address in legacy_publishers"
+        );
+        shared.common.refusals.record(
+            &shared.common.metrics,
+            ip,
+            &Refusal::forbidden("legacy_publisher", text.clone()),
+        );
+        return legacy_error(shared, "legacy_publisher", &text);
+    }
+    if search.header.id.role() != Role::Publisher {
+        return legacy_error(shared, "wrong_role", "only a publisher sends SEARCH");
+    }
+    let count = search.count.unwrap_or(shared.config.search_count) as usize;
+    let boxes = match live_boxes(shared, count, |info, _| info.legacy).await {
+        Ok(boxes) => boxes,
+        Err(e) => {
+            return legacy_error(
+                shared,
+                "store",
+                &super::registry_unavailable("cannot answer a SEARCH", &e),
+            );
+        }
+    };
+    let entries = boxes.into_iter().filter_map(|(info, exchange)| {
+        let entry = legacy::box_entry(&exchange, Some(&info.geo), info.observed_ip.as_deref())?;
+        Some((exchange.header.id.to_string(), entry))
+    });
+    legacy::search_reply(&own_header(shared), entries)
+}
+
+/// Live boxes, freshest first, with their last exchange: at most `limit` of
+/// those `wanted` keeps.
+async fn live_boxes(
+    shared: &Shared,
+    limit: usize,
+    wanted: impl Fn(&BoxInfo, &Exchange) -> bool,
+) -> Result<Vec<(BoxInfo, Exchange)>, StoreError> {
+    let now = now();
+    let mut live = Vec::new();
+    for (id, _) in shared.book.members().await? {
+        if live.len() >= limit {
+            break;
+        }
+        let Ok(Some(info)) = shared.book.load_info(&id).await else {
+            continue;
+        };
+        // Legacy boxes count as live here; `wanted` decides who may see them.
+        if !info.is_live(now, shared.config.heartbeat_interval, true) {
+            continue;
+        }
+        let Ok(Some(exchange)) = shared.book.load_exchange(&id).await else {
+            continue;
+        };
+        if wanted(&info, &exchange) {
+            live.push((info, exchange));
+        }
+    }
+    Ok(live)
+}
+
 /// Live boxes for a publisher, ranked, each exchange carrying the entrance's view
 /// of the box: the location it looked up and the `STATE`.
-async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) -> Message {
-    let now = now();
-    let unverified =
-        shared.config.legacy_peers && (legacy_publisher || search.unverified == Some(true));
-    let members = match shared.book.members().await {
-        Ok(m) => m,
+async fn search_reply(shared: &Shared, search: &Search) -> Message {
+    let unverified = shared.config.legacy_peers && search.unverified == Some(true);
+    let count = search.count.unwrap_or(shared.config.search_count) as usize;
+    let origin = search.geoip.as_ref().and_then(|g| g.lat_lon());
+    let order = search.order.unwrap_or(SearchOrder::Freshest);
+    // Members come freshest first (expiry = last heartbeat + a fixed time), so a
+    // freshest-first answer can stop at `count`; only nearest-first needs all.
+    let needs_all = order == SearchOrder::Nearest && origin.is_some();
+    let limit = if needs_all { usize::MAX } else { count };
+    let live = live_boxes(shared, limit, |info, exchange| {
+        (unverified || !info.legacy)
+            && (!shared.config.reachability_check
+                || info.legacy
+                || info.verified_for(exchange.data_url.as_deref()))
+    })
+    .await;
+    let live = match live {
+        Ok(live) => live,
         Err(e) => {
             return error_reply(
                 shared,
@@ -707,32 +848,8 @@ async fn search_reply(shared: &Shared, search: &Search, legacy_publisher: bool) 
             );
         }
     };
-    let count = search.count.unwrap_or(shared.config.search_count) as usize;
-    let origin = search.geoip.as_ref().and_then(|g| g.lat_lon());
-    let order = search.order.unwrap_or(SearchOrder::Freshest);
-    // Members come freshest first (expiry = last heartbeat + a fixed time), so a
-    // freshest-first answer can stop at `count`; only nearest-first needs all.
-    let needs_all = order == SearchOrder::Nearest && origin.is_some();
     let mut candidates = Vec::new();
-    for (id, _) in members {
-        if !needs_all && candidates.len() >= count {
-            break;
-        }
-        let Ok(Some(info)) = shared.book.load_info(&id).await else {
-            continue;
-        };
-        if !info.is_live(now, shared.config.heartbeat_interval, unverified) {
-            continue;
-        }
-        let Ok(Some(mut exchange)) = shared.book.load_exchange(&id).await else {
-            continue;
-        };
-        if shared.config.reachability_check
-            && !info.legacy
-            && !info.verified_for(exchange.data_url.as_deref())
-        {
-            continue;
-        }
+    for (info, mut exchange) in live {
         let loc = info.geo.lat_lon();
         exchange.geoip = Some(info.geo.clone());
         exchange
