@@ -69,6 +69,8 @@ pub struct EntranceMetrics {
     pub evictions: Counter,
     pub expired: Counter,
     pub boxes: Family<StateLabel, Gauge>,
+    /// The original 2017 boxes among `boxes`: a migration's progress.
+    pub legacy_boxes: Family<StateLabel, Gauge>,
 }
 
 /// State shared by every task of one entrance; cloned as `Arc<Shared>`.
@@ -286,6 +288,11 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
     common
         .metrics
         .register("boxes", "Boxes known, by state", metrics.boxes.clone());
+    common.metrics.register(
+        "legacy_boxes",
+        "Original 2017 boxes (unauthenticated) among the boxes known, by state",
+        metrics.legacy_boxes.clone(),
+    );
     let shared = Arc::new(Shared {
         book: Book::new(common.store.clone(), &namespace),
         enrolment: enrol::Enrolment::new(common.store.clone(), &namespace),

@@ -870,8 +870,8 @@ async fn the_originals_box_is_told_in_a_message_when_legacy_peers_are_off() {
     let metrics = HttpClient::default()
         .get(&format!("{}/metrics", off.origin), &[])
         .await
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+        .unwrap()
+        .text();
     assert!(metrics.contains(r#"reason="legacy_off""#), "{metrics}");
     off.stop().await;
 }
@@ -938,6 +938,21 @@ async fn the_originals_clients_get_answers_they_can_store_and_dial() {
             .await
             .contains(&verified.id().to_string())
             .then_some(())
+    })
+    .await;
+    // A migration's progress: two original boxes among three.
+    eventually("the legacy boxes gauge", || {
+        let origin = on.origin.clone();
+        async move {
+            let m = HttpClient::default()
+                .get(&format!("{origin}/metrics"), &[])
+                .await
+                .ok()?
+                .text();
+            (m.contains("dandelion_legacy_boxes{state=\"active\"} 2")
+                && m.contains("dandelion_boxes{state=\"active\"} 3"))
+            .then_some(())
+        }
     })
     .await;
     // A Dandelion publisher gets the legacy box only when it asks for unverified boxes.

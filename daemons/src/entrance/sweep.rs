@@ -12,7 +12,7 @@ use dandelion_core::console::Level;
 
 use super::Shared;
 use super::book::now;
-use super::registry::{self, MISSED_HEARTBEATS_FOR_STALE};
+use super::registry::{self, BoxInfo, MISSED_HEARTBEATS_FOR_STALE};
 use crate::shutdown::Shutdown;
 
 /// Boxes expired per store call, so one round cannot hold the store for long.
@@ -110,19 +110,20 @@ async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError>
 
 async fn update_gauge(shared: &Shared, now: f64) -> Result<(), dandelion_core::store::StoreError> {
     let infos = shared.book.infos().await?;
-    let counts = registry::count_states(
-        infos
-            .iter()
-            .map(|info| info.effective(now, shared.config.heartbeat_interval).state),
-    );
-    for (state, n) in counts {
-        shared
-            .metrics
-            .boxes
-            .get_or_create(&super::StateLabel {
-                state: state.to_owned(),
-            })
-            .set(n);
+    let state = |info: &BoxInfo| info.effective(now, shared.config.heartbeat_interval).state;
+    let all = registry::count_states(infos.iter().map(state));
+    let legacy = registry::count_states(infos.iter().filter(|i| i.legacy).map(state));
+    for (gauge, counts) in [
+        (&shared.metrics.boxes, all),
+        (&shared.metrics.legacy_boxes, legacy),
+    ] {
+        for (state, n) in counts {
+            gauge
+                .get_or_create(&super::StateLabel {
+                    state: state.to_owned(),
+                })
+                .set(n);
+        }
     }
     Ok(())
 }
