@@ -403,6 +403,11 @@ pub struct PublisherConfig {
     pub max_transfers: usize,
     /// Failed transfers after which a file is reported failed.
     pub max_attempts: u32,
+    /// Several front ends on one store: how long one may stay silent before
+    /// the others take it for dead, take back its jobs and fetch the files
+    /// only it held back from their boxes.
+    #[serde(deserialize_with = "duration")]
+    pub front_end_dead_after: Duration,
     /// Where the audience is (`"latitude,longitude"`), to prefer boxes near it.
     pub audience_location: Option<String>,
     /// Also place files on unverified boxes of the original's kind.
@@ -469,6 +474,7 @@ impl Default for PublisherConfig {
             store_files_up_to: None,
             max_transfers: 16,
             max_attempts: 5,
+            front_end_dead_after: Duration::from_secs(30),
             audience_location: None,
             unverified_boxes: false,
             geoip_db: None,

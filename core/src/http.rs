@@ -149,6 +149,25 @@ impl HttpClient {
         self.exchange(method, url, headers, body).await
     }
 
+    /// `GET url` with its body left to the caller, to read as it comes: a
+    /// download of any size. The answer's head is bounded by the client's
+    /// timeout; the body is not, so the caller bounds its reading.
+    pub async fn get_streamed(
+        &self,
+        url: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, HttpError> {
+        let body = Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed();
+        let exchange = self.send(Method::GET, url, &[], body);
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout {
+                url: url.to_owned(),
+                secs: self.timeout.as_secs(),
+            })?
+    }
+
     async fn exchange(
         &self,
         method: Method,
@@ -156,6 +175,18 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Body,
     ) -> Result<Response, HttpError> {
+        let response = self.send(method, url, headers, body).await?;
+        self.read(url, response).await
+    }
+
+    /// Sends a request and waits for the answer's head.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Result<http::Response<hyper::body::Incoming>, HttpError> {
         let fail = |cause: String| HttpError::Failed {
             url: url.to_owned(),
             cause,
@@ -175,13 +206,12 @@ impl HttpClient {
             request = request.header(*name, *value);
         }
         let request = request.body(body).map_err(|e| fail(e.to_string()))?;
-        let response = if tls {
+        if tls {
             self.secure().map_err(fail)?.request(request).await
         } else {
             self.inner.request(request).await
         }
-        .map_err(|e| fail(error_chain(&e)))?;
-        self.read(url, response).await
+        .map_err(|e| fail(error_chain(&e)))
     }
 }
 

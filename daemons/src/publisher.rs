@@ -28,6 +28,7 @@ pub mod probe;
 pub mod queue;
 pub mod ranking;
 pub mod redirect;
+pub mod refetch;
 pub mod search;
 pub mod sender;
 pub mod steering;
@@ -314,7 +315,12 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         .await
         .context("cannot read the publisher's records")?;
     let queue = match records.instance() {
-        Some(instance) => Queue::shared_by(common.store.clone(), &keys, instance),
+        Some(instance) => Queue::shared_by(
+            common.store.clone(),
+            &keys,
+            instance,
+            pc.front_end_dead_after,
+        ),
         None => Queue::new(common.store.clone(), &keys),
     };
     let publisher = Arc::new(Publisher {

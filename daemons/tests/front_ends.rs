@@ -38,27 +38,10 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
         .publisher_top(store.clone())
         .publisher_setting(IN_STORE)
         .start();
-    // The second front end: the same publisher identity, its own data
-    // directory and admin token, the same Redis.
-    let b_dir = root.path().join("publisher-b");
-    std::fs::create_dir_all(&b_dir).unwrap();
-    std::fs::copy(
-        root.path().join("publisher/publisher.key"),
-        b_dir.join("publisher.key"),
-    )
-    .unwrap();
-    let entrance_ws = format!(
-        "ws://127.0.0.1:{}/dandelion/ws#{}",
-        net.entrance.port(),
-        entrance_id(&root.path().join("entrance"))
-    );
-    let b = DaemonBuilder::new("publisher", &b_dir)
+    let b = second_front_end(root.path(), &net, &[IN_STORE])
         .top(store)
-        .set(format!("entrances = [{entrance_ws:?}]"))
-        .set("search_interval = 1")
-        .set("replace_after = 3")
-        .set(IN_STORE)
         .spawn();
+    let b_dir = b.data_dir().to_owned();
     let a_origin = net.publisher.origin();
     let b_origin = b.origin();
     let a_token = std::fs::read_to_string(root.path().join("publisher/admin.token")).unwrap();
@@ -279,4 +262,169 @@ fn a_file_no_box_can_take_is_not_acknowledged_on_a_shared_store() {
         said.contains("503") && said.contains("only once a box holds it"),
         "{said}"
     );
+}
+
+/// The second front end of `net`'s publisher (its data under `root`): the
+/// same identity, its own data directory and admin token; the caller adds the
+/// same store.
+fn second_front_end(
+    root: &std::path::Path,
+    net: &dandelion_testkit::network::Network,
+    lines: &[&str],
+) -> DaemonBuilder {
+    let dir = root.join("publisher-b");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        root.join("publisher/publisher.key"),
+        dir.join("publisher.key"),
+    )
+    .unwrap();
+    let entrance_ws = format!(
+        "ws://127.0.0.1:{}/dandelion/ws#{}",
+        net.entrance.port(),
+        entrance_id(&root.join("entrance"))
+    );
+    let mut b = DaemonBuilder::new("publisher", &dir)
+        .set(format!("entrances = [{entrance_ws:?}]"))
+        .set("search_interval = 1")
+        .set("replace_after = 3");
+    for line in lines {
+        b = b.set(*line);
+    }
+    b
+}
+
+/// A file on the disk of the front end that took it, with a copy still to
+/// make when that front end dies: the survivor fetches it back from the box
+/// that holds it, keeps it only if its bytes are the file's, and makes the
+/// copy. A box that gives back other bytes gets nothing placed from them.
+#[test]
+fn the_copies_a_dead_front_end_still_owed_are_made_from_a_boxs_copy() {
+    let redis = RedisServer::start();
+    let store = format!("store = {:?}", redis.url());
+    let dead_after = "front_end_dead_after = \"2s\"";
+    let root = tempfile::tempdir().unwrap();
+    let mut net = NetworkBuilder::new(root.path(), 1)
+        .publisher_top(store.clone())
+        .publisher_setting(dead_after)
+        .start();
+    let b = second_front_end(root.path(), &net, &[dead_after])
+        .top(store)
+        .spawn();
+    let (a_origin, b_origin) = (net.publisher.origin(), b.origin());
+    let a_token = std::fs::read_to_string(root.path().join("publisher/admin.token")).unwrap();
+    let b_token = std::fs::read_to_string(b.data_dir().join("admin.token")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let record = |origin: &str, token: &str| -> Option<Value> {
+        rt.block_on(http.get(
+            &format!("{origin}/api/files/film.bin"),
+            &[("authorization", &format!("Bearer {}", token.trim()))],
+        ))
+        .ok()?
+        .json()
+        .ok()
+    };
+    wait_for("A to know the box", Duration::from_secs(30), || {
+        let h: Value = rt
+            .block_on(http.get(&format!("{a_origin}/healthz"), &[]))
+            .ok()?
+            .json()
+            .ok()?;
+        (h["known_boxes"] == 1).then_some(())
+    });
+
+    // Two copies asked for, one box: A acknowledges with one copy and owes the other.
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let file = root.path().join("film.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = run(Command::new(binary("dandelion"))
+        .arg("push")
+        .arg(&file)
+        .args([
+            "--to",
+            &a_origin,
+            "--token",
+            a_token.trim(),
+            "--replicas",
+            "2",
+        ])
+        .env_remove("DANDELION_CONFIG"));
+    assert!(out.status.success(), "{out:?}");
+    let first = record(&a_origin, &a_token).unwrap();
+    assert_eq!(first["placements"].as_array().unwrap().len(), 1, "{first}");
+    net.publisher.kill9();
+
+    // The box's copy changed on its disk (same size, other bytes): what a
+    // lying box would give back.
+    let copy = find_file(&root.path().join("box-0/files"), "film.bin");
+    let mut other = bytes.clone();
+    other[1000] ^= 0xff;
+    std::fs::write(&copy, &other).unwrap();
+
+    // A box to take the second copy.
+    let key = dandelion_testkit::network::publisher_key(&root.path().join("publisher"));
+    let entrance_ws = format!(
+        "ws://127.0.0.1:{}/dandelion/ws#{}",
+        net.entrance.port(),
+        entrance_id(&root.path().join("entrance"))
+    );
+    let _second_box = DaemonBuilder::new("box", &root.path().join("box-1"))
+        .set(format!("entrances = [{entrance_ws:?}]"))
+        .set(format!(
+            "join_token = {:?}",
+            dandelion_testkit::network::JOIN_TOKEN
+        ))
+        .set(format!("publisher_keys = [{key:?}]"))
+        .set("heartbeat_interval = 1")
+        .spawn();
+    let refused = wait_for(
+        "B to refuse the box's other bytes",
+        Duration::from_secs(30),
+        || {
+            let r = record(&b_origin, &b_token)?;
+            r["failures"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f["reason"].as_str())
+                .find(|reason| reason.contains("sent other bytes"))
+                .map(str::to_owned)
+        },
+    );
+    eprintln!("B refused: {refused}");
+    let r = record(&b_origin, &b_token).unwrap();
+    assert_eq!(r["placements"].as_array().unwrap().len(), 1, "{r}");
+
+    // The box's copy is the file again: B fetches it and makes the copy.
+    std::fs::write(&copy, &bytes).unwrap();
+    let placements = wait_for("B to make the copy A owed", Duration::from_secs(30), || {
+        let r = record(&b_origin, &b_token)?;
+        let p = r["placements"].as_array()?.clone();
+        (p.len() == 2).then_some(p)
+    });
+    for p in &placements {
+        let url = p["url"].as_str().unwrap();
+        let got = rt.block_on(http.get(url, &[])).unwrap();
+        assert_eq!(got.status.as_u16(), 200, "{url}");
+        assert!(got.body == bytes, "{url} serves other bytes");
+    }
+    assert!(b.log().contains("fetched back from a box"), "{}", b.log());
+}
+
+/// The one file named `name` under `dir`, at any depth.
+fn find_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.file_name().is_some_and(|n| n == name) {
+                found.push(path);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{name} under {}: {found:?}", dir.display());
+    found.remove(0)
 }

@@ -233,6 +233,11 @@ async fn push(
         } else {
             Origin::File
         },
+        origin_at: p
+            .records
+            .instance()
+            .filter(|_| for_store.is_none())
+            .map(str::to_owned),
     };
     // Durable before acknowledged: bytes fsynced and renamed (or in the store),
     // job recorded, queued (or in flight, when boxes are receiving it already).

@@ -228,7 +228,7 @@ pub async fn receive(
 /// synced too (its directory): only then may the push be acknowledged, or a
 /// crash could leave a queued job whose copy is gone. One trip to the blocking
 /// pool for all three.
-fn make_durable(
+pub(super) fn make_durable(
     file: &std::fs::File,
     tmp: &std::path::Path,
     target: &std::path::Path,

@@ -72,6 +72,11 @@ pub struct Job {
     pub failures: Vec<Failure>,
     #[serde(default)]
     pub origin: Origin,
+    /// Several front ends on one store: the one whose disk holds the file
+    /// (`Origin::File`), which makes its copies. Another makes them only once
+    /// it is taken for dead, from a box's copy (`sender::recover_origin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_at: Option<String>,
 }
 
 impl Job {
@@ -656,6 +661,7 @@ mod tests {
             attempts,
             failures: Vec::new(),
             origin: Origin::File,
+            origin_at: None,
         }
     }
 

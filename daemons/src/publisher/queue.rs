@@ -10,9 +10,11 @@
 //! Several front ends sharing one Redis ([`Queue::shared_by`]) share the
 //! queue, but each keeps its own in-flight list, `FILES_IN_FLIGHT:<instance>`,
 //! and says every few seconds that it is alive (`{ID}:FILE:SENDERS`). A front
-//! end that stopped saying so for [`DEAD_AFTER`] seconds is taken for dead:
-//! any other moves its in-flight jobs back to the queue
-//! ([`Queue::reclaim`]), rather than leaving them until it starts again.
+//! end that stopped saying so for `front_end_dead_after` (30 s) is taken for
+//! dead: any other moves its in-flight jobs back to the queue
+//! ([`Queue::reclaim`]), rather than leaving them until it starts again, and
+//! may fetch the files only it held from their boxes
+//! ([`Queue::holder_alive`], `sender::recover_origin`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +22,9 @@ use std::time::Duration;
 use dandelion_core::store::keys::Keys;
 use dandelion_core::store::{Batch, Result, Store};
 
-/// How often a front end on a shared store says it is alive.
+/// How often a front end on a shared store says it is alive, at most: a third
+/// of the silence that makes it dead, so one late write is not a death.
 pub const ALIVE_EVERY: Duration = Duration::from_secs(5);
-/// Silence after which a front end's in-flight jobs are taken back.
-pub const DEAD_AFTER: u64 = 30;
 
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -40,6 +41,8 @@ struct SharedQueue {
     base: String,
     senders: String,
     instance: String,
+    /// Silence after which a front end is taken for dead, in seconds.
+    dead_after: u64,
 }
 
 /// The front ends in `senders` (instance → last said alive, Unix seconds)
@@ -54,9 +57,15 @@ pub fn silent(
     senders
         .iter()
         .filter(|(instance, _)| instance.as_str() != me)
-        .filter(|(_, seen)| now.saturating_sub(seen.parse().unwrap_or(0)) > after)
+        .filter(|(_, seen)| is_silent(seen, now, after))
         .map(|(instance, _)| instance.clone())
         .collect()
+}
+
+/// Whether a front end last said alive at `seen` (Unix seconds) has been
+/// silent for more than `after` seconds at `now`.
+fn is_silent(seen: &str, now: u64, after: u64) -> bool {
+    now.saturating_sub(seen.parse().unwrap_or(0)) > after
 }
 
 impl Queue {
@@ -69,8 +78,14 @@ impl Queue {
         }
     }
 
-    /// The queue of a front end `instance` among several on one store.
-    pub fn shared_by(store: Arc<dyn Store>, keys: &Keys, instance: &str) -> Queue {
+    /// The queue of a front end `instance` among several on one store, where
+    /// one silent for `dead_after` is taken for dead.
+    pub fn shared_by(
+        store: Arc<dyn Store>,
+        keys: &Keys,
+        instance: &str,
+        dead_after: Duration,
+    ) -> Queue {
         let base = keys.files_in_flight();
         Queue {
             store,
@@ -80,6 +95,7 @@ impl Queue {
                 senders: format!("{}:FILE:SENDERS", keys.prefix()),
                 base,
                 instance: instance.to_owned(),
+                dead_after: dead_after.as_secs().max(1),
             }),
         }
     }
@@ -93,6 +109,20 @@ impl Queue {
             .hset(&shared.senders, &[(&shared.instance, &now.to_string())])
             .await
             .map(drop)
+    }
+
+    /// Whether front end `instance` said it was alive within the silence that
+    /// makes one dead, at `now` (this one is). Always, with no other front end.
+    pub async fn holder_alive(&self, instance: &str, now: u64) -> Result<bool> {
+        let Some(shared) = &self.shared else {
+            return Ok(true);
+        };
+        if instance == shared.instance {
+            return Ok(true);
+        }
+        // Not listed: forgotten once taken for dead.
+        let seen = self.store.hget(&shared.senders, instance).await?;
+        Ok(seen.is_some_and(|seen| !is_silent(&seen, now, shared.dead_after)))
     }
 
     /// Moves the in-flight jobs of every front end silent for more than
@@ -175,8 +205,8 @@ impl Queue {
     }
 
     /// Until `shutdown`, on a shared store: says this front end is alive every
-    /// [`ALIVE_EVERY`] and takes back the jobs of front ends silent for
-    /// [`DEAD_AFTER`] seconds.
+    /// [`ALIVE_EVERY`] (or a third of `front_end_dead_after`) and takes back
+    /// the jobs of front ends silent for longer.
     pub async fn keep_alive(&self, shutdown: crate::shutdown::Shutdown) {
         if self.shared.is_none() {
             return;
@@ -186,17 +216,21 @@ impl Queue {
             if let Err(e) = self.alive(now).await {
                 tracing::warn!("cannot tell the other front ends this one is alive: {e}");
             }
-            match self.reclaim(now, DEAD_AFTER).await {
+            let Some(shared) = &self.shared else {
+                return;
+            };
+            let dead_after = shared.dead_after;
+            match self.reclaim(now, dead_after).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     jobs = n,
-                    "queued again the jobs of a front end silent for {DEAD_AFTER} s"
+                    "queued again the jobs of a front end silent for {dead_after} s"
                 ),
                 Err(e) => tracing::warn!("cannot take back a silent front end's jobs: {e}"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(ALIVE_EVERY) => {}
+                () = tokio::time::sleep(ALIVE_EVERY.min(Duration::from_secs(dead_after) / 3)) => {}
             }
         }
     }
@@ -252,6 +286,8 @@ mod tests {
 
     /// A front end takes a job and dies; another takes it back once the first
     /// has been silent long enough, not before.
+    const DEAD_AFTER: u64 = 30;
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_front_ends_jobs_come_back_to_the_shared_queue() {
         let redis = dandelion_testkit::redis::RedisServer::start();
@@ -261,8 +297,8 @@ mod tests {
                 .unwrap(),
         );
         let keys = Keys::new("publisher-0123456789abcdef0123456789abcdef");
-        let a = Queue::shared_by(store.clone(), &keys, "a");
-        let b = Queue::shared_by(store.clone(), &keys, "b");
+        let a = Queue::shared_by(store.clone(), &keys, "a", Duration::from_secs(DEAD_AFTER));
+        let b = Queue::shared_by(store.clone(), &keys, "b", Duration::from_secs(DEAD_AFTER));
         a.push("seg1.ts").await.unwrap();
         a.alive(100).await.unwrap();
         assert_eq!(
@@ -276,6 +312,9 @@ mod tests {
         );
         assert_eq!(b.take(Duration::from_millis(10)).await.unwrap(), None);
         b.alive(110).await.unwrap();
+        assert!(b.holder_alive("a", 110).await.unwrap());
+        assert!(!b.holder_alive("a", 100 + DEAD_AFTER + 1).await.unwrap());
+        assert!(!b.holder_alive("nobody", 110).await.unwrap());
         assert_eq!(b.reclaim(110, DEAD_AFTER).await.unwrap(), 0);
         assert_eq!(
             b.reclaim(100 + DEAD_AFTER + 1, DEAD_AFTER).await.unwrap(),

@@ -139,11 +139,50 @@ pub async fn place(p: &Publisher, name: &str) -> Result<Next, String> {
             .await
             .unwrap_or(false)
     {
-        // Another front end took this upload and holds its bytes on its own
-        // disk; the sending queue is shared, so its senders take the job in
-        // turn. Trying here would only fail boxes that did nothing wrong.
-        tracing::debug!(file = %name, "the origin copy is on another front end's disk");
-        return Ok(Next::Retry);
+        let mine = p.records.instance();
+        if let Some(holder) = job.origin_at.as_deref().filter(|at| Some(*at) != mine)
+            && p.queue
+                .holder_alive(holder, now)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            // Another front end took this upload and holds its bytes on its own
+            // disk; the sending queue is shared, so its senders take the job in
+            // turn. Trying here would only fail boxes that did nothing wrong.
+            tracing::debug!(file = %name, "the origin copy is on another front end's disk");
+            return Ok(Next::Retry);
+        }
+        // The front end that held it is gone (or was this one, and the file
+        // with it): the copies still missing are made from a box's.
+        let urls: Vec<String> = {
+            let dir = p.directory.read().await;
+            placements
+                .iter()
+                .filter(|pl| holds(&dir, pl, now))
+                .map(|pl| pl.url.clone())
+                .collect()
+        };
+        if let Err(e) = super::refetch::from_boxes(p, &job, &urls).await {
+            tracing::warn!(file = %name, "the front end that took it is gone: {e}");
+            note_failure(
+                &mut job,
+                None,
+                &format!("the front end that took it is gone, and {e}"),
+                now,
+            );
+            p.records.put_job(&job).await.map_err(|e| e.to_string())?;
+            return Ok(Next::Retry);
+        }
+        tracing::info!(
+            file = %name,
+            from = job.origin_at.as_deref().unwrap_or("?"),
+            "fetched back from a box: the front end that took it is gone"
+        );
+        p.common.console.event(
+            Level::Warn,
+            format!("{name}: its front end is gone; fetched it back from a box to copy it on"),
+        );
+        job.origin_at = mine.map(str::to_owned);
     }
     let ranked = {
         let dir = p.directory.read().await;
