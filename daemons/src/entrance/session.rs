@@ -280,27 +280,17 @@ fn error_reply(
     })
 }
 
-/// The refusal a receive error is counted as; `None` for a dropped or broken
-/// transport, which is how sessions end, not a refusal.
-fn refusal_code(e: &ConnectionError) -> Option<&'static str> {
-    match e {
-        ConnectionError::BadMessage(p) => Some(p.reason_code()),
-        ConnectionError::TooLarge { .. } => Some("too_large"),
-        ConnectionError::TooManyErrors(_) => Some("too_many_errors"),
-        _ => None,
-    }
-}
-
-/// Answers a message that does not decode; `false` when the session must end.
-async fn answer_bad(
-    shared: &Shared,
-    conn: &mut ServerConnection,
-    ip: IpAddr,
-    e: &ConnectionError,
-) -> bool {
-    let Some(code) = refusal_code(e) else {
-        tracing::debug!(%ip, "session ended: {e}");
-        return false;
+/// Counts a receive error as the refusal it is and returns its code; `None`
+/// for a dropped or broken transport, which is how sessions end, not a refusal.
+fn count_bad(shared: &Shared, ip: IpAddr, e: &ConnectionError) -> Option<&'static str> {
+    let code = match e {
+        ConnectionError::BadMessage(p) => p.reason_code(),
+        ConnectionError::TooLarge { .. } => "too_large",
+        ConnectionError::TooManyErrors(_) => "too_many_errors",
+        other => {
+            tracing::debug!(%ip, "session ended: {other}");
+            return None;
+        }
     };
     let refusal = Refusal {
         status: StatusCode::BAD_REQUEST,
@@ -311,6 +301,19 @@ async fn answer_bad(
         .common
         .refusals
         .record(&shared.common.metrics, ip, &refusal);
+    Some(code)
+}
+
+/// Answers a message that does not decode; `false` when the session must end.
+async fn answer_bad(
+    shared: &Shared,
+    conn: &mut ServerConnection,
+    ip: IpAddr,
+    e: &ConnectionError,
+) -> bool {
+    let Some(code) = count_bad(shared, ip, e) else {
+        return false;
+    };
     if e.is_fatal() {
         return false;
     }
@@ -686,21 +689,12 @@ async fn legacy_session(shared: Arc<Shared>, mut conn: ServerConnection, ip: IpA
         ),
         Ok(None) => return,
         Err(e) => {
-            if let Some(code) = refusal_code(&e) {
-                let refusal = Refusal {
-                    status: StatusCode::BAD_REQUEST,
-                    code,
-                    reason: e.to_string(),
-                };
-                shared
-                    .common
-                    .refusals
-                    .record(&shared.common.metrics, ip, &refusal);
-                if !e.is_fatal() {
-                    let _ = conn
-                        .send_value(&legacy_error(&shared, code, &e.to_string()))
-                        .await;
-                }
+            if let Some(code) = count_bad(&shared, ip, &e)
+                && !e.is_fatal()
+            {
+                let _ = conn
+                    .send_value(&legacy_error(&shared, code, &e.to_string()))
+                    .await;
             }
             conn.close().await;
             return;
@@ -771,7 +765,8 @@ async fn legacy_search(shared: &Shared, search: &Search, ip: IpAddr) -> Value {
     if search.header.id.role() != Role::Publisher {
         return legacy_error(shared, "wrong_role", "only a publisher sends SEARCH");
     }
-    let count = search.count.unwrap_or(shared.config.search_count) as usize;
+    // The original's publisher asks for no count; neither may anyone posing as one.
+    let count = shared.config.search_count as usize;
     let boxes = match live_boxes(shared, count, |info, _| info.legacy).await {
         Ok(boxes) => boxes,
         Err(e) => {
