@@ -12,7 +12,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +20,9 @@ use std::time::{Duration, Instant};
 use dandelion_testkit::browser::{finished, hls_js, require_hls_js};
 use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
 use dandelion_testkit::hosts::{Host, Lan};
-use dandelion_testkit::media::{QUIET, decoded_seconds, ffmpeg, live_encoder, require_ffmpeg};
+use dandelion_testkit::media::{
+    QUIET, decoded_seconds, failures, ffmpeg, live_encoder, play_on, require_ffmpeg,
+};
 use dandelion_testkit::network::{JOIN_TOKEN, entrance_id, identity};
 use dandelion_testkit::process::{Running, binary, run};
 use dandelion_testkit::wait_for;
@@ -113,19 +114,6 @@ fn sent_for(looks: &Mutex<Vec<Look>>, origin: &str, since: Instant) -> Duration 
             (after.len() >= first_good + 2).then(|| after[first_good].at - since)
         },
     )
-}
-
-/// Waits until the player has decoded `seconds` more of the stream.
-fn play_on(log: &Path, seconds: f64) {
-    let from = decoded_seconds(&std::fs::read_to_string(log).unwrap_or_default());
-    wait_for(
-        &format!("{seconds} s more of playback"),
-        Duration::from_secs_f64(seconds * 3.0 + 10.0),
-        || {
-            let now = decoded_seconds(&std::fs::read_to_string(log).unwrap_or_default());
-            (now >= from + seconds).then_some(())
-        },
-    );
 }
 
 #[test]
@@ -270,21 +258,7 @@ fn a_live_stream_plays_on_while_boxes_die_and_redirects_avoid_each_within_three_
     let log = std::fs::read_to_string(&player_log).unwrap();
     let tail = || log.lines().rev().take(40).collect::<Vec<_>>().join("\n");
     assert!(status.success(), "the player failed:\n{}", tail());
-    let lines: Vec<&str> = log.lines().collect();
-    let failed: Vec<usize> = (0..lines.len())
-        .filter(|&i| {
-            lines[i].contains("Failed to open segment") || lines[i].contains("Failed to reload")
-        })
-        .collect();
-    // Each failure with what ffmpeg said just before it: which URL it
-    // opened, and why that failed.
-    let failures = || {
-        failed
-            .iter()
-            .map(|&i| lines[i.saturating_sub(3)..=i].join("\n"))
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
+    let failed = failures(&log);
     eprintln!(
         "redirects avoided the dead box after {}; the player failed {} segment(s), decoded {:.1} s",
         report.join(", "),
@@ -294,7 +268,7 @@ fn a_live_stream_plays_on_while_boxes_die_and_redirects_avoid_each_within_three_
     assert!(
         failed.len() <= 3,
         "more than one stall per dead box:\n{}",
-        failures()
+        failed.join("\n---\n")
     );
     assert!(
         decoded_seconds(&log) >= 39.0,

@@ -1,18 +1,25 @@
 //! Two publisher front ends sharing one Redis: either answers viewers for a
 //! file the other accepted, and the survivor keeps answering when the other is
-//! killed. Needs `redis-server` (`.ci/run` installs it).
+//! killed, including under live playback through a balancer. Needs
+//! `redis-server` (`.ci/run` installs it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use std::fs::File;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dandelion_core::http::HttpClient;
+use dandelion_testkit::balancer::Balancer;
+use dandelion_testkit::browser::{finished, hls_js, require_hls_js};
 use dandelion_testkit::daemon::DaemonBuilder;
+use dandelion_testkit::media::{
+    decoded_seconds, failures, ffmpeg, live_encoder, play_on, require_ffmpeg,
+};
 use dandelion_testkit::network::{NetworkBuilder, entrance_id};
-use dandelion_testkit::process::{binary, run};
+use dandelion_testkit::process::{Running, binary, run};
 use dandelion_testkit::redis::RedisServer;
 use dandelion_testkit::wait_for;
 use serde_json::Value;
@@ -238,6 +245,143 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
     );
     assert!(served >= 10, "the viewer was served only {served} times");
 }
+
+/// A live stream pushed and watched through a TCP balancer in front of two
+/// front ends, the way an operator runs them: the front end everything goes
+/// to is killed, and the encoder's pushes and both players (ffmpeg, hls.js in
+/// headless Chromium) go on through the other with at most one stall. Needs
+/// ffmpeg and Chromium as well.
+#[test]
+fn a_live_stream_plays_on_through_a_balancer_when_the_front_end_serving_it_dies() {
+    require_ffmpeg();
+    require_hls_js();
+    let redis = RedisServer::start();
+    let store = format!("store = {:?}", redis.url());
+    let root = tempfile::tempdir().unwrap();
+    let mut net = NetworkBuilder::new(root.path(), 2)
+        .publisher_top(store.clone())
+        .publisher_setting(IN_STORE)
+        .start();
+    let b = second_front_end(root.path(), &net, &[IN_STORE]).top(store);
+    // One admin token on both, so a pusher can go through the balancer.
+    let token_file = root.path().join("publisher/admin.token");
+    std::fs::copy(&token_file, root.path().join("publisher-b/admin.token")).unwrap();
+    let b = b.spawn();
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let balancer = Balancer::start(vec![net.publisher.addr(), b.addr()]);
+    let origin = balancer.origin();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    for front_end in [net.publisher.origin(), b.origin()] {
+        wait_for(
+            "each front end to know both boxes",
+            Duration::from_secs(30),
+            || {
+                let h: Value = rt
+                    .block_on(http.get(&format!("{front_end}/healthz"), &[]))
+                    .ok()?
+                    .json()
+                    .ok()?;
+                (h["known_boxes"] == 2).then_some(())
+            },
+        );
+    }
+
+    let live = root.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let mut encoder = ffmpeg();
+    live_encoder(&mut encoder, &live, &root.path().join("encoder.log"));
+    let _encoder = Running::spawn(&mut encoder);
+    let mut watcher = Command::new(binary("dandelion"));
+    watcher
+        .arg("push")
+        .arg("--watch")
+        .arg(&live)
+        .args(["--to", &origin, "--token", token.trim()])
+        .args(["--replicas", "1", "--ttl", "60s"])
+        .env_remove("DANDELION_CONFIG")
+        .stdout(File::create(root.path().join("watch.out")).unwrap())
+        .stderr(File::create(root.path().join("watch.err")).unwrap());
+    let _watcher = Running::spawn(&mut watcher);
+    let playlist = format!("{origin}/live/index.m3u8");
+    wait_for(
+        "a playlist listing three segments",
+        Duration::from_secs(30),
+        || {
+            let p = rt.block_on(http.get(&playlist, &[])).ok()?;
+            (p.status.as_u16() == 200 && p.text().matches(".ts").count() >= 3).then_some(())
+        },
+    );
+
+    let player_log = root.path().join("player.log");
+    let mut player = ffmpeg();
+    player
+        .args(["-loglevel", "info", "-rw_timeout", "2000000"])
+        .args(["-i", &playlist, "-t", "30", "-f", "null", "-"])
+        .stdout(Stdio::null())
+        .stderr(File::create(&player_log).unwrap());
+    let mut player = Running::spawn(&mut player);
+    let browser_out = root.path().join("hls.js.out");
+    let browser_err = root.path().join("hls.js.err");
+    let mut browser = Command::new("node");
+    hls_js(&mut browser, &playlist, BROWSER_SECONDS)
+        .stdout(File::create(&browser_out).unwrap())
+        .stderr(File::create(&browser_err).unwrap());
+    let mut browser = Running::spawn(&mut browser);
+    play_on(&player_log, 6.0);
+    let before = balancer.connections();
+    assert!(
+        before[0] > 0,
+        "nothing went to the first front end: {before:?}"
+    );
+
+    net.publisher.kill9();
+    play_on(&player_log, 10.0);
+    let status = wait_for("the player to finish", Duration::from_secs(60), || {
+        player.child().try_wait().ok().flatten()
+    });
+    let log = std::fs::read_to_string(&player_log).unwrap();
+    let failed = failures(&log);
+    let after = balancer.connections();
+    eprintln!(
+        "connections to A, B before the kill {before:?}, after {after:?}; ffmpeg failed {} segment(s), decoded {:.1} s",
+        failed.len(),
+        decoded_seconds(&log)
+    );
+    assert!(
+        after[1] > before[1],
+        "nothing moved to the survivor: {after:?}"
+    );
+    assert!(status.success(), "the player failed:\n{log}");
+    assert!(
+        failed.len() <= 1,
+        "more than one stall in ffmpeg:\n{}",
+        failed.join("\n---\n")
+    );
+    assert!(decoded_seconds(&log) >= 29.0, "playback stopped:\n{log}");
+
+    let watched = finished(
+        &mut browser,
+        &browser_out,
+        &browser_err,
+        Duration::from_secs(60),
+    );
+    eprintln!("hls.js: {watched:?}");
+    assert_eq!(watched.fatal, None, "hls.js gave up: {watched:?}");
+    assert!(
+        watched.stalls <= 1,
+        "more than one stall in hls.js: {watched:?}"
+    );
+    assert!(
+        watched.played >= f64::from(BROWSER_SECONDS) - 6.0,
+        "hls.js played only {:.1} s of {BROWSER_SECONDS}: {watched:?}",
+        watched.played
+    );
+}
+
+/// How long hls.js watches in the balancer test: from before the kill to well
+/// after it.
+const BROWSER_SECONDS: u32 = 25;
 
 /// On a shared store a file kept on disk is acknowledged only once a box
 /// holds a copy: with no box to take one, the push is refused, saying why.

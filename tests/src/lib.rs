@@ -4,6 +4,7 @@
 //! conditions with deadlines instead of sleeping. Nothing here depends on
 //! `dandelion-core`, so core's own tests can use it without a dependency cycle.
 
+pub mod balancer;
 pub mod browser;
 pub mod daemon;
 pub mod geo;

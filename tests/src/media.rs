@@ -61,9 +61,50 @@ pub fn decoded_seconds(log: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits until the player logging to `log` has decoded `seconds` more of the
+/// stream, allowing three times as long plus ten seconds.
+///
+/// # Panics
+///
+/// If it has not by then.
+pub fn play_on(log: &Path, seconds: f64) {
+    let decoded = || decoded_seconds(&std::fs::read_to_string(log).unwrap_or_default());
+    let from = decoded();
+    crate::wait_for(
+        &format!("{seconds} s more of playback"),
+        std::time::Duration::from_secs_f64(seconds * 3.0 + 10.0),
+        || (decoded() >= from + seconds).then_some(()),
+    );
+}
+
+/// Each segment or playlist the player gave up on (a stall to a viewer), with
+/// the lines ffmpeg wrote just before: which URL it opened and why that failed.
+pub fn failures(log: &str) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    (0..lines.len())
+        .filter(|&i| {
+            lines[i].contains("Failed to open segment") || lines[i].contains("Failed to reload")
+        })
+        .map(|i| lines[i.saturating_sub(3)..=i].join("\n"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::decoded_seconds;
+    use super::{decoded_seconds, failures};
+
+    #[test]
+    fn each_failed_segment_or_reload_is_one_failure_with_what_came_before() {
+        let log = "a\nb\nOpening 'http://x/1.ts'\n[hls] Failed to open segment 1\nc\nFailed to reload playlist 0";
+        let found = failures(log);
+        assert_eq!(found.len(), 2);
+        assert!(found[0].starts_with("a\nb\nOpening"), "{found:?}");
+        assert!(
+            found[1].ends_with("Failed to reload playlist 0"),
+            "{found:?}"
+        );
+        assert!(failures("time=00:00:01.00").is_empty());
+    }
 
     #[test]
     fn the_last_progress_line_counts() {
