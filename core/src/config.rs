@@ -41,6 +41,9 @@ pub struct Config {
     pub store_cache: ByteSize,
     /// `info`, `debug`, … or per-module directives like `dandelion=debug,warn`.
     pub log_level: String,
+    /// `text` (for people; colour only on a terminal, never with `NO_COLOR`)
+    /// or `json` (one object per line, for journald/Loki pipelines).
+    pub log_format: crate::logging::LogFormat,
     /// Whether to also write the daily-rotated `dandelion.log` in the data directory.
     pub log_file: bool,
     /// A PEM bundle of CA certificates every `https://` and `wss://` client of
@@ -70,6 +73,7 @@ impl Default for Config {
             store_prefix: String::new(),
             store_cache: ByteSize::mib(128),
             log_level: "info".into(),
+            log_format: crate::logging::LogFormat::Text,
             log_file: true,
             ca_file: None,
             insecure_plain_tokens: false,

@@ -14,6 +14,7 @@ pub async fn run(config: &Config, file: Option<&Path>, role: Option<Role>) -> an
     config::prepare_data_dir(&config.data_dir)?;
     let _log = logging::init(
         &config.log_level,
+        config.log_format,
         config.log_file.then_some(config.data_dir.as_path()),
     )?;
     match file {

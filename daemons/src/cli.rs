@@ -87,6 +87,16 @@ pub struct Global {
     /// Log level or directives, e.g. `debug` or `dandelion_core=debug,info`.
     #[arg(long, global = true, env = "DANDELION_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// `text`, or `json` for one object per line (journald, Loki); the
+    /// config's `log_format`. Text has colour only on a terminal and never
+    /// with NO_COLOR set.
+    #[arg(
+        long,
+        global = true,
+        env = "DANDELION_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<dandelion_core::logging::LogFormat>,
     /// PEM bundle of CA certificates to trust besides the system's, for every
     /// https:// and wss:// connection (a private CA); the config's `ca_file`.
     #[arg(long, global = true, env = "DANDELION_CA_FILE", value_name = "FILE")]
@@ -339,6 +349,9 @@ impl Global {
         }
         if let Some(v) = &self.log_level {
             config.log_level = v.clone();
+        }
+        if let Some(v) = self.log_format {
+            config.log_format = v;
         }
         if let Some(v) = &self.ca_file {
             config.ca_file = Some(v.clone());

@@ -112,6 +112,7 @@ where
     config::prepare_data_dir(&config.data_dir)?;
     let _log = logging::init_with_buffer(
         &config.log_level,
+        config.log_format,
         config.log_file.then_some(config.data_dir.as_path()),
         log_lines,
     )?;

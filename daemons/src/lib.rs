@@ -23,6 +23,7 @@ pub mod launch;
 pub mod listener;
 pub mod localca;
 pub mod metrics;
+pub mod process_metrics;
 pub mod publisher;
 pub mod ratelimit;
 pub mod rewind;

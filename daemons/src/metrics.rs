@@ -6,18 +6,28 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::process_metrics::ProcessCollector;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// The content type of [`Metrics::render`]'s text: prometheus-client writes
+/// OpenMetrics (`# EOF`, `_total` counters under a TYPE without it), which
+/// Prometheus parses as the text format 0.0.4 only by luck.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The metrics registry and the counters shared by all roles.
 #[derive(Debug)]
 pub struct Metrics {
     // A std Mutex: only `/metrics` scrapes and start-up registration lock it.
     registry: Mutex<Registry>,
+    /// `process_*`, under their conventional names without the prefix.
+    process: Registry,
     /// Refused handshakes and messages, by stable reason code.
     pub refused: Family<ReasonLabel, Counter>,
 }
@@ -37,8 +47,16 @@ impl Metrics {
             "Handshakes and messages refused, by reason",
             refused.clone(),
         );
+        registry.register(
+            "build",
+            "The running build: its version (always 1)",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector::default()));
         Metrics {
             registry: Mutex::new(registry),
+            process,
             refused,
         }
     }
@@ -64,12 +82,15 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        let _ = encode_registry(&mut text, &registry);
+        let _ = encode_registry(&mut text, &self.process);
+        let _ = encode_eof(&mut text);
         text
     }
 }

@@ -227,10 +227,7 @@ async fn index(State(common): State<Arc<Common>>) -> String {
 
 async fn metrics(State(common): State<Arc<Common>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         common.metrics.render(),
     )
         .into_response()

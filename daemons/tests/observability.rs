@@ -1,0 +1,166 @@
+//! What operators read of a running daemon. Its log: plain text in pipes,
+//! files and journald, colour only on a terminal (and never with `NO_COLOR`),
+//! one JSON object per line when `log_format = "json"`. Its `/metrics`:
+//! OpenMetrics said as such, the build, and the process's own figures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dandelion_core::http::HttpClient;
+use dandelion_testkit::daemon::DaemonBuilder;
+use dandelion_testkit::process::{Running, binary};
+use dandelion_testkit::wait_for;
+use serde_json::Value;
+
+const ESC: char = '\u{1b}';
+
+#[test]
+fn pipes_and_files_get_plain_text_and_json_is_one_object_per_line() {
+    let root = tempfile::tempdir().unwrap();
+    let text = DaemonBuilder::new("entrance", &root.path().join("text")).spawn();
+    let file = root.path().join("text/dandelion.log");
+    let logged = wait_for("the log file", Duration::from_secs(10), || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    let stderr = text.log();
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(!stderr.contains(ESC), "colour codes in a pipe: {stderr:?}");
+    assert!(
+        !logged.contains(ESC),
+        "colour codes in the file: {logged:?}"
+    );
+
+    let json = DaemonBuilder::new("entrance", &root.path().join("json"))
+        .top("log_format = \"json\"")
+        .spawn();
+    let stderr = json.log();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        for field in ["timestamp", "level", "target"] {
+            assert!(event.get(field).is_some(), "no `{field}` in {line}");
+        }
+    }
+    assert!(
+        lines.iter().any(|l| {
+            let event: Value = serde_json::from_str(l).unwrap();
+            event["level"] == "INFO" && event["message"].as_str().is_some_and(|m| !m.is_empty())
+        }),
+        "no INFO event with its message at the top level: {stderr}"
+    );
+    let logged = std::fs::read_to_string(root.path().join("json/dandelion.log")).unwrap();
+    for line in logged.lines() {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("the file is not JSON lines ({e}): {line}"));
+    }
+}
+
+/// The daemon's stderr on a pseudo-terminal (util-linux `script`), as an
+/// operator running it by hand sees it.
+fn on_a_terminal(root: &std::path::Path, name: &str, no_color: Option<&str>) -> String {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("dandelion.toml"),
+        format!(
+            "data_dir = {:?}\nlog_file = false\n",
+            dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cmd = format!(
+        "exec {} --config {} entrance --listen 127.0.0.1:0",
+        binary("dandelion").display(),
+        dir.join("dandelion.toml").display()
+    );
+    let out = dir.join("terminal.out");
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-f", "-e", "-c", &cmd])
+        .arg(&out)
+        .env_remove("DANDELION_CONFIG")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(v) = no_color {
+        script.env("NO_COLOR", v);
+    }
+    let _running = Running::spawn(&mut script);
+    wait_for(
+        "the entrance to log its start on the terminal",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&out)
+                .ok()
+                .filter(|t| t.contains("listening"))
+        },
+    )
+}
+
+#[test]
+fn a_terminal_gets_colour_unless_no_color_is_set() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed to give the daemon a terminal");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let coloured = on_a_terminal(root.path(), "tty", None);
+    assert!(
+        coloured.contains(ESC),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = on_a_terminal(root.path(), "no-color", Some("1"));
+    assert!(!plain.contains(ESC), "colour despite NO_COLOR=1: {plain:?}");
+}
+
+/// The value of the one sample of `name` (no labels) in exposition `text`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_say_their_format_the_build_and_the_processs_own_figures() {
+    let root = tempfile::tempdir().unwrap();
+    let daemon = DaemonBuilder::new("box", &root.path().join("box")).spawn();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer = rt
+        .block_on(HttpClient::default().get(&format!("{}/metrics", daemon.origin()), &[]))
+        .unwrap();
+    assert_eq!(answer.status.as_u16(), 200);
+    assert_eq!(
+        answer
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = answer.text();
+    assert!(text.ends_with("# EOF\n"), "not OpenMetrics: {text}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.contains(&format!("dandelion_build_info{{version=\"{version}\"}} 1")),
+        "{text}"
+    );
+    let rss = sample(&text, "process_resident_memory_bytes").unwrap_or(0.0);
+    assert!(
+        (1e6..1e9).contains(&rss),
+        "resident memory of {rss} bytes: {text}"
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_threads",
+        "process_start_time_seconds",
+    ] {
+        assert!(sample(&text, name).is_some(), "no {name}: {text}");
+    }
+}
