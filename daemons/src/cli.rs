@@ -171,6 +171,16 @@ pub struct UpArgs {
     /// Number of boxes to start.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub boxes: u16,
+    /// The entrance's port; the publisher listens two above it and the boxes
+    /// from eleven above (7070, 7072, 7081…). Another base runs a second
+    /// network beside the first.
+    #[arg(
+        long,
+        default_value_t = crate::up::DEFAULT_PORT_BASE,
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::up::MAX_PORT_BASE)),
+        value_name = "PORT"
+    )]
+    pub port_base: u16,
 }
 
 #[derive(Debug, Args)]

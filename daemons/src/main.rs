@@ -96,6 +96,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 publisher::run(server::bind(config.publisher.listen).await?, &config, s).await
             })
         }
-        Command::Up(args) => launch::serve(&runtime, &config, |s| up::run(&config, args.boxes, s)),
+        Command::Up(args) => {
+            let ports = up::Ports::new(args.port_base)
+                .ok_or_else(|| anyhow::anyhow!("--port-base must be 1 to {}", up::MAX_PORT_BASE))?;
+            launch::serve(&runtime, &config, |s| {
+                up::run(&config, args.boxes, ports, s)
+            })
+        }
     }
 }

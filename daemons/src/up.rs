@@ -32,10 +32,50 @@ use dandelion_core::console::contexts::{
     CONTEXTS_FILE, Context as ConsoleContext, Contexts, Daemon as ContextDaemon, LOCAL_CONTEXT,
 };
 
-/// Ports of the local network: entrance, publisher, and the first box's.
-pub const ENTRANCE_PORT: u16 = 7070;
-pub const PUBLISHER_PORT: u16 = 7072;
-pub const FIRST_BOX_PORT: u16 = 7081;
+/// The default of `--port-base`: the entrance on 7070, the publisher on 7072,
+/// the boxes from 7081.
+pub const DEFAULT_PORT_BASE: u16 = 7070;
+
+/// The highest `--port-base`: the last of 64 boxes still gets a port.
+pub const MAX_PORT_BASE: u16 = u16::MAX - FIRST_BOX_OFFSET - 63;
+
+const PUBLISHER_OFFSET: u16 = 2;
+const FIRST_BOX_OFFSET: u16 = 11;
+
+/// Where a local network listens, all from one base port, so two networks
+/// (or a network and the tests) run side by side on different bases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    base: u16,
+}
+
+impl Ports {
+    /// `None` past [`MAX_PORT_BASE`] or for port 0.
+    pub fn new(base: u16) -> Option<Ports> {
+        (base != 0 && base <= MAX_PORT_BASE).then_some(Ports { base })
+    }
+
+    pub fn entrance(self) -> u16 {
+        self.base
+    }
+
+    pub fn publisher(self) -> u16 {
+        self.base + PUBLISHER_OFFSET
+    }
+
+    /// Box `i`'s port, counting from 0; `i` is below 64.
+    pub fn box_port(self, i: u16) -> u16 {
+        self.base + FIRST_BOX_OFFSET + i
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            base: DEFAULT_PORT_BASE,
+        }
+    }
+}
 
 /// Demonstration locations handed to the boxes in turn.
 const PLACES: [(&str, &str, &str, f64, f64); 8] = [
@@ -55,7 +95,10 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} for the {what}; is another `dandelion up` running?")
+        format!(
+            "cannot listen on {addr} for the {what}; is another `dandelion up` running? \
+             (--port-base N starts this one on other ports)"
+        )
     })
 }
 
@@ -69,7 +112,22 @@ fn role_config(base: &Config, dir: PathBuf) -> Config {
 }
 
 /// Runs the network until `shutdown`.
-pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(
+    base: &Config,
+    boxes: u16,
+    ports: Ports,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    if base.store != "embedded" {
+        // Silently running on another store than the one asked for would
+        // leave an operator trying Redis believing it works.
+        bail!(
+            "`dandelion up` runs every daemon on its own embedded store, not on {}: drop --store \
+             (or DANDELION_STORE, or the config's `store`), or start the roles yourself on the shared \
+             store (docs/operations.md)",
+            dandelion_core::store::redact_url(&base.store)
+        );
+    }
     let root = base.data_dir.clone();
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let entrance_dir = root.join("entrance");
@@ -80,11 +138,11 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     }
 
     // Bind everything first: a busy port fails the whole start, before anything runs.
-    let entrance_listener = bind(ENTRANCE_PORT, "entrance").await?;
-    let publisher_listener = bind(PUBLISHER_PORT, "publisher").await?;
+    let entrance_listener = bind(ports.entrance(), "entrance").await?;
+    let publisher_listener = bind(ports.publisher(), "publisher").await?;
     let mut box_listeners = Vec::new();
     for i in 0..boxes {
-        box_listeners.push(bind(FIRST_BOX_PORT + i, "box").await?);
+        box_listeners.push(bind(ports.box_port(i), "box").await?);
     }
 
     let publisher_key = Identity::load_or_create(&publisher_dir, Role::Publisher)?.public_key_hex();
@@ -93,7 +151,7 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
     let entrance_id = Identity::load_or_create(&entrance_dir, Role::Entrance)?
         .id()
         .clone();
-    let entrance_url = format!("wss://127.0.0.1:{ENTRANCE_PORT}/dandelion/ws");
+    let entrance_url = format!("wss://127.0.0.1:{}/dandelion/ws", ports.entrance());
     let entrance_pin = PinnedUrl::new(&entrance_url, entrance_id)?;
     // Every daemon on TLS under the network's own CA, which every client of
     // this process (and the client commands and console, from network.json) trusts.
@@ -141,7 +199,7 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
         let (cfg, s) = (entrance_cfg.clone(), shutdown.clone());
         async move { report("entrance", entrance::run(entrance_listener, &cfg, s).await) }
     }));
-    let entrance_origin = format!("https://127.0.0.1:{ENTRANCE_PORT}");
+    let entrance_origin = format!("https://127.0.0.1:{}", ports.entrance());
     let invitations = tokio::select! {
         () = shutdown.cancelled() => Vec::new(),
         codes = invite_boxes(&entrance_origin, &entrance_dir, boxes.into()) => codes?,
@@ -176,7 +234,7 @@ pub async fn run(base: &Config, boxes: u16, shutdown: Shutdown) -> anyhow::Resul
 
     let network = LocalNetwork {
         entrance: entrance_origin,
-        publisher: format!("https://127.0.0.1:{PUBLISHER_PORT}"),
+        publisher: format!("https://127.0.0.1:{}", ports.publisher()),
         boxes: box_urls.clone(),
         entrance_dir: entrance_dir.clone(),
         publisher_dir: publisher_dir.clone(),
@@ -421,4 +479,24 @@ fn print_banner(net: &LocalNetwork, root: &Path) {
         net.publisher
     );
     println!("Ctrl-C stops everything.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_port_follows_the_base_and_the_last_box_fits() {
+        let ports = Ports::default();
+        assert_eq!(
+            (ports.entrance(), ports.publisher(), ports.box_port(0)),
+            (7070, 7072, 7081)
+        );
+        let other = Ports::new(8070).unwrap();
+        assert_eq!((other.publisher(), other.box_port(2)), (8072, 8083));
+        let top = Ports::new(MAX_PORT_BASE).unwrap();
+        assert_eq!(top.box_port(63), u16::MAX);
+        assert_eq!(Ports::new(MAX_PORT_BASE + 1), None);
+        assert_eq!(Ports::new(0), None);
+    }
 }

@@ -454,3 +454,32 @@ fn dandelion_box_runs_the_box_alone_with_the_same_flags() {
         stderr(&out)
     );
 }
+
+/// `up` runs every daemon on its own embedded store: a store it would not
+/// use is refused before anything starts, not silently ignored.
+#[test]
+fn up_refuses_a_store_it_would_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dandelion(&dir.path().join("net"))
+        .args([
+            "--store",
+            "redis://:secret@127.0.0.1:1/0",
+            "up",
+            "--boxes",
+            "1",
+        ])
+        .stdin(std::process::Stdio::null()));
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains(
+            "`dandelion up` runs every daemon on its own embedded store, not on redis://"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("secret"), "the password is shown: {said}");
+    assert!(!dir.path().join("net/network.json").exists());
+    let out = run(dandelion(&dir.path().join("net")).args(["up", "--port-base", "65500"]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--port-base"), "{}", stderr(&out));
+}

@@ -434,10 +434,21 @@ fn tokens_never_cross_a_network_in_clear() {
 /// `dandelion up` runs the local network on TLS under a CA of its own, and the
 /// client commands trust that CA from the data directory without flags: a push,
 /// `where`, and a viewer fetch through the publisher's redirect to a box.
-/// (`up` listens on its fixed ports 7070, 7072 and 7081.)
+/// `up --port-base` puts it on ports free here, so it runs beside a
+/// developer's own `dandelion up`, and every URL it writes follows.
 #[test]
 fn dandelion_up_runs_the_local_network_on_tls() {
     use dandelion_testkit::process::{Running, binary, run};
+    let base = wait_for("three free ports at a base", SOON, || {
+        let base = dandelion_testkit::free_port().ok()?;
+        // The entrance, the publisher (base + 2) and the one box (base + 11).
+        [base, base.checked_add(2)?, base.checked_add(11)?]
+            .iter()
+            .all(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+            .then_some(base)
+    });
+    let (e, p, b) = (base, base + 2, base + 11);
+    let base_arg = base.to_string();
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("net");
     let dandelion = |args: &[&str]| {
@@ -450,16 +461,29 @@ fn dandelion_up_runs_the_local_network_on_tls() {
     };
     let log = std::fs::File::create(root.path().join("up.log")).unwrap();
     let _up = Running::spawn(
-        dandelion(&["--log-level", "warn", "up", "--boxes", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(log),
+        dandelion(&[
+            "--log-level",
+            "warn",
+            "up",
+            "--boxes",
+            "1",
+            "--port-base",
+            &base_arg,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(log),
     );
     let network = data.join("network.json");
     wait_for("network.json", SOON, || network.exists().then_some(()));
     let net: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&network).unwrap()).unwrap();
-    assert_eq!(net["publisher"], "https://127.0.0.1:7072", "{net}");
-    assert_eq!(net["entrance"], "https://127.0.0.1:7070", "{net}");
+    assert_eq!(net["publisher"], format!("https://127.0.0.1:{p}"), "{net}");
+    assert_eq!(net["entrance"], format!("https://127.0.0.1:{e}"), "{net}");
+    assert_eq!(
+        net["boxes"],
+        serde_json::json!([format!("https://127.0.0.1:{b}")]),
+        "{net}"
+    );
     let ca = std::path::PathBuf::from(net["ca_file"].as_str().unwrap());
     dandelion_core::tls::trust(&ca).unwrap();
     // The console context `local`: every daemon with its own token and the CA.
@@ -471,10 +495,13 @@ fn dandelion_up_runs_the_local_network_on_tls() {
     assert_eq!(local.ca_file.as_deref(), Some(ca.as_path()));
     let urls: Vec<&str> = local.daemons.iter().map(|d| d.url.as_str()).collect();
     assert_eq!(
-        urls[..2],
-        ["https://127.0.0.1:7070", "https://127.0.0.1:7072"]
+        urls,
+        [
+            format!("https://127.0.0.1:{e}"),
+            format!("https://127.0.0.1:{p}"),
+            format!("https://127.0.0.1:{b}")
+        ]
     );
-    assert_eq!(urls.len(), 3, "{urls:?}");
     for daemon in &local.daemons {
         assert!(daemon.token().is_ok_and(|t| t.len() == 64), "{daemon:?}");
     }
@@ -485,7 +512,7 @@ fn dandelion_up_runs_the_local_network_on_tls() {
     wait_for("the box to be active", SOON, || {
         let boxes: serde_json::Value = rt
             .block_on(http.get(
-                "https://127.0.0.1:7070/api/boxes",
+                &format!("https://127.0.0.1:{e}/api/boxes"),
                 &[("authorization", &auth)],
             ))
             .ok()?
@@ -516,12 +543,12 @@ fn dandelion_up_runs_the_local_network_on_tls() {
         || {
             let out = run(&mut dandelion(&["where", "seg.ts"]));
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.contains("https://127.0.0.1:7081/publisher-")
+            text.contains(&format!("https://127.0.0.1:{b}/publisher-"))
                 .then_some(())
         },
     );
     let redirect = rt
-        .block_on(http.get("https://127.0.0.1:7072/seg.ts", &[]))
+        .block_on(http.get(&format!("https://127.0.0.1:{p}/seg.ts"), &[]))
         .unwrap();
     assert_eq!(redirect.status, 302);
     let location = redirect.headers["location"].to_str().unwrap().to_owned();
@@ -549,7 +576,7 @@ fn dandelion_up_runs_the_local_network_on_tls() {
     ]));
     assert!(
         String::from_utf8_lossy(&pushed.stdout)
-            .contains("players: https://127.0.0.1:7072/again.ts"),
+            .contains(&format!("players: https://127.0.0.1:{p}/again.ts")),
         "{}{}",
         String::from_utf8_lossy(&pushed.stdout),
         String::from_utf8_lossy(&pushed.stderr)
