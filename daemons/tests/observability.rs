@@ -92,8 +92,8 @@ fn on_a_terminal(root: &std::path::Path, name: &str, no_color: Option<&str>) -> 
     if let Some(v) = no_color {
         script.env("NO_COLOR", v);
     }
-    let _running = Running::spawn(&mut script);
-    wait_for(
+    let running = Running::spawn(&mut script);
+    let said = wait_for(
         "the entrance to log its start on the terminal",
         Duration::from_secs(20),
         || {
@@ -101,7 +101,15 @@ fn on_a_terminal(root: &std::path::Path, name: &str, no_color: Option<&str>) -> 
                 .ok()
                 .filter(|t| t.contains("listening"))
         },
-    )
+    );
+    // Killing `script` would leave the daemon on its terminal: stop it first.
+    let pid = running.id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace() {
+        let _ = Command::new("kill").args(["-TERM", child]).status();
+    }
+    said
 }
 
 #[test]
