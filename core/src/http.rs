@@ -365,9 +365,36 @@ pub fn origin_of(url: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}"))
 }
 
+/// A daemon URL as an operator typed it, with `https://` put in front of a
+/// bare `host[:port]` (`127.0.0.1:7072`, `publisher.example.net`): tokens
+/// cross the network only over TLS, and `dandelion up` is on TLS too. A
+/// scheme already there is kept, so `http://` still reaches a plain daemon.
+pub fn with_scheme(url: &str) -> String {
+    let url = url.trim();
+    if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("https://{url}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_address_means_https_and_a_given_scheme_stays() {
+        assert_eq!(with_scheme("127.0.0.1:7072"), "https://127.0.0.1:7072");
+        assert_eq!(with_scheme(" pub.example.net "), "https://pub.example.net");
+        assert_eq!(
+            with_scheme("http://127.0.0.1:7072"),
+            "http://127.0.0.1:7072"
+        );
+        assert_eq!(
+            with_scheme("wss://e:7070/dandelion/ws"),
+            "wss://e:7070/dandelion/ws"
+        );
+    }
 
     #[test]
     fn origins() {

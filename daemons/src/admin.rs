@@ -49,7 +49,7 @@ impl EntranceTarget {
             _ => None,
         };
         let given = url
-            .map(str::to_owned)
+            .map(dandelion_core::http::with_scheme)
             .or(daemon.map(|d| d.url.clone()))
             .or(local.as_ref().map(|net| net.entrance.clone()))
             .unwrap_or_else(|| DEFAULT_ENTRANCE.to_owned());

@@ -191,10 +191,12 @@ pub struct PushArgs {
     /// Name to publish a single file under (default: its file name).
     #[arg(long = "as", value_name = "NAME")]
     pub name: Option<String>,
-    /// How long boxes keep the file, e.g. 60s or 2h.
+    /// How long boxes keep the file, e.g. 60s or 2h [default: the publisher's
+    /// default_ttl, 60s unless configured; at most its max_ttl, 24h].
     #[arg(long, value_parser = config::parse_duration, value_name = "DURATION")]
     pub ttl: Option<Duration>,
-    /// Boxes to place each file on.
+    /// Boxes to place each file on [default: the publisher's replicas, 1
+    /// unless configured].
     #[arg(long, value_name = "K")]
     pub replicas: Option<u32>,
     /// Keep pushing what appears or changes in the directories (a live encoder's output).
@@ -224,7 +226,8 @@ pub struct StatsArgs {
 /// How client commands reach a publisher.
 #[derive(Debug, Args)]
 pub struct PublisherAccess {
-    /// Publisher URL (default: the local network started by `dandelion up`).
+    /// Publisher URL; a bare host:port means https:// (default: the local
+    /// network started by `dandelion up`).
     #[arg(long, env = "DANDELION_PUBLISHER", value_name = "URL")]
     pub to: Option<String>,
     /// The publisher's admin token (default: read from its data directory).
@@ -255,7 +258,8 @@ pub struct BoxesArgs {
 /// How operator commands reach the entrance's admin API.
 #[derive(Debug, Args)]
 pub struct EntranceAccess {
-    /// Entrance URL (default: the local network started by `dandelion up`).
+    /// Entrance URL; a bare host:port means https:// (default: the local
+    /// network started by `dandelion up`).
     #[arg(long, global = true, env = "DANDELION_ENTRANCE", value_name = "URL")]
     pub entrance: Option<String>,
     /// Admin token (default: read from the entrance's data directory).

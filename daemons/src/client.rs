@@ -45,7 +45,9 @@ fn publisher_target(
     }
     let local = LocalNetwork::load_trusted(&config.data_dir)?;
     let url = match (to, &local) {
-        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (Some(url), _) => dandelion_core::http::with_scheme(url)
+            .trim_end_matches('/')
+            .to_owned(),
         (None, Some(net)) => net.publisher.clone(),
         (None, None) => bail!(
             "no publisher given: pass --to https://HOST:7072, set DANDELION_PUBLISHER, or start a local network \
@@ -56,8 +58,20 @@ fn publisher_target(
     let token = match (token, &local) {
         (Some(t), _) => t.to_owned(),
         (None, Some(net)) if to.is_none() => read_token(&admin_token_path(&net.publisher_dir))?,
-        _ => read_token(&config.admin_token_file(Role::Publisher))
-            .context("pass --token or set DANDELION_ADMIN_TOKEN (the publisher's admin token)")?,
+        _ => {
+            // On the publisher's own machine its token file is found; from
+            // anywhere else the operator must say it, and should be told so
+            // rather than about a file they never meant to read.
+            let file = config.admin_token_file(Role::Publisher);
+            if !file.exists() {
+                bail!(
+                    "the publisher at {url} needs its admin token: pass --token TOKEN or set \
+                     DANDELION_ADMIN_TOKEN (the token is admin.token in the publisher's data \
+                     directory, or its admin_token_file)"
+                );
+            }
+            read_token(&file)?
+        }
     };
     Ok((url, token))
 }
@@ -275,6 +289,13 @@ fn accepted(
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
             .unwrap_or_else(|| response.text());
+        if response.status == http::StatusCode::NOT_FOUND && detail.trim().is_empty() {
+            // A publisher always says why; a bare 404 is another daemon.
+            bail!(
+                "{name} was refused (404 Not Found): no publisher answers there (entrances and \
+                 boxes take no pushes); give --to the publisher's URL"
+            );
+        }
         bail!(
             "{} was refused ({}): {}",
             name,

@@ -65,6 +65,19 @@ fn help_describes_every_command() {
     for flag in ["--to", "--as", "--ttl", "--replicas", "--watch"] {
         assert!(push.contains(flag), "push --help lacks {flag}:\n{push}");
     }
+    // What a push gets when it says nothing: the publisher decides, and the
+    // help says what it decides unless configured otherwise.
+    let words = push.split_whitespace().collect::<Vec<_>>().join(" ");
+    for default in [
+        "60s unless configured",
+        "1 unless configured",
+        "means https://",
+    ] {
+        assert!(
+            words.contains(default),
+            "push --help lacks `{default}`:\n{push}"
+        );
+    }
 }
 
 #[test]

@@ -547,6 +547,52 @@ fn dandelion_up_runs_the_local_network_on_tls() {
                 .then_some(())
         },
     );
+    // An address as typed, without a scheme, is the https:// daemon there.
+    let token = std::fs::read_to_string(data.join("publisher/admin.token")).unwrap();
+    let typed = format!("127.0.0.1:{p}");
+    let again = run(&mut dandelion(&[
+        "push",
+        file.to_str().unwrap(),
+        "--as",
+        "typed.ts",
+        "--to",
+        &typed,
+        "--token",
+        token.trim(),
+    ]));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // Without the token, the error says how to give it, not which file was missing.
+    let tokenless = run(&mut dandelion(&[
+        "push",
+        file.to_str().unwrap(),
+        "--to",
+        &typed,
+    ]));
+    let said = String::from_utf8_lossy(&tokenless.stderr);
+    assert!(
+        said.contains(&format!(
+            "the publisher at https://{typed} needs its admin token: pass --token"
+        )) && !said.contains("No such file"),
+        "{said}"
+    );
+    // An entrance takes no pushes, and the error says so.
+    let wrong = run(&mut dandelion(&[
+        "push",
+        file.to_str().unwrap(),
+        "--to",
+        &format!("127.0.0.1:{e}"),
+        "--token",
+        token.trim(),
+    ]));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && said.contains("no publisher answers there"),
+        "{said}"
+    );
     let redirect = rt
         .block_on(http.get(&format!("https://127.0.0.1:{p}/seg.ts"), &[]))
         .unwrap();
