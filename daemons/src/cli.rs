@@ -142,6 +142,44 @@ pub enum Command {
     Check(CheckArgs),
     /// Print a role's ID and public key (creating its key pair on first use).
     Id(IdArgs),
+    /// Print the shell completion script for bash, zsh or fish, e.g.
+    /// `dandelion completions bash > /etc/bash_completion.d/dandelion`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells completions are made for: those the package installs them for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Shell {
+    pub fn generator(self) -> clap_complete::Shell {
+        match self {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+/// Writes the completion script of `command` (named `name`) for `shell`.
+pub fn write_completions(
+    shell: Shell,
+    command: &mut clap::Command,
+    name: &str,
+    out: &mut dyn std::io::Write,
+) {
+    clap_complete::generate(shell.generator(), command, name, out);
 }
 
 #[derive(Debug, Args)]

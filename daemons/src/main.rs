@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use dandelion_core::console::contexts;
 use dandelion_core::ids::Role;
-use dandelion_daemons::cli::{Cli, Command};
+use dandelion_daemons::cli::{self, Cli, Command};
 use dandelion_daemons::{client, entrance, launch, publisher, server, up};
 
 /// See the `mimalloc` feature in Cargo.toml.
@@ -30,6 +30,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no configuration: a broken config file must not stop it.
+    if let Command::Completions(args) = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        cli::write_completions(
+            args.shell,
+            &mut command,
+            "dandelion",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
     let (mut config, file) = launch::configure(&cli.global)?;
     let runtime = launch::runtime()?;
     // Client commands may name a console context; its CA is trusted from here.
@@ -103,5 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 up::run(&config, args.boxes, ports, s)
             })
         }
+        // Answered above, before the configuration is read.
+        Command::Completions(_) => Ok(()),
     }
 }

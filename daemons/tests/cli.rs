@@ -496,3 +496,33 @@ fn up_refuses_a_store_it_would_not_use() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--port-base"), "{}", stderr(&out));
 }
+
+/// Completion scripts come from the binary itself, even where its config
+/// file is broken (a shell start-up must not fail on it).
+#[test]
+fn completions_for_each_shell_whatever_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "this is = = not toml").unwrap();
+    for (shell, mark) in [
+        ("bash", "_dandelion()"),
+        ("zsh", "#compdef dandelion"),
+        ("fish", "complete -c dandelion"),
+    ] {
+        let out = run(dandelion(&dir.path().join("d"))
+            .args(["--config"])
+            .arg(&broken)
+            .args(["completions", shell]));
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains(mark), "{shell}: {script}");
+        assert!(script.contains("push"), "{shell} completes no subcommands");
+    }
+    let out = run(dandelion(&dir.path().join("d")).args(["completions", "tcsh"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("possible values: bash, zsh, fish"),
+        "{}",
+        stderr(&out)
+    );
+}
