@@ -202,6 +202,23 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         },
     )
     .await?;
+    // The household's limits as set, beside what is used of them
+    // (box_stored_bytes, rate(box_served_bytes_total)): 0 where none is set.
+    let as_gauge = |v: Option<bytesize::ByteSize>| {
+        i64::try_from(v.map_or(0, |v| v.as_u64())).unwrap_or(i64::MAX)
+    };
+    gauge(
+        &common.metrics,
+        "box_upload_cap_bytes_per_second",
+        "Upload cap across all viewers, in bytes per second (0: none)",
+    )
+    .set(as_gauge(box_config.upload_cap));
+    gauge(
+        &common.metrics,
+        "box_storage_quota_bytes",
+        "Disk space the box may use for stored files (0: none)",
+    )
+    .set(as_gauge(box_config.storage_quota));
     let state = Arc::new(BoxState {
         limits: limits::Limits::new(
             box_config.upload_cap.map(|c| c.as_u64()),

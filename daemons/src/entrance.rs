@@ -71,6 +71,8 @@ pub struct EntranceMetrics {
     pub boxes: Family<StateLabel, Gauge>,
     /// The original 2017 boxes among `boxes`: a migration's progress.
     pub legacy_boxes: Family<StateLabel, Gauge>,
+    /// From a heartbeat read to its answer written: what a box waits.
+    pub heartbeat_reply: crate::metrics::Latency,
 }
 
 /// State shared by every task of one entrance; cloned as `Arc<Shared>`.
@@ -292,6 +294,11 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         "legacy_boxes",
         "Original 2017 boxes (unauthenticated) among the boxes known, by state",
         metrics.legacy_boxes.clone(),
+    );
+    common.metrics.register(
+        "heartbeat_reply_seconds",
+        "From a box's heartbeat read to its answer written",
+        metrics.heartbeat_reply.0.clone(),
     );
     let shared = Arc::new(Shared {
         book: Book::new(common.store.clone(), &namespace),

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -20,6 +21,24 @@ pub struct ReasonLabel {
 /// OpenMetrics (`# EOF`, `_total` counters under a TYPE without it), which
 /// Prometheus parses as the text format 0.0.4 only by luck.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A latency histogram in seconds, from half a millisecond to about eight
+/// seconds, each bucket twice the last: wide enough for a loopback reply and
+/// for a saturated store alike. `Default`, so a role's metrics derive it.
+#[derive(Debug, Clone)]
+pub struct Latency(pub Histogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Histogram::new(exponential_buckets(0.0005, 2.0, 15)))
+    }
+}
+
+impl Latency {
+    pub fn observe_since(&self, since: std::time::Instant) {
+        self.0.observe(since.elapsed().as_secs_f64());
+    }
+}
 
 /// The metrics registry and the counters shared by all roles.
 #[derive(Debug)]

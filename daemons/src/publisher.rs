@@ -89,6 +89,17 @@ pub struct PublisherMetrics {
     pub offload_origin_bytes: Family<StreamLabel, Counter>,
     pub offload_uploaded_bytes: Family<StreamLabel, Counter>,
     pub offload_box_share: Gauge<f64, AtomicU64>,
+    /// From a viewer's request read to its redirect decided.
+    pub redirect: crate::metrics::Latency,
+    /// The files this front end knows, by state: `queued` is the sending
+    /// queue's depth.
+    pub jobs: Family<StateLabel, Gauge>,
+}
+
+/// A job's state as a metric label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
 }
 
 /// A stream's name as a metric label; the ledger bounds how many there are.
@@ -480,6 +491,29 @@ fn register_metrics(p: &Arc<Publisher>) {
         "Searches of an entrance that failed (unreachable, refused, an oversized or malformed answer)",
         p.metrics.search_failures.clone(),
     );
+    m.register(
+        "redirect_seconds",
+        "From a viewer's request read to its redirect to a box decided",
+        p.metrics.redirect.0.clone(),
+    );
+    m.register(
+        "jobs",
+        "Files this front end knows, by state (queued: waiting for boxes)",
+        p.metrics.jobs.clone(),
+    );
+    // Present from the start, at 0, so alerts on them need no special case.
+    for state in [
+        jobs::JobState::Queued,
+        jobs::JobState::Placed,
+        jobs::JobState::Failed,
+    ] {
+        p.metrics
+            .jobs
+            .get_or_create(&StateLabel {
+                state: state.as_str(),
+            })
+            .set(0);
+    }
 }
 
 /// Used by the API and `where`: a box's exchange, if known.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use dandelion_core::http::HttpClient;
 use dandelion_testkit::daemon::DaemonBuilder;
-use dandelion_testkit::process::{Running, binary};
+use dandelion_testkit::network::NetworkBuilder;
+use dandelion_testkit::process::{Running, binary, run};
 use dandelion_testkit::wait_for;
 use serde_json::Value;
 
@@ -171,4 +172,73 @@ fn metrics_say_their_format_the_build_and_the_processs_own_figures() {
     ] {
         assert!(sample(&text, name).is_some(), "no {name}: {text}");
     }
+}
+
+/// What each role measures of its own work, present from the start and
+/// moving once there is work: the entrance's heartbeat replies, the
+/// publisher's redirects and files by state, the box's household limits.
+#[test]
+fn each_role_measures_its_latencies_queues_and_limits() {
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(root.path(), 1).start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let metrics = |origin: &str| {
+        rt.block_on(http.get(&format!("{origin}/metrics"), &[]))
+            .unwrap()
+            .text()
+    };
+    let publisher = metrics(&net.publisher.origin());
+    for state in ["queued", "placed", "failed"] {
+        assert!(
+            publisher.contains(&format!("dandelion_jobs{{state=\"{state}\"}} 0")),
+            "no {state} jobs at 0 before any push: {publisher}"
+        );
+    }
+    let text = metrics(&net.boxes[0].origin());
+    assert_eq!(
+        sample(&text, "dandelion_box_upload_cap_bytes_per_second"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "dandelion_box_storage_quota_bytes"),
+        Some(0.0),
+        "{text}"
+    );
+
+    let file = root.path().join("clip.ts");
+    std::fs::write(&file, vec![5u8; 30_000]).unwrap();
+    let token = std::fs::read_to_string(root.path().join("publisher/admin.token")).unwrap();
+    let origin = net.publisher.origin();
+    let out = run(Command::new(binary("dandelion"))
+        .arg("push")
+        .arg(&file)
+        .args(["--to", &origin, "--token", token.trim()])
+        .env_remove("DANDELION_CONFIG"));
+    assert!(out.status.success(), "{out:?}");
+    wait_for("a redirect to the box", Duration::from_secs(20), || {
+        let r = rt
+            .block_on(http.get(&format!("{origin}/clip.ts"), &[]))
+            .ok()?;
+        (r.status.as_u16() == 302).then_some(())
+    });
+    let publisher = wait_for("the placed file counted", Duration::from_secs(10), || {
+        let text = metrics(&origin);
+        text.contains("dandelion_jobs{state=\"placed\"} 1")
+            .then_some(text)
+    });
+    assert!(
+        sample(&publisher, "dandelion_redirect_seconds_count").is_some_and(|n| n >= 1.0),
+        "{publisher}"
+    );
+    let entrance = metrics(&net.entrance.origin());
+    assert!(
+        sample(&entrance, "dandelion_heartbeat_reply_seconds_count").is_some_and(|n| n >= 1.0),
+        "{entrance}"
+    );
+    assert!(
+        entrance.contains("dandelion_heartbeat_reply_seconds_bucket{le=\"0.0005\"}"),
+        "{entrance}"
+    );
 }

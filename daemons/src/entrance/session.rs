@@ -459,6 +459,8 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
         }
         match message {
             Message::Exchange(exchange) => {
+                let read_at = std::time::Instant::now();
+                let answered = || shared.metrics.heartbeat_reply.observe_since(read_at);
                 let hb = heartbeat_of(&shared, &exchange, false, Some(&peer.public_key), ip);
                 // A registration (a session's first heartbeat) is answered once it
                 // is stored and checked, so that ACCEPTED means "listed". Later
@@ -469,8 +471,11 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                 // A ban made by another entrance on the same store reaches us here.
                 let beat = match shared.book.check(&hb, memo.take()).await {
                     Ok(Checked::Accepted(pending)) => {
-                        if answer_first && conn.send(&exchange_reply(&shared)).await.is_err() {
-                            break;
+                        if answer_first {
+                            if conn.send(&exchange_reply(&shared)).await.is_err() {
+                                break;
+                            }
+                            answered();
                         }
                         shared.book.store(&hb, pending).await
                     }
@@ -506,8 +511,11 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                     // Its verdict changed the record: the next heartbeat must read.
                     memo = None;
                 }
-                if !answer_first && conn.send(&exchange_reply(&shared)).await.is_err() {
-                    break;
+                if !answer_first {
+                    if conn.send(&exchange_reply(&shared)).await.is_err() {
+                        break;
+                    }
+                    answered();
                 }
                 registered = true;
             }

@@ -473,6 +473,7 @@ async fn view(
     }): ConnectInfo<Remote>,
     request: Request,
 ) -> Response {
+    let read_at = std::time::Instant::now();
     let Some(known) = p.records.known(&name) else {
         let mut r = error(
             StatusCode::NOT_FOUND,
@@ -506,6 +507,7 @@ async fn view(
             && let Ok(location) = HeaderValue::from_str(&best)
         {
             p.metrics.redirects.inc();
+            p.metrics.redirect.observe_since(read_at);
             let mut r = StatusCode::FOUND.into_response();
             let h = r.headers_mut();
             h.insert(header::LOCATION, location);

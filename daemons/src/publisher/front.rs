@@ -104,6 +104,7 @@ impl Answer for RedirectFront {
     type Ready = Vec<u8>;
 
     fn prepare(&self, request: &SimpleGet, remote: &Remote) -> Option<Vec<u8>> {
+        let read_at = std::time::Instant::now();
         if request.forwarded {
             return None;
         }
@@ -146,6 +147,7 @@ impl Answer for RedirectFront {
             httpdate::fmt_http_date(std::time::SystemTime::now())
         );
         end_head(&mut head, &known.job.sha256, request);
+        p.metrics.redirect.observe_since(read_at);
         Some(head.into_bytes())
     }
 

@@ -461,8 +461,14 @@ pub async fn sweep(p: Arc<Publisher>) {
 async fn sweep_once(p: &Publisher) -> Result<(), String> {
     let now = now_secs();
     let mut to_replace: Vec<(u64, String)> = Vec::new();
+    let mut by_state = [0i64; 3];
     for known in p.records.all() {
         let job = &known.job;
+        by_state[match job.state {
+            JobState::Queued => 0,
+            JobState::Placed => 1,
+            JobState::Failed => 2,
+        }] += 1;
         if job.expires_at() <= now {
             p.records
                 .forget(&job.name)
@@ -483,6 +489,17 @@ async fn sweep_once(p: &Publisher) -> Result<(), String> {
         if lost {
             to_replace.push((job.ttl_left(now), job.name.clone()));
         }
+    }
+    for (state, n) in [JobState::Queued, JobState::Placed, JobState::Failed]
+        .into_iter()
+        .zip(by_state)
+    {
+        p.metrics
+            .jobs
+            .get_or_create(&crate::publisher::StateLabel {
+                state: state.as_str(),
+            })
+            .set(n);
     }
     to_replace.sort_by_key(|(ttl_left, _)| std::cmp::Reverse(*ttl_left));
     for (_, name) in to_replace {
