@@ -79,6 +79,15 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// A short stable label for metrics and `CODE`.
+    /// Every [`ProtocolError::reason_code`], for counting each from the start.
+    pub const REASON_CODES: [&'static str; 5] = [
+        "not_json",
+        "not_an_object",
+        "missing_field",
+        "unknown_command",
+        "invalid_field",
+    ];
+
     pub fn reason_code(&self) -> &'static str {
         match self {
             ProtocolError::NotJson(_) => "not_json",

@@ -73,6 +73,8 @@ pub struct EntranceMetrics {
     pub legacy_boxes: Family<StateLabel, Gauge>,
     /// From a heartbeat read to its answer written: what a box waits.
     pub heartbeat_reply: crate::metrics::Latency,
+    /// 1 while expiry is held back (most boxes went silent at once), else 0.
+    pub self_preservation: Gauge,
 }
 
 /// State shared by every task of one entrance; cloned as `Arc<Shared>`.
@@ -294,6 +296,11 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         "legacy_boxes",
         "Original 2017 boxes (unauthenticated) among the boxes known, by state",
         metrics.legacy_boxes.clone(),
+    );
+    common.metrics.register(
+        "self_preservation",
+        "1 while expiry is held back because most boxes went silent at once (the entrance's own link, or the store, may be the cause)",
+        metrics.self_preservation.clone(),
     );
     common.metrics.register(
         "heartbeat_reply_seconds",

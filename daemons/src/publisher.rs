@@ -501,6 +501,18 @@ fn register_metrics(p: &Arc<Publisher>) {
         "Files this front end knows, by state (queued: waiting for boxes)",
         p.metrics.jobs.clone(),
     );
+    // The top-level files' stream (`""`) at 0, so the ledger's families exist
+    // for dashboards and alerts before the first stream.
+    let top = StreamLabel {
+        stream: String::new(),
+    };
+    for family in [
+        &p.metrics.offload_box_bytes,
+        &p.metrics.offload_origin_bytes,
+        &p.metrics.offload_uploaded_bytes,
+    ] {
+        family.get_or_create(&top).inc_by(0);
+    }
     // Present from the start, at 0, so alerts on them need no special case.
     for state in [
         jobs::JobState::Queued,

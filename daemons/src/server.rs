@@ -225,12 +225,23 @@ async fn index(State(common): State<Arc<Common>>) -> String {
     )
 }
 
-async fn metrics(State(common): State<Arc<Common>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        common.metrics.render(),
-    )
-        .into_response()
+/// `GET /metrics`: OpenMetrics to a scraper that asks for it (Prometheus
+/// does), the Prometheus text format to everything else, each said as such.
+async fn metrics(State(common): State<Arc<Common>>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let text = common.metrics.render();
+    if crate::metrics::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                crate::metrics::PROMETHEUS_CONTENT_TYPE,
+            )],
+            crate::metrics::prometheus_text(&text),
+        )
+            .into_response()
+    }
 }
 
 /// `GET /dandelion/nonce[?peer=<client-id>&nonce=<64 hex>]`: this server's nonce,

@@ -724,6 +724,16 @@ async fn self_preservation_holds_expiry_back_when_most_boxes_go_silent() {
         reason.starts_with("2 of 3 boxes") || reason.starts_with("3 of 3 boxes"),
         "{health}"
     );
+    // What an alert rule watches (deploy/prometheus/alerts.yml).
+    let metrics = HttpClient::default()
+        .get(&format!("{}/metrics", e.origin), &[])
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("\ndandelion_self_preservation 1\n"),
+        "{metrics}"
+    );
     // Well past the expiry time, the boxes are still there (stale).
     let start = Instant::now();
     eventually("three expiry periods to pass", || async {

@@ -140,8 +140,13 @@ fn metrics_say_their_format_the_build_and_the_processs_own_figures() {
     let root = tempfile::tempdir().unwrap();
     let daemon = DaemonBuilder::new("box", &root.path().join("box")).spawn();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // As Prometheus asks.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
     let answer = rt
-        .block_on(HttpClient::default().get(&format!("{}/metrics", daemon.origin()), &[]))
+        .block_on(HttpClient::default().get(
+            &format!("{}/metrics", daemon.origin()),
+            &[("accept", accept)],
+        ))
         .unwrap();
     assert_eq!(answer.status.as_u16(), 200);
     assert_eq!(
@@ -241,4 +246,117 @@ fn each_role_measures_its_latencies_queues_and_limits() {
         entrance.contains("dandelion_heartbeat_reply_seconds_bucket{le=\"0.0005\"}"),
         "{entrance}"
     );
+}
+
+/// `promtool` from Debian's `prometheus` package, which `.ci/run` installs.
+fn promtool(args: &[&str]) -> Command {
+    assert!(
+        Command::new("promtool").arg("--version").output().is_ok(),
+        "this test needs promtool (apt-get install prometheus; .ci/run does it)"
+    );
+    let mut c = Command::new("promtool");
+    c.args(args);
+    c
+}
+
+/// Runs `cmd` with `input` on stdin; panics with what it said unless it succeeds.
+fn succeeds(mut cmd: Command, input: &str, what: &str) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `deploy/` gives operators holds against the daemons as they run:
+/// promtool lints each role's `/metrics`, checks and unit-tests the alert
+/// rules, and every metric the rules and the Grafana dashboard name is one a
+/// role exposes.
+#[test]
+fn promtool_accepts_the_metrics_and_rules_and_the_dashboard_names_real_metrics() {
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(root.path(), 1).start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = HttpClient::default();
+    let mut exposed = String::new();
+    for (role, origin) in [
+        ("entrance", net.entrance.origin()),
+        ("publisher", net.publisher.origin()),
+        ("box", net.boxes[0].origin()),
+    ] {
+        let answer = rt
+            .block_on(http.get(&format!("{origin}/metrics"), &[]))
+            .unwrap();
+        assert_eq!(
+            answer
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let text = answer.text();
+        succeeds(
+            promtool(&["check", "metrics"]),
+            &text,
+            &format!("promtool check metrics on the {role}'s /metrics"),
+        );
+        exposed.push_str(&text);
+    }
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let rules = deploy.join("prometheus/alerts.yml");
+    let rules_test = deploy.join("prometheus/alerts_test.yml");
+    succeeds(
+        promtool(&["check", "rules", rules.to_str().unwrap()]),
+        "",
+        "promtool check rules",
+    );
+    succeeds(
+        promtool(&["test", "rules", rules_test.to_str().unwrap()]),
+        "",
+        "promtool test rules",
+    );
+
+    let dashboard = std::fs::read_to_string(deploy.join("grafana/dandelion.json")).unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).unwrap();
+    let exprs: Vec<String> = parsed["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let name = regex_lite::Regex::new(r"\b(?:dandelion|process)_[a-z0-9_]+").unwrap();
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    let mut named = 0;
+    for text in exprs
+        .iter()
+        .map(String::as_str)
+        .chain([rules_text.as_str()])
+    {
+        for m in name.find_iter(text) {
+            named += 1;
+            assert!(
+                exposed.contains(m.as_str()),
+                "`{}` is named by the dashboard or the rules but no role exposes it",
+                m.as_str()
+            );
+        }
+    }
+    assert!(named >= 20, "only {named} metric names found");
 }

@@ -324,3 +324,19 @@ fn malformed_messages_are_typed_errors() {
         "invalid_field"
     );
 }
+
+#[test]
+fn every_reason_code_is_listed_for_counting_from_the_start() {
+    let all = [
+        ProtocolError::NotJson(String::new()),
+        ProtocolError::NotAnObject,
+        ProtocolError::MissingField("COMMAND"),
+        ProtocolError::UnknownCommand(String::new()),
+        ProtocolError::Invalid {
+            command: String::new(),
+            detail: String::new(),
+        },
+    ];
+    let codes: Vec<&str> = all.iter().map(ProtocolError::reason_code).collect();
+    assert_eq!(codes, ProtocolError::REASON_CODES);
+}

@@ -75,6 +75,10 @@ async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError>
         c.self_preservation_min_boxes,
     );
     let before = shared.set_preservation(reason.clone());
+    shared
+        .metrics
+        .self_preservation
+        .set(i64::from(reason.is_some()));
     let console = &shared.common.console;
     match (&before, &reason) {
         (None, Some(r)) => {
