@@ -69,6 +69,14 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Unix time in milliseconds, for latencies that cross a restart or another
+/// front end (a job's acknowledgement to its placements).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct PublisherMetrics {
@@ -91,6 +99,8 @@ pub struct PublisherMetrics {
     pub offload_box_share: Gauge<f64, AtomicU64>,
     /// From a viewer's request read to its redirect decided.
     pub redirect: crate::metrics::Latency,
+    /// From a push acknowledged to each copy a sender then placed.
+    pub push_to_placed: crate::metrics::Latency,
     /// The files this front end knows, by state: `queued` is the sending
     /// queue's depth.
     pub jobs: Family<StateLabel, Gauge>,
@@ -495,6 +505,11 @@ fn register_metrics(p: &Arc<Publisher>) {
         "redirect_seconds",
         "From a viewer's request read to its redirect to a box decided",
         p.metrics.redirect.0.clone(),
+    );
+    m.register(
+        "push_to_placed_seconds",
+        "From a push acknowledged to each copy placed after it (copies made while it arrived are not counted)",
+        p.metrics.push_to_placed.0.clone(),
     );
     m.register(
         "jobs",

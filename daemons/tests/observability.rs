@@ -233,10 +233,15 @@ fn each_role_measures_its_latencies_queues_and_limits() {
         text.contains("dandelion_jobs{state=\"placed\"} 1")
             .then_some(text)
     });
-    assert!(
-        sample(&publisher, "dandelion_redirect_seconds_count").is_some_and(|n| n >= 1.0),
-        "{publisher}"
-    );
+    for histogram in [
+        "dandelion_redirect_seconds_count",
+        "dandelion_push_to_placed_seconds_count",
+    ] {
+        assert!(
+            sample(&publisher, histogram).is_some_and(|n| n >= 1.0),
+            "{histogram}: {publisher}"
+        );
+    }
     let entrance = metrics(&net.entrance.origin());
     assert!(
         sample(&entrance, "dandelion_heartbeat_reply_seconds_count").is_some_and(|n| n >= 1.0),

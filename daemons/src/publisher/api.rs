@@ -225,6 +225,7 @@ async fn push(
         ttl: ttl.as_secs(),
         replicas,
         accepted_at: now_secs(),
+        accepted_ms: Some(super::now_ms()),
         state: JobState::Queued,
         attempts: 0,
         failures: Vec::new(),

@@ -77,6 +77,10 @@ pub struct Job {
     /// it is taken for dead, from a box's copy (`sender::recover_origin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_at: Option<String>,
+    /// The acknowledgement again, in Unix milliseconds, for the push-to-placed
+    /// histogram; absent from records written before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_ms: Option<u64>,
 }
 
 impl Job {
@@ -662,6 +666,7 @@ mod tests {
             failures: Vec::new(),
             origin: Origin::File,
             origin_at: None,
+            accepted_ms: None,
         }
     }
 

@@ -318,8 +318,15 @@ pub async fn settle(
         tracing::info!(file = %name, "pushed again while being placed; this upload's copies are not recorded");
         return Ok(Next::Done);
     }
+    let placed_ms = crate::publisher::now_ms();
     for (box_id, url) in log {
         p.metrics.placements.inc();
+        if let Some(at) = job.accepted_ms {
+            p.metrics
+                .push_to_placed
+                .0
+                .observe(placed_ms.saturating_sub(at) as f64 / 1000.0);
+        }
         p.uploaded(name, size);
         tracing::info!(file = %name, box_id = %box_id, url = %url, "placed");
         p.common
