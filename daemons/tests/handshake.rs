@@ -260,7 +260,11 @@ async fn a_client_signs_nothing_for_a_daemon_it_did_not_mean_to_reach() {
         .await
         .unwrap()
         .text();
-    assert!(!metrics.contains("dandelion_refused_total{"), "{metrics}");
+    assert_eq!(
+        dandelion_testkit::counter_sum(&metrics, "dandelion_refused_total"),
+        0.0,
+        "{metrics}"
+    );
 }
 
 /// The daemon's own proof answers only the client and nonce asked for.
