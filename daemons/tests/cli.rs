@@ -526,3 +526,35 @@ fn completions_for_each_shell_whatever_the_config() {
         stderr(&out)
     );
 }
+
+/// What the README promises a newcomer matches the workspace: the Rust
+/// version it names is the one Cargo enforces, the license texts Cargo.toml
+/// names are there, and the push example outlives reading pace.
+#[test]
+fn the_readme_says_what_the_workspace_holds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+    let (readme, manifest) = (read("README.md"), read("Cargo.toml"));
+    let rust = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(
+        readme.contains(&format!("Rust {rust} or newer")),
+        "the README does not name Rust {rust}"
+    );
+    assert!(manifest.contains("license = \"MIT OR Apache-2.0\""));
+    for license in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert!(read(license).len() > 1000, "{license}");
+    }
+    let push = readme
+        .lines()
+        .find(|l| l.contains("-- push ./some-file.ts"))
+        .unwrap();
+    assert!(push.contains("--ttl 1h"), "{push}");
+    assert!(
+        readme.contains("> some-file.ts"),
+        "the README never makes the file it pushes"
+    );
+}
