@@ -339,17 +339,42 @@ fn tcp_connector(timeout: Duration) -> HttpConnector {
     connector
 }
 
-/// hyper's errors say "client error (Connect)" and keep the useful part in their
-/// sources; an operator needs "Connection refused".
+/// What went wrong, in one line an operator can act on. hyper's errors wrap
+/// the useful part ("client error (Connect): tcp connect error: Connection
+/// refused"): the innermost cause is kept, and the usual ones get what to
+/// check.
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let mut innermost = e.to_string();
+    let mut all = innermost.clone();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        innermost = s.to_string();
+        all.push_str(": ");
+        all.push_str(&innermost);
         source = s.source();
     }
-    text
+    match hint(&all) {
+        Some(hint) => format!("{innermost} ({hint})"),
+        None => innermost,
+    }
+}
+
+/// What to check for the failures operators meet most, read from the whole
+/// chain of causes.
+fn hint(chain: &str) -> Option<&'static str> {
+    if chain.contains("Connection refused") {
+        Some("nothing listens there: is the daemon running, on that port?")
+    } else if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
+        Some("it does not speak TLS there: for a daemon without TLS, write http://")
+    } else if chain.contains("UnknownIssuer") {
+        Some(
+            "its certificate is not signed by a CA trusted here: give the CA with --ca-file or ca_file",
+        )
+    } else if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        Some("the host name does not resolve")
+    } else {
+        None
+    }
 }
 
 /// `ws://host:port/path` or `http://host:port/path` → `http://host:port`: the HTTP
@@ -425,5 +450,30 @@ mod tests {
             err.starts_with(&format!("{url}: ")) && err.contains("Connection refused"),
             "{err}"
         );
+        assert!(err.contains("nothing listens there"), "{err}");
+        assert!(
+            !err.contains("client error"),
+            "hyper's wrapper is shown: {err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tls_to_a_plain_port_says_to_write_http() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let err = HttpClient::default()
+            .get(&format!("https://127.0.0.1:{port}/"), &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write http://"), "{err}");
     }
 }
