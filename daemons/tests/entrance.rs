@@ -67,6 +67,15 @@ impl TestEntrance {
         self.task.await.unwrap().unwrap();
     }
 
+    /// The entrance's `/metrics` text.
+    async fn metrics(&self) -> String {
+        HttpClient::default()
+            .get(&format!("{}/metrics", self.origin), &[])
+            .await
+            .unwrap()
+            .text()
+    }
+
     async fn api_boxes(&self, query: &str) -> Vec<BoxView> {
         HttpClient::default()
             .get(
@@ -357,11 +366,7 @@ async fn boxes_register_and_appear_with_their_cities_in_search_and_the_api() {
     let jp = e.api_boxes("?country=JP&state=active").await;
     assert_eq!(jp.len(), 1);
     assert_eq!(jp[0].id, boxes[1].id().as_str());
-    let metrics = HttpClient::default()
-        .get(&format!("{}/metrics", e.origin), &[])
-        .await
-        .unwrap()
-        .text();
+    let metrics = e.metrics().await;
     assert!(
         metrics.contains("dandelion_heartbeats_total 3"),
         "{metrics}"
@@ -488,11 +493,7 @@ async fn an_evicted_box_is_removed_told_why_and_refused_afterwards() {
         err.contains("refused with 403 Forbidden: evicted: serving corrupt files; banned until"),
         "{err}"
     );
-    let metrics = http
-        .get(&format!("{}/metrics", e.origin), &[])
-        .await
-        .unwrap()
-        .text();
+    let metrics = e.metrics().await;
     assert!(metrics.contains("dandelion_evictions_total 1"), "{metrics}");
     assert!(
         metrics.contains("dandelion_refused_total{reason=\"evicted\"} 1"),
@@ -725,11 +726,7 @@ async fn self_preservation_holds_expiry_back_when_most_boxes_go_silent() {
         "{health}"
     );
     // What an alert rule watches (deploy/prometheus/alerts.yml).
-    let metrics = HttpClient::default()
-        .get(&format!("{}/metrics", e.origin), &[])
-        .await
-        .unwrap()
-        .text();
+    let metrics = e.metrics().await;
     assert!(
         metrics.contains("\ndandelion_self_preservation 1\n"),
         "{metrics}"
@@ -1081,11 +1078,7 @@ async fn garbage_gets_an_error_reply_and_is_counted() {
             .starts_with("bad message: not valid JSON"),
         "{reply}"
     );
-    let metrics = HttpClient::default()
-        .get(&format!("{}/metrics", e.origin), &[])
-        .await
-        .unwrap()
-        .text();
+    let metrics = e.metrics().await;
     assert!(
         metrics.contains("dandelion_refused_total{reason=\"not_json\"} 1"),
         "{metrics}"

@@ -16,7 +16,7 @@ use dandelion_testkit::balancer::Balancer;
 use dandelion_testkit::browser::{finished, hls_js, require_hls_js};
 use dandelion_testkit::daemon::DaemonBuilder;
 use dandelion_testkit::media::{
-    decoded_seconds, failures, ffmpeg, live_encoder, play_on, require_ffmpeg,
+    decoded_seconds, failures, ffmpeg, live_encoder, play_on, push_watch, require_ffmpeg,
 };
 use dandelion_testkit::network::{NetworkBuilder, entrance_id};
 use dandelion_testkit::process::{Running, binary, run};
@@ -61,19 +61,8 @@ fn either_front_end_answers_for_files_the_other_accepted_and_one_survives_the_ot
             .ok()
             .map(|r| r.status.as_u16())
     };
-    for origin in [&a_origin, &b_origin] {
-        wait_for(
-            "each front end to know both boxes",
-            Duration::from_secs(30),
-            || {
-                let h: Value = rt
-                    .block_on(http.get(&format!("{origin}/healthz"), &[]))
-                    .ok()?
-                    .json()
-                    .ok()?;
-                (h["known_boxes"] == 2).then_some(())
-            },
-        );
+    for front_end in [&a_origin, &b_origin] {
+        wait_known_boxes(&rt, &http, front_end.as_ref(), 2);
     }
 
     let file = root.path().join("clip.ts");
@@ -273,18 +262,7 @@ fn a_live_stream_plays_on_through_a_balancer_when_the_front_end_serving_it_dies(
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = HttpClient::default();
     for front_end in [net.publisher.origin(), b.origin()] {
-        wait_for(
-            "each front end to know both boxes",
-            Duration::from_secs(30),
-            || {
-                let h: Value = rt
-                    .block_on(http.get(&format!("{front_end}/healthz"), &[]))
-                    .ok()?
-                    .json()
-                    .ok()?;
-                (h["known_boxes"] == 2).then_some(())
-            },
-        );
+        wait_known_boxes(&rt, &http, front_end.as_ref(), 2);
     }
 
     let live = root.path().join("live");
@@ -292,16 +270,7 @@ fn a_live_stream_plays_on_through_a_balancer_when_the_front_end_serving_it_dies(
     let mut encoder = ffmpeg();
     live_encoder(&mut encoder, &live, &root.path().join("encoder.log"));
     let _encoder = Running::spawn(&mut encoder);
-    let mut watcher = Command::new(binary("dandelion"));
-    watcher
-        .arg("push")
-        .arg("--watch")
-        .arg(&live)
-        .args(["--to", &origin, "--token", token.trim()])
-        .args(["--replicas", "1", "--ttl", "60s"])
-        .env_remove("DANDELION_CONFIG")
-        .stdout(File::create(root.path().join("watch.out")).unwrap())
-        .stderr(File::create(root.path().join("watch.err")).unwrap());
+    let mut watcher = push_watch(&live, &origin, &token, Some(1), root.path());
     let _watcher = Running::spawn(&mut watcher);
     let playlist = format!("{origin}/live/index.m3u8");
     wait_for(
@@ -411,6 +380,22 @@ fn a_file_no_box_can_take_is_not_acknowledged_on_a_shared_store() {
 /// The second front end of `net`'s publisher (its data under `root`): the
 /// same identity, its own data directory and admin token; the caller adds the
 /// same store.
+/// Waits until the front end at `origin` knows `n` boxes.
+fn wait_known_boxes(rt: &tokio::runtime::Runtime, http: &HttpClient, origin: &str, n: u64) {
+    wait_for(
+        &format!("{origin} to know {n} boxes"),
+        Duration::from_secs(30),
+        || {
+            let h: Value = rt
+                .block_on(http.get(&format!("{origin}/healthz"), &[]))
+                .ok()?
+                .json()
+                .ok()?;
+            (h["known_boxes"] == n).then_some(())
+        },
+    );
+}
+
 fn second_front_end(
     root: &std::path::Path,
     net: &dandelion_testkit::network::Network,

@@ -8,13 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dandelion_core::http::HttpClient;
 use dandelion_testkit::daemon::{Daemon, DaemonBuilder};
-use dandelion_testkit::media::{decoded_seconds, ffmpeg, live_encoder, require_ffmpeg};
-use dandelion_testkit::process::{Running, binary};
+use dandelion_testkit::media::{decoded_seconds, ffmpeg, live_encoder, push_watch, require_ffmpeg};
+use dandelion_testkit::process::Running;
 use dandelion_testkit::{counter_sum, wait_for};
 use serde_json::Value;
 
@@ -91,16 +91,7 @@ fn a_live_hls_stream_plays_through_the_publisher_with_every_segment_from_a_box()
     let _encoder = Running::spawn(&mut encoder);
 
     let token = std::fs::read_to_string(publisher_dir.join("admin.token")).unwrap();
-    let mut watcher = Command::new(binary("dandelion"));
-    watcher
-        .arg("push")
-        .arg("--watch")
-        .arg(&live)
-        .args(["--to", &publisher.origin(), "--token", token.trim()])
-        .args(["--replicas", "2", "--ttl", "60s"])
-        .env_remove("DANDELION_CONFIG")
-        .stdout(File::create(root.path().join("watch.out")).unwrap())
-        .stderr(File::create(root.path().join("watch.err")).unwrap());
+    let mut watcher = push_watch(&live, &publisher.origin(), &token, Some(2), root.path());
     let _watcher = Running::spawn(&mut watcher);
 
     let playlist_url = format!("{}/live/index.m3u8", publisher.origin());
@@ -198,16 +189,7 @@ fn a_watched_playlist_never_lists_a_segment_the_publisher_does_not_have() {
     let live = root.path().join("live");
     std::fs::create_dir_all(&live).unwrap();
     let token = std::fs::read_to_string(publisher_dir.join("admin.token")).unwrap();
-    let mut watcher = Command::new(binary("dandelion"));
-    watcher
-        .arg("push")
-        .arg("--watch")
-        .arg(&live)
-        .args(["--to", &publisher.origin(), "--token", token.trim()])
-        .args(["--ttl", "60s"])
-        .env_remove("DANDELION_CONFIG")
-        .stdout(File::create(root.path().join("watch.out")).unwrap())
-        .stderr(File::create(root.path().join("watch.err")).unwrap());
+    let mut watcher = push_watch(&live, &publisher.origin(), &token, None, root.path());
     let _watcher = Running::spawn(&mut watcher);
 
     // A fast encoder: a segment every 150 ms, six listed, the oldest deleted,

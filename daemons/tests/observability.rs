@@ -129,6 +129,14 @@ fn a_terminal_gets_colour_unless_no_color_is_set() {
     assert!(!plain.contains(ESC), "colour despite NO_COLOR=1: {plain:?}");
 }
 
+/// The `content-type` an answer says it is.
+fn content_type(answer: &dandelion_core::http::Response) -> Option<&str> {
+    answer
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+}
+
 /// The value of the one sample of `name` (no labels) in exposition `text`.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -150,10 +158,7 @@ fn metrics_say_their_format_the_build_and_the_processs_own_figures() {
         .unwrap();
     assert_eq!(answer.status.as_u16(), 200);
     assert_eq!(
-        answer
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
+        content_type(&answer),
         Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
     let text = answer.text();
@@ -308,10 +313,7 @@ fn promtool_accepts_the_metrics_and_rules_and_the_dashboard_names_real_metrics()
             .block_on(http.get(&format!("{origin}/metrics"), &[]))
             .unwrap();
         assert_eq!(
-            answer
-                .headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
+            content_type(&answer),
             Some("text/plain; version=0.0.4; charset=utf-8")
         );
         let text = answer.text();

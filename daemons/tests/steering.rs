@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use dandelion_core::http::HttpClient;
 use dandelion_testkit::browser::{finished, hls_js, require_hls_js};
-use dandelion_testkit::media::{ffmpeg, live_encoder, require_ffmpeg};
+use dandelion_testkit::media::{ffmpeg, live_encoder, push_watch, require_ffmpeg};
 use dandelion_testkit::network::NetworkBuilder;
 use dandelion_testkit::process::{Running, binary};
 use dandelion_testkit::{counter_sum, wait_for};
@@ -53,16 +53,7 @@ fn a_steered_player_fetches_from_boxes_directly_and_leaves_a_dead_pathway_by_its
     live_encoder(&mut encoder, &live, &root.path().join("encoder.log"));
     let _encoder = Running::spawn(&mut encoder);
     let token = std::fs::read_to_string(net.publisher.data_dir().join("admin.token")).unwrap();
-    let mut watcher = Command::new(binary("dandelion"));
-    watcher
-        .arg("push")
-        .arg("--watch")
-        .arg(&live)
-        .args(["--to", &origin, "--token", token.trim()])
-        .args(["--replicas", "2", "--ttl", "60s"])
-        .env_remove("DANDELION_CONFIG")
-        .stdout(File::create(root.path().join("watch.out")).unwrap())
-        .stderr(File::create(root.path().join("watch.err")).unwrap());
+    let mut watcher = push_watch(&live, &origin, &token, Some(2), root.path());
     let _watcher = Running::spawn(&mut watcher);
 
     // The stream lives on two boxes, each holding the whole window: the

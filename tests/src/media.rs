@@ -45,6 +45,35 @@ pub fn live_encoder<'a>(c: &'a mut Command, dir: &Path, log: &Path) -> &'a mut C
         )
 }
 
+/// `dandelion push --watch dir` to the publisher at `origin`, as a live
+/// encoder's pusher runs: files kept 60 s, on `replicas` boxes (the
+/// publisher's default when `None`); its output goes to `watch.out` and
+/// `watch.err` in `logs`.
+pub fn push_watch(
+    dir: &Path,
+    origin: &str,
+    token: &str,
+    replicas: Option<u32>,
+    logs: &Path,
+) -> Command {
+    let log = |name: &str| {
+        let path = logs.join(name);
+        File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()))
+    };
+    let mut c = Command::new(crate::process::binary("dandelion"));
+    c.arg("push")
+        .arg("--watch")
+        .arg(dir)
+        .args(["--to", origin, "--token", token.trim(), "--ttl", "60s"])
+        .env_remove("DANDELION_CONFIG")
+        .stdout(log("watch.out"))
+        .stderr(log("watch.err"));
+    if let Some(r) = replicas {
+        c.args(["--replicas", &r.to_string()]);
+    }
+    c
+}
+
 /// The last `time=HH:MM:SS.ss` ffmpeg printed: how much it decoded.
 pub fn decoded_seconds(log: &str) -> f64 {
     log.rsplit("time=")
