@@ -63,6 +63,10 @@ pub struct SimpleGet {
     /// `X-Real-IP`): an answer that depends on the client is hyper's, which
     /// knows which proxies to believe (`trusted_proxies`).
     pub forwarded: bool,
+    /// The `Host` header, as sent.
+    pub host: Option<String>,
+    /// The target's query, without the `?`, not decoded.
+    pub query: Option<String>,
 }
 
 /// A role's answers on this path.
@@ -121,11 +125,14 @@ fn simple(request: &httparse::Request<'_, '_>) -> Option<SimpleGet> {
         _ => return None,
     };
     let target = request.path?;
-    let path = target.split_once('?').map_or(target, |(path, _query)| path);
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (target, None),
+    };
     if !path.starts_with('/') {
         return None;
     }
-    let (mut close, mut forwarded) = (false, false);
+    let (mut close, mut forwarded, mut host) = (false, false, None);
     for header in request.headers.iter() {
         let name = header.name;
         let value = std::str::from_utf8(header.value).ok()?;
@@ -137,6 +144,11 @@ fn simple(request: &httparse::Request<'_, '_>) -> Option<SimpleGet> {
                     return None;
                 }
             }
+        } else if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return None; // two: which one counts is hyper's business
+            }
+            host = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("content-length") {
             if value.trim() != "0" {
                 return None;
@@ -155,6 +167,8 @@ fn simple(request: &httparse::Request<'_, '_>) -> Option<SimpleGet> {
         head_only,
         close,
         forwarded,
+        host,
+        query,
     })
 }
 
@@ -266,6 +280,8 @@ mod tests {
                     head_only: false,
                     close: false,
                     forwarded: false,
+                    host: Some("a".into()),
+                    query: Some("x=1".into()),
                 }
             }
         );
@@ -316,6 +332,7 @@ mod tests {
             "GET /a.ts HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             "GET http://host/a.ts HTTP/1.1\r\n\r\n",
             "GET /a.ts HTTP/1.1\r\nBad Header\r\n\r\n",
+            "GET /a.ts HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "\u{16}\u{3}\u{1}garbage",
         ] {
             assert_eq!(parse(head.as_bytes()), Parsed::Other, "{head}");

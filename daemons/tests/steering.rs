@@ -274,6 +274,36 @@ fn steering_answers_only_about_known_streams_and_boxes_and_never_echo_a_bad_host
     );
     assert_eq!(urls[2], "http://elsewhere.example/x.ts");
 
+    // Plain requests are answered before hyper, from memory; a proxy's header
+    // (from an address that is not a trusted proxy) sends the same request
+    // through hyper. Both say the same.
+    for path in [
+        "/dandelion/steer/live/index.m3u8".to_owned(),
+        format!("/dandelion/steering/live/index.m3u8?_HLS_pathway={box_id}"),
+        format!("/dandelion/pathway/{box_id}/live/index.m3u8"),
+    ] {
+        let url = format!("{origin}{path}");
+        let through_hyper = get(&url, &[("x-forwarded-for", "192.0.2.1")]);
+        let fast = get(&url, &[]);
+        assert_eq!(fast.status, 200, "{path}: {}", fast.text());
+        assert_eq!(through_hyper.status, 200, "{path}");
+        assert_eq!(fast.text(), through_hyper.text(), "{path}");
+        for name in [
+            "content-type",
+            "content-length",
+            "cache-control",
+            "access-control-allow-origin",
+            "access-control-expose-headers",
+        ] {
+            assert_eq!(
+                fast.headers.get(name),
+                through_hyper.headers.get(name),
+                "{path}: {name} differs"
+            );
+            assert!(fast.headers.contains_key(name), "{path}: {name} is missing");
+        }
+    }
+
     // A Host that would break out of a URL or a quoted attribute: refused.
     for host in ["evil\"x", "a b", "evil.example/path"] {
         for path in [

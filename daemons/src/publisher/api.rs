@@ -361,22 +361,27 @@ fn viewer_url(p: &Publisher, headers: &HeaderMap, remote: &Remote, name: &str) -
 /// request names no usable host: one that would not stay a host inside a URL
 /// or a quoted playlist attribute.
 pub(super) fn viewer_base(p: &Publisher, headers: &HeaderMap, remote: &Remote) -> Option<String> {
-    match &p.config.public_url {
-        Some(url) => Some(url.trim_end_matches('/').to_owned()),
-        None => {
-            let host = headers.get(header::HOST)?.to_str().ok()?;
-            if host.is_empty()
-                || !host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
-            {
-                return None;
-            }
-            let proxies = &p.config.trusted_proxies;
-            let tls = proxies::client_used_tls(remote.tls, remote.addr.ip(), headers, proxies);
-            Some(format!("{}://{host}", if tls { "https" } else { "http" }))
-        }
+    let proxies = &p.config.trusted_proxies;
+    let tls = proxies::client_used_tls(remote.tls, remote.addr.ip(), headers, proxies);
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    base_for(p, host, tls)
+}
+
+/// [`viewer_base`] from the `Host` a request named and whether the viewer
+/// used TLS.
+pub(super) fn base_for(p: &Publisher, host: Option<&str>, tls: bool) -> Option<String> {
+    if let Some(url) = &p.config.public_url {
+        return Some(url.trim_end_matches('/').to_owned());
     }
+    let host = host?;
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+    {
+        return None;
+    }
+    Some(format!("{}://{host}", if tls { "https" } else { "http" }))
 }
 
 /// A job and its placements, read together so the state never contradicts them.

@@ -11,15 +11,23 @@
 //! goes to hyper: origin files not read since they were pushed or too big to
 //! keep, requests through proxies (what they say of the viewer is
 //! `trusted_proxies`' business), names hyper routes elsewhere, and any moment
-//! the directory is being written.
+//! the directory is being written. Content steering's playlists and
+//! manifests ([`super::steering_api`]) are answered here too, from the same
+//! memory, when the playlist they are made from is in it.
 
 use std::io;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::api::{EXPOSE_HEADERS, is_playlist, repr_digest_text};
+use dandelion_core::ids::NodeId;
+
+use super::api::{EXPOSE_HEADERS, base_for, is_playlist, repr_digest_text};
 use super::redirect::choose_url;
+use super::steering_api::{
+    PATHWAY_QUERY, Viewer, count_playlist, manifest_body, multivariant_body, pathway_body,
+    text_in_memory,
+};
 use super::{Publisher, now_secs};
 use crate::heads::{self, Answer, SimpleGet};
 use crate::listener::{Io, Remote};
@@ -50,19 +58,12 @@ impl RedirectFront {
         let body = self.p.origin_cache.get(name, &job.sha256)?;
         let playlist = is_playlist(name);
         let content_type = if playlist {
-            "application/vnd.apple.mpegurl"
+            PLAYLIST
         } else {
             dandelion_core::media::content_type(name)
         };
-        let mut out = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n\
-             content-length: {}\r\ncache-control: no-cache\r\n\
-             access-control-allow-origin: *\r\naccess-control-expose-headers: {EXPOSE_HEADERS}\r\n\
-             date: {}\r\n",
-            body.len(),
-            httpdate::fmt_http_date(std::time::SystemTime::now())
-        );
-        end_head(&mut out, &job.sha256, request);
+        let mut out = ok_head(content_type, body.len());
+        end_head(&mut out, Some(&job.sha256), request);
         let mut out = out.into_bytes();
         let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
         if playlist {
@@ -76,12 +77,77 @@ impl RedirectFront {
         }
         Some(out)
     }
+
+    /// A content-steering answer ([`super::steering_api`]) when the
+    /// playlist it is made from is in memory; `rest` is the request's path
+    /// after `/dandelion/`, not decoded. Everything it cannot answer (an
+    /// unknown name or box, a playlist not in memory, the directory being
+    /// written) goes to hyper, which answers it or says why not.
+    fn steering(&self, rest: &str, request: &SimpleGet, remote: &Remote) -> Option<Vec<u8>> {
+        let p = &self.p;
+        let v = Viewer {
+            base: base_for(p, request.host.as_deref(), remote.tls)?,
+            ip: remote.addr.ip(),
+            tls: remote.tls,
+        };
+        let (content_type, body, name) = if let Some(raw) = rest.strip_prefix("steer/") {
+            let name = heads::percent_decode(raw)?;
+            let text = text_in_memory(p, &name)?;
+            let body = multivariant_body(p, &v, &name, &text);
+            (PLAYLIST, body, Some(name))
+        } else if let Some(raw) = rest.strip_prefix("steering/") {
+            let name = heads::percent_decode(raw)?;
+            let text = text_in_memory(p, &name)?;
+            let current = request.query.as_deref().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == PATHWAY_QUERY)
+                    .map(|(_, v)| v.into_owned())
+            });
+            let dir = p.directory.try_read().ok()?;
+            let body = manifest_body(p, &v, &name, &text, current.as_deref(), &dir);
+            ("application/json", body, None)
+        } else if let Some(raw) = rest.strip_prefix("pathway/") {
+            let (box_id, name) = raw.split_once('/')?;
+            let box_id = heads::percent_decode(box_id)?.parse::<NodeId>().ok()?;
+            let name = heads::percent_decode(name)?;
+            let text = text_in_memory(p, &name)?;
+            let dir = p.directory.try_read().ok()?;
+            let body = pathway_body(p, &v, &box_id, &name, &text, &dir)?;
+            (PLAYLIST, body, Some(name))
+        } else {
+            return None;
+        };
+        if let Some(name) = name {
+            count_playlist(p, &name, body.len());
+        }
+        let mut out = ok_head(content_type, body.len());
+        end_head(&mut out, None, request);
+        let mut out = out.into_bytes();
+        if !request.head_only {
+            out.extend_from_slice(body.as_bytes());
+        }
+        Some(out)
+    }
 }
 
-/// The end of every head this path writes: the file's `Repr-Digest`, the
-/// close the client asked for, and the blank line.
-fn end_head(head: &mut String, sha256: &str, request: &SimpleGet) {
-    if let Some(digest) = repr_digest_text(sha256) {
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+
+/// The start of a `200` head this path writes, with the headers hyper's
+/// answers to viewers carry.
+fn ok_head(content_type: &str, len: usize) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n\
+         content-length: {len}\r\ncache-control: no-cache\r\n\
+         access-control-allow-origin: *\r\naccess-control-expose-headers: {EXPOSE_HEADERS}\r\n\
+         date: {}\r\n",
+        httpdate::fmt_http_date(std::time::SystemTime::now())
+    )
+}
+
+/// The end of every head this path writes: the file's `Repr-Digest` if it is
+/// a file, the close the client asked for, and the blank line.
+fn end_head(head: &mut String, sha256: Option<&str>, request: &SimpleGet) {
+    if let Some(digest) = sha256.and_then(repr_digest_text) {
         head.push_str("repr-digest: ");
         head.push_str(&digest);
         head.push_str("\r\n");
@@ -107,6 +173,10 @@ impl Answer for RedirectFront {
         let read_at = std::time::Instant::now();
         if request.forwarded {
             return None;
+        }
+        // Routed on the path as sent, as hyper does.
+        if let Some(rest) = request.path.strip_prefix("/dandelion/") {
+            return self.steering(rest, request, remote);
         }
         let name = heads::percent_decode(request.path.strip_prefix('/')?)?;
         if routed_elsewhere(&name) {
@@ -146,7 +216,7 @@ impl Answer for RedirectFront {
              content-length: 0\r\ndate: {}\r\n",
             httpdate::fmt_http_date(std::time::SystemTime::now())
         );
-        end_head(&mut head, &known.job.sha256, request);
+        end_head(&mut head, Some(&known.job.sha256), request);
         p.metrics.redirect.observe_since(read_at);
         Some(head.into_bytes())
     }

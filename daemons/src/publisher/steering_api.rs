@@ -21,6 +21,7 @@ use dandelion_core::paths::url_path;
 use dandelion_core::proxies;
 
 use super::api::{cors, error, is_playlist, viewer_base};
+use super::directory::Directory;
 use super::jobs::{Known, Origin};
 use super::redirect::holders;
 use super::steering::{
@@ -32,14 +33,17 @@ use crate::listener::Remote;
 
 /// Larger playlists are not steered: a live window is a few kilobytes.
 const MAX_PLAYLIST_BYTES: u64 = 1 << 20;
+/// The query parameter hls.js names its current pathway in when it reloads
+/// the manifest.
+pub(super) const PATHWAY_QUERY: &str = "_HLS_pathway";
 
 /// Who asks, as far as steering cares.
-struct Viewer {
+pub(super) struct Viewer {
     /// The publisher's origin as this viewer reaches it.
-    base: String,
-    ip: IpAddr,
+    pub(super) base: String,
+    pub(super) ip: IpAddr,
     /// Whether the viewer's page is https (no plain-http box for it).
-    tls: bool,
+    pub(super) tls: bool,
 }
 
 fn viewer(p: &Publisher, headers: &HeaderMap, remote: &Remote) -> Result<Viewer, Refused> {
@@ -69,25 +73,43 @@ impl IntoResponse for Refused {
     }
 }
 
-/// A media playlist the publisher holds, with its text.
-async fn playlist(p: &Publisher, name: &str) -> Result<(Arc<Known>, String), Refused> {
-    let not_found = || {
-        Refused(
-            StatusCode::NOT_FOUND,
-            format!("no playlist named `{}`", name.escape_debug()),
-        )
-    };
+/// The record of `name` if it is a playlist small enough to steer.
+fn steerable(p: &Publisher, name: &str) -> Result<Arc<Known>, Refused> {
     let known = p
         .records
         .known(name)
         .filter(|_| is_playlist(name))
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| not_found(name))?;
     if known.job.size > MAX_PLAYLIST_BYTES {
         return Err(Refused(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("`{}` is too big to steer", name.escape_debug()),
         ));
     }
+    Ok(known)
+}
+
+fn not_found(name: &str) -> Refused {
+    Refused(
+        StatusCode::NOT_FOUND,
+        format!("no playlist named `{}`", name.escape_debug()),
+    )
+}
+
+/// The text of a steerable playlist when its bytes are in memory: all the
+/// viewers' path ([`super::front`]) waits for.
+pub(super) fn text_in_memory(p: &Publisher, name: &str) -> Option<String> {
+    let known = steerable(p, name).ok()?;
+    if known.job.origin != Origin::Store {
+        return None;
+    }
+    let bytes = p.origin_cache.get(name, &known.job.sha256)?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A media playlist the publisher holds, with its text.
+async fn playlist(p: &Publisher, name: &str) -> Result<String, Refused> {
+    let known = steerable(p, name)?;
     let bytes = match known.job.origin {
         Origin::Store => match p.origin_cache.get(name, &known.job.sha256) {
             Some(b) => b,
@@ -96,24 +118,28 @@ async fn playlist(p: &Publisher, name: &str) -> Result<(Arc<Known>, String), Ref
                     p.origin_cache.put(name, &known.job.sha256, b.clone());
                     b
                 }
-                Ok(None) => return Err(not_found()),
+                Ok(None) => return Err(not_found(name)),
                 Err(e) => return Err(Refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
             },
         },
         Origin::File => match tokio::fs::read(p.origin_path(name)).await {
             Ok(b) => Bytes::from(b),
-            Err(_) => return Err(not_found()),
+            Err(_) => return Err(not_found(name)),
         },
     };
-    Ok((known, String::from_utf8_lossy(&bytes).into_owned()))
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// A playlist the publisher wrote for one viewer: counted as the playlists it
+/// Counts a playlist the publisher wrote for one viewer as the playlists it
 /// serves itself are.
-fn playlist_response(p: &Publisher, name: &str, body: String) -> Response {
-    let sent = body.len() as u64;
+pub(super) fn count_playlist(p: &Publisher, name: &str, sent: usize) {
+    let sent = u64::try_from(sent).unwrap_or(u64::MAX);
     p.metrics.playlist_bytes.inc_by(sent);
     p.served_itself(name, sent);
+}
+
+fn playlist_response(p: &Publisher, name: &str, body: String) -> Response {
+    count_playlist(p, name, body.len());
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(
@@ -125,110 +151,85 @@ fn playlist_response(p: &Publisher, name: &str, body: String) -> Response {
     r
 }
 
-/// `GET /dandelion/steer/<playlist>`: the multivariant playlist a steering
-/// player opens instead of the playlist itself.
-pub async fn multivariant(
-    State(p): State<Arc<Publisher>>,
-    Path(name): Path<String>,
-    ConnectInfo(remote): ConnectInfo<Remote>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let v = viewer(&p, &headers, &remote)?;
-    let (_, text) = playlist(&p, &name).await?;
-    let sizes: Vec<(f64, u64)> = durations(&text)
+/// The multivariant playlist of `name`, whose media playlist reads `text`.
+pub(super) fn multivariant_body(p: &Publisher, v: &Viewer, name: &str, text: &str) -> String {
+    let sizes: Vec<(f64, u64)> = durations(text)
         .into_iter()
-        .filter_map(|(d, uri)| Some((d, p.records.known(&resolve(&name, uri)?)?.job.size)))
+        .filter_map(|(d, uri)| Some((d, p.records.known(&resolve(name, uri)?)?.job.size)))
         .collect();
-    let body = multivariant_text(
-        &format!("{}/{}", v.base, url_path(&name)),
-        &format!("{}{}", v.base, manifest_path(&name)),
+    multivariant_text(
+        &format!("{}/{}", v.base, url_path(name)),
+        &format!("{}{}", v.base, manifest_path(name)),
         bandwidth(&sizes),
-    );
-    Ok(playlist_response(&p, &name, body))
+    )
 }
 
-/// `GET /dandelion/steering/<playlist>`: this viewer's steering manifest.
-pub async fn manifest(
-    State(p): State<Arc<Publisher>>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    ConnectInfo(remote): ConnectInfo<Remote>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let v = viewer(&p, &headers, &remote)?;
-    let (_, text) = playlist(&p, &name).await?;
+/// The steering manifest of `name` for viewer `v`, now on pathway `current`.
+pub(super) fn manifest_body(
+    p: &Publisher,
+    v: &Viewer,
+    name: &str,
+    text: &str,
+    current: Option<&str>,
+    dir: &Directory,
+) -> String {
     let now = now_secs();
     // A steered stream keeps its segments together from now on.
-    p.homes().steered(&name, now);
-    let mut window: Vec<String> = segment_uris(&text)
-        .filter_map(|u| resolve(&name, u))
+    p.homes().steered(name, now);
+    let mut window: Vec<String> = segment_uris(text)
+        .filter_map(|u| resolve(name, u))
         .collect();
     window.drain(..window.len().saturating_sub(MAX_WINDOW));
     let viewer_at = p.locate(v.ip);
-    let admit_probation = p.admit_probation();
-    let ordered = {
-        let dir = p.directory.read().await;
-        let per_segment: Vec<_> = window
-            .iter()
-            .map(|seg| {
-                p.records
-                    .known(seg)
-                    .map(|k| holders(&dir, &k.placements, viewer_at, now))
-                    .unwrap_or_default()
-            })
-            .collect();
-        choose_pathways(
-            &per_segment,
-            &Asking {
-                now,
-                https: v.tls,
-                admit_probation,
-                ip: v.ip,
-                current: query.get("_HLS_pathway").map(String::as_str),
-            },
-        )
-    };
+    let per_segment: Vec<_> = window
+        .iter()
+        .map(|seg| {
+            p.records
+                .known(seg)
+                .map(|k| holders(dir, &k.placements, viewer_at, now))
+                .unwrap_or_default()
+        })
+        .collect();
+    let ordered = choose_pathways(
+        &per_segment,
+        &Asking {
+            now,
+            https: v.tls,
+            admit_probation: p.admit_probation(),
+            ip: v.ip,
+            current,
+        },
+    );
     let pathways: Vec<Pathway> = ordered
         .into_iter()
         .map(|h| Pathway {
-            playlist_url: format!("{}{}", v.base, pathway_path(&h.box_id, &name)),
+            playlist_url: format!("{}{}", v.base, pathway_path(&h.box_id, name)),
             box_id: h.box_id,
         })
         .collect();
-    let body = super::steering::manifest(&pathways, &format!("{}{}", v.base, manifest_path(&name)));
-    let mut r = axum::Json(body).into_response();
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    cors(h);
-    Ok(r)
+    super::steering::manifest(&pathways, &format!("{}{}", v.base, manifest_path(name))).to_string()
 }
 
-/// `GET /dandelion/pathway/<box>/<playlist>`: the media playlist as the
-/// pathway of one box, every segment it holds as its URL there and the rest
-/// as the publisher's own.
-pub async fn pathway(
-    State(p): State<Arc<Publisher>>,
-    Path((box_id, name)): Path<(String, String)>,
-    ConnectInfo(remote): ConnectInfo<Remote>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let v = viewer(&p, &headers, &remote)?;
-    // Only a box the publisher knows is a pathway; one it forgot answers
-    // 404, which makes a player on it move to another.
-    let no_such = || Refused(StatusCode::NOT_FOUND, "no such pathway".into());
-    let Ok(box_id) = box_id.parse::<NodeId>() else {
-        return Err(no_such());
-    };
-    if p.directory.read().await.get(&box_id).is_none() {
-        return Err(no_such());
-    }
-    let (_, text) = playlist(&p, &name).await?;
+/// The media playlist `text` of `name` as the pathway of box `box_id`: every
+/// segment it holds as its URL there and the rest as the publisher's own.
+/// `None` when the directory does not know the box: only a box the publisher
+/// knows is a pathway, and one it forgot answers `404`, which makes a player
+/// on it move to another.
+pub(super) fn pathway_body(
+    p: &Publisher,
+    v: &Viewer,
+    box_id: &NodeId,
+    name: &str,
+    text: &str,
+    dir: &Directory,
+) -> Option<String> {
+    let on_dir = dir.get(box_id)?;
     let now = now_secs();
     let box_text = box_id.to_string();
     let mut to_box = false;
     let dir_of = name.rsplit_once('/').map_or("", |(d, _)| d);
-    let body = rewrite(&text, &mut |uri| {
-        let Some(segment) = resolve(&name, uri) else {
+    let body = rewrite(text, &mut |uri| {
+        let Some(segment) = resolve(name, uri) else {
             if uri.contains("://") || uri.starts_with("//") {
                 return (uri.to_owned(), Held::Foreign);
             }
@@ -263,9 +264,66 @@ pub async fn pathway(
             ),
         }
     });
-    if to_box && let Some(b) = p.directory.read().await.get(&box_id) {
+    if to_box {
         // Viewers fetch from it directly now: keep it probed every second.
-        b.redirected_at.set(now);
+        on_dir.redirected_at.set(now);
     }
+    Some(body)
+}
+
+/// `GET /dandelion/steer/<playlist>`: the multivariant playlist a steering
+/// player opens instead of the playlist itself.
+pub async fn multivariant(
+    State(p): State<Arc<Publisher>>,
+    Path(name): Path<String>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let v = viewer(&p, &headers, &remote)?;
+    let text = playlist(&p, &name).await?;
+    let body = multivariant_body(&p, &v, &name, &text);
+    Ok(playlist_response(&p, &name, body))
+}
+
+/// `GET /dandelion/steering/<playlist>`: this viewer's steering manifest.
+pub async fn manifest(
+    State(p): State<Arc<Publisher>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let v = viewer(&p, &headers, &remote)?;
+    let text = playlist(&p, &name).await?;
+    let current = query.get(PATHWAY_QUERY).map(String::as_str);
+    let body = manifest_body(&p, &v, &name, &text, current, &*p.directory.read().await);
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    cors(h);
+    Ok(r)
+}
+
+/// `GET /dandelion/pathway/<box>/<playlist>`: the media playlist as the
+/// pathway of one box ([`pathway_body`]).
+pub async fn pathway(
+    State(p): State<Arc<Publisher>>,
+    Path((box_id, name)): Path<(String, String)>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let v = viewer(&p, &headers, &remote)?;
+    let no_such = || Refused(StatusCode::NOT_FOUND, "no such pathway".into());
+    let box_id = box_id.parse::<NodeId>().map_err(|_| no_such())?;
+    if p.directory.read().await.get(&box_id).is_none() {
+        return Err(no_such());
+    }
+    let text = playlist(&p, &name).await?;
+    let body = pathway_body(&p, &v, &box_id, &name, &text, &*p.directory.read().await)
+        .ok_or_else(no_such)?;
     Ok(playlist_response(&p, &name, body))
 }
