@@ -78,7 +78,7 @@ for mode in $ORDER; do
   esac
   wait_quiet
   p0=$(pressure); load0=$(cut -d' ' -f1 /proc/loadavg)
-  "$BIN" --config "$data/dandelion.toml" --data-dir "$data" ${STORE:+--store "$STORE"} entrance --listen "127.0.0.1:$port" 2>"$data/entrance.err" &
+  "$BIN" --config "$data/dandelion.toml" --data-dir "$data" entrance ${STORE:+--store "$STORE"} --listen "127.0.0.1:$port" 2>"$data/entrance.err" &
   ENT=$!
   for _ in $(seq 100); do curl -sf --cacert "$WORK/ca.pem" "$health" >/dev/null && break; sleep 0.1; done
   kill -0 "$ENT" 2>/dev/null || { echo "the entrance did not start:" >&2; cat "$data/entrance.err" >&2; exit 1; }

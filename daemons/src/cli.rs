@@ -73,17 +73,6 @@ pub struct Global {
     /// Where keys, tokens, the embedded store, logs and stored files live.
     #[arg(long, global = true, env = "DANDELION_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// `embedded` (default: a file in the data directory) or a redis:// URL shared by several daemons.
-    #[arg(long, global = true, env = "DANDELION_STORE", value_name = "SPEC")]
-    pub store: Option<String>,
-    /// Prefix of every key on a shared Redis.
-    #[arg(
-        long,
-        global = true,
-        env = "DANDELION_STORE_PREFIX",
-        value_name = "PREFIX"
-    )]
-    pub store_prefix: Option<String>,
     /// Log level or directives, e.g. `debug` or `dandelion_core=debug,info`.
     #[arg(long, global = true, env = "DANDELION_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -101,9 +90,38 @@ pub struct Global {
     /// https:// and wss:// connection (a private CA); the config's `ca_file`.
     #[arg(long, global = true, env = "DANDELION_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Client commands: the console context whose daemons to talk to, each
-    /// with its own token (`push`/`where` its publisher, `boxes`/`evict` its
-    /// entrance); see docs/console.md, "Contexts".
+}
+
+/// Where a daemon keeps its state: flags of the commands that open the store
+/// (the three roles and `check`), not of the clients, which talk to daemons.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// `embedded` (default: a file in the data directory) or a redis:// URL shared by several daemons.
+    #[arg(long, env = "DANDELION_STORE", value_name = "SPEC")]
+    pub store: Option<String>,
+    /// Prefix of every key on a shared Redis.
+    #[arg(long, env = "DANDELION_STORE_PREFIX", value_name = "PREFIX")]
+    pub store_prefix: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(v) = &self.store {
+            config.store = v.clone();
+        }
+        if let Some(v) = &self.store_prefix {
+            config.store_prefix = v.clone();
+        }
+    }
+}
+
+/// Which console context a client command talks to: flags of the client
+/// commands only.
+#[derive(Debug, Args)]
+pub struct ContextArgs {
+    /// The console context whose daemons to talk to, each with its own token
+    /// (`push`/`where`/`stats` its publisher, `boxes`/`evict`/`invite`/`owners`
+    /// its entrance); see docs/console.md, "Contexts".
     #[arg(long, global = true, env = "DANDELION_CONTEXT", value_name = "NAME")]
     pub context: Option<String>,
     /// The contexts file (default: $XDG_CONFIG_HOME/dandelion/contexts.toml,
@@ -145,6 +163,31 @@ pub enum Command {
     /// Print the shell completion script for bash, zsh or fish, e.g.
     /// `dandelion completions bash > /etc/bash_completion.d/dandelion`.
     Completions(CompletionsArgs),
+}
+
+impl Command {
+    /// The store flags of a command that opens the store.
+    pub fn store_args(&self) -> Option<&StoreArgs> {
+        match self {
+            Command::Entrance(a) | Command::Box(a) | Command::Publisher(a) => Some(&a.store),
+            Command::Check(a) => Some(&a.store),
+            _ => None,
+        }
+    }
+
+    /// The context flags of a client command.
+    pub fn context_args(&self) -> Option<&ContextArgs> {
+        match self {
+            Command::Push(a) => Some(&a.access.context),
+            Command::Where(a) => Some(&a.access.context),
+            Command::Stats(a) => Some(&a.access.context),
+            Command::Boxes(a) => Some(&a.access.context),
+            Command::Evict(a) => Some(&a.access.context),
+            Command::Invite(a) => Some(&a.access.context),
+            Command::Owners(a) => Some(&a.access.context),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +245,8 @@ pub struct RoleArgs {
     /// directory, created on first start). Read again when it changes or on SIGHUP.
     #[arg(long, env = "DANDELION_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +321,8 @@ pub struct PublisherAccess {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub context: ContextArgs,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +356,8 @@ pub struct EntranceAccess {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub context: ContextArgs,
 }
 
 #[derive(Debug, Args)]
@@ -373,6 +422,8 @@ pub struct CheckArgs {
     /// The role whose identity to load (all three when absent).
     #[arg(long, value_parser = parse_role, value_name = "ROLE")]
     pub role: Option<Role>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -392,12 +443,6 @@ impl Global {
     pub fn apply(&self, config: &mut Config) {
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
-        }
-        if let Some(v) = &self.store {
-            config.store = v.clone();
-        }
-        if let Some(v) = &self.store_prefix {
-            config.store_prefix = v.clone();
         }
         if let Some(v) = &self.log_level {
             config.log_level = v.clone();

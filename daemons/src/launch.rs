@@ -12,16 +12,22 @@ use dandelion_core::logging;
 use dandelion_core::pinned::PinnedUrl;
 
 use crate::boxnode;
-use crate::cli::{Global, RoleArgs};
+use crate::cli::{Global, RoleArgs, StoreArgs};
 use crate::server;
 use crate::shutdown::{self, Shutdown};
 
-/// The configuration after the file, the environment and `global`'s flags, and
-/// the file it came from; process-wide settings (trusted CAs, the plain-token
-/// opt-out) applied.
-pub fn configure(global: &Global) -> anyhow::Result<(Config, Option<PathBuf>)> {
+/// The configuration after the file, the environment and the flags (`global`'s,
+/// and `store`'s for a command that opens the store), and the file it came
+/// from; process-wide settings (trusted CAs, the plain-token opt-out) applied.
+pub fn configure(
+    global: &Global,
+    store: Option<&StoreArgs>,
+) -> anyhow::Result<(Config, Option<PathBuf>)> {
     let (mut config, file) = Config::load(global.config.as_deref())?;
     global.apply(&mut config);
+    if let Some(store) = store {
+        store.apply(&mut config);
+    }
     config.validate()?;
     // Every https:// and wss:// client of this process trusts it, daemons and
     // client verbs alike.

@@ -41,12 +41,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let (mut config, file) = launch::configure(&cli.global)?;
+    let (mut config, file) = launch::configure(&cli.global, cli.command.store_args())?;
     let runtime = launch::runtime()?;
     // Client commands may name a console context; its CA is trusted from here.
-    let context = match &cli.global.context {
+    let named = cli.command.context_args();
+    let context = match named.and_then(|c| c.context.as_ref()) {
         Some(name) => {
-            let context = contexts::find(cli.global.contexts.as_deref(), &config.data_dir, name)?;
+            let file = named.and_then(|c| c.contexts.as_deref());
+            let context = contexts::find(file, &config.data_dir, name)?;
             context.trust()?;
             Some(context)
         }

@@ -122,9 +122,8 @@ pub async fn run(
         // Silently running on another store than the one asked for would
         // leave an operator trying Redis believing it works.
         bail!(
-            "`dandelion up` runs every daemon on its own embedded store, not on {}: drop --store \
-             (or DANDELION_STORE, or the config's `store`), or start the roles yourself on the shared \
-             store (docs/operations.md)",
+            "`dandelion up` runs every daemon on its own embedded store, not on {}: drop the config's \
+             `store`, or start the roles yourself on the shared store (docs/operations.md)",
             dandelion_core::store::redact_url(&base.store)
         );
     }

@@ -78,6 +78,38 @@ fn help_describes_every_command() {
             "push --help lacks `{default}`:\n{push}"
         );
     }
+    // Each command offers the flags it uses: the store's on commands that
+    // open it, contexts on the clients, and neither where they would be
+    // accepted and ignored.
+    let help_of = |cmd: &str| stdout(&run(dandelion(&dir.path().join("d")).args([cmd, "--help"])));
+    for (cmd, has, lacks) in [
+        (
+            "entrance",
+            &["--store", "--store-prefix", "--listen"][..],
+            &["--context"][..],
+        ),
+        ("publisher", &["--store", "--store-prefix"], &["--context"]),
+        ("check", &["--store", "--store-prefix"], &["--context"]),
+        (
+            "push",
+            &["--context", "--contexts"],
+            &["--store", "--listen"],
+        ),
+        ("boxes", &["--context", "--entrance"], &["--store"]),
+        ("up", &["--boxes", "--port-base"], &["--store", "--context"]),
+        ("id", &["--data-dir"], &["--store", "--context"]),
+    ] {
+        let help = help_of(cmd);
+        for flag in has {
+            assert!(help.contains(flag), "{cmd} --help lacks {flag}:\n{help}");
+        }
+        for flag in lacks {
+            assert!(
+                !help.contains(&format!("{flag} ")),
+                "{cmd} --help offers {flag}:\n{help}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -337,9 +369,9 @@ fn unreachable_redis_fails_fast_with_url_and_cause() {
     drop(closed);
     let started = Instant::now();
     let out = run(dandelion(&dir.path().join("d")).args([
+        "check",
         "--store",
         &format!("redis://127.0.0.1:{port}/0"),
-        "check",
     ]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -361,9 +393,9 @@ fn unreachable_redis_fails_fast_with_url_and_cause() {
     let port = silent.local_addr().unwrap().port();
     let started = Instant::now();
     let out = run(dandelion(&dir.path().join("d")).args([
+        "check",
         "--store",
         &format!("redis://127.0.0.1:{port}/"),
-        "check",
     ]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -385,11 +417,11 @@ fn check_against_a_real_redis() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let out = run(dandelion(&dir.path().join("d")).args([
+        "check",
         "--store",
         &redis.url(),
         "--store-prefix",
         "t1:",
-        "check",
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains(&format!("store:          {} (answering)", redis.url())));
@@ -473,14 +505,12 @@ fn dandelion_box_runs_the_box_alone_with_the_same_flags() {
 #[test]
 fn up_refuses_a_store_it_would_not_use() {
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("redis.toml");
+    std::fs::write(&config, "store = \"redis://:secret@127.0.0.1:1/0\"\n").unwrap();
     let out = run(dandelion(&dir.path().join("net"))
-        .args([
-            "--store",
-            "redis://:secret@127.0.0.1:1/0",
-            "up",
-            "--boxes",
-            "1",
-        ])
+        .arg("--config")
+        .arg(&config)
+        .args(["up", "--boxes", "1"])
         .stdin(std::process::Stdio::null()));
     assert!(!out.status.success());
     let said = stderr(&out);
@@ -492,6 +522,14 @@ fn up_refuses_a_store_it_would_not_use() {
     );
     assert!(!said.contains("secret"), "the password is shown: {said}");
     assert!(!dir.path().join("net/network.json").exists());
+    // `up` has no --store flag to ignore.
+    let out = run(dandelion(&dir.path().join("net")).args(["up", "--store", "embedded"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unexpected argument '--store'"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(dandelion(&dir.path().join("net")).args(["up", "--port-base", "65500"]));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--port-base"), "{}", stderr(&out));

@@ -603,23 +603,21 @@ fn dandelion_up_runs_the_local_network_on_tls() {
 
     // From anywhere else, the context alone says where, with which token and CA.
     let elsewhere = root.path().join("elsewhere");
-    let with_context = |args: &[&str]| {
+    let with_context = |context: &str, args: &[&str]| {
         let mut c = std::process::Command::new(binary("dandelion"));
         c.arg("--data-dir")
             .arg(&elsewhere)
+            .args(args)
             .arg("--contexts")
             .arg(data.join("contexts.toml"))
-            .args(["--context", "local"])
-            .args(args)
+            .args(["--context", context])
             .current_dir(root.path());
         c
     };
-    let pushed = run(&mut with_context(&[
-        "push",
-        file.to_str().unwrap(),
-        "--as",
-        "again.ts",
-    ]));
+    let pushed = run(&mut with_context(
+        "local",
+        &["push", file.to_str().unwrap(), "--as", "again.ts"],
+    ));
     assert!(
         String::from_utf8_lossy(&pushed.stdout)
             .contains(&format!("players: https://127.0.0.1:{p}/again.ts")),
@@ -627,13 +625,13 @@ fn dandelion_up_runs_the_local_network_on_tls() {
         String::from_utf8_lossy(&pushed.stdout),
         String::from_utf8_lossy(&pushed.stderr)
     );
-    let listed = run(&mut with_context(&["boxes", "--json"]));
+    let listed = run(&mut with_context("local", &["boxes", "--json"]));
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains("\"active\""),
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-    let unknown = run(with_context(&["boxes"]).args(["--context", "prod"]));
+    let unknown = run(&mut with_context("prod", &["boxes"]));
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("no context named `prod`"),
         "{}",

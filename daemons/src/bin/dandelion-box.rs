@@ -11,7 +11,7 @@ use dandelion_daemons::launch;
 fn main() -> ExitCode {
     let cli = BoxCli::parse();
     let run = || -> anyhow::Result<()> {
-        let (mut config, _file) = launch::configure(&cli.global)?;
+        let (mut config, _file) = launch::configure(&cli.global, Some(&cli.role.store))?;
         launch::run_box(&launch::runtime()?, &mut config, &cli.role)
     };
     match run() {
