@@ -80,7 +80,10 @@ impl Answer for FileFront {
             date: &httpdate::fmt_http_date(std::time::SystemTime::now()),
             close: request.close,
         });
-        state.traffic.request(&member);
+        // As in serve.rs: a HEAD (a serve probe) is not a viewer's request.
+        if !request.head_only {
+            state.traffic.request(&member);
+        }
         Some(Opened {
             member,
             file,

@@ -58,7 +58,11 @@ pub async fn file(State(state): State<Arc<BoxState>>, request: Request) -> Respo
             false,
         );
     };
-    state.traffic.request(&member);
+    // A HEAD sends no file: the publisher's serve probes are HEADs, and a
+    // viewer count that includes them says "served 0 B in 2 requests".
+    if method != Method::HEAD {
+        state.traffic.request(&member);
+    }
     let path = state.storage.root().join(&member);
     let ttl_left = entry.expires.saturating_sub(now_secs());
     let cache_control = HeaderValue::from_str(&rules::cache_control(&member, ttl_left)).ok();

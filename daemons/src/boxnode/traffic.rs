@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 
-/// Served bytes and requests of one file.
+/// Served bytes and requests of one file. Requests are `GET`s: a `HEAD`
+/// sends no file, and the publisher's serve probes are `HEAD`s.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Served {
     pub bytes: u64,
@@ -55,7 +56,7 @@ impl Traffic {
         );
         metrics.register(
             "box_served_requests",
-            "File requests answered from storage",
+            "File GET requests answered from storage (HEADs, such as serve probes, are not counted)",
             requests.clone(),
         );
         Traffic {
