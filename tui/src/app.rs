@@ -46,6 +46,9 @@ pub enum Effect {
     /// Close every tab and open the daemons of this context
     /// ([`App::open_context`] once the shell has read it).
     SwitchContext(String),
+    /// Cut every tab's feed: the tabs were renumbered (one closed), and the
+    /// `Connect`s that follow attach each again under its new number.
+    Rewire,
     Quit,
 }
 
@@ -269,7 +272,7 @@ impl Tab {
         match self.current_view() {
             View::Boxes => self.box_rows().len(),
             View::Geo => match &self.data {
-                Data::Entrance(e) => e.geo().len(),
+                Data::Entrance(e) => e.geo(&self.filter).len(),
                 _ => 0,
             },
             View::Files => self.file_rows().len(),
@@ -427,6 +430,29 @@ impl App {
         }
         self.active = 0;
         self.status = Some((format!("context {name}: {} daemon(s)", urls.len()), false));
+        effects
+    }
+
+    /// `:close`: the active tab goes, the others keep their state and are
+    /// attached again under their new numbers. The last tab stays (`:q` quits).
+    fn close_tab(&mut self) -> Vec<Effect> {
+        if self.tabs.len() <= 1 {
+            self.say_error("this is the only tab: :q quits");
+            return Vec::new();
+        }
+        let gone = self.tabs.remove(self.active.min(self.tabs.len() - 1));
+        self.active = self.active.min(self.tabs.len() - 1);
+        self.mode = Mode::Normal;
+        self.status = Some((format!("closed {}", gone.url), false));
+        let mut effects = vec![Effect::Rewire];
+        for (tab, t) in self.tabs.iter_mut().enumerate() {
+            t.conn = Conn::Connecting;
+            effects.push(Effect::Connect {
+                tab,
+                url: t.url.clone(),
+                token: t.token.clone(),
+            });
+        }
         effects
     }
 
@@ -739,6 +765,8 @@ impl App {
             Action::Down => picker.move_by(1),
             Action::PageUp => picker.move_by(-(PAGE as isize)),
             Action::PageDown => picker.move_by(PAGE as isize),
+            Action::Top => picker.move_by(isize::MIN),
+            Action::Bottom => picker.move_by(isize::MAX),
             Action::Back | Action::Quit => return Vec::new(),
             Action::Open => {
                 if let Some(path) = picker.enter() {
@@ -779,6 +807,7 @@ impl App {
                 self.say_error(":connect needs a URL, e.g. :connect http://10.0.0.5:7071");
                 Vec::new()
             }
+            (Some("close"), _) => self.close_tab(),
             (Some("context"), Some(name)) => vec![Effect::SwitchContext(name.to_owned())],
             (Some("context"), None) => {
                 self.say_error(":context needs a name, e.g. :context prod");
@@ -800,7 +829,7 @@ impl App {
             (None, _) => Vec::new(),
             (Some(other), _) => {
                 let text = format!(
-                    "unknown command `{other}`: try :connect URL, :context NAME, :level warn, :q"
+                    "unknown command `{other}`: try :connect URL, :close, :context NAME, :level warn, :q"
                 );
                 self.say_error(&text);
                 Vec::new()

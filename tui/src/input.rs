@@ -149,7 +149,7 @@ pub const KEYMAP: &[Binding] = &[
         &[K::Char(':')],
         ":",
         Action::Command,
-        ":connect, :context, :level, :q",
+        ":connect URL, :close, :context, :level, :q",
         S::Everywhere,
         Some("command"),
     ),

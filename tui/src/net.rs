@@ -61,7 +61,7 @@ pub fn spawn(effect: Effect, tx: mpsc::Sender<Input>) {
         } => {
             tokio::spawn(push(tab, url, token, path, name, tx));
         }
-        Effect::SwitchContext(_) | Effect::Quit => {}
+        Effect::SwitchContext(_) | Effect::Rewire | Effect::Quit => {}
     }
 }
 

@@ -119,6 +119,8 @@ pub async fn run(
                     }
                     Err(e) => app.say_error(&format!("{e:#}")),
                 },
+                // As for a context: the old feeds end at their next send.
+                Effect::Rewire => (tx, rx) = mpsc::channel::<Input>(INPUTS),
                 other => net::spawn(other, tx.clone()),
             }
             dirty = true;

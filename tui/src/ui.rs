@@ -72,26 +72,71 @@ pub fn conn_text(conn: &Conn, now: f64) -> (String, bool) {
 }
 
 fn tab_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let tabs: Vec<Vec<Span>> = app
+        .tabs
+        .iter()
+        .enumerate()
+        .map(|(i, tab)| {
+            let style = if i == app.active {
+                theme.tab_active()
+            } else {
+                theme.text()
+            };
+            let (conn, bad) = conn_text(&tab.conn, app.now);
+            vec![
+                Span::styled(format!("{} {}", i + 1, tab.label()), style),
+                Span::raw(" "),
+                Span::styled(conn, if bad { theme.bad() } else { theme.ok() }),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = tabs
+        .iter()
+        .map(|t| t.iter().map(Span::width).sum())
+        .collect();
+    let shown = tab_window(&widths, app.active, usize::from(area.width));
     let mut spans = Vec::new();
-    for (i, tab) in app.tabs.iter().enumerate() {
-        if i > 0 {
-            spans.push(Span::styled(" │ ", theme.border()));
+    if shown.start > 0 {
+        spans.push(Span::styled(format!("‹{} ", shown.start), theme.dim()));
+    }
+    for (n, tab) in tabs[shown.clone()].iter().enumerate() {
+        if n > 0 {
+            spans.push(Span::styled(TAB_GAP, theme.border()));
         }
-        let label = format!("{} {}", i + 1, tab.label());
-        let style = if i == app.active {
-            theme.tab_active()
-        } else {
-            theme.text()
-        };
-        spans.push(Span::styled(label, style));
-        let (conn, bad) = conn_text(&tab.conn, app.now);
-        spans.push(Span::raw(" "));
+        spans.extend(tab.iter().cloned());
+    }
+    if shown.end < tabs.len() {
         spans.push(Span::styled(
-            conn,
-            if bad { theme.bad() } else { theme.ok() },
+            format!(" {}›", tabs.len() - shown.end),
+            theme.dim(),
         ));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+const TAB_GAP: &str = " │ ";
+
+/// The tabs that fit in `width` cells, the active one among them: as many
+/// before it as fit, then as many after. Room is kept for the markers that
+/// say how many tabs are hidden on each side (`‹2 ` and ` 3›`).
+pub fn tab_window(widths: &[usize], active: usize, width: usize) -> std::ops::Range<usize> {
+    const MARKER: usize = 5;
+    let active = active.min(widths.len().saturating_sub(1));
+    let span = |r: &std::ops::Range<usize>| -> usize {
+        let gaps = r.len().saturating_sub(1) * TAB_GAP.chars().count();
+        let left = if r.start > 0 { MARKER } else { 0 };
+        let right = if r.end < widths.len() { MARKER } else { 0 };
+        widths[r.clone()].iter().sum::<usize>() + gaps + left + right
+    };
+    let mut shown = active..(active + 1).min(widths.len());
+    // Earlier tabs first, so the first screen reads from tab 1.
+    while shown.start > 0 && span(&(shown.start - 1..shown.end)) <= width {
+        shown.start -= 1;
+    }
+    while shown.end < widths.len() && span(&(shown.start..shown.end + 1)) <= width {
+        shown.end += 1;
+    }
+    shown
 }
 
 fn view_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
@@ -148,21 +193,25 @@ fn footer_line(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Span::raw(text.clone()),
             Span::styled("▏", theme.title()),
         ]),
-        _ => match &app.status {
-            Some((text, error)) => {
-                Line::styled(text.clone(), if *error { theme.bad() } else { theme.ok() })
+        _ => {
+            // The last status first, the keys after it: a message must not
+            // hide what can be pressed until it is dismissed.
+            let mut spans = Vec::new();
+            if let Some((text, error)) = &app.status {
+                spans.push(Span::styled(
+                    text.clone(),
+                    if *error { theme.bad() } else { theme.ok() },
+                ));
+                spans.push(Span::styled("   ", theme.dim()));
             }
-            None => {
-                let mut spans = Vec::new();
-                for b in KEYMAP.iter().filter(|b| in_scope(b.scope, app)) {
-                    if let Some(hint) = b.hint {
-                        spans.push(Span::styled(b.label, theme.title()));
-                        spans.push(Span::styled(format!(" {hint}  "), theme.dim()));
-                    }
+            for b in KEYMAP.iter().filter(|b| in_scope(b.scope, app)) {
+                if let Some(hint) = b.hint {
+                    spans.push(Span::styled(b.label, theme.title()));
+                    spans.push(Span::styled(format!(" {hint}  "), theme.dim()));
                 }
-                Line::from(spans)
             }
-        },
+            Line::from(spans)
+        }
     };
     f.render_widget(Paragraph::new(line), area);
 }

@@ -122,36 +122,56 @@ impl EntranceData {
     }
 
     /// Boxes per country, region and city, with their spare upload and free storage.
-    pub fn geo(&self) -> Vec<GeoRow> {
-        // `places` is in (country, region, city) order: each country's and
-        // region's rows are its cities' totals, summed as they go by.
-        let mut rows = Vec::new();
-        let mut places = self.places.iter().peekable();
-        while let Some(((country, _, _), _)) = places.peek() {
-            let country = country.clone();
-            let country_at = rows.len();
-            rows.push(GeoRow::new(0, country.clone(), &Totals::default()));
-            let mut c = Totals::default();
-            while let Some(((_, region, _), _)) =
-                places.peek().filter(|((k, _, _), _)| *k == country)
-            {
-                let region = region.clone();
-                let region_at = rows.len();
-                rows.push(GeoRow::new(1, region.clone(), &Totals::default()));
-                let mut r = Totals::default();
-                while let Some(((_, _, city), t)) =
-                    places.next_if(|((k, g, _), _)| *k == country && *g == region)
-                {
-                    r.merge(t);
-                    rows.push(GeoRow::new(2, city.clone(), t));
-                }
-                c.merge(&r);
-                rows[region_at].totals = r;
-            }
-            rows[country_at].totals = c;
+    /// The geography table of the boxes matching `filter` (as the Boxes view
+    /// filters: ID, state, reason, city, region, country).
+    pub fn geo(&self, filter: &str) -> Vec<GeoRow> {
+        if filter.is_empty() {
+            return geo_rows(&self.places);
         }
-        rows
+        let needle = filter.to_lowercase();
+        let mut places = BTreeMap::new();
+        for b in self.boxes.values().filter(|b| matches(&b.view, &needle)) {
+            count(&mut places, &b.view, true);
+        }
+        geo_rows(&places)
     }
+
+    /// The boxes matching `filter` that have a location, for the map.
+    pub fn located<'a>(&'a self, filter: &str) -> impl Iterator<Item = &'a BoxEntry> + 'a {
+        let needle = filter.to_lowercase();
+        self.boxes.values().filter(move |b| {
+            b.lat_lon.is_some() && (needle.is_empty() || matches(&b.view, &needle))
+        })
+    }
+}
+
+/// The geography table of `places`, in (country, region, city) order: each
+/// country's and region's rows are its cities' totals, summed as they go by.
+fn geo_rows(places: &BTreeMap<Place, Totals>) -> Vec<GeoRow> {
+    let mut rows = Vec::new();
+    let mut places = places.iter().peekable();
+    while let Some(((country, _, _), _)) = places.peek() {
+        let country = country.clone();
+        let country_at = rows.len();
+        rows.push(GeoRow::new(0, country.clone(), &Totals::default()));
+        let mut c = Totals::default();
+        while let Some(((_, region, _), _)) = places.peek().filter(|((k, _, _), _)| *k == country) {
+            let region = region.clone();
+            let region_at = rows.len();
+            rows.push(GeoRow::new(1, region.clone(), &Totals::default()));
+            let mut r = Totals::default();
+            while let Some(((_, _, city), t)) =
+                places.next_if(|((k, g, _), _)| *k == country && *g == region)
+            {
+                r.merge(t);
+                rows.push(GeoRow::new(2, city.clone(), t));
+            }
+            c.merge(&r);
+            rows[region_at].totals = r;
+        }
+        rows[country_at].totals = c;
+    }
+    rows
 }
 
 /// Adds a box to the totals of its city, or takes it away again.

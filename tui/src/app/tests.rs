@@ -144,7 +144,7 @@ fn geo_rows_total_countries_regions_and_cities() {
     let Data::Entrance(e) = &app.tabs[0].data else {
         panic!()
     };
-    let rows = e.geo();
+    let rows = e.geo("");
     let tw = rows.iter().find(|r| r.label == "TW").unwrap();
     assert_eq!((tw.depth, tw.totals.boxes, tw.totals.active), (0, 2, 2));
     // Spare upload of the two Taiwanese boxes: 2 MB/s cap minus 0.3 and 1.5 MB/s.
@@ -197,10 +197,10 @@ fn geo_totals_follow_changes_moves_evictions_and_removals() {
         status: e.status.clone(),
         boxes: e.boxes.values().map(|b| b.view.clone()).collect(),
     });
-    assert_eq!(e.geo(), fresh.geo());
-    assert!(e.geo().iter().any(|r| r.label == "Osaka"));
+    assert_eq!(e.geo(""), fresh.geo(""));
+    assert!(e.geo("").iter().any(|r| r.label == "Osaka"));
     assert!(
-        e.geo().iter().any(|r| r.label == "DE"),
+        e.geo("").iter().any(|r| r.label == "DE"),
         "the box back from eviction"
     );
 }
@@ -451,4 +451,86 @@ fn a_context_command_replaces_every_tab_with_the_contexts_daemons() {
     type_text(&mut app, "context");
     assert!(act(&mut app, &[Action::Submit]).is_empty());
     assert!(app.status.as_ref().unwrap().1, "a missing name is an error");
+}
+
+#[test]
+fn close_takes_the_active_tab_away_and_attaches_the_rest_again_under_their_numbers() {
+    let mut app = fixtures::app(false);
+    let urls: Vec<String> = app.tabs.iter().map(|t| t.url.clone()).collect();
+    act(&mut app, &[Action::GoTab(1)]);
+    act(&mut app, &[Action::Command]);
+    type_text(&mut app, "close");
+    let e = act(&mut app, &[Action::Submit]);
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert_eq!(e[0], Effect::Rewire, "the old feeds are cut first");
+    for (tab, url) in [(0, &urls[0]), (1, &urls[2])] {
+        assert!(
+            e.contains(&Effect::Connect {
+                tab,
+                url: url.clone(),
+                token: app.tabs[tab].token.clone(),
+            }),
+            "{e:?}"
+        );
+    }
+    assert_eq!(app.tabs.len(), 2);
+    assert_eq!(app.tabs[1].url, urls[2]);
+    assert_eq!(app.active, 1);
+    assert!(app.status.as_ref().unwrap().0.contains(&urls[1]));
+
+    // The last tab stays: :q is how to leave.
+    for _ in 0..2 {
+        act(&mut app, &[Action::Command]);
+        type_text(&mut app, "close");
+        act(&mut app, &[Action::Submit]);
+    }
+    assert_eq!(app.tabs.len(), 1);
+    assert!(app.status.as_ref().unwrap().0.contains(":q quits"));
+}
+
+#[test]
+fn the_picker_goes_to_its_first_and_last_entry() {
+    let root = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        std::fs::write(root.path().join(format!("seg{i:02}.ts")), b"x").unwrap();
+    }
+    let mut app = fixtures::app(false);
+    app.start_dir = root.path().to_owned();
+    act(&mut app, &[Action::GoTab(1), Action::Push, Action::Bottom]);
+    let Mode::Picker(p) = &app.mode else {
+        panic!("no picker: {:?}", app.mode)
+    };
+    assert_eq!(p.entries[p.selected].name, "seg29.ts");
+    act(&mut app, &[Action::Top]);
+    let Mode::Picker(p) = &app.mode else {
+        panic!("no picker")
+    };
+    assert_eq!(p.selected, 0);
+}
+
+#[test]
+fn the_geography_follows_the_filter() {
+    let app = fixtures::app(false);
+    let Data::Entrance(e) = &app.tabs[0].data else {
+        panic!("not an entrance")
+    };
+    let labels = |rows: Vec<crate::app::entrance::GeoRow>| -> Vec<String> {
+        rows.into_iter().map(|r| r.label).collect()
+    };
+    let all = labels(e.geo(""));
+    assert!(
+        all.contains(&"GB".to_owned()) && all.contains(&"TW".to_owned()),
+        "{all:?}"
+    );
+    let tw = labels(e.geo("tw"));
+    assert!(tw.contains(&"TW".to_owned()), "{tw:?}");
+    assert!(
+        !tw.contains(&"GB".to_owned()) && !tw.contains(&"JP".to_owned()),
+        "{tw:?}"
+    );
+    assert_eq!(e.located("tw").count(), 2);
+    let located = e.boxes.values().filter(|b| b.lat_lon.is_some()).count();
+    assert!(located > 2);
+    assert_eq!(e.located("").count(), located);
+    assert!(e.geo("nowhere-at-all").is_empty());
 }

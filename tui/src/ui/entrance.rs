@@ -12,7 +12,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use super::format::{age, bytes, of_limit, opt_bytes, rate, short_id, sparkline};
 use super::{header_style, panel};
-use crate::app::entrance::{EntranceData, location};
+use crate::app::entrance::{BoxEntry, EntranceData, location};
 use crate::app::{Data, Tab};
 use crate::theme::Theme;
 
@@ -38,7 +38,11 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
     let rows = tab.box_rows();
     let selected = tab.selected.min(rows.len().saturating_sub(1));
     let wide = table_area.width >= 110;
-    let (id_w, spark_w) = if wide { (21, 16) } else { (13, 8) };
+    let Columns {
+        id: id_w,
+        spark: spark_w,
+        rate: with_rate,
+    } = columns(table_area.width);
     let mut header = vec!["ID", "STATE", "AGE", "LOCATION", "UPLOAD", "CAP"];
     if wide {
         header.push("SERVED");
@@ -68,12 +72,7 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
             Cell::from(state).style(theme.box_state(b.state, b.legacy)),
             Cell::from(age(now - b.since)),
             Cell::from(location(b)),
-            Cell::from(sparkline(
-                entry.upload.iter().copied(),
-                spark_w,
-                b.upload_cap,
-            ))
-            .style(theme.spark()),
+            Cell::from(upload_cell(entry, spark_w, with_rate, theme)),
             Cell::from(rate(b.upload_cap)),
         ];
         if wide {
@@ -90,8 +89,10 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
         Constraint::Length(u16::try_from(id_w).unwrap_or(13)),
         Constraint::Length(11),
         Constraint::Length(4),
-        Constraint::Min(12),
-        Constraint::Length(u16::try_from(spark_w).unwrap_or(8)),
+        Constraint::Min(LOCATION_MIN),
+        Constraint::Length(
+            u16::try_from(spark_w + if with_rate { RATE_W + 1 } else { 0 }).unwrap_or(8),
+        ),
         Constraint::Length(10),
     ];
     if wide {
@@ -143,6 +144,71 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
     f.render_widget(Paragraph::new(lines), detail);
 }
 
+/// A box ID in full: `box-` and 32 hex digits.
+const ID_FULL: usize = 36;
+/// What the location column keeps before the ID takes more: "City, CC" fits.
+const LOCATION_MIN: u16 = 12;
+const LOCATION_WANTED: usize = 24;
+/// The current upload rate beside the sparkline, `999.9 kB/s` at most.
+const RATE_W: usize = 10;
+/// Every other column of the wide table, with the spaces between columns and
+/// the borders: STATE 11, AGE 4, UPLOAD 12 + 1 + RATE_W, CAP 10, SERVED 9,
+/// FREE 8, HB 4, VERSION 12; 9 gaps; 2 borders.
+const WIDE_REST: usize = 11 + 4 + 12 + 1 + RATE_W + 10 + 9 + 8 + 4 + 12 + 9 + 2;
+
+/// The ID's and the sparkline's widths in a boxes table `width` wide: a wide
+/// table gives the ID what the location does not need, up to the whole ID,
+/// so that boxes told apart by their last digits are told apart here too.
+fn columns(width: u16) -> Columns {
+    let spare = usize::from(width).saturating_sub(WIDE_REST + LOCATION_WANTED);
+    if width < 110 {
+        Columns {
+            id: 13,
+            spark: 8,
+            rate: false,
+        }
+    } else if spare < 21 {
+        // Wide, but not enough for the rate beside the sparkline as well.
+        Columns {
+            id: 21,
+            spark: 16,
+            rate: false,
+        }
+    } else {
+        Columns {
+            id: spare.min(ID_FULL),
+            spark: 12,
+            rate: true,
+        }
+    }
+}
+
+/// How wide a boxes table's ID and sparkline are, and whether the current
+/// rate is written beside the sparkline.
+struct Columns {
+    id: usize,
+    spark: usize,
+    rate: bool,
+}
+
+/// The UPLOAD cell: the recent rates as a sparkline and, where the table has
+/// room, the current rate beside it (else the detail line under the table says
+/// it for the selected box).
+fn upload_cell<'a>(entry: &BoxEntry, spark_w: usize, with_rate: bool, theme: &Theme) -> Line<'a> {
+    let b = &entry.view;
+    let spark = Span::styled(
+        sparkline(entry.upload.iter().copied(), spark_w, b.upload_cap),
+        theme.spark(),
+    );
+    if !with_rate {
+        return Line::from(spark);
+    }
+    Line::from(vec![
+        spark,
+        Span::styled(format!(" {:>RATE_W$}", rate(b.upload_rate)), theme.text()),
+    ])
+}
+
 /// The rows a bordered table with a one-line header shows in `inner_height`
 /// lines (its block's inside) with row `selected` selected: ratatui, given a
 /// fresh `TableState`, starts at the top and scrolls just far enough for the
@@ -190,7 +256,7 @@ pub fn geo(f: &mut Frame, area: Rect, tab: &Tab, theme: &Theme) {
     let table_width = if area.width >= 110 { 56 } else { 42 };
     let [left, right] =
         Layout::horizontal([Constraint::Length(table_width), Constraint::Min(20)]).areas(area);
-    let rows = data.geo();
+    let rows = data.geo(&tab.filter);
     let selected = tab.selected.min(rows.len().saturating_sub(1));
     let block = panel("Where the boxes are".into(), theme);
     let shown = visible(rows.len(), selected, block.inner(left).height);
@@ -227,12 +293,12 @@ pub fn geo(f: &mut Frame, area: Rect, tab: &Tab, theme: &Theme) {
     .block(block);
     let mut state = TableState::default().with_selected(Some(selected - shown.start));
     f.render_stateful_widget(table, left, &mut state);
-    world_map(f, right, data, theme);
+    world_map(f, right, data, &tab.filter, theme);
 }
 
-fn world_map(f: &mut Frame, area: Rect, data: &EntranceData, theme: &Theme) {
+fn world_map(f: &mut Frame, area: Rect, data: &EntranceData, filter: &str, theme: &Theme) {
     let block = panel("Map".into(), theme);
-    let dots = dots(data, block.inner(area), theme);
+    let dots = dots(data.located(filter), block.inner(area), theme);
     let land = theme.map_land();
     let canvas = Canvas::default()
         .block(block)
@@ -257,7 +323,11 @@ fn world_map(f: &mut Frame, area: Rect, data: &EntranceData, theme: &Theme) {
 /// dot covers its whole cell, so the boxes in one cell can be printed as one
 /// label, which draws the same map and, with a large fleet (most boxes sharing
 /// a cell with others), saves thousands of labels.
-fn dots(data: &EntranceData, inner: Rect, theme: &Theme) -> Vec<(f64, f64, Style)> {
+fn dots<'a>(
+    boxes: impl Iterator<Item = &'a BoxEntry>,
+    inner: Rect,
+    theme: &Theme,
+) -> Vec<(f64, f64, Style)> {
     let (w, h) = (usize::from(inner.width), usize::from(inner.height));
     if w == 0 || h == 0 {
         return Vec::new();
@@ -265,7 +335,7 @@ fn dots(data: &EntranceData, inner: Rect, theme: &Theme) -> Vec<(f64, f64, Style
     // Where ratatui's canvas puts a label at (x, y) within bounds of 360° × 180°.
     let (rx, ry) = (f64::from(inner.width - 1), f64::from(inner.height - 1));
     let mut cells: Vec<Option<(f64, f64, Style)>> = vec![None; w * h];
-    for b in data.boxes.values() {
+    for b in boxes {
         let Some((lat, lon)) = b.lat_lon else {
             continue;
         };
@@ -383,7 +453,7 @@ mod tests {
                 .collect();
             let all = draw(w, h, |f| f.render_widget(canvas(every), f.area()));
             let area = ratatui::layout::Rect::new(0, 0, w, h);
-            let fewer = super::dots(&data, Block::bordered().inner(area), &theme);
+            let fewer = super::dots(data.located(""), Block::bordered().inner(area), &theme);
             assert!(fewer.len() <= usize::from(w) * usize::from(h));
             let some = draw(w, h, |f| f.render_widget(canvas(fewer), f.area()));
             assert_eq!(all, some, "{w}x{h}");

@@ -223,11 +223,30 @@ pub fn picker(f: &mut Frame, p: &Picker, theme: &Theme) {
     let area = popup(f, 70, 18);
     let [list, help] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)])
         .areas(area.inner(ratatui::layout::Margin::new(1, 1)));
+    // Where the list is when it does not fit: the entry's number of all, and
+    // arrows on the side that scrolls on.
+    let fits = p.entries.len() <= usize::from(list.height);
+    let position = if fits || p.entries.is_empty() {
+        String::new()
+    } else {
+        let above = if p.selected >= usize::from(list.height) {
+            "↑ "
+        } else {
+            ""
+        };
+        let below = if p.entries.len() > (p.selected + 1).max(usize::from(list.height)) {
+            " ↓"
+        } else {
+            ""
+        };
+        format!(" {above}{}/{}{below} ", p.selected + 1, p.entries.len())
+    };
     let block = Block::bordered()
         .title(Span::styled(
             format!(" Push a file · {} ", p.dir.display()),
             theme.title(),
         ))
+        .title_bottom(Line::from(Span::styled(position, theme.dim())).right_aligned())
         .border_style(theme.border_focused());
     f.render_widget(block, area);
     if let Some(error) = &p.error {
@@ -252,7 +271,7 @@ pub fn picker(f: &mut Frame, p: &Picker, theme: &Theme) {
         f.render_stateful_widget(table, list, &mut state);
     }
     f.render_widget(
-        Paragraph::new("Enter opens a folder or pushes the file · Esc cancels").style(theme.dim()),
+        Paragraph::new("Enter opens or pushes · g/G first/last · Esc cancels").style(theme.dim()),
         help,
     );
 }

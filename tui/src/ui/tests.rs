@@ -200,3 +200,103 @@ fn a_frame_of_ten_thousand_boxes_draws() {
     act(&mut app, &[Action::NextView]);
     render(&app, 120, 40);
 }
+
+#[test]
+fn a_wide_boxes_table_shows_whole_ids_and_each_current_rate() {
+    let app = fixtures::app(false);
+    let screen = text(&render(&app, 160, 40));
+    let row = screen
+        .lines()
+        .find(|l| l.contains("Kaohsiung"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(
+        row.contains("box-17156075000000000000000000000005 "),
+        "{row}"
+    );
+    assert!(row.contains("1.5 MB/s"), "the current rate: {row}");
+    // Narrower, the ID is cut and the rate is under the table, for the selection.
+    let screen = text(&render(&app, 120, 40));
+    let row = screen.lines().find(|l| l.contains("Kaohsiung")).unwrap();
+    assert!(row.contains("box-1715607500000000…"), "{row}");
+}
+
+#[test]
+fn the_geo_table_and_map_show_only_what_the_filter_matches() {
+    let mut app = fixtures::app(false);
+    act(&mut app, &[Action::NextView]);
+    let all = text(&render(&app, 120, 40));
+    act(&mut app, &[Action::Filter]);
+    for c in "tw".chars() {
+        app.update(Input::Action(Action::Char(c)));
+    }
+    act(&mut app, &[Action::Submit]);
+    let tw = text(&render(&app, 120, 40));
+    assert!(all.contains("Tokyo") && all.contains("London"), "{all}");
+    assert!(tw.contains("Taipei") && tw.contains("Kaohsiung"), "{tw}");
+    assert!(!tw.contains("Tokyo") && !tw.contains("London"), "{tw}");
+    assert!(tw.contains("filter: tw"), "{tw}");
+    let dots = |s: &str| s.matches('●').count();
+    assert!(dots(&tw) < dots(&all), "the map keeps every box:\n{tw}");
+}
+
+#[test]
+fn tabs_past_the_width_are_counted_at_the_edges() {
+    assert_eq!(super::tab_window(&[10, 10, 10], 0, 80), 0..3);
+    // 10 + 3 + 10 + 3 + 10 = 36: two fit in 30 with a marker, the active one among them.
+    assert_eq!(super::tab_window(&[10, 10, 10], 0, 30), 0..2);
+    assert_eq!(super::tab_window(&[10, 10, 10], 2, 30), 1..3);
+    assert_eq!(super::tab_window(&[10, 10, 10, 10, 10], 2, 30), 2..3);
+    let mut app = fixtures::app(false);
+    for port in 7100..7106 {
+        app.attach(&format!("http://10.0.0.9:{port}"));
+    }
+    let top = |app: &App| {
+        text(&render(app, 80, 24))
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let line = top(&app);
+    assert!(
+        line.contains("9 10.0.0.9:7105"),
+        "the active tab is shown: {line}"
+    );
+    assert!(
+        line.starts_with('‹'),
+        "hidden tabs before it are counted: {line}"
+    );
+    act(&mut app, &[Action::GoTab(0)]);
+    let line = top(&app);
+    assert!(line.starts_with("1 "), "{line}");
+    assert!(
+        line.ends_with('›'),
+        "hidden tabs after it are counted: {line}"
+    );
+}
+
+#[test]
+fn a_status_message_leaves_the_key_hints_on_the_footer() {
+    let mut app = fixtures::app(false);
+    app.say_error("cannot push: the publisher said no");
+    let screen = text(&render(&app, 120, 40));
+    let footer = screen.lines().last().unwrap();
+    assert!(footer.starts_with("cannot push"), "{footer}");
+    assert!(footer.contains("? help"), "{footer}");
+}
+
+#[test]
+fn a_long_picker_says_where_it_is() {
+    let root = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        std::fs::write(root.path().join(format!("seg{i:02}.ts")), b"x").unwrap();
+    }
+    let mut app = fixtures::app(false);
+    app.start_dir = root.path().to_owned();
+    act(&mut app, &[Action::GoTab(1), Action::Push]);
+    let screen = text(&render(&app, 80, 24));
+    assert!(screen.contains(" 1/31 ↓ "), "{screen}");
+    act(&mut app, &[Action::Bottom]);
+    let screen = text(&render(&app, 80, 24));
+    assert!(screen.contains(" ↑ 31/31 "), "{screen}");
+}
