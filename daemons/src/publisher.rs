@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod link;
 pub mod origin_cache;
+pub mod pathway_cache;
 pub mod pool;
 pub mod probe;
 pub mod queue;
@@ -147,6 +148,8 @@ pub struct Publisher {
     ledger: std::sync::Mutex<ledger::Ledger>,
     /// Small origin files in memory, for the front path.
     pub origin_cache: origin_cache::OriginCache,
+    /// Content steering's pathway playlists as written, for the next viewer.
+    pub pathways: pathway_cache::PathwayCache,
     /// The boxes each stream's segments go to. A std Mutex, never held across
     /// an await.
     homes: std::sync::Mutex<homes::Homes>,
@@ -359,6 +362,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         probe_wake: Notify::new(),
         ledger: std::sync::Mutex::default(),
         origin_cache: origin_cache::OriginCache::default(),
+        pathways: pathway_cache::PathwayCache::default(),
         homes: std::sync::Mutex::default(),
         entrances: std::sync::RwLock::new(pc.entrances.clone()),
         draws: AtomicU64::new(0),

@@ -304,6 +304,34 @@ fn steering_answers_only_about_known_streams_and_boxes_and_never_echo_a_bad_host
         }
     }
 
+    // A pathway playlist is kept for the next viewer; a new playlist (the
+    // stream moved on) is in the very next answer, on either path.
+    std::fs::write(
+        live.join("index.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n\
+         #EXTINF:2.0,\nseg1.ts\n#EXTINF:2.0,\nseg2.ts\n",
+    )
+    .unwrap();
+    let pushed = dandelion_testkit::process::run(
+        Command::new(binary("dandelion"))
+            .arg("push")
+            .arg(live.join("index.m3u8"))
+            .args(["--as", "live/index.m3u8"])
+            .args(["--to", &origin, "--token", token.trim()])
+            .env_remove("DANDELION_CONFIG"),
+    );
+    assert!(pushed.status.success(), "{pushed:?}");
+    for headers in [&[][..], &[("x-forwarded-for", "192.0.2.1")][..]] {
+        let text = get(&pathway_url, headers).text();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{text}");
+        assert!(!text.contains("seg0.ts"), "{text}");
+        assert!(text.contains(&format!("{box_origin}/")), "{text}");
+        assert!(
+            !text.contains("seg2.ts"),
+            "the box does not hold seg2: the pathway ends before it\n{text}"
+        );
+    }
+
     // A Host that would break out of a URL or a quoted attribute: refused.
     for host in ["evil\"x", "a b", "evil.example/path"] {
         for path in [

@@ -26,7 +26,7 @@ use super::api::{EXPOSE_HEADERS, base_for, is_playlist, repr_digest_text};
 use super::redirect::choose_url;
 use super::steering_api::{
     PATHWAY_QUERY, Viewer, count_playlist, manifest_body, multivariant_body, pathway_body,
-    text_in_memory,
+    pathway_kept, text_in_memory,
 };
 use super::{Publisher, now_secs};
 use crate::heads::{self, Answer, SimpleGet};
@@ -90,33 +90,39 @@ impl RedirectFront {
             ip: remote.addr.ip(),
             tls: remote.tls,
         };
-        let (content_type, body, name) = if let Some(raw) = rest.strip_prefix("steer/") {
-            let name = heads::percent_decode(raw)?;
-            let text = text_in_memory(p, &name)?;
-            let body = multivariant_body(p, &v, &name, &text);
-            (PLAYLIST, body, Some(name))
-        } else if let Some(raw) = rest.strip_prefix("steering/") {
-            let name = heads::percent_decode(raw)?;
-            let text = text_in_memory(p, &name)?;
-            let current = request.query.as_deref().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == PATHWAY_QUERY)
-                    .map(|(_, v)| v.into_owned())
-            });
-            let dir = p.directory.try_read().ok()?;
-            let body = manifest_body(p, &v, &name, &text, current.as_deref(), &dir);
-            ("application/json", body, None)
-        } else if let Some(raw) = rest.strip_prefix("pathway/") {
-            let (box_id, name) = raw.split_once('/')?;
-            let box_id = heads::percent_decode(box_id)?.parse::<NodeId>().ok()?;
-            let name = heads::percent_decode(name)?;
-            let text = text_in_memory(p, &name)?;
-            let dir = p.directory.try_read().ok()?;
-            let body = pathway_body(p, &v, &box_id, &name, &text, &dir)?;
-            (PLAYLIST, body, Some(name))
-        } else {
-            return None;
-        };
+        let (content_type, body, name): (_, Arc<str>, _) =
+            if let Some(raw) = rest.strip_prefix("steer/") {
+                let name = heads::percent_decode(raw)?;
+                let (_, text) = text_in_memory(p, &name)?;
+                let body = multivariant_body(p, &v, &name, &text);
+                (PLAYLIST, body.into(), Some(name))
+            } else if let Some(raw) = rest.strip_prefix("steering/") {
+                let name = heads::percent_decode(raw)?;
+                let (_, text) = text_in_memory(p, &name)?;
+                let current = request.query.as_deref().and_then(|q| {
+                    form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == PATHWAY_QUERY)
+                        .map(|(_, v)| v.into_owned())
+                });
+                let dir = p.directory.try_read().ok()?;
+                let body = manifest_body(p, &v, &name, &text, current.as_deref(), &dir);
+                ("application/json", body.into(), None)
+            } else if let Some(raw) = rest.strip_prefix("pathway/") {
+                let (box_id, name) = raw.split_once('/')?;
+                let box_id = heads::percent_decode(box_id)?.parse::<NodeId>().ok()?;
+                let name = heads::percent_decode(name)?;
+                let dir = p.directory.try_read().ok()?;
+                let body = match pathway_kept(p, &v, &box_id, &name, &dir) {
+                    Some(kept) => kept,
+                    None => {
+                        let (known, text) = text_in_memory(p, &name)?;
+                        pathway_body(p, &v, &box_id, &name, (known, &text), &dir)?
+                    }
+                };
+                (PLAYLIST, body, Some(name))
+            } else {
+                return None;
+            };
         if let Some(name) = name {
             count_playlist(p, &name, body.len());
         }

@@ -23,6 +23,7 @@ use dandelion_core::proxies;
 use super::api::{cors, error, is_playlist, viewer_base};
 use super::directory::Directory;
 use super::jobs::{Known, Origin};
+use super::pathway_cache::{Sources, Which};
 use super::redirect::holders;
 use super::steering::{
     Asking, Held, MAX_WINDOW, Pathway, bandwidth, choose_pathways, durations, manifest_path,
@@ -98,17 +99,18 @@ fn not_found(name: &str) -> Refused {
 
 /// The text of a steerable playlist when its bytes are in memory: all the
 /// viewers' path ([`super::front`]) waits for.
-pub(super) fn text_in_memory(p: &Publisher, name: &str) -> Option<String> {
+pub(super) fn text_in_memory(p: &Publisher, name: &str) -> Option<(Arc<Known>, String)> {
     let known = steerable(p, name).ok()?;
     if known.job.origin != Origin::Store {
         return None;
     }
     let bytes = p.origin_cache.get(name, &known.job.sha256)?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Some((known, text))
 }
 
-/// A media playlist the publisher holds, with its text.
-async fn playlist(p: &Publisher, name: &str) -> Result<String, Refused> {
+/// A media playlist the publisher holds: the record its text is of, and the text.
+async fn playlist(p: &Publisher, name: &str) -> Result<(Arc<Known>, String), Refused> {
     let known = steerable(p, name)?;
     let bytes = match known.job.origin {
         Origin::Store => match p.origin_cache.get(name, &known.job.sha256) {
@@ -127,7 +129,7 @@ async fn playlist(p: &Publisher, name: &str) -> Result<String, Refused> {
             Err(_) => return Err(not_found(name)),
         },
     };
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok((known, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// Counts a playlist the publisher wrote for one viewer as the playlists it
@@ -210,8 +212,35 @@ pub(super) fn manifest_body(
     super::steering::manifest(&pathways, &format!("{}{}", v.base, manifest_path(name))).to_string()
 }
 
-/// The media playlist `text` of `name` as the pathway of box `box_id`: every
-/// segment it holds as its URL there and the rest as the publisher's own.
+/// The pathway playlist of `name` on box `box_id` as written for an earlier
+/// viewer, if it is still true ([`super::pathway_cache`]); `None` also when the
+/// directory does not know the box.
+pub(super) fn pathway_kept(
+    p: &Publisher,
+    v: &Viewer,
+    box_id: &NodeId,
+    name: &str,
+    dir: &Directory,
+) -> Option<Arc<str>> {
+    let on_dir = dir.get(box_id)?;
+    let now = now_secs();
+    let which = Which {
+        playlist: name,
+        box_id,
+        base: &v.base,
+        tls: v.tls,
+    };
+    let kept = p.pathways.get(&which, &p.records, now)?;
+    if kept.to_box {
+        // Viewers fetch from it directly now: keep it probed every second.
+        on_dir.redirected_at.set(now);
+    }
+    Some(kept.body.clone())
+}
+
+/// The media playlist `text` of `name` (whose record is `playlist`) as the
+/// pathway of box `box_id`: every segment it holds as its URL there and the
+/// rest as the publisher's own. Kept for the next viewer ([`pathway_kept`]).
 /// `None` when the directory does not know the box: only a box the publisher
 /// knows is a pathway, and one it forgot answers `404`, which makes a player
 /// on it move to another.
@@ -220,13 +249,15 @@ pub(super) fn pathway_body(
     v: &Viewer,
     box_id: &NodeId,
     name: &str,
-    text: &str,
+    (playlist, text): (Arc<Known>, &str),
     dir: &Directory,
-) -> Option<String> {
+) -> Option<Arc<str>> {
     let on_dir = dir.get(box_id)?;
     let now = now_secs();
     let box_text = box_id.to_string();
     let mut to_box = false;
+    let mut segments = Vec::new();
+    let mut until = u64::MAX;
     let dir_of = name.rsplit_once('/').map_or("", |(d, _)| d);
     let body = rewrite(text, &mut |uri| {
         let Some(segment) = resolve(name, uri) else {
@@ -243,31 +274,45 @@ pub(super) fn pathway_body(
         // must not change while the segment is listed. The manifest steers
         // players away from a box that fails, and a dead box fails their
         // fetches, which moves them too.
-        let on_box = p.records.known(&segment).and_then(|k| {
-            k.placements
-                .iter()
-                .find(|pl| {
-                    pl.box_id == box_text
-                        && pl.expires_at > now
-                        && (!v.tls || pl.url.starts_with("https://"))
-                })
-                .map(|pl| pl.url.clone())
+        let known = p.records.known(&segment);
+        let on_box = known.as_ref().and_then(|k| {
+            k.placements.iter().find(|pl| {
+                pl.box_id == box_text
+                    && pl.expires_at > now
+                    && (!v.tls || pl.url.starts_with("https://"))
+            })
         });
-        match on_box {
-            Some(url) => {
+        let written = match on_box {
+            Some(pl) => {
                 to_box = true;
-                (url, Held::OnBox)
+                until = until.min(pl.expires_at);
+                (pl.url.clone(), Held::OnBox)
             }
             None => (
                 format!("{}/{}", v.base, url_path(&segment)),
                 Held::Publisher,
             ),
-        }
+        };
+        segments.push((segment, known));
+        written
     });
     if to_box {
         // Viewers fetch from it directly now: keep it probed every second.
         on_dir.redirected_at.set(now);
     }
+    let body: Arc<str> = body.into();
+    let which = Which {
+        playlist: name,
+        box_id,
+        base: &v.base,
+        tls: v.tls,
+    };
+    let sources = Sources {
+        from: playlist,
+        segments,
+        until,
+    };
+    p.pathways.put(&which, body.clone(), to_box, sources);
     Some(body)
 }
 
@@ -280,7 +325,7 @@ pub async fn multivariant(
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
     let v = viewer(&p, &headers, &remote)?;
-    let text = playlist(&p, &name).await?;
+    let (_, text) = playlist(&p, &name).await?;
     let body = multivariant_body(&p, &v, &name, &text);
     Ok(playlist_response(&p, &name, body))
 }
@@ -294,7 +339,7 @@ pub async fn manifest(
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
     let v = viewer(&p, &headers, &remote)?;
-    let text = playlist(&p, &name).await?;
+    let (_, text) = playlist(&p, &name).await?;
     let current = query.get(PATHWAY_QUERY).map(String::as_str);
     let body = manifest_body(&p, &v, &name, &text, current, &*p.directory.read().await);
     let mut r = body.into_response();
@@ -319,11 +364,17 @@ pub async fn pathway(
     let v = viewer(&p, &headers, &remote)?;
     let no_such = || Refused(StatusCode::NOT_FOUND, "no such pathway".into());
     let box_id = box_id.parse::<NodeId>().map_err(|_| no_such())?;
-    if p.directory.read().await.get(&box_id).is_none() {
-        return Err(no_such());
+    {
+        let dir = p.directory.read().await;
+        if dir.get(&box_id).is_none() {
+            return Err(no_such());
+        }
+        if let Some(kept) = pathway_kept(&p, &v, &box_id, &name, &dir) {
+            return Ok(playlist_response(&p, &name, kept.to_string()));
+        }
     }
-    let text = playlist(&p, &name).await?;
-    let body = pathway_body(&p, &v, &box_id, &name, &text, &*p.directory.read().await)
-        .ok_or_else(no_such)?;
-    Ok(playlist_response(&p, &name, body))
+    let (known, text) = playlist(&p, &name).await?;
+    let dir = p.directory.read().await;
+    let body = pathway_body(&p, &v, &box_id, &name, (known, &text), &dir).ok_or_else(no_such)?;
+    Ok(playlist_response(&p, &name, body.to_string()))
 }
