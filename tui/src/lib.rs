@@ -8,6 +8,7 @@
 //! loop that never waits on the network.
 
 pub mod app;
+pub mod cli;
 pub mod contexts;
 #[cfg(test)]
 mod fixtures;
