@@ -25,8 +25,8 @@ use dandelion_core::ids::NodeId;
 use super::api::{EXPOSE_HEADERS, base_for, is_playlist, repr_digest_text};
 use super::redirect::choose_url;
 use super::steering_api::{
-    PATHWAY_QUERY, Viewer, count_playlist, manifest_body, multivariant_body, pathway_body,
-    pathway_kept, text_in_memory,
+    PATHWAY_QUERY, Viewer, count_playlist, manifest_body, multivariant_body, multivariant_kept,
+    pathway_body, pathway_kept, text_in_memory,
 };
 use super::{Publisher, now_secs};
 use crate::heads::{self, Answer, SimpleGet};
@@ -93,9 +93,14 @@ impl RedirectFront {
         let (content_type, body, name): (_, Arc<str>, _) =
             if let Some(raw) = rest.strip_prefix("steer/") {
                 let name = heads::percent_decode(raw)?;
-                let (_, text) = text_in_memory(p, &name)?;
-                let body = multivariant_body(p, &v, &name, &text);
-                (PLAYLIST, body.into(), Some(name))
+                let body = match multivariant_kept(p, &v, &name) {
+                    Some(kept) => kept,
+                    None => {
+                        let (known, text) = text_in_memory(p, &name)?;
+                        multivariant_body(p, &v, &name, (known, &text))
+                    }
+                };
+                (PLAYLIST, body, Some(name))
             } else if let Some(raw) = rest.strip_prefix("steering/") {
                 let name = heads::percent_decode(raw)?;
                 let (_, text) = text_in_memory(p, &name)?;

@@ -1,4 +1,5 @@
-//! Pathway playlists as written, kept for the next viewer who asks.
+//! Steered playlists as written (pathway playlists, and the multivariant
+//! playlist steering players open), kept for the next viewer who asks.
 //!
 //! Every steered viewer of a live stream asks for its pathway playlist once
 //! a segment, and all of a stream's viewers on one box get the same text
@@ -23,12 +24,13 @@ use super::jobs::{Known, Records};
 /// full, the map is emptied rather than aged: the hot ones come back at once.
 const MAX_KEPT: usize = 4096;
 
-/// Which pathway a text is: the playlist, the box, and how the viewer reaches
-/// the publisher (the text names that origin).
+/// Which text it is: the playlist, the box whose pathway it is (none: the
+/// multivariant playlist), and how the viewer reaches the publisher (the text
+/// names that origin).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Which<'a> {
     pub playlist: &'a str,
-    pub box_id: &'a NodeId,
+    pub box_id: Option<&'a NodeId>,
     pub base: &'a str,
     pub tls: bool,
 }
@@ -41,14 +43,14 @@ impl Which<'_> {
     }
 }
 
-/// A pathway playlist as written, and what it was written from.
+/// A steered playlist as written, and what it was written from.
 #[derive(Debug)]
 pub struct Written {
     pub body: Arc<str>,
     /// Whether it sends the viewer to the box for at least one segment.
     pub to_box: bool,
     playlist: String,
-    box_id: NodeId,
+    box_id: Option<NodeId>,
     base: String,
     tls: bool,
     /// The playlist's record its text came from.
@@ -84,7 +86,7 @@ impl PathwayCache {
     pub fn get(&self, which: &Which<'_>, records: &Records, now: u64) -> Option<Arc<Written>> {
         let w = self.kept().get(&which.hash()).cloned()?;
         let same_pathway = w.playlist == which.playlist
-            && w.box_id == *which.box_id
+            && w.box_id.as_ref() == which.box_id
             && w.base == which.base
             && w.tls == which.tls;
         let current = |name: &str, was: Option<&Arc<Known>>| match (records.known(name), was) {
@@ -107,7 +109,7 @@ impl PathwayCache {
             body,
             to_box,
             playlist: which.playlist.to_owned(),
-            box_id: which.box_id.clone(),
+            box_id: which.box_id.cloned(),
             base: which.base.to_owned(),
             tls: which.tls,
             from: sources.from,

@@ -154,16 +154,57 @@ fn playlist_response(p: &Publisher, name: &str, body: String) -> Response {
 }
 
 /// The multivariant playlist of `name`, whose media playlist reads `text`.
-pub(super) fn multivariant_body(p: &Publisher, v: &Viewer, name: &str, text: &str) -> String {
+/// Kept for the next viewer, as pathway playlists are ([`multivariant_kept`]).
+pub(super) fn multivariant_body(
+    p: &Publisher,
+    v: &Viewer,
+    name: &str,
+    (playlist, text): (Arc<Known>, &str),
+) -> Arc<str> {
+    let mut segments = Vec::new();
     let sizes: Vec<(f64, u64)> = durations(text)
         .into_iter()
-        .filter_map(|(d, uri)| Some((d, p.records.known(&resolve(name, uri)?)?.job.size)))
+        .filter_map(|(d, uri)| {
+            let segment = resolve(name, uri)?;
+            let known = p.records.known(&segment);
+            let size = known.as_ref().map(|k| k.job.size);
+            segments.push((segment, known));
+            Some((d, size?))
+        })
         .collect();
-    multivariant_text(
+    let body: Arc<str> = multivariant_text(
         &format!("{}/{}", v.base, url_path(name)),
         &format!("{}{}", v.base, manifest_path(name)),
         bandwidth(&sizes),
     )
+    .into();
+    let which = Which {
+        playlist: name,
+        box_id: None,
+        base: &v.base,
+        tls: v.tls,
+    };
+    let sources = Sources {
+        from: playlist,
+        segments,
+        until: u64::MAX,
+    };
+    p.pathways.put(&which, body.clone(), false, sources);
+    body
+}
+
+/// The multivariant playlist of `name` as written for an earlier viewer, if
+/// the playlist and the sizes of its segments it was written from are
+/// unchanged ([`super::pathway_cache`]).
+pub(super) fn multivariant_kept(p: &Publisher, v: &Viewer, name: &str) -> Option<Arc<str>> {
+    let which = Which {
+        playlist: name,
+        box_id: None,
+        base: &v.base,
+        tls: v.tls,
+    };
+    let kept = p.pathways.get(&which, &p.records, now_secs())?;
+    Some(kept.body.clone())
 }
 
 /// The steering manifest of `name` for viewer `v`, now on pathway `current`.
@@ -226,7 +267,7 @@ pub(super) fn pathway_kept(
     let now = now_secs();
     let which = Which {
         playlist: name,
-        box_id,
+        box_id: Some(box_id),
         base: &v.base,
         tls: v.tls,
     };
@@ -303,7 +344,7 @@ pub(super) fn pathway_body(
     let body: Arc<str> = body.into();
     let which = Which {
         playlist: name,
-        box_id,
+        box_id: Some(box_id),
         base: &v.base,
         tls: v.tls,
     };
@@ -325,9 +366,12 @@ pub async fn multivariant(
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
     let v = viewer(&p, &headers, &remote)?;
-    let (_, text) = playlist(&p, &name).await?;
-    let body = multivariant_body(&p, &v, &name, &text);
-    Ok(playlist_response(&p, &name, body))
+    if let Some(kept) = multivariant_kept(&p, &v, &name) {
+        return Ok(playlist_response(&p, &name, kept.to_string()));
+    }
+    let (known, text) = playlist(&p, &name).await?;
+    let body = multivariant_body(&p, &v, &name, (known, &text));
+    Ok(playlist_response(&p, &name, body.to_string()))
 }
 
 /// `GET /dandelion/steering/<playlist>`: this viewer's steering manifest.
