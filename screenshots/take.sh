@@ -158,4 +158,27 @@ say "driving the console"
 	--out "$here" \
 	--files "$files" \
 	--log-file "$work/console.log"
+# Which look of each view the pictures show: the SHA-256 of the view's
+# snapshot (tui/src/ui/snapshots, without insta's header). The console's tests
+# fail when a snapshot changes and this file does not, that is when a picture
+# shows an older look than the code draws (tui/src/ui/tests.rs,
+# every_screenshot_shows_the_look_its_view_has_now).
+snaps="$root/tui/src/ui/snapshots"
+{
+	echo "# bash screenshots/take.sh writes this: <sha256 of the snapshot body>  <picture>  <snapshot>"
+	while read -r png snap; do
+		[[ -f $here/$png ]] || die "no $png was taken"
+		printf '%s  %s  %s\n' "$(sed '1,/^---$/d' "$snaps/$snap" | sha256sum | cut -d' ' -f1)" "$png" "$snap"
+	done <<'EOF_VIEWS'
+entrance-boxes.png dandelion_console__ui__tests__entrance_boxes_120x40.snap
+help.png dandelion_console__ui__tests__help_120x40.snap
+evict-confirm.png dandelion_console__ui__tests__evict_confirm_120x40.snap
+entrance-geo.png dandelion_console__ui__tests__entrance_geo_120x40.snap
+entrance-events.png dandelion_console__ui__tests__entrance_events_120x40.snap
+publisher-queue.png dandelion_console__ui__tests__publisher_files_120x40.snap
+push-picker.png dandelion_console__ui__tests__picker_80x24.snap
+publisher-ranking.png dandelion_console__ui__tests__publisher_ranking_120x40.snap
+box-files.png dandelion_console__ui__tests__box_files_120x40.snap
+EOF_VIEWS
+} >"$here/views.sha256"
 say "done: $(cd "$here" && ls ./*.png | tr '\n' ' ')"

@@ -300,3 +300,46 @@ fn a_long_picker_says_where_it_is() {
     let screen = text(&render(&app, 80, 24));
     assert!(screen.contains(" ↑ 31/31 "), "{screen}");
 }
+
+/// The pictures in screenshots/ show the views as they look now: take.sh
+/// records, beside them, the hash of each view's snapshot as it was when it
+/// took them. A change to how a view looks changes its snapshot, and then
+/// this fails until the pictures are taken again.
+#[test]
+fn every_screenshot_shows_the_look_its_view_has_now() {
+    use sha2::{Digest, Sha256};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shots = root.join("screenshots");
+    let recorded = std::fs::read_to_string(shots.join("views.sha256")).unwrap();
+    let mut pictures = Vec::new();
+    let mut stale = Vec::new();
+    for line in recorded.lines().filter(|l| !l.starts_with('#')) {
+        let [hash, png, snap] = <[&str; 3]>::try_from(line.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_else(|_| panic!("views.sha256: not `hash picture snapshot`: {line}"));
+        let text = std::fs::read_to_string(root.join("tui/src/ui/snapshots").join(snap))
+            .unwrap_or_else(|e| panic!("views.sha256 names {snap}: {e}"));
+        // insta's header (between the first two `---` lines) is not the view.
+        let body = text
+            .strip_prefix("---\n")
+            .and_then(|t| t.split_once("\n---\n"))
+            .map_or(text.as_str(), |(_, body)| body);
+        if format!("{:x}", Sha256::digest(body.as_bytes())) != hash {
+            stale.push(format!("{png} (view: {snap})"));
+        }
+        pictures.push(png.to_owned());
+    }
+    assert!(
+        stale.is_empty(),
+        "screenshots show an older look of their views; run `bash screenshots/take.sh`: {}",
+        stale.join(", ")
+    );
+    for entry in std::fs::read_dir(&shots).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".png") {
+            assert!(
+                pictures.contains(&name),
+                "{name} is in screenshots/ but not in views.sha256 (take.sh's list)"
+            );
+        }
+    }
+}
