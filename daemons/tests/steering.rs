@@ -332,6 +332,25 @@ fn steering_answers_only_about_known_streams_and_boxes_and_never_echo_a_bad_host
         );
     }
 
+    // A kept text is only ever the asker's own: one written for another
+    // Host (another origin) is not served to it, whichever asked first.
+    let steer_url = format!("{origin}/dandelion/steer/live/index.m3u8");
+    for (host, other) in [
+        ("a.example", "b.example:8080"),
+        ("b.example:8080", "a.example"),
+        ("a.example", "b.example:8080"),
+    ] {
+        let text = get(&steer_url, &[("host", host)]).text();
+        assert!(
+            text.contains(&format!("http://{host}/live/index.m3u8")),
+            "{host}: {text}"
+        );
+        assert!(
+            !text.contains(other),
+            "{host} was sent {other}'s text: {text}"
+        );
+    }
+
     // A Host that would break out of a URL or a quoted attribute: refused.
     for host in ["evil\"x", "a b", "evil.example/path"] {
         for path in [

@@ -97,8 +97,8 @@ fn not_found(name: &str) -> Refused {
     )
 }
 
-/// The text of a steerable playlist when its bytes are in memory: all the
-/// viewers' path ([`super::front`]) waits for.
+/// The text of a steerable playlist, with its record, when its bytes are in
+/// memory: the viewers' path ([`super::front`]) never waits for the store.
 pub(super) fn text_in_memory(p: &Publisher, name: &str) -> Option<(Arc<Known>, String)> {
     let known = steerable(p, name).ok()?;
     if known.job.origin != Origin::Store {
