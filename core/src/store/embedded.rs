@@ -56,6 +56,16 @@ pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// comes).
 pub const SOFT_SYNC_WITHIN: Duration = Duration::from_secs(1);
 
+/// How long the writer holds a group of soft writes open for more before it
+/// commits. Every commit writes out each page it touched (the live set's index,
+/// the upper levels of the hash table) however little changed on it, so a
+/// heartbeat storm committed a few writes at a time spends the writer's core on
+/// rewriting the same pages; gathered over a few milliseconds they are written
+/// once per group. Only heartbeats are soft, and a box is answered before its
+/// heartbeat is stored: what waits on this is a box's registration and the next
+/// message of the same session, both by at most this long.
+const SOFT_GATHER: Duration = Duration::from_millis(20);
+
 /// Upper bound of operations in one commit, so that one huge batch cannot hold every
 /// acknowledgement back for long.
 const MAX_BATCH: usize = 1024;
@@ -427,13 +437,7 @@ fn writer_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>, shared: &Sha
                 }
             }
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let mut batch = gather(queue, first);
         let wakes = batch.iter().any(|job| job.wakes());
         let durable = !batch.iter().all(|job| job.soft())
             || unsynced_since.is_some_and(|since| since.elapsed() >= SOFT_SYNC_WITHIN);
@@ -462,6 +466,37 @@ fn writer_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>, shared: &Sha
             }
         }
     }
+}
+
+/// The jobs of one commit: `first` and whatever is queued behind it, up to
+/// [`MAX_BATCH`]. A group of [soft](Batch::soft) jobs only is held open for up
+/// to [`SOFT_GATHER`] to take the ones that follow; a durable job ends the wait,
+/// so nothing that waits for its fsync waits for this too.
+fn gather(queue: &mpsc::Receiver<Box<dyn Job>>, first: Box<dyn Job>) -> Vec<Box<dyn Job>> {
+    let deadline = first.soft().then(|| Instant::now() + SOFT_GATHER);
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let next = match queue.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => {
+                let all_soft = batch.iter().all(|job| job.soft());
+                let Some(left) = deadline
+                    .filter(|_| all_soft)
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .filter(|left| !left.is_zero())
+                else {
+                    break;
+                };
+                match queue.recv_timeout(left) {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            }
+        };
+        batch.push(next);
+    }
+    batch
 }
 
 fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>], durable: bool) -> Result<()> {
@@ -728,8 +763,14 @@ impl<'txn> Tables<'txn> {
         Ok(self.hashes.get((key, field))?.map(|v| v.value().to_owned()))
     }
 
-    fn set_kind(&mut self, key: &str, kind: Kind) -> Result<()> {
-        self.types.insert(key, kind as u8)?;
+    /// Checks that `key` is absent or of type `kind`, and records it as `kind`
+    /// when absent. A key already of its type is not written again: every
+    /// insert dirties a page of the type table, and a heartbeat's writes would
+    /// otherwise copy one out per key on each commit.
+    fn claim(&mut self, key: &str, kind: Kind) -> Result<()> {
+        if !expect_kind(&self.types, key, kind)? {
+            self.types.insert(key, kind as u8)?;
+        }
         Ok(())
     }
 
@@ -798,7 +839,7 @@ impl<'txn> Tables<'txn> {
     }
 
     fn hset(&mut self, key: &str, fields: &[(String, String)]) -> Result<u64> {
-        expect_kind(&self.types, key, Kind::Hash)?;
+        self.claim(key, Kind::Hash)?;
         let mut added = 0;
         for (field, value) in fields {
             if self
@@ -809,7 +850,6 @@ impl<'txn> Tables<'txn> {
                 added += 1;
             }
         }
-        self.set_kind(key, Kind::Hash)?;
         Ok(added)
     }
 
@@ -829,7 +869,7 @@ impl<'txn> Tables<'txn> {
 
     /// `score` must have been through [`check_score`].
     fn zadd(&mut self, key: &str, member: &str, score: f64) -> Result<bool> {
-        expect_kind(&self.types, key, Kind::ZSet)?;
+        self.claim(key, Kind::ZSet)?;
         let old = self
             .zmembers
             .insert((key, member), score)?
@@ -838,7 +878,6 @@ impl<'txn> Tables<'txn> {
             self.zscores.remove((key, score_key(old), member))?;
         }
         self.zscores.insert((key, score_key(score), member), ())?;
-        self.set_kind(key, Kind::ZSet)?;
         Ok(old.is_none())
     }
 
@@ -862,14 +901,13 @@ impl<'txn> Tables<'txn> {
     }
 
     fn sadd(&mut self, key: &str, members: &[String]) -> Result<u64> {
-        expect_kind(&self.types, key, Kind::Set)?;
+        self.claim(key, Kind::Set)?;
         let mut added = 0;
         for member in members {
             if self.sets.insert((key, member.as_str()), ())?.is_none() {
                 added += 1;
             }
         }
-        self.set_kind(key, Kind::Set)?;
         Ok(added)
     }
 
@@ -888,9 +926,9 @@ impl<'txn> Tables<'txn> {
     }
 
     fn set(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        expect_kind(&self.types, key, Kind::Blob)?;
+        self.claim(key, Kind::Blob)?;
         self.blobs.insert(key, value)?;
-        self.set_kind(key, Kind::Blob)
+        Ok(())
     }
 
     fn del(&mut self, key: &str) -> Result<bool> {
@@ -968,7 +1006,7 @@ impl<'txn> Tables<'txn> {
     }
 
     fn list_push(&mut self, key: &str, values: &[String], left: bool) -> Result<u64> {
-        expect_kind(&self.types, key, Kind::List)?;
+        self.claim(key, Kind::List)?;
         let (mut head, mut tail, mut len) =
             self.list_meta.get(key)?.map_or((0, 0, 0), |m| m.value());
         for value in values {
@@ -988,7 +1026,6 @@ impl<'txn> Tables<'txn> {
             len += 1;
         }
         self.list_meta.insert(key, (head, tail, len))?;
-        self.set_kind(key, Kind::List)?;
         Ok(len)
     }
 
