@@ -657,17 +657,9 @@ fn save_exchange(
     exchange: &Exchange,
     stored: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let Ok(Value::Object(map)) = serde_json::to_value(exchange) else {
+    let Some(flat) = flat_exchange(exchange) else {
         return stored.clone();
     };
-    let flat: BTreeMap<String, String> = map
-        .into_iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| match v {
-            Value::String(s) => (k, s),
-            other => (k, other.to_string()),
-        })
-        .collect();
     let changed: Vec<(&str, &str)> = flat
         .iter()
         .filter(|(k, v)| stored.get(*k) != Some(*v))
@@ -680,6 +672,72 @@ fn save_exchange(
         .collect();
     batch.hdel(key, &gone).hset(key, &changed);
     flat
+}
+
+/// `exchange` as one hash: its top-level fields, strings as they are and
+/// anything else as compact JSON, absent and null fields left out.
+///
+/// Each typed field is written straight to its text rather than through a
+/// `serde_json::Value` of the whole exchange: this runs for every heartbeat, and
+/// the tree of maps the generic way builds (the system information's dozen
+/// fields, the traffic counters) was most of a heartbeat's allocations. The
+/// result is the same text field for field; a test holds the two together.
+/// `None` only if a field cannot be serialized.
+fn flat_exchange(exchange: &Exchange) -> Option<BTreeMap<String, String>> {
+    // Destructured whole, so that a field added to `Exchange` does not compile
+    // until it is stored here too.
+    let Exchange {
+        header,
+        connect_ws,
+        data_url,
+        system_info,
+        geoip,
+        traffic_flow,
+        extra,
+    } = exchange;
+    let Ok(Value::Object(head)) = serde_json::to_value(header) else {
+        return None;
+    };
+    let mut flat = BTreeMap::new();
+    let mut put = |key: &str, value: Value| match value {
+        Value::Null => {}
+        Value::String(s) => {
+            flat.insert(key.to_owned(), s);
+        }
+        other => {
+            flat.insert(key.to_owned(), other.to_string());
+        }
+    };
+    for (key, value) in head {
+        put(&key, value);
+    }
+    let mut text = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            flat.insert(key.to_owned(), value);
+        }
+    };
+    text("CONNECT_WS", connect_ws.clone());
+    text("DATA_URL", data_url.clone());
+    text("SYSTEM_INFO", json(system_info.as_deref())?);
+    text("GEOIP", json(geoip.as_ref())?);
+    text("TRAFFIC_FLOW", json(traffic_flow.as_ref())?);
+    for (key, value) in extra {
+        match value {
+            Value::Null => None,
+            Value::String(s) => flat.insert(key.clone(), s.clone()),
+            other => flat.insert(key.clone(), other.to_string()),
+        };
+    }
+    Some(flat)
+}
+
+/// `value` as compact JSON; `Some(None)` when absent, `None` if it cannot be
+/// serialized.
+fn json<T: serde::Serialize>(value: Option<&T>) -> Option<Option<String>> {
+    match value {
+        None => Some(None),
+        Some(v) => serde_json::to_string(v).ok().map(Some),
+    }
 }
 
 /// An exchange as [`save_exchange`] stored it; `None` if there is none, or it
@@ -769,6 +827,59 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
         (Book::new(Arc::clone(&store), "e"), store, dir)
+    }
+
+    /// The typed flattening must store what the generic one (through a
+    /// `Value` of the whole exchange) stored: hashes written by earlier builds
+    /// are compared field by field with the next heartbeat's, and read back by
+    /// `exchange_from_hash`.
+    #[test]
+    fn an_exchange_is_flattened_as_the_generic_way_flattens_it() {
+        use dandelion_core::protocol::Message;
+        let id = Identity::generate(Role::Box).unwrap().id().to_string();
+        let text = format!(
+            r#"{{"COMMAND":"EXCHANGE","ID":"{id}","TYPE":"BOX","IP":"10.0.0.5","PORT":"7071",
+            "VERSION":"2","CONNECT_WS":"ws://10.0.0.5:7071/ws","DATA_URL":"http://10.0.0.5:7071",
+            "SYSTEM_INFO":{{"CPU_CORES":4,"CPU_USAGE":12.5,"LOAD_AVG":[0.1,0.25,1e-7],
+              "MEM_TOTAL":8000000000,"NEW_FIELD":{{"nested":["x\"y",null]}}}},
+            "GEOIP":{{"COUNTRY":"TW","CITY":"Taipei","LOC":"25.03,121.56"}},
+            "TRAFFIC_FLOW":{{"BYTES_SERVED":123456789,"REQUESTS":42,"PEAK":1.5}},
+            "CPU-USR":"100.0","MEM-TOTAL":"2048","NOTHING":null,"COUNT":7,
+            "{id}:TRAFFIC_FLOW:log-1":{{"IN":1,"OUT":2.25}},"ÜNICODE \u00e9":"é\n"}}"#
+        );
+        let Message::Exchange(exchange) = Message::decode(&text).unwrap() else {
+            panic!("not an exchange");
+        };
+        let serde_json::Value::Object(map) = serde_json::to_value(&exchange).unwrap() else {
+            panic!("not an object");
+        };
+        let generic: std::collections::BTreeMap<String, String> = map
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect();
+        assert_eq!(super::flat_exchange(&exchange).unwrap(), generic);
+        assert!(generic.contains_key("SYSTEM_INFO") && generic.contains_key("CPU-USR"));
+        assert!(!generic.contains_key("NOTHING"));
+        let mut bare = exchange;
+        (bare.system_info, bare.geoip, bare.traffic_flow) = (None, None, None);
+        bare.extra.clear();
+        let flat = super::flat_exchange(&bare).unwrap();
+        assert_eq!(
+            flat.keys().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "CONNECT_WS",
+                "DATA_URL",
+                "ID",
+                "IP",
+                "PORT",
+                "TYPE",
+                "VERSION"
+            ]
+        );
     }
 
     #[tokio::test]
