@@ -235,6 +235,20 @@ fn event(age: f64, level: Level, text: &str) -> Update {
 }
 
 /// An app attached to an entrance, a publisher and a box, all live.
+/// The fixture app, its file picker opening on a folder of `files` segments
+/// (`seg00.ts`…): enough of them to need scrolling. Keep the folder as long
+/// as the app.
+pub fn app_with_segments(files: usize) -> (App, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary folder: {e}"));
+    for i in 0..files {
+        std::fs::write(root.path().join(format!("seg{i:02}.ts")), b"x")
+            .unwrap_or_else(|e| panic!("a segment in the temporary folder: {e}"));
+    }
+    let mut app = app(false);
+    app.start_dir = root.path().to_owned();
+    (app, root)
+}
+
 pub fn app(preservation: bool) -> App {
     let mut app = App::new(Tokens::default(), std::path::Path::new("/tmp"), NOW);
     app.attach("http://127.0.0.1:7070");

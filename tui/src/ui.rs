@@ -116,6 +116,10 @@ fn tab_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 
 const TAB_GAP: &str = " │ ";
 
+/// From this width on, a view's tables show their extra columns and longer
+/// names; under it they keep to what an 80-column ssh window holds.
+const WIDE_FROM: u16 = 110;
+
 /// The tabs that fit in `width` cells, the active one among them: as many
 /// before it as fit, then as many after. Room is kept for the markers that
 /// say how many tabs are hidden on each side (`‹2 ` and ` 3›`).

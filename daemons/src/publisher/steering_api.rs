@@ -142,12 +142,15 @@ pub(super) fn count_playlist(p: &Publisher, name: &str, sent: usize) {
 
 fn playlist_response(p: &Publisher, name: &str, body: String) -> Response {
     count_playlist(p, name, body.len());
+    steering_response(body, "application/vnd.apple.mpegurl")
+}
+
+/// A steering answer through hyper: changes with every placement, so never
+/// cached, and read by players on other origins.
+fn steering_response(body: String, content_type: &'static str) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/vnd.apple.mpegurl"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     cors(h);
     r
@@ -386,15 +389,7 @@ pub async fn manifest(
     let (_, text) = playlist(&p, &name).await?;
     let current = query.get(PATHWAY_QUERY).map(String::as_str);
     let body = manifest_body(&p, &v, &name, &text, current, &*p.directory.read().await);
-    let mut r = body.into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    cors(h);
-    Ok(r)
+    Ok(steering_response(body, "application/json"))
 }
 
 /// `GET /dandelion/pathway/<box>/<playlist>`: the media playlist as the

@@ -490,12 +490,7 @@ fn close_takes_the_active_tab_away_and_attaches_the_rest_again_under_their_numbe
 
 #[test]
 fn the_picker_goes_to_its_first_and_last_entry() {
-    let root = tempfile::tempdir().unwrap();
-    for i in 0..30 {
-        std::fs::write(root.path().join(format!("seg{i:02}.ts")), b"x").unwrap();
-    }
-    let mut app = fixtures::app(false);
-    app.start_dir = root.path().to_owned();
+    let (mut app, _root) = fixtures::app_with_segments(30);
     act(&mut app, &[Action::GoTab(1), Action::Push, Action::Bottom]);
     let Mode::Picker(p) = &app.mode else {
         panic!("no picker: {:?}", app.mode)

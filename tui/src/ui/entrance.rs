@@ -11,7 +11,7 @@ use ratatui::widgets::canvas::{Canvas, Map, MapResolution};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use super::format::{age, bytes, of_limit, opt_bytes, rate, short_id, sparkline};
-use super::{header_style, panel};
+use super::{WIDE_FROM, header_style, panel};
 use crate::app::entrance::{BoxEntry, EntranceData, location};
 use crate::app::{Data, Tab};
 use crate::theme::Theme;
@@ -37,8 +37,8 @@ pub fn boxes(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
     let now = now + tab.offset;
     let rows = tab.box_rows();
     let selected = tab.selected.min(rows.len().saturating_sub(1));
-    let wide = table_area.width >= 110;
     let Columns {
+        wide,
         id: id_w,
         spark: spark_w,
         rate: with_rate,
@@ -161,8 +161,9 @@ const WIDE_REST: usize = 11 + 4 + 12 + 1 + RATE_W + 10 + 9 + 8 + 4 + 12 + 9 + 2;
 /// so that boxes told apart by their last digits are told apart here too.
 fn columns(width: u16) -> Columns {
     let spare = usize::from(width).saturating_sub(WIDE_REST + LOCATION_WANTED);
-    if width < 110 {
+    if width < WIDE_FROM {
         Columns {
+            wide: false,
             id: 13,
             spark: 8,
             rate: false,
@@ -170,12 +171,14 @@ fn columns(width: u16) -> Columns {
     } else if spare < 21 {
         // Wide, but not enough for the rate beside the sparkline as well.
         Columns {
+            wide: true,
             id: 21,
             spark: 16,
             rate: false,
         }
     } else {
         Columns {
+            wide: true,
             id: spare.min(ID_FULL),
             spark: 12,
             rate: true,
@@ -183,9 +186,11 @@ fn columns(width: u16) -> Columns {
     }
 }
 
-/// How wide a boxes table's ID and sparkline are, and whether the current
-/// rate is written beside the sparkline.
+/// Whether a boxes table has the wide table's extra columns (SERVED,
+/// VERSION), how wide its ID and sparkline are, and whether the current rate
+/// is written beside the sparkline.
 struct Columns {
+    wide: bool,
     id: usize,
     spark: usize,
     rate: bool,
@@ -253,7 +258,7 @@ pub fn geo(f: &mut Frame, area: Rect, tab: &Tab, theme: &Theme) {
         return waiting(f, area, tab, theme);
     };
     let area = banner(f, area, data, theme);
-    let table_width = if area.width >= 110 { 56 } else { 42 };
+    let table_width = if area.width >= WIDE_FROM { 56 } else { 42 };
     let [left, right] =
         Layout::horizontal([Constraint::Length(table_width), Constraint::Min(20)]).areas(area);
     let rows = data.geo(&tab.filter);

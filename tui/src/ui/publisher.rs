@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
 
 use super::entrance::waiting;
 use super::format::{bar, bytes, countdown, short_id};
-use super::{header_style, panel, popup};
+use super::{WIDE_FROM, header_style, panel, popup};
 use crate::app::picker::Picker;
 use crate::app::{Data, Tab};
 use crate::theme::Theme;
@@ -47,7 +47,11 @@ pub fn files(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
             .style(theme.title())
         })
         .collect();
-    let name_w = if table_area.width >= 110 { 34 } else { 18 };
+    let name_w = if table_area.width >= WIDE_FROM {
+        34
+    } else {
+        18
+    };
     rows.extend(files.iter().map(|file| {
         let state = if file.state == "queued" && p.sending.contains(&file.name) {
             "sending"
@@ -75,7 +79,7 @@ pub fn files(f: &mut Frame, area: Rect, tab: &Tab, now: f64, theme: &Theme) {
         .as_ref()
         .and_then(|o| {
             let share = o.box_share? * 100.0;
-            Some(if table_area.width >= 110 {
+            Some(if table_area.width >= WIDE_FROM {
                 format!(
                     " · {share:.1}% from boxes ({} / {} origin)",
                     bytes(o.total.box_bytes),
@@ -177,7 +181,7 @@ pub fn ranking(f: &mut Frame, area: Rect, tab: &Tab, theme: &Theme) {
     let Data::Publisher(p) = &tab.data else {
         return waiting(f, area, tab, theme);
     };
-    let wide = area.width >= 110;
+    let wide = area.width >= WIDE_FROM;
     let rows = p.ranking.iter().enumerate().map(|(i, r)| {
         Row::new(vec![
             Cell::from(format!("{}", i + 1)),

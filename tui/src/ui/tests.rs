@@ -287,12 +287,7 @@ fn a_status_message_leaves_the_key_hints_on_the_footer() {
 
 #[test]
 fn a_long_picker_says_where_it_is() {
-    let root = tempfile::tempdir().unwrap();
-    for i in 0..30 {
-        std::fs::write(root.path().join(format!("seg{i:02}.ts")), b"x").unwrap();
-    }
-    let mut app = fixtures::app(false);
-    app.start_dir = root.path().to_owned();
+    let (mut app, _root) = fixtures::app_with_segments(30);
     act(&mut app, &[Action::GoTab(1), Action::Push]);
     let screen = text(&render(&app, 80, 24));
     assert!(screen.contains(" 1/31 ↓ "), "{screen}");
