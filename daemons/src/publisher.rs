@@ -13,6 +13,7 @@
 //! last resort.
 
 pub mod api;
+pub mod byte_range;
 pub mod console;
 pub mod cutthrough;
 pub mod directory;

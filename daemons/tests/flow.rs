@@ -1483,6 +1483,29 @@ fn small_files_are_kept_in_the_store_and_served_from_it_until_they_expire() {
         served.headers["content-type"],
         "application/vnd.apple.mpegurl"
     );
+    // Players read parts of what the publisher serves from memory, as they do
+    // of files on disk: one range is a 206 of those bytes, one past the end a
+    // 416 saying how long the file is.
+    let part = net
+        .rt
+        .block_on(net.http.get(&url, &[("range", "bytes=0-6")]))
+        .unwrap();
+    assert_eq!(part.status, 206);
+    assert_eq!(&part.body[..], b"#EXTM3U");
+    assert_eq!(
+        part.headers["content-range"],
+        format!("bytes 0-6/{}", playlist.len())
+    );
+    assert_eq!(part.headers["accept-ranges"], "bytes");
+    let past = net
+        .rt
+        .block_on(net.http.get(&url, &[("range", "bytes=5000-")]))
+        .unwrap();
+    assert_eq!(past.status, 416);
+    assert_eq!(
+        past.headers["content-range"],
+        format!("bytes */{}", playlist.len())
+    );
     // A segment goes from the store to its box, byte for byte.
     let segment = content(100 * 1024, 71);
     put("live/seg0.ts", &segment, "10m");

@@ -26,6 +26,7 @@ use serde_json::json;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use super::byte_range::{self, Ranged};
 use super::cutthrough::Forwards;
 use super::intake;
 use super::jobs::{Job, JobState, Origin, Placement};
@@ -454,18 +455,51 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// A file kept in the store, served whole: its bytes are in memory already,
-/// and a server may answer a `Range` with the whole file (`200`). `HEAD` gets
-/// the same headers without the body (axum drops it).
-fn from_store(name: &str, bytes: bytes::Bytes) -> Response {
-    let len = bytes.len();
-    let mut r = Response::new(Body::from(bytes));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(dandelion_core::media::content_type(name)),
+/// A file kept in the store, from its bytes in memory: whole, or the one
+/// range the viewer asked for ([`byte_range::ranged`]). `HEAD` gets the same
+/// headers without the body (axum drops it).
+fn from_store(name: &str, bytes: bytes::Bytes, asked: &HeaderMap) -> Response {
+    let len = bytes.len() as u64;
+    let unsatisfiable = (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        bytes::Bytes::new(),
+        Some(None),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let (status, body, range) = match byte_range::ranged(asked, len) {
+        Ranged::Whole => (StatusCode::OK, bytes, None),
+        Ranged::Part(part) => {
+            // `ranged` keeps a part within the body; checked all the same,
+            // since a slice out of bounds would panic.
+            let start = usize::try_from(*part.start()).ok();
+            let end = usize::try_from(*part.end()).ok();
+            match start.zip(end).filter(|&(s, e)| s <= e && e < bytes.len()) {
+                Some((s, e)) => (
+                    StatusCode::PARTIAL_CONTENT,
+                    bytes.slice(s..=e),
+                    Some(Some(part)),
+                ),
+                None => unsatisfiable,
+            }
+        }
+        Ranged::Unsatisfiable => unsatisfiable,
+    };
+    let sent = body.len();
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if status != StatusCode::RANGE_NOT_SATISFIABLE {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(dandelion_core::media::content_type(name)),
+        );
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(sent));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(part) = range
+        && let Ok(v) = HeaderValue::from_str(&byte_range::content_range(part.as_ref(), len))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
     r
 }
 
@@ -534,7 +568,7 @@ async fn view(
         Origin::Store => match p.records.origin(&name).await {
             Ok(Some(bytes)) => {
                 p.origin_cache.put(&name, &job.sha256, bytes.clone());
-                from_store(&name, bytes)
+                from_store(&name, bytes, request.headers())
             }
             Ok(None) => error(
                 StatusCode::NOT_FOUND,
