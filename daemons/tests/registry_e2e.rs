@@ -245,7 +245,10 @@ impl Net {
             .unwrap_or(0.0)
     }
 
-    /// Waits until every box in `ids` is `active` at `entrance`.
+    /// Waits until every box in `ids` is `active` at `entrance` and handed out
+    /// by its SEARCH. A box is `active` from its first heartbeat but handed to
+    /// publishers only once a reachability check has found it at its data URL,
+    /// a moment later; a test that searches right after must wait for both.
     fn wait_active_at<S: AsRef<str> + std::fmt::Debug>(&self, entrance: &Daemon, ids: &[S]) {
         wait_for(&format!("{ids:?} active"), SOON, || {
             let list = self.api_boxes_at(entrance);
@@ -256,10 +259,21 @@ impl Net {
                 })
                 .then_some(())
         });
+        self.wait_searchable_at(entrance, ids);
     }
 
     fn wait_active<S: AsRef<str> + std::fmt::Debug>(&self, ids: &[S]) {
         self.wait_active_at(&self.entrance, ids);
+    }
+
+    /// Waits until a SEARCH at `entrance` hands out every box in `ids`.
+    fn wait_searchable_at<S: AsRef<str> + std::fmt::Debug>(&self, entrance: &Daemon, ids: &[S]) {
+        wait_for(&format!("a SEARCH listing {ids:?}"), SOON, || {
+            let found = self.search_ids_at(entrance);
+            ids.iter()
+                .all(|id| found.iter().any(|f| f == id.as_ref()))
+                .then_some(())
+        });
     }
 }
 
@@ -531,6 +545,7 @@ fn boxes_are_back_after_an_entrance_restart(backend: Backend) {
         back_after <= 2 * HEARTBEAT,
         "boxes back after {back_after:?}, more than two heartbeat intervals"
     );
+    net.wait_searchable_at(&net.entrance, &ids);
     assert_eq!(net.search_ids(), sorted(&ids));
 }
 
