@@ -640,9 +640,10 @@ fn a_box_reports_its_measured_uplink() {
         .search_at(&net.entrance)
         .boxes
         .into_iter()
-        .find(|x| x.header.id.as_str() == silent.id);
+        .find(|x| x.header.id.as_str() == silent.id)
+        .expect("the box without an uplink test is handed out");
     assert_eq!(
-        reported.and_then(|x| x.system_info?.uplink),
+        reported.system_info.and_then(|i| i.uplink),
         None,
         "switched off, nothing measured"
     );
