@@ -17,10 +17,13 @@
 #  5. redirect latency at a steady RATE (default 10 000/s), open loop
 #     (`publisher_bench rate`).
 #
-# Usage: bench/publisher.sh [--skip-big] [--latency-count N] [--count N] [--concurrency C]
+# Usage: bench/publisher.sh [--skip-big] [--skip-redirects] [--latency-count N] [--count N]
+#                           [--concurrency C]
 #                           [extra redirect-vs-nginx.sh options after --]
 #        PUB_EXTRA='store_files_up_to = 0\n' bench/publisher.sh ...  adds lines to the
 #        publisher's [publisher] section, to compare settings in the same conditions.
+#        DANDELION_BIN=/path/to/dandelion bench/publisher.sh ...  runs another build,
+#        to compare builds in the same sitting.
 # Needs: cargo build --release -p dandelion-daemons --bin dandelion --example publisher_bench;
 #        nginx, wrk, curl, python3. Run time about 2.5 minutes; needs ~3.5 GiB in /tmp
 #        (or in BENCH_DIR, where the work directory goes when it is set).
@@ -29,12 +32,13 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="${SHARED_BENCH:-$ROOT/../shared/bench}"
 # shellcheck source=/dev/null
 source "$SHARED/lib/common.sh"
-BIN="$ROOT/target/release/dandelion"; TOOL="$ROOT/target/release/examples/publisher_bench"
+BIN="${DANDELION_BIN:-$ROOT/target/release/dandelion}"; TOOL="$ROOT/target/release/examples/publisher_bench"
 [[ -x "$BIN" && -x "$TOOL" ]] || die "build first: cargo build --release -p dandelion-daemons --bin dandelion --example publisher_bench"
-BIG=1; LAT_COUNT=200; TP_COUNT=1000; CONC=16
+BIG=1; REDIRECTS=1; LAT_COUNT=200; TP_COUNT=1000; CONC=16
 while (( $# )); do
   case "$1" in
     --skip-big) BIG=0; shift;;
+    --skip-redirects) REDIRECTS=0; shift;;
     --latency-count) LAT_COUNT="$2"; shift 2;;
     --count) TP_COUNT="$2"; shift 2;;
     --concurrency) CONC="$2"; shift 2;;
@@ -180,6 +184,7 @@ import json, sys
 print("ranking now:", "; ".join("%s score %.2f (reliability %.2f, throughput %.2f)" % (r["box"][:16], r["score"], r["reliability"], r["throughput"]) for r in json.load(sys.stdin)))'
 echo "after the segments: publisher peak $(rss "$PUB" VmHWM) (now $(rss "$PUB" VmRSS)), boxes now $(for b in "${BOX_PIDS[@]}"; do printf '%s, ' "$(rss "$b" VmRSS)"; done | sed 's/, $//')"
 
+(( REDIRECTS )) || exit 0
 # Redirects: four placed segments, and nginx redirecting to the same shape of URL.
 NAMES=$(sed -n 's/^names: //p' "$W/latency.txt" | cut -d, -f1-4)
 bash "$SHARED/redirect-vs-nginx.sh" --candidate-url-prefix "$PURL" --candidate-pid "$PUB" \

@@ -425,6 +425,13 @@ impl Storage {
     /// Moves a verified temporary file into place: fsync (unless its last
     /// write did), record the expiry, then rename over whatever was there (an
     /// atomic replace) and sync the directory.
+    ///
+    /// The file's fsync and the expiry's commit are each a wait on the disk and
+    /// need nothing from each other, so they run side by side: one fsync less
+    /// between a segment's last byte and its verdict. Both end before the
+    /// rename, so a file under its name always has its expiry recorded; a
+    /// crash between them leaves an entry without a file or a temporary file,
+    /// both of which opening the storage repairs.
     pub async fn land(
         &self,
         mut pending: Pending,
@@ -432,45 +439,60 @@ impl Storage {
         ttl: u64,
     ) -> Result<(), StoreRefusal> {
         let io = |what: &str, e: std::io::Error| StoreRefusal::Io(format!("{what}: {e}"));
-        pending.written().await?;
-        pending.behind.settle().await.map_err(|e| io("fsync", e))?;
-        if !pending.synced {
-            let file = pending.file.take();
-            let temp = pending.temp.clone();
-            blocking(move || {
-                let file = match file {
-                    Some(file) => file,
-                    // No byte came: an empty file.
-                    None => create_temp(&temp, false)?,
-                };
-                let file = file.finish().map_err(|e| io("writing the file", e))?;
-                file.sync_all().map_err(|e| io("fsync", e))
-            })
-            .await?;
-        }
-        pending.file = None;
+        let member = pending.member.clone();
         let base = self.inner.root.join(&pending.publisher);
-        let _landing = self.landing(&pending.member).lock().await;
-        // Two trips to the blocking pool rather than one per call: landings
-        // are many (live segments) and each trip is two thread wake-ups.
         let rel = pending.rel.clone();
-        let target = blocking(move || {
+        let _landing = self.landing(&member).lock().await;
+        let durable = async {
+            pending.written().await?;
+            pending.behind.settle().await.map_err(|e| io("fsync", e))?;
+            if !pending.synced {
+                let file = pending.file.take();
+                let temp = pending.temp.clone();
+                blocking(move || {
+                    let file = match file {
+                        Some(file) => file,
+                        // No byte came: an empty file.
+                        None => create_temp(&temp, false)?,
+                    };
+                    let file = file.finish().map_err(|e| io("writing the file", e))?;
+                    file.sync_all().map_err(|e| io("fsync", e))
+                })
+                .await?;
+            }
+            pending.file = None;
+            Ok(())
+        };
+        let expires = now_secs().saturating_add(ttl);
+        let recorded = async {
+            self.inner
+                .store
+                .zadd(&self.inner.index_key, &member, secs_score(expires))
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreRefusal::Io(format!("recording the expiry: {e}")))
+        };
+        let placed = blocking(move || {
             // Checked again: a directory may have changed since the transfer began.
             let target = paths::check_on_disk(&base, &rel)?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io("creating the directory", e))?;
             }
             Ok(target)
-        })
-        .await?;
-        let expires = now_secs().saturating_add(ttl);
-        self.inner
-            .store
-            .zadd(&self.inner.index_key, &pending.member, secs_score(expires))
-            .await
-            .map_err(|e| StoreRefusal::Io(format!("recording the expiry: {e}")))?;
+        });
+        let (durable, recorded, placed) = tokio::join!(durable, recorded, placed);
+        let recorded_ok = recorded.is_ok();
+        let target = match durable.and(recorded).and(placed) {
+            Ok(target) => target,
+            Err(e) => {
+                if recorded_ok {
+                    self.restore_expiry(&member).await;
+                }
+                return Err(e);
+            }
+        };
         let temp = pending.temp.clone();
-        blocking(move || {
+        let renamed = blocking(move || {
             std::fs::rename(&temp, &target).map_err(|e| io("moving the file into place", e))?;
             // The rename is durable once the directory is synced.
             if let Some(parent) = target.parent()
@@ -480,7 +502,11 @@ impl Storage {
             }
             Ok(())
         })
-        .await?;
+        .await;
+        if let Err(e) = renamed {
+            self.restore_expiry(&member).await;
+            return Err(e);
+        }
         pending.landed = true;
         let mut table = self.table();
         let version = self.inner.counter.fetch_add(1, Ordering::Relaxed);
@@ -501,6 +527,26 @@ impl Storage {
             .saturating_sub(old.map_or(0, |f| f.size))
             .saturating_add(size);
         Ok(())
+    }
+
+    /// Puts back the expiry a failed landing recorded: the one of the file
+    /// still under the name, or none. Best effort: an entry left wrong names
+    /// a file that is not there, which the sweep and opening the storage forget.
+    async fn restore_expiry(&self, member: &str) {
+        let before = self.table().files.get(member).map(|f| f.expires);
+        let key = &self.inner.index_key;
+        let restored = match before {
+            Some(expires) => self
+                .inner
+                .store
+                .zadd(key, member, secs_score(expires))
+                .await
+                .map(|_| ()),
+            None => self.inner.store.zrem(key, &[member]).await.map(|_| ()),
+        };
+        if let Err(e) = restored {
+            tracing::warn!(member, "cannot undo the expiry of a failed landing: {e}");
+        }
     }
 
     /// A live (not expired) file by its member name `<publisher-id>/<path>`.
@@ -691,4 +737,101 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(StoreRefusal::Io(format!("a filesystem task failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use dandelion_core::store::embedded::EmbeddedStore;
+
+    const INDEX: &str = "box:EXPIRE_FILES";
+    const PUBLISHER: &str = "publisher-0123";
+
+    async fn open(dir: &Path) -> (Storage, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("store.redb")).unwrap());
+        let storage = Storage::open(dir, store.clone(), INDEX.into(), Quotas::default())
+            .await
+            .unwrap();
+        (storage, store)
+    }
+
+    /// A transfer of `bytes` to `path`, written and ready to land.
+    async fn arrived(storage: &Storage, path: &str, bytes: &'static [u8]) -> Pending {
+        let mut pending = storage
+            .begin(PUBLISHER, path, bytes.len() as u64)
+            .await
+            .unwrap();
+        let permit = Arc::new(tokio::sync::Semaphore::new(1 << 20))
+            .acquire_many_owned(1)
+            .await
+            .unwrap();
+        pending
+            .write(bytes::Bytes::from_static(bytes), true, permit)
+            .await
+            .unwrap();
+        pending
+    }
+
+    #[tokio::test]
+    async fn a_landed_file_is_in_place_with_its_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, store) = open(dir.path()).await;
+        let pending = arrived(&storage, "/live/seg-1.ts", b"segment").await;
+        storage.land(pending, 7, 60).await.unwrap();
+        let member = format!("{PUBLISHER}/live/seg-1.ts");
+        let on_disk = std::fs::read(dir.path().join("files").join(&member)).unwrap();
+        assert_eq!(on_disk, b"segment");
+        let entry = storage.get(&member).unwrap();
+        let score = store.zscore(INDEX, &member).await.unwrap();
+        assert_eq!(score.map(score_secs), Some(entry.expires));
+        assert!(
+            std::fs::read_dir(dir.path().join("files/.partial"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    /// The expiry is committed while the file is still being made durable; a
+    /// landing that then fails must not leave it behind, for a new name or
+    /// over a file already there.
+    #[tokio::test]
+    async fn a_failed_landing_leaves_the_expiry_index_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, store) = open(dir.path()).await;
+        let files = dir.path().join("files").join(PUBLISHER);
+        std::fs::create_dir_all(&files).unwrap();
+
+        // A new name whose directory became a symlink while the bytes came.
+        let pending = arrived(&storage, "/moved/seg-1.ts", b"segment").await;
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), files.join("moved")).unwrap();
+        let refused = storage.land(pending, 7, 60).await.unwrap_err();
+        assert!(matches!(refused, StoreRefusal::Path(_)), "{refused:?}");
+        let member = format!("{PUBLISHER}/moved/seg-1.ts");
+        assert_eq!(store.zscore(INDEX, &member).await.unwrap(), None);
+        assert!(storage.get(&member).is_none());
+        assert!(
+            std::fs::read_dir(elsewhere.path())
+                .unwrap()
+                .next()
+                .is_none()
+        );
+
+        // A replacement whose name became a directory while the bytes came:
+        // the expiry of the file the index had stays.
+        let pending = arrived(&storage, "/stuck.ts", b"first").await;
+        storage.land(pending, 5, 600).await.unwrap();
+        let member = format!("{PUBLISHER}/stuck.ts");
+        let before = store.zscore(INDEX, &member).await.unwrap();
+        assert!(before.is_some());
+        let pending = arrived(&storage, "/stuck.ts", b"second").await;
+        std::fs::remove_file(files.join("stuck.ts")).unwrap();
+        std::fs::create_dir_all(files.join("stuck.ts/inside")).unwrap();
+        let refused = storage.land(pending, 6, 5).await.unwrap_err();
+        assert!(matches!(refused, StoreRefusal::Path(_)), "{refused:?}");
+        assert_eq!(store.zscore(INDEX, &member).await.unwrap(), before);
+    }
 }
