@@ -265,6 +265,10 @@ async fn main() -> anyhow::Result<()> {
     println!("heartbeats/s: {rate:.0} held over {elapsed:.0}s (target {target:.0})");
     println!("reply p50:    {:.2} ms", percentile(&l, 0.50));
     println!("reply p99:    {:.2} ms", percentile(&l, 0.99));
+    // A stall of a few hundred ms every few seconds (a worker held by a scan)
+    // shows here long before it reaches p99.
+    println!("reply p99.9:  {:.2} ms", percentile(&l, 0.999));
+    println!("reply max:    {:.2} ms", percentile(&l, 1.0));
     println!("errors:       {}", errors.load(Ordering::Relaxed));
     if let (Some((_, cpu0)), Some((rss, cpu1))) = (before, after) {
         println!(

@@ -1098,9 +1098,10 @@ impl Store for EmbeddedStore {
     }
 
     async fn hgetall_many(&self, keys: &[&str]) -> Result<Vec<BTreeMap<String, String>>> {
-        self.read_now("HGETALL", keys, |txn| {
-            keys.iter().map(|key| read_hash(txn, key)).collect()
-        })
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read_now("HGETALL", keys, |txn| read_hashes(txn, keys))
     }
 
     async fn hdel(&self, key: &str, fields: &[&str]) -> Result<u64> {
@@ -1483,20 +1484,32 @@ impl Store for EmbeddedStore {
 
 /// All fields of the hash `key` in a read snapshot.
 fn read_hash(txn: &ReadTransaction, key: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    if !expect_kind(&txn.open_table(TYPES)?, key, Kind::Hash)? {
-        return Ok(out);
-    }
+    read_hashes(txn, &[key]).map(|mut all| all.pop().unwrap_or_default())
+}
+
+/// Every hash in `keys`, in order (empty for a key that is not there). The
+/// tables are opened once for all of them: opening one is a lookup of its own,
+/// and a listing reads hundreds of hashes at a time.
+fn read_hashes(txn: &ReadTransaction, keys: &[&str]) -> Result<Vec<BTreeMap<String, String>>> {
+    let types = txn.open_table(TYPES)?;
     let hashes = txn.open_table(HASHES)?;
-    for entry in hashes.range((key, "")..)? {
-        let (entry_key, value) = entry?;
-        let (owner, field) = entry_key.value();
-        if owner != key {
-            break;
-        }
-        out.insert(field.to_owned(), value.value().to_owned());
-    }
-    Ok(out)
+    keys.iter()
+        .map(|&key| {
+            let mut out = BTreeMap::new();
+            if !expect_kind(&types, key, Kind::Hash)? {
+                return Ok(out);
+            }
+            for entry in hashes.range((key, "")..)? {
+                let (entry_key, value) = entry?;
+                let (owner, field) = entry_key.value();
+                if owner != key {
+                    break;
+                }
+                out.insert(field.to_owned(), value.value().to_owned());
+            }
+            Ok(out)
+        })
+        .collect()
 }
 
 /// Names a batch in error messages by the keys it writes.

@@ -17,7 +17,7 @@ use dandelion_core::protocol::{Exchange, GeoIp};
 use dandelion_core::store::{Batch, Keys, Order, Store, StoreError};
 use serde_json::{Map, Value};
 
-use super::registry::{BoxInfo, BoxState};
+use super::registry::{BoxInfo, BoxState, Tally};
 
 /// Unix time in seconds, the unit of every score and timestamp here.
 pub fn now() -> f64 {
@@ -168,7 +168,7 @@ impl Revisions {
 /// Boxes read per store call by [`Book::list`] and [`Book::infos`]: one read
 /// each for a few hundred boxes, so listing 20 000 is tens of reads, not tens
 /// of thousands, and no single one holds a reader for long.
-const LIST_CHUNK: usize = 256;
+pub(super) const LIST_CHUNK: usize = 256;
 
 /// Handle on the registry in the store; cheap to clone.
 #[derive(Debug, Clone)]
@@ -558,6 +558,7 @@ impl Book {
                     });
                 }
             }
+            between_chunks().await;
         }
         for chunk in self.banned().await?.chunks(LIST_CHUNK) {
             let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -571,14 +572,15 @@ impl Book {
                     });
                 }
             }
+            between_chunks().await;
         }
         Ok(out)
     }
 
-    /// The entrance's view of every box it knows — [`Book::list`] without the
-    /// exchanges, which are most of the reading and all of the parsing: what
-    /// the `boxes` gauge counts every few seconds.
-    pub async fn infos(&self) -> Result<Vec<BoxInfo>, StoreError> {
+    /// A [`Tally`] of every box the entrance knows, the live set and the
+    /// evicted: what the `boxes` gauge counts every few seconds. Only the
+    /// fields that count are parsed.
+    pub async fn tallies(&self) -> Result<Vec<Tally>, StoreError> {
         let mut ids: Vec<String> = self
             .members()
             .await?
@@ -588,13 +590,16 @@ impl Book {
         ids.extend(self.banned().await?);
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(LIST_CHUNK) {
-            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let keys: Vec<String> = chunk.iter().map(|id| self.keys.box_info(id)).collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             out.extend(
-                self.records(&ids, false)
+                self.store
+                    .hgetall_many(&keys)
                     .await?
-                    .into_iter()
-                    .filter_map(|(info, _)| info),
+                    .iter()
+                    .filter_map(parse_tally),
             );
+            between_chunks().await;
         }
         Ok(out)
     }
@@ -760,16 +765,39 @@ fn exchange_from_hash(hash: BTreeMap<String, String>) -> Option<Exchange> {
     serde_json::from_value(Value::Object(map)).ok()
 }
 
+/// Lets the runtime's other tasks run between two chunks of a scan. On the
+/// embedded store a chunk is read in place, on the worker that asked, and a
+/// scan of every box (tens of thousands of records) done in one go held that
+/// worker, and every heartbeat session waiting on it, for hundreds of ms.
+pub(super) async fn between_chunks() {
+    tokio::task::yield_now().await;
+}
+
+fn parse_tally(hash: &BTreeMap<String, String>) -> Option<Tally> {
+    Some(Tally {
+        state: BoxState::parse(hash.get(field::STATE)?)?,
+        last_heartbeat: hash
+            .get(field::LAST_HEARTBEAT)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        legacy: hash.get(field::LEGACY).map(String::as_str) == Some("1"),
+    })
+}
+
 fn parse_info(hash: &BTreeMap<String, String>) -> Option<BoxInfo> {
     let num = |f: &str| hash.get(f).and_then(|v| v.parse::<f64>().ok());
-    let state = BoxState::parse(hash.get(field::STATE)?)?;
+    let Tally {
+        state,
+        last_heartbeat,
+        legacy,
+    } = parse_tally(hash)?;
     Some(BoxInfo {
         state,
         since: num(field::SINCE).unwrap_or(0.0),
         reason: hash.get(field::REASON).cloned().unwrap_or_default(),
-        legacy: hash.get(field::LEGACY).map(String::as_str) == Some("1"),
+        legacy,
         first_seen: num(field::FIRST_SEEN).unwrap_or(0.0),
-        last_heartbeat: num(field::LAST_HEARTBEAT).unwrap_or(0.0),
+        last_heartbeat,
         observed_ip: hash.get(field::OBSERVED_IP).cloned(),
         public_key: hash.get(field::PUBLIC_KEY).cloned(),
         geo: hash
@@ -793,7 +821,7 @@ mod tests {
     use dandelion_core::protocol::{Exchange, GeoIp, Header};
     use dandelion_core::store::{EmbeddedStore, Store, StoreError};
 
-    use super::super::registry::BoxState;
+    use super::super::registry::{BoxState, Tally};
     use super::{Beat, Book, Checked, Heartbeat, Memo};
 
     fn exchange(connect_ws: Option<&str>, data_url: &str) -> Exchange {
@@ -1084,10 +1112,16 @@ mod tests {
         let evicted = listed.iter().find(|l| l.id == ids[0].0).unwrap();
         assert_eq!(evicted.info.state, BoxState::Evicted);
         assert!(evicted.exchange.is_none());
-        let infos = book.infos().await.unwrap();
-        assert_eq!(infos.len(), n);
-        let evicted = infos.iter().filter(|i| i.state == BoxState::Evicted);
-        assert_eq!(evicted.count(), 1);
+        let tallies = book.tallies().await.unwrap();
+        assert_eq!(tallies.len(), n);
+        for l in &listed {
+            let tally = Tally {
+                state: l.info.state,
+                last_heartbeat: l.info.last_heartbeat,
+                legacy: l.info.legacy,
+            };
+            assert_eq!(tallies.iter().filter(|s| **s == tally).count(), 1);
+        }
     }
 
     /// An ended ban forgets the evicted record, and only that: a box that has

@@ -77,6 +77,23 @@ impl BoxInfo {
     }
 }
 
+/// The little of a box's record its count by state needs: the `boxes` gauge
+/// tallies every box every few seconds, and a whole [`BoxInfo`] (its location
+/// parsed from JSON among the rest) costs several times as much to read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tally {
+    pub state: BoxState,
+    pub last_heartbeat: f64,
+    pub legacy: bool,
+}
+
+impl Tally {
+    /// The state at `now`, as [`BoxInfo::effective`] gives it.
+    pub fn effective(&self, now: f64, heartbeat: Duration) -> BoxState {
+        gone_stale(self.state, self.last_heartbeat, now, heartbeat).map_or(self.state, |e| e.state)
+    }
+}
+
 /// `stale`, with when and why, if a box in `state` that last heartbeat at
 /// `last_heartbeat` has missed too many heartbeats by `now`; see
 /// [`BoxInfo::effective`]. The console feed applies it to rows it already sent.
@@ -282,6 +299,26 @@ mod tests {
         );
         assert!(!unreachable.is_live(1001.0, HB, true));
         assert_eq!(unreachable.effective(1016.0, HB).state, BoxState::Stale);
+    }
+
+    /// The gauge counts from a [`Tally`]; it must count what a listing shows.
+    #[test]
+    fn a_tally_comes_to_the_state_its_whole_record_does() {
+        for (state, last, now) in [
+            (BoxState::Active, 1000.0, 1015.0),
+            (BoxState::Active, 1000.0, 1015.5),
+            (BoxState::Unreachable, 1000.0, 1001.0),
+            (BoxState::Unreachable, 1000.0, 1016.0),
+            (BoxState::Evicted, 0.0, 1e6),
+        ] {
+            let b = info(state, last);
+            let tally = Tally {
+                state,
+                last_heartbeat: last,
+                legacy: false,
+            };
+            assert_eq!(tally.effective(now, HB), b.effective(now, HB).state);
+        }
     }
 
     #[test]

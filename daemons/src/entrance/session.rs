@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Shared;
-use super::book::{Beat, Checked, Heartbeat, Memo, now};
+use super::book::{self, Beat, Checked, Heartbeat, Memo, now};
 use super::enrol::{self, EnrolError, Standing};
 use super::registry::{self, BoxInfo, BoxState, Candidate, rank};
 use super::{locate, reach};
@@ -801,9 +801,12 @@ async fn live_boxes(
 ) -> Result<Vec<(BoxInfo, Exchange)>, StoreError> {
     let now = now();
     let mut live = Vec::new();
-    for (id, _) in shared.book.members().await? {
+    for (n, (id, _)) in shared.book.members().await?.into_iter().enumerate() {
         if live.len() >= limit {
             break;
+        }
+        if n > 0 && n % book::LIST_CHUNK == 0 {
+            book::between_chunks().await;
         }
         let Ok(Some(info)) = shared.book.load_info(&id).await else {
             continue;

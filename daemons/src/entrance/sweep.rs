@@ -12,7 +12,7 @@ use dandelion_core::console::Level;
 
 use super::Shared;
 use super::book::now;
-use super::registry::{self, BoxInfo, MISSED_HEARTBEATS_FOR_STALE};
+use super::registry::{self, MISSED_HEARTBEATS_FOR_STALE, Tally};
 use crate::shutdown::Shutdown;
 
 /// Boxes expired per store call, so one round cannot hold the store for long.
@@ -113,10 +113,10 @@ async fn round(shared: &Shared) -> Result<(), dandelion_core::store::StoreError>
 }
 
 async fn update_gauge(shared: &Shared, now: f64) -> Result<(), dandelion_core::store::StoreError> {
-    let infos = shared.book.infos().await?;
-    let state = |info: &BoxInfo| info.effective(now, shared.config.heartbeat_interval).state;
-    let all = registry::count_states(infos.iter().map(state));
-    let legacy = registry::count_states(infos.iter().filter(|i| i.legacy).map(state));
+    let tallies = shared.book.tallies().await?;
+    let state = |s: &Tally| s.effective(now, shared.config.heartbeat_interval);
+    let all = registry::count_states(tallies.iter().map(state));
+    let legacy = registry::count_states(tallies.iter().filter(|s| s.legacy).map(state));
     for (gauge, counts) in [
         (&shared.metrics.boxes, all),
         (&shared.metrics.legacy_boxes, legacy),
