@@ -127,6 +127,18 @@ impl ConnectionError {
     }
 }
 
+/// A message encoded once, to be sent many times as it is: an answer that is
+/// the same for every peer (an entrance's heartbeat answer, thousands a
+/// second) need not be built and serialised again for each.
+#[derive(Debug, Clone)]
+pub struct Encoded(tungstenite::Utf8Bytes);
+
+impl Encoded {
+    pub fn new(message: &Message) -> Encoded {
+        Encoded(message.encode().into())
+    }
+}
+
 /// A typed message connection over any byte stream.
 #[derive(Debug)]
 pub struct Connection<S> {
@@ -260,6 +272,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     pub async fn send(&mut self, message: &Message) -> Result<(), ConnectionError> {
         self.ws.send(WsMessage::text(message.encode())).await?;
+        Ok(())
+    }
+
+    /// Sends a message encoded beforehand with [`Encoded::new`].
+    pub async fn send_encoded(&mut self, message: &Encoded) -> Result<(), ConnectionError> {
+        self.ws.send(WsMessage::Text(message.0.clone())).await?;
         Ok(())
     }
 

@@ -101,6 +101,8 @@ pub struct Shared {
     preservation: Mutex<Option<String>>,
     /// Publishers watching for boxes that leave or come back.
     pub watchers: watch::Watchers,
+    /// The heartbeat answer, encoded on first use (`session::exchange_reply`).
+    exchange_reply: std::sync::OnceLock<dandelion_core::connection::Encoded>,
 }
 
 impl Shared {
@@ -324,6 +326,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         next_session: AtomicU64::new(0),
         preservation: Mutex::new(None),
         watchers: watch::Watchers::default(),
+        exchange_reply: std::sync::OnceLock::new(),
         common: common.clone(),
     });
     tracing::info!(

@@ -19,7 +19,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dandelion_core::auth::Channel;
-use dandelion_core::connection::{ConnectionError, Incoming, MAX_SEARCH_REPLY};
+use dandelion_core::connection::{ConnectionError, Encoded, Incoming, MAX_SEARCH_REPLY};
 use dandelion_core::console::Level;
 use dandelion_core::ids::Role;
 use dandelion_core::protocol::{
@@ -375,7 +375,15 @@ async fn answer_store_error(
     conn.send(&reply).await.is_ok()
 }
 
-fn exchange_reply(shared: &Shared) -> Message {
+/// The answer to every heartbeat: built from configuration alone, so encoded
+/// once.
+fn exchange_reply(shared: &Shared) -> &Encoded {
+    shared
+        .exchange_reply
+        .get_or_init(|| Encoded::new(&build_exchange_reply(shared)))
+}
+
+fn build_exchange_reply(shared: &Shared) -> Message {
     Message::ExchangeReply(ExchangeReply {
         header: own_header(shared),
         entrance_urls: shared.entrance_urls(),
@@ -472,7 +480,7 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                 let beat = match shared.book.check(&hb, memo.take()).await {
                     Ok(Checked::Accepted(pending)) => {
                         if answer_first {
-                            if conn.send(&exchange_reply(&shared)).await.is_err() {
+                            if conn.send_encoded(exchange_reply(&shared)).await.is_err() {
                                 break;
                             }
                             answered();
@@ -512,7 +520,7 @@ async fn box_session(shared: Arc<Shared>, mut conn: ServerConnection, peer: Peer
                     memo = None;
                 }
                 if !answer_first {
-                    if conn.send(&exchange_reply(&shared)).await.is_err() {
+                    if conn.send_encoded(exchange_reply(&shared)).await.is_err() {
                         break;
                     }
                     answered();
