@@ -61,9 +61,10 @@ pub const SOFT_SYNC_WITHIN: Duration = Duration::from_secs(1);
 /// the upper levels of the hash table) however little changed on it, so a
 /// heartbeat storm committed a few writes at a time spends the writer's core on
 /// rewriting the same pages; gathered over a few milliseconds they are written
-/// once per group. Only heartbeats are soft, and a box is answered before its
-/// heartbeat is stored: what waits on this is a box's registration and the next
-/// message of the same session, both by at most this long.
+/// once per group. Today only the entrance's heartbeats are soft, and a box is
+/// answered before its heartbeat is stored: what waits on this is a box's
+/// registration and the next message of the same session, both by at most this
+/// long. A write made soft elsewhere waits as long.
 const SOFT_GATHER: Duration = Duration::from_millis(20);
 
 /// Upper bound of operations in one commit, so that one huge batch cannot hold every
