@@ -165,7 +165,7 @@ impl Revisions {
     }
 }
 
-/// Boxes read per store call by [`Book::list`] and [`Book::infos`]: one read
+/// Boxes read per store call by [`Book::list`] and [`Book::tallies`]: one read
 /// each for a few hundred boxes, so listing 20 000 is tens of reads, not tens
 /// of thousands, and no single one holds a reader for long.
 pub(super) const LIST_CHUNK: usize = 256;
