@@ -253,7 +253,18 @@ fn admin_token(net: &Network) -> String {
         .to_owned()
 }
 
+/// Waits until `n` boxes are active at the entrance and live at the publisher:
+/// a push now has boxes to go to.
 fn wait_active_boxes(net: &Network, n: usize) {
+    wait_entrance_active(net, n);
+    // Active at the entrance is not yet chosen by the publisher: SEARCH hands a
+    // box out only once its reachability check passed, and the publisher
+    // learns it at its next search. A push before then finds no box.
+    wait_publisher_knows(net, n);
+}
+
+/// Waits until the entrance lists `n` boxes as active.
+fn wait_entrance_active(net: &Network, n: usize) {
     let boxes_url = format!("{}/api/boxes", net.entrance.origin());
     wait_for(
         &format!("{n} active boxes at the entrance"),
@@ -1354,7 +1365,6 @@ fn a_big_upload_reaches_the_boxes_while_it_arrives_and_one_cut_off_leaves_nothin
     let root = tempfile::tempdir().unwrap();
     let net = start(root.path(), 2);
     wait_active_boxes(&net, 2);
-    wait_publisher_knows(&net, 2);
     let size = 6 << 20;
     let bytes = content(size, 61);
 
@@ -1414,7 +1424,6 @@ fn a_stalled_upload_lets_go_of_its_boxes_and_they_get_it_once_it_completes() {
     let root = tempfile::tempdir().unwrap();
     let net = start_with(root.path(), 2, false, &["upload_stall_timeout = 1"]);
     wait_active_boxes(&net, 2);
-    wait_publisher_knows(&net, 2);
     let size = 4 << 20;
     let bytes = content(size, 67);
     let mut upload = RawPut::begin(&net, "slow.bin?replicas=2", size);
