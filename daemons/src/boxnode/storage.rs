@@ -431,7 +431,9 @@ impl Storage {
     /// between a segment's last byte and its verdict. Both end before the
     /// rename, so a file under its name always has its expiry recorded; a
     /// crash between them leaves an entry without a file or a temporary file,
-    /// both of which opening the storage repairs.
+    /// both of which opening the storage repairs. Anything that fails after
+    /// the expiry was recorded (the path's check, the rename) puts the index
+    /// back as it was.
     pub async fn land(
         &self,
         mut pending: Pending,
@@ -472,27 +474,24 @@ impl Storage {
                 .map(|_| ())
                 .map_err(|e| StoreRefusal::Io(format!("recording the expiry: {e}")))
         };
-        let placed = blocking(move || {
-            // Checked again: a directory may have changed since the transfer began.
+        let (durable, recorded) = tokio::join!(durable, recorded);
+        let recorded_ok = recorded.is_ok();
+        if let Err(e) = durable.and(recorded) {
+            if recorded_ok {
+                self.restore_expiry(&member).await;
+            }
+            return Err(e);
+        }
+        let temp = pending.temp.clone();
+        let renamed = blocking(move || {
+            // Checked again: a directory may have changed since the transfer
+            // began. In the same trip to the blocking pool as the rename: a
+            // check and a `mkdir` of a directory that is there take
+            // microseconds, a trip of its own costs two thread switches.
             let target = paths::check_on_disk(&base, &rel)?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io("creating the directory", e))?;
             }
-            Ok(target)
-        });
-        let (durable, recorded, placed) = tokio::join!(durable, recorded, placed);
-        let recorded_ok = recorded.is_ok();
-        let target = match durable.and(recorded).and(placed) {
-            Ok(target) => target,
-            Err(e) => {
-                if recorded_ok {
-                    self.restore_expiry(&member).await;
-                }
-                return Err(e);
-            }
-        };
-        let temp = pending.temp.clone();
-        let renamed = blocking(move || {
             std::fs::rename(&temp, &target).map_err(|e| io("moving the file into place", e))?;
             // The rename is durable once the directory is synced.
             if let Some(parent) = target.parent()
@@ -833,5 +832,20 @@ mod tests {
         let refused = storage.land(pending, 6, 5).await.unwrap_err();
         assert!(matches!(refused, StoreRefusal::Path(_)), "{refused:?}");
         assert_eq!(store.zscore(INDEX, &member).await.unwrap(), before);
+
+        // A replacement whose rename fails (its temporary file is gone): the
+        // file under the name and its expiry stay as they were.
+        std::fs::remove_dir_all(files.join("stuck.ts")).unwrap();
+        let pending = arrived(&storage, "/kept.ts", b"first").await;
+        storage.land(pending, 5, 600).await.unwrap();
+        let member = format!("{PUBLISHER}/kept.ts");
+        let before = store.zscore(INDEX, &member).await.unwrap();
+        let mut pending = arrived(&storage, "/kept.ts", b"second").await;
+        pending.written().await.unwrap();
+        std::fs::remove_file(&pending.temp).unwrap();
+        let refused = storage.land(pending, 6, 5).await.unwrap_err();
+        assert!(matches!(refused, StoreRefusal::Io(_)), "{refused:?}");
+        assert_eq!(store.zscore(INDEX, &member).await.unwrap(), before);
+        assert_eq!(std::fs::read(files.join("kept.ts")).unwrap(), b"first");
     }
 }
