@@ -143,6 +143,10 @@ pub struct Publisher {
     pub metrics: PublisherMetrics,
     /// Signalled after every search round, so senders can wait for the first.
     pub searched: Notify,
+    /// Asks the search loop for a round before its interval is up (see
+    /// [`search::EARLY_SEARCH_GAP`]): a push that must be placed before it is
+    /// acknowledged found no box to place it on.
+    pub search_now: Notify,
     /// Wakes the serve prober early: an entrance said a box left or came back.
     pub probe_wake: Notify,
     /// Who served viewers what. A std Mutex: short sums, never held across an await.
@@ -360,6 +364,7 @@ pub async fn run(listener: TcpListener, config: &Config, shutdown: Shutdown) -> 
         origin_dir,
         metrics: PublisherMetrics::default(),
         searched: Notify::new(),
+        search_now: Notify::new(),
         probe_wake: Notify::new(),
         ledger: std::sync::Mutex::default(),
         origin_cache: origin_cache::OriginCache::default(),

@@ -1636,6 +1636,52 @@ fn on_redis_small_files_are_files_unless_the_store_is_asked_to_keep_them() {
     );
 }
 
+/// On a shared store a push is acknowledged only once a box holds a copy. A
+/// publisher that knows no box (just started, or its boxes just came) asks the
+/// entrance again at once instead of refusing: the push waits a few seconds
+/// for a box, and is refused only when none comes.
+#[test]
+fn on_a_shared_store_a_push_waits_a_few_seconds_for_a_first_box() {
+    use dandelion_testkit::redis::RedisServer;
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    // No box yet, and the publisher's next regular search a minute away.
+    let started = NetworkBuilder::new(root.path(), 0)
+        .publisher_top(format!("store = {:?}", redis.url()))
+        .publisher_setting("search_interval = 60")
+        .start();
+    let mut net = network(started);
+    let file = root.path().join("seg.ts");
+    let bytes = content(40_000, 79);
+    std::fs::write(&file, &bytes).unwrap();
+
+    // No box anywhere: refused, after a bounded wait.
+    let asked = std::time::Instant::now();
+    let refused = push(&net, &file, &["--as", "a/none.ts"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("no box took a copy"), "{said}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // A box joins; the publisher has not searched since. The push is taken.
+    net.boxes
+        .push(dandelion_testkit::network::box_joining(root.path(), &net.entrance, "box-0").spawn());
+    wait_entrance_active(&net, 1);
+    let taken = push(&net, &file, &["--as", "a/first.ts"]);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let (box_url, body) = view(&net, "a/first.ts").expect("a redirect to the box");
+    assert!(box_url.is_some());
+    assert_eq!(body, bytes);
+}
+
 /// `GET url` within `limit`: what a load balancer's health check or a viewer
 /// would give up after.
 fn get_within(net: &Network, url: &str, limit: Duration) -> dandelion_core::http::Response {

@@ -492,21 +492,8 @@ fn the_copies_a_dead_front_end_still_owed_are_made_from_a_boxs_copy() {
     std::fs::write(&copy, &other).unwrap();
 
     // A box to take the second copy.
-    let key = dandelion_testkit::network::publisher_key(&root.path().join("publisher"));
-    let entrance_ws = format!(
-        "ws://127.0.0.1:{}/dandelion/ws#{}",
-        net.entrance.port(),
-        entrance_id(&root.path().join("entrance"))
-    );
-    let _second_box = DaemonBuilder::new("box", &root.path().join("box-1"))
-        .set(format!("entrances = [{entrance_ws:?}]"))
-        .set(format!(
-            "join_token = {:?}",
-            dandelion_testkit::network::JOIN_TOKEN
-        ))
-        .set(format!("publisher_keys = [{key:?}]"))
-        .set("heartbeat_interval = 1")
-        .spawn();
+    let _second_box =
+        dandelion_testkit::network::box_joining(root.path(), &net.entrance, "box-1").spawn();
     let refused = wait_for(
         "B to refuse the box's other bytes",
         Duration::from_secs(30),

@@ -52,6 +52,23 @@ pub fn entrance_id(dir: &Path) -> String {
     identity(dir, "entrance").0
 }
 
+/// A box that joins the plain (not TLS) network under `root`, whose entrance
+/// is `entrance`, after it started: in `root/name`, set up as
+/// [`NetworkBuilder::start`] sets up its own boxes.
+pub fn box_joining(root: &Path, entrance: &Daemon, name: &str) -> DaemonBuilder {
+    let key = publisher_key(&root.join("publisher"));
+    let entrance_ws = format!(
+        "ws://127.0.0.1:{}/dandelion/ws#{}",
+        entrance.port(),
+        entrance_id(&root.join("entrance"))
+    );
+    DaemonBuilder::new("box", &root.join(name))
+        .set(format!("entrances = [{entrance_ws:?}]"))
+        .set(format!("join_token = {JOIN_TOKEN:?}"))
+        .set(format!("publisher_keys = [{key:?}]"))
+        .set("heartbeat_interval = 1")
+}
+
 /// How to start a [`Network`].
 #[derive(Debug, Clone)]
 pub struct NetworkBuilder {
@@ -175,8 +192,15 @@ impl NetworkBuilder {
             })
             .collect();
         let mut publisher = DaemonBuilder::new("publisher", &publisher_dir)
-            .set(format!("entrances = [{entrance_ws:?}]"))
-            .set("search_interval = 1");
+            .set(format!("entrances = [{entrance_ws:?}]"));
+        // A search round a second, unless the test says otherwise.
+        if !self
+            .publisher_lines
+            .iter()
+            .any(|l| l.starts_with("search_interval"))
+        {
+            publisher = publisher.set("search_interval = 1");
+        }
         // Copies of a dead box are placed again after 3 s, not the default
         // minute, unless the test says otherwise.
         if !self

@@ -306,14 +306,46 @@ async fn push(
         .into_response()
 }
 
+/// How long a push that must be placed before it is acknowledged waits for a
+/// box when the publisher knows none it may place on: a publisher just
+/// started, or whose boxes have just come, learns them within a round or two
+/// of searches asked for at once, where the next regular round may be
+/// `search_interval` (10 s) away.
+const FIRST_BOX_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits, up to [`FIRST_BOX_WAIT`], until the publisher knows a box it may
+/// place on, asking for search rounds meanwhile.
+async fn wait_for_a_box(p: &Publisher) {
+    let deadline = tokio::time::Instant::now() + FIRST_BOX_WAIT;
+    loop {
+        // Registered before the look, so a round that ends in between counts.
+        let searched = p.searched.notified();
+        let any = {
+            let dir = p.directory.read().await;
+            dir.candidates(p.audience, now_secs())
+                .iter()
+                .any(|c| c.eligible)
+        };
+        if any {
+            return;
+        }
+        p.search_now.notify_one();
+        if tokio::time::timeout_at(deadline, searched).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Places the first copy of an upload before it is acknowledged: through the
-/// boxes receiving it already, else as a sender would, now. The job, held in
-/// flight meanwhile, is finished or queued again for the copies still
-/// missing. With no copy on a box the push is refused (`503`): the job stays
-/// queued here, but only this disk holds the file.
+/// boxes receiving it already, else as a sender would, now (waiting a few
+/// seconds for a box, when none is known). The job, held in flight
+/// meanwhile, is finished or queued again for the copies still missing. With
+/// no copy on a box the push is refused (`503`): the job stays queued here,
+/// but only this disk holds the file.
 async fn first_copy(p: &Arc<Publisher>, forwards: Forwards, job: &Job) -> Result<(), Response> {
     let name = job.name.as_str();
     let next = if forwards.is_empty() {
+        wait_for_a_box(p).await;
         sender::place(p, name).await
     } else {
         forwards.settle_now(p, job.clone()).await

@@ -35,6 +35,11 @@ const FORGET_AFTER_INTERVALS: u64 = 6;
 /// How long an entrance has to answer a `SEARCH` before its session is dropped.
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Rounds asked for early ([`Publisher::search_now`]) come no closer together
+/// than this: pushes waiting for a box must not turn into a stream of
+/// `SEARCH`es at the entrances.
+pub const EARLY_SEARCH_GAP: Duration = Duration::from_secs(1);
+
 /// Runs until shutdown.
 pub async fn run(publisher: Arc<Publisher>) {
     let interval = publisher.config.search_interval;
@@ -119,8 +124,17 @@ pub async fn run(publisher: Arc<Publisher>) {
         tokio::select! {
             () = publisher.common.shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
+            () = asked_early(&publisher) => {}
         }
     }
+}
+
+/// Ends when a round is asked for early, no sooner than [`EARLY_SEARCH_GAP`]
+/// after the last one. An ask made while a round runs is kept (a
+/// [`Notify`](tokio::sync::Notify) permit) and honoured after the gap.
+async fn asked_early(publisher: &Publisher) {
+    tokio::time::sleep(EARLY_SEARCH_GAP).await;
+    publisher.search_now.notified().await;
 }
 
 /// Whether a round in which `answered` of `asked` entrances answered may
