@@ -24,6 +24,9 @@
 #        publisher's [publisher] section, to compare settings in the same conditions.
 #        DANDELION_BIN=/path/to/dandelion bench/publisher.sh ...  runs another build,
 #        to compare builds in the same sitting.
+#        BOXES_DIR=/dev/shm/boxes bench/publisher.sh ...  puts the boxes' data
+#        directories there (the rest stays in the work directory): to tell the
+#        boxes' disk costs from the publisher's.
 # Needs: cargo build --release -p dandelion-daemons --bin dandelion --example publisher_bench;
 #        nginx, wrk, curl, python3. Run time about 2.5 minutes; needs ~3.5 GiB in /tmp
 #        (or in BENCH_DIR, where the work directory goes when it is set).
@@ -61,6 +64,12 @@ if [[ -n "${BENCH_DIR:-}" ]]; then
   BENCH_WORK="$(mktemp -d "$BENCH_DIR/pub-bench.XXXXXX")"
 fi
 W="$BENCH_WORK"
+BOXES="$W"
+if [[ -n "${BOXES_DIR:-}" ]]; then
+  mkdir -p "$BOXES_DIR"
+  BOXES="$(mktemp -d "$BOXES_DIR/boxes.XXXXXX")"
+  trap 'bench_cleanup; rm -rf "$BOXES"' EXIT   # after the boxes are stopped
+fi
 
 rss() { awk -v k="$2:" '$1 == k {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
 machine() { log "machine during $1: $(cpu_report "$2" "$(cpu_snapshot)")"; }
@@ -86,7 +95,7 @@ start_bg "$W/entrance.out" "" "$BIN" --config "$W/entrance.toml" --data-dir "$W/
 wait_http "http://127.0.0.1:$E/healthz" 20 "$STARTED_PID" '^200$' || die "the entrance did not start: $(cat "$W/entrance.out")"
 BOX_PIDS=()
 for i in 0 1 2; do
-  start_bg "$W/box-$i.out" "" "$BIN" --config "$W/box.toml" --data-dir "$W/box-$i" --log-level warn box --listen "127.0.0.1:${BP[$i]}"
+  start_bg "$W/box-$i.out" "" "$BIN" --config "$W/box.toml" --data-dir "$BOXES/box-$i" --log-level warn box --listen "127.0.0.1:${BP[$i]}"
   BOX_PIDS+=("$STARTED_PID")
 done
 start_bg "$W/publisher.out" "" "$BIN" --config "$W/publisher.toml" --data-dir "$W/publisher" --log-level info publisher --listen "127.0.0.1:$P"
