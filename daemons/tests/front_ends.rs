@@ -353,7 +353,8 @@ fn a_live_stream_plays_on_through_a_balancer_when_the_front_end_serving_it_dies(
 const BROWSER_SECONDS: u32 = 25;
 
 /// On a shared store a file kept on disk is acknowledged only once a box
-/// holds a copy: with no box to take one, the push is refused, saying why.
+/// holds a copy: with no box to take one, the push is refused, saying why,
+/// after a bounded wait for a box to appear.
 #[test]
 fn a_file_no_box_can_take_is_not_acknowledged_on_a_shared_store() {
     let redis = RedisServer::start();
@@ -364,6 +365,7 @@ fn a_file_no_box_can_take_is_not_acknowledged_on_a_shared_store() {
     let token = std::fs::read_to_string(root.path().join("publisher/admin.token")).unwrap();
     let big = root.path().join("film.bin");
     std::fs::write(&big, vec![3u8; 2 << 20]).unwrap();
+    let asked = Instant::now();
     let out = run(Command::new(binary("dandelion"))
         .arg("push")
         .arg(&big)
@@ -374,6 +376,11 @@ fn a_file_no_box_can_take_is_not_acknowledged_on_a_shared_store() {
     assert!(
         said.contains("503") && said.contains("only once a box holds it"),
         "{said}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
     );
 }
 
