@@ -94,6 +94,8 @@ pub struct PublisherMetrics {
     pub accepted: Counter,
     pub probe_failures: Counter,
     pub search_failures: Counter,
+    /// Searches of an entrance, answered or not: one per entrance a round.
+    pub searches: Counter,
     /// The offload ledger's figures per stream ([`ledger`]).
     pub offload_box_bytes: Family<StreamLabel, Counter>,
     pub offload_origin_bytes: Family<StreamLabel, Counter>,
@@ -505,6 +507,12 @@ fn register_metrics(p: &Arc<Publisher>) {
         "offload_box_share",
         "Share of viewer bytes served by boxes (0 to 1; 0 before any)",
         p.metrics.offload_box_share.clone(),
+    );
+    m.register(
+        "searches",
+        "Searches of an entrance, answered or not: one per entrance every search_interval, \
+         and at most once a second more while a push waits for a box",
+        p.metrics.searches.clone(),
     );
     m.register(
         "search_failures",

@@ -384,6 +384,72 @@ fn a_file_no_box_can_take_is_not_acknowledged_on_a_shared_store() {
     );
 }
 
+/// A push that finds no box asks for a search round at once; pushes waiting
+/// together must not turn into a stream of `SEARCH`es at the entrance (each
+/// one a read of every box there): the early rounds come at most once a
+/// second, however many pushes wait.
+#[test]
+fn pushes_waiting_for_a_box_search_at_most_once_a_second() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkBuilder::new(root.path(), 0)
+        .publisher_top(format!("store = {:?}", redis.url()))
+        .publisher_setting("search_interval = 60")
+        .start();
+    let token = std::fs::read_to_string(root.path().join("publisher/admin.token")).unwrap();
+    let file = root.path().join("seg.ts");
+    std::fs::write(&file, vec![5u8; 10_000]).unwrap();
+    let searches = || -> u64 {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let metrics = rt
+            .block_on(
+                HttpClient::default().get(&format!("{}/metrics", net.publisher.origin()), &[]),
+            )
+            .unwrap();
+        String::from_utf8_lossy(&metrics.body)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("dandelion_searches_total ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    wait_for("the search at start", Duration::from_secs(20), || {
+        (searches() >= 1).then_some(())
+    });
+    let before = searches();
+    let started = Instant::now();
+    let pushes: Vec<_> = (0..12)
+        .map(|i| {
+            Command::new(binary("dandelion"))
+                .arg("push")
+                .arg(&file)
+                .args(["--as", &format!("a/seg{i}.ts")])
+                .args(["--to", &net.publisher.origin(), "--token", token.trim()])
+                .env_remove("DANDELION_CONFIG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut push in pushes {
+        assert!(
+            !push.wait().unwrap().success(),
+            "no box, no acknowledgement"
+        );
+    }
+    let rounds = searches() - before;
+    let allowed = started.elapsed().as_secs() + 1;
+    assert!(
+        (1..=allowed).contains(&rounds),
+        "{rounds} search rounds in {:?} while 12 pushes waited",
+        started.elapsed()
+    );
+}
+
 /// The second front end of `net`'s publisher (its data under `root`): the
 /// same identity, its own data directory and admin token; the caller adds the
 /// same store.

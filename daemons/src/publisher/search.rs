@@ -61,6 +61,7 @@ pub async fn run(publisher: Arc<Publisher>) {
         let mut answered = 0;
         for (entrance, result) in entrances.iter().zip(results) {
             let url = entrance.url();
+            publisher.metrics.searches.inc();
             match result {
                 Ok(found) => {
                     answered += 1;
